@@ -1,0 +1,255 @@
+// CrashView: building a crash state's overlay, and reads and writes over it.
+#include "sim/crash_view.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace qcrash::sim {
+namespace {
+
+Status CheckChoice(const CrashPoint& point, const SectorChoice& choice, int64_t index) {
+  const std::string where = "crash state p" + std::to_string(point.point) + ": sector " +
+                            std::to_string(choice.sector);
+  if (index < 0) return Status::InvalidArgument(where + " is not pending at this point");
+  const uint32_t count = point.pending[static_cast<size_t>(index)].count;
+  switch (choice.kind) {
+    case ChoiceKind::kVersion:
+      if (choice.version > count) {
+        return Status::InvalidArgument(where + ": version " + std::to_string(choice.version) +
+                                       " of " + std::to_string(count));
+      }
+      return Status::Ok();
+    case ChoiceKind::kMix:
+      if (!point.non_atomic.enabled) {
+        return Status::InvalidArgument(where + ": a mixed sector needs the non-atomic mode");
+      }
+      if (choice.version > count || choice.second_version > count ||
+          choice.version == choice.second_version || choice.cut_bytes == 0 ||
+          choice.cut_bytes >= point.sector_bytes) {
+        return Status::InvalidArgument(where + ": bad mix of versions or cut");
+      }
+      return Status::Ok();
+    case ChoiceKind::kGarbage:
+      if (!point.non_atomic.enabled || !point.non_atomic.garbage) {
+        return Status::InvalidArgument(where + ": garbage needs the non-atomic mode");
+      }
+      return Status::Ok();
+  }
+  return Status::InvalidArgument(where + ": unknown choice");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CrashView>> CrashTimeline::BuildView(
+    std::shared_ptr<const CrashPoint> point, const CrashState& state) {
+  return CrashView::Build(std::move(point), state);
+}
+
+CrashView::CrashView(std::shared_ptr<const CrashPoint> point)
+    : point_(std::move(point)),
+      overlay_(point_->latest_overlay),
+      size_bytes_(point_->size_bytes),
+      truncated_at_bytes_(point_->size_bytes),
+      sector_bytes_(point_->sector_bytes),
+      nested_log_(point_->sector_bytes, point_->size_bytes) {}
+
+Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashPoint> point,
+                                                    const CrashState& state) {
+  if (state.point != point->point) {
+    return Status::InvalidArgument("crash state p" + std::to_string(state.point) +
+                                   " built on point " + std::to_string(point->point));
+  }
+  std::unique_ptr<CrashView> view(new CrashView(std::move(point)));
+  const CrashPoint& cp = *view->point_;
+  size_t owned_sectors = 0;
+  for (const SectorChoice& choice : state.deviations) {
+    if (choice.kind != ChoiceKind::kVersion) ++owned_sectors;
+  }
+  // Reserved once, so the overlay's pointers into owned_ stay valid.
+  view->owned_.resize(owned_sectors * cp.sector_bytes);
+  uint8_t* owned = view->owned_.data();
+  uint64_t previous_sector = 0;
+  for (size_t i = 0; i < state.deviations.size(); ++i) {
+    const SectorChoice& choice = state.deviations[i];
+    if (i > 0 && choice.sector <= previous_sector) {
+      return Status::InvalidArgument("crash state p" + std::to_string(cp.point) +
+                                     ": sectors not in increasing order");
+    }
+    previous_sector = choice.sector;
+    const int64_t index = cp.FindPending(choice.sector);
+    QCRASH_RETURN_IF_ERROR(CheckChoice(cp, choice, index));
+    const PendingSector& pending = cp.pending[static_cast<size_t>(index)];
+    const uint8_t** slot = &view->overlay_[pending.overlay_index].data;
+    if (choice.kind == ChoiceKind::kVersion) {
+      *slot = cp.version_data[pending.first + choice.version];
+      continue;
+    }
+    if (choice.kind == ChoiceKind::kGarbage) {
+      FillGarbage(cp.point, choice.sector, owned, cp.sector_bytes);
+    } else {
+      // A mix: bytes [0, cut) of one version, [cut, S) of the other (M8).
+      const uint64_t offset = choice.sector * cp.sector_bytes;
+      for (const auto& [version, from, length] :
+           {std::tuple{choice.version, 0u, choice.cut_bytes},
+            std::tuple{choice.second_version, choice.cut_bytes, cp.sector_bytes - choice.cut_bytes}}) {
+        const uint8_t* data = cp.version_data[pending.first + version];
+        if (data != nullptr) {
+          std::memcpy(owned + from, data + from, length);
+        } else {
+          cp.base->Read(offset + from, std::span<uint8_t>(owned + from, length));
+        }
+      }
+    }
+    *slot = owned;
+    owned += cp.sector_bytes;
+  }
+  return view;
+}
+
+void CrashView::ReadUnwritten(uint64_t offset_bytes, std::span<uint8_t> out) const {
+  const uint64_t end = offset_bytes + out.size();
+  const ChunkedImage& base = *point_->base;
+  auto it = std::lower_bound(overlay_.begin(), overlay_.end(), offset_bytes / sector_bytes_,
+                             [](const OverlayEntry& e, uint64_t s) { return e.sector < s; });
+  uint64_t position = offset_bytes;
+  while (position < end) {
+    const uint64_t entry_start =
+        it == overlay_.end() ? end : std::max(it->sector * sector_bytes_, position);
+    if (entry_start > position) {
+      const uint64_t gap_end = std::min(end, entry_start);
+      base.Read(position, out.subspan(position - offset_bytes, gap_end - position));
+      position = gap_end;
+      continue;
+    }
+    const uint64_t sector_start = it->sector * sector_bytes_;
+    const uint64_t step = std::min(end, sector_start + sector_bytes_) - position;
+    uint8_t* target = out.data() + (position - offset_bytes);
+    if (it->data != nullptr) {
+      std::memcpy(target, it->data + (position - sector_start), step);
+    } else {
+      base.Read(position, std::span<uint8_t>(target, step));
+    }
+    position += step;
+    ++it;
+  }
+  if (truncated_at_bytes_ < end) {
+    const uint64_t zero_from = std::max(truncated_at_bytes_, offset_bytes);
+    std::memset(out.data() + (zero_from - offset_bytes), 0, end - zero_from);
+  }
+}
+
+void CrashView::ReadAll(uint64_t offset_bytes, std::span<uint8_t> out) const {
+  ReadUnwritten(offset_bytes, out);
+  if (written_.empty() || out.empty()) return;
+  const uint64_t end = offset_bytes + out.size();
+  for (auto it = written_.lower_bound(offset_bytes / sector_bytes_);
+       it != written_.end() && it->first * sector_bytes_ < end; ++it) {
+    const uint64_t sector_start = it->first * sector_bytes_;
+    const uint64_t from = std::max(sector_start, offset_bytes);
+    const uint64_t to = std::min(sector_start + sector_bytes_, end);
+    std::memcpy(out.data() + (from - offset_bytes), it->second.data() + (from - sector_start),
+                to - from);
+  }
+}
+
+Status CrashView::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
+  if (offset_bytes > size_bytes_ || out.size() > size_bytes_ - offset_bytes) {
+    return Status::IoError("crash view p" + std::to_string(point_->point) + ": read of " +
+                           std::to_string(out.size()) + " bytes at " + HexOffset(offset_bytes) +
+                           " past the end (" + std::to_string(size_bytes_) + " bytes)");
+  }
+  ReadAll(offset_bytes, out);
+  return Status::Ok();
+}
+
+Status CrashView::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua) {
+  if (offset_bytes > (uint64_t{1} << 62) || data.size() > kLogMaxWriteBytes) {
+    return Status::NoSpace("crash view: write at " + HexOffset(offset_bytes) + " past the limit");
+  }
+  if (logging_) nested_log_.AppendWrite(offset_bytes, data, fua);
+  if (data.empty()) return Status::Ok();
+  const uint64_t end = offset_bytes + data.size();
+  size_bytes_ = std::max(size_bytes_, end);
+  for (uint64_t sector = offset_bytes / sector_bytes_; sector * sector_bytes_ < end; ++sector) {
+    const uint64_t sector_start = sector * sector_bytes_;
+    auto [it, inserted] = written_.try_emplace(sector);
+    if (inserted) {
+      it->second.resize(sector_bytes_);
+      ReadUnwritten(sector_start, it->second);  // copy-on-write of the whole sector
+    }
+    const uint64_t from = std::max(sector_start, offset_bytes);
+    const uint64_t to = std::min(sector_start + sector_bytes_, end);
+    std::memcpy(it->second.data() + (from - sector_start), data.data() + (from - offset_bytes),
+                to - from);
+  }
+  return Status::Ok();
+}
+
+Status CrashView::Write(uint64_t offset_bytes, std::span<const uint8_t> data) {
+  return WriteImpl(offset_bytes, data, false);
+}
+
+Status CrashView::WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) {
+  return WriteImpl(offset_bytes, data, true);
+}
+
+Status CrashView::Flush() {
+  if (logging_) nested_log_.AppendFlush();
+  return Status::Ok();
+}
+
+Status CrashView::Resize(uint64_t size_bytes, ResizeMode /*mode*/) {
+  if (size_bytes > (uint64_t{1} << 62)) return Status::NoSpace("crash view: resize past the limit");
+  if (logging_) nested_log_.AppendResize(size_bytes);
+  if (size_bytes < size_bytes_) {
+    truncated_at_bytes_ = std::min(truncated_at_bytes_, size_bytes);
+    const uint64_t first_gone = (size_bytes + sector_bytes_ - 1) / sector_bytes_;
+    written_.erase(written_.lower_bound(first_gone), written_.end());
+    const uint64_t within = size_bytes % sector_bytes_;
+    auto last = written_.find(size_bytes / sector_bytes_);
+    if (within != 0 && last != written_.end()) {
+      std::memset(last->second.data() + within, 0, sector_bytes_ - within);
+    }
+  }
+  size_bytes_ = size_bytes;
+  return Status::Ok();
+}
+
+DeviceGeometry CrashView::Geometry() const {
+  return {sector_bytes_, !point_->non_atomic.enabled};
+}
+
+ChunkedImage CrashView::Materialize() const {
+  ChunkedImage image = *point_->base;
+  image.Resize(std::max(image.SizeBytes(), point_->size_bytes));
+  for (const OverlayEntry& entry : overlay_) {
+    if (entry.data == nullptr) continue;
+    const uint64_t start = entry.sector * sector_bytes_;
+    if (start >= point_->size_bytes) continue;
+    const uint64_t length = std::min<uint64_t>(sector_bytes_, point_->size_bytes - start);
+    image.Write(start, std::span<const uint8_t>(entry.data, length));
+  }
+  image.Resize(std::min(point_->size_bytes, truncated_at_bytes_));
+  image.Resize(size_bytes_);
+  for (const auto& [sector, bytes] : written_) {
+    const uint64_t start = sector * sector_bytes_;
+    if (start >= size_bytes_) continue;
+    const uint64_t length = std::min<uint64_t>(sector_bytes_, size_bytes_ - start);
+    image.Write(start, std::span<const uint8_t>(bytes.data(), length));
+  }
+  return image;
+}
+
+void CrashView::StartLog() {
+  nested_initial_ = std::make_shared<const ChunkedImage>(Materialize());
+  nested_log_ = WriteLog(sector_bytes_, size_bytes_);
+  logging_ = true;
+}
+
+Result<CrashTimeline> CrashView::NestedTimeline(NonAtomicOptions non_atomic) const {
+  if (!logging_) return Status::InvalidArgument("crash view: NestedTimeline before StartLog");
+  return CrashTimeline(nested_initial_, std::make_shared<const WriteLog>(nested_log_),
+                       std::move(non_atomic));
+}
+
+}  // namespace qcrash::sim

@@ -1,0 +1,68 @@
+// CrashView: one crash state presented as a readable and writable block
+// device, copy-on-write over the shared durable image of its flush epoch.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "engine/block_device.h"
+#include "sim/crash_model.h"
+#include "sim/write_log.h"
+
+namespace qcrash::sim {
+
+// Building a view copies the point's latest overlay (one entry per pending or
+// FUA-durable sector) and patches the state's deviations: O(pending sectors),
+// never O(disk). Reads walk the overlay and fill gaps from the shared base.
+// Writes (recovery) land in the view's own sector map; with StartLog() they
+// are also logged, so a crash during recovery is a nested timeline.
+class CrashView final : public BlockDevice {
+ public:
+  // Checks state against point (InvalidArgument on a sector that is not
+  // pending there, a version out of range, a mix with a bad cut...).
+  static Result<std::unique_ptr<CrashView>> Build(std::shared_ptr<const CrashPoint> point,
+                                                  const CrashState& state);
+
+  Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override;
+  Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) override;
+  Status WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) override;
+  Status Flush() override;
+  uint64_t SizeBytes() const override { return size_bytes_; }
+  Status Resize(uint64_t size_bytes, ResizeMode mode) override;
+  DeviceGeometry Geometry() const override;
+
+  // Starts logging this view's writes; the current content becomes the
+  // nested log's initial image. Restarting discards the earlier nested log.
+  void StartLog();
+  bool logging() const { return logging_; }
+  const WriteLog& nested_log() const { return nested_log_; }
+  // The crash timeline of the writes logged since StartLog() (nested states).
+  Result<CrashTimeline> NestedTimeline(NonAtomicOptions non_atomic = {}) const;
+
+  // The view's current content as its own chunked image (shares base chunks).
+  ChunkedImage Materialize() const;
+  const CrashPoint& crash_point() const { return *point_; }
+  uint64_t written_sector_count() const { return written_.size(); }
+
+ private:
+  explicit CrashView(std::shared_ptr<const CrashPoint> point);
+  // Base + crash overlay + truncation, without the view's own writes.
+  void ReadUnwritten(uint64_t offset_bytes, std::span<uint8_t> out) const;
+  void ReadAll(uint64_t offset_bytes, std::span<uint8_t> out) const;
+  Status WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
+
+  std::shared_ptr<const CrashPoint> point_;
+  std::vector<OverlayEntry> overlay_;  // sorted by sector
+  std::vector<uint8_t> owned_;         // bytes of mixed and garbage sectors
+  std::map<uint64_t, std::vector<uint8_t>> written_;  // sector -> its bytes
+  uint64_t size_bytes_ = 0;
+  uint64_t truncated_at_bytes_ = 0;  // base and overlay bytes at or past this read as zero
+  uint32_t sector_bytes_ = 512;
+  bool logging_ = false;
+  WriteLog nested_log_;
+  std::shared_ptr<const ChunkedImage> nested_initial_;
+};
+
+}  // namespace qcrash::sim

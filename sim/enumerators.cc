@@ -1,0 +1,378 @@
+// Crash-state enumerators and their closed-form counts (enumerators.h).
+#include "sim/enumerators.h"
+
+#include <charconv>
+#include <vector>
+
+namespace qcrash::sim {
+namespace {
+
+uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// The sectors a log record touches: [first, last].
+void RecordSectors(const LogRecord& record, uint32_t sector_bytes, uint64_t* first,
+                   uint64_t* last) {
+  *first = record.offset_bytes / sector_bytes;
+  *last = (record.offset_bytes + record.length_bytes - 1) / sector_bytes;
+}
+
+bool IsTearable(const LogRecord& record, uint32_t sector_bytes) {
+  if (record.kind != RecordKind::kWrite || record.length_bytes == 0) return false;
+  uint64_t first = 0;
+  uint64_t last = 0;
+  RecordSectors(record, sector_bytes, &first, &last);
+  return last > first;
+}
+
+class PrefixEnumerator final : public CrashEnumerator {
+ public:
+  explicit PrefixEnumerator(const CrashTimeline& timeline) : CrashEnumerator(timeline) {}
+  bool NextUnsharded(CrashState* state) override {
+    if (next_point_ >= timeline_.PointCount()) return false;
+    LoadPoint(next_point_++);
+    *state = {point_->point, {}};
+    return true;
+  }
+
+ private:
+  uint64_t next_point_ = 0;
+};
+
+class DropOneEnumerator final : public CrashEnumerator {
+ public:
+  explicit DropOneEnumerator(const CrashTimeline& timeline) : CrashEnumerator(timeline) {}
+  bool NextUnsharded(CrashState* state) override {
+    while (true) {
+      if (point_ && next_sector_ < point_->pending.size()) {
+        *state = {point_->point, {point_->ChoiceAt(next_sector_++, 0)}};
+        return true;
+      }
+      if (next_point_ >= timeline_.PointCount()) return false;
+      LoadPoint(next_point_++);
+      next_sector_ = 0;
+    }
+  }
+
+ private:
+  uint64_t next_point_ = 0;
+  size_t next_sector_ = 0;
+};
+
+class TearOneEnumerator final : public CrashEnumerator {
+ public:
+  explicit TearOneEnumerator(const CrashTimeline& timeline) : CrashEnumerator(timeline) {}
+  bool NextUnsharded(CrashState* state) override {
+    const uint32_t sector_bytes = timeline_.sector_bytes();
+    while (true) {
+      if (point_ && next_tear_ <= last_ - first_) {
+        // Sectors [first_ + tear, last_] keep the version before the write.
+        state->point = point_->point;
+        state->deviations.clear();
+        for (uint64_t sector = first_ + next_tear_; sector <= last_; ++sector) {
+          const int64_t index = point_->FindPending(sector);
+          const uint32_t latest = point_->pending[static_cast<size_t>(index)].count;
+          state->deviations.push_back({sector, ChoiceKind::kVersion, latest - 1, 0, 0});
+        }
+        ++next_tear_;
+        return true;
+      }
+      while (next_record_ < timeline_.log().size() &&
+             !IsTearable(timeline_.log().record(next_record_), sector_bytes)) {
+        ++next_record_;
+      }
+      if (next_record_ >= timeline_.log().size()) return false;
+      RecordSectors(timeline_.log().record(next_record_), sector_bytes, &first_, &last_);
+      LoadPoint(++next_record_);
+      next_tear_ = 1;
+    }
+  }
+
+ private:
+  uint64_t next_record_ = 0;
+  uint64_t first_ = 0;
+  uint64_t last_ = 0;
+  uint64_t next_tear_ = 1;
+};
+
+// Counts up a mixed-radix number; false when it wraps to all zeroes.
+bool Odometer(std::vector<uint64_t>& digits, const std::vector<uint64_t>& radix) {
+  for (size_t i = digits.size(); i-- > 0;) {
+    if (++digits[i] < radix[i]) return true;
+    digits[i] = 0;
+  }
+  return false;
+}
+
+// Shared by bounded and exhaustive: walks points, and per point a sequence
+// of (subset of pending sectors, choice per member) in a fixed order.
+class SubsetEnumerator final : public CrashEnumerator {
+ public:
+  SubsetEnumerator(const CrashTimeline& timeline, bool exhaustive, uint64_t bound, uint64_t limit)
+      : CrashEnumerator(timeline), exhaustive_(exhaustive), bound_(bound), limit_(limit) {}
+
+  bool NextUnsharded(CrashState* state) override {
+    while (!has_state_) {
+      if (!AdvancePoint()) return false;
+    }
+    state->point = point_->point;
+    state->deviations.clear();
+    for (size_t i = 0; i < subset_.size(); ++i) {
+      // Alternative a of a sector skips its latest choice (index count).
+      const uint64_t latest = point_->pending[subset_[i]].count;
+      const uint64_t choice = exhaustive_ ? digits_[i] : digits_[i] + (digits_[i] >= latest);
+      if (exhaustive_ && choice == latest) continue;
+      state->deviations.push_back(point_->ChoiceAt(subset_[i], choice));
+    }
+    has_state_ = Odometer(digits_, radix_) || NextSubset();
+    return true;
+  }
+
+ private:
+  bool AdvancePoint() {
+    if (next_point_ >= timeline_.PointCount()) return false;
+    LoadPoint(next_point_++);
+    const size_t m = point_->pending.size();
+    if (exhaustive_) {
+      uint64_t product = 1;
+      for (size_t i = 0; i < m; ++i) product = SaturatingMul(product, point_->ChoiceCount(i));
+      if (product > limit_) {
+        ++skipped_points_;
+        has_state_ = false;
+        return true;
+      }
+      subset_.resize(m);
+      for (size_t i = 0; i < m; ++i) subset_[i] = i;
+    } else {
+      subset_.clear();  // size 0 first: the latest state
+    }
+    ResetDigits();
+    has_state_ = true;
+    return true;
+  }
+
+  void ResetDigits() {
+    digits_.assign(subset_.size(), 0);
+    radix_.resize(subset_.size());
+    for (size_t i = 0; i < subset_.size(); ++i) {
+      radix_[i] = point_->ChoiceCount(subset_[i]) - (exhaustive_ ? 0 : 1);
+    }
+  }
+
+  // The next subset of pending sectors in (size, lexicographic) order.
+  bool NextSubset() {
+    if (exhaustive_) return false;
+    const size_t m = point_->pending.size();
+    const size_t k = subset_.size();
+    size_t i = k;
+    while (i > 0 && subset_[i - 1] == m - k + i - 1) --i;
+    if (i > 0) {
+      ++subset_[i - 1];
+      for (size_t j = i; j < k; ++j) subset_[j] = subset_[j - 1] + 1;
+    } else {
+      if (k + 1 > bound_ || k + 1 > m) return false;
+      subset_.resize(k + 1);
+      for (size_t j = 0; j <= k; ++j) subset_[j] = j;
+    }
+    ResetDigits();
+    return true;
+  }
+
+  bool exhaustive_;
+  uint64_t bound_;
+  uint64_t limit_;
+  uint64_t next_point_ = 0;
+  bool has_state_ = false;
+  std::vector<size_t> subset_;
+  std::vector<uint64_t> digits_;
+  std::vector<uint64_t> radix_;
+};
+
+class RandomEnumerator final : public CrashEnumerator {
+ public:
+  RandomEnumerator(const CrashTimeline& timeline, uint64_t seed, uint64_t samples)
+      : CrashEnumerator(timeline), seed_(seed), samples_(samples) {}
+
+  bool NextUnsharded(CrashState* state) override {
+    if (next_sample_ >= samples_) return false;
+    // Each sample has its own stream, so sample k does not depend on the others.
+    uint64_t stream = Mix64(seed_ ^ Mix64(next_sample_++));
+    LoadPoint(Mix64(stream++) % timeline_.PointCount());
+    state->point = point_->point;
+    state->deviations.clear();
+    for (size_t i = 0; i < point_->pending.size(); ++i) {
+      const uint64_t choice = Mix64(stream++) % point_->ChoiceCount(i);
+      if (choice == point_->pending[i].count) continue;  // latest
+      state->deviations.push_back(point_->ChoiceAt(i, choice));
+    }
+    return true;
+  }
+
+ private:
+  uint64_t seed_;
+  uint64_t samples_;
+  uint64_t next_sample_ = 0;
+};
+
+bool ParseU64(std::string_view text, uint64_t* value) {
+  if (text.empty()) return false;
+  auto [ptr, error] = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return error == std::errc() && ptr == text.data() + text.size();
+}
+
+// e_0..e_k of the values (elementary symmetric sums), saturating.
+std::vector<uint64_t> ElementarySums(const std::vector<uint64_t>& values, uint64_t k) {
+  std::vector<uint64_t> e(static_cast<size_t>(std::min<uint64_t>(k, values.size())) + 1, 0);
+  e[0] = 1;
+  for (uint64_t value : values) {
+    for (size_t j = e.size() - 1; j >= 1; --j) e[j] = SaturatingAdd(e[j], SaturatingMul(e[j - 1], value));
+  }
+  return e;
+}
+
+}  // namespace
+
+uint64_t SaturatingAdd(uint64_t a, uint64_t b) { return a + b < a ? ~uint64_t{0} : a + b; }
+uint64_t SaturatingMul(uint64_t a, uint64_t b) {
+  if (a != 0 && b > ~uint64_t{0} / a) return ~uint64_t{0};
+  return a * b;
+}
+
+void CrashEnumerator::LoadPoint(uint64_t p) {
+  if (!point_ || point_->point != p) point_ = timeline_.Point(p);
+}
+
+bool CrashEnumerator::Next(CrashState* state) {
+  while (NextUnsharded(state)) {
+    if (index_++ % shard_count_ == shard_index_) return true;
+  }
+  return false;
+}
+
+std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& timeline,
+                                                         const EnumeratorSpec& spec) {
+  std::unique_ptr<CrashEnumerator> result;
+  switch (spec.kind) {
+    case EnumeratorKind::kPrefix: result = std::make_unique<PrefixEnumerator>(timeline); break;
+    case EnumeratorKind::kDropOne: result = std::make_unique<DropOneEnumerator>(timeline); break;
+    case EnumeratorKind::kTearOne: result = std::make_unique<TearOneEnumerator>(timeline); break;
+    case EnumeratorKind::kBounded:
+      result = std::make_unique<SubsetEnumerator>(timeline, false, spec.bound, 0);
+      break;
+    case EnumeratorKind::kExhaustive:
+      result = std::make_unique<SubsetEnumerator>(timeline, true, 0, spec.limit);
+      break;
+    case EnumeratorKind::kRandom:
+      result = std::make_unique<RandomEnumerator>(timeline, spec.seed, spec.samples);
+      break;
+  }
+  result->shard_count_ = spec.shard_count == 0 ? 1 : spec.shard_count;
+  result->shard_index_ = spec.shard_index;
+  return result;
+}
+
+uint64_t CountCrashStates(const CrashTimeline& timeline, const EnumeratorSpec& spec) {
+  uint64_t total = 0;
+  if (spec.kind == EnumeratorKind::kPrefix) {
+    total = timeline.PointCount();
+  } else if (spec.kind == EnumeratorKind::kRandom) {
+    total = spec.samples;
+  } else if (spec.kind == EnumeratorKind::kTearOne) {
+    for (const LogRecord& record : timeline.log().records()) {
+      if (!IsTearable(record, timeline.sector_bytes())) continue;
+      uint64_t first = 0;
+      uint64_t last = 0;
+      RecordSectors(record, timeline.sector_bytes(), &first, &last);
+      total += last - first;
+    }
+  } else {
+    for (uint64_t p = 0; p < timeline.PointCount(); ++p) {
+      const auto point = timeline.Point(p);
+      const size_t m = point->pending.size();
+      if (spec.kind == EnumeratorKind::kDropOne) {
+        total += m;
+        continue;
+      }
+      std::vector<uint64_t> alternatives(m);
+      uint64_t product = 1;
+      for (size_t i = 0; i < m; ++i) {
+        alternatives[i] = point->ChoiceCount(i) - 1;
+        product = SaturatingMul(product, point->ChoiceCount(i));
+      }
+      if (spec.kind == EnumeratorKind::kExhaustive) {
+        if (product <= spec.limit) total = SaturatingAdd(total, product);
+        continue;
+      }
+      for (uint64_t e : ElementarySums(alternatives, spec.bound)) total = SaturatingAdd(total, e);
+    }
+  }
+  const uint64_t n = spec.shard_count == 0 ? 1 : spec.shard_count;
+  return total / n + (spec.shard_index < total % n ? 1 : 0);
+}
+
+Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
+  EnumeratorSpec spec;
+  const auto bad = [&](const char* what) {
+    return Status::InvalidArgument("enumerator \"" + std::string(text) + "\": " + what);
+  };
+  std::string_view body = text;
+  if (const size_t at = text.find('@'); at != std::string_view::npos) {
+    body = text.substr(0, at);
+    const std::string_view shard = text.substr(at + 1);
+    const size_t slash = shard.find('/');
+    if (slash == std::string_view::npos || !ParseU64(shard.substr(0, slash), &spec.shard_index) ||
+        !ParseU64(shard.substr(slash + 1), &spec.shard_count) || spec.shard_count == 0 ||
+        spec.shard_index >= spec.shard_count) {
+      return bad("shard must be @<i>/<N> with 0 <= i < N");
+    }
+  }
+  const size_t colon = body.find(':');
+  const std::string_view name = body.substr(0, colon);
+  const std::string_view args = colon == std::string_view::npos ? "" : body.substr(colon + 1);
+  if (name == "prefix" || name == "drop-one" || name == "tear-one") {
+    if (!args.empty()) return bad("takes no arguments");
+    spec.kind = name == "prefix" ? EnumeratorKind::kPrefix
+                : name == "drop-one" ? EnumeratorKind::kDropOne
+                                     : EnumeratorKind::kTearOne;
+  } else if (name == "bounded") {
+    spec.kind = EnumeratorKind::kBounded;
+    if (!ParseU64(args, &spec.bound)) return bad("expected bounded:<K>");
+  } else if (name == "exhaustive") {
+    spec.kind = EnumeratorKind::kExhaustive;
+    if (!ParseU64(args, &spec.limit)) return bad("expected exhaustive:<limit>");
+  } else if (name == "random") {
+    spec.kind = EnumeratorKind::kRandom;
+    const size_t split = args.find(':');
+    if (split == std::string_view::npos || !ParseU64(args.substr(0, split), &spec.seed) ||
+        !ParseU64(args.substr(split + 1), &spec.samples)) {
+      return bad("expected random:<seed>:<N>");
+    }
+  } else {
+    return bad("unknown kind (prefix, drop-one, tear-one, bounded, exhaustive, random)");
+  }
+  return spec;
+}
+
+std::string FormatEnumeratorSpec(const EnumeratorSpec& spec) {
+  std::string text;
+  switch (spec.kind) {
+    case EnumeratorKind::kPrefix: text = "prefix"; break;
+    case EnumeratorKind::kDropOne: text = "drop-one"; break;
+    case EnumeratorKind::kTearOne: text = "tear-one"; break;
+    case EnumeratorKind::kBounded: text = "bounded:" + std::to_string(spec.bound); break;
+    case EnumeratorKind::kExhaustive: text = "exhaustive:" + std::to_string(spec.limit); break;
+    case EnumeratorKind::kRandom:
+      text = "random:" + std::to_string(spec.seed) + ":" + std::to_string(spec.samples);
+      break;
+  }
+  if (spec.shard_count > 1) {
+    text += "@" + std::to_string(spec.shard_index) + "/" + std::to_string(spec.shard_count);
+  }
+  return text;
+}
+
+}  // namespace qcrash::sim

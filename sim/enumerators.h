@@ -1,0 +1,84 @@
+// Crash-state enumerators: prefix, drop-one, tear-one, bounded(K),
+// exhaustive(limit) and random(seed, N), each deterministic, each with a
+// closed-form count, each splittable into disjoint shards.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "engine/status.h"
+#include "sim/crash_model.h"
+
+namespace qcrash::sim {
+
+enum class EnumeratorKind : uint8_t {
+  kPrefix,      // one state per point: records [0, p) landed in order
+  kDropOne,     // per point and pending sector: that sector durable, the rest latest
+  kTearOne,     // per multi-sector (non-FUA) write w at point w+1: its first t sectors
+                // landed, the others hold their version before w (1 <= t < sectors)
+  kBounded,     // per point: every state with at most K sectors not at latest
+  kExhaustive,  // per point whose product of choices is <= limit: all of them
+  kRandom,      // N states, each a uniform point and uniform choices, from a seed
+};
+
+// Text form: "prefix", "drop-one", "tear-one", "bounded:<K>",
+// "exhaustive:<limit>", "random:<seed>:<N>", each optionally followed by
+// "@<i>/<N>" for shard i of N (0 <= i < N).
+struct EnumeratorSpec {
+  EnumeratorKind kind = EnumeratorKind::kPrefix;
+  uint64_t bound = 1;             // K for kBounded
+  uint64_t limit = 1u << 20;      // for kExhaustive
+  uint64_t seed = 0;              // for kRandom
+  uint64_t samples = 1000;        // N for kRandom
+  uint64_t shard_index = 0;
+  uint64_t shard_count = 1;
+};
+
+Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text);
+std::string FormatEnumeratorSpec(const EnumeratorSpec& spec);
+
+// The states one spec yields, in a fixed order. State k of the unsharded
+// order belongs to shard k mod N, so the shards are disjoint and their union
+// is the whole sequence, for every enumerator.
+class CrashEnumerator {
+ public:
+  virtual ~CrashEnumerator() = default;
+  static std::unique_ptr<CrashEnumerator> Create(const CrashTimeline& timeline,
+                                                 const EnumeratorSpec& spec);
+
+  // The next state of this shard, or false at the end.
+  bool Next(CrashState* state);
+  // The point of the state Next() returned (build views from it: no recompute).
+  const std::shared_ptr<const CrashPoint>& point() const { return point_; }
+  // The unsharded index of the state Next() returned.
+  uint64_t index() const { return index_ - 1; }
+  // Points exhaustive() skipped because their product passed the limit.
+  uint64_t skipped_points() const { return skipped_points_; }
+
+ protected:
+  explicit CrashEnumerator(const CrashTimeline& timeline) : timeline_(timeline) {}
+  virtual bool NextUnsharded(CrashState* state) = 0;
+  // Loads point p into point_ unless it is already there.
+  void LoadPoint(uint64_t p);
+
+  const CrashTimeline& timeline_;
+  std::shared_ptr<const CrashPoint> point_;
+  uint64_t skipped_points_ = 0;
+
+ private:
+  uint64_t index_ = 0;
+  uint64_t shard_index_ = 0;
+  uint64_t shard_count_ = 1;
+};
+
+// The closed form of the number of states spec yields (its shard only, when
+// sharded), computed from the points' shapes without enumerating.
+uint64_t CountCrashStates(const CrashTimeline& timeline, const EnumeratorSpec& spec);
+
+// Saturating helpers shared by the counts (a count never wraps).
+uint64_t SaturatingAdd(uint64_t a, uint64_t b);
+uint64_t SaturatingMul(uint64_t a, uint64_t b);
+
+}  // namespace qcrash::sim

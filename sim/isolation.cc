@@ -1,0 +1,149 @@
+// RunIsolated: fork, a shared-memory write log, and the kill. The one sim/
+// file that uses Boost.Interprocess (STYLE.md habit 14).
+#include "sim/isolation.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/interprocess/anonymous_shared_memory.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <chrono>
+#include <cstring>
+#include <new>
+
+namespace qcrash::sim {
+namespace {
+
+namespace bip = boost::interprocess;
+
+// The start of the segment; the encoded log (header, then records) follows.
+struct SharedLogHeader {
+  std::atomic<uint64_t> committed_bytes;  // bytes of whole records after this header
+  std::atomic<uint64_t> record_count;
+  std::atomic<uint32_t> overflowed;
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "the child may die mid-update");
+
+// Appends encoded records to the segment. The child writes the bytes first
+// and only then publishes the new length, so a SIGKILL between the two leaves
+// the parent a log of whole records.
+class SharedLogSink final : public LogSink {
+ public:
+  SharedLogSink(SharedLogHeader* header, uint8_t* data, uint64_t capacity_bytes)
+      : header_(header), data_(data), capacity_bytes_(capacity_bytes) {}
+
+  Status Append(RecordKind kind, uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    scratch_.clear();
+    WriteLog::EncodeRecord(kind, offset_bytes, data, &scratch_);
+    const uint64_t used = header_->committed_bytes.load(std::memory_order_relaxed);
+    if (scratch_.size() > capacity_bytes_ - used) {
+      header_->overflowed.store(1, std::memory_order_release);
+      return Status::NoSpace("isolated run: the shared write log is full");
+    }
+    std::memcpy(data_ + used, scratch_.data(), scratch_.size());
+    header_->record_count.fetch_add(1, std::memory_order_relaxed);
+    header_->committed_bytes.store(used + scratch_.size(), std::memory_order_release);
+    return Status::Ok();
+  }
+
+ private:
+  SharedLogHeader* header_;
+  uint8_t* data_;
+  uint64_t capacity_bytes_;
+  std::vector<uint8_t> scratch_;
+};
+
+uint64_t KillDelayMicros(const IsolationOptions& isolation) {
+  if (isolation.kill_within_micros == 0) return ~uint64_t{0};
+  uint64_t z = isolation.seed + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return (z ^ (z >> 31)) % (isolation.kill_within_micros + 1);
+}
+
+[[noreturn]] void RunChild(const SimDiskOptions& options,
+                           std::shared_ptr<const ChunkedImage> initial,
+                           const std::function<Status(SimDisk&)>& workload, SharedLogSink* sink) {
+  SimDisk disk(options, std::move(initial));
+  disk.set_sink(sink);
+  const Status status = workload(disk);
+  // _exit: the child must not run the parent's atexit handlers (gtest, ...).
+  ::_exit(status.ok() ? 0 : 1);
+}
+
+// Waits for the child, killing it on the count, the timer or the timeout.
+void SuperviseChild(pid_t child, const SharedLogHeader* header, const IsolationOptions& isolation,
+                    IsolatedRun* run) {
+  const auto start = std::chrono::steady_clock::now();
+  const uint64_t kill_delay_micros = KillDelayMicros(isolation);
+  int wait_status = 0;
+  while (true) {
+    const pid_t done = ::waitpid(child, &wait_status, WNOHANG);
+    if (done == child) break;
+    const uint64_t elapsed_micros = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+            .count());
+    const bool by_count = isolation.kill_after_records != 0 &&
+                          header->record_count.load(std::memory_order_acquire) >=
+                              isolation.kill_after_records;
+    const bool by_timer = elapsed_micros >= kill_delay_micros;
+    const bool by_timeout = elapsed_micros >= isolation.timeout_millis * 1000;
+    if (!run->killed_by_parent && (by_count || by_timer || by_timeout)) {
+      ::kill(child, SIGKILL);
+      run->killed_by_parent = true;
+      run->timed_out = by_timeout && !by_count && !by_timer;
+      continue;
+    }
+    const timespec pause = {0, 20000};  // 20 us: the kill lands near the asked instant
+    ::nanosleep(&pause, nullptr);
+  }
+  if (WIFEXITED(wait_status)) run->exit_code = WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) run->signal = WTERMSIG(wait_status);
+}
+
+}  // namespace
+
+Result<IsolatedRun> RunIsolated(const SimDiskOptions& options,
+                                std::shared_ptr<const ChunkedImage> initial,
+                                const std::function<Status(SimDisk&)>& workload,
+                                const IsolationOptions& isolation) {
+  if (!initial) initial = std::make_shared<const ChunkedImage>(options.initial_size_bytes);
+  const uint64_t header_bytes = (sizeof(SharedLogHeader) + 63) / 64 * 64;
+  bip::mapped_region region;
+  try {
+    // Anonymous shared memory: inherited by the child, gone with both processes.
+    region = bip::anonymous_shared_memory(header_bytes + isolation.log_capacity_bytes);
+  } catch (const bip::interprocess_exception& error) {
+    return Status::IoError(std::string("isolated run: shared memory: ") + error.what());
+  }
+  auto* base = static_cast<uint8_t*>(region.get_address());
+  auto* header = new (base) SharedLogHeader{};
+  uint8_t* data = base + header_bytes;
+  std::vector<uint8_t> log_header;
+  WriteLog::EncodeHeader(options.sector_bytes, initial->SizeBytes(), kLogStreamedCount, &log_header);
+  if (log_header.size() > isolation.log_capacity_bytes) {
+    return Status::InvalidArgument("isolated run: log capacity below the log header");
+  }
+  std::memcpy(data, log_header.data(), log_header.size());
+  header->committed_bytes.store(log_header.size(), std::memory_order_release);
+  SharedLogSink sink(header, data, isolation.log_capacity_bytes);
+
+  const pid_t child = ::fork();
+  if (child < 0) return Status::IoError("isolated run: fork failed");
+  if (child == 0) RunChild(options, initial, workload, &sink);
+
+  IsolatedRun run;
+  SuperviseChild(child, header, isolation, &run);
+  run.log_overflowed = header->overflowed.load(std::memory_order_acquire) != 0;
+  const uint64_t committed = header->committed_bytes.load(std::memory_order_acquire);
+  auto log = WriteLog::Decode(std::span<const uint8_t>(data, committed));
+  if (!log.ok()) return log.status().WithContext("isolated run: the shared log");
+  run.log = std::move(log).value();
+  return run;
+}
+
+}  // namespace qcrash::sim
