@@ -1,0 +1,71 @@
+// Helpers every qcrash subcommand shares: qemu-style size and option parsing,
+// one-line error reporting, and opening an image with its backing chain.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/file_device.h"
+#include "engine/header.h"
+#include "engine/image.h"
+#include "engine/options.h"
+#include "engine/status.h"
+
+namespace qcrash::cli {
+
+// Prints "qcrash: FILE: <status>" on stderr and returns the exit code 1.
+int ReportError(const std::string& file, const Status& status);
+// Prints "qcrash: <message>" on stderr and returns the exit code 1.
+int ReportUsage(const std::string& message);
+
+// qemu_strtosz: "4096", "64k", "1.5G", "0x1000"; the suffix is case-insensitive
+// (b, k, M, G, T, P, E) and a bare number is bytes.
+Result<uint64_t> ParseSize(std::string_view text);
+
+// "cluster_size=64k,compat=v3" as a key -> value map (qemu's -o syntax; ",,"
+// stands for a literal comma). A bare key ("help") maps to "".
+Result<std::map<std::string, std::string>> ParseOptionList(std::string_view text);
+
+// qemu's size_to_str: "1 MiB", "324 KiB", "1.5 GiB".
+std::string SizeToStr(uint64_t bytes);
+
+// QEMU's path_combine: a relative backing name is taken relative to the
+// directory of the image naming it ("sub/a.qcow2" + "b.qcow2" = "sub/b.qcow2").
+std::string PathCombine(const std::string& base_file, const std::string& name);
+
+// Reads and decodes the header of a qcow2 file without opening the image.
+Result<engine::Header> ReadHeaderOf(const std::string& path);
+
+// The full names of the backing chain as QEMU shows them: [0] is `path`
+// itself, [k] the image at depth k. Stops at the first raw or unreadable file.
+std::vector<std::string> BackingChainNames(const std::string& path);
+
+// Engine options shared by the commands that write (--policy, --cache-l2,
+// --cache-refcount, --fault). Returns false (after reporting) on a bad value.
+bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenOptions& options);
+
+// Applies qemu-img create's -o options to `options`. Unknown keys are errors.
+Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
+                          engine::CreateOptions& options);
+
+// An image opened over a file, with the device it owns.
+struct OpenedImage {
+  std::unique_ptr<FileDevice> device;
+  std::unique_ptr<engine::Image> image;
+};
+
+// Installs an opener that resolves backing names as QEMU does (relative to
+// the directory of the image that names them) and opens them read-only.
+void InstallBackingOpener(const std::string& image_path, engine::OpenOptions& options);
+
+// Opens `path` as qcow2 (read-only when options.read_only), backing chain included.
+Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options);
+
+// Resets getopt so that each command parses its own argv from the start.
+void ResetGetopt();
+
+}  // namespace qcrash::cli

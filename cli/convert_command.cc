@@ -1,0 +1,192 @@
+// `qcrash convert`: copies an image's guest view into a new raw or qcow2
+// file. Ranges that read as zeroes are skipped (holes in raw, unallocated
+// clusters in qcow2).
+#include <getopt.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cli/cli_common.h"
+
+namespace qcrash::cli {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: qcrash convert [-q] [-f qcow2|raw] [-O raw|qcow2] [-o OPTIONS] [--policy P]\n"
+    "                      SRC DST\n";
+constexpr uint64_t kChunkBytes = uint64_t{1} << 20;
+
+struct ConvertArgs {
+  std::string source_format = "qcow2";
+  std::string target_format = "raw";
+  std::map<std::string, std::string> options;
+  engine::OpenOptions open_options;
+  std::string source;
+  std::string target;
+};
+
+int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
+  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"policy", required_argument, nullptr, 1},
+                                 {"cache-l2", required_argument, nullptr, 2},
+                                 {"cache-refcount", required_argument, nullptr, 3},
+                                 {nullptr, 0, nullptr, 0}};
+  ResetGetopt();
+  int opt;
+  int index = 0;
+  while ((opt = getopt_long(argc, argv, "+hqpUf:O:o:", kLong, &index)) != -1) {
+    switch (opt) {
+      case 'h': std::fputs(kUsage, stdout); return -1;
+      case 'q': case 'p': case 'U': break;
+      case 'f': args.source_format = optarg; break;
+      case 'O': args.target_format = optarg; break;
+      case 'o': {
+        auto list = ParseOptionList(optarg);
+        if (!list.ok()) return ReportUsage("convert: " + list.status().message());
+        for (auto& [key, value] : *list) args.options[key] = value;
+        break;
+      }
+      case 1: case 2: case 3:
+        if (!ApplyEngineOption(kLong[index].name, optarg, args.open_options)) return 1;
+        break;
+      default: std::fputs(kUsage, stderr); return 1;
+    }
+  }
+  for (const std::string& format : {args.source_format, args.target_format}) {
+    if (format != "qcow2" && format != "raw") {
+      return ReportUsage("convert: unknown format '" + format + "' (qcow2 or raw)");
+    }
+  }
+  if (argc - optind != 2) {
+    std::fputs(kUsage, stderr);
+    return 1;
+  }
+  args.source = argv[optind];
+  args.target = argv[optind + 1];
+  return 0;
+}
+
+using Writer = std::function<Status(uint64_t offset, std::span<const uint8_t> data)>;
+
+// Writes the runs of `data` that are not all zero, `granule` bytes at a time.
+Status WriteNonZeroRuns(uint64_t offset, std::span<const uint8_t> data, uint64_t granule,
+                        const Writer& write) {
+  size_t run_start = 0;
+  bool in_run = false;
+  for (size_t at = 0; at <= data.size(); at += granule) {
+    bool zero = true;
+    if (at < data.size()) {
+      const size_t end = std::min<size_t>(data.size(), at + granule);
+      zero = std::all_of(data.begin() + at, data.begin() + end, [](uint8_t b) { return b == 0; });
+    }
+    if (!zero && !in_run) {
+      run_start = at;
+      in_run = true;
+    } else if ((zero || at >= data.size()) && in_run) {
+      const size_t end = std::min<size_t>(data.size(), at);
+      QCRASH_RETURN_IF_ERROR(write(offset + run_start, data.subspan(run_start, end - run_start)));
+      in_run = false;
+    }
+  }
+  return Status::Ok();
+}
+
+// The guest view of the source: reads plus the ranges known to be zero.
+struct Source {
+  uint64_t size_bytes = 0;
+  std::function<Status(uint64_t, std::span<uint8_t>)> read;
+  std::vector<engine::MapExtent> zero_extents;  // qcow2 only
+  OpenedImage image;
+  std::unique_ptr<FileDevice> raw;
+};
+
+Status OpenSource(const ConvertArgs& args, Source& source) {
+  if (args.source_format == "raw") {
+    QCRASH_ASSIGN_OR_RETURN(source.raw, FileDevice::Open(args.source, FileDevice::Mode::kReadOnly));
+    source.size_bytes = source.raw->SizeBytes();
+    source.read = [&source](uint64_t offset, std::span<uint8_t> out) { return source.raw->Read(offset, out); };
+    return Status::Ok();
+  }
+  engine::OpenOptions options;
+  options.read_only = true;
+  QCRASH_ASSIGN_OR_RETURN(source.image, OpenImage(args.source, options));
+  source.size_bytes = source.image.image->size_bytes();
+  QCRASH_ASSIGN_OR_RETURN(auto extents, source.image.image->Map());
+  for (const engine::MapExtent& extent : extents) {
+    if (extent.zero && !extent.data) source.zero_extents.push_back(extent);
+  }
+  source.read = [&source](uint64_t offset, std::span<uint8_t> out) {
+    return source.image.image->Read(offset, out);
+  };
+  return Status::Ok();
+}
+
+// Copies every range of the source that is not known to be zero.
+Status CopyGuestView(Source& source, uint64_t granule, const Writer& write) {
+  std::vector<uint8_t> buffer(kChunkBytes);
+  size_t next_zero = 0;
+  uint64_t offset = 0;
+  while (offset < source.size_bytes) {
+    while (next_zero < source.zero_extents.size() &&
+           source.zero_extents[next_zero].start + source.zero_extents[next_zero].length <= offset) {
+      ++next_zero;
+    }
+    uint64_t end = std::min(source.size_bytes, offset + kChunkBytes);
+    if (next_zero < source.zero_extents.size()) {
+      const engine::MapExtent& zero = source.zero_extents[next_zero];
+      if (zero.start <= offset) {
+        offset = zero.start + zero.length;
+        continue;
+      }
+      end = std::min(end, zero.start);
+    }
+    const std::span<uint8_t> chunk(buffer.data(), end - offset);
+    QCRASH_RETURN_IF_ERROR(source.read(offset, chunk));
+    QCRASH_RETURN_IF_ERROR(WriteNonZeroRuns(offset, chunk, granule, write));
+    offset = end;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunConvert(int argc, char** argv) {
+  ConvertArgs args;
+  if (const int code = ParseConvertArgs(argc, argv, args); code != 0) return code < 0 ? 0 : code;
+  Source source;
+  if (const Status status = OpenSource(args, source); !status.ok()) {
+    return ReportError(args.source, status);
+  }
+  auto device = FileDevice::Open(args.target, FileDevice::Mode::kCreate);
+  if (!device.ok()) return ReportError(args.target, device.status());
+  FileDevice& target = **device;
+  if (args.target_format == "raw") {
+    Status status = target.Resize(source.size_bytes, ResizeMode::kSparse);
+    if (status.ok()) {
+      status = CopyGuestView(source, 4096, [&target](uint64_t offset, std::span<const uint8_t> data) {
+        return target.Write(offset, data);
+      });
+    }
+    if (status.ok()) status = target.Flush();
+    return status.ok() ? 0 : ReportError(args.target, status);
+  }
+  engine::CreateOptions create;
+  if (const Status status = ApplyCreateOptions(args.options, create); !status.ok()) {
+    return ReportError(args.target, status);
+  }
+  create.size_bytes = source.size_bytes;
+  auto image = engine::Image::Create(target, create, args.open_options);
+  if (!image.ok()) return ReportError(args.target, image.status());
+  engine::Image& output = **image;
+  Status status = CopyGuestView(source, uint64_t{1} << create.cluster_bits,
+                                [&output](uint64_t offset, std::span<const uint8_t> data) {
+                                  return output.Write(offset, data);
+                                });
+  if (status.ok()) status = output.Close();
+  return status.ok() ? 0 : ReportError(args.target, status);
+}
+
+}  // namespace qcrash::cli

@@ -1,0 +1,67 @@
+// The qcrash command: a dispatch table from subcommand names to the Run*
+// functions, one per cli/<name>_command.cc.
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+// To add a command: write cli/<name>_command.cc defining
+// `int qcrash::cli::Run<Name>(int argc, char** argv)` (argv[0] is the command
+// name; return the exit code) and add one X(...) line below. CMake picks up
+// every cli/*_command.cc by itself.
+#define QCRASH_CLI_COMMANDS(X)                                                  \
+  X("create", RunCreate, "create a qcow2 image (qemu-img create)")             \
+  X("info", RunInfo, "show an image's header (qemu-img info)")                 \
+  X("map", RunMap, "show where guest data lives (qemu-img map)")               \
+  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)") \
+  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")
+
+namespace qcrash::cli {
+
+#define QCRASH_CLI_DECLARE(name, function, help) int function(int argc, char** argv);
+QCRASH_CLI_COMMANDS(QCRASH_CLI_DECLARE)
+#undef QCRASH_CLI_DECLARE
+
+namespace {
+
+struct Command {
+  std::string_view name;
+  int (*run)(int argc, char** argv);
+  const char* help;
+};
+
+constexpr Command kCommands[] = {
+#define QCRASH_CLI_ENTRY(name, function, help) {name, &function, help},
+    QCRASH_CLI_COMMANDS(QCRASH_CLI_ENTRY)
+#undef QCRASH_CLI_ENTRY
+};
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out, "usage: qcrash COMMAND [options] ...\n\ncommands:\n");
+  for (const Command& command : kCommands) {
+    std::fprintf(out, "  %-10.*s %s\n", static_cast<int>(command.name.size()),
+                 command.name.data(), command.help);
+  }
+  std::fprintf(out, "\n'qcrash COMMAND --help' shows a command's options.\n");
+}
+
+}  // namespace
+}  // namespace qcrash::cli
+
+int main(int argc, char** argv) {
+  using qcrash::cli::kCommands;
+  if (argc < 2) {
+    qcrash::cli::PrintUsage(stderr);
+    return 1;
+  }
+  const std::string_view name = argv[1];
+  if (name == "-h" || name == "--help" || name == "help") {
+    qcrash::cli::PrintUsage(stdout);
+    return 0;
+  }
+  for (const auto& command : kCommands) {
+    if (command.name == name) return command.run(argc - 1, argv + 1);
+  }
+  std::fprintf(stderr, "qcrash: unknown command '%s'\n", argv[1]);
+  qcrash::cli::PrintUsage(stderr);
+  return 1;
+}

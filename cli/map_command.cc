@@ -1,0 +1,121 @@
+// `qcrash map`: where each guest range lives, printed exactly like qemu-img
+// map (JSON or human), with qemu-img's merging of adjacent extents.
+#include <getopt.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/cli_common.h"
+
+namespace qcrash::cli {
+namespace {
+
+constexpr const char* kUsage = "usage: qcrash map [--output=human|json] [-f qcow2] [-U] FILE\n";
+
+using engine::MapExtent;
+
+// qemu-img merges two extents when their flags and depth agree and, when
+// they name a host offset, the host ranges are contiguous.
+bool CanMerge(const MapExtent& current, const MapExtent& next) {
+  return current.length != 0 && current.depth == next.depth && current.present == next.present &&
+         current.zero == next.zero && current.data == next.data &&
+         current.compressed == next.compressed && current.has_offset == next.has_offset &&
+         (!current.has_offset || current.offset + current.length == next.offset) &&
+         current.start + current.length == next.start;
+}
+
+std::vector<MapExtent> MergeExtents(const std::vector<MapExtent>& extents) {
+  std::vector<MapExtent> merged;
+  for (const MapExtent& extent : extents) {
+    if (extent.length == 0) continue;
+    if (!merged.empty() && CanMerge(merged.back(), extent)) {
+      merged.back().length += extent.length;
+    } else {
+      merged.push_back(extent);
+    }
+  }
+  return merged;
+}
+
+void PrintJson(const std::vector<MapExtent>& extents) {
+  std::printf("[");
+  for (size_t i = 0; i < extents.size(); ++i) {
+    const MapExtent& e = extents[i];
+    std::printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %" PRIu32
+                ", \"present\": %s, \"zero\": %s, \"data\": %s",
+                e.start, e.length, e.depth, e.present ? "true" : "false",
+                e.zero ? "true" : "false", e.data ? "true" : "false");
+    if (e.has_offset) std::printf(", \"offset\": %" PRIu64, e.offset);
+    std::printf("}%s", i + 1 < extents.size() ? ",\n" : "");
+  }
+  std::printf("]\n");
+}
+
+// The human form lists only ranges with data, with the file holding them.
+int PrintHuman(const std::string& path, const std::vector<MapExtent>& extents) {
+  const std::vector<std::string> chain = BackingChainNames(path);
+  std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+  for (const MapExtent& e : extents) {
+    if (e.data && !e.has_offset) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "qcrash: %s: File contains external, encrypted or compressed clusters.\n",
+                   path.c_str());
+      return 1;
+    }
+    if (e.data && !e.zero) {
+      const std::string& file = e.depth < chain.size() ? chain[e.depth] : chain.back();
+      std::printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e.start, e.length,
+                  e.has_offset ? e.offset : 0, file.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunMap(int argc, char** argv) {
+  static const option kLong[] = {{"output", required_argument, nullptr, 'O'},
+                                 {"help", no_argument, nullptr, 'h'},
+                                 {"force-share", no_argument, nullptr, 'U'},
+                                 {nullptr, 0, nullptr, 0}};
+  ResetGetopt();
+  bool json = false;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
+    switch (opt) {
+      case 'h': std::fputs(kUsage, stdout); return 0;
+      case 'U': break;
+      case 'f':
+        if (std::string(optarg) != "qcow2") return ReportUsage("map: only -f qcow2 is supported");
+        break;
+      case 'O':
+        if (std::string(optarg) != "json" && std::string(optarg) != "human") {
+          return ReportUsage(std::string("--output must be human or json, not '") + optarg + "'");
+        }
+        json = std::string(optarg) == "json";
+        break;
+      default: std::fputs(kUsage, stderr); return 1;
+    }
+  }
+  if (argc - optind != 1) {
+    std::fputs(kUsage, stderr);
+    return 1;
+  }
+  const std::string path = argv[optind];
+  engine::OpenOptions options;
+  options.read_only = true;
+  auto opened = OpenImage(path, options);
+  if (!opened.ok()) return ReportError(path, opened.status());
+  auto extents = opened->image->Map();
+  if (!extents.ok()) return ReportError(path, extents.status());
+  const std::vector<MapExtent> merged = MergeExtents(*extents);
+  if (json) {
+    PrintJson(merged);
+    return 0;
+  }
+  return PrintHuman(path, merged);
+}
+
+}  // namespace qcrash::cli
