@@ -1,0 +1,206 @@
+// Shared state of one check/repair run: the in-memory refcount table (IMRT),
+// the per-cluster metadata map used for overlap detection, the on-disk
+// refcount view, and the table edits repair will write. Internal to
+// engine/check*.cc and engine/repair.cc.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/block_device.h"
+#include "engine/check.h"
+#include "engine/header.h"
+#include "engine/qcow2_format.h"
+#include "engine/status.h"
+
+namespace qcrash::engine::check_internal {
+
+// Limits against hostile images (every walk and allocation is bounded).
+inline constexpr uint64_t kMaxClustersChecked = uint64_t{1} << 27;  // 5 bytes of memory each
+inline constexpr uint64_t kMaxL2Visits = uint64_t{1} << 24;         // L2 tables read by one walk
+inline constexpr uint64_t kMaxSnapshotTableBytes = uint64_t{64} << 20;
+inline constexpr uint64_t kMaxBitmapDirectoryBytes = uint64_t{64} << 20;
+inline constexpr uint32_t kMaxBitmaps = 65535;
+inline constexpr uint64_t kMaxBitmapTableBytes = uint64_t{64} << 20;
+inline constexpr uint32_t kMaxSnapshotExtraBytes = 1024;
+inline constexpr size_t kMaxOwnerLookups = 1000;  // clusters whose referrers a finding names
+
+// First metadata use of a host cluster, for overlap detection. Data is not
+// recorded here: a data reference is checked against this map.
+enum class ClusterUse : uint8_t {
+  kNone,
+  kHeader,
+  kActiveL1,
+  kSnapshotL1,
+  kL2,
+  kRefcountTable,
+  kRefcountBlock,
+  kSnapshotTable,
+  kBitmapDirectory,
+  kBitmapTable,
+};
+const char* ClusterUseName(ClusterUse use);
+
+struct SnapshotInfo {
+  uint64_t l1_table_offset = 0;
+  uint32_t l1_size = 0;
+  std::string id;
+  std::string name;
+  bool usable = false;  // aligned and within the L1 size limit
+};
+
+// An L1 table as the walk sees it: the active one or a snapshot's.
+struct L1Source {
+  std::string table;  // "active" or "snapshot 1 (name)"
+  uint64_t offset = 0;
+  uint32_t entries = 0;
+  bool active = false;
+};
+
+// The refcounts stored on disk, read lazily block by block, and the changes
+// repair makes to them (written by repair.cc in one ordered step).
+class RefcountView {
+ public:
+  RefcountView() = default;
+  // Reads the refcount table (bytes past the end of the file read as zeroes,
+  // as QEMU reads them).
+  Status Load(BlockDevice& device, const Header& header);
+  // Replaces the table after a rebuild; blocks are given in full.
+  void Replace(uint64_t table_offset, std::vector<uint64_t> table,
+               std::map<uint64_t, std::vector<uint8_t>> blocks);
+
+  // The refcount of `cluster`; nullopt when its block is misaligned.
+  Result<std::optional<uint64_t>> Get(uint64_t cluster);
+  // Sets a refcount whose block exists (callers only raise or lower counts
+  // that Get returned as non-zero, so the block is always present).
+  Status Set(uint64_t cluster, uint64_t value);
+
+  const std::vector<uint64_t>& table() const { return table_; }
+  uint64_t entries_per_block() const { return entries_per_block_; }
+  // Blocks changed by Set, by table index, with their host offsets.
+  std::vector<std::pair<uint64_t, const std::vector<uint8_t>*>> DirtyBlocks() const;
+  void ClearDirty() { dirty_.clear(); }
+
+ private:
+  Result<std::vector<uint8_t>*> BlockFor(uint64_t table_index, bool* unreadable);
+
+  BlockDevice* device_ = nullptr;
+  uint32_t cluster_bits_ = 16;
+  uint32_t refcount_order_ = 4;
+  uint64_t entries_per_block_ = 0;
+  std::vector<uint64_t> table_;
+  std::map<uint64_t, std::vector<uint8_t>> blocks_;  // by table index
+  std::map<uint64_t, bool> dirty_;                   // table indices written by Set
+};
+
+class CheckContext {
+ public:
+  CheckContext(BlockDevice& device, const Header& header, const CheckOptions& options);
+
+  // Setup: sizes the IMRT from the file size (bounded by kMaxClustersChecked).
+  Status Init();
+
+  // ---- reading -------------------------------------------------------------
+  // Reads [offset, offset + out.size()); bytes past the end of the file read
+  // as zeroes, as QEMU's block layer returns them.
+  Status ReadZeroFilled(uint64_t offset, std::span<uint8_t> out);
+  // An L1 or L2 table, from the edits repair made earlier in this run if any.
+  Status ReadTable(uint64_t offset, std::span<uint8_t> out);
+  // Marks a table (already read into `bytes`) as edited by repair.
+  void EditTable(uint64_t offset, std::span<const uint8_t> bytes);
+
+  // ---- counting ------------------------------------------------------------
+  // qcow2_inc_refcounts_imrt: one reference for every cluster [offset, offset+size)
+  // touches. A range ending one cluster or more past the end of the file is
+  // a corruption and is not counted. Returns false when it was not counted.
+  bool AddReference(uint64_t offset, uint64_t size, const std::string& owner);
+  uint64_t Imrt(uint64_t cluster) const { return cluster < imrt_.size() ? imrt_[cluster] : 0; }
+  void SubtractReference(uint64_t cluster) {
+    if (cluster < imrt_.size() && imrt_[cluster] > 0) --imrt_[cluster];
+  }
+  uint64_t imrt_clusters() const { return imrt_.size(); }
+  bool PastEnd(uint64_t offset, uint64_t size) const;
+
+  // ---- metadata map --------------------------------------------------------
+  // Records the first metadata use of every cluster of [offset, offset+size)
+  // inside the file; returns the use already recorded for a different kind,
+  // or kNone. Same-kind reuse (a shared L2 table) is not an overlap.
+  ClusterUse MarkMetadata(uint64_t offset, uint64_t size, ClusterUse use);
+  ClusterUse UseOf(uint64_t cluster) const {
+    return cluster < use_.size() ? use_[cluster] : ClusterUse::kNone;
+  }
+
+  // ---- findings ------------------------------------------------------------
+  // Records a finding and counts it. A repaired finding counts as fixed.
+  void Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+              std::string owner, std::string message);
+  bool fix_leaks() const { return options_.repair != RepairMode::kNone; }
+  bool fix_all() const { return options_.repair == RepairMode::kAll; }
+  RepairMode repair() const { return options_.repair; }
+
+  BlockDevice& device;
+  Header header;
+  uint64_t file_bytes = 0;
+  uint64_t cluster_bytes = 0;
+  uint64_t nb_clusters = 0;  // clusters of the file, rounded up
+  uint64_t refcount_max = 0;
+  CheckReport report;
+  RefcountView refcounts;
+  std::vector<SnapshotInfo> snapshots;
+  uint64_t snapshot_table_bytes = 0;
+  bool rebuild = false;          // the refcount structure must be rebuilt
+  uint64_t l2_visits = 0;
+  // Clusters the old refcount structure counted for itself (table and
+  // blocks), so a rebuild can leave them out of the new counts.
+  std::vector<uint64_t> old_refcount_clusters;
+  // Edited L1/L2 tables by host offset, written by repair step 1.
+  std::map<uint64_t, std::vector<uint8_t>> edited_tables;
+
+ private:
+  CheckOptions options_;
+  std::vector<uint32_t> imrt_;
+  std::vector<ClusterUse> use_;
+};
+
+// ---- the walk (check_walk.cc) ---------------------------------------------------
+// Header-level findings (dirty and corrupt bits, tables past the end, ...).
+void CheckHeaderFields(CheckContext& ctx);
+// Reads the snapshot table into ctx.snapshots (findings for unusable entries).
+Status ReadSnapshotTable(CheckContext& ctx);
+// Phase 1: records the metadata clusters of every structure in the map.
+Status MarkAllMetadata(CheckContext& ctx);
+// Phase 2: counts every reference (calculate_refcounts).
+Status CountAllReferences(CheckContext& ctx);
+// The L1 sources the walk visits: the active table and usable snapshots.
+std::vector<L1Source> L1Sources(const CheckContext& ctx);
+// Calls visit(l1 source, l1 index, l2 offset, l2 index, entry) for every
+// non-zero L2 entry reachable from usable L1 entries (for owner lookups and
+// OFLAG_COPIED). Honours table edits.
+using L2Visitor = std::function<Status(const L1Source& source, uint32_t l1_index,
+                                       uint64_t l2_offset, uint32_t l2_index, uint64_t entry)>;
+Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visit);
+
+// ---- compare and COPIED (check.cc) --------------------------------------------
+Status CompareRefcounts(CheckContext& ctx, bool fix, uint64_t* highest_cluster);
+Status CheckCopiedFlags(CheckContext& ctx, bool fix);
+
+// ---- repair (repair.cc) ----------------------------------------------------------
+// Step 1: writes edited L1/L2 tables (pointer drops, cleared bits). Flushes.
+Status WriteTableEdits(CheckContext& ctx);
+// Step 2: new refcount blocks, flush, new table, flush, header switch, flush.
+Status RebuildRefcountStructure(CheckContext& ctx);
+// Step 3: writes refcount blocks changed by CompareRefcounts. Flushes.
+Status WriteRefcountFixes(CheckContext& ctx);
+// Last step: clears the dirty and corrupt bits when nothing is left broken.
+Status ClearHeaderBits(CheckContext& ctx);
+
+// ---- small helpers ---------------------------------------------------------------
+std::string GuestRange(uint64_t guest_offset);
+inline uint64_t L2Index(uint64_t entry_offset_in_table) { return entry_offset_in_table / 8; }
+
+}  // namespace qcrash::engine::check_internal

@@ -1,0 +1,399 @@
+// The guest I/O paths: L2 lookup and allocation, reads (backing files, zero
+// and compressed clusters), allocating writes with copy-on-write, zero
+// writes, discards, and the block-status map.
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/endian.h"
+#include "engine/image_impl.h"
+
+namespace qcrash::engine {
+
+namespace f = format;
+
+Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index) {
+  auto bad = [&](const std::string& what) {
+    return MarkCorrupt(Status::Corruption("L2 table at " + HexOffset(l2_table_offset) + " entry " +
+                                          std::to_string(index) + " (" + HexOffset(entry) + "): " + what));
+  };
+  if (entry & f::kOflagCompressed) {
+    if (entry & f::kOflagCopied) return bad("compressed entry with the COPIED flag");
+    return ClusterType::kCompressed;
+  }
+  if (entry & f::kL2EntryReservedMask) return bad("reserved bits set");
+  const uint64_t host = entry & f::kL2EntryOffsetMask;
+  if (host & (cluster_bytes() - 1)) return bad("host offset not cluster-aligned");
+  if (entry & f::kOflagZero) {
+    if (header_.version < 3) return bad("zero flag on a v2 image");
+    return host != 0 ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
+  }
+  if (host == 0) {
+    if (entry & f::kOflagCopied) return bad("COPIED flag without a host offset");
+    return ClusterType::kUnallocated;
+  }
+  return ClusterType::kNormal;
+}
+
+Result<L2Slot> Image::Impl::LookupL2(uint64_t guest_cluster) {
+  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  const uint64_t l1_index = guest_cluster / per_l2;
+  L2Slot slot;
+  slot.index = static_cast<uint32_t>(guest_cluster % per_l2);
+  if (l1_index >= l1_table_.size()) return slot;
+  const uint64_t l1_entry = l1_table_[l1_index];
+  if (l1_entry & f::kL1EntryReservedMask) {
+    return MarkCorrupt(Status::Corruption("L1 entry " + std::to_string(l1_index) + " (" +
+                                          HexOffset(l1_entry) + "): reserved bits set"));
+  }
+  slot.l2_table_offset = l1_entry & f::kL1EntryOffsetMask;
+  if (slot.l2_table_offset == 0) return slot;
+  if ((slot.l2_table_offset & (cluster_bytes() - 1)) ||
+      slot.l2_table_offset + cluster_bytes() >
+          std::max(device_.SizeBytes(), allocated_end_ * cluster_bytes())) {
+    return MarkCorrupt(Status::Corruption("L1 entry " + std::to_string(l1_index) + ": L2 table offset " +
+                                          HexOffset(slot.l2_table_offset) + " is unaligned or past the end of the file"));
+  }
+  QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
+  slot.entry = LoadBe64(table + uint64_t{slot.index} * 8);
+  return slot;
+}
+
+Result<L2Slot> Image::Impl::LookupL2ForWrite(uint64_t guest_cluster) {
+  QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
+  const uint64_t l1_index = guest_cluster / f::L2Entries(header_.cluster_bits);
+  if (l1_index >= l1_table_.size()) {
+    return Status::InvalidArgument("guest cluster beyond the L1 table");
+  }
+  if (slot.l2_table_offset != 0 && (l1_table_[l1_index] & f::kOflagCopied)) return slot;
+  QCRASH_ASSIGN_OR_RETURN(slot.l2_table_offset, AllocateL2Table(l1_index));
+  QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
+  slot.entry = LoadBe64(table + uint64_t{slot.index} * 8);
+  return slot;
+}
+
+// L2 allocation steps:
+//  1. allocate a cluster (refcount raised);
+//  2. fill the new table: zeroes, or a copy of a shared old table (its COW);
+//  3. flush the L2 cache (and, through its dependency, the refcounts):
+//     the table must be on disk before the L1 entry points at it (R2);
+//  4. write the L1 entry with COPIED set;
+//  5. drop our reference to a shared old table.
+Result<uint64_t> Image::Impl::AllocateL2Table(uint64_t l1_index) {
+  const uint64_t old_offset = l1_table_[l1_index] & f::kL1EntryOffsetMask;
+  std::vector<uint8_t> old_table;
+  if (old_offset != 0) {
+    QCRASH_ASSIGN_OR_RETURN(uint8_t * old_bytes, l2_cache_->Get(old_offset));
+    old_table.assign(old_bytes, old_bytes + cluster_bytes());
+  }
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t new_offset, AllocateCluster());  // step 1
+  QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->GetNew(new_offset));  // step 2
+  if (!old_table.empty()) std::memcpy(table, old_table.data(), cluster_bytes());
+  QCRASH_RETURN_IF_ERROR(l2_cache_->MarkDirty(new_offset));
+  if (options_.policy != OrderingPolicy::kUnsafe) {
+    // Step 3. Why: an L1 entry naming an unwritten L2 table exposes garbage
+    // as mappings after a crash.
+    QCRASH_RETURN_IF_ERROR(l2_cache_->Flush());
+  }
+  l1_table_[l1_index] = new_offset | f::kOflagCopied;  // step 4
+  QCRASH_RETURN_IF_ERROR(WriteL1Entry(l1_index));
+  if (old_offset != 0) QCRASH_RETURN_IF_ERROR(FreeClusters(old_offset, 1));  // step 5
+  return new_offset;
+}
+
+Status Image::Impl::SetL2Entry(const L2Slot& slot, uint64_t entry) {
+  QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
+  QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
+  StoreBe64(table + uint64_t{slot.index} * 8, entry);
+  return l2_cache_->MarkDirty(slot.l2_table_offset);
+}
+
+Status Image::Impl::ReadFromBacking(uint64_t guest_offset, std::span<uint8_t> out) {
+  std::fill(out.begin(), out.end(), 0);
+  if (header_.backing_file.empty()) return Status::Ok();
+  if (!backing_device_) {
+    return Status::InvalidArgument("backing file '" + header_.backing_file + "' is not open");
+  }
+  if (guest_offset >= backing_size_bytes_) return Status::Ok();
+  const uint64_t n = std::min<uint64_t>(out.size(), backing_size_bytes_ - guest_offset);
+  if (backing_image_) return backing_image_->Read(guest_offset, out.first(n));
+  return backing_device_->Read(guest_offset, out.first(n));
+}
+
+Status Image::Impl::ReadCompressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> out) {
+  const f::CompressedExtent extent = f::DecodeCompressed(entry, header_.cluster_bits);
+  const uint64_t file_size = device_.SizeBytes();
+  if (extent.host_offset >= file_size) {
+    return MarkCorrupt(Status::Corruption("compressed cluster at " + HexOffset(extent.host_offset) +
+                                          " lies past the end of the file"));
+  }
+  std::vector<uint8_t> compressed(std::min(extent.bytes, file_size - extent.host_offset));
+  QCRASH_RETURN_IF_ERROR(io_.ReadData(extent.host_offset, compressed));
+  std::vector<uint8_t> cluster(cluster_bytes());
+  z_stream z{};
+  if (inflateInit2(&z, -15) != Z_OK) return Status::IoError("zlib inflateInit2 failed");
+  z.next_in = compressed.data();
+  z.avail_in = static_cast<uInt>(compressed.size());
+  z.next_out = cluster.data();
+  z.avail_out = static_cast<uInt>(cluster.size());
+  const int rc = inflate(&z, Z_FINISH);
+  const bool complete = z.avail_out == 0 && (rc == Z_STREAM_END || rc == Z_OK || rc == Z_BUF_ERROR);
+  inflateEnd(&z);
+  if (!complete) {
+    return MarkCorrupt(Status::Corruption("compressed cluster at " + HexOffset(extent.host_offset) +
+                                          " does not decompress to a full cluster"));
+  }
+  std::memcpy(out.data(), cluster.data() + in_cluster, out.size());
+  return Status::Ok();
+}
+
+Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> out) {
+  QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(guest_cluster));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+  switch (type) {
+    case ClusterType::kUnallocated:
+      return ReadFromBacking(guest_cluster * cluster_bytes() + in_cluster, out);
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc:
+      std::fill(out.begin(), out.end(), 0);
+      return Status::Ok();
+    case ClusterType::kCompressed:
+      return ReadCompressed(slot.entry, in_cluster, out);
+    case ClusterType::kNormal: {
+      const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + in_cluster;
+      // A cluster allocated past the end of the file (metadata preallocation
+      // on a file that was shrunk) reads as zeroes, as a short pread does.
+      const uint64_t file_size = device_.SizeBytes();
+      std::fill(out.begin(), out.end(), 0);
+      if (host >= file_size) return Status::Ok();
+      const uint64_t n = std::min<uint64_t>(out.size(), file_size - host);
+      return io_.ReadData(host, out.first(n));
+    }
+  }
+  return Status::Ok();
+}
+
+Status Image::Impl::FreeEntryClusters(uint64_t entry, ClusterType type) {
+  if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
+    return FreeClusters(entry & f::kL2EntryOffsetMask, 1);
+  }
+  if (type == ClusterType::kCompressed) {
+    const f::CompressedExtent extent = f::DecodeCompressed(entry, header_.cluster_bits);
+    const uint64_t first = extent.host_offset / cluster_bytes();
+    const uint64_t last = (extent.host_offset + extent.bytes - 1) / cluster_bytes();
+    return FreeClusters(first * cluster_bytes(), last - first + 1);
+  }
+  return Status::Ok();
+}
+
+// Write steps for one guest cluster:
+//  1. a normal cluster we own alone (COPIED): write in place, done;
+//  2. an allocated zero cluster we own: reuse its host cluster (the 2017
+//     reservation thread), writing zeroes around the data;
+//  3. otherwise allocate a new host cluster and write the whole cluster:
+//     the data merged with the old contents (copy-on-write);
+//  4. data before pointer: strict ordering makes the L2 cache wait for a
+//     flush after any allocating write; qemu ordering only after a COW;
+//  5. point the L2 entry at the cluster, then free what it replaced (R4).
+Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
+                                 std::span<const uint8_t> data) {
+  QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2ForWrite(guest_cluster));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+  const uint64_t old_host = slot.entry & f::kL2EntryOffsetMask;
+  const bool owned = (slot.entry & f::kOflagCopied) != 0;
+  if (type == ClusterType::kNormal && owned) {  // step 1
+    return io_.WriteData(old_host + in_cluster, data);
+  }
+  const bool full = in_cluster == 0 && data.size() == cluster_bytes();
+  const bool reuse = type == ClusterType::kZeroAlloc && owned && !options_.faults.zero_cluster_realloc;
+  std::vector<uint8_t> cluster;
+  if (!full) {  // build the copy-on-write image of the cluster
+    cluster.resize(cluster_bytes());
+    if (!reuse) {
+      QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));
+    }
+    std::memcpy(cluster.data() + in_cluster, data.data(), data.size());
+  }
+  uint64_t host = old_host;
+  if (!reuse) {  // step 3
+    QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());
+  }
+  QCRASH_RETURN_IF_ERROR(io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster)));
+  if (options_.data_ordering == DataOrdering::kStrict || !full || reuse) {
+    l2_cache_->DependOnFlush();  // step 4
+  }
+  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied));  // step 5
+  if (!reuse) QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));
+  return Status::Ok();
+}
+
+// Zero writes and discards of one whole guest cluster (v3). The new entry:
+//  - keep allocation: an owned host cluster stays, with the zero flag;
+//  - unmap / discard: the host cluster is freed; the entry reads as zero
+//    (a discard without a backing file may simply unallocate).
+Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
+  QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+  const bool has_backing = !header_.backing_file.empty();
+  if (slot.l2_table_offset == 0 && !has_backing) return Status::Ok();  // reads as zero already
+  const bool allocated = type == ClusterType::kNormal || type == ClusterType::kZeroAlloc ||
+                         type == ClusterType::kCompressed;
+  const bool owned = (slot.entry & f::kOflagCopied) != 0;
+  uint64_t new_entry = f::kOflagZero;
+  bool free_old = allocated;
+  if (mode == ZeroMode::kKeepAllocation && owned &&
+      (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc)) {
+    new_entry = (slot.entry & (f::kL2EntryOffsetMask | f::kOflagCopied)) | f::kOflagZero;
+    free_old = false;
+  }
+  if (header_.version < 3) new_entry = 0;  // v2 has no zero flag: discard only
+  if (mode == ZeroMode::kDiscard && !has_backing && !allocated) return Status::Ok();
+  if (new_entry == slot.entry) return Status::Ok();
+  QCRASH_ASSIGN_OR_RETURN(slot, LookupL2ForWrite(guest_cluster));
+  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, new_entry));
+  if (free_old) QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));
+  return Status::Ok();
+}
+
+// ---- block status for `map` -------------------------------------------------
+
+namespace {
+
+void Push(std::vector<MapExtent>& out, MapExtent e) {
+  if (!out.empty()) {
+    MapExtent& last = out.back();
+    const bool same = last.depth == e.depth && last.present == e.present && last.zero == e.zero &&
+                      last.data == e.data && last.compressed == e.compressed &&
+                      last.has_offset == e.has_offset &&
+                      (!e.has_offset || last.offset + last.length == e.offset);
+    if (same && last.start + last.length == e.start) {
+      last.length += e.length;
+      return;
+    }
+  }
+  out.push_back(e);
+}
+
+}  // namespace
+
+Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth, std::vector<MapExtent>& out) {
+  const uint64_t cb = cluster_bytes();
+  for (uint64_t at = start; at < start + length;) {
+    const uint64_t gc = at / cb;
+    const uint64_t n = std::min(start + length - at, cb - at % cb);
+    QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(gc));
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+    MapExtent e{at, n, depth, true, false, false, false, false, 0};
+    const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + at % cb;
+    switch (type) {
+      case ClusterType::kUnallocated:
+        if (backing_image_ && at < backing_size_bytes_) {
+          const uint64_t m = std::min(n, backing_size_bytes_ - at);
+          std::vector<MapExtent> sub;
+          QCRASH_RETURN_IF_ERROR(backing_image_->impl_->AppendMap(at, m, depth + 1, sub));
+          for (const MapExtent& s : sub) Push(out, s);
+          if (m < n) Push(out, {at + m, n - m, depth, false, true, false, false, false, 0});
+        } else if (backing_device_ && at < backing_size_bytes_) {
+          const uint64_t m = std::min(n, backing_size_bytes_ - at);
+          Push(out, {at, m, depth + 1, true, false, true, false, true, at});
+          if (m < n) Push(out, {at + m, n - m, depth, false, true, false, false, false, 0});
+        } else {
+          Push(out, {at, n, depth, false, true, false, false, false, 0});
+        }
+        break;
+      case ClusterType::kZeroPlain: e.zero = true; Push(out, e); break;
+      case ClusterType::kZeroAlloc: e.zero = true; e.has_offset = true; e.offset = host; Push(out, e); break;
+      case ClusterType::kCompressed: e.data = true; e.compressed = true; Push(out, e); break;
+      case ClusterType::kNormal: e.data = true; e.has_offset = true; e.offset = host; Push(out, e); break;
+    }
+    at += n;
+  }
+  return Status::Ok();
+}
+
+// ---- Image: guest I/O ------------------------------------------------------------
+
+namespace {
+
+Status CheckRange(uint64_t offset, uint64_t length, uint64_t size) {
+  if (offset > size || length > size - offset) {
+    return Status::InvalidArgument("request at " + HexOffset(offset) + " for " + std::to_string(length) +
+                                   " bytes goes past the end of the disk (" + std::to_string(size) + " bytes)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Image::Read(uint64_t guest_offset, std::span<uint8_t> out) {
+  QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, out.size(), size_bytes()));
+  const uint64_t cb = impl_->cluster_bytes();
+  for (uint64_t done = 0; done < out.size();) {
+    const uint64_t at = guest_offset + done;
+    const uint64_t n = std::min<uint64_t>(out.size() - done, cb - at % cb);
+    QCRASH_RETURN_IF_ERROR(impl_->ReadCluster(at / cb, at % cb, out.subspan(done, n)));
+    done += n;
+  }
+  return Status::Ok();
+}
+
+Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
+  if (impl_->read_only_) return Status::ReadOnly("image is open read-only");
+  QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, data.size(), size_bytes()));
+  ++impl_->stats_.guest_writes;
+  const uint64_t cb = impl_->cluster_bytes();
+  for (uint64_t done = 0; done < data.size();) {
+    const uint64_t at = guest_offset + done;
+    const uint64_t n = std::min<uint64_t>(data.size() - done, cb - at % cb);
+    QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, data.subspan(done, n)));
+    done += n;
+  }
+  return Status::Ok();
+}
+
+Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap) {
+  if (impl_->read_only_) return Status::ReadOnly("image is open read-only");
+  QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
+  ++impl_->stats_.guest_writes;
+  const uint64_t cb = impl_->cluster_bytes();
+  const bool v3 = impl_->header_.version >= 3;
+  for (uint64_t at = guest_offset; at < guest_offset + length_bytes;) {
+    const uint64_t n = std::min(guest_offset + length_bytes - at, cb - at % cb);
+    // A whole cluster (or the tail cluster of the disk) becomes a zero
+    // cluster; a partial one gets explicit zeroes, as QEMU falls back to.
+    const bool whole = at % cb == 0 && (n == cb || at + n == size_bytes());
+    if (whole && v3) {
+      QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(at / cb, may_unmap ? Impl::ZeroMode::kUnmap
+                                                                   : Impl::ZeroMode::kKeepAllocation));
+    } else {
+      const std::vector<uint8_t> zeroes(n, 0);
+      QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, zeroes));
+    }
+    at += n;
+  }
+  return Status::Ok();
+}
+
+Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
+  if (impl_->read_only_) return Status::ReadOnly("image is open read-only");
+  QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
+  ++impl_->stats_.guest_writes;
+  const uint64_t cb = impl_->cluster_bytes();
+  // Only whole clusters are discarded (the tail cluster counts as whole).
+  uint64_t first = (guest_offset + cb - 1) / cb;
+  const uint64_t end_bytes = guest_offset + length_bytes;
+  uint64_t end = end_bytes == size_bytes() ? (end_bytes + cb - 1) / cb : end_bytes / cb;
+  for (uint64_t gc = first; gc < end; ++gc) {
+    QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(gc, Impl::ZeroMode::kDiscard));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<MapExtent>> Image::Map() {
+  std::vector<MapExtent> out;
+  QCRASH_RETURN_IF_ERROR(impl_->AppendMap(0, size_bytes(), 0, out));
+  return out;
+}
+
+}  // namespace qcrash::engine

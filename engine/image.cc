@@ -1,0 +1,357 @@
+// Image: open, create, header updates, L1 growth, resize, flush and close.
+#include "engine/image.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/endian.h"
+#include "engine/image_impl.h"
+
+namespace qcrash::engine {
+
+namespace f = format;
+
+Image::Impl::Impl(BlockDevice& device, const OpenOptions& options)
+    : device_(device), options_(options), io_(device, stats_) {}
+
+namespace {
+
+Result<std::vector<uint64_t>> ReadTable(CountingIo& io, uint64_t offset, uint64_t entries,
+                                        const char* what) {
+  const uint64_t bytes = entries * 8;
+  if (offset > io.device().SizeBytes() || bytes > io.device().SizeBytes() - offset) {
+    return Status::Corruption(std::string(what) + " at " + HexOffset(offset) + " (" +
+                              std::to_string(bytes) + " bytes) lies past the end of the file");
+  }
+  std::vector<uint8_t> raw(bytes);
+  QCRASH_RETURN_IF_ERROR(io.ReadMetadata(offset, raw));
+  std::vector<uint64_t> table(entries);
+  for (uint64_t i = 0; i < entries; ++i) table[i] = LoadBe64(&raw[i * 8]);
+  return table;
+}
+
+}  // namespace
+
+// Open steps: decode the header from cluster 0, load the L1 and refcount
+// tables, then (read-write only) clear unknown autoclear bits.
+Status Image::Impl::Load() {
+  const uint64_t file_size = device_.SizeBytes();
+  std::vector<uint8_t> probe(std::min<uint64_t>(file_size, kHeaderProbeBytes));
+  QCRASH_RETURN_IF_ERROR(device_.Read(0, probe));
+  uint64_t cluster0_bytes = probe.size();
+  if (probe.size() >= 24 && LoadBe32(probe.data()) == f::kMagic) {
+    const uint32_t bits = LoadBe32(&probe[f::kOffClusterBits]);
+    if (bits >= f::kMinClusterBits && bits <= f::kMaxClusterBits) {
+      cluster0_bytes = std::min<uint64_t>(file_size, uint64_t{1} << bits);
+    }
+  }
+  std::vector<uint8_t> cluster0(cluster0_bytes);
+  QCRASH_RETURN_IF_ERROR(device_.Read(0, cluster0));
+  QCRASH_ASSIGN_OR_RETURN(header_, DecodeHeader(cluster0, file_size));
+  read_only_ = options_.read_only;
+  if (header_.incompatible_features & f::kIncompatCorrupt) read_only_ = true;
+  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size, "L1 table"));
+  QCRASH_ASSIGN_OR_RETURN(refcount_table_,
+                          ReadTable(io_, header_.refcount_table_offset,
+                                    (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
+                                    "refcount table"));
+  const bool writethrough = options_.policy == OrderingPolicy::kWritethrough;
+  l2_cache_ = std::make_unique<MetadataCache>("L2", io_, options_.l2_cache_tables,
+                                              static_cast<uint32_t>(cluster_bytes()), writethrough);
+  refcount_cache_ = std::make_unique<MetadataCache>(
+      "refcount", io_, options_.refcount_cache_blocks, static_cast<uint32_t>(cluster_bytes()), writethrough);
+  if (options_.policy == OrderingPolicy::kUnsafe) {
+    l2_cache_->set_ignore_dependencies(true);
+    refcount_cache_->set_ignore_dependencies(true);
+  }
+  allocated_end_ = (file_size + cluster_bytes() - 1) / cluster_bytes();
+  if (!read_only_ && (header_.autoclear_features & ~f::kAutoclearKnown) != 0) {
+    header_.autoclear_features &= f::kAutoclearKnown;
+    QCRASH_RETURN_IF_ERROR(WriteHeader());
+    QCRASH_RETURN_IF_ERROR(io_.Flush());
+  }
+  if (!read_only_ && options_.policy == OrderingPolicy::kLazy) {
+    if (header_.version < 3) {
+      return Status::InvalidArgument("the lazy policy needs a compat=1.1 (v3) image");
+    }
+    if (!(header_.compatible_features & f::kCompatLazyRefcounts)) {
+      header_.compatible_features |= f::kCompatLazyRefcounts;
+      QCRASH_RETURN_IF_ERROR(WriteHeader());
+      QCRASH_RETURN_IF_ERROR(io_.Flush());
+    }
+  }
+  return OpenBacking();
+}
+
+Status Image::Impl::OpenBacking() {
+  if (header_.backing_file.empty()) return Status::Ok();
+  if (!options_.open_backing) return Status::Ok();  // reads of unallocated clusters will fail
+  if (options_.max_backing_depth == 0) {
+    return Status::Limit("backing chain deeper than the limit (a loop?) at '" + header_.backing_file + "'");
+  }
+  QCRASH_ASSIGN_OR_RETURN(backing_device_, options_.open_backing(header_.backing_file));
+  std::string format_name = header_.backing_format.value_or("");
+  if (format_name.empty()) {
+    uint8_t magic[4] = {};
+    if (backing_device_->SizeBytes() >= 4) QCRASH_RETURN_IF_ERROR(backing_device_->Read(0, magic));
+    format_name = LoadBe32(magic) == f::kMagic ? "qcow2" : "raw";
+  }
+  if (format_name == "raw") {
+    backing_size_bytes_ = backing_device_->SizeBytes();
+    return Status::Ok();
+  }
+  if (format_name != "qcow2") {
+    return Status::NotSupported("backing file format '" + format_name + "' is not supported");
+  }
+  OpenOptions backing_options = options_;
+  backing_options.read_only = true;
+  backing_options.max_backing_depth = options_.max_backing_depth - 1;
+  auto opened = Image::Open(*backing_device_, backing_options);
+  if (!opened.ok()) return opened.status().WithContext("backing file '" + header_.backing_file + "'");
+  backing_image_ = std::move(opened).value();
+  backing_size_bytes_ = backing_image_->size_bytes();
+  return Status::Ok();
+}
+
+// Rewrites cluster 0's used bytes. The fields a switch changes (table
+// offsets and sizes, feature bits) all sit in the first sector, so a torn
+// header write can only mix whole old and new sectors of unchanged text.
+Status Image::Impl::WriteHeader() {
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, EncodeHeader(header_));
+  size_t used = bytes.size();
+  while (used > 0 && bytes[used - 1] == 0) --used;
+  used = std::max<size_t>(512, (used + 511) / 512 * 512);
+  used = std::min(used, bytes.size());
+  return io_.WriteMetadata(0, std::span<const uint8_t>(bytes).first(used));
+}
+
+Status Image::Impl::MarkCorrupt(const Status& why) {
+  if (!read_only_ && !(header_.incompatible_features & f::kIncompatCorrupt)) {
+    header_.incompatible_features |= f::kIncompatCorrupt;
+    if (header_.version >= 3 && WriteHeader().ok()) (void)io_.Flush();
+  }
+  read_only_ = true;
+  return why;
+}
+
+Status Image::Impl::SetDirtyBit(bool dirty) {
+  const bool is_dirty = (header_.incompatible_features & f::kIncompatDirty) != 0;
+  if (dirty == is_dirty) return Status::Ok();
+  if (dirty) {
+    header_.incompatible_features |= f::kIncompatDirty;
+  } else {
+    header_.incompatible_features &= ~f::kIncompatDirty;
+  }
+  QCRASH_RETURN_IF_ERROR(WriteHeader());
+  // Why (R7): set, the bit must be durable before any L2 entry that its
+  // refcount does not cover; cleared, it follows the flushed caches.
+  return io_.Flush();
+}
+
+Status Image::Impl::BeforeMetadataChange() {
+  if (read_only_) return Status::ReadOnly("image is open read-only");
+  if (options_.policy == OrderingPolicy::kLazy) return SetDirtyBit(true);
+  return Status::Ok();
+}
+
+Status Image::Impl::WriteL1Entry(uint64_t l1_index) {
+  uint8_t bytes[8];
+  StoreBe64(bytes, l1_table_[l1_index]);
+  QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(header_.l1_table_offset + l1_index * 8, bytes));
+  if (options_.policy == OrderingPolicy::kWritethrough) return io_.Flush();
+  return Status::Ok();
+}
+
+// R6 relocate, then switch:
+//  1. allocate the new L1 (refcounts raised);
+//  2. write its contents;
+//  3. flush: contents and refcounts durable before the header names it;
+//  4. switch l1_table_offset and l1_size (one sector), flush;
+//  5. free the old L1.
+Status Image::Impl::GrowL1(uint64_t l1_entries) {
+  if (l1_entries * 8 > f::kMaxL1TableBytes) return Status::Limit("L1 table would exceed 32 MiB");
+  const uint64_t clusters = (l1_entries * 8 + cluster_bytes() - 1) / cluster_bytes();
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t new_offset, AllocateClusters(clusters));  // step 1
+  std::vector<uint8_t> bytes(clusters * cluster_bytes(), 0);
+  for (size_t i = 0; i < l1_table_.size(); ++i) StoreBe64(&bytes[i * 8], l1_table_[i]);
+  QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(new_offset, bytes));  // step 2
+  if (options_.policy != OrderingPolicy::kUnsafe) {
+    // Step 3. Why: a header naming an unwritten or unreferenced L1 is corrupt.
+    QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
+    QCRASH_RETURN_IF_ERROR(io_.Flush());
+  }
+  const uint64_t old_offset = header_.l1_table_offset;
+  const uint64_t old_clusters = (uint64_t{header_.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes();
+  header_.l1_table_offset = new_offset;
+  header_.l1_size = static_cast<uint32_t>(l1_entries);
+  l1_table_.resize(l1_entries, 0);
+  QCRASH_RETURN_IF_ERROR(WriteHeader());  // step 4
+  // Why: the old L1 is freed next and may be reused at once by writethrough.
+  if (options_.policy != OrderingPolicy::kUnsafe) QCRASH_RETURN_IF_ERROR(io_.Flush());
+  if (old_offset != 0 && old_clusters != 0) return FreeClusters(old_offset, old_clusters);  // step 5
+  return Status::Ok();
+}
+
+Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocation) {
+  if (read_only_) return Status::ReadOnly("image is open read-only");
+  if (new_size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("size too large");
+  const uint64_t old_size = header_.size_bytes;
+  if (new_size_bytes < old_size) {
+    const uint64_t first = (new_size_bytes + cluster_bytes() - 1) / cluster_bytes();
+    const uint64_t end = (old_size + cluster_bytes() - 1) / cluster_bytes();
+    for (uint64_t gc = first; gc < end; ++gc) {
+      QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(gc));
+      if (slot.entry != 0) {
+        return Status::NotSupported("cannot shrink: guest cluster at " + HexOffset(gc * cluster_bytes()) +
+                                    " past the new end is allocated");
+      }
+    }
+  }
+  const uint64_t needed = f::L1EntriesFor(new_size_bytes, header_.cluster_bits);
+  if (needed > l1_table_.size()) QCRASH_RETURN_IF_ERROR(GrowL1(needed));
+  QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
+  header_.size_bytes = new_size_bytes;
+  QCRASH_RETURN_IF_ERROR(WriteHeader());
+  // Why: a completed resize must survive a crash like any acknowledged write.
+  QCRASH_RETURN_IF_ERROR(io_.Flush());
+  if (new_size_bytes > old_size && preallocation != Preallocation::kOff) {
+    return Preallocate(old_size, new_size_bytes, preallocation);
+  }
+  return Status::Ok();
+}
+
+// Allocates every cluster in [from, to) with a normal L2 entry (metadata),
+// reserves the file space (falloc) or writes zeroes into it (full).
+Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes, Preallocation preallocation) {
+  const uint64_t cb = cluster_bytes();
+  for (uint64_t gc = from_bytes / cb; gc < (to_bytes + cb - 1) / cb; ++gc) {
+    QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2ForWrite(gc));
+    if (slot.entry != 0) continue;
+    QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateCluster());
+    QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied));
+  }
+  const uint64_t end_bytes = allocated_end_ * cb;
+  if (preallocation == Preallocation::kFull) {
+    const std::vector<uint8_t> zeroes(std::min<uint64_t>(cb * 16, uint64_t{4} << 20), 0);
+    for (uint64_t at = device_.SizeBytes(); at < end_bytes;) {
+      const uint64_t n = std::min<uint64_t>(zeroes.size(), end_bytes - at);
+      QCRASH_RETURN_IF_ERROR(io_.WriteData(at, std::span<const uint8_t>(zeroes).first(n)));
+      at += n;
+    }
+  } else if (end_bytes > device_.SizeBytes()) {
+    const ResizeMode mode = preallocation == Preallocation::kMetadata ? ResizeMode::kSparse : ResizeMode::kAllocate;
+    QCRASH_RETURN_IF_ERROR(device_.Resize(end_bytes, mode));
+  }
+  return FlushAll();
+}
+
+// Guest flush: write back the L2 and refcount caches in dependency order,
+// then flush the device, after which freed clusters may be reused.
+Status Image::Impl::FlushAll() {
+  if (read_only_) return Status::Ok();
+  if (options_.policy == OrderingPolicy::kUnsafe) {
+    QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
+    QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
+  } else {
+    QCRASH_RETURN_IF_ERROR(l2_cache_->Flush());
+    QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
+    QCRASH_RETURN_IF_ERROR(l2_cache_->Flush());  // frees made the refcount cache wait on us
+  }
+  // Why: the guest's flush makes every acknowledged write durable (I4).
+  QCRASH_RETURN_IF_ERROR(io_.Flush());
+  quarantine_.clear();
+  return Status::Ok();
+}
+
+Status Image::Impl::Close() {
+  if (read_only_) return Status::Ok();
+  QCRASH_RETURN_IF_ERROR(ReleaseExtent());
+  QCRASH_RETURN_IF_ERROR(FlushAll());
+  // Clearing the dirty bit comes last, after the caches are durable (R7).
+  return SetDirtyBit(false);
+}
+
+// ---- Image: the public API --------------------------------------------------
+
+Image::Image(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Image::~Image() = default;
+
+Result<std::unique_ptr<Image>> Image::Open(BlockDevice& device, const OpenOptions& options) {
+  auto impl = std::make_unique<Impl>(device, options);
+  QCRASH_RETURN_IF_ERROR(impl->Load());
+  return std::unique_ptr<Image>(new Image(std::move(impl)));
+}
+
+namespace {
+
+Status ValidateCreateOptions(const CreateOptions& o) {
+  if (o.version != 2 && o.version != 3) return Status::InvalidArgument("compat must be 0.10 or 1.1");
+  if (o.cluster_bits < f::kMinClusterBits || o.cluster_bits > f::kMaxClusterBits) {
+    return Status::InvalidArgument("cluster size must be a power of two between 512 and 2M");
+  }
+  if (o.refcount_order > f::kMaxRefcountOrder) {
+    return Status::InvalidArgument("refcount_bits must be a power of two up to 64");
+  }
+  if (o.version == 2 && o.refcount_order != f::kV2RefcountOrder) {
+    return Status::InvalidArgument("different refcount widths than 16 bits require compatibility level 1.1 or above");
+  }
+  if (o.version == 2 && o.lazy_refcounts) {
+    return Status::InvalidArgument("lazy refcounts only supported with compatibility level 1.1 and above");
+  }
+  if (o.size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("image size too large");
+  if (o.backing_file.size() > f::kMaxBackingFileNameBytes) {
+    return Status::InvalidArgument("backing file name too long");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// Create steps: write cluster 0 (header), cluster 1 (refcount table) and
+// cluster 2 (the first refcount block, counting clusters 0-2), flush, then
+// open the empty image and grow it to its size, which allocates the L1
+// table through the normal allocation path.
+Result<std::unique_ptr<Image>> Image::Create(BlockDevice& device, const CreateOptions& options,
+                                             const OpenOptions& open_options) {
+  QCRASH_RETURN_IF_ERROR(ValidateCreateOptions(options));
+  Header h;
+  h.version = options.version;
+  h.cluster_bits = options.cluster_bits;
+  h.refcount_order = options.version == 2 ? f::kV2RefcountOrder : options.refcount_order;
+  h.header_length = options.version == 2 ? f::kV2HeaderLength : f::kV3HeaderLengthWritten;
+  h.refcount_table_offset = h.cluster_bytes();
+  h.refcount_table_clusters = 1;
+  if (options.lazy_refcounts) h.compatible_features |= f::kCompatLazyRefcounts;
+  if (options.version == 3) h.feature_names = DefaultFeatureNames();
+  h.backing_file = options.backing_file;
+  if (!options.backing_format.empty()) h.backing_format = options.backing_format;
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> image, EncodeHeader(h));
+  image.resize(3 * h.cluster_bytes(), 0);
+  StoreBe64(&image[h.cluster_bytes()], 2 * h.cluster_bytes());
+  std::span<uint8_t> block(&image[2 * h.cluster_bytes()], h.cluster_bytes());
+  for (uint64_t c = 0; c < 3; ++c) f::SetRefcount(block, c, h.refcount_order, 1);
+  QCRASH_RETURN_IF_ERROR(device.Resize(0, ResizeMode::kSparse));
+  QCRASH_RETURN_IF_ERROR(device.Write(0, image));
+  QCRASH_RETURN_IF_ERROR(device.Flush());
+  OpenOptions rw = open_options;
+  rw.read_only = false;
+  QCRASH_ASSIGN_OR_RETURN(std::unique_ptr<Image> opened, Open(device, rw));
+  QCRASH_RETURN_IF_ERROR(opened->impl_->Truncate(options.size_bytes, options.preallocation));
+  QCRASH_RETURN_IF_ERROR(opened->impl_->FlushAll());
+  return opened;
+}
+
+Status Image::Truncate(uint64_t new_size_bytes, Preallocation preallocation) {
+  return impl_->Truncate(new_size_bytes, preallocation);
+}
+Status Image::Flush() {
+  ++impl_->stats_.guest_flushes;
+  return impl_->FlushAll();
+}
+Status Image::Close() { return impl_->Close(); }
+const Header& Image::header() const { return impl_->header_; }
+uint64_t Image::size_bytes() const { return impl_->header_.size_bytes; }
+bool Image::read_only() const { return impl_->read_only_; }
+const EngineStats& Image::stats() const { return impl_->stats_; }
+
+}  // namespace qcrash::engine

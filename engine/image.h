@@ -1,0 +1,72 @@
+// Image: a qcow2 image opened over a BlockDevice. Reads, writes, zero writes,
+// discards, flushes and resizes, with metadata ordered by the chosen policy.
+//
+// Destroying an Image without Close() models a crash: nothing is flushed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/block_device.h"
+#include "engine/header.h"
+#include "engine/options.h"
+#include "engine/status.h"
+
+namespace qcrash::engine {
+
+// One run of guest clusters with the same state, as `qemu-img map` prints it.
+struct MapExtent {
+  uint64_t start = 0;        // guest offset
+  uint64_t length = 0;       // bytes
+  uint32_t depth = 0;        // 0 = this image, 1 = its backing file, ...
+  bool present = false;      // allocated in this image or a backing file (or zero)
+  bool zero = false;         // reads as zeroes
+  bool data = false;         // backed by host data
+  bool compressed = false;
+  bool has_offset = false;   // offset is meaningful (data in a raw-readable host cluster)
+  uint64_t offset = 0;       // host offset in the file at `depth`
+};
+
+class Image {
+ public:
+  // Formats `device` as a new qcow2 image and opens it with `open_options`.
+  static Result<std::unique_ptr<Image>> Create(BlockDevice& device, const CreateOptions& options,
+                                               const OpenOptions& open_options);
+  // Opens an existing image. A set dirty bit (lazy refcounts) triggers a
+  // refcount rebuild first, unless the image is opened read-only.
+  static Result<std::unique_ptr<Image>> Open(BlockDevice& device, const OpenOptions& options);
+
+  ~Image();
+  Image(const Image&) = delete;
+  Image& operator=(const Image&) = delete;
+
+  Status Read(uint64_t guest_offset, std::span<uint8_t> out);
+  Status Write(uint64_t guest_offset, std::span<const uint8_t> data);
+  // may_unmap: like qemu-io's `write -z -u`: the host clusters may be freed.
+  // Without it, allocated clusters keep their host cluster (zero-alloc).
+  Status WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap);
+  // Like qemu-io's `discard`: the clusters are freed (v3: read as zeroes).
+  Status Discard(uint64_t guest_offset, uint64_t length_bytes);
+  Status Flush();
+  // Grows, or shrinks when the clusters past the new end are free.
+  Status Truncate(uint64_t new_size_bytes, Preallocation preallocation);
+  // Flushes everything and clears the dirty bit. The image stays usable.
+  Status Close();
+
+  Result<std::vector<MapExtent>> Map();
+
+  const Header& header() const;
+  uint64_t size_bytes() const;
+  bool read_only() const;
+  const EngineStats& stats() const;
+
+  class Impl;
+
+ private:
+  explicit Image(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qcrash::engine

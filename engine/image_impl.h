@@ -1,0 +1,107 @@
+// Image::Impl: the state of an open qcow2 image and the members that the
+// engine's .cc files share (image.cc: open, create, header, L1, resize;
+// refcounts.cc: refcounts and the cluster allocator; cluster_io.cc: the
+// guest read, write, zero and discard paths and the map).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <span>
+#include <vector>
+
+#include "engine/image.h"
+#include "engine/metadata_cache.h"
+#include "engine/qcow2_format.h"
+
+namespace qcrash::engine {
+
+// QEMU's names for what an L2 entry describes.
+enum class ClusterType : uint8_t { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
+
+// One L2 entry, located: the table it lives in and its index there.
+struct L2Slot {
+  uint64_t l2_table_offset = 0;  // host offset of the L2 table
+  uint32_t index = 0;            // entry index inside it
+  uint64_t entry = 0;            // its value (host order)
+};
+
+class Image::Impl {
+ public:
+  Impl(BlockDevice& device, const OpenOptions& options);
+
+  // ---- image.cc ----
+  Status Load();
+  Status WriteHeader();
+  Status MarkCorrupt(const Status& why);
+  Status SetDirtyBit(bool dirty);
+  Status GrowL1(uint64_t l1_entries);
+  Status WriteL1Entry(uint64_t l1_index);
+  Status Truncate(uint64_t new_size_bytes, Preallocation preallocation);
+  Status Preallocate(uint64_t from_bytes, uint64_t to_bytes, Preallocation preallocation);
+  Status FlushAll();
+  Status Close();
+  Status OpenBacking();
+  Status BeforeMetadataChange();
+  bool ordered() const {
+    return options_.policy == OrderingPolicy::kOrdered || options_.policy == OrderingPolicy::kExtent;
+  }
+  bool quarantine_frees() const;
+
+  // ---- refcounts.cc ----
+  Result<uint64_t> GetRefcount(uint64_t cluster_index);
+  Status UpdateRefcount(uint64_t cluster_index, int64_t delta);
+  Result<uint64_t> EnsureRefcountBlock(uint64_t table_index);
+  Status GrowRefcountTable(uint64_t needed_table_index);
+  Result<uint64_t> FindFreeClusters(uint64_t count);
+  // Allocates `count` contiguous clusters with refcount 1; returns the host offset.
+  Result<uint64_t> AllocateClusters(uint64_t count);
+  // One cluster for data or an L2 table; the extent policy serves it from its batch.
+  Result<uint64_t> AllocateCluster();
+  Status FreeClusters(uint64_t host_offset, uint64_t count);
+  Status ReleaseExtent();
+
+  // ---- cluster_io.cc ----
+  Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);
+  Result<L2Slot> LookupL2(uint64_t guest_cluster);  // entry 0 when no L2 table
+  Result<L2Slot> LookupL2ForWrite(uint64_t guest_cluster);
+  Result<uint64_t> AllocateL2Table(uint64_t l1_index);
+  Status SetL2Entry(const L2Slot& slot, uint64_t entry);
+  Status ReadCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> out);
+  Status ReadFromBacking(uint64_t guest_offset, std::span<uint8_t> out);
+  Status ReadCompressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> out);
+  Status WriteCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<const uint8_t> data);
+  enum class ZeroMode : uint8_t { kKeepAllocation, kUnmap, kDiscard };
+  Status ZeroCluster(uint64_t guest_cluster, ZeroMode mode);
+  Status FreeEntryClusters(uint64_t entry, ClusterType type);
+  Status AppendMap(uint64_t start, uint64_t length, uint32_t depth, std::vector<MapExtent>& out);
+
+  uint64_t cluster_bytes() const { return header_.cluster_bytes(); }
+  uint64_t refcount_block_entries() const {
+    return format::RefcountBlockEntries(header_.cluster_bits, header_.refcount_order);
+  }
+
+  BlockDevice& device_;
+  OpenOptions options_;
+  EngineStats stats_;
+  CountingIo io_;
+  Header header_;
+  bool read_only_ = false;
+  std::vector<uint64_t> l1_table_;        // active L1, host byte order
+  std::vector<uint64_t> refcount_table_;  // host byte order
+  std::unique_ptr<MetadataCache> l2_cache_;
+  std::unique_ptr<MetadataCache> refcount_cache_;
+
+  uint64_t free_cluster_hint_ = 0;   // no free cluster below this index (except quarantined ones)
+  uint64_t allocated_end_ = 0;       // one past the highest cluster index the image uses
+  // Clusters freed since the last flush: not reused until their unlink and
+  // refcount decrease are durable (R5).
+  std::set<uint64_t> quarantine_;
+  std::vector<uint64_t> extent_;     // clusters reserved (refcount 1, durable) by the extent policy
+
+  std::unique_ptr<BlockDevice> backing_device_;
+  std::unique_ptr<Image> backing_image_;  // null for a raw backing file
+  uint64_t backing_size_bytes_ = 0;
+};
+
+}  // namespace qcrash::engine

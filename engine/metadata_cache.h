@@ -1,0 +1,107 @@
+// MetadataCache: a write-back cache of cluster-sized metadata tables (L2
+// tables or refcount blocks) with the dependencies between caches that make
+// write-back safe.
+//
+// A dependency "L2 cache depends on refcount cache" means: before any L2
+// table is written to the device, every dirty refcount block is written and
+// a device flush completes. "Depends on flush" means a device flush must
+// complete before the next table of this cache is written (guest data
+// before the L2 entry that exposes it). Dependencies are set when an update
+// needs them and cleared once satisfied, as in QEMU's qcow2-cache.c, which
+// lets refcount increases and frees order themselves in opposite directions
+// without a cycle.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/block_device.h"
+#include "engine/options.h"
+#include "engine/status.h"
+
+namespace qcrash::engine {
+
+// The device as the engine's metadata paths see it: counts every write and flush.
+class CountingIo {
+ public:
+  CountingIo(BlockDevice& device, EngineStats& stats) : device_(device), stats_(stats) {}
+  Status ReadMetadata(uint64_t offset_bytes, std::span<uint8_t> out);
+  Status WriteMetadata(uint64_t offset_bytes, std::span<const uint8_t> data);
+  Status WriteData(uint64_t offset_bytes, std::span<const uint8_t> data);
+  Status ReadData(uint64_t offset_bytes, std::span<uint8_t> out);
+  // Why: every caller of Flush states what must be durable before what.
+  Status Flush();
+  BlockDevice& device() { return device_; }
+  EngineStats& stats() { return stats_; }
+  // Data writes since the last completed flush (strict data ordering needs them durable).
+  bool data_pending() const { return data_pending_; }
+  // Counts completed flushes: a write made in generation g is durable once
+  // the generation passes g.
+  uint64_t flush_generation() const { return flush_generation_; }
+
+ private:
+  BlockDevice& device_;
+  EngineStats& stats_;
+  bool data_pending_ = false;
+  uint64_t flush_generation_ = 0;
+};
+
+class MetadataCache {
+ public:
+  MetadataCache(std::string name, CountingIo& io, uint32_t capacity_tables, uint32_t table_bytes,
+                bool writethrough);
+
+  // The table at host_offset, read from the device on a miss. The pointer is
+  // valid until the next call on this cache.
+  Result<uint8_t*> Get(uint64_t host_offset);
+  // A new, zero-filled table at host_offset; nothing is read.
+  Result<uint8_t*> GetNew(uint64_t host_offset);
+  // Records that the table changed. A writethrough cache writes it (after its
+  // dependencies) and flushes at once.
+  Status MarkDirty(uint64_t host_offset);
+  // Writes every dirty table (dependencies first) and flushes the device.
+  Status Flush();
+  // Writes every dirty table without flushing (dependencies still honoured).
+  Status WriteBack();
+  // Forgets a table that was freed, without writing it.
+  void Drop(uint64_t host_offset);
+
+  // Tables of this cache may be written only after `other` is flushed.
+  Status SetDependency(MetadataCache* other);
+  // A device flush must complete before the next table of this cache is written.
+  void DependOnFlush() { depends_on_flush_ = true; }
+  // Disables all dependencies (the unsafe policy and the skip-refcount-barrier switch).
+  void set_ignore_dependencies(bool ignore) { ignore_dependencies_ = ignore; }
+  bool has_dirty() const;
+  const std::string& name() const { return name_; }
+
+ private:
+  struct Entry {
+    uint64_t host_offset = 0;
+    std::vector<uint8_t> bytes;
+    bool dirty = false;
+    uint64_t last_use = 0;
+  };
+  Result<Entry*> Slot(uint64_t host_offset);
+  Status SatisfyDependencies();
+  Status WriteEntry(Entry& entry);
+
+  std::string name_;
+  CountingIo& io_;
+  uint32_t capacity_tables_;
+  uint32_t table_bytes_;
+  bool writethrough_;
+  bool ignore_dependencies_ = false;
+  MetadataCache* depends_on_ = nullptr;
+  bool depends_on_flush_ = false;
+  uint64_t clock_ = 0;
+  // Generation of our last table write; ~0 when none is waiting for a flush.
+  uint64_t unflushed_generation_ = ~uint64_t{0};
+  std::vector<Entry> entries_;
+  std::unordered_map<uint64_t, size_t> index_;
+};
+
+}  // namespace qcrash::engine
