@@ -71,7 +71,7 @@ class CrashView;
 // ids and views accept any cut in [1, S).
 struct NonAtomicOptions {
   bool enabled = false;
-  std::vector<uint32_t> cuts_bytes;  // empty: the half sector
+  std::vector<uint32_t> cuts_bytes = {};  // empty: the half sector
   bool garbage = true;               // also offer one garbage choice per sector
 };
 

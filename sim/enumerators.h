@@ -10,6 +10,7 @@
 
 #include "engine/status.h"
 #include "sim/crash_model.h"
+#include "sim/crash_view.h"  // BuildView returns views: callers need the complete type
 
 namespace qcrash::sim {
 

@@ -31,7 +31,7 @@ struct ErrorRule {
 // The I/O-error settings of one disk: one documented struct (habit 9). The
 // rules are deterministic, so no seed is needed to reproduce them.
 struct FaultRules {
-  std::vector<ErrorRule> rules;
+  std::vector<ErrorRule> rules = {};
   // Writes (and growing resizes) whose end passes this size fail with
   // NoSpace; 0 = no limit. The disk's own growth bound still applies.
   uint64_t no_space_after_bytes = 0;

@@ -10,6 +10,7 @@
 #include "engine/block_device.h"
 #include "sim/chunked_image.h"
 #include "sim/crash_model.h"
+#include "sim/crash_view.h"  // BuildView returns views: callers need the complete type
 #include "sim/fault_injection.h"
 #include "sim/write_log.h"
 
@@ -20,7 +21,7 @@ struct SimDiskOptions {
   bool atomic_sector = true;           // false: the non-atomic mode (M8) is reported
   uint64_t initial_size_bytes = 0;     // used when no initial image is given
   uint64_t max_size_bytes = uint64_t{1} << 34;  // growth bound (NoSpace past it)
-  FaultRules faults;                   // injected I/O errors and ENOSPC
+  FaultRules faults = {};              // injected I/O errors and ENOSPC
 };
 
 // Reads return the latest data (what the host sees before a crash). Durable
