@@ -129,15 +129,20 @@ Result<engine::Header> ReadHeaderOf(const std::string& path) {
   return engine::DecodeHeader(cluster0, file_bytes);
 }
 
-std::vector<std::string> BackingChainNames(const std::string& path) {
-  std::vector<std::string> names{path};
-  for (uint32_t depth = 0; depth < 16; ++depth) {
-    auto header = ReadHeaderOf(names.back());
+std::vector<ChainFile> BackingChain(const std::string& path) {
+  std::vector<ChainFile> chain{{path, false}};
+  for (uint32_t depth = 0; depth < 16 && !chain.back().raw; ++depth) {
+    auto header = ReadHeaderOf(chain.back().name);
     if (!header.ok() || header->backing_file.empty()) break;
-    names.push_back(PathCombine(names.back(), header->backing_file));
-    if (header->backing_format && *header->backing_format == "raw") break;
+    ChainFile next{PathCombine(chain.back().name, header->backing_file), false};
+    if (header->backing_format) {
+      next.raw = *header->backing_format == "raw";
+    } else {
+      next.raw = !ReadHeaderOf(next.name).ok();  // probed, as QEMU does without a format
+    }
+    chain.push_back(next);
   }
-  return names;
+  return chain;
 }
 
 bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenOptions& options) {

@@ -40,9 +40,15 @@ std::string PathCombine(const std::string& base_file, const std::string& name);
 // Reads and decodes the header of a qcow2 file without opening the image.
 Result<engine::Header> ReadHeaderOf(const std::string& path);
 
-// The full names of the backing chain as QEMU shows them: [0] is `path`
-// itself, [k] the image at depth k. Stops at the first raw or unreadable file.
-std::vector<std::string> BackingChainNames(const std::string& path);
+// One file of a backing chain, named as QEMU shows it.
+struct ChainFile {
+  std::string name;
+  bool raw = false;
+};
+
+// The backing chain: [0] is `path` itself, [k] the file at depth k. Stops at
+// the first raw or unreadable file.
+std::vector<ChainFile> BackingChain(const std::string& path);
 
 // Engine options shared by the commands that write (--policy, --cache-l2,
 // --cache-refcount, --fault). Returns false (after reporting) on a bad value.

@@ -76,21 +76,19 @@ Status WriteNonZeroRuns(uint64_t offset, std::span<const uint8_t> data, uint64_t
                         const Writer& write) {
   size_t run_start = 0;
   bool in_run = false;
-  for (size_t at = 0; at <= data.size(); at += granule) {
-    bool zero = true;
-    if (at < data.size()) {
-      const size_t end = std::min<size_t>(data.size(), at + granule);
-      zero = std::all_of(data.begin() + at, data.begin() + end, [](uint8_t b) { return b == 0; });
-    }
+  for (size_t at = 0; at < data.size(); at += granule) {
+    const size_t end = std::min<size_t>(data.size(), at + granule);
+    const bool zero =
+        std::all_of(data.begin() + at, data.begin() + end, [](uint8_t b) { return b == 0; });
     if (!zero && !in_run) {
       run_start = at;
       in_run = true;
-    } else if ((zero || at >= data.size()) && in_run) {
-      const size_t end = std::min<size_t>(data.size(), at);
-      QCRASH_RETURN_IF_ERROR(write(offset + run_start, data.subspan(run_start, end - run_start)));
+    } else if (zero && in_run) {
+      QCRASH_RETURN_IF_ERROR(write(offset + run_start, data.subspan(run_start, at - run_start)));
       in_run = false;
     }
   }
+  if (in_run) QCRASH_RETURN_IF_ERROR(write(offset + run_start, data.subspan(run_start)));
   return Status::Ok();
 }
 

@@ -2,12 +2,14 @@
 // map (JSON or human), with qemu-img's merging of adjacent extents.
 #include <getopt.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "cli/cli_common.h"
+#include "cli/host_holes.h"
 
 namespace qcrash::cli {
 namespace {
@@ -54,8 +56,8 @@ void PrintJson(const std::vector<MapExtent>& extents) {
 }
 
 // The human form lists only ranges with data, with the file holding them.
-int PrintHuman(const std::string& path, const std::vector<MapExtent>& extents) {
-  const std::vector<std::string> chain = BackingChainNames(path);
+int PrintHuman(const std::vector<ChainFile>& chain, const std::vector<MapExtent>& extents) {
+  const std::string& path = chain.front().name;
   std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
   for (const MapExtent& e : extents) {
     if (e.data && !e.has_offset) {
@@ -65,7 +67,7 @@ int PrintHuman(const std::string& path, const std::vector<MapExtent>& extents) {
       return 1;
     }
     if (e.data && !e.zero) {
-      const std::string& file = e.depth < chain.size() ? chain[e.depth] : chain.back();
+      const std::string& file = (e.depth < chain.size() ? chain[e.depth] : chain.back()).name;
       std::printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e.start, e.length,
                   e.has_offset ? e.offset : 0, file.c_str());
     }
@@ -110,12 +112,13 @@ int RunMap(int argc, char** argv) {
   if (!opened.ok()) return ReportError(path, opened.status());
   auto extents = opened->image->Map();
   if (!extents.ok()) return ReportError(path, extents.status());
-  const std::vector<MapExtent> merged = MergeExtents(*extents);
+  const std::vector<ChainFile> chain = BackingChain(path);
+  const std::vector<MapExtent> merged = MergeExtents(SplitHostHoles(chain, *extents));
   if (json) {
     PrintJson(merged);
     return 0;
   }
-  return PrintHuman(path, merged);
+  return PrintHuman(chain, merged);
 }
 
 }  // namespace qcrash::cli

@@ -1,0 +1,95 @@
+// Proves that every qcrash command given a truncated, garbage or
+// inconsistent file prints one clear line naming the file, exits non-zero,
+// and leaves the file byte-identical.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tests/interop/interop_util.h"
+
+namespace qcrash::interop {
+namespace {
+
+// Overwrites `bytes` at `offset` of a file's contents, big-endian.
+std::string Patch(std::string contents, size_t offset, const std::vector<uint8_t>& bytes) {
+  for (size_t i = 0; i < bytes.size(); ++i) contents[offset + i] = static_cast<char>(bytes[i]);
+  return contents;
+}
+
+struct BadFile {
+  std::string name;
+  std::string contents;
+};
+
+std::vector<BadFile> MakeBadFiles(const ScratchDir& dir) {
+  const RunResult made = dir.Run(
+      "qemu-img create -q -f qcow2 good.qcow2 4M && qemu-io -c 'write -P 0x11 0 192k' good.qcow2 >/dev/null");
+  EXPECT_EQ(made.exit_code, 0) << made.err;
+  const std::string good = ReadFileBytes(dir.File("good.qcow2"));
+  std::mt19937 random(42);
+  std::string garbage(65536, '\0');
+  for (char& byte : garbage) byte = static_cast<char>(random());
+  return {
+      {"empty.qcow2", ""},
+      {"garbage.qcow2", garbage},
+      {"truncated72.qcow2", good.substr(0, 72)},
+      {"truncated100.qcow2", good.substr(0, 100)},
+      {"cluster0_only.qcow2", good.substr(0, 65536)},   // L1 and refcount table past EOF
+      {"bad_magic.qcow2", Patch(good, 0, {'Q', 'F', 'I', 0x00})},
+      {"bad_version.qcow2", Patch(good, 4, {0, 0, 0, 9})},
+      {"cluster_bits_30.qcow2", Patch(good, 20, {0, 0, 0, 30})},
+      {"l1_unaligned.qcow2", Patch(good, 40, {0, 0, 0, 0, 0, 0, 0x12, 0x34})},
+      {"unknown_incompatible_bit.qcow2", Patch(good, 72, {0, 0, 0, 0, 0, 0, 0, 0x20})},
+  };
+}
+
+TEST(BadInput, EveryCommandFailsWithOneLineAndLeavesTheFileUntouched) {
+  ScratchDir dir;
+  const std::vector<BadFile> files = MakeBadFiles(dir);
+  const std::vector<std::string> commands = {
+      "info ", "info --output=json ", "map ", "map --output=json ",
+      "io -c 'write -P 0x22 0 4k' ", "io -c 'read 0 4k' ", "io -c 'discard 0 64k' -c flush ",
+      "convert -O raw out.raw ",
+  };
+  for (const BadFile& file : files) {
+    WriteFileBytes(dir.File(file.name), file.contents);
+    for (const std::string& command : commands) {
+      std::string args = command + file.name;
+      if (command.rfind("convert", 0) == 0) args = "convert -O raw " + file.name + " out.raw";
+      const RunResult result = dir.Qcrash(args);
+      EXPECT_NE(result.exit_code, 0) << args << "\n" << result.out;
+      EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << args << ": " << result.err;
+      EXPECT_EQ(result.err.rfind("qcrash: " + file.name + ": ", 0), 0u) << args << ": " << result.err;
+      EXPECT_EQ(result.out, "") << args;
+      EXPECT_TRUE(ReadFileBytes(dir.File(file.name)) == file.contents) << args << " changed the file";
+    }
+  }
+}
+
+TEST(BadInput, MissingFileAndBadCommandAreOneLine) {
+  ScratchDir dir;
+  for (const std::string args : {"info nothere.qcow2", "map nothere.qcow2", "io -c flush nothere.qcow2",
+                                 "convert -O raw nothere.qcow2 out.raw"}) {
+    const RunResult result = dir.Qcrash(args);
+    EXPECT_NE(result.exit_code, 0) << args;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << args << ": " << result.err;
+  }
+  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 ok.qcow2 1M").exit_code, 0);
+  const std::string before = ReadFileBytes(dir.File("ok.qcow2"));
+  // A bad command is refused before the image is opened, so nothing is written.
+  for (const std::string args : {"io -c 'write -P 0x1 0 4k' -c 'bogus 0 1' ok.qcow2",
+                                 "io -c 'write -P 300 0 4k' ok.qcow2", "io -c 'write -z -P 1 0 4k' ok.qcow2",
+                                 "io --policy nosuch -c 'write 0 4k' ok.qcow2",
+                                 "io --fault nosuch -c 'write 0 4k' ok.qcow2"}) {
+    const RunResult result = dir.Qcrash(args);
+    EXPECT_NE(result.exit_code, 0) << args;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << args << ": " << result.err;
+    EXPECT_TRUE(ReadFileBytes(dir.File("ok.qcow2")) == before) << args;
+  }
+}
+
+}  // namespace
+}  // namespace qcrash::interop
