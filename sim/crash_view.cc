@@ -7,35 +7,39 @@
 namespace qcrash::sim {
 namespace {
 
+std::string Where(const CrashPoint& point, const SectorChoice& choice) {
+  return "crash state p" + std::to_string(point.point) + ": sector " +
+         std::to_string(choice.sector);
+}
+
+// The error paths alone build messages: this runs per deviation, per view.
 Status CheckChoice(const CrashPoint& point, const SectorChoice& choice, int64_t index) {
-  const std::string where = "crash state p" + std::to_string(point.point) + ": sector " +
-                            std::to_string(choice.sector);
-  if (index < 0) return Status::InvalidArgument(where + " is not pending at this point");
+  if (index < 0) return Status::InvalidArgument(Where(point, choice) + " is not pending at this point");
   const uint32_t count = point.pending[static_cast<size_t>(index)].count;
   switch (choice.kind) {
     case ChoiceKind::kVersion:
       if (choice.version > count) {
-        return Status::InvalidArgument(where + ": version " + std::to_string(choice.version) +
+        return Status::InvalidArgument(Where(point, choice) + ": version " + std::to_string(choice.version) +
                                        " of " + std::to_string(count));
       }
       return Status::Ok();
     case ChoiceKind::kMix:
       if (!point.non_atomic.enabled) {
-        return Status::InvalidArgument(where + ": a mixed sector needs the non-atomic mode");
+        return Status::InvalidArgument(Where(point, choice) + ": a mixed sector needs the non-atomic mode");
       }
       if (choice.version > count || choice.second_version > count ||
           choice.version == choice.second_version || choice.cut_bytes == 0 ||
           choice.cut_bytes >= point.sector_bytes) {
-        return Status::InvalidArgument(where + ": bad mix of versions or cut");
+        return Status::InvalidArgument(Where(point, choice) + ": bad mix of versions or cut");
       }
       return Status::Ok();
     case ChoiceKind::kGarbage:
       if (!point.non_atomic.enabled || !point.non_atomic.garbage) {
-        return Status::InvalidArgument(where + ": garbage needs the non-atomic mode");
+        return Status::InvalidArgument(Where(point, choice) + ": garbage needs the non-atomic mode");
       }
       return Status::Ok();
   }
-  return Status::InvalidArgument(where + ": unknown choice");
+  return Status::InvalidArgument(Where(point, choice) + ": unknown choice");
 }
 
 }  // namespace
@@ -69,6 +73,7 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
   view->owned_.resize(owned_sectors * cp.sector_bytes);
   uint8_t* owned = view->owned_.data();
   uint64_t previous_sector = 0;
+  size_t next_pending = 0;  // deviations and pending are both sorted: one merge walk
   for (size_t i = 0; i < state.deviations.size(); ++i) {
     const SectorChoice& choice = state.deviations[i];
     if (i > 0 && choice.sector <= previous_sector) {
@@ -76,7 +81,13 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
                                      ": sectors not in increasing order");
     }
     previous_sector = choice.sector;
-    const int64_t index = cp.FindPending(choice.sector);
+    while (next_pending < cp.pending.size() && cp.pending[next_pending].sector < choice.sector) {
+      ++next_pending;
+    }
+    const int64_t index = next_pending < cp.pending.size() &&
+                                  cp.pending[next_pending].sector == choice.sector
+                              ? static_cast<int64_t>(next_pending)
+                              : -1;
     QCRASH_RETURN_IF_ERROR(CheckChoice(cp, choice, index));
     const PendingSector& pending = cp.pending[static_cast<size_t>(index)];
     const uint8_t** slot = &view->overlay_[pending.overlay_index].data;
