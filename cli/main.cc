@@ -13,7 +13,8 @@
   X("info", RunInfo, "show an image's header (qemu-img info)")                 \
   X("map", RunMap, "show where guest data lives (qemu-img map)")               \
   X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)") \
-  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")
+  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)") \
+  X("check", RunCheck, "check and repair an image (qemu-img check)")
 
 namespace qcrash::cli {
 

@@ -54,6 +54,12 @@ struct SnapshotInfo {
   bool usable = false;  // aligned and within the L1 size limit
 };
 
+struct BitmapInfo {
+  uint64_t table_offset = 0;
+  uint32_t table_entries = 0;
+  std::string name;
+};
+
 // An L1 table as the walk sees it: the active one or a snapshot's.
 struct L1Source {
   std::string table;  // "active" or "snapshot 1 (name)"
@@ -124,6 +130,8 @@ class CheckContext {
     if (cluster < imrt_.size() && imrt_[cluster] > 0) --imrt_[cluster];
   }
   uint64_t imrt_clusters() const { return imrt_.size(); }
+  // Sets a count directly (rebuild: the new structure's own clusters), growing the IMRT.
+  void SetImrt(uint64_t cluster, uint64_t count);
   bool PastEnd(uint64_t offset, uint64_t size) const;
 
   // ---- metadata map --------------------------------------------------------
@@ -153,6 +161,7 @@ class CheckContext {
   RefcountView refcounts;
   std::vector<SnapshotInfo> snapshots;
   uint64_t snapshot_table_bytes = 0;
+  std::vector<BitmapInfo> bitmaps;  // only while autoclear bit 0 says they are valid
   bool rebuild = false;          // the refcount structure must be rebuilt
   uint64_t l2_visits = 0;
   // Clusters the old refcount structure counted for itself (table and
@@ -172,6 +181,10 @@ class CheckContext {
 void CheckHeaderFields(CheckContext& ctx);
 // Reads the snapshot table into ctx.snapshots (findings for unusable entries).
 Status ReadSnapshotTable(CheckContext& ctx);
+// Bitmaps (check_bitmaps.cc): directory parse, metadata map, references.
+Status ReadBitmapDirectory(CheckContext& ctx);
+void MarkBitmaps(CheckContext& ctx);
+Status CountBitmaps(CheckContext& ctx);
 // Phase 1: records the metadata clusters of every structure in the map.
 Status MarkAllMetadata(CheckContext& ctx);
 // Phase 2: counts every reference (calculate_refcounts).

@@ -1,0 +1,116 @@
+// Check of persistent dirty bitmaps (QCOW2-NOTES §7): the directory, the
+// bitmap tables and their data clusters are owners like any other metadata.
+// As in QEMU, bitmaps count only while autoclear bit 0 says they are valid.
+#include "engine/check_internal.h"
+#include "engine/endian.h"
+
+namespace qcrash::engine::check_internal {
+namespace {
+
+namespace f = format;
+
+constexpr uint64_t kBitmapEntryOffsetMask = 0x00FFFFFFFFFFFE00ULL;
+constexpr uint64_t kBitmapEntryReservedMask = 0xFF000000000001FEULL;
+constexpr uint32_t kDirectoryEntryFixedBytes = 24;
+
+bool BitmapsValid(const CheckContext& ctx) {
+  return ctx.header.bitmaps && (ctx.header.autoclear_features & f::kAutoclearBitmaps) &&
+         ctx.header.bitmaps->nb_bitmaps > 0;
+}
+
+}  // namespace
+
+Status ReadBitmapDirectory(CheckContext& ctx) {
+  if (!BitmapsValid(ctx)) return Status::Ok();
+  const BitmapsExtension& ext = *ctx.header.bitmaps;
+  const std::string owner = "bitmap directory";
+  if (ext.directory_size > kMaxBitmapDirectoryBytes || ext.nb_bitmaps > kMaxBitmaps ||
+      (ext.directory_offset & (ctx.cluster_bytes - 1)) != 0 ||
+      ext.directory_offset + ext.directory_size > ctx.file_bytes) {
+    ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, ext.directory_offset, owner,
+               "ERROR bitmap directory at " + HexOffset(ext.directory_offset) + " (" +
+                   std::to_string(ext.directory_size) + " bytes, " +
+                   std::to_string(ext.nb_bitmaps) + " bitmaps) is invalid");
+    return Status::Ok();
+  }
+  std::vector<uint8_t> directory(ext.directory_size);
+  QCRASH_RETURN_IF_ERROR(ctx.device.Read(ext.directory_offset, directory));
+  uint64_t at = 0;
+  for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
+    if (at + kDirectoryEntryFixedBytes > directory.size()) {
+      ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, ext.directory_offset + at,
+                 owner, "ERROR bitmap directory entry " + std::to_string(i) +
+                            " runs past the directory size");
+      return Status::Ok();
+    }
+    const uint8_t* e = &directory[at];
+    BitmapInfo bitmap;
+    bitmap.table_offset = LoadBe64(e);
+    bitmap.table_entries = LoadBe32(e + 8);
+    const uint16_t name_bytes = LoadBe16(e + 18);
+    const uint32_t extra_bytes = LoadBe32(e + 20);
+    const uint64_t entry_bytes =
+        (kDirectoryEntryFixedBytes + uint64_t{extra_bytes} + name_bytes + 7) & ~uint64_t{7};
+    if (at + entry_bytes > directory.size()) {
+      ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, ext.directory_offset + at,
+                 owner, "ERROR bitmap directory entry " + std::to_string(i) +
+                            " runs past the directory size");
+      return Status::Ok();
+    }
+    const uint8_t* name = e + kDirectoryEntryFixedBytes + extra_bytes;
+    bitmap.name.assign(name, name + name_bytes);
+    if (uint64_t{bitmap.table_entries} * 8 > kMaxBitmapTableBytes ||
+        (bitmap.table_offset & (ctx.cluster_bytes - 1)) != 0) {
+      ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, bitmap.table_offset,
+                 "bitmap '" + bitmap.name + "'", "ERROR bitmap table is misaligned or too large");
+    } else {
+      ctx.bitmaps.push_back(std::move(bitmap));
+    }
+    at += entry_bytes;
+  }
+  return Status::Ok();
+}
+
+void MarkBitmaps(CheckContext& ctx) {
+  if (!BitmapsValid(ctx)) return;
+  const BitmapsExtension& ext = *ctx.header.bitmaps;
+  if (!ctx.PastEnd(ext.directory_offset, ext.directory_size)) {
+    ctx.MarkMetadata(ext.directory_offset, ext.directory_size, ClusterUse::kBitmapDirectory);
+  }
+  for (const BitmapInfo& bitmap : ctx.bitmaps) {
+    const uint64_t bytes = uint64_t{bitmap.table_entries} * 8;
+    if (!ctx.PastEnd(bitmap.table_offset, bytes)) {
+      ctx.MarkMetadata(bitmap.table_offset, bytes, ClusterUse::kBitmapTable);
+    }
+  }
+}
+
+Status CountBitmaps(CheckContext& ctx) {
+  if (!BitmapsValid(ctx)) return Status::Ok();
+  const BitmapsExtension& ext = *ctx.header.bitmaps;
+  ctx.AddReference(ext.directory_offset, ext.directory_size, "bitmap directory");
+  for (const BitmapInfo& bitmap : ctx.bitmaps) {
+    const std::string owner = "bitmap '" + bitmap.name + "'";
+    const uint64_t bytes = uint64_t{bitmap.table_entries} * 8;
+    ctx.AddReference(bitmap.table_offset, bytes, owner + " table");
+    std::vector<uint8_t> table(bytes);
+    QCRASH_RETURN_IF_ERROR(ctx.ReadZeroFilled(bitmap.table_offset, table));
+    for (uint32_t i = 0; i < bitmap.table_entries; ++i) {
+      const uint64_t entry = LoadBe64(&table[i * 8]);
+      const uint64_t offset = entry & kBitmapEntryOffsetMask;
+      if ((entry & kBitmapEntryReservedMask) || (offset & (ctx.cluster_bytes - 1)) ||
+          (offset != 0 && (entry & 1))) {
+        ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, false,
+                   bitmap.table_offset + i * 8, owner + " table[" + std::to_string(i) + "]",
+                   "ERROR bitmap table entry " + HexOffset(entry) + " is invalid");
+        continue;
+      }
+      if (offset != 0) {
+        ctx.AddReference(offset, ctx.cluster_bytes, owner + " data[" + std::to_string(i) + "]");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace qcrash::engine::check_internal

@@ -1,0 +1,237 @@
+// The state of one check run: bounded reads, the in-memory refcount table,
+// the metadata map, findings, and the on-disk refcount view.
+#include <algorithm>
+#include <limits>
+
+#include "engine/check_internal.h"
+#include "engine/endian.h"
+
+namespace qcrash::engine::check_internal {
+namespace {
+
+namespace f = format;
+
+// Reads what the file holds of [offset, offset + out.size()) and zero-fills
+// the rest, as QEMU's block layer does for reads past the end of a file.
+Status ReadZeroFilledFrom(BlockDevice& device, uint64_t offset, std::span<uint8_t> out) {
+  std::fill(out.begin(), out.end(), uint8_t{0});
+  const uint64_t size = device.SizeBytes();
+  if (offset >= size) return Status::Ok();
+  const uint64_t in_file = std::min<uint64_t>(out.size(), size - offset);
+  return device.Read(offset, out.first(in_file));
+}
+
+}  // namespace
+
+const char* ClusterUseName(ClusterUse use) {
+  switch (use) {
+    case ClusterUse::kNone: return "none";
+    case ClusterUse::kHeader: return "qcow2 header";
+    case ClusterUse::kActiveL1: return "active L1 table";
+    case ClusterUse::kSnapshotL1: return "snapshot L1 table";
+    case ClusterUse::kL2: return "L2 table";
+    case ClusterUse::kRefcountTable: return "refcount table";
+    case ClusterUse::kRefcountBlock: return "refcount block";
+    case ClusterUse::kSnapshotTable: return "snapshot table";
+    case ClusterUse::kBitmapDirectory: return "bitmap directory";
+    case ClusterUse::kBitmapTable: return "bitmap table";
+  }
+  return "?";
+}
+
+std::string GuestRange(uint64_t guest_offset) { return "guest " + HexOffset(guest_offset); }
+
+// ---- RefcountView -----------------------------------------------------------------
+
+Status RefcountView::Load(BlockDevice& device, const Header& header) {
+  device_ = &device;
+  cluster_bits_ = header.cluster_bits;
+  refcount_order_ = header.refcount_order;
+  entries_per_block_ = f::RefcountBlockEntries(cluster_bits_, refcount_order_);
+  // DecodeHeader bounds the table by kMaxRefcountTableBytes (8 MiB).
+  const uint64_t table_bytes = uint64_t{header.refcount_table_clusters} << cluster_bits_;
+  std::vector<uint8_t> bytes(table_bytes);
+  QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(device, header.refcount_table_offset, bytes));
+  table_.resize(table_bytes / 8);
+  for (size_t i = 0; i < table_.size(); ++i) table_[i] = LoadBe64(&bytes[i * 8]);
+  blocks_.clear();
+  dirty_.clear();
+  return Status::Ok();
+}
+
+void RefcountView::Replace(uint64_t table_offset, std::vector<uint64_t> table,
+                           std::map<uint64_t, std::vector<uint8_t>> blocks) {
+  (void)table_offset;
+  table_ = std::move(table);
+  blocks_ = std::move(blocks);
+  dirty_.clear();
+}
+
+Result<std::vector<uint8_t>*> RefcountView::BlockFor(uint64_t table_index, bool* unreadable) {
+  *unreadable = false;
+  if (table_index >= table_.size()) return static_cast<std::vector<uint8_t>*>(nullptr);
+  const uint64_t offset = table_[table_index] & f::kRefcountTableOffsetMask;
+  if (offset == 0) return static_cast<std::vector<uint8_t>*>(nullptr);
+  if ((offset & ((uint64_t{1} << cluster_bits_) - 1)) != 0) {
+    *unreadable = true;
+    return static_cast<std::vector<uint8_t>*>(nullptr);
+  }
+  auto it = blocks_.find(table_index);
+  if (it == blocks_.end()) {
+    std::vector<uint8_t> block(uint64_t{1} << cluster_bits_);
+    QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(*device_, offset, block));
+    it = blocks_.emplace(table_index, std::move(block)).first;
+  }
+  return &it->second;
+}
+
+Result<std::optional<uint64_t>> RefcountView::Get(uint64_t cluster) {
+  bool unreadable = false;
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t>* block,
+                          BlockFor(cluster / entries_per_block_, &unreadable));
+  if (unreadable) return std::optional<uint64_t>();
+  if (block == nullptr) return std::optional<uint64_t>(0);
+  return std::optional<uint64_t>(
+      f::GetRefcount(*block, cluster % entries_per_block_, refcount_order_));
+}
+
+Status RefcountView::Set(uint64_t cluster, uint64_t value) {
+  bool unreadable = false;
+  const uint64_t table_index = cluster / entries_per_block_;
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t>* block, BlockFor(table_index, &unreadable));
+  if (block == nullptr) {
+    return Status::InvalidArgument("refcount of cluster " + std::to_string(cluster) +
+                                   " has no refcount block to hold it");
+  }
+  f::SetRefcount(*block, cluster % entries_per_block_, refcount_order_, value);
+  dirty_[table_index] = true;
+  return Status::Ok();
+}
+
+std::vector<std::pair<uint64_t, const std::vector<uint8_t>*>> RefcountView::DirtyBlocks() const {
+  std::vector<std::pair<uint64_t, const std::vector<uint8_t>*>> out;
+  for (const auto& [table_index, unused] : dirty_) {
+    out.emplace_back(table_[table_index] & f::kRefcountTableOffsetMask, &blocks_.at(table_index));
+  }
+  return out;
+}
+
+// ---- CheckContext -------------------------------------------------------------------
+
+CheckContext::CheckContext(BlockDevice& dev, const Header& h, const CheckOptions& options)
+    : device(dev), header(h), options_(options) {}
+
+Status CheckContext::Init() {
+  file_bytes = device.SizeBytes();
+  cluster_bytes = header.cluster_bytes();
+  nb_clusters = (file_bytes + cluster_bytes - 1) >> header.cluster_bits;
+  if (nb_clusters > kMaxClustersChecked) {
+    return Status::Limit("image file of " + std::to_string(file_bytes) +
+                         " bytes has more clusters than check's limit of " +
+                         std::to_string(kMaxClustersChecked));
+  }
+  refcount_max = std::min<uint64_t>(f::MaxRefcount(header.refcount_order),
+                                     std::numeric_limits<uint32_t>::max());
+  // One extra cluster: a reference may end less than a cluster past EOF.
+  imrt_.assign(nb_clusters + 1, 0);
+  use_.assign(nb_clusters + 1, ClusterUse::kNone);
+  report.total_clusters =
+      (header.size_bytes + cluster_bytes - 1) >> header.cluster_bits;
+  return Status::Ok();
+}
+
+Status CheckContext::ReadZeroFilled(uint64_t offset, std::span<uint8_t> out) {
+  return ReadZeroFilledFrom(device, offset, out);
+}
+
+Status CheckContext::ReadTable(uint64_t offset, std::span<uint8_t> out) {
+  auto it = edited_tables.find(offset);
+  if (it != edited_tables.end() && it->second.size() == out.size()) {
+    std::copy(it->second.begin(), it->second.end(), out.begin());
+    return Status::Ok();
+  }
+  return ReadZeroFilled(offset, out);
+}
+
+void CheckContext::EditTable(uint64_t offset, std::span<const uint8_t> bytes) {
+  edited_tables[offset].assign(bytes.begin(), bytes.end());
+}
+
+bool CheckContext::PastEnd(uint64_t offset, uint64_t size) const {
+  // Offsets come from 56-bit fields and sizes are at most a few MiB: no overflow.
+  const uint64_t end = offset + size;
+  return end > file_bytes && end - file_bytes >= cluster_bytes;
+}
+
+bool CheckContext::AddReference(uint64_t offset, uint64_t size, const std::string& owner) {
+  if (size == 0) return true;
+  if (PastEnd(offset, size)) {
+    Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner,
+           "ERROR: counting reference for region exceeding the end of the file by one cluster "
+           "or more: offset " + HexOffset(offset) + " size " + HexOffset(size));
+    return false;
+  }
+  const uint64_t first = offset >> header.cluster_bits;
+  const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+  for (uint64_t k = first; k <= last && k < imrt_.size(); ++k) {
+    if (imrt_[k] >= refcount_max) {
+      Report(FindingKind::kRefcountOverflow, Severity::kCorruption, false,
+             k << header.cluster_bits, owner,
+             "ERROR: overflow cluster offset=" + HexOffset(k << header.cluster_bits) +
+                 ": use a wider refcount_order (qemu-img amend) or convert to a clean copy");
+      continue;
+    }
+    ++imrt_[k];
+  }
+  return true;
+}
+
+void CheckContext::SetImrt(uint64_t cluster, uint64_t count) {
+  if (cluster >= imrt_.size()) {
+    imrt_.resize(cluster + 1, 0);
+    use_.resize(cluster + 1, ClusterUse::kNone);
+  }
+  imrt_[cluster] = static_cast<uint32_t>(std::min(count, refcount_max));
+}
+
+ClusterUse CheckContext::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse use) {
+  if (size == 0) return ClusterUse::kNone;
+  const uint64_t first = offset >> header.cluster_bits;
+  const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+  ClusterUse conflict = ClusterUse::kNone;
+  for (uint64_t k = first; k <= last && k < use_.size(); ++k) {
+    if (use_[k] == ClusterUse::kNone) {
+      use_[k] = use;
+    } else if (use_[k] != use && conflict == ClusterUse::kNone) {
+      conflict = use_[k];
+    }
+  }
+  return conflict;
+}
+
+void CheckContext::Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+                          std::string owner, std::string message) {
+  switch (severity) {
+    case Severity::kInfo: break;
+    case Severity::kLeak: ++(repaired ? report.leaks_fixed : report.leaks); break;
+    case Severity::kCorruption:
+      ++(repaired ? report.corruptions_fixed : report.corruptions);
+      break;
+    case Severity::kCheckError: ++report.check_errors; break;
+  }
+  if (report.findings.size() >= kMaxFindings) {
+    ++report.findings_omitted;
+    return;
+  }
+  Finding finding;
+  finding.kind = kind;
+  finding.severity = severity;
+  finding.repaired = repaired;
+  finding.host_offset = host_offset;
+  finding.cluster_index = host_offset >> header.cluster_bits;
+  finding.owner = std::move(owner);
+  finding.message = std::move(message);
+  report.findings.push_back(std::move(finding));
+}
+
+}  // namespace qcrash::engine::check_internal

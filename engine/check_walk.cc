@@ -1,0 +1,472 @@
+// The walk of check: header fields, snapshot table, the metadata map
+// (phase 1) and the reference count of every owner (phase 2, QEMU's
+// calculate_refcounts). In RepairMode::kAll the walk also decides which
+// pointers cannot be trusted and edits the tables in memory; repair.cc
+// writes those edits before any refcount changes.
+#include <algorithm>
+
+#include "engine/check_internal.h"
+#include "engine/endian.h"
+
+namespace qcrash::engine::check_internal {
+namespace {
+
+namespace f = format;
+
+uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+std::string L1Owner(const L1Source& source, uint32_t l1_index) {
+  return source.table + " L1[" + std::to_string(l1_index) + "]";
+}
+
+std::string L2Owner(const CheckContext& ctx, const L1Source& source, uint32_t l1_index,
+                    uint64_t l2_offset, uint32_t l2_index) {
+  const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
+                         << ctx.header.cluster_bits;
+  return L1Owner(source, l1_index) + " -> L2 " + HexOffset(l2_offset) + "[" +
+         std::to_string(l2_index) + "] (" + GuestRange(guest) + ")";
+}
+
+void AddDropped(CheckContext& ctx, const L1Source& source, uint64_t guest_offset,
+                uint64_t length_bytes, std::string reason) {
+  if (ctx.report.dropped.size() >= kMaxFindings) return;
+  ctx.report.dropped.push_back({source.table, guest_offset, length_bytes, std::move(reason)});
+}
+
+// True when some cluster of [offset, offset+size) holds metadata.
+ClusterUse MetadataIn(const CheckContext& ctx, uint64_t offset, uint64_t size) {
+  const uint64_t first = offset >> ctx.header.cluster_bits;
+  const uint64_t last = (offset + size - 1) >> ctx.header.cluster_bits;
+  for (uint64_t k = first; k <= last; ++k) {
+    if (ctx.UseOf(k) != ClusterUse::kNone) return ctx.UseOf(k);
+  }
+  return ClusterUse::kNone;
+}
+
+// Drops an L2 entry in repair mode: the finding, the guest range, the edit.
+void DropL2Entry(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
+                 uint32_t l2_index, uint64_t& entry, FindingKind kind, uint64_t target,
+                 const std::string& why) {
+  const bool zero = (entry & f::kOflagZero) != 0 && (entry & f::kOflagCompressed) == 0;
+  const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
+                         << ctx.header.cluster_bits;
+  ctx.Report(kind, Severity::kCorruption, true, target,
+             L2Owner(ctx, source, l1_index, l2_offset, l2_index),
+             "Repairing: " + why + "; L2 entry " + HexOffset(entry) +
+                 (zero ? " made a plain zero cluster" : " dropped"));
+  if (!zero) AddDropped(ctx, source, guest, ctx.cluster_bytes, why);
+  // A zero cluster stays zero without its preallocated host cluster.
+  entry = zero && ctx.header.version == 3 ? f::kOflagZero : 0;
+}
+
+// Counts a compressed entry; returns false when repair dropped it.
+bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
+                     uint64_t l2_offset, uint32_t l2_index, uint64_t& entry, bool frag_info) {
+  const std::string owner = L2Owner(ctx, source, l1_index, l2_offset, l2_index);
+  if (entry & f::kOflagCopied) {
+    ctx.Report(FindingKind::kCompressedInvalid, Severity::kCorruption, ctx.fix_all(),
+               entry & ~(f::kOflagCopied | f::kOflagCompressed), owner,
+               std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                   ": copied flag must never be set for compressed clusters");
+    if (ctx.fix_all()) entry &= ~f::kOflagCopied;
+  }
+  const f::CompressedExtent extent = f::DecodeCompressed(entry, ctx.header.cluster_bits);
+  if (ctx.fix_all() && ctx.PastEnd(extent.host_offset, extent.bytes)) {
+    DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kPastEnd,
+                extent.host_offset, "compressed range ends past the end of the file");
+    return false;
+  }
+  const ClusterUse meta = ctx.PastEnd(extent.host_offset, extent.bytes)
+                              ? ClusterUse::kNone
+                              : MetadataIn(ctx, extent.host_offset, extent.bytes);
+  if (meta != ClusterUse::kNone) {
+    if (ctx.fix_all()) {
+      DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap,
+                  extent.host_offset, std::string("compressed range overlaps the ") +
+                                          ClusterUseName(meta));
+      return false;
+    }
+    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner,
+               std::string("compressed range overlaps the ") + ClusterUseName(meta));
+  }
+  ctx.AddReference(extent.host_offset, extent.bytes, owner);
+  if (frag_info) {
+    ++ctx.report.allocated_clusters;
+    ++ctx.report.compressed_clusters;
+    ++ctx.report.fragmented_clusters;  // QEMU: compressed clusters are fragmented by nature
+  }
+  return true;
+}
+
+// Checks a standard entry with a host offset before it is counted; in repair
+// mode drops it when it cannot be trusted. Returns false when dropped.
+bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
+                         uint64_t l2_offset, uint32_t l2_index, uint64_t& entry) {
+  const uint64_t offset = entry & f::kL2EntryOffsetMask;
+  const bool zero = (entry & f::kOflagZero) != 0;
+  const std::string owner = L2Owner(ctx, source, l1_index, l2_offset, l2_index);
+  if ((offset & (ctx.cluster_bytes - 1)) != 0) {
+    const std::string what = zero ? "Preallocated cluster is not properly aligned"
+                                  : "Data cluster is not properly aligned";
+    if (ctx.fix_all()) {
+      DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kMisaligned,
+                  offset, "offset=" + HexOffset(offset) + ": " + what);
+      return false;
+    }
+    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner,
+               "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted.");
+  }
+  if (!ctx.fix_all()) {
+    const ClusterUse meta = ctx.PastEnd(offset, ctx.cluster_bytes)
+                                ? ClusterUse::kNone
+                                : MetadataIn(ctx, offset, ctx.cluster_bytes);
+    if (meta != ClusterUse::kNone) {
+      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, owner,
+                 std::string("data cluster overlaps the ") + ClusterUseName(meta));
+    }
+    return true;
+  }
+  if (ctx.PastEnd(offset, ctx.cluster_bytes)) {
+    DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kPastEnd, offset,
+                "data cluster " + HexOffset(offset) + " lies past the end of the file");
+    return false;
+  }
+  const ClusterUse meta = MetadataIn(ctx, offset, ctx.cluster_bytes);
+  if (meta != ClusterUse::kNone) {
+    DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap, offset,
+                "data cluster " + HexOffset(offset) + " overlaps the " + ClusterUseName(meta));
+    return false;
+  }
+  return true;
+}
+
+// check_refcounts_l2: one reference per data cluster or compressed range.
+Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
+               bool frag_info) {
+  if (++ctx.l2_visits > kMaxL2Visits) {
+    return Status::Limit("more than " + std::to_string(kMaxL2Visits) + " L2 tables to visit");
+  }
+  std::vector<uint8_t> table(ctx.cluster_bytes);
+  QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
+  bool edited = false;
+  uint64_t next_contiguous = 0;
+  const uint32_t entries = static_cast<uint32_t>(f::L2Entries(ctx.header.cluster_bits));
+  for (uint32_t j = 0; j < entries; ++j) {
+    uint64_t entry = LoadBe64(&table[j * 8]);
+    if (entry == 0) continue;
+    const uint64_t original = entry;
+    if (entry & f::kOflagCompressed) {
+      CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
+    } else {
+      if (entry & f::kL2EntryReservedMask) {
+        ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(),
+                   l2_offset + j * 8, L2Owner(ctx, source, l1_index, l2_offset, j),
+                   std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                       " found l2 entry with reserved bits set: " + HexOffset(entry));
+        if (ctx.fix_all()) entry &= ~f::kL2EntryReservedMask;
+      }
+      if ((entry & f::kOflagZero) && ctx.header.version == 2) {
+        ctx.Report(FindingKind::kZeroFlagOnV2, Severity::kInfo, false, l2_offset + j * 8,
+                   L2Owner(ctx, source, l1_index, l2_offset, j),
+                   "zero flag set in a version 2 image (reads as zeroes in QEMU)");
+      }
+      const uint64_t offset = entry & f::kL2EntryOffsetMask;
+      if (offset != 0 && CheckStandardTarget(ctx, source, l1_index, l2_offset, j, entry)) {
+        if (frag_info) {
+          ++ctx.report.allocated_clusters;
+          if (next_contiguous != 0 && offset != next_contiguous) ++ctx.report.fragmented_clusters;
+          next_contiguous = offset + ctx.cluster_bytes;
+        }
+        ctx.AddReference(offset, ctx.cluster_bytes, L2Owner(ctx, source, l1_index, l2_offset, j));
+      }
+    }
+    if (entry != original) {
+      StoreBe64(&table[j * 8], entry);
+      edited = true;
+    }
+  }
+  if (edited) ctx.EditTable(l2_offset, table);
+  return Status::Ok();
+}
+
+// check_refcounts_l1: the table itself, then every L2 table it points to.
+Status CountL1(CheckContext& ctx, const L1Source& source) {
+  if (source.entries == 0) return Status::Ok();
+  ctx.AddReference(source.offset, uint64_t{source.entries} * 8, source.table + " L1 table");
+  std::vector<uint8_t> table(uint64_t{source.entries} * 8);
+  QCRASH_RETURN_IF_ERROR(ctx.ReadTable(source.offset, table));
+  bool edited = false;
+  for (uint32_t i = 0; i < source.entries; ++i) {
+    uint64_t entry = LoadBe64(&table[i * 8]);
+    if (entry == 0) continue;
+    const uint64_t original = entry;
+    if (entry & f::kL1EntryReservedMask) {
+      ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(),
+                 source.offset + i * 8, L1Owner(source, i),
+                 std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                     " found L1 entry with reserved bits set: " + HexOffset(entry));
+      if (ctx.fix_all()) entry &= ~f::kL1EntryReservedMask;
+    }
+    const uint64_t l2_offset = entry & f::kL1EntryOffsetMask;
+    const bool misaligned = (l2_offset & (ctx.cluster_bytes - 1)) != 0;
+    const bool past_end = ctx.PastEnd(l2_offset, ctx.cluster_bytes);
+    if (l2_offset != 0 && ctx.fix_all() && (misaligned || past_end)) {
+      const std::string why = misaligned ? "L2 table " + HexOffset(l2_offset) + " is not cluster aligned"
+                                         : "L2 table " + HexOffset(l2_offset) + " lies past the end of the file";
+      ctx.Report(misaligned ? FindingKind::kMisaligned : FindingKind::kPastEnd,
+                 Severity::kCorruption, true, l2_offset, L1Owner(source, i),
+                 "Repairing: " + why + "; L1 entry dropped");
+      if (misaligned) {
+        AddDropped(ctx, source, uint64_t{i} * f::L1EntryCoverBytes(ctx.header.cluster_bits),
+                   f::L1EntryCoverBytes(ctx.header.cluster_bits), why);
+      }
+      entry = 0;
+    } else if (l2_offset != 0) {
+      ctx.AddReference(l2_offset, ctx.cluster_bytes, L1Owner(source, i) + " L2 table");
+      if (misaligned) {
+        ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, l2_offset,
+                   L1Owner(source, i), "ERROR l2_offset=" + HexOffset(l2_offset) +
+                                           ": Table is not cluster aligned; L1 entry corrupted");
+      }
+      QCRASH_RETURN_IF_ERROR(CountL2(ctx, source, i, l2_offset, source.active));
+    }
+    if (entry != original) {
+      StoreBe64(&table[i * 8], entry);
+      edited = true;
+    }
+  }
+  if (edited) ctx.EditTable(source.offset, table);
+  return Status::Ok();
+}
+
+// check_refblocks: every refcount block counts itself once; a broken table
+// entry or a block with another owner means the structure must be rebuilt.
+void CountRefcountBlocks(CheckContext& ctx) {
+  const std::vector<uint64_t>& table = ctx.refcounts.table();
+  for (uint64_t i = 0; i < table.size(); ++i) {
+    const uint64_t offset = table[i] & f::kRefcountTableOffsetMask;
+    const uint64_t cluster = offset >> ctx.header.cluster_bits;
+    const uint64_t entry_offset = ctx.header.refcount_table_offset + i * 8;
+    const std::string owner = "refcount table[" + std::to_string(i) + "]";
+    const std::string verdict = ctx.fix_all() ? "Rebuilding:" : "ERROR";
+    if (table[i] & f::kRefcountTableReservedMask) {
+      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, entry_offset,
+                 owner, "ERROR refcount table entry " + std::to_string(i) + " has reserved bits set");
+      ctx.rebuild = true;
+      continue;
+    }
+    if (offset & (ctx.cluster_bytes - 1)) {
+      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, entry_offset,
+                 owner, "ERROR refcount block " + std::to_string(i) +
+                            " is not cluster aligned; refcount table entry corrupted");
+      ctx.rebuild = true;
+      continue;
+    }
+    if (offset == 0) continue;
+    if (cluster >= ctx.nb_clusters) {
+      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner,
+                 "ERROR refcount block " + std::to_string(i) + " is outside image");
+      ctx.rebuild = true;
+      continue;
+    }
+    ctx.AddReference(offset, ctx.cluster_bytes, owner + " refcount block");
+    ctx.old_refcount_clusters.push_back(cluster);
+    if (ctx.Imrt(cluster) != 1) {
+      const ClusterUse other = ctx.UseOf(cluster);
+      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner,
+                 "ERROR refcount block " + std::to_string(i) + " refcount=" +
+                     std::to_string(ctx.Imrt(cluster)) +
+                     (other != ClusterUse::kRefcountBlock
+                          ? std::string(" (overlaps the ") + ClusterUseName(other) + ")"
+                          : std::string()));
+      ctx.rebuild = true;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<L1Source> L1Sources(const CheckContext& ctx) {
+  std::vector<L1Source> sources;
+  sources.push_back({"active", ctx.header.l1_table_offset, ctx.header.l1_size, true});
+  for (size_t i = 0; i < ctx.snapshots.size(); ++i) {
+    const SnapshotInfo& s = ctx.snapshots[i];
+    if (!s.usable) continue;
+    sources.push_back({"snapshot " + s.id + " (" + s.name + ")", s.l1_table_offset, s.l1_size, false});
+  }
+  return sources;
+}
+
+void CheckHeaderFields(CheckContext& ctx) {
+  const Header& h = ctx.header;
+  if (h.incompatible_features & f::kIncompatDirty) {
+    ctx.Report(FindingKind::kHeader, Severity::kInfo, false, f::kOffIncompatibleFeatures, "header",
+               "the dirty bit is set: refcounts may be stale (lazy refcounts)");
+  }
+  if (h.incompatible_features & f::kIncompatCorrupt) {
+    ctx.Report(FindingKind::kHeader, Severity::kInfo, false, f::kOffIncompatibleFeatures, "header",
+               "the image is marked corrupt");
+  }
+  if ((h.autoclear_features & f::kAutoclearBitmaps) && !h.bitmaps) {
+    ctx.Report(FindingKind::kHeader, Severity::kInfo, false, f::kOffAutoclearFeatures, "header",
+               "autoclear bit 0 (bitmaps) is set but there is no bitmaps extension");
+  }
+  if (h.bitmaps && !(h.autoclear_features & f::kAutoclearBitmaps)) {
+    ctx.Report(FindingKind::kBitmap, Severity::kInfo, false, f::kOffAutoclearFeatures, "header",
+               "bitmaps extension present but autoclear bit 0 is clear: bitmaps are stale and "
+               "their clusters are not counted");
+  }
+}
+
+Status ReadSnapshotTable(CheckContext& ctx) {
+  uint64_t offset = ctx.header.snapshots_offset;
+  for (uint32_t i = 0; i < ctx.header.nb_snapshots; ++i) {
+    const std::string owner = "snapshot table entry " + std::to_string(i);
+    uint8_t fixed[40];
+    if (offset + sizeof(fixed) > ctx.file_bytes ||
+        offset + sizeof(fixed) - ctx.header.snapshots_offset > kMaxSnapshotTableBytes) {
+      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, owner,
+                 "ERROR snapshot table runs past the end of the file or its size limit");
+      break;
+    }
+    QCRASH_RETURN_IF_ERROR(ctx.device.Read(offset, fixed));
+    SnapshotInfo s;
+    s.l1_table_offset = LoadBe64(fixed);
+    s.l1_size = LoadBe32(fixed + 8);
+    const uint16_t id_bytes = LoadBe16(fixed + 12);
+    const uint16_t name_bytes = LoadBe16(fixed + 14);
+    const uint32_t extra_bytes = LoadBe32(fixed + 36);
+    const uint64_t entry_bytes = Align8(40 + uint64_t{extra_bytes} + id_bytes + name_bytes);
+    if (extra_bytes > kMaxSnapshotExtraBytes || offset + entry_bytes > ctx.file_bytes ||
+        offset + entry_bytes - ctx.header.snapshots_offset > kMaxSnapshotTableBytes) {
+      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, owner,
+                 "ERROR snapshot table entry is too large or runs past the end of the file");
+      break;
+    }
+    std::vector<uint8_t> strings(uint64_t{id_bytes} + name_bytes);
+    QCRASH_RETURN_IF_ERROR(ctx.device.Read(offset + 40 + extra_bytes, strings));
+    s.id.assign(strings.begin(), strings.begin() + id_bytes);
+    s.name.assign(strings.begin() + id_bytes, strings.end());
+    const std::string label = "snapshot " + s.id + " (" + s.name + ")";
+    s.usable = true;
+    if (s.l1_table_offset & (ctx.cluster_bytes - 1)) {
+      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, label,
+                 "ERROR snapshot " + s.id + " (" + s.name + ") l1_offset=" +
+                     HexOffset(s.l1_table_offset) +
+                     ": L1 table is not cluster aligned; snapshot table entry corrupted");
+      s.usable = false;
+    } else if (uint64_t{s.l1_size} * 8 > f::kMaxL1TableBytes) {
+      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, label,
+                 "ERROR snapshot " + s.id + " (" + s.name + ") l1_size=" +
+                     std::to_string(s.l1_size) +
+                     ": L1 table is too large; snapshot table entry corrupted");
+      s.usable = false;
+    }
+    ctx.snapshots.push_back(std::move(s));
+    offset += entry_bytes;
+  }
+  ctx.snapshot_table_bytes = offset - ctx.header.snapshots_offset;
+  return Status::Ok();
+}
+
+Status MarkAllMetadata(CheckContext& ctx) {
+  const Header& h = ctx.header;
+  auto mark = [&](uint64_t offset, uint64_t size, ClusterUse use, const std::string& what) {
+    if (size == 0 || ctx.PastEnd(offset, size)) return;
+    const ClusterUse other = ctx.MarkMetadata(offset, size, use);
+    if (other != ClusterUse::kNone) {
+      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, what,
+                 what + " overlaps the " + ClusterUseName(other));
+    }
+  };
+  mark(0, ctx.cluster_bytes, ClusterUse::kHeader, "qcow2 header");
+  const std::vector<L1Source> sources = L1Sources(ctx);
+  for (const L1Source& s : sources) {
+    mark(s.offset, uint64_t{s.entries} * 8, s.active ? ClusterUse::kActiveL1 : ClusterUse::kSnapshotL1,
+         s.table + " L1 table");
+  }
+  mark(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} << h.cluster_bits,
+       ClusterUse::kRefcountTable, "refcount table");
+  mark(h.snapshots_offset, ctx.snapshot_table_bytes, ClusterUse::kSnapshotTable, "snapshot table");
+  MarkBitmaps(ctx);
+  // L2 tables next: a pointer into the header-positioned metadata above
+  // cannot be an L2 table, so repair drops it. Refcount blocks come last:
+  // they are rebuilt, while L2 tables hold data that cannot be rebuilt.
+  for (const L1Source& s : sources) {
+    std::vector<uint8_t> table(uint64_t{s.entries} * 8);
+    QCRASH_RETURN_IF_ERROR(ctx.ReadTable(s.offset, table));
+    bool edited = false;
+    for (uint32_t i = 0; i < s.entries; ++i) {
+      const uint64_t l2_offset = LoadBe64(&table[i * 8]) & f::kL1EntryOffsetMask;
+      if (l2_offset == 0 || (l2_offset & (ctx.cluster_bytes - 1)) ||
+          ctx.PastEnd(l2_offset, ctx.cluster_bytes)) {
+        continue;
+      }
+      const ClusterUse other = ctx.MarkMetadata(l2_offset, ctx.cluster_bytes, ClusterUse::kL2);
+      if (other == ClusterUse::kNone) continue;
+      const std::string why = "L2 table " + HexOffset(l2_offset) + " overlaps the " + ClusterUseName(other);
+      ctx.Report(FindingKind::kOverlap, ctx.fix_all() ? Severity::kCorruption : Severity::kInfo,
+                 ctx.fix_all(), l2_offset, L1Owner(s, i),
+                 ctx.fix_all() ? "Repairing: " + why + "; L1 entry dropped" : why);
+      if (ctx.fix_all()) {
+        AddDropped(ctx, s, uint64_t{i} * f::L1EntryCoverBytes(h.cluster_bits),
+                   f::L1EntryCoverBytes(h.cluster_bits), why);
+        StoreBe64(&table[i * 8], 0);
+        edited = true;
+      }
+    }
+    if (edited) ctx.EditTable(s.offset, table);
+  }
+  for (uint64_t i = 0; i < ctx.refcounts.table().size(); ++i) {
+    const uint64_t raw = ctx.refcounts.table()[i];
+    const uint64_t offset = raw & f::kRefcountTableOffsetMask;
+    if (offset == 0 || (raw & f::kRefcountTableReservedMask) || (offset & (ctx.cluster_bytes - 1)) ||
+        (offset >> h.cluster_bits) >= ctx.nb_clusters) {
+      continue;
+    }
+    mark(offset, ctx.cluster_bytes, ClusterUse::kRefcountBlock,
+         "refcount block " + std::to_string(i));
+  }
+  return Status::Ok();
+}
+
+Status CountAllReferences(CheckContext& ctx) {
+  const Header& h = ctx.header;
+  ctx.AddReference(0, ctx.cluster_bytes, "qcow2 header");
+  for (const L1Source& source : L1Sources(ctx)) {
+    QCRASH_RETURN_IF_ERROR(CountL1(ctx, source));
+  }
+  ctx.AddReference(h.snapshots_offset, ctx.snapshot_table_bytes, "snapshot table");
+  const uint64_t table_bytes = uint64_t{h.refcount_table_clusters} << h.cluster_bits;
+  if (ctx.AddReference(h.refcount_table_offset, table_bytes, "refcount table")) {
+    for (uint64_t c = 0; c < h.refcount_table_clusters; ++c) {
+      ctx.old_refcount_clusters.push_back((h.refcount_table_offset >> h.cluster_bits) + c);
+    }
+  }
+  QCRASH_RETURN_IF_ERROR(CountBitmaps(ctx));
+  CountRefcountBlocks(ctx);
+  return Status::Ok();
+}
+
+Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visit) {
+  uint64_t visits = 0;
+  std::vector<uint8_t> l2(ctx.cluster_bytes);
+  for (const L1Source& source : L1Sources(ctx)) {
+    if (active_only && !source.active) continue;
+    std::vector<uint8_t> l1(uint64_t{source.entries} * 8);
+    QCRASH_RETURN_IF_ERROR(ctx.ReadTable(source.offset, l1));
+    for (uint32_t i = 0; i < source.entries; ++i) {
+      const uint64_t l2_offset = LoadBe64(&l1[i * 8]) & f::kL1EntryOffsetMask;
+      if (l2_offset == 0) continue;
+      if (++visits > kMaxL2Visits) return Status::Limit("too many L2 tables to visit");
+      QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, l2));
+      for (uint32_t j = 0; j < l2.size() / 8; ++j) {
+        const uint64_t entry = LoadBe64(&l2[j * 8]);
+        if (entry != 0) QCRASH_RETURN_IF_ERROR(visit(source, i, l2_offset, j, entry));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace qcrash::engine::check_internal

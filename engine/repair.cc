@@ -1,0 +1,211 @@
+// The writes of repair, each one step with its flush (QCOW2-NOTES §9, §11).
+//
+// Why this order is crash-safe: repair never writes anything a second
+// repair could not recompute from the pointers it trusts.
+//   Step 1 (WriteTableEdits): dropped pointers and cleared reserved bits.
+//     Removing a pointer only ever turns its cluster into a leak (R4), so it
+//     goes first: every later refcount decrease then applies to a cluster no
+//     durable pointer uses.
+//   Step 2 (RebuildRefcountStructure), only when the refcount structure is
+//     broken: new blocks in space nothing uses (past the end of the file),
+//     flush; new table, flush; header switch in one sector, flush (R6). A
+//     crash before the switch leaves the old structure plus unreferenced
+//     clusters past its end; after it, the new structure is complete.
+//   Step 3 (WriteRefcountFixes): raised and lowered refcounts, flush. A raise
+//     (shared cluster) must be durable before OFLAG_COPIED is recomputed
+//     from it; a lowering is safe because step 1 is durable.
+//   Step 4 (WriteTableEdits again): OFLAG_COPIED from the durable refcounts.
+//   Step 5 (ClearHeaderBits): the dirty and corrupt bits are cleared last,
+//     once everything they warn about is durable (R7, R11).
+// Before each metadata write the target is checked against the metadata map
+// (QEMU's overlap check): repair writes only to clusters it knows the use of.
+#include <algorithm>
+#include <set>
+
+#include "engine/check_internal.h"
+#include "engine/endian.h"
+
+namespace qcrash::engine::check_internal {
+namespace {
+
+namespace f = format;
+
+Status WriteChecked(CheckContext& ctx, uint64_t offset, std::span<const uint8_t> bytes,
+                    std::initializer_list<ClusterUse> allowed) {
+  const uint64_t first = offset >> ctx.header.cluster_bits;
+  const uint64_t last = (offset + bytes.size() - 1) >> ctx.header.cluster_bits;
+  for (uint64_t k = first; k <= last; ++k) {
+    const ClusterUse use = ctx.UseOf(k);
+    if (std::find(allowed.begin(), allowed.end(), use) == allowed.end()) {
+      return Status::Corruption("repair refused to write " + std::to_string(bytes.size()) +
+                                " bytes at " + HexOffset(offset) + ": cluster " +
+                                std::to_string(k) + " is the " + ClusterUseName(use));
+    }
+  }
+  QCRASH_RETURN_IF_ERROR(ctx.device.Write(offset, bytes));
+  ctx.report.bytes_written += bytes.size();
+  return Status::Ok();
+}
+
+// Rebuild layout: which refcount blocks exist and where the new clusters go.
+struct RebuildLayout {
+  uint64_t start = 0;                  // first new cluster
+  std::vector<uint64_t> block_indices; // table indices that get a block, ascending
+  uint64_t table_clusters = 1;
+  uint64_t end() const { return start + block_indices.size() + table_clusters; }
+};
+
+// Grows the layout until the new blocks and table cover themselves too.
+Result<RebuildLayout> PlanRebuild(const CheckContext& ctx, const std::vector<uint64_t>& counts) {
+  const uint64_t per_block = f::RefcountBlockEntries(ctx.header.cluster_bits, ctx.header.refcount_order);
+  RebuildLayout layout;
+  layout.start = std::max<uint64_t>(ctx.nb_clusters, counts.size());
+  while (layout.start > ctx.nb_clusters && counts[layout.start - 1] == 0) --layout.start;
+  std::set<uint64_t> used;
+  for (uint64_t c = 0; c < counts.size(); ++c) {
+    if (counts[c] != 0) used.insert(c / per_block);
+  }
+  for (int round = 0; round < 64; ++round) {
+    std::set<uint64_t> needed = used;
+    for (uint64_t c = layout.start; c < layout.end(); ++c) needed.insert(c / per_block);
+    const uint64_t table_entries = needed.empty() ? 1 : *needed.rbegin() + 1;
+    const uint64_t table_clusters =
+        (table_entries * 8 + ctx.cluster_bytes - 1) >> ctx.header.cluster_bits;
+    if (needed.size() == layout.block_indices.size() && table_clusters <= layout.table_clusters) {
+      if ((layout.table_clusters << ctx.header.cluster_bits) > f::kMaxRefcountTableBytes) {
+        return Status::Limit("rebuilt refcount table would exceed 8 MiB");
+      }
+      return layout;
+    }
+    layout.block_indices.assign(needed.begin(), needed.end());
+    layout.table_clusters = std::max(layout.table_clusters, table_clusters);
+  }
+  return Status::Limit("rebuilt refcount layout does not converge");
+}
+
+// Marks every refcount finding so far as fixed: the rebuilt structure holds
+// exactly the counted references (overflows excepted: they cannot be fixed).
+void MarkRebuildFixes(CheckContext& ctx) {
+  CheckReport& r = ctx.report;
+  for (Finding& finding : r.findings) {
+    if (finding.repaired || finding.kind == FindingKind::kRefcountOverflow) continue;
+    if (finding.kind == FindingKind::kRefcountUnreadable && finding.severity == Severity::kCheckError) {
+      finding.repaired = true;  // the block it could not read is gone
+      --r.check_errors;
+    } else if (finding.severity == Severity::kLeak) {
+      finding.repaired = true;
+      --r.leaks;
+      ++r.leaks_fixed;
+    } else if (finding.severity == Severity::kCorruption &&
+               (finding.kind == FindingKind::kLeak || finding.kind == FindingKind::kRefcountTooLow ||
+                finding.kind == FindingKind::kUnreferencedInUse ||
+                finding.kind == FindingKind::kInvalidRefcountEntry)) {
+      finding.repaired = true;
+      --r.corruptions;
+      ++r.corruptions_fixed;
+    }
+  }
+  r.refcounts_rebuilt = true;
+}
+
+// Writes the header fields refcount_table_offset and refcount_table_clusters
+// (bytes 48..59, inside the first sector) with one sector write.
+Status SwitchRefcountTable(CheckContext& ctx, uint64_t table_offset, uint32_t table_clusters) {
+  std::vector<uint8_t> sector(512);
+  QCRASH_RETURN_IF_ERROR(ctx.device.Read(0, sector));
+  StoreBe64(&sector[f::kOffRefcountTableOffset], table_offset);
+  StoreBe32(&sector[f::kOffRefcountTableClusters], table_clusters);
+  QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, 0, sector, {ClusterUse::kHeader}));
+  ctx.header.refcount_table_offset = table_offset;
+  ctx.header.refcount_table_clusters = table_clusters;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status WriteTableEdits(CheckContext& ctx) {
+  if (ctx.edited_tables.empty()) return Status::Ok();
+  for (const auto& [offset, bytes] : ctx.edited_tables) {
+    QCRASH_RETURN_IF_ERROR(WriteChecked(
+        ctx, offset, bytes, {ClusterUse::kActiveL1, ClusterUse::kSnapshotL1, ClusterUse::kL2}));
+  }
+  // Pointer removals durable before any refcount decrease (R4), and OFLAG_COPIED
+  // changes durable before the dirty/corrupt bits are cleared.
+  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
+  ctx.edited_tables.clear();
+  return Status::Ok();
+}
+
+Status RebuildRefcountStructure(CheckContext& ctx) {
+  // The new counts: every owner except the old refcount structure itself.
+  for (uint64_t cluster : ctx.old_refcount_clusters) ctx.SubtractReference(cluster);
+  std::vector<uint64_t> counts(ctx.imrt_clusters());
+  for (uint64_t c = 0; c < counts.size(); ++c) counts[c] = ctx.Imrt(c);
+  QCRASH_ASSIGN_OR_RETURN(RebuildLayout layout, PlanRebuild(ctx, counts));
+  const uint32_t bits = ctx.header.cluster_bits;
+  const uint64_t per_block = f::RefcountBlockEntries(bits, ctx.header.refcount_order);
+  for (uint64_t c = layout.start; c < layout.end(); ++c) ctx.SetImrt(c, 1);
+  for (uint64_t c = layout.start; c < layout.end(); ++c) {
+    ctx.MarkMetadata(c << bits, ctx.cluster_bytes, c < layout.start + layout.block_indices.size()
+                                                       ? ClusterUse::kRefcountBlock
+                                                       : ClusterUse::kRefcountTable);
+  }
+  std::map<uint64_t, std::vector<uint8_t>> blocks;
+  std::vector<uint64_t> table((layout.table_clusters << bits) / 8, 0);
+  for (size_t k = 0; k < layout.block_indices.size(); ++k) {
+    const uint64_t t = layout.block_indices[k];
+    std::vector<uint8_t> block(ctx.cluster_bytes, 0);
+    for (uint64_t i = 0; i < per_block; ++i) {
+      const uint64_t count = ctx.Imrt(t * per_block + i);
+      if (count != 0) f::SetRefcount(block, i, ctx.header.refcount_order, count);
+    }
+    table[t] = (layout.start + k) << bits;
+    // Step 2a: blocks go to clusters nothing references yet.
+    QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, table[t], block, {ClusterUse::kRefcountBlock}));
+    blocks.emplace(t, std::move(block));
+  }
+  // The blocks must be durable before a table points at them (R2).
+  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
+  std::vector<uint8_t> table_bytes(table.size() * 8);
+  for (size_t i = 0; i < table.size(); ++i) StoreBe64(&table_bytes[i * 8], table[i]);
+  const uint64_t table_offset = (layout.start + layout.block_indices.size()) << bits;
+  QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, table_offset, table_bytes, {ClusterUse::kRefcountTable}));
+  // The table must be durable before the header switches to it (R6).
+  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
+  QCRASH_RETURN_IF_ERROR(
+      SwitchRefcountTable(ctx, table_offset, static_cast<uint32_t>(layout.table_clusters)));
+  // The switch is durable before anything relies on the new counts.
+  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
+  ctx.refcounts.Replace(table_offset, std::move(table), std::move(blocks));
+  ctx.rebuild = false;
+  MarkRebuildFixes(ctx);
+  return Status::Ok();
+}
+
+Status WriteRefcountFixes(CheckContext& ctx) {
+  const auto dirty = ctx.refcounts.DirtyBlocks();
+  if (dirty.empty()) return Status::Ok();
+  for (const auto& [offset, block] : dirty) {
+    QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, offset, *block, {ClusterUse::kRefcountBlock}));
+  }
+  // Raised refcounts durable before OFLAG_COPIED is recomputed from them (R9).
+  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
+  ctx.refcounts.ClearDirty();
+  return Status::Ok();
+}
+
+Status ClearHeaderBits(CheckContext& ctx) {
+  const uint64_t bits = f::kIncompatDirty | f::kIncompatCorrupt;
+  if (ctx.header.version < 3 || (ctx.header.incompatible_features & bits) == 0) return Status::Ok();
+  uint8_t field[8];
+  StoreBe64(field, ctx.header.incompatible_features & ~bits);
+  QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, f::kOffIncompatibleFeatures, field, {ClusterUse::kHeader}));
+  // Everything the bits warned about is durable (earlier flushes); this makes
+  // the clean state itself durable.
+  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
+  ctx.header.incompatible_features &= ~bits;
+  ctx.report.header_bits_cleared = true;
+  return Status::Ok();
+}
+
+}  // namespace qcrash::engine::check_internal
