@@ -110,15 +110,16 @@ void BM_CrashViewBuildAndCompare(benchmark::State& bench) {
       if (!(*view)->Read(offset, run).ok()) bench.SkipWithError("read failed");
       for (size_t i = first; i < end; ++i) {
         const uint8_t* expected = ExpectedSector(point, state, i, &cursor);
-        if (expected == nullptr) expected = fixture.durable_flat.data() + point.pending[i].sector * sector_bytes;
+        if (expected == nullptr)
+          expected = fixture.durable_flat.data() + point.pending[i].sector * sector_bytes;
         if (std::memcmp(run.data() + (i - first) * sector_bytes, expected, sector_bytes) != 0) {
           bench.SkipWithError("mismatch");
         }
       }
     }
   }
-  bench.counters["views_per_s"] = benchmark::Counter(static_cast<double>(bench.iterations()),
-                                                     benchmark::Counter::kIsRate);
+  bench.counters["views_per_s"] =
+      benchmark::Counter(static_cast<double>(bench.iterations()), benchmark::Counter::kIsRate);
   bench.counters["pending_sectors"] = static_cast<double>(point.pending.size());
 }
 BENCHMARK(BM_CrashViewBuildAndCompare)->Arg(4096)->Arg(512);
@@ -150,8 +151,8 @@ void BM_NaiveCopyBuildAndCompare(benchmark::State& bench) {
     }
     benchmark::DoNotOptimize(image.data());
   }
-  bench.counters["views_per_s"] = benchmark::Counter(static_cast<double>(bench.iterations()),
-                                                     benchmark::Counter::kIsRate);
+  bench.counters["views_per_s"] =
+      benchmark::Counter(static_cast<double>(bench.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_NaiveCopyBuildAndCompare)->Arg(4096)->Arg(512)->Unit(benchmark::kMillisecond);
 
@@ -163,8 +164,8 @@ void BM_CrashViewBuildOnly(benchmark::State& bench) {
     auto view = CrashView::Build(fixture.point, fixture.states[next++ % kStates]);
     benchmark::DoNotOptimize(view);
   }
-  bench.counters["views_per_s"] = benchmark::Counter(static_cast<double>(bench.iterations()),
-                                                     benchmark::Counter::kIsRate);
+  bench.counters["views_per_s"] =
+      benchmark::Counter(static_cast<double>(bench.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_CrashViewBuildOnly)->Arg(4096)->Arg(512);
 

@@ -72,7 +72,7 @@ class CrashView;
 struct NonAtomicOptions {
   bool enabled = false;
   std::vector<uint32_t> cuts_bytes = {};  // empty: the half sector
-  bool garbage = true;               // also offer one garbage choice per sector
+  bool garbage = true;                    // also offer one garbage choice per sector
 };
 
 enum class ChoiceKind : uint8_t { kVersion, kMix, kGarbage };
@@ -124,7 +124,7 @@ struct CrashPoint {
   std::shared_ptr<const std::vector<uint8_t>> arena;  // keeps version bytes alive
   std::vector<PendingSector> pending;                 // sorted by sector
   std::vector<const uint8_t*> version_data;
-  std::vector<uint64_t> version_record;  // log record of each version (durable: ~0)
+  std::vector<uint64_t> version_record;      // log record of each version (durable: ~0)
   std::vector<OverlayEntry> latest_overlay;  // sorted; pending and FUA-durable sectors
 
   // Choices per pending sector: v + 1 atomic, plus mixes and garbage (M8).

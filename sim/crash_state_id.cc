@@ -61,12 +61,16 @@ std::string FormatCrashStateId(const CrashState& state) {
     id += std::to_string(choice.sector);
     id += '=';
     switch (choice.kind) {
-      case ChoiceKind::kVersion: id += std::to_string(choice.version); break;
+      case ChoiceKind::kVersion:
+        id += std::to_string(choice.version);
+        break;
       case ChoiceKind::kMix:
         id += std::to_string(choice.version) + "/" + std::to_string(choice.second_version) + "@" +
               std::to_string(choice.cut_bytes);
         break;
-      case ChoiceKind::kGarbage: id += 'g'; break;
+      case ChoiceKind::kGarbage:
+        id += 'g';
+        break;
     }
   }
   return id;

@@ -75,7 +75,8 @@ int64_t CrashPoint::FindPending(uint64_t sector) const {
 
 CrashTimeline::CrashTimeline(std::shared_ptr<const ChunkedImage> initial,
                              std::shared_ptr<const WriteLog> log, NonAtomicOptions non_atomic)
-    : log_(std::move(log)), non_atomic_(std::move(non_atomic)),
+    : log_(std::move(log)),
+      non_atomic_(std::move(non_atomic)),
       arena_(std::make_shared<std::vector<uint8_t>>()) {
   const uint32_t sector_bytes = log_->sector_bytes();
   ChunkedImage latest = initial ? *initial : ChunkedImage(log_->initial_size_bytes());
@@ -179,8 +180,8 @@ std::shared_ptr<const CrashPoint> CrashTimeline::Point(uint64_t point) const {
 Result<std::unique_ptr<CrashView>> CrashTimeline::BuildView(const CrashState& state) const {
   if (state.point >= PointCount()) {
     return Status::InvalidArgument("crash point " + std::to_string(state.point) +
-                                   " past the end of a log with " +
-                                   std::to_string(log_->size()) + " records");
+                                   " past the end of a log with " + std::to_string(log_->size()) +
+                                   " records");
   }
   return BuildView(Point(state.point), state);
 }

@@ -14,18 +14,21 @@ std::string Where(const CrashPoint& point, const SectorChoice& choice) {
 
 // The error paths alone build messages: this runs per deviation, per view.
 Status CheckChoice(const CrashPoint& point, const SectorChoice& choice, int64_t index) {
-  if (index < 0) return Status::InvalidArgument(Where(point, choice) + " is not pending at this point");
+  if (index < 0)
+    return Status::InvalidArgument(Where(point, choice) + " is not pending at this point");
   const uint32_t count = point.pending[static_cast<size_t>(index)].count;
   switch (choice.kind) {
     case ChoiceKind::kVersion:
       if (choice.version > count) {
-        return Status::InvalidArgument(Where(point, choice) + ": version " + std::to_string(choice.version) +
-                                       " of " + std::to_string(count));
+        return Status::InvalidArgument(Where(point, choice) + ": version " +
+                                       std::to_string(choice.version) + " of " +
+                                       std::to_string(count));
       }
       return Status::Ok();
     case ChoiceKind::kMix:
       if (!point.non_atomic.enabled) {
-        return Status::InvalidArgument(Where(point, choice) + ": a mixed sector needs the non-atomic mode");
+        return Status::InvalidArgument(Where(point, choice) +
+                                       ": a mixed sector needs the non-atomic mode");
       }
       if (choice.version > count || choice.second_version > count ||
           choice.version == choice.second_version || choice.cut_bytes == 0 ||
@@ -35,7 +38,8 @@ Status CheckChoice(const CrashPoint& point, const SectorChoice& choice, int64_t 
       return Status::Ok();
     case ChoiceKind::kGarbage:
       if (!point.non_atomic.enabled || !point.non_atomic.garbage) {
-        return Status::InvalidArgument(Where(point, choice) + ": garbage needs the non-atomic mode");
+        return Status::InvalidArgument(Where(point, choice) +
+                                       ": garbage needs the non-atomic mode");
       }
       return Status::Ok();
   }
@@ -44,8 +48,8 @@ Status CheckChoice(const CrashPoint& point, const SectorChoice& choice, int64_t 
 
 }  // namespace
 
-Result<std::unique_ptr<CrashView>> CrashTimeline::BuildView(
-    std::shared_ptr<const CrashPoint> point, const CrashState& state) {
+Result<std::unique_ptr<CrashView>> CrashTimeline::BuildView(std::shared_ptr<const CrashPoint> point,
+                                                            const CrashState& state) {
   return CrashView::Build(std::move(point), state);
 }
 
@@ -84,10 +88,10 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
     while (next_pending < cp.pending.size() && cp.pending[next_pending].sector < choice.sector) {
       ++next_pending;
     }
-    const int64_t index = next_pending < cp.pending.size() &&
-                                  cp.pending[next_pending].sector == choice.sector
-                              ? static_cast<int64_t>(next_pending)
-                              : -1;
+    const int64_t index =
+        next_pending < cp.pending.size() && cp.pending[next_pending].sector == choice.sector
+            ? static_cast<int64_t>(next_pending)
+            : -1;
     QCRASH_RETURN_IF_ERROR(CheckChoice(cp, choice, index));
     const PendingSector& pending = cp.pending[static_cast<size_t>(index)];
     const uint8_t** slot = &view->overlay_[pending.overlay_index].data;
@@ -102,7 +106,8 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
       const uint64_t offset = choice.sector * cp.sector_bytes;
       for (const auto& [version, from, length] :
            {std::tuple{choice.version, 0u, choice.cut_bytes},
-            std::tuple{choice.second_version, choice.cut_bytes, cp.sector_bytes - choice.cut_bytes}}) {
+            std::tuple{choice.second_version, choice.cut_bytes,
+                       cp.sector_bytes - choice.cut_bytes}}) {
         const uint8_t* data = cp.version_data[pending.first + version];
         if (data != nullptr) {
           std::memcpy(owned + from, data + from, length);
@@ -226,9 +231,7 @@ Status CrashView::Resize(uint64_t size_bytes, ResizeMode /*mode*/) {
   return Status::Ok();
 }
 
-DeviceGeometry CrashView::Geometry() const {
-  return {sector_bytes_, !point_->non_atomic.enabled};
-}
+DeviceGeometry CrashView::Geometry() const { return {sector_bytes_, !point_->non_atomic.enabled}; }
 
 ChunkedImage CrashView::Materialize() const {
   ChunkedImage image = *point_->base;

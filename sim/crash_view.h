@@ -54,8 +54,8 @@ class CrashView final : public BlockDevice {
   Status WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
 
   std::shared_ptr<const CrashPoint> point_;
-  std::vector<OverlayEntry> overlay_;  // sorted by sector
-  std::vector<uint8_t> owned_;         // bytes of mixed and garbage sectors
+  std::vector<OverlayEntry> overlay_;                 // sorted by sector
+  std::vector<uint8_t> owned_;                        // bytes of mixed and garbage sectors
   std::map<uint64_t, std::vector<uint8_t>> written_;  // sector -> its bytes
   uint64_t size_bytes_ = 0;
   uint64_t truncated_at_bytes_ = 0;  // base and overlay bytes at or past this read as zero

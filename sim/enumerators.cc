@@ -229,7 +229,8 @@ std::vector<uint64_t> ElementarySums(const std::vector<uint64_t>& values, uint64
   std::vector<uint64_t> e(static_cast<size_t>(std::min<uint64_t>(k, values.size())) + 1, 0);
   e[0] = 1;
   for (uint64_t value : values) {
-    for (size_t j = e.size() - 1; j >= 1; --j) e[j] = SaturatingAdd(e[j], SaturatingMul(e[j - 1], value));
+    for (size_t j = e.size() - 1; j >= 1; --j)
+      e[j] = SaturatingAdd(e[j], SaturatingMul(e[j - 1], value));
   }
   return e;
 }
@@ -257,9 +258,15 @@ std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& ti
                                                          const EnumeratorSpec& spec) {
   std::unique_ptr<CrashEnumerator> result;
   switch (spec.kind) {
-    case EnumeratorKind::kPrefix: result = std::make_unique<PrefixEnumerator>(timeline); break;
-    case EnumeratorKind::kDropOne: result = std::make_unique<DropOneEnumerator>(timeline); break;
-    case EnumeratorKind::kTearOne: result = std::make_unique<TearOneEnumerator>(timeline); break;
+    case EnumeratorKind::kPrefix:
+      result = std::make_unique<PrefixEnumerator>(timeline);
+      break;
+    case EnumeratorKind::kDropOne:
+      result = std::make_unique<DropOneEnumerator>(timeline);
+      break;
+    case EnumeratorKind::kTearOne:
+      result = std::make_unique<TearOneEnumerator>(timeline);
+      break;
     case EnumeratorKind::kBounded:
       result = std::make_unique<SubsetEnumerator>(timeline, false, spec.bound, 0);
       break;
@@ -335,7 +342,7 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
   const std::string_view args = colon == std::string_view::npos ? "" : body.substr(colon + 1);
   if (name == "prefix" || name == "drop-one" || name == "tear-one") {
     if (!args.empty()) return bad("takes no arguments");
-    spec.kind = name == "prefix" ? EnumeratorKind::kPrefix
+    spec.kind = name == "prefix"     ? EnumeratorKind::kPrefix
                 : name == "drop-one" ? EnumeratorKind::kDropOne
                                      : EnumeratorKind::kTearOne;
   } else if (name == "bounded") {
@@ -360,11 +367,21 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
 std::string FormatEnumeratorSpec(const EnumeratorSpec& spec) {
   std::string text;
   switch (spec.kind) {
-    case EnumeratorKind::kPrefix: text = "prefix"; break;
-    case EnumeratorKind::kDropOne: text = "drop-one"; break;
-    case EnumeratorKind::kTearOne: text = "tear-one"; break;
-    case EnumeratorKind::kBounded: text = "bounded:" + std::to_string(spec.bound); break;
-    case EnumeratorKind::kExhaustive: text = "exhaustive:" + std::to_string(spec.limit); break;
+    case EnumeratorKind::kPrefix:
+      text = "prefix";
+      break;
+    case EnumeratorKind::kDropOne:
+      text = "drop-one";
+      break;
+    case EnumeratorKind::kTearOne:
+      text = "tear-one";
+      break;
+    case EnumeratorKind::kBounded:
+      text = "bounded:" + std::to_string(spec.bound);
+      break;
+    case EnumeratorKind::kExhaustive:
+      text = "exhaustive:" + std::to_string(spec.limit);
+      break;
     case EnumeratorKind::kRandom:
       text = "random:" + std::to_string(spec.seed) + ":" + std::to_string(spec.samples);
       break;

@@ -29,10 +29,10 @@ enum class EnumeratorKind : uint8_t {
 // "@<i>/<N>" for shard i of N (0 <= i < N).
 struct EnumeratorSpec {
   EnumeratorKind kind = EnumeratorKind::kPrefix;
-  uint64_t bound = 1;             // K for kBounded
-  uint64_t limit = 1u << 20;      // for kExhaustive
-  uint64_t seed = 0;              // for kRandom
-  uint64_t samples = 1000;        // N for kRandom
+  uint64_t bound = 1;         // K for kBounded
+  uint64_t limit = 1u << 20;  // for kExhaustive
+  uint64_t seed = 0;          // for kRandom
+  uint64_t samples = 1000;    // N for kRandom
   uint64_t shard_index = 0;
   uint64_t shard_count = 1;
 };

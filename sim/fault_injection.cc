@@ -8,9 +8,12 @@ namespace {
 
 const char* OpName(IoOp op) {
   switch (op) {
-    case IoOp::kRead: return "read";
-    case IoOp::kWrite: return "write";
-    case IoOp::kFlush: return "flush";
+    case IoOp::kRead:
+      return "read";
+    case IoOp::kWrite:
+      return "write";
+    case IoOp::kFlush:
+      return "flush";
   }
   return "op";
 }
@@ -47,8 +50,9 @@ Status FaultInjector::Check(IoOp op, uint64_t offset_bytes, uint64_t length_byte
 
 Status FaultInjector::CheckSpace(uint64_t end_bytes) const {
   if (no_space_after_bytes_ != 0 && end_bytes > no_space_after_bytes_) {
-    return Status::NoSpace("write ending at " + HexOffset(end_bytes) + " passes the space limit of " +
-                           std::to_string(no_space_after_bytes_) + " bytes");
+    return Status::NoSpace("write ending at " + HexOffset(end_bytes) +
+                           " passes the space limit of " + std::to_string(no_space_after_bytes_) +
+                           " bytes");
   }
   return Status::Ok();
 }

@@ -17,9 +17,7 @@ SimDisk::SimDisk(SimDiskOptions options, std::shared_ptr<const ChunkedImage> ini
   assert(options_.sector_bytes == 512 || options_.sector_bytes == 4096);
 }
 
-DeviceGeometry SimDisk::Geometry() const {
-  return {options_.sector_bytes, options_.atomic_sector};
-}
+DeviceGeometry SimDisk::Geometry() const { return {options_.sector_bytes, options_.atomic_sector}; }
 
 Status SimDisk::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
   QCRASH_RETURN_IF_ERROR(faults_.Check(IoOp::kRead, offset_bytes, out.size()));
@@ -42,8 +40,8 @@ Status SimDisk::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, 
   }
   QCRASH_RETURN_IF_ERROR(faults_.CheckSpace(offset_bytes + data.size()));
   if (sink_ != nullptr) {
-    QCRASH_RETURN_IF_ERROR(sink_->Append(fua ? RecordKind::kWriteFua : RecordKind::kWrite,
-                                         offset_bytes, data));
+    QCRASH_RETURN_IF_ERROR(
+        sink_->Append(fua ? RecordKind::kWriteFua : RecordKind::kWrite, offset_bytes, data));
   }
   log_.AppendWrite(offset_bytes, data, fua);
   latest_.Write(offset_bytes, data);
@@ -56,9 +54,9 @@ Status SimDisk::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, 
   // holds them now (read-modify-write of partial sectors).
   const uint64_t sector_bytes = options_.sector_bytes;
   const uint64_t start = offset_bytes / sector_bytes * sector_bytes;
-  const uint64_t end = std::min(latest_.SizeBytes(),
-                                (offset_bytes + data.size() + sector_bytes - 1) / sector_bytes *
-                                    sector_bytes);
+  const uint64_t end =
+      std::min(latest_.SizeBytes(),
+               (offset_bytes + data.size() + sector_bytes - 1) / sector_bytes * sector_bytes);
   std::vector<uint8_t> sectors(end - start);
   latest_.Read(start, sectors);
   durable_.Write(start, sectors);

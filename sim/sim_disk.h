@@ -17,11 +17,11 @@
 namespace qcrash::sim {
 
 struct SimDiskOptions {
-  uint32_t sector_bytes = 512;         // 512 or 4096 (M3)
-  bool atomic_sector = true;           // false: the non-atomic mode (M8) is reported
-  uint64_t initial_size_bytes = 0;     // used when no initial image is given
+  uint32_t sector_bytes = 512;                  // 512 or 4096 (M3)
+  bool atomic_sector = true;                    // false: the non-atomic mode (M8) is reported
+  uint64_t initial_size_bytes = 0;              // used when no initial image is given
   uint64_t max_size_bytes = uint64_t{1} << 34;  // growth bound (NoSpace past it)
-  FaultRules faults = {};              // injected I/O errors and ENOSPC
+  FaultRules faults = {};                       // injected I/O errors and ENOSPC
 };
 
 // Reads return the latest data (what the host sees before a crash). Durable

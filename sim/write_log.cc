@@ -33,10 +33,14 @@ bool ValidSectorBytes(uint32_t sector_bytes) { return sector_bytes == 512 || sec
 
 const char* RecordKindName(RecordKind kind) {
   switch (kind) {
-    case RecordKind::kWrite: return "write";
-    case RecordKind::kWriteFua: return "write_fua";
-    case RecordKind::kFlush: return "flush";
-    case RecordKind::kResize: return "resize";
+    case RecordKind::kWrite:
+      return "write";
+    case RecordKind::kWriteFua:
+      return "write_fua";
+    case RecordKind::kFlush:
+      return "flush";
+    case RecordKind::kResize:
+      return "resize";
   }
   return "unknown";
 }
@@ -51,9 +55,7 @@ void WriteLog::AppendWrite(uint64_t offset_bytes, std::span<const uint8_t> data,
   records_.push_back(record);
 }
 
-void WriteLog::AppendFlush() {
-  records_.push_back({RecordKind::kFlush, 0, 0, data_.size()});
-}
+void WriteLog::AppendFlush() { records_.push_back({RecordKind::kFlush, 0, 0, data_.size()}); }
 
 void WriteLog::AppendResize(uint64_t size_bytes) {
   records_.push_back({RecordKind::kResize, size_bytes, 0, data_.size()});
@@ -63,8 +65,7 @@ WriteLog WriteLog::Prefix(size_t count) const {
   WriteLog prefix(sector_bytes_, initial_size_bytes_);
   if (count > records_.size()) count = records_.size();
   prefix.records_.assign(records_.begin(), records_.begin() + static_cast<ptrdiff_t>(count));
-  const uint64_t data_end =
-      count == records_.size() ? data_.size() : records_[count].data_offset;
+  const uint64_t data_end = count == records_.size() ? data_.size() : records_[count].data_offset;
   prefix.data_.assign(data_.begin(), data_.begin() + static_cast<ptrdiff_t>(data_end));
   return prefix;
 }
@@ -112,8 +113,7 @@ Result<WriteLog> WriteLog::Decode(std::span<const uint8_t> bytes) {
   WriteLog log(sector_bytes, GetU64(bytes.data() + 16));
   const uint64_t record_count = GetU64(bytes.data() + 24);
   uint64_t position = kLogHeaderBytes;
-  while (record_count == kLogStreamedCount ? position < bytes.size()
-                                           : log.size() < record_count) {
+  while (record_count == kLogStreamedCount ? position < bytes.size() : log.size() < record_count) {
     if (bytes.size() - position < kLogRecordHeaderBytes) {
       return Status::Corruption("write log at " + HexOffset(position) + ": record " +
                                 std::to_string(log.size()) + " header truncated");
@@ -121,8 +121,8 @@ Result<WriteLog> WriteLog::Decode(std::span<const uint8_t> bytes) {
     const uint8_t kind = bytes[position];
     const uint64_t offset_bytes = GetU64(bytes.data() + position + 1);
     const uint64_t length_bytes = GetU64(bytes.data() + position + 9);
-    const std::string where = "write log at " + HexOffset(position) + ": record " +
-                              std::to_string(log.size());
+    const std::string where =
+        "write log at " + HexOffset(position) + ": record " + std::to_string(log.size());
     if (kind < 1 || kind > 4) {
       return Status::Corruption(where + ": field kind: " + std::to_string(kind) + " is unknown");
     }
@@ -141,10 +141,18 @@ Result<WriteLog> WriteLog::Decode(std::span<const uint8_t> bytes) {
     }
     const auto data = bytes.subspan(position, length_bytes);
     switch (static_cast<RecordKind>(kind)) {
-      case RecordKind::kWrite: log.AppendWrite(offset_bytes, data, false); break;
-      case RecordKind::kWriteFua: log.AppendWrite(offset_bytes, data, true); break;
-      case RecordKind::kFlush: log.AppendFlush(); break;
-      case RecordKind::kResize: log.AppendResize(offset_bytes); break;
+      case RecordKind::kWrite:
+        log.AppendWrite(offset_bytes, data, false);
+        break;
+      case RecordKind::kWriteFua:
+        log.AppendWrite(offset_bytes, data, true);
+        break;
+      case RecordKind::kFlush:
+        log.AppendFlush();
+        break;
+      case RecordKind::kResize:
+        log.AppendResize(offset_bytes);
+        break;
     }
     position += length_bytes;
   }
@@ -184,19 +192,25 @@ Result<WriteLog> WriteLog::LoadFromFile(const std::string& path) {
 
 Status ReplayLog(const WriteLog& log, size_t count, BlockDevice& device) {
   if (count > log.size()) {
-    return Status::InvalidArgument("replay of " + std::to_string(count) + " records from a log of " +
-                                   std::to_string(log.size()));
+    return Status::InvalidArgument("replay of " + std::to_string(count) +
+                                   " records from a log of " + std::to_string(log.size()));
   }
   for (size_t i = 0; i < count; ++i) {
     const LogRecord& record = log.record(i);
     Status status;
     switch (record.kind) {
-      case RecordKind::kWrite: status = device.Write(record.offset_bytes, log.DataOf(record)); break;
+      case RecordKind::kWrite:
+        status = device.Write(record.offset_bytes, log.DataOf(record));
+        break;
       case RecordKind::kWriteFua:
         status = device.WriteFua(record.offset_bytes, log.DataOf(record));
         break;
-      case RecordKind::kFlush: status = device.Flush(); break;
-      case RecordKind::kResize: status = device.Resize(record.offset_bytes, ResizeMode::kSparse); break;
+      case RecordKind::kFlush:
+        status = device.Flush();
+        break;
+      case RecordKind::kResize:
+        status = device.Resize(record.offset_bytes, ResizeMode::kSparse);
+        break;
     }
     if (!status.ok()) return status.WithContext("replay of record " + std::to_string(i));
   }

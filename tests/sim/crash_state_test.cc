@@ -56,18 +56,19 @@ TEST(CrashModel, WorkedExampleOfTheSpec) {
 }
 
 TEST(CrashStateId, FormatsAndParsesEveryChoiceKind) {
-  CrashState state{12, {{3, ChoiceKind::kVersion, 0, 0, 0},
-                        {7, ChoiceKind::kMix, 0, 2, 256},
-                        {9, ChoiceKind::kGarbage, 0, 0, 0}}};
+  CrashState state{12,
+                   {{3, ChoiceKind::kVersion, 0, 0, 0},
+                    {7, ChoiceKind::kMix, 0, 2, 256},
+                    {9, ChoiceKind::kGarbage, 0, 0, 0}}};
   EXPECT_EQ(FormatCrashStateId(state), "p12:3=0,7=0/2@256,9=g");
   EXPECT_EQ(*ParseCrashStateId("p12:3=0,7=0/2@256,9=g"), state);
   EXPECT_EQ(FormatCrashStateId(*ParseCrashStateId("p0")), "p0");
 }
 
 TEST(CrashStateId, RejectsMalformedIdsWithAClearMessage) {
-  for (const char* id : {"", "q1", "p", "p1:", "p1:3", "p1:3=", "p1:3=1,", "p1:4=0,3=0",
-                         "p1:3=0,3=1", "p01", "p1:3=1/2", "p1:3=1/2@", "p-1",
-                         "p1:3=99999999999", "p99999999999999999999"}) {
+  for (const char* id :
+       {"", "q1", "p", "p1:", "p1:3", "p1:3=", "p1:3=1,", "p1:4=0,3=0", "p1:3=0,3=1", "p01",
+        "p1:3=1/2", "p1:3=1/2@", "p-1", "p1:3=99999999999", "p99999999999999999999"}) {
     auto parsed = ParseCrashStateId(id);
     EXPECT_FALSE(parsed.ok()) << id;
     if (!parsed.ok()) {
@@ -142,7 +143,8 @@ TEST(Enumerators, CountsEqualTheirClosedForms) {
   EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = K::kDropOne}), 17u);  // sum of pending
   EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = K::kTearOne}), 3u);   // (3-1) + (2-1)
   // Exhaustive = sum over points of the product of (versions + 1).
-  EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = K::kExhaustive}), 1 + 8 + 12 + 1 + 4 + 6 + 8 + 8 + 16u);
+  EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = K::kExhaustive}),
+            1 + 8 + 12 + 1 + 4 + 6 + 8 + 8 + 16u);
   auto limited = CrashEnumerator::Create(timeline, {.kind = K::kExhaustive, .limit = 8});
   EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = K::kExhaustive, .limit = 8}), 36u);
   CrashState state;
@@ -214,8 +216,9 @@ std::vector<std::string> AllIds(const CrashTimeline& timeline, const EnumeratorS
 // sequence (index by index), and each shard's size is its closed form.
 RC_GTEST_PROP(Enumerators, ShardsPartitionEveryEnumerator, ()) {
   const auto history = testing::GenRandomHistory(12);
-  CrashTimeline timeline(std::make_shared<const ChunkedImage>(ChunkedImage::FromBytes(history.initial)),
-                         history.log, {.enabled = *rc::gen::inRange(0, 4) == 0});
+  CrashTimeline timeline(
+      std::make_shared<const ChunkedImage>(ChunkedImage::FromBytes(history.initial)), history.log,
+      {.enabled = *rc::gen::inRange(0, 4) == 0});
   EnumeratorSpec spec = GenSpec();
   const std::vector<std::string> whole = AllIds(timeline, spec);
   RC_ASSERT(whole.size() == CountCrashStates(timeline, spec));

@@ -2,12 +2,13 @@
 // state holds, for random logs and states; that writes to a view stay in the
 // view; that nested crash states (a crash during recovery) enumerate; and
 // that views share the durable base instead of copying it.
+#include "sim/crash_view.h"
+
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 
 #include <vector>
 
-#include "sim/crash_view.h"
 #include "sim/enumerators.h"
 #include "sim/sim_disk.h"
 #include "tests/sim/naive_crash.h"
@@ -84,7 +85,8 @@ RC_GTEST_PROP(CrashView, WritesBehaveLikeAFlatCopy, ()) {
       flat.resize(size, 0);
     } else {
       const uint64_t offset = *rc::gen::inRange<uint64_t>(0, 40000);
-      const auto data = testing::Pattern(*rc::gen::inRange<size_t>(0, 5000), *rc::gen::arbitrary<uint8_t>());
+      const auto data =
+          testing::Pattern(*rc::gen::inRange<size_t>(0, 5000), *rc::gen::arbitrary<uint8_t>());
       RC_ASSERT((*view)->Write(offset, data).ok());
       if (offset + data.size() > flat.size()) flat.resize(offset + data.size(), 0);
       std::copy(data.begin(), data.end(), flat.begin() + static_cast<ptrdiff_t>(offset));

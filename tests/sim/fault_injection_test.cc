@@ -35,14 +35,14 @@ TEST(FaultInjection, StickyNthFlushBreaksEveryLaterFlush) {
 }
 
 TEST(FaultInjection, RangeRuleFailsOnlyOverlappingReadsAndWrites) {
-  SimDisk disk({.initial_size_bytes = 8192,
-                .faults = {.rules = {{.op = IoOp::kRead,
-                                      .range_offset_bytes = 4096,
-                                      .range_length_bytes = 512,
-                                      .sticky = true},
-                                     {.op = IoOp::kWrite,
-                                      .range_offset_bytes = 1000,
-                                      .range_length_bytes = 10}}}});
+  SimDisk disk(
+      {.initial_size_bytes = 8192,
+       .faults = {
+           .rules = {{.op = IoOp::kRead,
+                      .range_offset_bytes = 4096,
+                      .range_length_bytes = 512,
+                      .sticky = true},
+                     {.op = IoOp::kWrite, .range_offset_bytes = 1000, .range_length_bytes = 10}}}});
   std::vector<uint8_t> out(512);
   EXPECT_TRUE(disk.Read(3584, out).ok());
   EXPECT_EQ(disk.Read(3600, out).code(), StatusCode::kIoError);

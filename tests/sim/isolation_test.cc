@@ -1,6 +1,8 @@
 // Proves process isolation: a workload child killed mid-run (by the parent,
 // on a record count or at a random instant) or dying on its own leaves a
 // write log of whole records that the parent replays and enumerates.
+#include "sim/isolation.h"
+
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "sim/enumerators.h"
-#include "sim/isolation.h"
 
 namespace qcrash::sim {
 namespace {
@@ -78,7 +79,8 @@ TEST(Isolation, ChildKilledAtARandomInstantLeavesWholeRecords) {
 
 TEST(Isolation, ChildThatAbortsOnItsOwnKeepsItsLog) {
   auto workload = [](SimDisk& disk) -> Status {
-    for (int i = 0; i < 10; ++i) QCRASH_RETURN_IF_ERROR(disk.Write(i * 512, std::vector<uint8_t>(512, 1)));
+    for (int i = 0; i < 10; ++i)
+      QCRASH_RETURN_IF_ERROR(disk.Write(i * 512, std::vector<uint8_t>(512, 1)));
     std::abort();  // as a sanitizer report would end the child
   };
   auto run = RunIsolated({}, nullptr, workload, {});

@@ -46,7 +46,8 @@ inline NaivePoint NaiveReplay(const std::vector<uint8_t>& initial, const WriteLo
     for (uint64_t s = record.offset_bytes / sector_bytes; s * sector_bytes < end; ++s) {
       std::vector<uint8_t> bytes(sector_bytes, 0);
       const uint64_t stop = std::min<uint64_t>(state.latest.size(), (s + 1) * sector_bytes);
-      std::copy(state.latest.begin() + s * sector_bytes, state.latest.begin() + stop, bytes.begin());
+      std::copy(state.latest.begin() + s * sector_bytes, state.latest.begin() + stop,
+                bytes.begin());
       NaiveSector& sector = state.sectors[s];
       if (record.kind == RecordKind::kWriteFua) {
         sector.fua_durable = bytes;
@@ -76,7 +77,8 @@ inline std::optional<std::vector<uint8_t>> NaiveCrashImage(const std::vector<uin
   auto durable_of = [&](uint64_t sector, const NaiveSector& entry) {
     if (entry.fua_durable) return *entry.fua_durable;
     std::vector<uint8_t> bytes(sector_bytes, 0);
-    for (uint64_t i = 0; i < sector_bytes && sector * sector_bytes + i < replay.durable.size(); ++i) {
+    for (uint64_t i = 0; i < sector_bytes && sector * sector_bytes + i < replay.durable.size();
+         ++i) {
       bytes[i] = replay.durable[sector * sector_bytes + i];
     }
     return bytes;

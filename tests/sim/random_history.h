@@ -29,8 +29,8 @@ inline RandomHistory GenRandomHistory(int max_records = 24) {
   const uint32_t sector_bytes = *rc::gen::element(512u, 4096u);
   const uint64_t span_bytes = uint64_t{12} * sector_bytes;
   RandomHistory history;
-  history.initial = Pattern(*rc::gen::inRange<uint64_t>(0, span_bytes),
-                            *rc::gen::arbitrary<uint8_t>());
+  history.initial =
+      Pattern(*rc::gen::inRange<uint64_t>(0, span_bytes), *rc::gen::arbitrary<uint8_t>());
   history.log = std::make_shared<WriteLog>(sector_bytes, history.initial.size());
   const int records = *rc::gen::resize(100, rc::gen::inRange(0, max_records + 1));
   for (int i = 0; i < records; ++i) {

@@ -1,6 +1,8 @@
 // Proves the simulated disk keeps durable and pending data apart as the crash
 // model says, and that its write log saves, loads, summarises and replays
 // exactly, rejecting damaged input with a clear Corruption status.
+#include "sim/sim_disk.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,7 +13,6 @@
 
 #include "engine/memory_device.h"
 #include "sim/log_summary.h"
-#include "sim/sim_disk.h"
 
 namespace qcrash::sim {
 namespace {
@@ -150,9 +151,9 @@ TEST(WriteLog, PrefixKeepsTheFirstRecordsAndTheirData) {
 TEST(LogSummary, JsonCountsEveryKindAndEpoch) {
   SimDisk disk = MakeDisk();
   const std::string json = LogSummaryJson(disk.log(), 2);
-  for (const char* needle : {"\"record_count\": 6", "\"writes\": 3", "\"fua_writes\": 1",
-                             "\"flushes\": 1", "\"resizes\": 1", "\"epochs\": 3",
-                             "\"records_truncated\": true", "\"kind\": \"flush\""}) {
+  for (const char* needle :
+       {"\"record_count\": 6", "\"writes\": 3", "\"fua_writes\": 1", "\"flushes\": 1",
+        "\"resizes\": 1", "\"epochs\": 3", "\"records_truncated\": true", "\"kind\": \"flush\""}) {
     EXPECT_NE(json.find(needle), std::string::npos) << needle << " in " << json;
   }
   const std::string path = TempPath("summary");
