@@ -185,6 +185,8 @@ Status ReadSnapshotTable(CheckContext& ctx);
 Status ReadBitmapDirectory(CheckContext& ctx);
 void MarkBitmaps(CheckContext& ctx);
 Status CountBitmaps(CheckContext& ctx);
+// The journal area (engine/journal_check.cc): one reference while the journal-valid bit is set.
+void CountJournal(CheckContext& ctx);
 // Phase 1: records the metadata clusters of every structure in the map.
 Status MarkAllMetadata(CheckContext& ctx);
 // Phase 2: counts every reference (calculate_refcounts).

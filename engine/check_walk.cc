@@ -444,6 +444,7 @@ Status CountAllReferences(CheckContext& ctx) {
     }
   }
   QCRASH_RETURN_IF_ERROR(CountBitmaps(ctx));
+  CountJournal(ctx);
   CountRefcountBlocks(ctx);
   return Status::Ok();
 }

@@ -50,6 +50,7 @@ Status Image::Impl::Load() {
   QCRASH_ASSIGN_OR_RETURN(header_, DecodeHeader(cluster0, file_size));
   read_only_ = options_.read_only;
   if (header_.incompatible_features & f::kIncompatCorrupt) read_only_ = true;
+  QCRASH_RETURN_IF_ERROR(RecoverJournal());  // a dirty journal replays before any table is read
   QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size, "L1 table"));
   QCRASH_ASSIGN_OR_RETURN(refcount_table_,
                           ReadTable(io_, header_.refcount_table_offset,
@@ -80,6 +81,7 @@ Status Image::Impl::Load() {
       QCRASH_RETURN_IF_ERROR(io_.Flush());
     }
   }
+  QCRASH_RETURN_IF_ERROR(AttachJournal());
   return OpenBacking();
 }
 
@@ -213,7 +215,7 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
   header_.size_bytes = new_size_bytes;
   QCRASH_RETURN_IF_ERROR(WriteHeader());
   // Why: a completed resize must survive a crash like any acknowledged write.
-  QCRASH_RETURN_IF_ERROR(io_.Flush());
+  QCRASH_RETURN_IF_ERROR(journal_ ? FlushAll() : io_.Flush());
   if (new_size_bytes > old_size && preallocation != Preallocation::kOff) {
     return Preallocate(old_size, new_size_bytes, preallocation);
   }
@@ -249,6 +251,7 @@ Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes, Prealloc
 // then flush the device, after which freed clusters may be reused.
 Status Image::Impl::FlushAll() {
   if (read_only_) return Status::Ok();
+  if (journal_) return FlushJournal();
   if (options_.policy == OrderingPolicy::kUnsafe) {
     QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
     QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
@@ -267,6 +270,7 @@ Status Image::Impl::Close() {
   if (read_only_) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(ReleaseExtent());
   QCRASH_RETURN_IF_ERROR(FlushAll());
+  if (journal_) return journal_->Checkpoint(/*clear_dirty=*/true);
   // Clearing the dirty bit comes last, after the caches are durable (R7).
   return SetDirtyBit(false);
 }

@@ -16,6 +16,8 @@
 
 namespace qcrash::engine {
 
+struct ReplayReport;  // engine/journal.h
+
 // One run of guest clusters with the same state, as `qemu-img map` prints it.
 struct MapExtent {
   uint64_t start = 0;        // guest offset
@@ -61,6 +63,8 @@ class Image {
   uint64_t size_bytes() const;
   bool read_only() const;
   const EngineStats& stats() const;
+  // What journal replay did when this image was opened (empty if nothing).
+  const ReplayReport& replay_report() const;
 
   class Impl;
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/image.h"
+#include "engine/journal.h"
 #include "engine/metadata_cache.h"
 #include "engine/qcow2_format.h"
 
@@ -61,6 +62,14 @@ class Image::Impl {
   Status FreeClusters(uint64_t host_offset, uint64_t count);
   Status ReleaseExtent();
 
+  // ---- journal_image.cc ----
+  Status RecoverJournal();  // open, before the tables load: replay a dirty journal
+  Status AttachJournal();   // open, at the end: the journal policy's journal, created or reset
+  Status CreateJournal();
+  Status FlushJournal();    // FlushAll under the journal policy: one commit
+  Status SetJournalDirtyInPlace(bool dirty);
+  JournalOptions EffectiveJournalOptions() const;
+
   // ---- cluster_io.cc ----
   Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);
   Result<L2Slot> LookupL2(uint64_t guest_cluster);  // entry 0 when no L2 table
@@ -98,6 +107,9 @@ class Image::Impl {
   // refcount decrease are durable (R5).
   std::set<uint64_t> quarantine_;
   std::vector<uint64_t> extent_;     // clusters reserved (refcount 1, durable) by the extent policy
+
+  std::unique_ptr<Journal> journal_;  // set under the journal policy (or a read-only replay)
+  ReplayReport replay_report_;        // what replay on open did (I6)
 
   std::unique_ptr<BlockDevice> backing_device_;
   std::unique_ptr<Image> backing_image_;  // null for a raw backing file

@@ -6,11 +6,13 @@
 namespace qcrash::engine {
 
 Status CountingIo::ReadMetadata(uint64_t offset_bytes, std::span<uint8_t> out) {
+  if (sink_ != nullptr) return sink_->Read(offset_bytes, out);
   return device_.Read(offset_bytes, out);
 }
 
 Status CountingIo::WriteMetadata(uint64_t offset_bytes, std::span<const uint8_t> data) {
   ++stats_.metadata_writes;
+  if (sink_ != nullptr) return sink_->Write(offset_bytes, data);
   return device_.Write(offset_bytes, data);
 }
 
@@ -25,6 +27,11 @@ Status CountingIo::ReadData(uint64_t offset_bytes, std::span<uint8_t> out) {
 }
 
 Status CountingIo::Flush() {
+  if (sink_ != nullptr) return Status::Ok();
+  return DeviceFlush();
+}
+
+Status CountingIo::DeviceFlush() {
   ++stats_.device_flushes;
   QCRASH_RETURN_IF_ERROR(device_.Flush());
   data_pending_ = false;

@@ -24,6 +24,15 @@
 
 namespace qcrash::engine {
 
+// Where metadata goes under the journal policy (engine/journal.h): writes
+// join the open transaction, reads see journalled-but-unsynced bytes.
+class MetadataSink {
+ public:
+  virtual ~MetadataSink() = default;
+  virtual Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) = 0;
+  virtual Status Read(uint64_t offset_bytes, std::span<uint8_t> out) = 0;
+};
+
 // The device as the engine's metadata paths see it: counts every write and flush.
 class CountingIo {
  public:
@@ -33,7 +42,12 @@ class CountingIo {
   Status WriteData(uint64_t offset_bytes, std::span<const uint8_t> data);
   Status ReadData(uint64_t offset_bytes, std::span<uint8_t> out);
   // Why: every caller of Flush states what must be durable before what.
+  // With a sink installed (journal policy) the journal orders metadata, so
+  // the engine's ordering flushes become no-ops.
   Status Flush();
+  // A device flush whatever the policy (the journal's own protocol steps).
+  Status DeviceFlush();
+  void set_sink(MetadataSink* sink) { sink_ = sink; }
   BlockDevice& device() { return device_; }
   EngineStats& stats() { return stats_; }
   // Data writes since the last completed flush (strict data ordering needs them durable).
@@ -45,6 +59,7 @@ class CountingIo {
  private:
   BlockDevice& device_;
   EngineStats& stats_;
+  MetadataSink* sink_ = nullptr;
   bool data_pending_ = false;
   uint64_t flush_generation_ = 0;
 };

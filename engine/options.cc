@@ -12,10 +12,14 @@ Status EnableFault(std::string_view name, BugSwitches& switches) {
     switches.early_free_reuse = true;
   } else if (name == "zero-cluster-realloc") {
     switches.zero_cluster_realloc = true;
+  } else if (name == "no-revoke") {
+    switches.no_revoke = true;
+  } else if (name == "unchecksummed-journal") {
+    switches.unchecksummed_journal = true;
   } else {
     return Status::InvalidArgument("unknown fault '" + std::string(name) +
                                    "' (known: skip-refcount-barrier, early-free-reuse, "
-                                   "zero-cluster-realloc)");
+                                   "zero-cluster-realloc, no-revoke, unchecksummed-journal)");
   }
   return Status::Ok();
 }
@@ -27,13 +31,15 @@ const char* PolicyName(OrderingPolicy policy) {
     case OrderingPolicy::kLazy: return "lazy";
     case OrderingPolicy::kExtent: return "extent";
     case OrderingPolicy::kUnsafe: return "unsafe";
+    case OrderingPolicy::kJournal: return "journal";
   }
   return "?";
 }
 
 Result<OrderingPolicy> ParsePolicy(std::string_view name) {
   for (OrderingPolicy p : {OrderingPolicy::kWritethrough, OrderingPolicy::kOrdered,
-                           OrderingPolicy::kLazy, OrderingPolicy::kExtent, OrderingPolicy::kUnsafe}) {
+                           OrderingPolicy::kLazy, OrderingPolicy::kExtent, OrderingPolicy::kUnsafe,
+                           OrderingPolicy::kJournal}) {
     if (name == PolicyName(p)) return p;
   }
   return Status::InvalidArgument("unknown policy '" + std::string(name) +

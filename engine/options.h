@@ -21,6 +21,7 @@ enum class OrderingPolicy : uint8_t {
   kLazy,          // lazy refcounts under the dirty bit; rebuilt on open after a crash
   kExtent,        // allocate clusters in batches, one refcount update per batch: leaks, never corrupts
   kUnsafe,        // no ordering at all: the harness must catch it
+  kJournal,       // every L1, L2, refcount and header update goes through journal transactions
 };
 
 // How guest data is ordered against the L2 entry that exposes it (I5).
@@ -36,7 +37,12 @@ struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
   bool early_free_reuse = false;       // a freed cluster is reused before its unlink is durable
   bool zero_cluster_realloc = false;   // writing an allocated zero cluster moves it to a new cluster
-  bool any() const { return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc; }
+  bool no_revoke = false;              // journal: freeing journalled metadata issues no revoke
+  bool unchecksummed_journal = false;  // journal: transactions carry no checksums
+  bool any() const {
+    return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
+           unchecksummed_journal;
+  }
 };
 
 // Turns "skip-refcount-barrier" (the CLI's --fault names) into a switch.
@@ -51,6 +57,30 @@ Result<Preallocation> ParsePreallocation(std::string_view name);
 using BackingOpener =
     std::function<Result<std::unique_ptr<BlockDevice>>(const std::string& backing_file)>;
 
+// The journal's spec variants (the draft's open questions, docs/journal-variants.md)
+// and its geometry. Used when the journal policy creates a journal.
+enum class JournalCommit : uint8_t {
+  kHeader,          // committed_seq in the journal header (FUA write after one flush)
+  kDescriptorFlag,  // Kevin's alternative: a commit flag rewritten in the descriptor
+};
+enum class JournalRecovery : uint8_t {
+  kHeaderBookkeeping,  // synced/committed pointers in the journal header
+  kScanOnly,           // Stefan's proposal: find transactions by scanning the ring
+};
+enum class JournalTerminator : uint8_t {
+  kBlankBlock,  // a zeroed block after the last transaction ends the chain
+  kEscapeFlag,  // no terminator; a leading "qjbk" in data blocks is escaped
+};
+struct JournalOptions {
+  uint32_t block_order = 9;              // 512-byte journal blocks
+  uint64_t size_bytes = uint64_t{1} << 20;
+  JournalCommit commit = JournalCommit::kHeader;
+  JournalRecovery recovery = JournalRecovery::kHeaderBookkeeping;
+  JournalTerminator terminator = JournalTerminator::kBlankBlock;
+  bool checksums = true;
+  bool byte_sum_checksum = false;        // the draft's ones'-complement byte sum instead of CRC32
+};
+
 struct OpenOptions {
   bool read_only = false;
   OrderingPolicy policy = OrderingPolicy::kOrdered;
@@ -61,6 +91,7 @@ struct OpenOptions {
   BugSwitches faults;
   BackingOpener open_backing;           // unset: a backing file is an error on read
   uint32_t max_backing_depth = 16;      // guards against backing chains that loop
+  JournalOptions journal;               // the journal policy's variant and geometry
 };
 
 struct CreateOptions {

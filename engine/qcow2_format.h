@@ -49,14 +49,14 @@ inline constexpr uint64_t kIncompatCompressionType = uint64_t{1} << 3;
 inline constexpr uint64_t kIncompatExtendedL2 = uint64_t{1} << 4;
 // qcrash's journal bit, taken from the high end (see engine/FORMAT.md).
 inline constexpr uint64_t kIncompatJournalDirty = uint64_t{1} << 63;
-inline constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt;  // what we implement
+inline constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt | kIncompatJournalDirty;  // what we implement
 
 inline constexpr uint64_t kCompatLazyRefcounts = uint64_t{1} << 0;
 
 inline constexpr uint64_t kAutoclearBitmaps = uint64_t{1} << 0;
 inline constexpr uint64_t kAutoclearDataFileRaw = uint64_t{1} << 1;
 inline constexpr uint64_t kAutoclearJournalValid = uint64_t{1} << 63;
-inline constexpr uint64_t kAutoclearKnown = 0;  // bits we keep on a read-write open
+inline constexpr uint64_t kAutoclearKnown = kAutoclearJournalValid;  // bits we keep on a read-write open
 
 // ---- Header extensions --------------------------------------------------------
 inline constexpr uint32_t kExtEnd = 0x00000000;

@@ -274,6 +274,7 @@ Status Image::Impl::FreeClusters(uint64_t host_offset, uint64_t count) {
   const uint64_t first = host_offset / cluster_bytes();
   for (uint64_t c = first; c < first + count; ++c) {
     l2_cache_->Drop(c * cluster_bytes());  // a freed L2 table must never be written back
+    if (journal_) journal_->OnFree(c * cluster_bytes(), cluster_bytes(), !options_.faults.no_revoke);
     QCRASH_RETURN_IF_ERROR(UpdateRefcount(c, -1));
   }
   return Status::Ok();

@@ -1,0 +1,191 @@
+// Proves the journal's format codecs round-trip and reject hostile bytes
+// with Corruption (never UB), and the journal policy's life cycle: commits
+// set the journal-dirty bit, close clears it, a crash before sync replays on
+// open (idempotently), and a cleared journal-valid bit (an old tool) makes
+// the engine create a new journal instead of replaying the old one.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+#include "engine/endian.h"
+#include "engine/image.h"
+#include "engine/journal.h"
+#include "engine/journal_format.h"
+#include "engine/memory_device.h"
+#include "engine/qcow2_format.h"
+
+namespace qcrash::engine {
+namespace {
+
+namespace j = journal;
+namespace f = format;
+
+TEST(JournalFormat, HeaderRoundTripsAndRejectsBadChecksum) {
+  j::JournalHeader h{64 << 10, 9, 7, 41, 44, j::kVariantByteSum};
+  std::vector<uint8_t> bytes = j::EncodeJournalHeader(h);
+  auto back = j::DecodeJournalHeader(bytes, 64 << 10);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, h);
+  bytes[20] ^= 1;
+  EXPECT_TRUE(j::DecodeJournalHeader(bytes, 64 << 10).status().IsCorruption());
+}
+
+TEST(JournalFormat, DescriptorBlockRoundTrips) {
+  j::DescriptorBlock b;
+  b.seq = 9;
+  b.nb_data_blocks = 2;
+  b.flags = j::kDescriptorFlagContinues;
+  j::Descriptor w;
+  w.type = j::DescriptorType::kWrite;
+  w.writes = {{512, 0x10000, 6}, {1024, 0x20000, 6}};
+  j::Descriptor c;
+  c.type = j::DescriptorType::kCopy;
+  c.copies = {{4096, 0x30000, 0x40000}};
+  j::Descriptor r;
+  r.type = j::DescriptorType::kRevoke;
+  r.revokes = {{4096, 0x50000}};
+  j::Descriptor d;
+  d.type = j::DescriptorType::kDedupInsert;
+  d.opaque = {1, 2, 3, 4, 5};
+  b.descriptors = {w, c, r, d};
+  auto bytes = j::EncodeDescriptorBlock(b, 512);
+  ASSERT_TRUE(bytes.ok());
+  auto back = j::DecodeDescriptorBlock(*bytes, 5, 0);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->descriptors, b.descriptors);
+  EXPECT_EQ(back->seq, 9u);
+}
+
+TEST(JournalFormat, OverlappingCopyAndOutOfTransactionDataAreCorruption) {
+  j::DescriptorBlock b;
+  b.nb_data_blocks = 1;
+  j::Descriptor c;
+  c.type = j::DescriptorType::kCopy;
+  c.copies = {{4096, 0x30000, 0x30800}};
+  b.descriptors = {c};
+  auto bytes = j::EncodeDescriptorBlock(b, 512);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_TRUE(j::DecodeDescriptorBlock(*bytes, 1, 0).status().IsCorruption());
+  j::Descriptor w;
+  w.type = j::DescriptorType::kWrite;
+  w.writes = {{1024, 0x10000, 2}};  // two blocks of data, only one in the transaction
+  b.descriptors = {w};
+  bytes = j::EncodeDescriptorBlock(b, 512);
+  EXPECT_TRUE(j::DecodeDescriptorBlock(*bytes, 1, 0).status().IsCorruption());
+}
+
+TEST(JournalFormat, RandomBytesNeverCrashTheDecoder) {
+  std::mt19937 random(7);
+  std::vector<uint8_t> block(512);
+  for (int i = 0; i < 20000; ++i) {
+    for (auto& b : block) b = static_cast<uint8_t>(random());
+    StoreBe32(block.data(), j::kDescriptorMagic);
+    if (i % 2) StoreBe32(&block[12], 32), StoreBe32(&block[16], random() % 480);
+    (void)j::DecodeDescriptorBlock(block, 1 + random() % 100, 0);
+    StoreBe64(block.data(), j::kHeaderMagic);
+    (void)j::DecodeJournalHeader(block, 512 * (1 + random() % 64));
+  }
+}
+
+OpenOptions JournalPolicy() {
+  OpenOptions o;
+  o.policy = OrderingPolicy::kJournal;
+  o.journal.size_bytes = 64 << 10;
+  return o;
+}
+
+std::unique_ptr<Image> Create(MemoryDevice& device) {
+  CreateOptions c;
+  c.size_bytes = 8 << 20;
+  c.cluster_bits = 12;
+  auto image = Image::Create(device, c, JournalPolicy());
+  EXPECT_TRUE(image.ok()) << image.status().ToString();
+  return std::move(image).value();
+}
+
+uint64_t Incompatible(MemoryDevice& device) {
+  uint8_t sector[512];
+  EXPECT_TRUE(device.Read(0, sector).ok());
+  return LoadBe64(&sector[f::kOffIncompatibleFeatures]);
+}
+
+TEST(JournalImage, CommitSetsDirtyCloseClearsIt) {
+  MemoryDevice device;
+  ASSERT_TRUE(Create(device)->Close().ok());
+  EXPECT_EQ(Incompatible(device) & f::kIncompatJournalDirty, 0u);
+  auto image = std::move(Image::Open(device, JournalPolicy())).value();
+  EXPECT_EQ(Incompatible(device) & f::kIncompatJournalDirty, 0u);
+  const std::vector<uint8_t> data(4096, 0x5A);
+  ASSERT_TRUE(image->Write(0, data).ok());
+  ASSERT_TRUE(image->Flush().ok());
+  EXPECT_NE(Incompatible(device) & f::kIncompatJournalDirty, 0u);
+  ASSERT_TRUE(image->Close().ok());
+  EXPECT_EQ(Incompatible(device) & f::kIncompatJournalDirty, 0u);
+}
+
+TEST(JournalImage, CrashBeforeSyncReplaysOnOpenIdempotently) {
+  MemoryDevice device;
+  {
+    auto image = Create(device);
+    const std::vector<uint8_t> data(4096, 0x5A);
+    ASSERT_TRUE(image->Write(4096 * 3, data).ok());
+    ASSERT_TRUE(image->Flush().ok());
+  }  // crash: no close, nothing synced in place
+  const std::vector<uint8_t> crashed = [&] {
+    std::vector<uint8_t> all(device.SizeBytes());
+    EXPECT_TRUE(device.Read(0, all).ok());
+    return all;
+  }();
+  for (int round = 0; round < 2; ++round) {  // replay twice from the same crash image
+    MemoryDevice copy(crashed);
+    for (OrderingPolicy policy : {OrderingPolicy::kOrdered, OrderingPolicy::kJournal}) {
+      OpenOptions o = JournalPolicy();
+      o.policy = policy;
+      auto image = Image::Open(copy, o);
+      ASSERT_TRUE(image.ok()) << image.status().ToString();
+      EXPECT_EQ((*image)->replay_report().replayed, policy == OrderingPolicy::kOrdered);
+      std::vector<uint8_t> out(4096);
+      ASSERT_TRUE((*image)->Read(4096 * 3, out).ok());
+      EXPECT_EQ(out, std::vector<uint8_t>(4096, 0x5A));
+      EXPECT_EQ(Incompatible(copy) & f::kIncompatJournalDirty, 0u);
+    }
+  }
+}
+
+TEST(JournalImage, ReadOnlyOpenOfDirtyJournalSeesReplayedState) {
+  MemoryDevice device;
+  {
+    auto image = Create(device);
+    const std::vector<uint8_t> data(4096, 0x77);
+    ASSERT_TRUE(image->Write(4096 * 9, data).ok());
+    ASSERT_TRUE(image->Flush().ok());
+  }
+  OpenOptions o;
+  o.read_only = true;
+  auto image = Image::Open(device, o);
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  std::vector<uint8_t> out(4096);
+  ASSERT_TRUE((*image)->Read(4096 * 9, out).ok());
+  EXPECT_EQ(out, std::vector<uint8_t>(4096, 0x77));
+  EXPECT_NE(Incompatible(device) & f::kIncompatJournalDirty, 0u);  // nothing written
+}
+
+TEST(JournalImage, ClearedValidBitMeansANewJournalNeverAReplay) {
+  MemoryDevice device;
+  {
+    auto image = Create(device);
+    ASSERT_TRUE(image->Close().ok());
+  }
+  uint8_t sector[512];
+  ASSERT_TRUE(device.Read(0, sector).ok());
+  StoreBe64(&sector[f::kOffAutoclearFeatures], 0);  // what an old tool does on a read-write open
+  ASSERT_TRUE(device.Write(0, sector).ok());
+  auto image = Image::Open(device, JournalPolicy());
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  EXPECT_FALSE((*image)->replay_report().replayed);
+  EXPECT_NE((*image)->header().autoclear_features & f::kAutoclearJournalValid, 0u);
+}
+
+}  // namespace
+}  // namespace qcrash::engine
