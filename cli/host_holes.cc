@@ -64,7 +64,7 @@ bool DetectsMetadataPreallocation(const std::string& qcow2_path) {
   if (!(*device)->Read(header->refcount_table_offset, table).ok()) return false;
   std::vector<uint8_t> block(cluster_bytes);
   uint64_t counted = 0;
-  for (uint64_t first = 0; first < end_cluster && counted <= threshold; first += block_entries) {
+  for (uint64_t first = 0; first < end_cluster && counted < threshold; first += block_entries) {
     const uint64_t index = first / block_entries;
     if ((index + 1) * 8 > table.size()) break;
     const uint64_t block_offset = LoadBigEndian64(&table[index * 8]) & format::kRefcountTableOffsetMask;
@@ -74,7 +74,7 @@ bool DetectsMetadataPreallocation(const std::string& qcow2_path) {
       counted += format::GetRefcount(block, i, header->refcount_order) != 0 ? 1 : 0;
     }
   }
-  return counted > threshold;
+  return counted >= threshold;
 }
 
 std::vector<MapExtent> SplitHostHoles(const std::vector<ChainFile>& chain,

@@ -10,8 +10,8 @@
 
 namespace qcrash::cli {
 
-// qcow2_detect_metadata_preallocation: more clusters have a refcount than the
-// file has allocated blocks for (beyond a 10% or 2-cluster margin).
+// qcow2_detect_metadata_preallocation: at least max(10/9, +2) times as many
+// clusters have a refcount as the file has allocated blocks for.
 bool DetectsMetadataPreallocation(const std::string& qcow2_path);
 
 // Splits data extents of the files QEMU would ask into data and hole runs;
