@@ -14,7 +14,9 @@
   X("map", RunMap, "show where guest data lives (qemu-img map)")               \
   X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)") \
   X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)") \
-  X("check", RunCheck, "check and repair an image (qemu-img check)")
+  X("check", RunCheck, "check and repair an image (qemu-img check)")                 \
+  X("explore", RunExplore, "enumerate crash states of a workload and check each one") \
+  X("replay", RunReplay, "rebuild and re-check one crash state from a report")
 
 namespace qcrash::cli {
 

@@ -224,6 +224,22 @@ Result<Header> DecodeHeader(std::span<const uint8_t> cluster0, uint64_t file_siz
   return h;
 }
 
+Result<Header> ReadHeader(BlockDevice& device) {
+  const uint64_t file_size = device.SizeBytes();
+  std::vector<uint8_t> probe(std::min<uint64_t>(file_size, kHeaderProbeBytes));
+  QCRASH_RETURN_IF_ERROR(device.Read(0, probe));
+  uint64_t cluster0_bytes = probe.size();
+  if (probe.size() >= 24 && LoadBe32(probe.data()) == f::kMagic) {
+    const uint32_t bits = LoadBe32(&probe[f::kOffClusterBits]);
+    if (bits >= f::kMinClusterBits && bits <= f::kMaxClusterBits) {
+      cluster0_bytes = std::min<uint64_t>(file_size, uint64_t{1} << bits);
+    }
+  }
+  std::vector<uint8_t> cluster0(cluster0_bytes);
+  QCRASH_RETURN_IF_ERROR(device.Read(0, cluster0));
+  return DecodeHeader(cluster0, file_size);
+}
+
 Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
   const uint32_t header_length = h.version == 2 ? f::kV2HeaderLength : h.header_length;
   std::vector<uint8_t> out(header_length, 0);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/block_device.h"
 #include "engine/status.h"
 
 namespace qcrash::engine {
@@ -74,6 +75,10 @@ inline constexpr size_t kHeaderProbeBytes = 112;
 // Decodes cluster 0 (or as much of it as the file holds). `file_size_bytes`
 // bounds the offsets the header may name.
 Result<Header> DecodeHeader(std::span<const uint8_t> cluster0, uint64_t file_size_bytes);
+
+// Reads cluster 0 from `device` (its size follows from cluster_bits) and
+// decodes it: the one way every tool reads a header from an image.
+Result<Header> ReadHeader(BlockDevice& device);
 
 // Encodes the header, its extensions and the backing file name into one
 // cluster-sized buffer. Fails if they do not fit in cluster 0.

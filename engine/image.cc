@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/check.h"
 #include "engine/endian.h"
 #include "engine/image_impl.h"
 
@@ -32,22 +33,25 @@ Result<std::vector<uint64_t>> ReadTable(CountingIo& io, uint64_t offset, uint64_
 
 }  // namespace
 
-// Open steps: decode the header from cluster 0, load the L1 and refcount
-// tables, then (read-write only) clear unknown autoclear bits.
+// Open steps:
+//  1. decode the header from cluster 0;
+//  2. read-write with the dirty bit set (a crash under lazy refcounts):
+//     rebuild the refcounts with a full repair, which clears the bit;
+//  3. load the L1 and refcount tables;
+//  4. read-write: clear unknown autoclear bits.
 Status Image::Impl::Load() {
-  const uint64_t file_size = device_.SizeBytes();
-  std::vector<uint8_t> probe(std::min<uint64_t>(file_size, kHeaderProbeBytes));
-  QCRASH_RETURN_IF_ERROR(device_.Read(0, probe));
-  uint64_t cluster0_bytes = probe.size();
-  if (probe.size() >= 24 && LoadBe32(probe.data()) == f::kMagic) {
-    const uint32_t bits = LoadBe32(&probe[f::kOffClusterBits]);
-    if (bits >= f::kMinClusterBits && bits <= f::kMaxClusterBits) {
-      cluster0_bytes = std::min<uint64_t>(file_size, uint64_t{1} << bits);
+  QCRASH_ASSIGN_OR_RETURN(header_, ReadHeader(device_));  // step 1
+  const bool corrupt = (header_.incompatible_features & f::kIncompatCorrupt) != 0;
+  if (!options_.read_only && !corrupt && (header_.incompatible_features & f::kIncompatDirty)) {
+    auto repaired = CheckImage(device_, {RepairMode::kAll});  // step 2
+    if (!repaired.ok()) return repaired.status().WithContext("refcount rebuild of a dirty image");
+    if (repaired->corruptions != 0 || repaired->check_errors != 0) {
+      return Status::Corruption("refcount rebuild of a dirty image left " +
+                                std::to_string(repaired->corruptions) + " corruptions");
     }
+    QCRASH_ASSIGN_OR_RETURN(header_, ReadHeader(device_));
   }
-  std::vector<uint8_t> cluster0(cluster0_bytes);
-  QCRASH_RETURN_IF_ERROR(device_.Read(0, cluster0));
-  QCRASH_ASSIGN_OR_RETURN(header_, DecodeHeader(cluster0, file_size));
+  const uint64_t file_size = device_.SizeBytes();
   read_only_ = options_.read_only;
   if (header_.incompatible_features & f::kIncompatCorrupt) read_only_ = true;
   QCRASH_RETURN_IF_ERROR(RecoverJournal());  // a dirty journal replays before any table is read

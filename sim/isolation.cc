@@ -147,3 +147,73 @@ Result<IsolatedRun> RunIsolated(const SimDiskOptions& options,
 }
 
 }  // namespace qcrash::sim
+
+namespace qcrash::sim {
+namespace {
+
+// One worker's slot in the results segment: a length published after the bytes.
+struct WorkerSlot {
+  std::atomic<uint64_t> length;  // ~0 while unset; > capacity: overflowed
+};
+
+}  // namespace
+
+Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
+                                                  const std::function<std::string(uint32_t)>& work,
+                                                  uint64_t result_capacity_bytes,
+                                                  uint64_t timeout_millis) {
+  const uint64_t slot_bytes = sizeof(WorkerSlot) + result_capacity_bytes;
+  bip::mapped_region region(bip::anonymous_shared_memory(slot_bytes * workers));
+  auto* base = static_cast<uint8_t*>(region.get_address());
+  auto slot_at = [&](uint32_t i) { return reinterpret_cast<WorkerSlot*>(base + i * slot_bytes); };
+  for (uint32_t i = 0; i < workers; ++i) new (slot_at(i)) WorkerSlot{~uint64_t{0}};
+  std::vector<pid_t> pids;
+  for (uint32_t i = 0; i < workers; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) return Status::IoError("fork failed for worker " + std::to_string(i));
+    if (pid == 0) {
+      const std::string result = work(i);
+      WorkerSlot* slot = slot_at(i);
+      if (result.size() <= result_capacity_bytes) {
+        std::memcpy(reinterpret_cast<uint8_t*>(slot) + sizeof(WorkerSlot), result.data(), result.size());
+        slot->length.store(result.size(), std::memory_order_release);
+      } else {
+        slot->length.store(result_capacity_bytes + 1, std::memory_order_release);
+      }
+      ::_exit(0);
+    }
+    pids.push_back(pid);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_millis);
+  Status failure;
+  for (uint32_t i = 0; i < workers; ++i) {
+    int status = 0;
+    for (;;) {
+      const pid_t done = ::waitpid(pids[i], &status, WNOHANG);
+      if (done == pids[i]) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pids[i], SIGKILL);
+        ::waitpid(pids[i], &status, 0);
+        if (failure.ok()) failure = Status::IoError("worker " + std::to_string(i) + " timed out");
+        break;
+      }
+      ::usleep(2000);
+    }
+    if (failure.ok() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      failure = Status::IoError("worker " + std::to_string(i) + " died (status " + std::to_string(status) + ")");
+    }
+  }
+  if (!failure.ok()) return failure;
+  std::vector<std::string> results;
+  for (uint32_t i = 0; i < workers; ++i) {
+    const uint64_t length = slot_at(i)->length.load(std::memory_order_acquire);
+    if (length > result_capacity_bytes) {
+      return Status::NoSpace("worker " + std::to_string(i) + " produced no result or overflowed its slot");
+    }
+    const char* bytes = reinterpret_cast<const char*>(slot_at(i)) + sizeof(WorkerSlot);
+    results.emplace_back(bytes, length);
+  }
+  return results;
+}
+
+}  // namespace qcrash::sim

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "engine/status.h"
 #include "sim/sim_disk.h"
@@ -43,5 +45,18 @@ Result<IsolatedRun> RunIsolated(const SimDiskOptions& options,
                                 std::shared_ptr<const ChunkedImage> initial,
                                 const std::function<Status(SimDisk&)>& workload,
                                 const IsolationOptions& isolation = {});
+
+}  // namespace qcrash::sim
+
+namespace qcrash::sim {
+
+// Runs work(0) .. work(workers - 1) in forked child processes at once; each
+// child's returned string travels back through an anonymous shared-memory
+// segment (at most result_capacity_bytes each). A child that dies, times out
+// or overflows its slot fails the whole run with a clear error.
+Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
+                                                  const std::function<std::string(uint32_t)>& work,
+                                                  uint64_t result_capacity_bytes = uint64_t{16} << 20,
+                                                  uint64_t timeout_millis = 3600 * 1000);
 
 }  // namespace qcrash::sim

@@ -1,0 +1,213 @@
+// `qcrash explore`: run a workload under a policy, enumerate its crash
+// states, recover and check each, print a summary, write a JSON report and a
+// reproducer directory per violation. Exit 1 on a violation, 0 when clean,
+// 2 on usage or I/O errors.
+#include <getopt.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cli/cli_common.h"
+#include "cli/explore_jobs.h"
+#include "cli/reproducer.h"
+#include "properties/json.h"
+
+namespace qcrash::cli {
+namespace {
+
+constexpr int kExitUsage = 2;
+
+const char kUsage[] =
+    "usage: qcrash explore [--workload builtin:NAME|FILE.json] [--policy P]\n"
+    "         [--enumerator E] [--sector 512|4096] [--seed S] [--shard i/N] [--jobs N]\n"
+    "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
+    "         [--fault SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
+    "         [--cache-refcount N] [--nested E] [--no-minimize]\n"
+    "  policies: writethrough ordered lazy extent unsafe\n"
+    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n";
+
+struct Args {
+  properties::ExploreConfig config;
+  std::string workload = "builtin:default";
+  std::string enumerator = "prefix";
+  uint64_t seed = 1;
+  std::string shard;
+  uint32_t jobs = 1;
+  std::string report_path;
+  std::string reproducers_dir;
+};
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "qcrash explore: %s\n%s", message.c_str(), kUsage);
+  return kExitUsage;
+}
+
+// "random" and "random:N" take the seed from --seed.
+std::string ExpandEnumerator(const std::string& text, uint64_t seed) {
+  if (text == "random") return "random:" + std::to_string(seed) + ":1000";
+  if (text.rfind("random:", 0) == 0 && text.find(':', 7) == std::string::npos) {
+    return "random:" + std::to_string(seed) + ":" + text.substr(7);
+  }
+  return text;
+}
+
+int ParseArgs(int argc, char** argv, Args& args) {
+  static const option kOptions[] = {
+      {"workload", required_argument, nullptr, 'w'}, {"policy", required_argument, nullptr, 'p'},
+      {"enumerator", required_argument, nullptr, 'e'}, {"sector", required_argument, nullptr, 's'},
+      {"seed", required_argument, nullptr, 'S'}, {"shard", required_argument, nullptr, 'x'},
+      {"jobs", required_argument, nullptr, 'j'}, {"budget", required_argument, nullptr, 'b'},
+      {"states", required_argument, nullptr, 'n'}, {"report", required_argument, nullptr, 'r'},
+      {"reproducers", required_argument, nullptr, 'R'}, {"fault", required_argument, nullptr, 'f'},
+      {"data-ordering", required_argument, nullptr, 'd'}, {"cache-l2", required_argument, nullptr, 'L'},
+      {"cache-refcount", required_argument, nullptr, 'C'}, {"nested", required_argument, nullptr, 'N'},
+      {"no-minimize", no_argument, nullptr, 'M'}, {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0}};
+  ResetGetopt();
+  int c;
+  while ((c = getopt_long(argc, argv, "h", kOptions, nullptr)) != -1) {
+    const std::string value = optarg ? optarg : "";
+    switch (c) {
+      case 'w': args.workload = value; break;
+      case 'e': args.enumerator = value; break;
+      case 'x': args.shard = value; break;
+      case 'r': args.report_path = value; break;
+      case 'R': args.reproducers_dir = value; break;
+      case 'N': args.config.recovery.nested_enumerator = value; break;
+      case 'M': args.config.minimize = false; break;
+      case 'p': case 'f': case 'd': case 'L': case 'C': {
+        const char* name = c == 'p' ? "policy" : c == 'f' ? "fault" : c == 'd' ? "data-ordering"
+                           : c == 'L' ? "cache-l2" : "cache-refcount";
+        if (!ApplyEngineOption(name, optarg, args.config.run.open)) return kExitUsage;
+        break;
+      }
+      case 's':
+        if (value != "512" && value != "4096") return Usage("--sector must be 512 or 4096");
+        args.config.run.sector_bytes = static_cast<uint32_t>(std::stoul(value));
+        break;
+      case 'S': case 'j': case 'b': case 'n': {
+        char* end = nullptr;
+        const double number = std::strtod(value.c_str(), &end);
+        if (value.empty() || *end != '\0' || !(number >= 0) || std::isinf(number)) {
+          return Usage("bad number '" + value + "'");
+        }
+        if (c == 'S') args.seed = static_cast<uint64_t>(number);
+        if (c == 'j') args.jobs = static_cast<uint32_t>(std::max(1.0, std::min(number, 64.0)));
+        if (c == 'b') args.config.budget_seconds = number;
+        if (c == 'n') args.config.states_max = static_cast<uint64_t>(number);
+        break;
+      }
+      case 'h': std::printf("%s", kUsage); return -1;
+      default: return Usage("unknown option");
+    }
+  }
+  if (optind != argc) return Usage(std::string("unexpected argument '") + argv[optind] + "'");
+  return 0;
+}
+
+int Prepare(Args& args) {
+  if (args.workload.rfind("builtin:", 0) == 0) {
+    auto workload = properties::BuiltinWorkload(args.workload.substr(8));
+    if (!workload.ok()) {
+      std::string names;
+      for (const std::string& n : properties::BuiltinWorkloadNames()) names += " " + n;
+      return Usage(workload.status().message() + " (built-in:" + names + ")");
+    }
+    args.config.workload = *workload;
+  } else {
+    auto workload = properties::LoadWorkloadFile(args.workload);
+    if (!workload.ok()) return ReportError(args.workload, workload.status()) * kExitUsage;
+    args.config.workload = *workload;
+  }
+  auto spec = sim::ParseEnumeratorSpec(ExpandEnumerator(args.enumerator, args.seed) +
+                                       (args.shard.empty() ? "" : "@" + args.shard));
+  if (!spec.ok()) return Usage(spec.status().message());
+  args.config.enumerator = *spec;
+  if (args.config.run.open.faults.any()) args.config.violations_kept = 4;
+  return 0;
+}
+
+void PrintProgress(const properties::ExploreReport& r) {
+  std::fprintf(stderr, "\rqcrash explore: %llu/%llu states, %.0f states/s, %llu violating  ",
+               static_cast<unsigned long long>(r.states_checked), static_cast<unsigned long long>(r.states_total),
+               r.states_per_second(), static_cast<unsigned long long>(r.violating_states));
+}
+
+void PrintSummary(const properties::ExploreReport& r) {
+  std::printf("qcrash explore: workload %s, policy %s, enumerator %s\n", r.workload_name.c_str(),
+              r.policy.c_str(), r.enumerator.c_str());
+  if (!r.workload_error.empty()) std::printf("  workload stopped: %s\n", r.workload_error.c_str());
+  std::printf("  crash points    %llu\n", static_cast<unsigned long long>(r.crash_points));
+  std::printf("  states checked  %llu of %llu%s (%.0f states/s, %.2f s)\n",
+              static_cast<unsigned long long>(r.states_checked), static_cast<unsigned long long>(r.states_total),
+              r.budget_exhausted ? ", budget exhausted" : "", r.states_per_second(), r.elapsed_seconds);
+  std::printf("  verdicts       ");
+  for (int i = 0; i < properties::kVerdictCount; ++i) {
+    std::printf(" %s %llu%s", properties::VerdictName(static_cast<properties::Verdict>(i)),
+                static_cast<unsigned long long>(r.verdicts[i]), i + 1 < properties::kVerdictCount ? "," : "\n");
+  }
+  std::printf("  violations     ");
+  if (r.violations_by_invariant.empty()) std::printf(" none");
+  for (const auto& [name, count] : r.violations_by_invariant) {
+    std::printf(" %s: %llu states", name.c_str(), static_cast<unsigned long long>(count));
+  }
+  std::printf("\n  flushes         %.2f per guest write, %.2f per allocating write\n",
+              r.flushes_per_guest_write(), r.flushes_per_allocation());
+}
+
+}  // namespace
+
+int RunExplore(int argc, char** argv) {
+  Args args;
+  if (int rc = ParseArgs(argc, argv, args); rc != 0) return rc < 0 ? 0 : rc;
+  if (int rc = Prepare(args); rc != 0) return rc;
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  auto report = RunExploreJobs(args.config, args.jobs, tty ? PrintProgress : properties::ProgressFn());
+  if (tty) std::fprintf(stderr, "\r%80s\r", "");
+  if (!report.ok()) return ReportError("explore", report.status()) * kExitUsage;
+  nlohmann::json json = properties::ReportToJson(*report);
+  json["seed"] = args.seed;
+  json["jobs"] = args.jobs;
+  json["sector_bytes"] = args.config.run.sector_bytes;
+  json["faults"] = FaultNames(args.config.run.open.faults);
+  std::string base = args.reproducers_dir;
+  if (base.empty()) {
+    base = args.report_path.empty() ? "qcrash-reproducers" : args.report_path + ".reproducers";
+  }
+  for (size_t i = 0; i < report->violations.size(); ++i) {
+    properties::FoundViolation& v = report->violations[i];
+    if (args.config.minimize) properties::Minimize(args.config, v);
+    Reproducer r{v.minimized_workload, args.config.run, args.config.recovery, v.minimized_state_id,
+                 v.invariant, v.minimized_message, FaultNames(args.config.run.open.faults), v.raw_findings};
+    const std::string dir = base + "/violation-" + std::to_string(i);
+    Status written = WriteReproducer(dir, r);
+    if (!written.ok()) return ReportError(dir, written) * kExitUsage;
+    json["violations"][i]["reproducer"] = std::filesystem::absolute(dir).string();
+    json["violations"][i]["minimized"] = {{"ops", v.minimized_workload.ops.size()},
+                                          {"state_id", v.minimized_state_id},
+                                          {"message", v.minimized_message}};
+  }
+  PrintSummary(*report);
+  for (size_t i = 0; i < report->violations.size(); ++i) {
+    const properties::FoundViolation& v = report->violations[i];
+    std::printf("  violation %zu: %s at %s: %s\n    minimized: %zu ops, state %s\n    reproducer: %s\n", i,
+                v.invariant.c_str(), v.state_id.c_str(), v.message.c_str(), v.minimized_workload.ops.size(),
+                v.minimized_state_id.c_str(), json["violations"][i]["reproducer"].get<std::string>().c_str());
+    if (!args.report_path.empty()) {
+      std::printf("    replay: qcrash replay %s#%zu\n", args.report_path.c_str(), i);
+    }
+  }
+  if (!args.report_path.empty()) {
+    std::ofstream out(args.report_path, std::ios::trunc);
+    out << json.dump(2) << "\n";
+    out.close();
+    if (!out) return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
+    std::printf("  report          %s\n", args.report_path.c_str());
+  }
+  return report->violating_states > 0 ? 1 : 0;
+}
+
+}  // namespace qcrash::cli

@@ -1,0 +1,97 @@
+// WriteReproducer / ReadReproducer.
+#include "cli/reproducer.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "engine/file_device.h"
+#include "properties/json.h"
+#include "sim/crash_view.h"
+
+namespace qcrash::cli {
+
+using nlohmann::json;
+
+std::vector<std::string> FaultNames(const engine::BugSwitches& s) {
+  std::vector<std::string> names;
+  if (s.skip_refcount_barrier) names.push_back("skip-refcount-barrier");
+  if (s.early_free_reuse) names.push_back("early-free-reuse");
+  if (s.zero_cluster_realloc) names.push_back("zero-cluster-realloc");
+  return names;
+}
+
+namespace {
+
+Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return Status::IoError(path + ": cannot write");
+  return Status::Ok();
+}
+
+// The raw crash image (before any recovery write), as a file qemu-img opens.
+Status WriteCrashImage(const std::string& path, const Reproducer& r) {
+  QCRASH_ASSIGN_OR_RETURN(properties::WorkloadRun run, properties::RunWorkload(r.workload, r.run));
+  QCRASH_ASSIGN_OR_RETURN(sim::CrashState state, sim::ParseCrashStateId(r.state_id));
+  if (state.point >= run.timeline->PointCount()) return Status::InvalidArgument("state point out of range");
+  QCRASH_ASSIGN_OR_RETURN(auto view, run.timeline->BuildView(state));
+  std::vector<uint8_t> bytes(view->SizeBytes());
+  QCRASH_RETURN_IF_ERROR(view->Read(0, bytes));
+  QCRASH_ASSIGN_OR_RETURN(auto file, FileDevice::Open(path, FileDevice::Mode::kCreate));
+  QCRASH_RETURN_IF_ERROR(file->Write(0, bytes));
+  return file->Flush();
+}
+
+}  // namespace
+
+Status WriteReproducer(const std::string& dir, const Reproducer& r) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) return Status::IoError(dir + ": " + error.message());
+  const json crash = {{"state_id", r.state_id},
+                      {"invariant", r.invariant},
+                      {"message", r.message},
+                      {"policy", engine::PolicyName(r.run.open.policy)},
+                      {"data_ordering", r.run.open.data_ordering == engine::DataOrdering::kQemu ? "qemu" : "strict"},
+                      {"sector_bytes", r.run.sector_bytes},
+                      {"cache_l2", r.run.open.l2_cache_tables},
+                      {"cache_refcount", r.run.open.refcount_cache_blocks},
+                      {"faults", r.faults},
+                      {"nested_enumerator", r.recovery.nested_enumerator}};
+  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
+  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
+  std::string findings;
+  for (const std::string& line : r.findings) findings += line + "\n";
+  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/findings.txt", findings));
+  return WriteCrashImage(dir + "/image.qcow2", r);
+}
+
+Result<Reproducer> ReadReproducer(const std::string& dir) {
+  Reproducer r;
+  QCRASH_ASSIGN_OR_RETURN(r.workload, properties::LoadWorkloadFile(dir + "/workload.json"));
+  std::ifstream in(dir + "/crash.json");
+  if (!in) return Status::IoError(dir + "/crash.json: cannot open");
+  const json crash = json::parse(in, nullptr, false);
+  if (crash.is_discarded() || !crash.is_object()) return Status::InvalidArgument(dir + "/crash.json: not a JSON object");
+  r.state_id = crash.value("state_id", "");
+  r.invariant = crash.value("invariant", "");
+  r.message = crash.value("message", "");
+  QCRASH_ASSIGN_OR_RETURN(r.run.open.policy, engine::ParsePolicy(crash.value("policy", "ordered")));
+  r.run.open.data_ordering = crash.value("data_ordering", "strict") == "qemu" ? engine::DataOrdering::kQemu
+                                                                            : engine::DataOrdering::kStrict;
+  r.run.sector_bytes = crash.value("sector_bytes", 512u);
+  r.run.open.l2_cache_tables = crash.value("cache_l2", r.run.open.l2_cache_tables);
+  r.run.open.refcount_cache_blocks = crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
+  r.recovery.nested_enumerator = crash.value("nested_enumerator", "");
+  if (crash.contains("faults") && crash["faults"].is_array()) {
+    for (const json& name : crash["faults"]) {
+      if (!name.is_string()) continue;
+      r.faults.push_back(name.get<std::string>());
+      QCRASH_RETURN_IF_ERROR(engine::EnableFault(r.faults.back(), r.run.open.faults));
+    }
+  }
+  return r;
+}
+
+}  // namespace qcrash::cli

@@ -1,0 +1,187 @@
+// Explore, Minimize, ReplayState.
+#include "properties/explorer.h"
+
+#include <chrono>
+
+#include "sim/crash_view.h"
+
+namespace qcrash::properties {
+
+double ExploreReport::flushes_per_guest_write() const {
+  return stats.guest_writes ? double(stats.device_flushes) / double(stats.guest_writes) : 0;
+}
+
+double ExploreReport::flushes_per_allocation() const {
+  return allocating_writes ? double(stats.device_flushes) / double(allocating_writes) : 0;
+}
+
+void ExploreReport::Merge(const ExploreReport& other) {
+  states_total += other.states_total;
+  states_checked += other.states_checked;
+  skipped_points += other.skipped_points;
+  elapsed_seconds = std::max(elapsed_seconds, other.elapsed_seconds);
+  budget_exhausted |= other.budget_exhausted;
+  for (int i = 0; i < kVerdictCount; ++i) verdicts[i] += other.verdicts[i];
+  for (const auto& [name, count] : other.violations_by_invariant) violations_by_invariant[name] += count;
+  violating_states += other.violating_states;
+  violations.insert(violations.end(), other.violations.begin(), other.violations.end());
+  std::sort(violations.begin(), violations.end(),
+            [](const FoundViolation& a, const FoundViolation& b) { return a.state_index < b.state_index; });
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// The first state (at most `states_max`) of `workload` violating `invariant`.
+bool FindViolation(const Workload& workload, const ExploreConfig& config, const std::string& invariant,
+                   uint64_t states_max, FoundViolation& found) {
+  auto run = RunWorkload(workload, config.run);
+  if (!run.ok()) return false;
+  const GuestOracle oracle(*run);
+  sim::EnumeratorSpec spec = config.enumerator;
+  spec.shard_index = 0;
+  spec.shard_count = 1;
+  auto enumerator = sim::CrashEnumerator::Create(*run->timeline, spec);
+  sim::CrashState state;
+  for (uint64_t n = 0; n < states_max && enumerator->Next(&state); ++n) {
+    StateResult result = RecoverState(*run, oracle, enumerator->point(), state, config.recovery);
+    for (const Violation& v : result.violations) {
+      if (v.invariant != invariant) continue;
+      found.minimized_state_id = sim::FormatCrashStateId(state);
+      found.minimized_message = v.message;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Drops deviations from the state's choice vector one at a time while the
+// violation persists.
+void MinimizeState(const Workload& workload, const ExploreConfig& config, FoundViolation& v) {
+  auto run = RunWorkload(workload, config.run);
+  auto state = sim::ParseCrashStateId(v.minimized_state_id);
+  if (!run.ok() || !state.ok()) return;
+  const GuestOracle oracle(*run);
+  auto point = run->timeline->Point(state->point);
+  for (size_t i = 0; i < state->deviations.size();) {
+    sim::CrashState fewer = *state;
+    fewer.deviations.erase(fewer.deviations.begin() + static_cast<ptrdiff_t>(i));
+    StateResult result = RecoverState(*run, oracle, point, fewer, config.recovery);
+    bool still = false;
+    for (const Violation& r : result.violations) still |= r.invariant == v.invariant;
+    if (still) {
+      *state = std::move(fewer);
+    } else {
+      ++i;
+    }
+  }
+  v.minimized_state_id = sim::FormatCrashStateId(*state);
+}
+
+}  // namespace
+
+void Minimize(const ExploreConfig& config, FoundViolation& violation, uint64_t states_per_try) {
+  Workload best = violation.minimized_workload;
+  // ddmin over operations: try removing chunks, halving the chunk size.
+  for (size_t chunk = std::max<size_t>(best.ops.size() / 2, 1); chunk >= 1;) {
+    bool removed = false;
+    for (size_t start = 0; start < best.ops.size();) {
+      Workload candidate = best;
+      const size_t end = std::min(start + chunk, candidate.ops.size());
+      candidate.ops.erase(candidate.ops.begin() + static_cast<ptrdiff_t>(start),
+                          candidate.ops.begin() + static_cast<ptrdiff_t>(end));
+      FoundViolation found;
+      if (!candidate.ops.empty() && ValidateWorkload(candidate).ok() &&
+          FindViolation(candidate, config, violation.invariant, states_per_try, found)) {
+        best = std::move(candidate);
+        violation.minimized_state_id = found.minimized_state_id;
+        violation.minimized_message = found.minimized_message;
+        removed = true;
+      } else {
+        start += chunk;
+      }
+    }
+    if (!removed) {
+      if (chunk == 1) break;
+      chunk /= 2;
+    }
+  }
+  violation.minimized_workload = best;
+  MinimizeState(best, config, violation);
+}
+
+Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress) {
+  const auto start = Clock::now();
+  ExploreReport report;
+  report.workload_name = config.workload.name;
+  report.policy = engine::PolicyName(config.run.open.policy);
+  report.enumerator = sim::FormatEnumeratorSpec(config.enumerator);
+  QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(config.workload, config.run));
+  if (!run.workload_status.ok()) report.workload_error = run.workload_status.ToString();
+  report.stats = run.stats;
+  report.allocating_writes = run.allocating_writes;
+  report.crash_points = run.timeline->PointCount();
+  report.states_total = sim::CountCrashStates(*run.timeline, config.enumerator);
+  const GuestOracle oracle(run);
+  auto enumerator = sim::CrashEnumerator::Create(*run.timeline, config.enumerator);
+  sim::CrashState state;
+  auto last_progress = start;
+  while (enumerator->Next(&state)) {
+    if ((config.states_max && report.states_checked >= config.states_max) ||
+        (config.budget_seconds > 0 && Seconds(start) > config.budget_seconds)) {
+      report.budget_exhausted = true;
+      break;
+    }
+    StateResult result = RecoverState(run, oracle, enumerator->point(), state, config.recovery);
+    ++report.states_checked;
+    ++report.verdicts[static_cast<int>(result.verdict)];
+    if (!result.violations.empty()) {
+      ++report.violating_states;
+      std::map<std::string, bool> seen;
+      for (const Violation& v : result.violations) {
+        if (!seen[v.invariant]) ++report.violations_by_invariant[v.invariant];
+        seen[v.invariant] = true;
+      }
+      if (report.violations.size() < config.violations_kept) {
+        FoundViolation found;
+        found.invariant = result.violations.front().invariant;
+        found.message = result.violations.front().message;
+        found.state_id = sim::FormatCrashStateId(state);
+        found.state_index = enumerator->index();
+        found.raw_findings = result.raw_findings;
+        found.minimized_workload = config.workload;
+        found.minimized_state_id = found.state_id;
+        found.minimized_message = found.message;
+        report.violations.push_back(std::move(found));
+      }
+      if (config.stop_at_first_violation) break;
+    }
+    if (progress && std::chrono::duration<double>(Clock::now() - last_progress).count() > 0.25) {
+      report.elapsed_seconds = Seconds(start);
+      progress(report);
+      last_progress = Clock::now();
+    }
+  }
+  report.skipped_points = enumerator->skipped_points();
+  report.elapsed_seconds = Seconds(start);
+  return report;
+}
+
+Result<StateResult> ReplayState(const Workload& workload, const RunOptions& run_options,
+                                const RecoveryOptions& recovery, const std::string& state_id) {
+  QCRASH_ASSIGN_OR_RETURN(sim::CrashState state, sim::ParseCrashStateId(state_id));
+  QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(workload, run_options));
+  if (state.point >= run.timeline->PointCount()) {
+    return Status::InvalidArgument("state " + state_id + " names point " + std::to_string(state.point) +
+                                   " but the log has " + std::to_string(run.timeline->PointCount()) + " points");
+  }
+  const GuestOracle oracle(run);
+  return RecoverState(run, oracle, run.timeline->Point(state.point), state, recovery);
+}
+
+}  // namespace qcrash::properties

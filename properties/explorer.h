@@ -1,0 +1,81 @@
+// The crash explorer: runs a workload, enumerates its crash states, recovers
+// each one and tallies verdicts and invariant violations; minimizes each
+// violation to a small workload and crash state (delta debugging).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "properties/recovery.h"
+#include "properties/runner.h"
+#include "properties/workload.h"
+#include "sim/enumerators.h"
+
+namespace qcrash::properties {
+
+struct ExploreConfig {
+  Workload workload;
+  RunOptions run;
+  sim::EnumeratorSpec enumerator;
+  RecoveryOptions recovery;
+  double budget_seconds = 0;        // 0: no limit
+  uint64_t states_max = 0;          // 0: no limit
+  bool stop_at_first_violation = false;
+  bool minimize = true;
+  size_t violations_kept = 8;       // violations recorded (and minimized) in full
+};
+
+// One violation, as found and as minimized.
+struct FoundViolation {
+  std::string invariant;
+  std::string message;
+  std::string state_id;             // in the original workload's timeline
+  uint64_t state_index = 0;         // the enumerator's unsharded index
+  std::vector<std::string> raw_findings;
+  Workload minimized_workload;      // equals the workload when not minimized
+  std::string minimized_state_id;
+  std::string minimized_message;
+};
+
+struct ExploreReport {
+  std::string workload_name;
+  std::string policy;
+  std::string enumerator;
+  uint64_t crash_points = 0;
+  uint64_t states_total = 0;        // the enumerator's closed-form count (this shard)
+  uint64_t states_checked = 0;
+  uint64_t skipped_points = 0;
+  double elapsed_seconds = 0;
+  bool budget_exhausted = false;
+  std::array<uint64_t, kVerdictCount> verdicts{};
+  std::map<std::string, uint64_t> violations_by_invariant;  // states violating each invariant
+  uint64_t violating_states = 0;
+  std::vector<FoundViolation> violations;
+  engine::EngineStats stats;
+  uint64_t allocating_writes = 0;
+  std::string workload_error;       // a workload operation failed (the run stopped there)
+
+  double states_per_second() const { return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0; }
+  double flushes_per_guest_write() const;
+  double flushes_per_allocation() const;
+  // Adds another shard's counts (the report of --jobs N is the sum of its workers').
+  void Merge(const ExploreReport& other);
+};
+
+using ProgressFn = std::function<void(const ExploreReport&)>;
+
+Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress = nullptr);
+
+// Delta debugging: the smallest workload (by operations) and crash state
+// that still violate `invariant`. Bounded by `states_per_try` per candidate.
+void Minimize(const ExploreConfig& config, FoundViolation& violation, uint64_t states_per_try = 5000);
+
+// Re-runs `workload` and recovers the state with id `state_id`.
+Result<StateResult> ReplayState(const Workload& workload, const RunOptions& run,
+                                const RecoveryOptions& recovery, const std::string& state_id);
+
+}  // namespace qcrash::properties

@@ -1,0 +1,124 @@
+// GuestOracle: per-sector write histories and the old-or-new rule.
+#include "properties/oracle.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+namespace qcrash::properties {
+
+GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
+  std::map<uint64_t, std::vector<Write>> by_sector;
+  const auto& ops = run.workload.ops;
+  for (size_t i = 0; i < run.spans.size() && i < ops.size(); ++i) {
+    const GuestOp& op = ops[i];
+    if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
+      continue;
+    }
+    const uint64_t first = op.offset_bytes / kGuestSectorBytes;
+    const uint64_t count = op.length_bytes / kGuestSectorBytes;
+    for (uint64_t s = first; s < first + count; ++s) {
+      const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(i + 1, s) : 0;
+      by_sector[s].push_back({static_cast<uint32_t>(i), tag});
+    }
+    if (!ranges_.empty() && ranges_.back().first + ranges_.back().second >= op.offset_bytes &&
+        ranges_.back().first <= op.offset_bytes) {
+      const uint64_t end = std::max(ranges_.back().first + ranges_.back().second,
+                                    op.offset_bytes + op.length_bytes);
+      ranges_.back().second = end - ranges_.back().first;
+    } else {
+      ranges_.push_back({op.offset_bytes, op.length_bytes});
+    }
+  }
+  // Merge overlapping ranges after sorting (ops need not be in offset order).
+  std::sort(ranges_.begin(), ranges_.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& r : ranges_) {
+    if (!merged.empty() && merged.back().first + merged.back().second >= r.first) {
+      const uint64_t end = std::max(merged.back().first + merged.back().second, r.first + r.second);
+      merged.back().second = end - merged.back().first;
+    } else {
+      merged.push_back(r);
+    }
+  }
+  ranges_ = std::move(merged);
+  for (auto& [sector, writes] : by_sector) {
+    sectors_.push_back(sector);
+    history_.push_back(std::move(writes));
+  }
+}
+
+uint64_t GuestOracle::MinSizeAt(uint64_t point) const {
+  uint64_t size = run_.workload.image.size_bytes;
+  for (size_t i = 0; i < run_.spans.size(); ++i) {
+    if (run_.workload.ops[i].kind == OpKind::kResize && run_.spans[i].end <= point) {
+      size = run_.workload.ops[i].length_bytes;
+    }
+  }
+  return size;
+}
+
+namespace {
+
+// The tag a 512-byte sector holds: 0 for zeroes, the repeated 8-byte tag,
+// or ~0 for anything else (garbage, or bytes of mixed origin).
+uint64_t TagOf(const uint8_t* sector) {
+  uint64_t first;
+  std::memcpy(&first, sector, 8);
+  for (uint64_t at = 8; at < kGuestSectorBytes; at += 8) {
+    uint64_t word;
+    std::memcpy(&word, sector + at, 8);
+    if (word != first) return ~uint64_t{0};
+  }
+  return first;
+}
+
+std::string DescribeTag(uint64_t tag) {
+  if (tag == 0) return "zeroes";
+  if (tag == ~uint64_t{0}) return "garbage";
+  return "op " + std::to_string((tag >> 40) - 1) + "'s data for guest sector " +
+         std::to_string(tag & ((uint64_t{1} << 40) - 1));
+}
+
+}  // namespace
+
+void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const uint8_t> bytes,
+                        std::vector<ContentViolation>& out, size_t max) const {
+  // The last guest flush (or close) acknowledged at the crash point.
+  int64_t flush_index = -1;
+  for (size_t i = 0; i < run_.spans.size(); ++i) {
+    const OpKind kind = run_.workload.ops[i].kind;
+    if ((kind == OpKind::kFlush || kind == OpKind::kClose) && run_.spans[i].end <= point) {
+      flush_index = static_cast<int64_t>(i);
+    }
+  }
+  const uint64_t first_sector = guest_offset / kGuestSectorBytes;
+  for (uint64_t k = 0; k * kGuestSectorBytes < bytes.size() && out.size() < max; ++k) {
+    const uint64_t sector = first_sector + k;
+    const uint64_t actual = TagOf(bytes.data() + k * kGuestSectorBytes);
+    auto it = std::lower_bound(sectors_.begin(), sectors_.end(), sector);
+    uint64_t durable = 0;
+    bool later_writes = false, allowed = false;
+    if (it != sectors_.end() && *it == sector) {
+      for (const Write& w : history_[static_cast<size_t>(it - sectors_.begin())]) {
+        if (static_cast<int64_t>(w.op_index) < flush_index) {
+          durable = w.tag;
+        } else if (run_.spans[w.op_index].start < point) {
+          later_writes = true;  // issued after the flush, before the crash
+          allowed |= actual == w.tag;
+        }
+      }
+    }
+    if (actual == durable || allowed) continue;
+    ContentViolation v;
+    v.guest_offset = sector * kGuestSectorBytes;
+    v.invariant = later_writes ? "I5" : "I4";
+    v.message = "guest sector at " + HexOffset(v.guest_offset) + " reads " + DescribeTag(actual) +
+                (later_writes ? "; allowed: its flushed value (" + DescribeTag(durable) +
+                                    ") or a later write's"
+                              : "; expected its flushed value: " + DescribeTag(durable));
+    out.push_back(std::move(v));
+  }
+}
+
+}  // namespace qcrash::properties

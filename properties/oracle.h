@@ -1,0 +1,53 @@
+// GuestOracle: what each guest sector may read after a crash at a given
+// point (STYLE.md habit 10). A sector must read exactly its value as of the
+// last completed guest flush (I4) unless an operation issued after that
+// flush touched it; then it may also read any value those operations wrote
+// (old-or-new, I5). Anything else is foreign data or garbage.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+#include "properties/runner.h"
+
+namespace qcrash::properties {
+
+struct ContentViolation {
+  std::string invariant;  // "I4" or "I5"
+  uint64_t guest_offset = 0;
+  std::string message;
+};
+
+class GuestOracle {
+ public:
+  explicit GuestOracle(const WorkloadRun& run);
+
+  // Guest ranges [offset, offset+length) the workload touched, merged, in
+  // order: the only sectors whose allowed values differ from zero.
+  const std::vector<std::pair<uint64_t, uint64_t>>& touched_ranges() const { return ranges_; }
+
+  // The guest size the disk must have at point p (acknowledged resizes),
+  // and the largest it may have.
+  uint64_t MinSizeAt(uint64_t point) const;
+
+  // Checks the bytes of `guest_offset` .. (a multiple of 512 bytes) as read
+  // after a crash at `point`; appends violations (at most `max` of them).
+  void Check(uint64_t point, uint64_t guest_offset, std::span<const uint8_t> bytes,
+             std::vector<ContentViolation>& out, size_t max = 8) const;
+
+ private:
+  struct Write {
+    uint32_t op_index;
+    uint64_t tag;  // 0 = zeroes
+  };
+  const WorkloadRun& run_;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;
+  // Per touched sector (indexed through sector_index_), its writes in order.
+  std::vector<uint64_t> sectors_;             // sorted guest sector numbers
+  std::vector<std::vector<Write>> history_;   // parallel to sectors_
+};
+
+}  // namespace qcrash::properties

@@ -1,0 +1,208 @@
+// RecoverState: the recovery pipeline and the per-state invariants.
+#include "properties/recovery.h"
+
+#include <algorithm>
+
+#include "engine/check.h"
+#include "engine/image.h"
+#include "engine/qcow2_format.h"
+#include "sim/crash_view.h"
+
+namespace qcrash::properties {
+
+const char* VerdictName(Verdict verdict) {
+  switch (verdict) {
+    case Verdict::kClean: return "clean";
+    case Verdict::kLeaksOnly: return "leaks-only";
+    case Verdict::kRepaired: return "repaired";
+    case Verdict::kStaleDataExposed: return "stale-data-exposed";
+    case Verdict::kDataLoss: return "data-loss";
+    case Verdict::kUnrecoverable: return "unrecoverable";
+  }
+  return "?";
+}
+
+namespace {
+
+namespace f = engine::format;
+
+bool IsOverReference(engine::FindingKind kind) {
+  return kind == engine::FindingKind::kRefcountTooLow || kind == engine::FindingKind::kOverlap;
+}
+
+// Step 1: the raw image's evidence. An image not marked dirty (lazy
+// refcounts) must be consistent: corruption there breaks I1 or I2.
+void CheckRaw(BlockDevice& view, StateResult& result) {
+  auto header = engine::ReadHeader(view);
+  auto raw = engine::CheckImage(view, {engine::RepairMode::kNone});
+  if (!header.ok() || !raw.ok()) {
+    const Status& why = header.ok() ? raw.status() : header.status();
+    result.violations.push_back({"I1", "raw crash image unreadable: " + why.ToString()});
+    return;
+  }
+  result.raw_leaks = raw->leaks;
+  result.raw_corruptions = raw->corruptions + raw->check_errors;
+  for (const engine::Finding& finding : raw->findings) {
+    if (result.raw_findings.size() < 20 && finding.severity != engine::Severity::kInfo) {
+      result.raw_findings.push_back(std::string(engine::SeverityName(finding.severity)) + " " +
+                                    engine::FindingKindName(finding.kind) + " at " +
+                                    HexOffset(finding.host_offset) + ": " + finding.message +
+                                    (finding.owner.empty() ? "" : " (" + finding.owner + ")"));
+    }
+  }
+  const bool marked_dirty = (header->incompatible_features & ~f::kIncompatCorrupt) != 0;
+  if (marked_dirty || result.raw_corruptions == 0) return;
+  bool dangling = false, shared = false;
+  for (const engine::Finding& finding : raw->findings) {
+    if (finding.severity != engine::Severity::kCorruption && finding.severity != engine::Severity::kCheckError) continue;
+    (IsOverReference(finding.kind) ? shared : dangling) = true;
+  }
+  const std::string first = result.raw_findings.empty() ? "" : ": " + result.raw_findings.front();
+  if (dangling) result.violations.push_back({"I1", "raw image not marked dirty has a dangling or invalid pointer" + first});
+  if (shared) result.violations.push_back({"I2", "raw image not marked dirty has an over-referenced cluster" + first});
+}
+
+// Steps 2-4. Returns false when the image could not be recovered.
+bool Repair(BlockDevice& view, const WorkloadRun& run, StateResult& result, const std::string& tag) {
+  engine::OpenOptions open;  // recovery uses the default (ordered) engine
+  open.policy = engine::OrderingPolicy::kOrdered;
+  {
+    auto image = engine::Image::Open(view, open);
+    if (!image.ok()) {
+      result.violations.push_back({tag.empty() ? "I7" : tag, "open failed: " + image.status().ToString()});
+      return false;
+    }
+    Status closed = (*image)->Close();
+    if (!closed.ok()) {
+      result.violations.push_back({tag.empty() ? "I7" : tag, "close after open failed: " + closed.ToString()});
+      return false;
+    }
+  }
+  auto repaired = engine::CheckImage(view, {engine::RepairMode::kAll});
+  if (!repaired.ok()) {
+    result.violations.push_back({tag.empty() ? "I7" : tag, "repair failed: " + repaired.status().ToString()});
+    return false;
+  }
+  auto after = engine::CheckImage(view, {engine::RepairMode::kNone});
+  if (!after.ok() || after->corruptions || after->check_errors) {
+    result.violations.push_back({tag.empty() ? "I7" : tag, "image still corrupt after repair"});
+    return false;
+  }
+  if (after->leaks) {
+    result.violations.push_back({tag.empty() ? "I3" : tag, std::to_string(after->leaks) + " leaks left after repair"});
+  }
+  auto again = engine::CheckImage(view, {engine::RepairMode::kAll});
+  if (!again.ok() || again->bytes_written != 0) {
+    result.violations.push_back({tag.empty() ? "I7" : tag, "a second repair wrote " +
+                                 std::to_string(again.ok() ? again->bytes_written : 0) + " bytes"});
+  }
+  (void)run;
+  return true;
+}
+
+// Step 5, and I10.
+void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle, uint64_t point,
+                  StateResult& result, const std::string& tag) {
+  engine::OpenOptions open;
+  open.read_only = true;
+  auto image = engine::Image::Open(view, open);
+  if (!image.ok()) {
+    result.violations.push_back({tag.empty() ? "I7" : tag, "repaired image does not open: " + image.status().ToString()});
+    return;
+  }
+  const uint64_t size = (*image)->size_bytes();
+  if (size < oracle.MinSizeAt(point)) {
+    result.violations.push_back({tag.empty() ? "I4" : tag, "an acknowledged resize to " +
+                                 std::to_string(oracle.MinSizeAt(point)) + " bytes was lost"});
+  }
+  std::vector<ContentViolation> content;
+  std::vector<uint8_t> buffer;
+  for (const auto& [offset, length] : oracle.touched_ranges()) {
+    if (offset >= size) continue;
+    buffer.resize(std::min(length, size - offset));
+    Status read = (*image)->Read(offset, buffer);
+    if (!read.ok()) {
+      result.violations.push_back({tag.empty() ? "I7" : tag, "guest read failed: " + read.ToString()});
+      return;
+    }
+    oracle.Check(point, offset, buffer, content);
+  }
+  for (ContentViolation& v : content) {
+    const bool stale = v.invariant == "I5" && run.options.open.data_ordering == engine::DataOrdering::kQemu;
+    if (stale && tag.empty()) {
+      if (result.verdict != Verdict::kDataLoss) result.verdict = Verdict::kStaleDataExposed;
+      continue;
+    }
+    result.violations.push_back({tag.empty() ? v.invariant : tag, v.message});
+  }
+  if (!run.reserved_host_offsets.empty()) {
+    auto hosts = HostOffsets(**image);
+    for (size_t c = 0; hosts.ok() && c < run.reserved_host_offsets.size() && c < hosts->size(); ++c) {
+      if (run.reserved_host_offsets[c] != 0 && (*hosts)[c] != 0 && (*hosts)[c] != run.reserved_host_offsets[c]) {
+        result.violations.push_back({tag.empty() ? "I10" : tag, "guest cluster " + std::to_string(c) +
+                                     " moved from its reserved host cluster " +
+                                     HexOffset(run.reserved_host_offsets[c]) + " to " + HexOffset((*hosts)[c])});
+        break;
+      }
+    }
+  }
+}
+
+void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle& oracle, uint64_t point,
+                 const RecoveryOptions& options, StateResult& result) {
+  auto timeline = view.NestedTimeline();
+  auto spec = sim::ParseEnumeratorSpec(options.nested_enumerator);
+  if (!timeline.ok() || !spec.ok()) return;
+  auto enumerator = sim::CrashEnumerator::Create(*timeline, *spec);
+  sim::CrashState nested;
+  for (uint64_t n = 0; n < options.nested_states_max && enumerator->Next(&nested); ++n) {
+    auto nested_view = sim::CrashTimeline::BuildView(enumerator->point(), nested);
+    if (!nested_view.ok()) continue;
+    StateResult inner;
+    if (Repair(**nested_view, run, inner, "I8")) CheckContent(**nested_view, run, oracle, point, inner, "I8");
+    for (Violation& v : inner.violations) {
+      v.message = "crash during recovery at nested state " + sim::FormatCrashStateId(nested) + ": " + v.message;
+      result.violations.push_back(std::move(v));
+    }
+    if (!inner.violations.empty()) return;  // one nested counterexample is enough
+  }
+}
+
+}  // namespace
+
+StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
+                         std::shared_ptr<const sim::CrashPoint> point, const sim::CrashState& state,
+                         const RecoveryOptions& options) {
+  StateResult result;
+  auto view = sim::CrashView::Build(point, state);
+  if (!view.ok()) {
+    result.verdict = Verdict::kUnrecoverable;
+    result.violations.push_back({"I7", "cannot build crash view: " + view.status().ToString()});
+    return result;
+  }
+  CheckRaw(**view, result);
+  if (!options.nested_enumerator.empty()) (*view)->StartLog();
+  const bool repaired = Repair(**view, run, result, "");
+  if (repaired) CheckContent(**view, run, oracle, state.point, result, "");
+  if (repaired && !options.nested_enumerator.empty()) {
+    CheckNested(**view, run, oracle, state.point, options, result);
+  }
+  // The verdict: the worst thing that happened.
+  bool data_loss = false, unrecoverable = !repaired;
+  for (const Violation& v : result.violations) {
+    data_loss |= v.invariant == "I4" || v.invariant == "I5";
+    unrecoverable |= v.invariant == "I7";
+  }
+  if (unrecoverable) {
+    result.verdict = Verdict::kUnrecoverable;
+  } else if (data_loss) {
+    result.verdict = Verdict::kDataLoss;
+  } else if (result.verdict != Verdict::kStaleDataExposed) {
+    result.verdict = result.raw_corruptions ? Verdict::kRepaired
+                     : result.raw_leaks     ? Verdict::kLeaksOnly
+                                            : Verdict::kClean;
+  }
+  return result;
+}
+
+}  // namespace qcrash::properties

@@ -1,0 +1,44 @@
+// The explorer's JSON report.
+#include "properties/json.h"
+
+namespace qcrash::properties {
+
+using nlohmann::json;
+
+json ReportToJson(const ExploreReport& r) {
+  json verdicts = json::object();
+  for (int i = 0; i < kVerdictCount; ++i) verdicts[VerdictName(static_cast<Verdict>(i))] = r.verdicts[i];
+  json violations = json::array();
+  for (const FoundViolation& v : r.violations) {
+    violations.push_back({{"invariant", v.invariant},
+                          {"message", v.message},
+                          {"state_id", v.state_id},
+                          {"raw_findings", v.raw_findings},
+                          {"minimized", {{"ops", v.minimized_workload.ops.size()},
+                                         {"state_id", v.minimized_state_id},
+                                         {"message", v.minimized_message}}}});
+  }
+  return {{"workload", r.workload_name},
+          {"policy", r.policy},
+          {"enumerator", r.enumerator},
+          {"crash_points", r.crash_points},
+          {"states_total", r.states_total},
+          {"states_checked", r.states_checked},
+          {"skipped_points", r.skipped_points},
+          {"budget_exhausted", r.budget_exhausted},
+          {"elapsed_seconds", r.elapsed_seconds},
+          {"states_per_second", r.states_per_second()},
+          {"verdicts", verdicts},
+          {"violations_by_invariant", r.violations_by_invariant},
+          {"violating_states", r.violating_states},
+          {"violations", violations},
+          {"guest_writes", r.stats.guest_writes},
+          {"guest_flushes", r.stats.guest_flushes},
+          {"device_flushes", r.stats.device_flushes},
+          {"allocating_writes", r.allocating_writes},
+          {"flushes_per_guest_write", r.flushes_per_guest_write()},
+          {"flushes_per_allocation", r.flushes_per_allocation()},
+          {"workload_error", r.workload_error}};
+}
+
+}  // namespace qcrash::properties

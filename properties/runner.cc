@@ -1,0 +1,85 @@
+// RunWorkload: create on memory, replay the operations over a SimDisk.
+#include "properties/runner.h"
+
+#include "engine/memory_device.h"
+#include "sim/sim_disk.h"
+
+namespace qcrash::properties {
+
+Result<std::vector<uint64_t>> HostOffsets(engine::Image& image) {
+  const uint64_t cluster_bytes = image.header().cluster_bytes();
+  std::vector<uint64_t> hosts((image.size_bytes() + cluster_bytes - 1) / cluster_bytes, 0);
+  QCRASH_ASSIGN_OR_RETURN(std::vector<engine::MapExtent> map, image.Map());
+  for (const engine::MapExtent& e : map) {
+    if (!e.has_offset || e.depth != 0) continue;
+    for (uint64_t at = e.start; at < e.start + e.length; at += cluster_bytes) {
+      if (at % cluster_bytes == 0) hosts[at / cluster_bytes] = e.offset + (at - e.start);
+    }
+  }
+  return hosts;
+}
+
+namespace {
+
+Status RunOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
+  switch (op.kind) {
+    case OpKind::kWrite: {
+      std::vector<uint8_t> data(op.length_bytes);
+      FillOpContent(op_number, op.offset_bytes / kGuestSectorBytes, data);
+      return image.Write(op.offset_bytes, data);
+    }
+    case OpKind::kWriteZeroes:
+      return image.WriteZeroes(op.offset_bytes, op.length_bytes, op.may_unmap);
+    case OpKind::kDiscard: return image.Discard(op.offset_bytes, op.length_bytes);
+    case OpKind::kFlush: return image.Flush();
+    case OpKind::kResize: return image.Truncate(op.length_bytes, engine::Preallocation::kOff);
+    case OpKind::kClose: return image.Close();
+  }
+  return Status::InvalidArgument("unknown operation");
+}
+
+}  // namespace
+
+Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& options) {
+  QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
+  WorkloadRun run;
+  run.workload = workload;
+  run.options = options;
+  MemoryDevice created;
+  engine::OpenOptions create_open;  // the create itself is not under test
+  {
+    QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Create(created, workload.image, create_open));
+    QCRASH_RETURN_IF_ERROR(image->Close());
+    if (workload.check_reservations) {
+      QCRASH_ASSIGN_OR_RETURN(run.reserved_host_offsets, HostOffsets(*image));
+    }
+  }
+  run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created.bytes()));
+  sim::SimDiskOptions disk_options;
+  disk_options.sector_bytes = options.sector_bytes;
+  disk_options.initial_size_bytes = created.SizeBytes();
+  sim::SimDisk disk(disk_options, run.initial);
+  {
+    QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(disk, options.open));
+    for (size_t i = 0; i < workload.ops.size(); ++i) {
+      const uint64_t start = disk.log().size();
+      const uint64_t allocated_before = image->stats().clusters_allocated;
+      run.workload_status = RunOp(*image, workload.ops[i], i + 1);
+      run.spans.push_back({start, disk.log().size()});
+      if (workload.ops[i].kind == OpKind::kWrite && image->stats().clusters_allocated > allocated_before) {
+        ++run.allocating_writes;
+      }
+      if (!run.workload_status.ok()) {
+        run.workload_status = run.workload_status.WithContext("operation " + std::to_string(i) + " (" +
+                                                              DescribeOp(workload.ops[i]) + ")");
+        break;
+      }
+    }
+    run.stats = image->stats();
+  }  // destroyed without Close(): the log ends where the workload ended
+  run.log = std::make_shared<const sim::WriteLog>(disk.log());
+  run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log);
+  return run;
+}
+
+}  // namespace qcrash::properties

@@ -1,0 +1,50 @@
+// Runs a workload on the engine over a SimDisk and keeps what the explorer
+// needs: the write log and its crash timeline, where each guest operation
+// started and ended in the log, and the engine's flush accounting.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/image.h"
+#include "engine/options.h"
+#include "properties/workload.h"
+#include "sim/crash_model.h"
+
+namespace qcrash::properties {
+
+struct RunOptions {
+  engine::OpenOptions open;     // policy, data ordering, cache sizes, bug switches
+  uint32_t sector_bytes = 512;  // the simulated disk's atomic unit: 512 or 4096
+};
+
+// Log positions of one guest operation: records [start, end) are its writes
+// and flushes. Crash point p < end means it was not acknowledged at p.
+struct OpSpan {
+  uint64_t start = 0;
+  uint64_t end = 0;
+};
+
+struct WorkloadRun {
+  Workload workload;
+  RunOptions options;
+  std::shared_ptr<const sim::ChunkedImage> initial;  // the image right after create
+  std::shared_ptr<const sim::WriteLog> log;
+  std::shared_ptr<const sim::CrashTimeline> timeline;
+  std::vector<OpSpan> spans;           // one per operation that ran
+  engine::EngineStats stats;
+  uint64_t allocating_writes = 0;      // guest writes that allocated at least one cluster
+  // Host offset of every guest cluster right after create (0: none), for I10.
+  std::vector<uint64_t> reserved_host_offsets;
+  Status workload_status;              // the first failed operation (the run stops there)
+};
+
+// Creates the image on memory, then opens it over a SimDisk and runs the
+// operations; the log covers the operations only, not the create.
+Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& options);
+
+// The guest-cluster to host-offset map of an image (0 where unallocated).
+Result<std::vector<uint64_t>> HostOffsets(engine::Image& image);
+
+}  // namespace qcrash::properties

@@ -1,0 +1,157 @@
+// Workload validation, op names, sector content and the built-in workloads.
+#include "properties/workload.h"
+
+#include <cstring>
+
+namespace qcrash::properties {
+
+const char* OpKindName(OpKind kind) {
+  switch (kind) {
+    case OpKind::kWrite: return "write";
+    case OpKind::kWriteZeroes: return "write-zeroes";
+    case OpKind::kDiscard: return "discard";
+    case OpKind::kFlush: return "flush";
+    case OpKind::kResize: return "resize";
+    case OpKind::kClose: return "close";
+  }
+  return "?";
+}
+
+Result<OpKind> ParseOpKind(const std::string& name) {
+  for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
+                   OpKind::kResize, OpKind::kClose}) {
+    if (name == OpKindName(k)) return k;
+  }
+  return Status::InvalidArgument("unknown operation '" + name +
+                                 "' (write, write-zeroes, discard, flush, resize, close)");
+}
+
+std::string DescribeOp(const GuestOp& op) {
+  std::string out = OpKindName(op.kind);
+  switch (op.kind) {
+    case OpKind::kWrite:
+    case OpKind::kDiscard:
+      return out + " " + HexOffset(op.offset_bytes) + "+" + std::to_string(op.length_bytes);
+    case OpKind::kWriteZeroes:
+      return out + (op.may_unmap ? " -u " : " ") + HexOffset(op.offset_bytes) + "+" +
+             std::to_string(op.length_bytes);
+    case OpKind::kResize: return out + " " + std::to_string(op.length_bytes);
+    default: return out;
+  }
+}
+
+Status ValidateWorkload(const Workload& workload, size_t ops_max) {
+  if (workload.ops.size() > ops_max) {
+    return Status::Limit("workload has " + std::to_string(workload.ops.size()) +
+                         " operations; the limit is " + std::to_string(ops_max));
+  }
+  if (workload.image.size_bytes == 0 || workload.image.size_bytes % kGuestSectorBytes != 0 ||
+      workload.image.size_bytes > (uint64_t{1} << 40)) {
+    return Status::InvalidArgument("image size must be a non-zero multiple of 512 up to 1 TiB");
+  }
+  uint64_t size = workload.image.size_bytes;
+  for (size_t i = 0; i < workload.ops.size(); ++i) {
+    const GuestOp& op = workload.ops[i];
+    const std::string where = "operation " + std::to_string(i) + " (" + DescribeOp(op) + ")";
+    if (op.kind == OpKind::kResize) {
+      if (op.length_bytes < size || op.length_bytes % kGuestSectorBytes != 0 ||
+          op.length_bytes > (uint64_t{1} << 40)) {
+        return Status::InvalidArgument(where + ": resize must grow to a multiple of 512 up to 1 TiB");
+      }
+      size = op.length_bytes;
+      continue;
+    }
+    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) continue;
+    if (op.offset_bytes % kGuestSectorBytes || op.length_bytes % kGuestSectorBytes ||
+        op.length_bytes == 0) {
+      return Status::InvalidArgument(where + ": offset and length must be non-zero multiples of 512");
+    }
+    if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
+      return Status::InvalidArgument(where + ": goes past the end of the disk (" +
+                                     std::to_string(size) + " bytes)");
+    }
+    if (op.length_bytes > (uint64_t{16} << 20)) {
+      return Status::Limit(where + ": operations are limited to 16 MiB");
+    }
+  }
+  return Status::Ok();
+}
+
+void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& out) {
+  for (uint64_t at = 0; at < out.size(); at += 8) {
+    const uint64_t tag = SectorTag(op_number, sector + at / kGuestSectorBytes);
+    std::memcpy(&out[at], &tag, 8);
+  }
+}
+
+namespace {
+
+GuestOp W(uint64_t offset, uint64_t length) { return {OpKind::kWrite, offset, length, false}; }
+GuestOp Z(uint64_t offset, uint64_t length, bool unmap) {
+  return {OpKind::kWriteZeroes, offset, length, unmap};
+}
+GuestOp D(uint64_t offset, uint64_t length) { return {OpKind::kDiscard, offset, length, false}; }
+GuestOp F() { return {OpKind::kFlush, 0, 0, false}; }
+GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
+GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
+
+constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
+
+}  // namespace
+
+Result<Workload> BuiltinWorkload(const std::string& name) {
+  Workload w;
+  w.name = name;
+  w.image.size_bytes = 8 * kMiB;
+  w.image.cluster_bits = 12;  // 4 KiB clusters: each L2 table maps 2 MiB
+  if (name == "default") {
+    // Allocating writes across L2 tables, a partial-cluster COW, a rewrite in
+    // place, zero writes both ways, a discard, flushes between.
+    w.ops = {W(0, 8 * kKiB), W(2 * kMiB + 512, 1024), F(), W(4 * kKiB, 4 * kKiB),
+             Z(0, 4 * kKiB, false), W(6 * kMiB, 12 * kKiB), F(), D(6 * kMiB, 4 * kKiB),
+             W(3 * kMiB, 4 * kKiB), Z(2 * kMiB, 4 * kKiB, true), F(), C()};
+  } else if (name == "2010-dangling-l2") {
+    // The revert thread: allocating writes need refcount before L2 entry.
+    w.ops = {W(0, 4 * kKiB), W(2 * kMiB, 4 * kKiB), W(4 * kMiB, 4 * kKiB), F(),
+             W(6 * kMiB, 8 * kKiB), W(64 * kKiB, 4 * kKiB), F()};
+  } else if (name == "free-reuse") {
+    // A discarded cluster is reused by the next allocation: its unlink must
+    // be durable before the new owner's data lands in it.
+    w.ops = {W(0, 4 * kKiB), W(8 * kKiB, 4 * kKiB), F(), D(0, 4 * kKiB), W(16 * kKiB, 4 * kKiB),
+             W(24 * kKiB, 4 * kKiB), F(), C()};
+  } else if (name == "2017-zero-realloc") {
+    // The reservation thread: a preallocated image keeps its mapping through
+    // zero writes, discard-as-zero and rewrites.
+    w.image.size_bytes = 256 * kKiB;
+    w.image.preallocation = engine::Preallocation::kMetadata;
+    w.check_reservations = true;
+    w.ops = {W(0, 8 * kKiB), F(), Z(0, 8 * kKiB, false), F(), W(512, 1024), W(4 * kKiB, 4 * kKiB),
+             F(), C()};
+  } else if (name == "l1-growth") {
+    // Growing the disk past the L1 table relocates it (R6).
+    w.image.size_bytes = 1 * kMiB;
+    w.image.cluster_bits = 9;
+    w.ops = {W(0, 4 * kKiB), F(), R(8 * kMiB), W(7 * kMiB, 4 * kKiB), W(512, 512), F(), C()};
+  } else if (name == "refcount-growth") {
+    // 512-byte clusters and 64-bit refcounts: a refcount block covers 64
+    // clusters, so allocation creates blocks and grows the refcount table.
+    w.image.cluster_bits = 9;
+    w.image.refcount_order = 6;
+    w.image.size_bytes = 4 * kMiB;
+    w.ops = {W(0, 24 * kKiB), F(), W(1 * kMiB, 16 * kKiB), W(3 * kMiB, 8 * kKiB), F(), C()};
+  } else if (name == "v2") {
+    w.image.version = 2;
+    w.ops = {W(0, 8 * kKiB), F(), Z(0, 4 * kKiB, false), D(4 * kKiB, 4 * kKiB),
+             W(2 * kMiB, 4 * kKiB), F(), C()};
+  } else {
+    return Status::InvalidArgument("unknown built-in workload '" + name + "'");
+  }
+  return w;
+}
+
+std::vector<std::string> BuiltinWorkloadNames() {
+  return {"default", "2010-dangling-l2", "free-reuse", "2017-zero-realloc", "l1-growth",
+          "refcount-growth", "v2"};
+}
+
+}  // namespace qcrash::properties

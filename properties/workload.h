@@ -1,0 +1,58 @@
+// Guest workloads for the crash explorer: image options plus a list of guest
+// operations, the built-in workloads from the seed threads, and the content
+// every guest sector carries so that a read names the write it came from.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/options.h"
+#include "engine/status.h"
+
+namespace qcrash::properties {
+
+inline constexpr uint64_t kGuestSectorBytes = 512;
+
+enum class OpKind : uint8_t { kWrite, kWriteZeroes, kDiscard, kFlush, kResize, kClose };
+
+// One guest operation. Offsets and lengths are multiples of 512 bytes.
+struct GuestOp {
+  OpKind kind = OpKind::kWrite;
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;  // kResize: the new size
+  bool may_unmap = false;     // kWriteZeroes only
+  bool operator==(const GuestOp&) const = default;
+};
+
+struct Workload {
+  std::string name;
+  engine::CreateOptions image;
+  std::vector<GuestOp> ops;
+  // Tests the 2017 reservation rule: every guest cluster allocated at create
+  // time (preallocation) must keep its host cluster (invariant I10).
+  bool check_reservations = false;
+};
+
+const char* OpKindName(OpKind kind);
+Result<OpKind> ParseOpKind(const std::string& name);
+std::string DescribeOp(const GuestOp& op);
+
+// Structural validation: alignment, ranges within the disk as it is sized
+// at that point, at most `ops_max` operations.
+Status ValidateWorkload(const Workload& workload, size_t ops_max = 10000);
+
+// The built-in workloads by name ("default", "2010-dangling-l2", ...).
+Result<Workload> BuiltinWorkload(const std::string& name);
+std::vector<std::string> BuiltinWorkloadNames();
+
+// The 8-byte tag op `op_number` (1-based) writes into guest sector `sector`;
+// the sector holds the tag repeated. Tag 0 is the all-zero sector.
+inline uint64_t SectorTag(uint64_t op_number, uint64_t sector) {
+  return (op_number << 40) | (sector & ((uint64_t{1} << 40) - 1));
+}
+// Fills `out` (a multiple of 512 bytes starting at guest sector `sector`)
+// with op `op_number`'s content.
+void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& out);
+
+}  // namespace qcrash::properties
