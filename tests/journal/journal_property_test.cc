@@ -49,3 +49,57 @@ TEST(JournalCrash, UnchecksummedJournalIsCaught) {
 
 }  // namespace
 }  // namespace qcrash::engine::testing
+
+namespace qcrash::engine::testing {
+namespace {
+
+struct Variant {
+  const char* name;
+  JournalCommit commit;
+  JournalRecovery recovery;
+  JournalTerminator terminator;
+  bool checksums;
+  bool expect_safe;
+};
+
+// The draft's open questions as variants; docs/journal-variants.md holds the
+// table and the counterexample of each unsafe one.
+TEST(JournalVariants, PinWhichAreCrashSafe) {
+  const Variant variants[] = {
+      {"header-commit/bookkeeping/blank/crc", JournalCommit::kHeader, JournalRecovery::kHeaderBookkeeping,
+       JournalTerminator::kBlankBlock, true, true},
+      {"descriptor-flag/bookkeeping/blank/crc", JournalCommit::kDescriptorFlag,
+       JournalRecovery::kHeaderBookkeeping, JournalTerminator::kBlankBlock, true, true},
+      {"header-commit/bookkeeping/escape/crc", JournalCommit::kHeader, JournalRecovery::kHeaderBookkeeping,
+       JournalTerminator::kEscapeFlag, true, true},
+      {"header-commit/bookkeeping/blank/none", JournalCommit::kHeader, JournalRecovery::kHeaderBookkeeping,
+       JournalTerminator::kBlankBlock, false, true},
+      {"scan-only/blank/crc", JournalCommit::kHeader, JournalRecovery::kScanOnly,
+       JournalTerminator::kBlankBlock, true, true},
+      {"scan-only/escape/crc", JournalCommit::kHeader, JournalRecovery::kScanOnly,
+       JournalTerminator::kEscapeFlag, true, true},
+      {"scan-only/blank/none", JournalCommit::kHeader, JournalRecovery::kScanOnly,
+       JournalTerminator::kBlankBlock, false, false},
+  };
+  for (const Variant& v : variants) {
+    CrashConfig c = JournalConfig();
+    c.open.journal.commit = v.commit;
+    c.open.journal.recovery = v.recovery;
+    c.open.journal.terminator = v.terminator;
+    c.open.journal.checksums = v.checksums;
+    uint64_t states = 0, violations = 0;
+    std::string example;
+    for (const Workload& w : {ThreadScenario(), MixedWorkload()}) {
+      const CrashResult r = RunCrashCheck(w, c);
+      states += r.states;
+      violations += r.violations;
+      if (example.empty() && !r.minimal_violation.empty()) example = w.name + ": " + r.minimal_violation;
+    }
+    std::printf("variant %-40s states %6lu violations %5lu %s\n", v.name, static_cast<unsigned long>(states),
+                static_cast<unsigned long>(violations), example.c_str());
+    EXPECT_EQ(violations == 0, v.expect_safe) << v.name << ": " << example;
+  }
+}
+
+}  // namespace
+}  // namespace qcrash::engine::testing
