@@ -44,10 +44,12 @@ std::vector<MatrixCase> AllCases() {
   for (const char* compat : {"0.10", "1.1"}) {
     for (const char* mode : {"metadata", "falloc", "full"}) cases.push_back({65536, 16, compat, mode, "ordered"});
   }
-  for (const char* policy : {"writethrough", "ordered", "lazy", "extent", "unsafe"}) {
+  for (const char* policy : {"writethrough", "ordered", "lazy", "extent", "unsafe", "journal"}) {
     if (std::string(policy) != "ordered") {  // the ordered ones are in the matrix above
       cases.push_back({4096, 16, "1.1", "off", policy});
-      cases.push_back({512, 1, "1.1", "off", policy});
+      // The journal's header extension does not fit a 512-byte cluster 0
+      // (.notes/engine-bugs.md #2, differential_test.cc keeps it visible).
+      cases.push_back({std::string(policy) == "journal" ? 1024u : 512u, 1, "1.1", "off", policy});
     }
     cases.push_back({65536, 64, "1.1", "metadata", policy});
   }
@@ -74,7 +76,14 @@ TEST_P(CheckMatrix, QemuImgCheckIsCleanAndGuestContentMatchesTheModel) {
   ASSERT_EQ(io.exit_code, 0) << io.out << io.err;
 
   RunResult check = dir.Run("qemu-img check --output=json img.qcow2");
-  EXPECT_EQ(check.exit_code, 0) << "qemu-img check: " << check.out << check.err;
+  if (std::string(c.policy) == "journal") {
+    // QEMU does not know the journal extension: its refcounted area is a leak
+    // to qemu-img (exit 3), never a corruption (exit 2).
+    EXPECT_TRUE(check.exit_code == 0 || check.exit_code == 3) << "qemu-img check: " << check.out;
+    EXPECT_EQ(check.out.find("\"corruptions\""), std::string::npos) << check.out;
+  } else {
+    EXPECT_EQ(check.exit_code, 0) << "qemu-img check: " << check.out << check.err;
+  }
 
   std::vector<uint8_t> model(size_bytes, 0);
   ApplyToModel(ops, model);
