@@ -1,7 +1,8 @@
 // Proves that images qcrash creates and writes are valid qcow2 for QEMU:
 // `qemu-img check` finds no error and no leak after a clean close, and
 // `qemu-img convert -O raw` (and qcrash's own convert) read back exactly the
-// guest content a flat model predicts. Covers every cluster size class,
+// guest content a flat model predicts, and `qcrash map/info --output=json`
+// print what qemu-img prints for the same image. Covers every cluster size class,
 // refcount width, compat level, preallocation mode and ordering policy.
 #include <gtest/gtest.h>
 
@@ -92,6 +93,14 @@ TEST_P(CheckMatrix, QemuImgCheckIsCleanAndGuestContentMatchesTheModel) {
   ASSERT_EQ(qemu_convert.exit_code, 0) << qemu_convert.err;
   const std::string qemu_view = ReadFileBytes(dir.File("qemu.raw"));
   EXPECT_EQ(FirstDifference(qemu_view, expected), "") << "qemu-img reading qcrash's image";
+
+  // qemu-img map's metadata-preallocation guess reads st_blocks: sync first.
+  ASSERT_EQ(dir.Run("sync -f .").exit_code, 0);
+  for (const char* command : {"map --output=json", "info --output=json"}) {
+    RunResult qemu = dir.Run(std::string("qemu-img ") + command + " img.qcow2");
+    RunResult own = dir.Qcrash(std::string(command) + " img.qcow2");
+    EXPECT_EQ(own.out, qemu.out) << command << ": qcrash and qemu-img on qcrash's image";
+  }
 
   RunResult own_convert = dir.Qcrash("convert -O raw img.qcow2 own.raw");
   ASSERT_EQ(own_convert.exit_code, 0) << own_convert.err;
