@@ -77,11 +77,13 @@ Status ResolveOwners(CheckContext& ctx) {
 
 // Flips OFLAG_COPIED in `entry` when it disagrees with the refcount; returns
 // true when it disagreed.
+// `owner` is only called for a mismatch: building names per entry is costly.
+template <typename OwnerFn>
 bool CopiedMismatch(CheckContext& ctx, uint64_t& entry, uint64_t refcount, bool repair,
-                    uint64_t target, const std::string& owner, const std::string& what) {
+                    uint64_t target, const OwnerFn& owner, const char* what) {
   const bool copied = (entry & f::kOflagCopied) != 0;
   if ((refcount == 1) == copied) return false;
-  ctx.Report(FindingKind::kCopiedMismatch, Severity::kCorruption, repair, target, owner,
+  ctx.Report(FindingKind::kCopiedMismatch, Severity::kCorruption, repair, target, owner(),
              std::string(repair ? "Repairing" : "ERROR") + " OFLAG_COPIED " + what + " " +
                  HexOffset(entry) + " refcount=" + std::to_string(refcount));
   if (repair) entry = refcount == 1 ? entry | f::kOflagCopied : entry & ~f::kOflagCopied;
@@ -99,8 +101,10 @@ Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset,
     QCRASH_ASSIGN_OR_RETURN(std::optional<uint64_t> refcount,
                             ctx.refcounts.Get(offset >> ctx.header.cluster_bits));
     if (!refcount) continue;
-    const std::string owner = "active L1[" + std::to_string(l1_index) + "] -> L2 " +
-                              HexOffset(l2_offset) + "[" + std::to_string(j) + "]";
+    auto owner = [&] {
+      return "active L1[" + std::to_string(l1_index) + "] -> L2 " + HexOffset(l2_offset) + "[" +
+             std::to_string(j) + "]";
+    };
     if (CopiedMismatch(ctx, entry, *refcount, repair, offset, owner, "data cluster: l2_entry=") &&
         repair) {
       StoreBe64(&table[j * 8], entry);
@@ -212,8 +216,8 @@ Status CheckCopiedFlags(CheckContext& ctx, bool fix) {
                             ctx.refcounts.Get(l2_offset >> h.cluster_bits));
     if (!refcount) continue;
     if (CopiedMismatch(ctx, entry, *refcount, repair, l2_offset,
-                       "active L1[" + std::to_string(i) + "]",
-                       "L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=") &&
+                       [&] { return "active L1[" + std::to_string(i) + "]"; },
+                       ("L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=").c_str()) &&
         repair) {
       StoreBe64(&l1[i * 8], entry);
       edited = true;

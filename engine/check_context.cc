@@ -56,6 +56,7 @@ Status RefcountView::Load(BlockDevice& device, const Header& header) {
   for (size_t i = 0; i < table_.size(); ++i) table_[i] = LoadBe64(&bytes[i * 8]);
   blocks_.clear();
   dirty_.clear();
+  last_block_ = nullptr;
   return Status::Ok();
 }
 
@@ -65,10 +66,12 @@ void RefcountView::Replace(uint64_t table_offset, std::vector<uint64_t> table,
   table_ = std::move(table);
   blocks_ = std::move(blocks);
   dirty_.clear();
+  last_block_ = nullptr;
 }
 
 Result<std::vector<uint8_t>*> RefcountView::BlockFor(uint64_t table_index, bool* unreadable) {
   *unreadable = false;
+  if (table_index == last_index_ && last_block_ != nullptr) return last_block_;
   if (table_index >= table_.size()) return static_cast<std::vector<uint8_t>*>(nullptr);
   const uint64_t offset = table_[table_index] & f::kRefcountTableOffsetMask;
   if (offset == 0) return static_cast<std::vector<uint8_t>*>(nullptr);
@@ -82,6 +85,8 @@ Result<std::vector<uint8_t>*> RefcountView::BlockFor(uint64_t table_index, bool*
     QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(*device_, offset, block));
     it = blocks_.emplace(table_index, std::move(block)).first;
   }
+  last_index_ = table_index;
+  last_block_ = &it->second;  // std::map nodes are stable
   return &it->second;
 }
 

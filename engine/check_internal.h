@@ -102,6 +102,8 @@ class RefcountView {
   std::vector<uint64_t> table_;
   std::map<uint64_t, std::vector<uint8_t>> blocks_;  // by table index
   std::map<uint64_t, bool> dirty_;                   // table indices written by Set
+  uint64_t last_index_ = 0;                          // one-block cache for sequential Get
+  std::vector<uint8_t>* last_block_ = nullptr;
 };
 
 class CheckContext {
@@ -125,6 +127,20 @@ class CheckContext {
   // touches. A range ending one cluster or more past the end of the file is
   // a corruption and is not counted. Returns false when it was not counted.
   bool AddReference(uint64_t offset, uint64_t size, const std::string& owner);
+  // The hot path of AddReference: counts and returns true when the range lies
+  // inside the file and no count overflows; otherwise changes nothing and
+  // returns false (the caller then calls AddReference with the owner's name).
+  bool TryAddReference(uint64_t offset, uint64_t size) {
+    if (size == 0 || PastEnd(offset, size)) return size == 0;
+    const uint64_t first = offset >> header.cluster_bits;
+    const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+    if (last >= imrt_.size()) return false;
+    for (uint64_t k = first; k <= last; ++k) {
+      if (imrt_[k] >= refcount_max) return false;
+    }
+    for (uint64_t k = first; k <= last; ++k) ++imrt_[k];
+    return true;
+  }
   uint64_t Imrt(uint64_t cluster) const { return cluster < imrt_.size() ? imrt_[cluster] : 0; }
   void SubtractReference(uint64_t cluster) {
     if (cluster < imrt_.size() && imrt_[cluster] > 0) --imrt_[cluster];

@@ -62,10 +62,10 @@ void DropL2Entry(CheckContext& ctx, const L1Source& source, uint32_t l1_index, u
 // Counts a compressed entry; returns false when repair dropped it.
 bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
                      uint64_t l2_offset, uint32_t l2_index, uint64_t& entry, bool frag_info) {
-  const std::string owner = L2Owner(ctx, source, l1_index, l2_offset, l2_index);
+  auto owner_of = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
   if (entry & f::kOflagCopied) {
     ctx.Report(FindingKind::kCompressedInvalid, Severity::kCorruption, ctx.fix_all(),
-               entry & ~(f::kOflagCopied | f::kOflagCompressed), owner,
+               entry & ~(f::kOflagCopied | f::kOflagCompressed), owner_of(),
                std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
                    ": copied flag must never be set for compressed clusters");
     if (ctx.fix_all()) entry &= ~f::kOflagCopied;
@@ -86,10 +86,12 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
                                           ClusterUseName(meta));
       return false;
     }
-    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner,
+    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner_of(),
                std::string("compressed range overlaps the ") + ClusterUseName(meta));
   }
-  ctx.AddReference(extent.host_offset, extent.bytes, owner);
+  if (!ctx.TryAddReference(extent.host_offset, extent.bytes)) {
+    ctx.AddReference(extent.host_offset, extent.bytes, owner_of());
+  }
   if (frag_info) {
     ++ctx.report.allocated_clusters;
     ++ctx.report.compressed_clusters;
@@ -104,7 +106,7 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
                          uint64_t l2_offset, uint32_t l2_index, uint64_t& entry) {
   const uint64_t offset = entry & f::kL2EntryOffsetMask;
   const bool zero = (entry & f::kOflagZero) != 0;
-  const std::string owner = L2Owner(ctx, source, l1_index, l2_offset, l2_index);
+  auto owner = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
   if ((offset & (ctx.cluster_bytes - 1)) != 0) {
     const std::string what = zero ? "Preallocated cluster is not properly aligned"
                                   : "Data cluster is not properly aligned";
@@ -113,7 +115,7 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
                   offset, "offset=" + HexOffset(offset) + ": " + what);
       return false;
     }
-    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner,
+    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner(),
                "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted.");
   }
   if (!ctx.fix_all()) {
@@ -121,7 +123,7 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
                                 ? ClusterUse::kNone
                                 : MetadataIn(ctx, offset, ctx.cluster_bytes);
     if (meta != ClusterUse::kNone) {
-      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, owner,
+      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, owner(),
                  std::string("data cluster overlaps the ") + ClusterUseName(meta));
     }
     return true;
@@ -177,7 +179,9 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
           if (next_contiguous != 0 && offset != next_contiguous) ++ctx.report.fragmented_clusters;
           next_contiguous = offset + ctx.cluster_bytes;
         }
-        ctx.AddReference(offset, ctx.cluster_bytes, L2Owner(ctx, source, l1_index, l2_offset, j));
+        if (!ctx.TryAddReference(offset, ctx.cluster_bytes)) {
+          ctx.AddReference(offset, ctx.cluster_bytes, L2Owner(ctx, source, l1_index, l2_offset, j));
+        }
       }
     }
     if (entry != original) {

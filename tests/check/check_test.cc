@@ -1,0 +1,285 @@
+// Unit tests of engine/check + repair on images made by qemu-img and
+// corrupted by hand, of the OFD image lock against qemu-io, and of the
+// `qcrash check` command's qemu-img compatible JSON.
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+#include <sys/types.h>
+
+#include <csignal>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/check.h"
+#include "engine/image_lock.h"
+#include "engine/memory_device.h"
+#include "tests/check/check_test_util.h"
+#include "tests/check/corruptions.h"
+
+namespace qcrash::check_test {
+namespace {
+
+using engine::CheckImage;
+using engine::CheckReport;
+using engine::FindingKind;
+using engine::RepairMode;
+using engine::Severity;
+
+const std::vector<std::string> kWrites = {"write -P 0x11 0 192k", "write -c -P 0x22 1M 64k",
+                                          "write -z 2M 64k", "write -P 0x33 5M 8k"};
+
+std::vector<uint8_t> MakeBytes(const std::string& options, bool snapshot = false) {
+  TempDir dir;
+  const std::string path = dir.File("base.qcow2");
+  std::vector<std::string> writes = kWrites;
+  // Compressed clusters share host clusters: impossible with 1-bit refcounts;
+  // and a compressed write must cover whole clusters (not with 2 MiB ones).
+  if (options.find("refcount_bits=1") != std::string::npos ||
+      options.find("cluster_size=2M") != std::string::npos) {
+    writes.erase(writes.begin() + 1);
+  }
+  EXPECT_TRUE(MakeImage(path, options, "8M", writes)) << options;
+  if (snapshot) {
+    RunCommand("qemu-img snapshot -c s1 '" + path + "'");
+    RunCommand("qemu-io -c 'write -P 0x55 32k 64k' '" + path + "'");
+  }
+  return ReadFileBytes(path);
+}
+
+const std::vector<uint8_t>& Base64k() {
+  static const auto* bytes = new std::vector<uint8_t>(MakeBytes(""));
+  return *bytes;
+}
+
+CheckReport Check(MemoryDevice& device, RepairMode mode) {
+  auto report = CheckImage(device, {mode});
+  EXPECT_TRUE(report.ok()) << report.status().ToString();
+  return report.ok() ? *report : CheckReport{};
+}
+
+bool Clean(const CheckReport& r) { return r.corruptions == 0 && r.leaks == 0 && r.check_errors == 0; }
+
+const engine::Finding* FindKind(const CheckReport& r, FindingKind kind) {
+  for (const auto& finding : r.findings) {
+    if (finding.kind == kind) return &finding;
+  }
+  return nullptr;
+}
+
+// Valid images of every shape qemu-img makes check clean, with no finding
+// other than information.
+TEST(Check, ValidImagesAreClean) {
+  const std::vector<std::pair<std::string, bool>> shapes = {
+      {"", false}, {"-o compat=0.10", true}, {"-o cluster_size=512", false},
+      {"-o refcount_bits=1", false}, {"-o cluster_size=2M,refcount_bits=64", false},
+      {"-o cluster_size=4096", true}, {"-o lazy_refcounts=on", false}};
+  for (const auto& [options, snapshot] : shapes) {
+    MemoryDevice device(MakeBytes(options, snapshot));
+    const CheckReport r = Check(device, RepairMode::kNone);
+    EXPECT_TRUE(Clean(r)) << options;
+    for (const auto& finding : r.findings) {
+      EXPECT_EQ(finding.severity, Severity::kInfo) << options << ": " << finding.message;
+    }
+    EXPECT_GT(r.allocated_clusters, 0u) << options;
+  }
+}
+
+// Each finding names the offset, the cluster and the owner.
+TEST(Check, FindingsNameOffsetClusterAndOwner) {
+  struct Expect {
+    Corruption corruption;
+    FindingKind kind;
+    const char* owner_part;
+  };
+  const Expect cases[] = {
+      {Corruption::kSharedCluster, FindingKind::kRefcountTooLow, "active L1[0] -> L2"},
+      {Corruption::kPastEof, FindingKind::kPastEnd, "active L1[0] -> L2"},
+      {Corruption::kL2IntoMetadata, FindingKind::kOverlap, "(guest 0x"},
+      {Corruption::kRefcountTableReserved, FindingKind::kInvalidRefcountEntry, "refcount table[0]"},
+      {Corruption::kCopiedFlipped, FindingKind::kCopiedMismatch, "active L1[0] -> L2"},
+      {Corruption::kMisalignedData, FindingKind::kMisaligned, "active L1[0]"},
+      {Corruption::kL1Reserved, FindingKind::kReservedBits, "active L1[0]"},
+      {Corruption::kLeak, FindingKind::kLeak, "no owner"},
+      {Corruption::kDanglingFree, FindingKind::kUnreferencedInUse, "active L1[0] -> L2"},
+      {Corruption::kCompressedCopied, FindingKind::kCompressedInvalid, "active L1[0] -> L2"},
+  };
+  for (const Expect& e : cases) {
+    std::vector<uint8_t> image = Base64k();
+    ASSERT_TRUE(ApplyCorruption(image, e.corruption, 0).ok) << CorruptionName(e.corruption);
+    MemoryDevice device(image);
+    const CheckReport r = Check(device, RepairMode::kNone);
+    const engine::Finding* finding = FindKind(r, e.kind);
+    ASSERT_NE(finding, nullptr) << CorruptionName(e.corruption);
+    EXPECT_NE(finding->owner.find(e.owner_part), std::string::npos)
+        << CorruptionName(e.corruption) << ": owner '" << finding->owner << "'";
+    EXPECT_EQ(finding->cluster_index, finding->host_offset >> 16) << CorruptionName(e.corruption);
+    EXPECT_FALSE(Clean(r)) << CorruptionName(e.corruption);
+  }
+}
+
+// -r all leaves every class clean, and a second repair writes and flushes nothing.
+TEST(Repair, AllIsCleanAndIdempotentForEveryClass) {
+  for (int c = 0; c < kCorruptionCount; ++c) {
+    std::vector<uint8_t> image = Base64k();
+    if (!ApplyCorruption(image, static_cast<Corruption>(c), 2).ok) continue;
+    MemoryDevice device(image);
+    const CheckReport repaired = Check(device, RepairMode::kAll);
+    EXPECT_TRUE(Clean(repaired)) << CorruptionName(static_cast<Corruption>(c));
+    EXPECT_GT(repaired.corruptions_fixed + repaired.leaks_fixed, 0u)
+        << CorruptionName(static_cast<Corruption>(c));
+    EXPECT_TRUE(Clean(Check(device, RepairMode::kNone))) << CorruptionName(static_cast<Corruption>(c));
+    CountingDevice counting(device);
+    auto again = CheckImage(counting, {RepairMode::kAll});
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(counting.writes, 0u) << CorruptionName(static_cast<Corruption>(c));
+    EXPECT_EQ(counting.flushes, 0u) << CorruptionName(static_cast<Corruption>(c));
+    EXPECT_EQ(again->bytes_written, 0u);
+  }
+}
+
+// -r leaks lowers refcounts only; it refuses to rebuild and leaves corruptions.
+TEST(Repair, LeaksModeFixesOnlyLeaks) {
+  std::vector<uint8_t> image = Base64k();
+  ASSERT_TRUE(ApplyCorruption(image, Corruption::kLeak, 0).ok);
+  MemoryDevice leaky(image);
+  const CheckReport fixed = Check(leaky, RepairMode::kLeaks);
+  EXPECT_EQ(fixed.leaks_fixed, 1u);
+  EXPECT_TRUE(Clean(Check(leaky, RepairMode::kNone)));
+
+  image = Base64k();
+  ASSERT_TRUE(ApplyCorruption(image, Corruption::kSharedCluster, 0).ok);
+  MemoryDevice shared(image);
+  const CheckReport kept = Check(shared, RepairMode::kLeaks);
+  EXPECT_EQ(kept.corruptions, 1u) << "the shared cluster stays";
+  EXPECT_EQ(kept.leaks_fixed, 1u) << "the cluster the entry pointed to before was leaked";
+
+  image = Base64k();
+  ASSERT_TRUE(ApplyCorruption(image, Corruption::kDanglingFree, 0).ok);
+  MemoryDevice dangling(image);
+  EXPECT_GT(Check(dangling, RepairMode::kLeaks).check_errors, 0u) << "needs a rebuild";
+  EXPECT_EQ(dangling.bytes(), image);
+}
+
+// Repair drops only untrusted pointers and says which guest ranges lost data.
+TEST(Repair, ReportsDroppedGuestRanges) {
+  std::vector<uint8_t> image = Base64k();
+  const Applied applied = ApplyCorruption(image, Corruption::kMisalignedData, 1);
+  ASSERT_TRUE(applied.ok);
+  MemoryDevice device(image);
+  const CheckReport r = Check(device, RepairMode::kAll);
+  ASSERT_EQ(r.dropped.size(), 1u);
+  EXPECT_EQ(r.dropped[0].table, "active");
+  EXPECT_EQ(r.dropped[0].guest_offset, applied.affected_clusters[0] << 16);
+  EXPECT_EQ(r.dropped[0].length_bytes, 65536u);
+}
+
+// After a clean repair the dirty (lazy refcounts) and corrupt bits are clear.
+TEST(Repair, ClearsDirtyAndCorruptBits) {
+  std::vector<uint8_t> image = Base64k();
+  ASSERT_TRUE(ApplyCorruption(image, Corruption::kDirtyLeak, 0).ok);
+  image[f::kOffIncompatibleFeatures + 7] |= 2;  // corrupt
+  MemoryDevice device(image);
+  const CheckReport r = Check(device, RepairMode::kAll);
+  EXPECT_TRUE(r.header_bits_cleared);
+  EXPECT_EQ(LoadBe64(&device.bytes()[f::kOffIncompatibleFeatures]), 0u);
+  EXPECT_TRUE(Clean(Check(device, RepairMode::kNone)));
+}
+
+// A broken refcount table is rebuilt: new blocks and table, header switched.
+TEST(Repair, RebuildsBrokenRefcountStructure) {
+  for (Corruption c : {Corruption::kRefcountTableReserved, Corruption::kRefcountTablePastEof,
+                       Corruption::kRefcountTableOverlap, Corruption::kRefcountTableMisaligned}) {
+    std::vector<uint8_t> image = Base64k();
+    ASSERT_TRUE(ApplyCorruption(image, c, 0).ok);
+    MemoryDevice device(image);
+    const CheckReport r = Check(device, RepairMode::kAll);
+    EXPECT_TRUE(r.refcounts_rebuilt) << CorruptionName(c);
+    EXPECT_NE(LoadBe64(&device.bytes()[f::kOffRefcountTableOffset]),
+              LoadBe64(&image[f::kOffRefcountTableOffset]));
+    EXPECT_TRUE(Clean(Check(device, RepairMode::kNone))) << CorruptionName(c);
+  }
+}
+
+// Hostile bytes anywhere in the metadata give findings or errors, never a
+// crash (the sanitizer build runs this too), and repair converges.
+RC_GTEST_PROP(Check, HostileBytesNeverCrash, ()) {
+  static const auto* base = new std::vector<uint8_t>(MakeBytes("-o cluster_size=4096", true));
+  std::vector<uint8_t> image = *base;
+  const size_t flips = *rc::gen::inRange<size_t>(1, 8);
+  for (size_t i = 0; i < flips; ++i) {
+    // Mostly metadata: the first 24 clusters hold header, tables and L2s.
+    const size_t at = *rc::gen::inRange<size_t>(0, std::min<size_t>(image.size(), 24 * 4096));
+    image[at] = *rc::gen::arbitrary<uint8_t>();
+  }
+  MemoryDevice device(image, {}, uint64_t{1} << 28);
+  auto checked = CheckImage(device, {RepairMode::kNone});
+  RC_ASSERT(device.bytes() == image);  // a check writes nothing
+  auto repaired = CheckImage(device, {RepairMode::kAll});
+  if (!checked.ok() || !repaired.ok()) return;  // refused (bad header, limits): fine
+  if (repaired->check_errors == 0 && repaired->corruptions == 0) {
+    auto again = CheckImage(device, {RepairMode::kNone});
+    RC_ASSERT(again.ok());
+    RC_ASSERT(again->corruptions == 0u);
+  }
+}
+
+// The lock follows QEMU's protocol both ways: a repair refuses an image
+// qemu-io holds for writing, and qemu-io cannot write an image we repair.
+TEST(ImageLock, ConflictsWithQemuIoBothWays) {
+  TempDir dir;
+  const std::string path = dir.File("locked.qcow2");
+  ASSERT_TRUE(MakeImage(path, "", "1M", {}));
+  {
+    auto lock = engine::ImageLock::Acquire(path, engine::ImageLock::Access::kWrite);
+    ASSERT_TRUE(lock.ok()) << lock.status().ToString();
+    EXPECT_NE(RunCommand("qemu-io -c 'write 0 512' '" + path + "'").exit_code, 0);
+  }
+  EXPECT_EQ(RunCommand("qemu-io -c 'write 0 512' '" + path + "'").exit_code, 0) << "released";
+
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    execlp("qemu-io", "qemu-io", "-c", "sleep 5000", path.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  bool refused = false;
+  for (int i = 0; i < 50 && !refused; ++i) {  // until qemu-io has opened the image
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto lock = engine::ImageLock::Acquire(path, engine::ImageLock::Access::kWrite);
+    refused = !lock.ok() && lock.status().code() == StatusCode::kBusy;
+    if (refused) {
+      EXPECT_NE(lock.status().message().find("Failed to get"), std::string::npos);
+    }
+  }
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_TRUE(refused);
+}
+
+// `qcrash check --output=json` prints qemu-img's fields with qemu-img's values
+// and exit code; -r all repairs.
+TEST(CheckCommand, JsonMatchesQemuImg) {
+  const char* binary_dir = std::getenv("QCRASH_BINARY_DIR");
+  const std::string qcrash = std::string(binary_dir ? binary_dir : ".") + "/qcrash";
+  if (access(qcrash.c_str(), X_OK) != 0) GTEST_SKIP() << "no qcrash binary at " << qcrash;
+  TempDir dir;
+  for (Corruption c : {Corruption::kLeak, Corruption::kSharedCluster, Corruption::kCompressedCopied}) {
+    std::vector<uint8_t> image = Base64k();
+    ASSERT_TRUE(ApplyCorruption(image, c, 0).ok);
+    const std::string path = dir.File("img.qcow2");
+    WriteFileBytes(path, image);
+    const CommandResult ours = RunCommand("cd '" + dir.File("") + "' && " + qcrash +
+                                          " check --output=json img.qcow2");
+    const CommandResult qemu = RunCommand("cd '" + dir.File("") + "' && qemu-img check --output=json img.qcow2");
+    EXPECT_EQ(ours.exit_code, qemu.exit_code) << CorruptionName(c);
+    auto ours_json = nlohmann::ordered_json::parse(ours.out);
+    const auto qemu_json = nlohmann::ordered_json::parse(qemu.out);
+    ASSERT_TRUE(ours_json.contains("findings"));
+    ours_json.erase("findings");
+    EXPECT_EQ(ours_json.dump(4), qemu_json.dump(4)) << CorruptionName(c);
+    EXPECT_EQ(RunCommand(qcrash + " check -r all '" + path + "'").exit_code, 0);
+    EXPECT_EQ(RunCommand("qemu-img check '" + path + "'").exit_code, 0);
+  }
+}
+
+}  // namespace
+}  // namespace qcrash::check_test
