@@ -90,7 +90,20 @@ bool CopiedMismatch(CheckContext& ctx, uint64_t& entry, uint64_t refcount, bool 
   return true;
 }
 
-Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset, bool repair) {
+// The refcount a COPIED pass compares with (nullopt: unknown, skip).
+Result<std::optional<uint64_t>> CopiedTarget(CheckContext& ctx, CopiedPass pass, uint64_t cluster) {
+  if (pass == CopiedPass::kClearAheadFromImrt) return std::optional<uint64_t>(ctx.Imrt(cluster));
+  return ctx.refcounts.Get(cluster);
+}
+
+// Whether this pass handles an entry: clear-ahead passes only clear COPIED
+// where the target refcount is 2 or more.
+bool CopiedPassWants(CopiedPass pass, uint64_t entry, uint64_t refcount) {
+  return pass == CopiedPass::kAll || ((entry & f::kOflagCopied) && refcount >= 2);
+}
+
+Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset, bool repair,
+                       CopiedPass pass) {
   std::vector<uint8_t> table(ctx.cluster_bytes);
   QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
   bool edited = false;
@@ -99,8 +112,8 @@ Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset,
     const uint64_t offset = entry & f::kL2EntryOffsetMask;
     if ((entry & f::kOflagCompressed) || offset == 0) continue;
     QCRASH_ASSIGN_OR_RETURN(std::optional<uint64_t> refcount,
-                            ctx.refcounts.Get(offset >> ctx.header.cluster_bits));
-    if (!refcount) continue;
+                            CopiedTarget(ctx, pass, offset >> ctx.header.cluster_bits));
+    if (!refcount || !CopiedPassWants(pass, entry, *refcount)) continue;
     auto owner = [&] {
       return "active L1[" + std::to_string(l1_index) + "] -> L2 " + HexOffset(l2_offset) + "[" +
              std::to_string(j) + "]";
@@ -154,13 +167,25 @@ Status CompareAndRepair(CheckContext& ctx, uint64_t* highest, bool* may_fix_copi
     *may_fix_copied = false;
     return Status::Ok();
   }
-  QCRASH_RETURN_IF_ERROR(WriteTableEdits(ctx));
   if (ctx.rebuild) {
+    // Step 1: pointer edits, and OFLAG_COPIED cleared where the rebuilt
+    // refcount will be >= 2, durable before the new refcounts (R4, R9).
+    ExcludeOldRefcountStructure(ctx);
+    QCRASH_RETURN_IF_ERROR(CheckCopiedFlags(ctx, true, CopiedPass::kClearAheadFromImrt));
+    QCRASH_RETURN_IF_ERROR(WriteTableEdits(ctx));
+    // Step 2.
     QCRASH_RETURN_IF_ERROR(RebuildRefcountStructure(ctx));
+    QCRASH_RETURN_IF_ERROR(CompareRefcounts(ctx, true, highest));
   } else {
     ctx.report = before_compare;  // the dry run's findings are replaced by the fixing pass
+    QCRASH_RETURN_IF_ERROR(CompareRefcounts(ctx, true, highest));  // in memory only
+    if (ctx.fix_all()) {
+      QCRASH_RETURN_IF_ERROR(CheckCopiedFlags(ctx, true, CopiedPass::kClearAheadFromView));
+    }
+    // Step 1 (as above, with the fixed counts as targets).
+    QCRASH_RETURN_IF_ERROR(WriteTableEdits(ctx));
   }
-  QCRASH_RETURN_IF_ERROR(CompareRefcounts(ctx, true, highest));
+  // Step 3.
   return WriteRefcountFixes(ctx);
 }
 
@@ -200,7 +225,7 @@ Status CompareRefcounts(CheckContext& ctx, bool fix, uint64_t* highest_cluster) 
   return Status::Ok();
 }
 
-Status CheckCopiedFlags(CheckContext& ctx, bool fix) {
+Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass) {
   const CheckReport& r = ctx.report;
   const bool repair = fix && (ctx.fix_all() || (r.check_errors == 0 && r.corruptions == 0 &&
                                                 r.leaks == 0));
@@ -213,8 +238,12 @@ Status CheckCopiedFlags(CheckContext& ctx, bool fix) {
     const uint64_t l2_offset = entry & f::kL1EntryOffsetMask;
     if (l2_offset == 0) continue;
     QCRASH_ASSIGN_OR_RETURN(std::optional<uint64_t> refcount,
-                            ctx.refcounts.Get(l2_offset >> h.cluster_bits));
+                            CopiedTarget(ctx, pass, l2_offset >> h.cluster_bits));
     if (!refcount) continue;
+    if (!CopiedPassWants(pass, entry, *refcount)) {
+      QCRASH_RETURN_IF_ERROR(CheckCopiedInL2(ctx, i, l2_offset, repair, pass));
+      continue;
+    }
     if (CopiedMismatch(ctx, entry, *refcount, repair, l2_offset,
                        [&] { return "active L1[" + std::to_string(i) + "]"; },
                        ("L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=").c_str()) &&
@@ -222,7 +251,7 @@ Status CheckCopiedFlags(CheckContext& ctx, bool fix) {
       StoreBe64(&l1[i * 8], entry);
       edited = true;
     }
-    QCRASH_RETURN_IF_ERROR(CheckCopiedInL2(ctx, i, l2_offset, repair));
+    QCRASH_RETURN_IF_ERROR(CheckCopiedInL2(ctx, i, l2_offset, repair, pass));
   }
   if (edited) ctx.EditTable(h.l1_table_offset, l1);
   return Status::Ok();

@@ -218,11 +218,19 @@ Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visi
 
 // ---- compare and COPIED (check.cc) --------------------------------------------
 Status CompareRefcounts(CheckContext& ctx, bool fix, uint64_t* highest_cluster);
-Status CheckCopiedFlags(CheckContext& ctx, bool fix);
+// kAll: the pass that checks and fixes OFLAG_COPIED against the refcounts.
+// kClearAhead*: repair's pass before refcounts change on disk; it only clears
+// OFLAG_COPIED where the repaired refcount will be 2 or more (R9: never
+// COPIED on disk with a refcount >= 2), reading the target refcount from the
+// fixed view or from the IMRT (before a rebuild).
+enum class CopiedPass : uint8_t { kAll, kClearAheadFromView, kClearAheadFromImrt };
+Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass = CopiedPass::kAll);
 
 // ---- repair (repair.cc) ----------------------------------------------------------
 // Step 1: writes edited L1/L2 tables (pointer drops, cleared bits). Flushes.
 Status WriteTableEdits(CheckContext& ctx);
+// Before a rebuild: the old table and blocks stop counting as owners.
+void ExcludeOldRefcountStructure(CheckContext& ctx);
 // Step 2: new refcount blocks, flush, new table, flush, header switch, flush.
 Status RebuildRefcountStructure(CheckContext& ctx);
 // Step 3: writes refcount blocks changed by CompareRefcounts. Flushes.

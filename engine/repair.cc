@@ -2,7 +2,9 @@
 //
 // Why this order is crash-safe: repair never writes anything a second
 // repair could not recompute from the pointers it trusts.
-//   Step 1 (WriteTableEdits): dropped pointers and cleared reserved bits.
+//   Step 1 (WriteTableEdits): dropped pointers, cleared reserved bits, and
+//     OFLAG_COPIED cleared where the repaired refcount will be 2 or more
+//     (R9: COPIED is never on disk with a refcount >= 2).
 //     Removing a pointer only ever turns its cluster into a leak (R4), so it
 //     goes first: every later refcount decrease then applies to a cluster no
 //     durable pointer uses.
@@ -136,9 +138,14 @@ Status WriteTableEdits(CheckContext& ctx) {
   return Status::Ok();
 }
 
+void ExcludeOldRefcountStructure(CheckContext& ctx) {
+  for (uint64_t cluster : ctx.old_refcount_clusters) ctx.SubtractReference(cluster);
+  ctx.old_refcount_clusters.clear();
+}
+
 Status RebuildRefcountStructure(CheckContext& ctx) {
   // The new counts: every owner except the old refcount structure itself.
-  for (uint64_t cluster : ctx.old_refcount_clusters) ctx.SubtractReference(cluster);
+  ExcludeOldRefcountStructure(ctx);
   std::vector<uint64_t> counts(ctx.imrt_clusters());
   for (uint64_t c = 0; c < counts.size(); ++c) counts[c] = ctx.Imrt(c);
   QCRASH_ASSIGN_OR_RETURN(RebuildLayout layout, PlanRebuild(ctx, counts));
