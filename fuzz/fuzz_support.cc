@@ -1,0 +1,132 @@
+// Shared fuzz helpers: input decoding, bounded devices, bounded guest reads
+// and failure reporting.
+#include "fuzz/fuzz_support.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "engine/endian.h"
+#include "engine/header.h"
+#include "engine/image.h"
+#include "engine/qcow2_format.h"
+
+namespace qcrash::fuzz {
+
+namespace f = engine::format;
+
+uint8_t ByteReader::U8() { return pos_ < size_ ? data_[pos_++] : 0; }
+uint16_t ByteReader::U16() { return static_cast<uint16_t>((U8() << 8) | U8()); }
+uint32_t ByteReader::U32() { return (uint32_t{U16()} << 16) | U16(); }
+uint64_t ByteReader::U64() { return (uint64_t{U32()} << 32) | U32(); }
+
+ImageAndTrailer SplitTrailer(const uint8_t* data, size_t size) {
+  if (size == 0) return {};
+  const size_t records = data[size - 1] % kMaxTrailerRecords;
+  const size_t trailer_bytes = std::min(size - 1, records * kTrailerRecordBytes);
+  const size_t image_bytes = size - 1 - trailer_bytes;
+  return {{data, image_bytes}, {data + image_bytes, trailer_bytes}};
+}
+
+std::unique_ptr<MemoryDevice> MakeDevice(std::span<const uint8_t> image) {
+  return std::make_unique<MemoryDevice>(std::vector<uint8_t>(image.begin(), image.end()),
+                                        DeviceGeometry{}, kMaxDeviceBytes);
+}
+
+engine::OpenOptions SmallOpenOptions(bool read_only) {
+  engine::OpenOptions options;
+  options.read_only = read_only;
+  options.l2_cache_tables = 2;
+  options.refcount_cache_blocks = 2;
+  options.extent_clusters = 4;
+  return options;
+}
+
+namespace {
+
+// Reads guest cluster `guest_cluster` (errors are expected on hostile input).
+void ReadCluster(engine::Image& image, uint64_t guest_cluster, std::vector<uint8_t>& buffer) {
+  const uint64_t cluster_bytes = image.header().cluster_bytes();
+  const uint64_t offset = guest_cluster * cluster_bytes;
+  if (offset >= image.size_bytes()) return;
+  const uint64_t length = std::min(cluster_bytes, image.size_bytes() - offset);
+  buffer.resize(length);
+  (void)image.Read(offset, buffer);
+}
+
+// Reads the clusters the image's own L2 tables map, within a budget of
+// clusters: the allocated part of the guest view, wherever it lies.
+void ReadMappedClusters(BlockDevice& device, engine::Image& image, std::vector<uint8_t>& buffer) {
+  const engine::Header& h = image.header();
+  const uint64_t cluster_bytes = h.cluster_bytes();
+  const uint64_t l2_entries = f::L2Entries(h.cluster_bits);
+  uint64_t budget = kMaxMappedVisits;
+  // Open() read the whole L1 table, so it lies inside the (bounded) device.
+  std::vector<uint8_t> l1_table(uint64_t{h.l1_size} * 8);
+  if (!device.Read(h.l1_table_offset, l1_table).ok()) return;
+  std::vector<uint8_t> l2_table(cluster_bytes);
+  for (uint64_t l1_index = 0; l1_index < h.l1_size && budget > 0; ++l1_index) {
+    const uint64_t l2_offset = LoadBe64(&l1_table[l1_index * 8]) & f::kL1EntryOffsetMask;
+    if (l2_offset == 0) continue;
+    --budget;
+    if (!device.Read(l2_offset, l2_table).ok()) continue;
+    for (uint64_t i = 0; i < l2_entries && budget > 0; ++i) {
+      if (LoadBe64(&l2_table[i * 8]) == 0) continue;
+      --budget;
+      ReadCluster(image, l1_index * l2_entries + i, buffer);
+    }
+  }
+}
+
+}  // namespace
+
+void ReadGuestView(BlockDevice& device, engine::OpenOptions options) {
+  options.read_only = true;
+  auto opened = engine::Image::Open(device, options);
+  if (!opened.ok()) return;
+  engine::Image& image = **opened;
+  const uint64_t cluster_bytes = image.header().cluster_bytes();
+  std::vector<uint8_t> buffer;
+  for (uint64_t cluster = 0; cluster < kMaxHeadClusters; ++cluster) {
+    ReadCluster(image, cluster, buffer);
+  }
+  if (image.size_bytes() > 0) ReadCluster(image, (image.size_bytes() - 1) / cluster_bytes, buffer);
+  ReadMappedClusters(device, image, buffer);
+  // An unaligned read that spans a cluster boundary takes the split path.
+  if (image.size_bytes() > cluster_bytes + 512) {
+    buffer.resize(1024);
+    (void)image.Read(cluster_bytes - 512, buffer);
+  }
+  if (image.size_bytes() / cluster_bytes <= kMaxMapClusters) (void)image.Map();
+}
+
+void Fail(const std::string& property, const std::string& detail) {
+  std::fprintf(stderr, "\n==qcrash-fuzz== PROPERTY FAILED: %s\n==qcrash-fuzz== %s\n",
+               property.c_str(), detail.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+#if QCRASH_FUZZ_HAS_CHECK
+std::string DescribeReport(const engine::CheckReport& report) {
+  std::string out = "check_errors=" + std::to_string(report.check_errors) +
+                    " leaks=" + std::to_string(report.leaks) +
+                    " corruptions=" + std::to_string(report.corruptions) +
+                    " leaks_fixed=" + std::to_string(report.leaks_fixed) +
+                    " corruptions_fixed=" + std::to_string(report.corruptions_fixed);
+  size_t shown = 0;
+  for (const engine::Finding& finding : report.findings) {
+    if (finding.severity == engine::Severity::kInfo) continue;
+    if (shown++ == 8) break;
+    out += "\n  " + std::string(engine::FindingKindName(finding.kind)) + " " +
+           HexOffset(finding.host_offset) + " " + finding.owner + ": " + finding.message;
+  }
+  return out;
+}
+
+bool IsClean(const engine::CheckReport& report) {
+  return report.check_errors == 0 && report.leaks == 0 && report.corruptions == 0;
+}
+#endif
+
+}  // namespace qcrash::fuzz

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpora in corpus/<target>/: small images made by
+# qcrash and by qemu-img (512-byte and 4 KiB clusters, a few KiB each), a few
+# hand-damaged copies, operation trailers, write logs and crash-state ids.
+# Regression inputs (corpus/<target>/regress-*) are never touched.
+#
+#   fuzz/make_seeds.sh [QCRASH_BINARY]   (default: build/fuzzreg/qcrash)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+qcrash=${1:-build/fuzzreg/qcrash}
+[ -x "$qcrash" ] || { echo "make_seeds.sh: no qcrash binary at $qcrash" >&2; exit 1; }
+command -v qemu-img >/dev/null || { echo "make_seeds.sh: qemu-img missing" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+img="$work/img"
+mkdir -p "$img"
+
+# ---- images -------------------------------------------------------------------
+q() { qemu-img "$@" >/dev/null; }
+qio() { qemu-io "$@" >/dev/null; }
+
+"$qcrash" create -q -o cluster_size=512 "$img/qcrash-512-empty.qcow2" 1M
+"$qcrash" create -q -o cluster_size=512 "$img/qcrash-512-data.qcow2" 1M
+"$qcrash" io -c "write -P 0xaa 0 1536" -c "write -z 4096 1024" -c "write -P 0x55 65536 512" \
+  -c "discard 512 512" "$img/qcrash-512-data.qcow2" >/dev/null
+"$qcrash" create -q -o cluster_size=1024,refcount_bits=1 "$img/qcrash-1k-rc1.qcow2" 256K
+"$qcrash" io -c "write -P 0x11 0 4096" -c "write -P 0x22 131072 1024" "$img/qcrash-1k-rc1.qcow2" >/dev/null
+"$qcrash" create -q -o cluster_size=512,compat=0.10 "$img/qcrash-512-v2.qcow2" 128K
+"$qcrash" io -c "write -P 0x33 1024 2048" "$img/qcrash-512-v2.qcow2" >/dev/null
+"$qcrash" create -q -o cluster_size=512,lazy_refcounts=on "$img/qcrash-512-lazy.qcow2" 256K
+"$qcrash" io --policy lazy -c "write -P 0x44 0 4096" "$img/qcrash-512-lazy.qcow2" >/dev/null
+
+q create -f qcow2 -o cluster_size=512 "$img/qemu-512-empty.qcow2" 1M
+q create -f qcow2 -o cluster_size=512 "$img/qemu-512-data.qcow2" 1M
+qio -f qcow2 -c "write -P 0xcc 0 2048" -c "write -z 8192 4096" -c "discard 1024 512" "$img/qemu-512-data.qcow2"
+q create -f qcow2 -o cluster_size=1024,refcount_bits=64 "$img/qemu-1k-rc64.qcow2" 512K
+qio -f qcow2 -c "write -P 0xdd 4096 2048" "$img/qemu-1k-rc64.qcow2"
+q create -f qcow2 -o cluster_size=512,compat=0.10 "$img/qemu-512-v2.qcow2" 64K
+qio -f qcow2 -c "write -P 0xee 0 1024" "$img/qemu-512-v2.qcow2"
+q create -f qcow2 -o cluster_size=512 "$img/qemu-512-snapshot.qcow2" 64K
+qio -f qcow2 -c "write -P 0x10 0 1024" "$img/qemu-512-snapshot.qcow2"
+q snapshot -c snap1 "$img/qemu-512-snapshot.qcow2"
+qio -f qcow2 -c "write -P 0x20 512 1024" "$img/qemu-512-snapshot.qcow2"
+q create -f qcow2 -o cluster_size=1024 "$img/qemu-1k-bitmap.qcow2" 256K
+q bitmap --add -g 65536 "$img/qemu-1k-bitmap.qcow2" b0
+qio -f qcow2 -c "write -P 0x30 0 2048" "$img/qemu-1k-bitmap.qcow2"
+for _ in $(seq 64); do printf 'compressible data, cluster one. '; done > "$work/raw.bin"
+q convert -c -f raw -O qcow2 -o cluster_size=1024 "$work/raw.bin" "$img/qemu-1k-compressed.qcow2"
+q create -f qcow2 -o cluster_size=512 -u -b base.raw -F raw "$img/qemu-512-backing.qcow2" 64K
+
+# Hand-damaged copies of one qcrash image (offsets of a 512-byte-cluster
+# image: L1 at the cluster the header names, and so on).
+damage() {  # damage NAME OFFSET HEXBYTES
+  cp "$img/qcrash-512-data.qcow2" "$img/damaged-$1.qcow2"
+  printf "$3" | dd of="$img/damaged-$1.qcow2" bs=1 seek="$2" conv=notrunc status=none
+}
+l1=$(od -An -tu8 --endian=big -j 40 -N 8 "$img/qcrash-512-data.qcow2" | tr -d ' ')
+rt=$(od -An -tu8 --endian=big -j 48 -N 8 "$img/qcrash-512-data.qcow2" | tr -d ' ')
+damage l1-misaligned "$((l1 + 6))" '\x10\x01'
+damage l1-into-header "$l1" '\x80\x00\x00\x00\x00\x00\x00\x00'
+damage rt-zero "$rt" '\x00\x00\x00\x00\x00\x00\x00\x00'
+damage dirty-bit 79 '\x01'
+damage corrupt-bit 79 '\x02'
+damage unknown-incompat 72 '\x00\x00\x00\x00\x00\x01\x00\x00'
+damage huge-size 24 '\x00\x7f\xff\xff\xff\xff\xff\x00'
+
+# ---- per target ---------------------------------------------------------------
+for target in header_fuzzer read_fuzzer check_fuzzer repair_fuzzer write_fuzzer; do
+  mkdir -p "corpus/$target"
+  find "corpus/$target" -maxdepth 1 -name 'seed-*' -delete
+done
+for f in "$img"/*.qcow2; do
+  name=$(basename "$f" .qcow2)
+  for target in read_fuzzer check_fuzzer repair_fuzzer; do cp "$f" "corpus/$target/seed-$name"; done
+  # The header target only sees cluster 0.
+  head -c 4096 "$f" > "corpus/header_fuzzer/seed-$name"
+  # write_fuzzer: the image, then 4 operation records and their count.
+  { cat "$f"
+    printf '\x00\x00\x00\x00\x04\x02\x00\xab'   # write 0x200 bytes at 1 * 512 (aligned to 512)
+    printf '\x00\x00\x00\x00\x22\x20\x00\x5a'   # write, cluster-aligned offset
+    printf '\x03\x00\x00\x00\x01\x04\x00\x00'   # discard
+    printf '\x04\x00\x00\x00\x00\x00\x00\x00'   # flush
+    printf '\x04'; } > "corpus/write_fuzzer/seed-$name"
+done
+
+# write_log_fuzzer: logs in the compact format of sim/write_log.h.
+mkdir -p corpus/write_log_fuzzer
+find corpus/write_log_fuzzer -maxdepth 1 -name 'seed-*' -delete
+python3 - corpus/write_log_fuzzer <<'PY'
+import struct, sys
+out = sys.argv[1]
+def log(records, sector=512, initial=0):
+    b = b"QCRWLOG1" + struct.pack("<IIQQ", sector, 0, initial, len(records))
+    for kind, off, data in records:
+        b += struct.pack("<BQQ", kind, off, len(data)) + data
+    return b
+seeds = {
+    "empty": log([]),
+    "write-flush": log([(1, 0, b"A" * 1024), (3, 0, b""), (1, 512, b"B" * 512)], initial=4096),
+    "fua-resize": log([(1, 0, b"C" * 512), (2, 1024, b"D" * 512), (4, 8192, b""), (1, 4096, b"E" * 100)]),
+    "sector4k": log([(1, 100, b"F" * 5000), (1, 0, b"G" * 4096)], sector=4096, initial=8192),
+}
+for name, data in seeds.items():
+    open(f"{out}/seed-{name}", "wb").write(data)
+PY
+
+# crash_id_fuzzer: ids and enumerator specs.
+mkdir -p corpus/crash_id_fuzzer
+find corpus/crash_id_fuzzer -maxdepth 1 -name 'seed-*' -delete
+i=0
+for text in p0 p12:40=0,41=2 p5:1=1,2=0 p7:7=0/2@256 p9:3=g prefix drop-one tear-one bounded:2 \
+            exhaustive:1024 random:42:100 bounded:1@0/4 random:1:10@3/8; do
+  printf '%s' "$text" > "corpus/crash_id_fuzzer/seed-$i"; i=$((i + 1))
+done
+
+# workload_crash_fuzzer: policy, format, size, op count, ops (kind, u16
+# sector, u8 length), crash point, per-sector choices. The canary has no
+# seeds (ci/fuzz-smoke.sh makes it find its bug from nothing); its
+# corpus/canary_fuzzer/crashes/ holds inputs that must keep failing.
+mkdir -p corpus/workload_crash_fuzzer
+find corpus/workload_crash_fuzzer -maxdepth 1 -name 'seed-*' -delete
+python3 - <<'PY'
+import struct
+def case(policy, fmt, size, ops, point=0xffff, choices=b""):
+    b = bytes([policy, fmt, size, len(ops)])
+    for kind, sector, length in ops:
+        b += bytes([kind]) + struct.pack(">H", sector) + bytes([length])
+    return b + struct.pack(">Q", point) + choices
+alloc = [(0, 0, 4), (4, 0, 0), (0, 8, 8), (0, 64, 2), (4, 0, 0), (2, 8, 8), (3, 0, 1), (0, 200, 3)]
+seeds = {
+    "ordered-alloc": case(1, 0, 20, alloc),
+    "writethrough-4k": case(0, 2, 10, alloc[:5]),
+    "lazy-512": case(2, 0, 8, alloc, choices=bytes([0, 1] * 16)),
+    "extent-1k": case(3, 1, 12, alloc, point=3),
+    "ordered-v2": case(1, 4, 16, alloc[:4], choices=bytes([0] * 8)),
+    "ordered-64k": case(1, 3, 2, [(0, 0, 200), (4, 0, 0), (0, 300, 5)]),
+}
+for name, data in seeds.items():
+    open(f"corpus/workload_crash_fuzzer/seed-{name}", "wb").write(data)
+PY
+echo "make_seeds.sh: seeds written"; du -sh corpus/* | sort -k2

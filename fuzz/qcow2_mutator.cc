@@ -1,0 +1,221 @@
+// Structure-aware mutations of qcow2 images, and the libFuzzer hook
+// (LLVMFuzzerCustomMutator) that mixes them with libFuzzer's own.
+#include "fuzz/qcow2_mutator.h"
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "engine/endian.h"
+#include "engine/qcow2_format.h"
+
+namespace qcrash::fuzz {
+namespace {
+
+namespace f = engine::format;
+
+struct Field {
+  uint32_t offset;
+  uint32_t width;  // 4 or 8
+};
+constexpr Field kHeaderFields[] = {
+    {f::kOffVersion, 4},           {f::kOffBackingFileOffset, 8},   {f::kOffBackingFileSize, 4},
+    {f::kOffClusterBits, 4},       {f::kOffSize, 8},                {f::kOffCryptMethod, 4},
+    {f::kOffL1Size, 4},            {f::kOffL1TableOffset, 8},       {f::kOffRefcountTableOffset, 8},
+    {f::kOffRefcountTableClusters, 4}, {f::kOffNbSnapshots, 4},     {f::kOffSnapshotsOffset, 8},
+    {f::kOffIncompatibleFeatures, 8},  {f::kOffCompatibleFeatures, 8}, {f::kOffAutoclearFeatures, 8},
+    {f::kOffRefcountOrder, 4},     {f::kOffHeaderLength, 4},
+};
+constexpr uint32_t kExtensionTypes[] = {f::kExtEnd, f::kExtBackingFormat, f::kExtFeatureNameTable,
+                                        f::kExtBitmaps, f::kExtCryptoHeader, f::kExtDataFile};
+
+// The image as far as the mutator needs it: where the tables are.
+struct Layout {
+  uint32_t cluster_bits = 16;
+  uint64_t cluster_bytes = 0;
+  uint64_t l1_offset = 0;
+  uint64_t l1_entries = 0;  // clipped to the input
+  uint64_t refcount_table_offset = 0;
+  uint64_t refcount_table_entries = 0;  // clipped to the input
+  uint64_t extensions_offset = 0;
+  std::vector<uint64_t> l2_tables;        // in the input
+  std::vector<uint64_t> refcount_blocks;  // in the input
+  std::vector<uint64_t> structures;       // every offset worth pointing at
+};
+
+class Mutator {
+ public:
+  Mutator(uint8_t* data, size_t size, uint32_t seed) : data_(data), size_(size), rng_(seed) {}
+
+  bool Run();
+
+ private:
+  uint64_t Rand(uint64_t bound) { return bound == 0 ? 0 : rng_() % bound; }
+  bool Fits(uint64_t offset, uint64_t width) const { return offset <= size_ && width <= size_ - offset; }
+  uint64_t Load(uint64_t offset, uint32_t width) const {
+    return width == 8 ? LoadBe64(data_ + offset) : LoadBe32(data_ + offset);
+  }
+  void Store(uint64_t offset, uint32_t width, uint64_t value) {
+    if (!Fits(offset, width)) return;
+    if (width == 8) {
+      StoreBe64(data_ + offset, value);
+    } else {
+      StoreBe32(data_ + offset, static_cast<uint32_t>(value));
+    }
+  }
+  void Scan();
+  uint64_t AnyStructure() { return layout_.structures[Rand(layout_.structures.size())]; }
+  uint64_t NewValue(uint64_t old, uint32_t width);
+  uint64_t NewTableEntry(uint64_t old, bool l2);
+  void MutateHeaderField();
+  void MutateTableEntry(uint64_t table, uint64_t entries, bool l2);
+  void MutateRefcount();
+  void MutateExtension();
+
+  uint8_t* data_;
+  size_t size_;
+  std::minstd_rand rng_;
+  Layout layout_;
+};
+
+void Mutator::Scan() {
+  Layout& l = layout_;
+  l.cluster_bits = std::clamp<uint32_t>(LoadBe32(data_ + f::kOffClusterBits), f::kMinClusterBits,
+                                        f::kMaxClusterBits);
+  l.cluster_bytes = uint64_t{1} << l.cluster_bits;
+  l.l1_offset = LoadBe64(data_ + f::kOffL1TableOffset);
+  l.l1_entries = Fits(l.l1_offset, 0) ? std::min<uint64_t>(LoadBe32(data_ + f::kOffL1Size),
+                                                           (size_ - l.l1_offset) / 8)
+                                      : 0;
+  l.refcount_table_offset = LoadBe64(data_ + f::kOffRefcountTableOffset);
+  l.refcount_table_entries =
+      Fits(l.refcount_table_offset, 0)
+          ? std::min<uint64_t>(uint64_t{LoadBe32(data_ + f::kOffRefcountTableClusters)} << l.cluster_bits,
+                               size_ - l.refcount_table_offset) / 8
+          : 0;
+  const uint32_t version = LoadBe32(data_ + f::kOffVersion);
+  l.extensions_offset = version >= 3 ? LoadBe32(data_ + f::kOffHeaderLength) : f::kV2HeaderLength;
+  for (uint64_t i = 0; i < l.l1_entries && l.l2_tables.size() < 64; ++i) {
+    const uint64_t l2 = LoadBe64(data_ + l.l1_offset + i * 8) & f::kL1EntryOffsetMask;
+    if (l2 != 0 && Fits(l2, l.cluster_bytes)) l.l2_tables.push_back(l2);
+  }
+  for (uint64_t i = 0; i < l.refcount_table_entries && l.refcount_blocks.size() < 64; ++i) {
+    const uint64_t block = LoadBe64(data_ + l.refcount_table_offset + i * 8) & f::kRefcountTableOffsetMask;
+    if (block != 0 && Fits(block, l.cluster_bytes)) l.refcount_blocks.push_back(block);
+  }
+  l.structures = {0, l.cluster_bytes, l.l1_offset, l.refcount_table_offset,
+                  LoadBe64(data_ + f::kOffSnapshotsOffset),
+                  (size_ + l.cluster_bytes - 1) / l.cluster_bytes * l.cluster_bytes,
+                  (size_ / l.cluster_bytes + 2) * l.cluster_bytes};
+  l.structures.insert(l.structures.end(), l.l2_tables.begin(), l.l2_tables.end());
+  l.structures.insert(l.structures.end(), l.refcount_blocks.begin(), l.refcount_blocks.end());
+}
+
+// A new value for a header field: an edge of its range, a near neighbour,
+// a bit flip or another structure's offset.
+uint64_t Mutator::NewValue(uint64_t old, uint32_t width) {
+  const uint64_t max = width == 8 ? ~uint64_t{0} : 0xFFFFFFFFu;
+  switch (Rand(8)) {
+    case 0: return 0;
+    case 1: return max;
+    case 2: return old + 1 + Rand(4);
+    case 3: return old - 1 - Rand(4);
+    case 4: return old ^ (uint64_t{1} << Rand(width * 8));
+    case 5: return AnyStructure();
+    case 6: return AnyStructure() + layout_.cluster_bytes * Rand(4) + (Rand(4) == 0 ? 512 : 0);
+    default: return uint64_t{1} << Rand(width * 8);
+  }
+}
+
+uint64_t Mutator::NewTableEntry(uint64_t old, bool l2) {
+  const uint64_t flags = old & (f::kOflagCopied | (l2 ? f::kOflagCompressed | f::kOflagZero : 0));
+  switch (Rand(9)) {
+    case 0: return 0;
+    case 1: return old ^ f::kOflagCopied;
+    case 2: return l2 ? old ^ f::kOflagZero : old;
+    case 3: return l2 ? old ^ f::kOflagCompressed : old;
+    case 4: return old | (uint64_t{1} << Rand(9));  // reserved or misaligning low bits
+    case 5: return old | (uint64_t{1} << (56 + Rand(6)));  // reserved high bits
+    case 6: return flags | (AnyStructure() & f::kL2EntryOffsetMask);
+    case 7: return f::kOflagCopied | ((old & f::kL2EntryOffsetMask) + layout_.cluster_bytes * (1 + Rand(8)));
+    default: return f::kOflagCompressed | (AnyStructure() + Rand(layout_.cluster_bytes));
+  }
+}
+
+void Mutator::MutateHeaderField() {
+  const Field& field = kHeaderFields[Rand(std::size(kHeaderFields))];
+  if (!Fits(field.offset, field.width)) return;
+  Store(field.offset, field.width, NewValue(Load(field.offset, field.width), field.width));
+}
+
+void Mutator::MutateTableEntry(uint64_t table, uint64_t entries, bool l2) {
+  if (entries == 0) return;
+  const uint64_t at = table + Rand(entries) * 8;
+  if (Fits(at, 8)) Store(at, 8, NewTableEntry(Load(at, 8), l2));
+}
+
+// Refcounts: bytes of a refcount block set to 0, 1, 2, all ones, or nudged.
+void Mutator::MutateRefcount() {
+  if (layout_.refcount_blocks.empty()) return;
+  const uint64_t block = layout_.refcount_blocks[Rand(layout_.refcount_blocks.size())];
+  const uint64_t at = block + Rand(std::min<uint64_t>(layout_.cluster_bytes, 256));
+  if (!Fits(at, 1)) return;
+  static constexpr uint8_t kValues[] = {0, 1, 2, 0xFF, 0x80, 0x7F};
+  data_[at] = Rand(3) == 0 ? static_cast<uint8_t>(data_[at] + 1) : kValues[Rand(std::size(kValues))];
+}
+
+// The extension area: a record's type becomes a known magic, its length an
+// edge value, or an end marker moves.
+void Mutator::MutateExtension() {
+  uint64_t at = layout_.extensions_offset;
+  const uint64_t records = Rand(4);
+  for (uint64_t i = 0; i < records && Fits(at, 8); ++i) {
+    const uint64_t length = LoadBe32(data_ + at + 4);
+    if (LoadBe32(data_ + at) == 0 || length > layout_.cluster_bytes) break;
+    at += 8 + (length + 7) / 8 * 8;
+  }
+  if (!Fits(at, 8)) return;
+  if (Rand(2) == 0) {
+    Store(at, 4, kExtensionTypes[Rand(std::size(kExtensionTypes))]);
+  } else {
+    static constexpr uint32_t kLengths[] = {0, 1, 7, 8, 16, 24, 48, 0xFFFF, 0xFFFFFFFF};
+    Store(at + 4, 4, Rand(2) == 0 ? kLengths[Rand(std::size(kLengths))] : Load(at + 4, 4) + Rand(16));
+  }
+}
+
+bool Mutator::Run() {
+  if (size_ < f::kV3MinHeaderLength || LoadBe32(data_) != f::kMagic) return false;
+  Scan();
+  const uint64_t rounds = 1 + Rand(3);
+  for (uint64_t i = 0; i < rounds; ++i) {
+    switch (Rand(7)) {
+      case 0: MutateHeaderField(); break;
+      case 1: MutateTableEntry(layout_.l1_offset, layout_.l1_entries, false); break;
+      case 2:
+      case 3:
+        if (!layout_.l2_tables.empty()) {
+          MutateTableEntry(layout_.l2_tables[Rand(layout_.l2_tables.size())], layout_.cluster_bytes / 8, true);
+        }
+        break;
+      case 4: MutateTableEntry(layout_.refcount_table_offset, layout_.refcount_table_entries, false); break;
+      case 5: MutateRefcount(); break;
+      default: MutateExtension(); break;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool MutateQcow2(uint8_t* data, size_t size, uint32_t seed) { return Mutator(data, size, seed).Run(); }
+
+}  // namespace qcrash::fuzz
+
+extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
+
+// One in three mutations is structural when the input holds an image; the
+// rest are libFuzzer's byte-level ones (which also grow and shrink inputs).
+extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size, unsigned int seed) {
+  if (seed % 3 == 0 && qcrash::fuzz::MutateQcow2(data, size, seed / 3)) return size;
+  return LLVMFuzzerMutate(data, size, max_size);
+}

@@ -1,0 +1,50 @@
+// Fuzz target: `check -r all` then check. Properties (I7): after a repair
+// that ran, check is clean and a second repair writes nothing; the repaired
+// guest view then reads without crashing.
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/check.h"
+#include "engine/image.h"
+#include "fuzz/fuzz_support.h"
+
+namespace {
+
+// Open engine bugs (reported to the lead), skipped so the target keeps
+// looking for other ones. Remove an entry when its bug is fixed:
+//   repair-snapshot-table: repair keeps a broken snapshot table (QEMU's
+//   check -r all discards it), and what it overlaps stays wrong too.
+bool KnownUnrepaired(const qcrash::engine::CheckReport& report) {
+  for (const qcrash::engine::Finding& finding : report.findings) {
+    if (finding.kind == qcrash::engine::FindingKind::kSnapshotTable &&
+        finding.severity != qcrash::engine::Severity::kInfo) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace qcrash;
+  auto device = fuzz::MakeDevice({data, size});
+  auto repair = engine::CheckImage(*device, {engine::RepairMode::kAll});
+  if (!repair.ok()) return 0;  // the header is unusable: nothing to repair
+  auto after = engine::CheckImage(*device, {engine::RepairMode::kNone});
+  if (!after.ok()) {
+    fuzz::Fail("a repaired image can be checked", after.status().ToString());
+  }
+  if (KnownUnrepaired(*after)) return 0;
+  if (!fuzz::IsClean(*after)) {
+    fuzz::Fail("check is clean after check -r all",
+               "after repair: " + fuzz::DescribeReport(*after) + "\nrepair: " + fuzz::DescribeReport(*repair));
+  }
+  auto again = engine::CheckImage(*device, {engine::RepairMode::kAll});
+  if (!again.ok() || again->bytes_written != 0) {
+    fuzz::Fail("a second repair changes no byte",
+               again.ok() ? std::to_string(again->bytes_written) + " bytes written" : again.status().ToString());
+  }
+  fuzz::ReadGuestView(*device, fuzz::SmallOpenOptions(true));
+  return 0;
+}
