@@ -18,7 +18,12 @@
 namespace qcrash::cli {
 
 int ReportError(const std::string& file, const Status& status) {
-  std::fprintf(stderr, "qcrash: %s: %s\n", file.c_str(), status.ToString().c_str());
+  // One line, always: some messages (QEMU's lock wording) carry a newline.
+  std::string text = status.ToString();
+  for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at)) {
+    text.replace(at, 1, at + 1 < text.size() ? " " : "");
+  }
+  std::fprintf(stderr, "qcrash: %s: %s\n", file.c_str(), text.c_str());
   return 1;
 }
 
@@ -255,11 +260,20 @@ void InstallBackingOpener(const std::string& image_path, engine::OpenOptions& op
   };
 }
 
-Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options) {
+Result<std::unique_ptr<engine::ImageLock>> LockImage(const std::string& path, bool read_only,
+                                                     bool force_share) {
+  if (force_share) return std::unique_ptr<engine::ImageLock>();
+  return engine::ImageLock::Acquire(
+      path, read_only ? engine::ImageLock::Access::kRead : engine::ImageLock::Access::kWrite);
+}
+
+Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options,
+                              bool force_share) {
   // Decode the header read-only first: a file that is not a valid qcow2 image
   // is never opened for writing, so it stays byte-identical.
   QCRASH_RETURN_IF_ERROR(ReadHeaderOf(path).status());
   OpenedImage opened;
+  QCRASH_ASSIGN_OR_RETURN(opened.lock, LockImage(path, options.read_only, force_share));
   QCRASH_ASSIGN_OR_RETURN(opened.device,
                           FileDevice::Open(path, options.read_only ? FileDevice::Mode::kReadOnly
                                                                    : FileDevice::Mode::kReadWrite));

@@ -12,6 +12,7 @@
 #include "engine/file_device.h"
 #include "engine/header.h"
 #include "engine/image.h"
+#include "engine/image_lock.h"
 #include "engine/options.h"
 #include "engine/status.h"
 
@@ -58,18 +59,27 @@ bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenO
 Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
                           engine::CreateOptions& options);
 
-// An image opened over a file, with the device it owns.
+// An image opened over a file, with the device and QEMU-compatible lock it
+// owns (members are destroyed bottom-up: the image first, the lock last).
 struct OpenedImage {
+  std::unique_ptr<engine::ImageLock> lock;
   std::unique_ptr<FileDevice> device;
   std::unique_ptr<engine::Image> image;
 };
+
+// Takes QEMU's advisory lock on `path`: a writer excludes every other user,
+// a reader excludes writers (qemu-img's -U / force_share skips it).
+Result<std::unique_ptr<engine::ImageLock>> LockImage(const std::string& path, bool read_only,
+                                                     bool force_share);
 
 // Installs an opener that resolves backing names as QEMU does (relative to
 // the directory of the image that names them) and opens them read-only.
 void InstallBackingOpener(const std::string& image_path, engine::OpenOptions& options);
 
-// Opens `path` as qcow2 (read-only when options.read_only), backing chain included.
-Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options);
+// Opens `path` as qcow2 (read-only when options.read_only), backing chain
+// included, holding QEMU's lock on it unless force_share.
+Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options,
+                              bool force_share = false);
 
 // Resets getopt so that each command parses its own argv from the start.
 void ResetGetopt();

@@ -26,6 +26,7 @@ struct ConvertArgs {
   engine::OpenOptions open_options;
   std::string source;
   std::string target;
+  bool force_share = false;
 };
 
 int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
@@ -40,7 +41,8 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   while ((opt = getopt_long(argc, argv, "+hqpUf:O:o:", kLong, &index)) != -1) {
     switch (opt) {
       case 'h': std::fputs(kUsage, stdout); return -1;
-      case 'q': case 'p': case 'U': break;
+      case 'q': case 'p': break;
+      case 'U': args.force_share = true; break;
       case 'f': args.source_format = optarg; break;
       case 'O': args.target_format = optarg; break;
       case 'o': {
@@ -110,7 +112,7 @@ Status OpenSource(const ConvertArgs& args, Source& source) {
   }
   engine::OpenOptions options;
   options.read_only = true;
-  QCRASH_ASSIGN_OR_RETURN(source.image, OpenImage(args.source, options));
+  QCRASH_ASSIGN_OR_RETURN(source.image, OpenImage(args.source, options, args.force_share));
   source.size_bytes = source.image.image->size_bytes();
   QCRASH_ASSIGN_OR_RETURN(auto extents, source.image.image->Map());
   for (const engine::MapExtent& extent : extents) {

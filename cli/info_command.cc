@@ -93,11 +93,12 @@ int RunInfo(int argc, char** argv) {
                                  {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   bool json = false;
+  bool force_share = false;
   int opt;
   while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
     switch (opt) {
       case 'h': std::fputs(kUsage, stdout); return 0;
-      case 'U': break;
+      case 'U': force_share = true; break;
       case 'f':
         if (std::string(optarg) != "qcow2") return ReportUsage("info: only -f qcow2 is supported");
         break;
@@ -121,6 +122,8 @@ int RunInfo(int argc, char** argv) {
   // so that a file whose tables are broken is reported, not described.
   engine::OpenOptions options;
   options.read_only = true;
+  auto lock = LockImage(path, /*read_only=*/true, force_share);
+  if (!lock.ok()) return ReportError(path, lock.status());
   auto device = FileDevice::Open(path, FileDevice::Mode::kReadOnly);
   if (!device.ok()) return ReportError(path, device.status());
   if (auto image = engine::Image::Open(**device, options); !image.ok()) {

@@ -199,6 +199,7 @@ bool RunIoCommand(engine::Image& image, const IoCommand& command, std::vector<ui
 
 struct IoArgs {
   engine::OpenOptions options;
+  bool force_share = false;
   std::vector<std::string> lines;
   std::string file;
 };
@@ -220,7 +221,7 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
     switch (opt) {
       case 'h': std::fputs(kUsage, stdout); return -1;
       case 'r': args.options.read_only = true; break;
-      case 'U': break;
+      case 'U': args.force_share = true; break;
       case 'f':
         if (std::string(optarg) != "qcow2") return ReportUsage("io: only -f qcow2 is supported");
         break;
@@ -236,6 +237,9 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
     return 1;
   }
   args.file = argv[optind];
+  if (args.force_share && !args.options.read_only) {
+    return ReportUsage("io: -U (force-share) can only be used with read-only images (-r)");
+  }
   return 0;
 }
 
@@ -251,7 +255,7 @@ int RunIo(int argc, char** argv) {
     if (!command.ok()) return ReportError(args.file, command.status());
     commands.push_back(*command);
   }
-  auto opened = OpenImage(args.file, args.options);
+  auto opened = OpenImage(args.file, args.options, args.force_share);
   if (!opened.ok()) return ReportError(args.file, opened.status());
   engine::Image& image = *opened->image;
   std::vector<uint8_t> buffer;

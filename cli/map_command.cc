@@ -84,11 +84,12 @@ int RunMap(int argc, char** argv) {
                                  {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   bool json = false;
+  bool force_share = false;
   int opt;
   while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
     switch (opt) {
       case 'h': std::fputs(kUsage, stdout); return 0;
-      case 'U': break;
+      case 'U': force_share = true; break;
       case 'f':
         if (std::string(optarg) != "qcow2") return ReportUsage("map: only -f qcow2 is supported");
         break;
@@ -108,7 +109,7 @@ int RunMap(int argc, char** argv) {
   const std::string path = argv[optind];
   engine::OpenOptions options;
   options.read_only = true;
-  auto opened = OpenImage(path, options);
+  auto opened = OpenImage(path, options, force_share);
   if (!opened.ok()) return ReportError(path, opened.status());
   auto extents = opened->image->Map();
   if (!extents.ok()) return ReportError(path, extents.status());

@@ -91,5 +91,27 @@ TEST(BadInput, MissingFileAndBadCommandAreOneLine) {
   }
 }
 
+// qcrash takes QEMU's advisory locks: while qemu-io has the image open for
+// writing, `qcrash io` refuses it (and writes nothing), `qcrash info` needs
+// -U, as qemu-img does.
+TEST(BadInput, AnImageQemuIoHoldsIsRefusedWithOneLine) {
+  ScratchDir dir;
+  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 busy.qcow2 1M").exit_code, 0);
+  const std::string before = ReadFileBytes(dir.File("busy.qcow2"));
+  // Hold the image in a background qemu-io; wait until its lock is visible.
+  const RunResult held = dir.Run(
+      "(qemu-io -c 'sleep 3000' busy.qcow2 >/dev/null 2>&1 &) ; "
+      "for i in $(seq 100); do qemu-img info busy.qcow2 >/dev/null 2>&1 || exit 0; sleep 0.02; done; exit 1");
+  ASSERT_EQ(held.exit_code, 0) << "qemu-io never took its lock";
+  const RunResult io = dir.Qcrash("io -c 'write -P 0x5 0 4k' busy.qcow2");
+  EXPECT_NE(io.exit_code, 0);
+  EXPECT_EQ(std::count(io.err.begin(), io.err.end(), '\n'), 1) << io.err;
+  EXPECT_NE(io.err.find("lock"), std::string::npos) << io.err;
+  EXPECT_TRUE(ReadFileBytes(dir.File("busy.qcow2")) == before);
+  EXPECT_NE(dir.Qcrash("info busy.qcow2").exit_code, 0);
+  EXPECT_EQ(dir.Qcrash("info -U busy.qcow2").exit_code, 0);
+  EXPECT_EQ(dir.Qcrash("map -U busy.qcow2").exit_code, 0);
+}
+
 }  // namespace
 }  // namespace qcrash::interop
