@@ -22,7 +22,13 @@ namespace qcrash::engine::check_internal {
 
 // Limits against hostile images (every walk and allocation is bounded).
 inline constexpr uint64_t kMaxClustersChecked = uint64_t{1} << 27;  // 5 bytes of memory each
-inline constexpr uint64_t kMaxL2Visits = uint64_t{1} << 24;         // L2 tables read by one walk
+// L2 tables read by one walk: 2^21 covers 1 PiB of guest disk per snapshot at
+// 64 KiB clusters, and bounds a hostile image whose L1 entries all point at
+// one table to 2^21 table reads.
+inline constexpr uint64_t kMaxL2Visits = uint64_t{1} << 21;
+// L1 bytes over all snapshots: a hostile table of 65536 snapshots with 32 MiB
+// L1s each would otherwise mean 2 TiB of (zero-filled) reads.
+inline constexpr uint64_t kMaxTotalSnapshotL1Bytes = uint64_t{256} << 20;
 inline constexpr uint64_t kMaxSnapshotTableBytes = uint64_t{64} << 20;
 inline constexpr uint64_t kMaxBitmapDirectoryBytes = uint64_t{64} << 20;
 inline constexpr uint32_t kMaxBitmaps = 65535;

@@ -324,6 +324,7 @@ void CheckHeaderFields(CheckContext& ctx) {
 
 Status ReadSnapshotTable(CheckContext& ctx) {
   uint64_t offset = ctx.header.snapshots_offset;
+  uint64_t snapshot_l1_bytes = 0;
   for (uint32_t i = 0; i < ctx.header.nb_snapshots; ++i) {
     const std::string owner = "snapshot table entry " + std::to_string(i);
     uint8_t fixed[40];
@@ -365,6 +366,15 @@ Status ReadSnapshotTable(CheckContext& ctx) {
                      std::to_string(s.l1_size) +
                      ": L1 table is too large; snapshot table entry corrupted");
       s.usable = false;
+    }
+    if (s.usable) {
+      snapshot_l1_bytes += uint64_t{s.l1_size} * 8;
+      if (snapshot_l1_bytes > kMaxTotalSnapshotL1Bytes) {
+        ctx.Report(FindingKind::kLimit, Severity::kCheckError, false, offset, label,
+                   "snapshot L1 tables exceed check's limit of " +
+                       std::to_string(kMaxTotalSnapshotL1Bytes) + " bytes in all: not walked");
+        s.usable = false;
+      }
     }
     ctx.snapshots.push_back(std::move(s));
     offset += entry_bytes;
