@@ -14,7 +14,11 @@
 #   seq   sequential allocating writes of 1 MiB over a fresh SEQ_MIB image
 #   rand  RAND_OPS random 4 KiB writes (fixed seed) over a fresh RAND_IMAGE_GIB image
 # Both tools run every write as one -c command in a single process and close
-# the image cleanly; the timing covers the whole process.
+# the image cleanly; the timing covers the whole process. qcrash's engine
+# counters (`qcrash io --stats`: device flushes, metadata writes, allocations)
+# are recorded beside its timing, so each policy's price in flushes shows.
+# The host is shared: run it on a quiet machine, timings swing widely when
+# other processes flush.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,7 +72,8 @@ run_tool() {
     local start end
     start=$(now)
     if [[ $tool == qcrash ]]; then
-      "$qcrash" io --policy "$policy" "${args[@]}" "$img" >/dev/null
+      "$qcrash" io --stats --policy "$policy" "${args[@]}" "$img" | grep '^stats: ' \
+        | sed 's/^stats: //' >"$scratch/stats.json"
     else
       qemu-io -f qcow2 "${args[@]}" "$img" >/dev/null
     fi
@@ -96,20 +101,25 @@ for kind in seq rand; do
     qemu_s=$(run_tool qemu-io "$kind" "$flush" - "$args_file")
     for policy in $policies; do
       qcrash_s=$(run_tool qcrash "$kind" "$flush" "$policy" "$args_file")
-      results+=("$(python3 - "$kind" "$flush" "$policy" "$ops" "$bytes" "$qcrash_s" "$qemu_s" <<'PY'
+      results+=("$(python3 - "$kind" "$flush" "$policy" "$ops" "$bytes" "$qcrash_s" "$qemu_s" \
+                  "$(cat "$scratch/stats.json")" <<'PY'
 import json, sys
-kind, flush, policy, ops, nbytes, q, e = sys.argv[1:]
+kind, flush, policy, ops, nbytes, q, e, stats = sys.argv[1:]
+stats = json.loads(stats)
 ops, nbytes, q, e = int(ops), int(nbytes), float(q), float(e)
 def tool(s):
     return {"seconds": s, "ops_per_s": round(ops / s, 1), "mib_per_s": round(nbytes / s / 2**20, 2)}
+qcrash = tool(q)
+qcrash["engine_stats"] = stats
+qcrash["device_flushes_per_guest_write"] = round(stats["device_flushes"] / max(1, stats["guest_writes"]), 3)
 print(json.dumps({"workload": kind, "flush_each_write": flush == "1", "policy": policy,
-                  "ops": ops, "bytes": nbytes, "qcrash": tool(q), "qemu_io": tool(e),
+                  "ops": ops, "bytes": nbytes, "qcrash": qcrash, "qemu_io": tool(e),
                   "ratio_qcrash_over_qemu": round(e / q, 3)}))
 PY
 )")
       echo "io_bench: $kind flush=$flush policy=$policy qcrash ${qcrash_s}s qemu-io ${qemu_s}s" >&2
     done
-    rm -f "$args_file"
+    rm -f "$args_file" "$scratch/stats.json"
   done
 done
 

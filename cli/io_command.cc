@@ -4,6 +4,7 @@
 #include <getopt.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,7 +18,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: qcrash io [-r] [-f qcow2] [--policy P] [--data-ordering strict|qemu]\n"
-    "                 [--cache-l2 N] [--cache-refcount N] [--fault SWITCH]... [-c CMD]... FILE\n"
+    "                 [--cache-l2 N] [--cache-refcount N] [--fault SWITCH]... [--stats]\n"
+    "                 [-c CMD]... FILE\n"
     "  CMD: write [-P pattern] [-z [-u]] [-q] OFF LEN | read [-P pattern] [-q] OFF LEN |\n"
     "       discard [-q] OFF LEN | flush | truncate SIZE\n";
 
@@ -200,6 +202,7 @@ bool RunIoCommand(engine::Image& image, const IoCommand& command, std::vector<ui
 struct IoArgs {
   engine::OpenOptions options;
   bool force_share = false;
+  bool stats = false;
   std::vector<std::string> lines;
   std::string file;
 };
@@ -213,6 +216,7 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
                                  {"cache-refcount", required_argument, nullptr, 1},
                                  {"fault", required_argument, nullptr, 1},
                                  {"data-ordering", required_argument, nullptr, 1},
+                                 {"stats", no_argument, nullptr, 2},
                                  {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int opt;
@@ -229,6 +233,7 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
       case 1:
         if (!ApplyEngineOption(kLong[index].name, optarg, args.options)) return 1;
         break;
+      case 2: args.stats = true; break;
       default: std::fputs(kUsage, stderr); return 1;
     }
   }
@@ -241,6 +246,16 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
     return ReportUsage("io: -U (force-share) can only be used with read-only images (-r)");
   }
   return 0;
+}
+
+// "stats: {...}": what the engine did, for flushes per guest write and friends.
+void PrintStats(const engine::EngineStats& stats) {
+  const nlohmann::ordered_json json = {
+      {"guest_writes", stats.guest_writes},       {"guest_flushes", stats.guest_flushes},
+      {"device_flushes", stats.device_flushes},   {"metadata_writes", stats.metadata_writes},
+      {"data_writes", stats.data_writes},         {"clusters_allocated", stats.clusters_allocated},
+      {"eviction_writes", stats.eviction_writes}};
+  std::printf("stats: %s\n", json.dump().c_str());
 }
 
 }  // namespace
@@ -264,6 +279,7 @@ int RunIo(int argc, char** argv) {
   if (!image.read_only()) {
     if (const Status status = image.Close(); !status.ok()) return ReportError(args.file, status);
   }
+  if (args.stats) PrintStats(image.stats());
   return all_ok ? 0 : 1;
 }
 
