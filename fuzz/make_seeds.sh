@@ -105,6 +105,31 @@ for name, data in seeds.items():
     open(f"{out}/seed-{name}", "wb").write(data)
 PY
 
+# journal_fuzzer: mode byte, then a location payload, a journal header
+# block or a descriptor block taken from a journal-policy image.
+"$qcrash" create -q -o cluster_size=1024 "$work/journal.qcow2" 256K
+"$qcrash" io --policy journal -c "write -P 0x11 0 4096" -c "write -P 0x22 65536 1024" "$work/journal.qcow2" >/dev/null
+mkdir -p corpus/journal_fuzzer
+find corpus/journal_fuzzer -maxdepth 1 -name 'seed-*' -delete
+python3 - "$work/journal.qcow2" corpus/journal_fuzzer <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+out = sys.argv[2]
+header_at = d.find(b"qjournal")
+off, location = struct.unpack(">I", d[100:104])[0], None
+while off + 8 <= 1024:
+    t, l = struct.unpack(">II", d[off:off + 8])
+    if t == 0:
+        break
+    if t == 0x716A726E:
+        location = d[off + 8:off + 8 + l]
+    off += 8 + (l + 7) // 8 * 8
+open(f"{out}/seed-location", "wb").write(bytes([0, 1]) + struct.pack(">I", len(d)) + location)
+open(f"{out}/seed-header", "wb").write(bytes([1]) + struct.pack(">I", 1 << 20) + d[header_at:header_at + 512])
+desc = header_at + 512
+open(f"{out}/seed-descriptor", "wb").write(bytes([2]) + struct.pack(">H", 1) + d[desc:desc + 512])
+PY
+
 # crash_id_fuzzer: ids and enumerator specs.
 mkdir -p corpus/crash_id_fuzzer
 find corpus/crash_id_fuzzer -maxdepth 1 -name 'seed-*' -delete
@@ -135,6 +160,8 @@ seeds = {
     "extent-1k": case(3, 1, 12, alloc, point=3),
     "ordered-v2": case(1, 4, 16, alloc[:4], choices=bytes([0] * 8)),
     "ordered-64k": case(1, 3, 2, [(0, 0, 200), (4, 0, 0), (0, 300, 5)]),
+    "journal-1k": case(4, 1, 12, alloc, choices=bytes([1, 0] * 16)),
+    "journal-4k": case(4, 2, 6, alloc[:5]),
 }
 for name, data in seeds.items():
     open(f"corpus/workload_crash_fuzzer/seed-{name}", "wb").write(data)

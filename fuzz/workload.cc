@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <memory>
 
 #include "engine/check.h"
@@ -148,9 +149,18 @@ Violation CheckGuestData(BlockDevice& device, const WorkloadCase& workload, cons
   return {};
 }
 
-// Recovery of one crash state (check, repair, check) and the invariants.
+// Recovery of one crash state (journal replay, check, repair, check) and the
+// invariants.
 Violation Recover(sim::CrashView& view, const WorkloadCase& workload, const SectorOracle& oracle,
                   uint64_t point) {
+  if (workload.open.policy == engine::OrderingPolicy::kJournal) {
+    // Opening read-write replays the committed transactions; Close leaves
+    // the journal clean, so check sees the recovered metadata.
+    auto opened = engine::Image::Open(view, workload.open);
+    if (!opened.ok()) return {"I8 journal replay opens the crash image", opened.status().ToString()};
+    const Status closed = (*opened)->Close();
+    if (!closed.ok()) return {"I8 the recovered image closes", closed.ToString()};
+  }
   auto before = engine::CheckImage(view, {engine::RepairMode::kNone});
   if (!before.ok()) return {"crash image can be checked", before.status().ToString()};
   if (workload.strict_before_repair && (before->corruptions != 0 || before->check_errors != 0)) {
@@ -177,19 +187,21 @@ Violation Recover(sim::CrashView& view, const WorkloadCase& workload, const Sect
 WorkloadCase DecodeWorkload(ByteReader& reader) {
   static constexpr engine::OrderingPolicy kPolicies[] = {
       engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
-      engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent};
+      engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent, engine::OrderingPolicy::kJournal};
   static constexpr uint32_t kClusterBits[] = {9, 10, 12, 16};
   WorkloadCase w;
   const uint8_t policy_byte = reader.U8();
   w.open = SmallOpenOptions(false);
-  w.open.policy = kPolicies[policy_byte % 4];
-  w.open.l2_cache_tables = 1 + (policy_byte >> 2) % 4;
-  w.open.refcount_cache_blocks = 1 + (policy_byte >> 4) % 4;
+  w.open.policy = kPolicies[policy_byte % std::size(kPolicies)];
+  w.open.l2_cache_tables = 1 + (policy_byte >> 3) % 4;
+  w.open.refcount_cache_blocks = 1 + (policy_byte >> 5) % 4;
+  w.open.journal.size_bytes = uint64_t{64} << 10;  // 128 blocks: wraparound within a few ops
   w.strict_before_repair = w.open.policy != engine::OrderingPolicy::kLazy;
   const uint8_t format_byte = reader.U8();
   w.create.cluster_bits = kClusterBits[format_byte % 4];
   const bool lazy = w.open.policy == engine::OrderingPolicy::kLazy;
-  w.create.version = (!lazy && (format_byte & 4)) ? 2 : 3;
+  const bool journal = w.open.policy == engine::OrderingPolicy::kJournal;
+  w.create.version = (!lazy && !journal && (format_byte & 4)) ? 2 : 3;
   w.create.refcount_order = w.create.version == 2 ? 4 : (format_byte >> 3) % 7;
   w.create.lazy_refcounts = lazy;
   w.device_sector_bytes = (format_byte & 0x80) ? 4096 : 512;
