@@ -258,8 +258,12 @@ TEST(ImageLock, ConflictsWithQemuIoBothWays) {
 // `qcrash check --output=json` prints qemu-img's fields with qemu-img's values
 // and exit code; -r all repairs.
 TEST(CheckCommand, JsonMatchesQemuImg) {
+  // ctest runs tests in the build root, where the qcrash binary lands. (The
+  // QCRASH_BINARY_DIR variable does not reach discovered tests: only the
+  // first element of QcrashTest.cmake's ENVIRONMENT list survives.)
   const char* binary_dir = std::getenv("QCRASH_BINARY_DIR");
-  const std::string qcrash = std::string(binary_dir ? binary_dir : ".") + "/qcrash";
+  const std::string qcrash =
+      (binary_dir ? std::string(binary_dir) : std::filesystem::current_path().string()) + "/qcrash";
   if (access(qcrash.c_str(), X_OK) != 0) GTEST_SKIP() << "no qcrash binary at " << qcrash;
   TempDir dir;
   for (Corruption c : {Corruption::kLeak, Corruption::kSharedCluster, Corruption::kCompressedCopied}) {
