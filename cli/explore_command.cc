@@ -26,7 +26,9 @@ const char kUsage[] =
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--fault SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
     "         [--cache-refcount N] [--nested E] [--no-minimize]\n"
-    "  policies: writethrough ordered lazy extent unsafe\n"
+    "         [--journal commit=header|descriptor,recovery=header|scan,\n"
+    "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
+    "  policies: writethrough ordered lazy extent journal unsafe\n"
     "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n";
 
 struct Args {
@@ -39,6 +41,34 @@ struct Args {
   std::string report_path;
   std::string reproducers_dir;
 };
+
+// --journal commit=header|descriptor,recovery=header|scan,terminator=blank|escape,
+//           checksum=crc32|bytesum|none: the journal draft's spec variants.
+bool ParseJournalVariant(const std::string& text, engine::JournalOptions& journal) {
+  auto list = ParseOptionList(text);
+  if (!list.ok()) return false;
+  for (const auto& [key, value] : *list) {
+    if (key == "commit" && (value == "header" || value == "descriptor")) {
+      journal.commit = value == "header" ? engine::JournalCommit::kHeader : engine::JournalCommit::kDescriptorFlag;
+    } else if (key == "recovery" && (value == "header" || value == "scan")) {
+      journal.recovery = value == "header" ? engine::JournalRecovery::kHeaderBookkeeping
+                                           : engine::JournalRecovery::kScanOnly;
+    } else if (key == "terminator" && (value == "blank" || value == "escape")) {
+      journal.terminator = value == "blank" ? engine::JournalTerminator::kBlankBlock
+                                            : engine::JournalTerminator::kEscapeFlag;
+    } else if (key == "size") {
+      auto size = ParseSize(value);
+      if (!size.ok() || *size < 4096 || *size > (uint64_t{64} << 20)) return false;
+      journal.size_bytes = *size;
+    } else if (key == "checksum" && (value == "crc32" || value == "bytesum" || value == "none")) {
+      journal.checksums = value != "none";
+      journal.byte_sum_checksum = value == "bytesum";
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
 
 int Usage(const std::string& message) {
   std::fprintf(stderr, "qcrash explore: %s\n%s", message.c_str(), kUsage);
@@ -64,7 +94,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
       {"reproducers", required_argument, nullptr, 'R'}, {"fault", required_argument, nullptr, 'f'},
       {"data-ordering", required_argument, nullptr, 'd'}, {"cache-l2", required_argument, nullptr, 'L'},
       {"cache-refcount", required_argument, nullptr, 'C'}, {"nested", required_argument, nullptr, 'N'},
-      {"no-minimize", no_argument, nullptr, 'M'}, {"help", no_argument, nullptr, 'h'},
+      {"no-minimize", no_argument, nullptr, 'M'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int c;
@@ -78,6 +108,12 @@ int ParseArgs(int argc, char** argv, Args& args) {
       case 'R': args.reproducers_dir = value; break;
       case 'N': args.config.recovery.nested_enumerator = value; break;
       case 'M': args.config.minimize = false; break;
+      case 'J':
+        if (!ParseJournalVariant(value, args.config.run.open.journal)) {
+          return Usage("bad --journal '" + value + "' (commit=header|descriptor, recovery=header|scan, "
+                       "terminator=blank|escape, checksum=crc32|bytesum|none, size=4k..64M)");
+        }
+        break;
       case 'p': case 'f': case 'd': case 'L': case 'C': {
         const char* name = c == 'p' ? "policy" : c == 'f' ? "fault" : c == 'd' ? "data-ordering"
                            : c == 'L' ? "cache-l2" : "cache-refcount";

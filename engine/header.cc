@@ -302,6 +302,13 @@ Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
     out.insert(out.end(), h.backing_file.begin(), h.backing_file.end());
     StoreBe64(out.data() + f::kOffBackingFileOffset, at);
   }
+  if (out.size() > h.cluster_bytes() && !h.feature_names.empty()) {
+    // The feature name table only names bits for humans: small clusters
+    // drop it rather than the extensions that matter.
+    Header without_names = h;
+    without_names.feature_names.clear();
+    return EncodeHeader(without_names);
+  }
   if (out.size() > h.cluster_bytes()) {
     return Status::InvalidArgument("header, extensions and backing file name (" +
                                    std::to_string(out.size()) + " bytes) do not fit in cluster 0");

@@ -7,6 +7,7 @@
 
 #include "engine/endian.h"
 #include "engine/journal_internal.h"
+#include "engine/qcow2_format.h"
 
 namespace qcrash::engine {
 
@@ -121,6 +122,17 @@ Result<std::vector<Journal::Txn>> Journal::CollectScan() {
 Status Journal::WriteInPlace(uint64_t offset_bytes, std::span<const uint8_t> bytes, bool apply) {
   if (apply) {
     ++io_.stats().metadata_writes;
+    // A journalled image header carries the incompatible bits of its time,
+    // which may lack "journal dirty": written as is, a crash before replay
+    // ends would leave a half-replayed image that no longer asks for replay
+    // (found by I8). The bit stays set until Reinit() clears it.
+    constexpr uint64_t kBitsAt = format::kOffIncompatibleFeatures;
+    if (offset_bytes <= kBitsAt && offset_bytes + bytes.size() >= kBitsAt + 8) {
+      std::vector<uint8_t> patched(bytes.begin(), bytes.end());
+      uint8_t* bits = &patched[kBitsAt - offset_bytes];
+      StoreBe64(bits, LoadBe64(bits) | format::kIncompatJournalDirty);
+      return io_.device().Write(offset_bytes, patched);
+    }
     return io_.device().Write(offset_bytes, bytes);
   }
   // Read-only recovery: the replayed bytes live in the overlay only.

@@ -19,7 +19,7 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
     const uint64_t count = op.length_bytes / kGuestSectorBytes;
     for (uint64_t s = first; s < first + count; ++s) {
       const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(i + 1, s) : 0;
-      by_sector[s].push_back({static_cast<uint32_t>(i), tag});
+      by_sector[s].push_back({static_cast<uint32_t>(i), tag, op.kind == OpKind::kDiscard});
     }
     if (!ranges_.empty() && ranges_.back().first + ranges_.back().second >= op.offset_bytes &&
         ranges_.back().first <= op.offset_bytes) {
@@ -97,19 +97,26 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
     const uint64_t sector = first_sector + k;
     const uint64_t actual = TagOf(bytes.data() + k * kGuestSectorBytes);
     auto it = std::lower_bound(sectors_.begin(), sectors_.end(), sector);
+    // The values the sector may hold as of the flush: one, or after a
+    // discard also zeroes.
     uint64_t durable = 0;
-    bool later_writes = false, allowed = false;
+    bool durable_or_zero = false, later_writes = false, allowed = false;
     if (it != sectors_.end() && *it == sector) {
       for (const Write& w : history_[static_cast<size_t>(it - sectors_.begin())]) {
         if (static_cast<int64_t>(w.op_index) < flush_index) {
-          durable = w.tag;
+          if (w.discard) {
+            durable_or_zero = durable_or_zero || durable != 0;
+          } else {
+            durable = w.tag;
+            durable_or_zero = false;
+          }
         } else if (run_.spans[w.op_index].start < point) {
           later_writes = true;  // issued after the flush, before the crash
           allowed |= actual == w.tag;
         }
       }
     }
-    if (actual == durable || allowed) continue;
+    if (actual == durable || allowed || (durable_or_zero && actual == 0)) continue;
     ContentViolation v;
     v.guest_offset = sector * kGuestSectorBytes;
     v.invariant = later_writes ? "I5" : "I4";

@@ -42,6 +42,7 @@ class GuestOracle {
   struct Write {
     uint32_t op_index;
     uint64_t tag;  // 0 = zeroes
+    bool discard;  // a discard may leave the old value (partial clusters) or zeroes
   };
   const WorkloadRun& run_;
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;

@@ -5,6 +5,7 @@
 
 #include "engine/check.h"
 #include "engine/image.h"
+#include "engine/journal.h"
 #include "engine/qcow2_format.h"
 #include "sim/crash_view.h"
 
@@ -62,6 +63,38 @@ void CheckRaw(BlockDevice& view, StateResult& result) {
   if (shared) result.violations.push_back({"I2", "raw image not marked dirty has an over-referenced cluster" + first});
 }
 
+// I6: journal replay never wrote into a range that a later transaction
+// revoked, nor into a cluster that now holds guest data.
+void CheckReplay(engine::Image& image, StateResult& result, const std::string& tag) {
+  const engine::ReplayReport& replay = image.replay_report();
+  if (!replay.replayed) return;
+  for (const engine::ReplayedWrite& w : replay.writes) {
+    for (const engine::ReplayedWrite& revoke : replay.revokes) {
+      if (static_cast<int32_t>(revoke.seq - w.seq) > 0 && w.offset_bytes < revoke.offset_bytes + revoke.length_bytes &&
+          revoke.offset_bytes < w.offset_bytes + w.length_bytes) {
+        result.violations.push_back({tag.empty() ? "I6" : tag, "journal replay of transaction " + std::to_string(w.seq) +
+                                     " wrote " + HexOffset(w.offset_bytes) + ", revoked by transaction " +
+                                     std::to_string(revoke.seq)});
+        return;
+      }
+    }
+  }
+  auto map = image.Map();
+  if (!map.ok()) return;
+  for (const engine::MapExtent& e : *map) {
+    if (!e.data || !e.has_offset || e.depth != 0) continue;
+    for (const engine::ReplayedWrite& w : replay.writes) {
+      if (w.offset_bytes < e.offset + e.length && e.offset < w.offset_bytes + w.length_bytes) {
+        result.violations.push_back({tag.empty() ? "I6" : tag, "journal replay of transaction " +
+                                     std::to_string(w.seq) + " wrote " + std::to_string(w.length_bytes) +
+                                     " bytes at " + HexOffset(w.offset_bytes) + ", inside the guest data of " +
+                                     HexOffset(e.start)});
+        return;
+      }
+    }
+  }
+}
+
 // Steps 2-4. Returns false when the image could not be recovered.
 bool Repair(BlockDevice& view, const WorkloadRun& run, StateResult& result, const std::string& tag) {
   engine::OpenOptions open;  // recovery uses the default (ordered) engine
@@ -72,6 +105,7 @@ bool Repair(BlockDevice& view, const WorkloadRun& run, StateResult& result, cons
       result.violations.push_back({tag.empty() ? "I7" : tag, "open failed: " + image.status().ToString()});
       return false;
     }
+    CheckReplay(**image, result, tag);
     Status closed = (*image)->Close();
     if (!closed.ok()) {
       result.violations.push_back({tag.empty() ? "I7" : tag, "close after open failed: " + closed.ToString()});
@@ -190,7 +224,7 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   // The verdict: the worst thing that happened.
   bool data_loss = false, unrecoverable = !repaired;
   for (const Violation& v : result.violations) {
-    data_loss |= v.invariant == "I4" || v.invariant == "I5";
+    data_loss |= v.invariant == "I4" || v.invariant == "I5" || v.invariant == "I6";
     unrecoverable |= v.invariant == "I7";
   }
   if (unrecoverable) {

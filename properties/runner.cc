@@ -46,7 +46,16 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
   run.workload = workload;
   run.options = options;
   MemoryDevice created;
-  engine::OpenOptions create_open;  // the create itself is not under test
+  // The create is not under test; under the journal policy it also formats
+  // the journal, so the log holds the workload's transactions, not the
+  // zeroing of a fresh ring.
+  engine::OpenOptions create_open;
+  if (options.open.policy == engine::OrderingPolicy::kJournal) {
+    create_open.policy = options.open.policy;
+    create_open.journal = options.open.journal;
+    // The journal header records its variant (checksums or not) at format time.
+    create_open.faults.unchecksummed_journal = options.open.faults.unchecksummed_journal;
+  }
   {
     QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Create(created, workload.image, create_open));
     QCRASH_RETURN_IF_ERROR(image->Close());

@@ -119,6 +119,35 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     // be durable before the new owner's data lands in it.
     w.ops = {W(0, 4 * kKiB), W(8 * kKiB, 4 * kKiB), F(), D(0, 4 * kKiB), W(16 * kKiB, 4 * kKiB),
              W(24 * kKiB, 4 * kKiB), F(), C()};
+  } else if (name == "stale-reuse") {
+    // A freed cluster, its free durable, reused by a full-cluster write: with
+    // QEMU's data ordering the new L2 entry may land before the data, and
+    // the guest sees the cluster's old contents (I5's stale-data verdict).
+    w.ops = {W(0, 4 * kKiB), F(), D(0, 4 * kKiB), F(), W(16 * kKiB, 4 * kKiB), F(), C()};
+  } else if (name == "2013-journal-revoke") {
+    // The journal thread's revoke example: an L2 allocation is journalled,
+    // the disk grows past the L1 so the L1 moves and the old one is freed,
+    // the freed clusters are reused for guest data, and the crash comes
+    // before the journal is synced: replay must not write the stale L1.
+    w.image.size_bytes = 1 * kMiB;
+    w.ops = {W(0, 4 * kKiB), F(), R(8 * kMiB), W(4 * kKiB, 4 * kKiB), F(), W(8 * kKiB, 4 * kKiB), F()};
+  } else if (name == "journal-wrap") {
+    // Rounds of allocations, frees and rewrites with a flush each: with a
+    // small journal ring (--journal size=16k) the ring wraps and stale blocks
+    // of an earlier lap sit behind the head, where a torn transaction can
+    // pick them up unless checksums reject it.
+    w.image.size_bytes = 6 * kMiB;
+    for (uint64_t round = 0; round < 3; ++round) {
+      for (uint64_t cluster : {0, 1, 600, 1100, 5}) w.ops.push_back(W((cluster + round) * 4 * kKiB, 4 * kKiB));
+      w.ops.push_back(F());
+      w.ops.push_back(D((1 + round) * 4 * kKiB, 4 * kKiB));
+      w.ops.push_back(W(600 * 4 * kKiB, 4 * kKiB));
+      w.ops.push_back(F());
+    }
+    w.ops.push_back(R(12 * kMiB));
+    w.ops.push_back(W(2000 * 4 * kKiB, 4 * kKiB));
+    w.ops.push_back(W(4 * kKiB, 4 * kKiB));
+    w.ops.push_back(F());
   } else if (name == "2017-zero-realloc") {
     // The reservation thread: a preallocated image keeps its mapping through
     // zero writes, discard-as-zero and rewrites.
@@ -150,8 +179,8 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
 }
 
 std::vector<std::string> BuiltinWorkloadNames() {
-  return {"default", "2010-dangling-l2", "free-reuse", "2017-zero-realloc", "l1-growth",
-          "refcount-growth", "v2"};
+  return {"default", "2010-dangling-l2", "free-reuse", "stale-reuse", "2013-journal-revoke", "journal-wrap",
+          "2017-zero-realloc", "l1-growth", "refcount-growth", "v2"};
 }
 
 }  // namespace qcrash::properties

@@ -77,6 +77,10 @@ RC_GTEST_PROP(Header, EncodeDecodeRoundTrip, ()) {
     expected.backing_file_offset = decoded->backing_file_offset;
     expected.backing_file_size = decoded->backing_file_size;
   }
+  if (decoded->feature_names.empty() && !h.feature_names.empty()) {
+    RC_ASSERT(h.cluster_bytes() <= 1024);  // only cluster 0s too small for the table drop it
+    expected.feature_names.clear();
+  }
   RC_ASSERT(*decoded == expected);
   auto again = EncodeHeader(*decoded);
   RC_ASSERT(again.ok());

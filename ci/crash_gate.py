@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The crash gate: runs `qcrash explore` over a matrix (every policy x every
+built-in workload x the deterministic enumerators, plus every bug switch with
+the workload that provokes it), and compares the verdict counts and the
+caught/not-caught result of each switch with ci/crash-baseline.json.
+
+Fails (exit 1) on a new violation in any cell, or on a switch (or the unsafe
+policy) that stops being caught; prints every change as a diff a reviewer can
+read. `--update` rewrites the baseline instead."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+POLICIES = ["writethrough", "ordered", "lazy", "extent", "journal", "unsafe"]
+ENUMERATORS = ["prefix", "drop-one", "tear-one", "bounded:2"]
+# (switch, workload, policy, extra explore options): each known bug with the
+# workload and policy that exposes it (DESIGN.md, known-bug catalogue).
+SWITCHES = [
+    ("skip-refcount-barrier", "2010-dangling-l2", "ordered", []),
+    ("early-free-reuse", "free-reuse", "lazy", []),
+    ("zero-cluster-realloc", "2017-zero-realloc", "ordered", []),
+    ("no-revoke", "2013-journal-revoke", "journal", []),
+    ("unchecksummed-journal", "2013-journal-revoke", "journal", ["--journal", "recovery=scan"]),
+]
+
+
+def workloads(qcrash):
+    out = subprocess.run([qcrash, "explore", "--workload", "builtin:?"], capture_output=True, text=True)
+    text = out.stderr.split("built-in:")[-1]
+    return [w for w in text.replace(")", " ").split() if w]
+
+
+def explore(qcrash, workload, policy, enumerator, extra, tmp):
+    report = os.path.join(tmp, "report.json")
+    cmd = [qcrash, "explore", "--workload", "builtin:" + workload, "--policy", policy,
+           "--enumerator", enumerator, "--no-minimize", "--report", report,
+           "--reproducers", os.path.join(tmp, "repro")] + extra
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode == 2:
+        return {"error": (run.stderr or run.stdout).strip().splitlines()[-1]}
+    with open(report) as f:
+        r = json.load(f)
+    cell = {"states": r["states_checked"], "verdicts": r["verdicts"],
+            "violating_states": r["violating_states"],
+            "violations_by_invariant": r["violations_by_invariant"]}
+    if r["violations"]:
+        cell["first_violation"] = r["violations"][0]["state_id"] + " " + r["violations"][0]["invariant"]
+    return cell
+
+
+def run_matrix(qcrash):
+    cells = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workload in workloads(qcrash):
+            for policy in POLICIES:
+                for enumerator in ENUMERATORS:
+                    key = "%s/%s/%s" % (workload, policy, enumerator)
+                    cells[key] = explore(qcrash, workload, policy, enumerator, [], tmp)
+        for switch, workload, policy, extra in SWITCHES:
+            for enumerator in ENUMERATORS:
+                key = "fault:%s/%s/%s/%s" % (switch, workload, policy, enumerator)
+                cells[key] = explore(qcrash, workload, policy, enumerator, ["--fault", switch] + extra, tmp)
+    return cells
+
+
+def caught(cells, prefix):
+    return any(c.get("violating_states", 0) > 0 for k, c in cells.items() if k.startswith(prefix))
+
+
+def compare(baseline, current):
+    failures, changes = [], []
+    for key in sorted(set(baseline) | set(current)):
+        old, new = baseline.get(key), current.get(key)
+        if old is None:
+            changes.append("+ %s: new cell %s" % (key, json.dumps(new, sort_keys=True)))
+            if new.get("violating_states", 0) > 0 and "/unsafe/" not in key and not key.startswith("fault:"):
+                failures.append("NEW VIOLATION %s: %s" % (key, new.get("first_violation")))
+            continue
+        if new is None:
+            changes.append("- %s: cell gone" % key)
+            continue
+        if "error" in new and "error" not in old:
+            failures.append("ERROR %s: %s" % (key, new["error"]))
+            continue
+        if new.get("violating_states", 0) > old.get("violating_states", 0) and not key.startswith("fault:") \
+                and "/unsafe/" not in key:
+            failures.append("NEW VIOLATION %s: %d violating states (baseline %d), first %s" % (
+                key, new["violating_states"], old.get("violating_states", 0), new.get("first_violation")))
+        if new.get("verdicts") != old.get("verdicts"):
+            diff = ", ".join("%s %d->%d" % (v, old.get("verdicts", {}).get(v, 0), n)
+                             for v, n in sorted(new.get("verdicts", {}).items())
+                             if old.get("verdicts", {}).get(v, 0) != n)
+            changes.append("~ %s: %s" % (key, diff))
+    # Every switch, and the unsafe policy, must still be caught.
+    for switch, workload, policy, _ in SWITCHES:
+        prefix = "fault:%s/" % switch
+        if caught(baseline, prefix) and not caught(current, prefix):
+            failures.append("NOT CAUGHT: bug switch %s is no longer caught" % switch)
+    unsafe = lambda cells: any(c.get("violating_states", 0) for k, c in cells.items() if "/unsafe/" in k)
+    if unsafe(baseline) and not unsafe(current):
+        failures.append("NOT CAUGHT: the unsafe policy passes every cell")
+    return failures, changes
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--qcrash", required=True)
+    parser.add_argument("--baseline", required=True)
+    parser.add_argument("--update", action="store_true")
+    parser.add_argument("--out", help="write the current matrix here")
+    args = parser.parse_args()
+    current = run_matrix(args.qcrash)
+    summary = {k: v for k, v in current.items()}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=1, sort_keys=True)
+    if args.update:
+        with open(args.baseline, "w") as f:
+            json.dump(summary, f, indent=1, sort_keys=True)
+            f.write("\n")
+        print("crash-gate: baseline updated (%d cells)" % len(summary))
+        return 0
+    with open(args.baseline) as f:
+        baseline = json.load(f)
+    failures, changes = compare(baseline, current)
+    states = sum(c.get("states", 0) for c in current.values())
+    print("crash-gate: %d cells, %d crash states checked" % (len(current), states))
+    for line in changes:
+        print("  " + line)
+    for switch, _, _, _ in SWITCHES:
+        print("  switch %-24s %s" % (switch, "caught" if caught(current, "fault:%s/" % switch) else "NOT caught"))
+    for line in failures:
+        print("FAIL " + line)
+    if failures:
+        print("crash-gate: FAILED (%d). If a change is intended, rerun with --update and commit "
+              "ci/crash-baseline.json so the diff is reviewed." % len(failures))
+        return 1
+    print("crash-gate: passed (%d verdict changes)" % len(changes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
