@@ -9,6 +9,7 @@ policy) that stops being caught; prints every change as a diff a reviewer can
 read. `--update` rewrites the baseline instead."""
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -30,15 +31,19 @@ SWITCHES = [
 
 def workloads(qcrash):
     out = subprocess.run([qcrash, "explore", "--workload", "builtin:?"], capture_output=True, text=True)
-    text = out.stderr.split("built-in:")[-1]
-    return [w for w in text.replace(")", " ").split() if w]
+    line = out.stderr.splitlines()[0]
+    return line.split("(built-in:")[-1].rstrip(")").split()
+
+
+STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 
 
 def explore(qcrash, workload, policy, enumerator, extra, tmp):
+    tmp = tempfile.mkdtemp(dir=tmp)
     report = os.path.join(tmp, "report.json")
     cmd = [qcrash, "explore", "--workload", "builtin:" + workload, "--policy", policy,
            "--enumerator", enumerator, "--no-minimize", "--report", report,
-           "--reproducers", os.path.join(tmp, "repro")] + extra
+           "--states", str(STATES_PER_CELL), "--reproducers", os.path.join(tmp, "repro")] + extra
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode == 2:
         return {"error": (run.stderr or run.stdout).strip().splitlines()[-1]}
@@ -52,18 +57,22 @@ def explore(qcrash, workload, policy, enumerator, extra, tmp):
     return cell
 
 
-def run_matrix(qcrash):
+def run_matrix(qcrash, jobs):
     cells = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for workload in workloads(qcrash):
-            for policy in POLICIES:
-                for enumerator in ENUMERATORS:
-                    key = "%s/%s/%s" % (workload, policy, enumerator)
-                    cells[key] = explore(qcrash, workload, policy, enumerator, [], tmp)
-        for switch, workload, policy, extra in SWITCHES:
+    jobs_list = []
+    for workload in workloads(qcrash):
+        for policy in POLICIES:
             for enumerator in ENUMERATORS:
-                key = "fault:%s/%s/%s/%s" % (switch, workload, policy, enumerator)
-                cells[key] = explore(qcrash, workload, policy, enumerator, ["--fault", switch] + extra, tmp)
+                jobs_list.append(("%s/%s/%s" % (workload, policy, enumerator), workload, policy, enumerator, []))
+    for switch, workload, policy, extra in SWITCHES:
+        for enumerator in ENUMERATORS:
+            key = "fault:%s/%s/%s/%s" % (switch, workload, policy, enumerator)
+            jobs_list.append((key, workload, policy, enumerator, ["--fault", switch] + extra))
+    with tempfile.TemporaryDirectory() as tmp:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(explore, qcrash, w, p, e, x, tmp): key for key, w, p, e, x in jobs_list}
+            for future in concurrent.futures.as_completed(futures):
+                cells[futures[future]] = future.result()
     return cells
 
 
@@ -112,8 +121,9 @@ def main():
     parser.add_argument("--baseline", required=True)
     parser.add_argument("--update", action="store_true")
     parser.add_argument("--out", help="write the current matrix here")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    current = run_matrix(args.qcrash)
+    current = run_matrix(args.qcrash, args.jobs)
     summary = {k: v for k, v in current.items()}
     if args.out:
         with open(args.out, "w") as f:

@@ -21,9 +21,12 @@ function(qcrash_add_test)
   endif()
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} rapidcheck_gtest rapidcheck GTest::gtest_main Threads::Threads)
+  # gtest_discover_tests passes one ENVIRONMENT entry only (its property
+  # lists are split on ';'), so the source tree comes as a definition.
+  target_compile_definitions(${T_NAME} PRIVATE QCRASH_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   gtest_discover_tests(${T_NAME}
     WORKING_DIRECTORY ${CMAKE_BINARY_DIR}
     PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
-               ENVIRONMENT "QCRASH_SOURCE_DIR=${CMAKE_SOURCE_DIR};QCRASH_BINARY_DIR=${CMAKE_BINARY_DIR}"
+               ENVIRONMENT "QCRASH_BINARY_DIR=${CMAKE_BINARY_DIR}"
     DISCOVERY_TIMEOUT 60)
 endfunction()

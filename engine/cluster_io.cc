@@ -247,7 +247,12 @@ Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
     new_entry = (slot.entry & (f::kL2EntryOffsetMask | f::kOflagCopied)) | f::kOflagZero;
     free_old = false;
   }
-  if (header_.version < 3) new_entry = 0;  // v2 has no zero flag: discard only
+  if (header_.version < 3) {
+    // v2 has no zero flag: unallocating would expose the backing file's
+    // old data, so (as QEMU) a v2 image with a backing file keeps it.
+    if (has_backing) return Status::Ok();
+    new_entry = 0;
+  }
   if (mode == ZeroMode::kDiscard && !has_backing && !allocated) return Status::Ok();
   if (new_entry == slot.entry) return Status::Ok();
   QCRASH_ASSIGN_OR_RETURN(slot, LookupL2ForWrite(guest_cluster));

@@ -13,12 +13,14 @@ Status CountingIo::ReadMetadata(uint64_t offset_bytes, std::span<uint8_t> out) {
 Status CountingIo::WriteMetadata(uint64_t offset_bytes, std::span<const uint8_t> data) {
   ++stats_.metadata_writes;
   if (sink_ != nullptr) return sink_->Write(offset_bytes, data);
+  writes_pending_ = true;
   return device_.Write(offset_bytes, data);
 }
 
 Status CountingIo::WriteData(uint64_t offset_bytes, std::span<const uint8_t> data) {
   ++stats_.data_writes;
   data_pending_ = true;
+  writes_pending_ = true;
   return device_.Write(offset_bytes, data);
 }
 
@@ -35,6 +37,7 @@ Status CountingIo::DeviceFlush() {
   ++stats_.device_flushes;
   QCRASH_RETURN_IF_ERROR(device_.Flush());
   data_pending_ = false;
+  writes_pending_ = false;
   ++flush_generation_;
   return Status::Ok();
 }

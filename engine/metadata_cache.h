@@ -52,6 +52,8 @@ class CountingIo {
   EngineStats& stats() { return stats_; }
   // Data writes since the last completed flush (strict data ordering needs them durable).
   bool data_pending() const { return data_pending_; }
+  // Any write (data or metadata) since the last completed flush.
+  bool writes_pending() const { return writes_pending_; }
   // Counts completed flushes: a write made in generation g is durable once
   // the generation passes g.
   uint64_t flush_generation() const { return flush_generation_; }
@@ -61,6 +63,7 @@ class CountingIo {
   EngineStats& stats_;
   MetadataSink* sink_ = nullptr;
   bool data_pending_ = false;
+  bool writes_pending_ = false;
   uint64_t flush_generation_ = 0;
 };
 
