@@ -284,8 +284,18 @@ void Push(std::vector<MapExtent>& out, MapExtent e) {
 
 Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth, std::vector<MapExtent>& out) {
   const uint64_t cb = cluster_bytes();
+  const uint64_t cover = f::L1EntryCoverBytes(header_.cluster_bits);
   for (uint64_t at = start; at < start + length;) {
     const uint64_t gc = at / cb;
+    const uint64_t l1_index = at / cover;
+    if (!backing_device_ && (l1_index >= l1_table_.size() || (l1_table_[l1_index] & f::kL1EntryOffsetMask) == 0)) {
+      // No L2 table and no backing file: the whole range it would map is
+      // unallocated (one step, so a huge empty disk maps in O(L1 entries)).
+      const uint64_t n = std::min(start + length - at, (l1_index + 1) * cover - at);
+      Push(out, {at, n, depth, false, true, false, false, false, 0});
+      at += n;
+      continue;
+    }
     const uint64_t n = std::min(start + length - at, cb - at % cb);
     QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(gc));
     QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
