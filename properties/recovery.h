@@ -4,7 +4,8 @@
 //  1. check the raw crash image, before anything writes to it: the evidence;
 //  2. open it read-write (a dirty image gets its refcounts rebuilt), close;
 //  3. repair everything (`check -r all`);
-//  4. check again: clean; repair again: nothing written;
+//  4. repair again: nothing found, nothing written (skipped, with step 3,
+//     when the raw image checked clean and the open wrote nothing);
 //  5. read the guest view back and hold it against the oracle.
 // Invariants (DESIGN.md): I1 no dangling pointer and I2 no over-reference in
 // a raw image that is not marked dirty; I3 leaks gone after repair; I4
@@ -46,6 +47,7 @@ struct StateResult {
   std::vector<Violation> violations;
   uint64_t raw_leaks = 0;
   uint64_t raw_corruptions = 0;
+  bool raw_clean = false;  // the raw image checked clean and is not marked dirty
   std::vector<std::string> raw_findings;  // the raw check's findings, one line each (at most 20)
 };
 
