@@ -1,0 +1,117 @@
+// I9: for the policies that write plain qcow2, `qemu-img check` classifies a
+// crash image as qcrash does (clean, leaks only, corrupt) with the same
+// counts; and the explorer's command line keeps its contract: exit codes,
+// reproducers qemu-img can open, `replay`, and --jobs N reporting exactly
+// what one process reports.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/check.h"
+#include "engine/file_device.h"
+#include "properties/explorer.h"
+#include "sim/crash_view.h"
+#include "tests/interop/interop_util.h"
+
+namespace qcrash::properties {
+namespace {
+
+using interop::RunResult;
+using interop::ScratchDir;
+
+struct Classified {
+  std::string verdict;  // clean, leaks, corrupt
+  uint64_t leaks = 0;
+  uint64_t corruptions = 0;
+};
+
+Classified FromCounts(uint64_t leaks, uint64_t corruptions) {
+  return {corruptions ? "corrupt" : leaks ? "leaks" : "clean", leaks, corruptions};
+}
+
+// Every state of `enumerator` (at most `states_max`) of a workload under a
+// policy: the raw crash image goes to a file; both tools check it.
+void CompareWithQemu(const std::string& workload, engine::OrderingPolicy policy, const std::string& enumerator,
+                     uint64_t states_max, uint64_t* compared, uint64_t* corrupt_seen) {
+  ScratchDir dir;
+  RunOptions options;
+  options.open.policy = policy;
+  auto run = RunWorkload(*BuiltinWorkload(workload), options);
+  ASSERT_TRUE(run.ok());
+  auto states = sim::CrashEnumerator::Create(*run->timeline, *sim::ParseEnumeratorSpec(enumerator));
+  sim::CrashState state;
+  for (uint64_t n = 0; n < states_max && states->Next(&state); ++n) {
+    auto view = sim::CrashTimeline::BuildView(states->point(), state);
+    ASSERT_TRUE(view.ok());
+    auto ours = engine::CheckImage(**view, {engine::RepairMode::kNone});
+    ASSERT_TRUE(ours.ok());
+    std::vector<uint8_t> bytes((*view)->SizeBytes());
+    ASSERT_TRUE((*view)->Read(0, bytes).ok());
+    interop::WriteFileBytes(dir.File("crash.qcow2"), std::string(bytes.begin(), bytes.end()));
+    const RunResult qemu = dir.Run("qemu-img check -U --output=json crash.qcow2");
+    const auto json = nlohmann::json::parse(qemu.out, nullptr, false);
+    ASSERT_FALSE(json.is_discarded()) << qemu.out << qemu.err;
+    const Classified theirs = FromCounts(json.value("leaks", 0u), json.value("corruptions", 0u));
+    const Classified mine = FromCounts(ours->leaks, ours->corruptions);
+    EXPECT_EQ(mine.verdict, theirs.verdict) << workload << " " << sim::FormatCrashStateId(state);
+    EXPECT_EQ(mine.leaks, theirs.leaks) << workload << " " << sim::FormatCrashStateId(state);
+    EXPECT_EQ(mine.corruptions, theirs.corruptions) << workload << " " << sim::FormatCrashStateId(state);
+    ++*compared;
+    if (mine.corruptions) ++*corrupt_seen;
+  }
+}
+
+TEST(I9, QemuImgCheckClassifiesCrashImagesAsWeDo) {
+  uint64_t compared = 0, corrupt = 0;
+  for (auto policy : {engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
+                      engine::OrderingPolicy::kExtent}) {
+    CompareWithQemu("default", policy, "drop-one", 40, &compared, &corrupt);
+    CompareWithQemu("refcount-growth", policy, "prefix", 30, &compared, &corrupt);
+  }
+  // The unsafe policy provides corrupt images, so the comparison covers them too.
+  CompareWithQemu("default", engine::OrderingPolicy::kUnsafe, "prefix", 40, &compared, &corrupt);
+  CompareWithQemu("2010-dangling-l2", engine::OrderingPolicy::kUnsafe, "drop-one", 40, &compared, &corrupt);
+  EXPECT_GT(compared, 250u);
+  EXPECT_GT(corrupt, 5u);
+}
+
+nlohmann::json ReadJson(const std::string& path) {
+  return nlohmann::json::parse(interop::ReadFileBytes(path), nullptr, false);
+}
+
+TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
+  ScratchDir dir;
+  RunResult clean = dir.Qcrash("explore --enumerator drop-one --report clean.json");
+  EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
+  const nlohmann::json report = ReadJson(dir.File("clean.json"));
+  for (const char* field : {"crash_points", "states_checked", "states_per_second", "verdicts",
+                            "flushes_per_guest_write", "violations"}) {
+    EXPECT_TRUE(report.contains(field)) << field;
+  }
+  EXPECT_EQ(dir.Qcrash("explore --policy nonsense").exit_code, 2);
+  EXPECT_EQ(dir.Qcrash("explore --workload missing.json").exit_code, 2);
+
+  RunResult broken = dir.Qcrash("explore --policy unsafe --enumerator drop-one --report one.json --jobs 1");
+  EXPECT_EQ(broken.exit_code, 1) << broken.out << broken.err;
+  const nlohmann::json one = ReadJson(dir.File("one.json"));
+  ASSERT_FALSE(one["violations"].empty());
+  const std::string repro = one["violations"][0]["reproducer"];
+  EXPECT_EQ(dir.Run("qemu-img info " + repro + "/image.qcow2 >/dev/null").exit_code, 0);
+  EXPECT_EQ(dir.Qcrash("replay one.json#0").exit_code, 1) << "the minimized state must reproduce";
+
+  RunResult two = dir.Qcrash("explore --policy unsafe --enumerator drop-one --report two.json --jobs 2");
+  EXPECT_EQ(two.exit_code, 1);
+  const nlohmann::json jobs = ReadJson(dir.File("two.json"));
+  for (const char* field : {"crash_points", "states_checked", "states_total", "verdicts",
+                            "violations_by_invariant", "violating_states", "device_flushes"}) {
+    EXPECT_EQ(one[field], jobs[field]) << field;
+  }
+  ASSERT_EQ(one["violations"].size(), jobs["violations"].size());
+  for (size_t i = 0; i < one["violations"].size(); ++i) {
+    EXPECT_EQ(one["violations"][i]["state_id"], jobs["violations"][i]["state_id"]);
+    EXPECT_EQ(one["violations"][i]["minimized"], jobs["violations"][i]["minimized"]);
+  }
+}
+
+}  // namespace
+}  // namespace qcrash::properties
