@@ -131,8 +131,8 @@ INSTANTIATE_TEST_SUITE_P(
         CatalogueCase{"zero-cluster-realloc", "2017-zero-realloc", engine::OrderingPolicy::kOrdered, "I10"},
         CatalogueCase{"no-revoke", "2013-journal-revoke", engine::OrderingPolicy::kJournal, "I6"},
         CatalogueCase{"unchecksummed-journal", "journal-wrap", engine::OrderingPolicy::kJournal, "I4", true}),
-    [](const ::testing::TestParamInfo<CatalogueCase>& info) {
-      std::string name = info.param.fault;
+    [](const ::testing::TestParamInfo<CatalogueCase>& param_info) {
+      std::string name = param_info.param.fault;
       for (char& ch : name) ch = ch == '-' ? '_' : ch;
       return name;
     });
