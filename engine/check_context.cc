@@ -48,12 +48,22 @@ Status RefcountView::Load(BlockDevice& device, const Header& header) {
   cluster_bits_ = header.cluster_bits;
   refcount_order_ = header.refcount_order;
   entries_per_block_ = f::RefcountBlockEntries(cluster_bits_, refcount_order_);
-  // DecodeHeader bounds the table by kMaxRefcountTableBytes (8 MiB).
+  // DecodeHeader bounds the table by kMaxRefcountTableBytes (8 MiB). Only
+  // the part inside the file is read, and trailing zero entries are dropped:
+  // an entry past the end reads as zero, and a missing entry means the same
+  // as a zero one to every user of table(). A hostile header naming 8 MiB
+  // of table in a 10 KiB file then costs nothing per entry.
   const uint64_t table_bytes = uint64_t{header.refcount_table_clusters} << cluster_bits_;
-  std::vector<uint8_t> bytes(table_bytes);
+  const uint64_t file_bytes = device.SizeBytes();
+  const uint64_t in_file_bytes =
+      header.refcount_table_offset >= file_bytes
+          ? 0
+          : std::min<uint64_t>(table_bytes, file_bytes - header.refcount_table_offset) & ~uint64_t{7};
+  std::vector<uint8_t> bytes(in_file_bytes);
   QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(device, header.refcount_table_offset, bytes));
-  table_.resize(table_bytes / 8);
+  table_.resize(in_file_bytes / 8);
   for (size_t i = 0; i < table_.size(); ++i) table_[i] = LoadBe64(&bytes[i * 8]);
+  while (!table_.empty() && table_.back() == 0) table_.pop_back();
   blocks_.clear();
   dirty_.clear();
   last_block_ = nullptr;
@@ -171,6 +181,12 @@ bool CheckContext::PastEnd(uint64_t offset, uint64_t size) const {
 bool CheckContext::AddReference(uint64_t offset, uint64_t size, const std::string& owner) {
   if (size == 0) return true;
   if (PastEnd(offset, size)) {
+    // Only repair rebuilds, and in kAll the walk drops every past-end L2
+    // pointer first, so this list holds header-level structures only.
+    if (fix_all()) {
+      past_end_ranges.push_back(
+          {offset >> header.cluster_bits, (offset + size - 1) >> header.cluster_bits, true});
+    }
     Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner,
            "ERROR: counting reference for region exceeding the end of the file by one cluster "
            "or more: offset " + HexOffset(offset) + " size " + HexOffset(size));

@@ -66,6 +66,16 @@ struct BitmapInfo {
   std::string name;
 };
 
+// Clusters a structure the header or a table names occupies although it lies
+// one cluster or more past the end of the file (so the IMRT could not count
+// it). A refcount rebuild allocates none of them; one that ends up below the
+// rebuilt structure is inside the grown file and is counted there.
+struct PastEndRange {
+  uint64_t first_cluster = 0;
+  uint64_t last_cluster = 0;
+  bool survives_rebuild = true;  // false: the old refcount table, replaced by the rebuild
+};
+
 // An L1 table as the walk sees it: the active one or a snapshot's.
 struct L1Source {
   std::string table;  // "active" or "snapshot 1 (name)"
@@ -191,6 +201,11 @@ class CheckContext {
   std::vector<uint64_t> old_refcount_clusters;
   // Edited L1/L2 tables by host offset, written by repair step 1.
   std::map<uint64_t, std::vector<uint8_t>> edited_tables;
+  // kAll: the snapshot table keeps only its first entries, up to the first
+  // broken one (QEMU discards the broken tail); written by repair step 1.
+  std::optional<uint32_t> snapshots_kept;
+  // kAll: references AddReference could not count because they lie past the end.
+  std::vector<PastEndRange> past_end_ranges;
 
  private:
   CheckOptions options_;
@@ -233,7 +248,8 @@ enum class CopiedPass : uint8_t { kAll, kClearAheadFromView, kClearAheadFromImrt
 Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass = CopiedPass::kAll);
 
 // ---- repair (repair.cc) ----------------------------------------------------------
-// Step 1: writes edited L1/L2 tables (pointer drops, cleared bits). Flushes.
+// Step 1: writes the snapshot table truncation (header) and edited L1/L2
+// tables (pointer drops, cleared bits). Flushes.
 Status WriteTableEdits(CheckContext& ctx);
 // Before a rebuild: the old table and blocks stop counting as owners.
 void ExcludeOldRefcountStructure(CheckContext& ctx);

@@ -245,39 +245,43 @@ Status CountL1(CheckContext& ctx, const L1Source& source) {
 
 // check_refblocks: every refcount block counts itself once; a broken table
 // entry or a block with another owner means the structure must be rebuilt.
+// An empty entry costs one comparison: a hostile header may name an 8 MiB
+// table (1 Mi entries) of zeroes, and names are built only for findings.
 void CountRefcountBlocks(CheckContext& ctx) {
   const std::vector<uint64_t>& table = ctx.refcounts.table();
   for (uint64_t i = 0; i < table.size(); ++i) {
+    if (table[i] == 0) continue;
     const uint64_t offset = table[i] & f::kRefcountTableOffsetMask;
     const uint64_t cluster = offset >> ctx.header.cluster_bits;
     const uint64_t entry_offset = ctx.header.refcount_table_offset + i * 8;
-    const std::string owner = "refcount table[" + std::to_string(i) + "]";
-    const std::string verdict = ctx.fix_all() ? "Rebuilding:" : "ERROR";
+    auto owner = [i] { return "refcount table[" + std::to_string(i) + "]"; };
     if (table[i] & f::kRefcountTableReservedMask) {
       ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, entry_offset,
-                 owner, "ERROR refcount table entry " + std::to_string(i) + " has reserved bits set");
+                 owner(), "ERROR refcount table entry " + std::to_string(i) + " has reserved bits set");
       ctx.rebuild = true;
       continue;
     }
     if (offset & (ctx.cluster_bytes - 1)) {
       ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, entry_offset,
-                 owner, "ERROR refcount block " + std::to_string(i) +
-                            " is not cluster aligned; refcount table entry corrupted");
+                 owner(), "ERROR refcount block " + std::to_string(i) +
+                              " is not cluster aligned; refcount table entry corrupted");
       ctx.rebuild = true;
       continue;
     }
     if (offset == 0) continue;
     if (cluster >= ctx.nb_clusters) {
-      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner,
+      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner(),
                  "ERROR refcount block " + std::to_string(i) + " is outside image");
       ctx.rebuild = true;
       continue;
     }
-    ctx.AddReference(offset, ctx.cluster_bytes, owner + " refcount block");
+    if (!ctx.TryAddReference(offset, ctx.cluster_bytes)) {
+      ctx.AddReference(offset, ctx.cluster_bytes, owner() + " refcount block");
+    }
     ctx.old_refcount_clusters.push_back(cluster);
     if (ctx.Imrt(cluster) != 1) {
       const ClusterUse other = ctx.UseOf(cluster);
-      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner,
+      ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner(),
                  "ERROR refcount block " + std::to_string(i) + " refcount=" +
                      std::to_string(ctx.Imrt(cluster)) +
                      (other != ClusterUse::kRefcountBlock
@@ -322,6 +326,34 @@ void CheckHeaderFields(CheckContext& ctx) {
   }
 }
 
+namespace {
+
+// A snapshot table entry that cannot be used. In kAll the table keeps only
+// the entries before it, as QEMU's check -r all discards a broken table
+// tail; the discarded snapshots' clusters become leaks. Returns true when the
+// walk must stop reading the table there.
+bool BrokenSnapshotEntry(CheckContext& ctx, uint32_t index, uint64_t offset,
+                         const std::string& owner, const std::string& what) {
+  if (!ctx.fix_all()) {
+    ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, owner,
+               "ERROR " + what);
+    return false;
+  }
+  const uint32_t total = ctx.header.nb_snapshots;
+  ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, true, offset, owner,
+             "Repairing: " + what + "; discarding snapshot table entries " +
+                 std::to_string(index) + ".." + std::to_string(total - 1));
+  if (ctx.report.dropped.size() < kMaxFindings) {
+    ctx.report.dropped.push_back({"snapshot table entries " + std::to_string(index) + ".." +
+                                      std::to_string(total - 1),
+                                  0, ctx.header.size_bytes, what});
+  }
+  ctx.snapshots_kept = index;
+  return true;
+}
+
+}  // namespace
+
 Status ReadSnapshotTable(CheckContext& ctx) {
   uint64_t offset = ctx.header.snapshots_offset;
   uint64_t snapshot_l1_bytes = 0;
@@ -330,8 +362,8 @@ Status ReadSnapshotTable(CheckContext& ctx) {
     uint8_t fixed[40];
     if (offset + sizeof(fixed) > ctx.file_bytes ||
         offset + sizeof(fixed) - ctx.header.snapshots_offset > kMaxSnapshotTableBytes) {
-      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, owner,
-                 "ERROR snapshot table runs past the end of the file or its size limit");
+      BrokenSnapshotEntry(ctx, i, offset, owner,
+                          "snapshot table runs past the end of the file or its size limit");
       break;
     }
     QCRASH_RETURN_IF_ERROR(ctx.device.Read(offset, fixed));
@@ -344,8 +376,8 @@ Status ReadSnapshotTable(CheckContext& ctx) {
     const uint64_t entry_bytes = Align8(40 + uint64_t{extra_bytes} + id_bytes + name_bytes);
     if (extra_bytes > kMaxSnapshotExtraBytes || offset + entry_bytes > ctx.file_bytes ||
         offset + entry_bytes - ctx.header.snapshots_offset > kMaxSnapshotTableBytes) {
-      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, owner,
-                 "ERROR snapshot table entry is too large or runs past the end of the file");
+      BrokenSnapshotEntry(ctx, i, offset, owner,
+                          "snapshot table entry is too large or runs past the end of the file");
       break;
     }
     std::vector<uint8_t> strings(uint64_t{id_bytes} + name_bytes);
@@ -354,17 +386,16 @@ Status ReadSnapshotTable(CheckContext& ctx) {
     s.name.assign(strings.begin() + id_bytes, strings.end());
     const std::string label = "snapshot " + s.id + " (" + s.name + ")";
     s.usable = true;
+    std::string broken;
     if (s.l1_table_offset & (ctx.cluster_bytes - 1)) {
-      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, label,
-                 "ERROR snapshot " + s.id + " (" + s.name + ") l1_offset=" +
-                     HexOffset(s.l1_table_offset) +
-                     ": L1 table is not cluster aligned; snapshot table entry corrupted");
-      s.usable = false;
+      broken = label + " l1_offset=" + HexOffset(s.l1_table_offset) +
+               ": L1 table is not cluster aligned; snapshot table entry corrupted";
     } else if (uint64_t{s.l1_size} * 8 > f::kMaxL1TableBytes) {
-      ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, label,
-                 "ERROR snapshot " + s.id + " (" + s.name + ") l1_size=" +
-                     std::to_string(s.l1_size) +
-                     ": L1 table is too large; snapshot table entry corrupted");
+      broken = label + " l1_size=" + std::to_string(s.l1_size) +
+               ": L1 table is too large; snapshot table entry corrupted";
+    }
+    if (!broken.empty()) {
+      if (BrokenSnapshotEntry(ctx, i, offset, label, broken)) break;
       s.usable = false;
     }
     if (s.usable) {
@@ -456,6 +487,10 @@ Status CountAllReferences(CheckContext& ctx) {
     for (uint64_t c = 0; c < h.refcount_table_clusters; ++c) {
       ctx.old_refcount_clusters.push_back((h.refcount_table_offset >> h.cluster_bits) + c);
     }
+  } else if (!ctx.past_end_ranges.empty()) {
+    // A rebuild must not write over it (the header names it until the
+    // switch) but replaces it, so it is not counted in the new structure.
+    ctx.past_end_ranges.back().survives_rebuild = false;
   }
   QCRASH_RETURN_IF_ERROR(CountBitmaps(ctx));
   CountJournal(ctx);

@@ -2,15 +2,17 @@
 //
 // Why this order is crash-safe: repair never writes anything a second
 // repair could not recompute from the pointers it trusts.
-//   Step 1 (WriteTableEdits): dropped pointers, cleared reserved bits, and
+//   Step 1 (WriteTableEdits): the snapshot table cut before its first
+//     broken entry (nb_snapshots and snapshots_offset, one header sector),
+//     dropped pointers, cleared reserved bits, and
 //     OFLAG_COPIED cleared where the repaired refcount will be 2 or more
 //     (R9: COPIED is never on disk with a refcount >= 2).
 //     Removing a pointer only ever turns its cluster into a leak (R4), so it
 //     goes first: every later refcount decrease then applies to a cluster no
 //     durable pointer uses.
 //   Step 2 (RebuildRefcountStructure), only when the refcount structure is
-//     broken: new blocks in space nothing uses (past the end of the file),
-//     flush; new table, flush; header switch in one sector, flush (R6). A
+//     broken: new blocks in space nothing uses (past the end of the file,
+//     clear of every table that lies past it), flush; new table, flush; header switch in one sector, flush (R6). A
 //     crash before the switch leaves the old structure plus unreferenced
 //     clusters past its end; after it, the new structure is complete.
 //   Step 3 (WriteRefcountFixes): raised and lowered refcounts, flush. A raise
@@ -55,14 +57,37 @@ struct RebuildLayout {
   std::vector<uint64_t> block_indices; // table indices that get a block, ascending
   uint64_t table_clusters = 1;
   uint64_t end() const { return start + block_indices.size() + table_clusters; }
+  uint64_t length() const { return block_indices.size() + table_clusters; }
 };
 
-// Grows the layout until the new blocks and table cover themselves too.
-Result<RebuildLayout> PlanRebuild(const CheckContext& ctx, const std::vector<uint64_t>& counts) {
+// The first cluster at or after `start` from which `length` clusters touch
+// no table lying past the end of the file: writing there would change what
+// the header or a table still names (the active L1 would read refcounts).
+// `ranges` are sorted by first cluster.
+uint64_t FirstFreeRun(const std::vector<PastEndRange>& ranges, uint64_t start, uint64_t length) {
+  for (const PastEndRange& range : ranges) {
+    if (range.first_cluster >= start + length) break;
+    if (range.last_cluster >= start) start = range.last_cluster + 1;
+  }
+  return start;
+}
+
+// Whether a past-end table lies wholly below the rebuilt structure, so that
+// the rebuild's writes grow the file over it: it is then counted.
+bool CoveredByRebuild(const PastEndRange& range, uint64_t start) {
+  return range.survives_rebuild && range.last_cluster < start;
+}
+
+// Grows the layout until the new blocks and table cover themselves and the
+// past-end tables the grown file will hold.
+Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>& counts) {
   const uint64_t per_block = f::RefcountBlockEntries(ctx.header.cluster_bits, ctx.header.refcount_order);
+  std::sort(ctx.past_end_ranges.begin(), ctx.past_end_ranges.end(),
+            [](const PastEndRange& a, const PastEndRange& b) { return a.first_cluster < b.first_cluster; });
   RebuildLayout layout;
-  layout.start = std::max<uint64_t>(ctx.nb_clusters, counts.size());
-  while (layout.start > ctx.nb_clusters && counts[layout.start - 1] == 0) --layout.start;
+  uint64_t base = std::max<uint64_t>(ctx.nb_clusters, counts.size());
+  while (base > ctx.nb_clusters && counts[base - 1] == 0) --base;
+  layout.start = FirstFreeRun(ctx.past_end_ranges, base, layout.length());
   std::set<uint64_t> used;
   for (uint64_t c = 0; c < counts.size(); ++c) {
     if (counts[c] != 0) used.insert(c / per_block);
@@ -70,19 +95,47 @@ Result<RebuildLayout> PlanRebuild(const CheckContext& ctx, const std::vector<uin
   for (int round = 0; round < 64; ++round) {
     std::set<uint64_t> needed = used;
     for (uint64_t c = layout.start; c < layout.end(); ++c) needed.insert(c / per_block);
+    for (const PastEndRange& range : ctx.past_end_ranges) {
+      if (!CoveredByRebuild(range, layout.start)) continue;
+      for (uint64_t c = range.first_cluster; c <= range.last_cluster; ++c) needed.insert(c / per_block);
+    }
     const uint64_t table_entries = needed.empty() ? 1 : *needed.rbegin() + 1;
     const uint64_t table_clusters =
         (table_entries * 8 + ctx.cluster_bytes - 1) >> ctx.header.cluster_bits;
+    if ((std::max(table_clusters, layout.table_clusters) << ctx.header.cluster_bits) >
+        f::kMaxRefcountTableBytes) {
+      return Status::Limit("rebuilt refcount table would exceed 8 MiB");
+    }
     if (needed.size() == layout.block_indices.size() && table_clusters <= layout.table_clusters) {
-      if ((layout.table_clusters << ctx.header.cluster_bits) > f::kMaxRefcountTableBytes) {
-        return Status::Limit("rebuilt refcount table would exceed 8 MiB");
-      }
       return layout;
     }
     layout.block_indices.assign(needed.begin(), needed.end());
     layout.table_clusters = std::max(layout.table_clusters, table_clusters);
+    layout.start = FirstFreeRun(ctx.past_end_ranges, base, layout.length());
   }
   return Status::Limit("rebuilt refcount layout does not converge");
+}
+
+// The past-end tables the rebuild grows the file over get their reference,
+// and their past-end findings count as fixed.
+void CountCoveredPastEndTables(CheckContext& ctx, uint64_t start) {
+  for (const PastEndRange& range : ctx.past_end_ranges) {
+    if (!CoveredByRebuild(range, start)) continue;
+    for (uint64_t c = range.first_cluster; c <= range.last_cluster; ++c) {
+      ctx.SetImrt(c, ctx.Imrt(c) + 1);
+    }
+    for (Finding& finding : ctx.report.findings) {
+      if (finding.kind != FindingKind::kPastEnd || finding.repaired ||
+          finding.severity != Severity::kCorruption || finding.cluster_index != range.first_cluster) {
+        continue;
+      }
+      finding.repaired = true;
+      finding.message += "; repaired: the rebuilt refcount structure extends the file over it";
+      --ctx.report.corruptions;
+      ++ctx.report.corruptions_fixed;
+      break;
+    }
+  }
 }
 
 // Marks every refcount finding so far as fixed: the rebuilt structure holds
@@ -123,15 +176,36 @@ Status SwitchRefcountTable(CheckContext& ctx, uint64_t table_offset, uint32_t ta
   return Status::Ok();
 }
 
+// Cuts the snapshot table before its first broken entry: nb_snapshots and
+// snapshots_offset (bytes 60..71, inside the first sector) in one sector
+// write, so a crash leaves either the old table or the cut one. The
+// discarded entries' clusters become leaks; their refcounts are lowered
+// only after the flush in WriteTableEdits (R4).
+Status TruncateSnapshotTable(CheckContext& ctx) {
+  const uint32_t kept = *ctx.snapshots_kept;
+  const uint64_t table_offset = kept == 0 ? 0 : ctx.header.snapshots_offset;
+  std::vector<uint8_t> sector(512);
+  QCRASH_RETURN_IF_ERROR(ctx.device.Read(0, sector));
+  StoreBe32(&sector[f::kOffNbSnapshots], kept);
+  StoreBe64(&sector[f::kOffSnapshotsOffset], table_offset);
+  QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, 0, sector, {ClusterUse::kHeader}));
+  ctx.header.nb_snapshots = kept;
+  ctx.header.snapshots_offset = table_offset;
+  ctx.snapshots_kept.reset();
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status WriteTableEdits(CheckContext& ctx) {
-  if (ctx.edited_tables.empty()) return Status::Ok();
+  if (ctx.edited_tables.empty() && !ctx.snapshots_kept) return Status::Ok();
+  if (ctx.snapshots_kept) QCRASH_RETURN_IF_ERROR(TruncateSnapshotTable(ctx));
   for (const auto& [offset, bytes] : ctx.edited_tables) {
     QCRASH_RETURN_IF_ERROR(WriteChecked(
         ctx, offset, bytes, {ClusterUse::kActiveL1, ClusterUse::kSnapshotL1, ClusterUse::kL2}));
   }
-  // Pointer removals durable before any refcount decrease (R4), and OFLAG_COPIED
+  // Pointer removals (snapshot entries included) durable before any refcount
+  // decrease (R4), and OFLAG_COPIED
   // changes durable before the dirty/corrupt bits are cleared.
   QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
   ctx.edited_tables.clear();
@@ -149,6 +223,7 @@ Status RebuildRefcountStructure(CheckContext& ctx) {
   std::vector<uint64_t> counts(ctx.imrt_clusters());
   for (uint64_t c = 0; c < counts.size(); ++c) counts[c] = ctx.Imrt(c);
   QCRASH_ASSIGN_OR_RETURN(RebuildLayout layout, PlanRebuild(ctx, counts));
+  CountCoveredPastEndTables(ctx, layout.start);
   const uint32_t bits = ctx.header.cluster_bits;
   const uint64_t per_block = f::RefcountBlockEntries(bits, ctx.header.refcount_order);
   for (uint64_t c = layout.start; c < layout.end(); ++c) ctx.SetImrt(c, 1);
