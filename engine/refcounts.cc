@@ -38,7 +38,15 @@ bool Image::Impl::quarantine_frees() const {
 Status Image::Impl::UpdateRefcount(uint64_t cluster_index, int64_t delta) {
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
   const uint64_t per = refcount_block_entries();
-  QCRASH_ASSIGN_OR_RETURN(const uint64_t block, EnsureRefcountBlock(cluster_index / per));
+  const uint64_t table_index = cluster_index / per;
+  if (delta < 0 && (table_index >= refcount_table_.size() || refcount_table_[table_index] == 0)) {
+    // No block: the refcount is 0 already, and a decrease is an inconsistency
+    // (never a reason to create blocks or grow the table).
+    return MarkCorrupt(Status::Corruption("refcount of cluster " + std::to_string(cluster_index) +
+                                          " (host " + HexOffset(cluster_index * cluster_bytes()) +
+                                          ") would drop below zero"));
+  }
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t block, EnsureRefcountBlock(table_index));
   if (delta < 0 && options_.policy != OrderingPolicy::kLazy) {
     // R4: the pointer's removal must be durable before the decrease, or a
     // crash could leave a live pointer to a free cluster.
@@ -131,6 +139,10 @@ Result<uint64_t> Image::Impl::EnsureRefcountBlock(uint64_t table_index) {
 Status Image::Impl::GrowRefcountTable(uint64_t needed_table_index) {
   const uint64_t per = refcount_block_entries();
   const uint64_t cb = cluster_bytes();
+  if ((needed_table_index + 1) * 8 > f::kMaxRefcountTableBytes) {
+    return Status::Limit("refcount table entry " + std::to_string(needed_table_index) +
+                         " would need a refcount table beyond 8 MiB");
+  }
   const uint64_t start = std::max(allocated_end_, (device_.SizeBytes() + cb - 1) / cb);
   const uint64_t old_entries = refcount_table_.size();
   uint64_t entries = std::max(needed_table_index + 1, old_entries + old_entries / 2);
