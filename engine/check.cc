@@ -167,6 +167,14 @@ Status CompareAndRepair(CheckContext& ctx, uint64_t* highest, bool* may_fix_copi
     *may_fix_copied = false;
     return Status::Ok();
   }
+  // A table the header names past the end of the file (the active L1, a
+  // snapshot L1, a bitmap table) cannot be counted where it is. Repair grows
+  // the file over it, which the refcount rebuild does: its new structure
+  // goes after every such table and counts it (repair.cc PlanRebuild).
+  if (ctx.fix_all() && std::any_of(ctx.past_end_ranges.begin(), ctx.past_end_ranges.end(),
+                                   [](const PastEndRange& r) { return r.survives_rebuild; })) {
+    ctx.rebuild = true;
+  }
   if (ctx.rebuild) {
     // Step 1: pointer edits, and OFLAG_COPIED cleared where the rebuilt
     // refcount will be >= 2, durable before the new refcounts (R4, R9).

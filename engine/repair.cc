@@ -73,13 +73,15 @@ uint64_t FirstFreeRun(const std::vector<PastEndRange>& ranges, uint64_t start, u
 }
 
 // Whether a past-end table lies wholly below the rebuilt structure, so that
-// the rebuild's writes grow the file over it: it is then counted.
+// the rebuild's writes grow the file over it: it is then counted. PlanRebuild
+// starts after every table that survives, so each of them is.
 bool CoveredByRebuild(const PastEndRange& range, uint64_t start) {
   return range.survives_rebuild && range.last_cluster < start;
 }
 
 // Grows the layout until the new blocks and table cover themselves and the
-// past-end tables the grown file will hold.
+// past-end tables the grown file will hold. Cluster indices stay below 2^47
+// (offsets are 56-bit fields), so no sum here overflows.
 Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>& counts) {
   const uint64_t per_block = f::RefcountBlockEntries(ctx.header.cluster_bits, ctx.header.refcount_order);
   std::sort(ctx.past_end_ranges.begin(), ctx.past_end_ranges.end(),
@@ -87,6 +89,12 @@ Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>
   RebuildLayout layout;
   uint64_t base = std::max<uint64_t>(ctx.nb_clusters, counts.size());
   while (base > ctx.nb_clusters && counts[base - 1] == 0) --base;
+  // Past every table that survives the rebuild, so the grown file holds them
+  // all (a table far out makes the rebuild fail with Limit or NoSpace rather
+  // than leave it past the end).
+  for (const PastEndRange& range : ctx.past_end_ranges) {
+    if (range.survives_rebuild) base = std::max(base, range.last_cluster + 1);
+  }
   layout.start = FirstFreeRun(ctx.past_end_ranges, base, layout.length());
   std::set<uint64_t> used;
   for (uint64_t c = 0; c < counts.size(); ++c) {

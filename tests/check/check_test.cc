@@ -286,29 +286,40 @@ TEST(Check, HugeEmptyRefcountTableIsCheap) {
 }
 
 // F4: the refcount rebuild never places a new cluster on a table lying past
-// the end of the file (here the active L1, one cluster past it): it allocates
-// after it, so the grown file holds the table, which the rebuild counts.
+// the end of the file (here the active L1): it allocates after it, so the
+// grown file holds the table, which the rebuild counts. An active L1 past the
+// end with the refcounts intact is repaired the same way (found by
+// repair_fuzzer after F4: it stayed a corruption).
 TEST(Repair, RebuildAvoidsTablesPastTheEnd) {
   TempDir dir;
   const std::string path = dir.File("empty.qcow2");
   ASSERT_TRUE(MakeImage(path, "-o cluster_size=512", "1M", {}));
-  std::vector<uint8_t> image = ReadFileBytes(path);
-  const ImageLayout l = LayoutOf(image);
-  const uint64_t l1_offset = (image.size() + 1023) / 512 * 512;  // one cluster past the end
-  StoreBe64(&image[f::kOffL1TableOffset], l1_offset);
-  StoreBe64(&image[l.refcount_table_offset], 0);  // no refcount block: rebuild
-  MemoryDevice device(image);
-  const CheckReport repaired = Check(device, RepairMode::kAll);
-  EXPECT_TRUE(repaired.refcounts_rebuilt);
-  const uint64_t new_table = LoadBe64(&device.bytes()[f::kOffRefcountTableOffset]);
-  EXPECT_GT(new_table, l1_offset);
-  const uint64_t block = LoadBe64(&device.bytes()[new_table]);
-  EXPECT_GT(block, l1_offset);
-  ASSERT_GE(device.bytes().size(), l1_offset + uint64_t{l.l1_size} * 8);
-  for (uint32_t i = 0; i < l.l1_size; ++i) {
-    EXPECT_EQ(LoadBe64(&device.bytes()[l1_offset + i * 8]), 0u) << "L1 entry " << i;
+  const std::vector<uint8_t> base = ReadFileBytes(path);
+  const ImageLayout l = LayoutOf(base);
+  for (const bool drop_refcount_block : {true, false}) {
+    for (const uint64_t gap_clusters : {uint64_t{1}, uint64_t{300}}) {
+      const std::string what = std::string(drop_refcount_block ? "no refcount block" : "refcounts intact") +
+                               ", L1 " + std::to_string(gap_clusters) + " clusters past the end";
+      std::vector<uint8_t> image = base;
+      const uint64_t l1_offset = ((image.size() + 511) / 512 + gap_clusters) * 512;
+      StoreBe64(&image[f::kOffL1TableOffset], l1_offset);
+      if (drop_refcount_block) StoreBe64(&image[l.refcount_table_offset], 0);
+      MemoryDevice device(image);
+      const CheckReport repaired = Check(device, RepairMode::kAll);
+      EXPECT_TRUE(repaired.refcounts_rebuilt) << what;
+      const uint64_t new_table = LoadBe64(&device.bytes()[f::kOffRefcountTableOffset]);
+      EXPECT_GT(new_table, l1_offset) << what;
+      for (uint64_t i = 0; i * 8 < 512; ++i) {
+        const uint64_t block = LoadBe64(&device.bytes()[new_table + i * 8]);
+        EXPECT_TRUE(block == 0 || block > l1_offset) << what << ": block " << i;
+      }
+      ASSERT_GE(device.bytes().size(), l1_offset + uint64_t{l.l1_size} * 8) << what;
+      for (uint32_t i = 0; i < l.l1_size; ++i) {
+        EXPECT_EQ(LoadBe64(&device.bytes()[l1_offset + i * 8]), 0u) << what << ": L1 entry " << i;
+      }
+      ExpectRepairConverges(device, what);
+    }
   }
-  ExpectRepairConverges(device, "active L1 past the end");
 }
 
 // Hostile bytes anywhere in the metadata give findings or errors, never a
