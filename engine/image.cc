@@ -18,9 +18,12 @@ Image::Impl::Impl(BlockDevice& device, const OpenOptions& options)
 namespace {
 
 Result<std::vector<uint64_t>> ReadTable(CountingIo& io, uint64_t offset, uint64_t entries,
-                                        const char* what) {
+                                        uint64_t cluster_bytes, const char* what) {
   const uint64_t bytes = entries * 8;
-  if (offset > io.device().SizeBytes() || bytes > io.device().SizeBytes() - offset) {
+  // Like QEMU, a table may end in the file's last partial cluster (the rest
+  // reads as zeroes); one that starts past it is corrupt.
+  const uint64_t size = io.device().SizeBytes();
+  if (bytes != 0 && (offset >= size || bytes - 1 > size - offset + cluster_bytes)) {
     return Status::Corruption(std::string(what) + " at " + HexOffset(offset) + " (" +
                               std::to_string(bytes) + " bytes) lies past the end of the file");
   }
@@ -55,11 +58,11 @@ Status Image::Impl::Load() {
   read_only_ = options_.read_only;
   if (header_.incompatible_features & f::kIncompatCorrupt) read_only_ = true;
   QCRASH_RETURN_IF_ERROR(RecoverJournal());  // a dirty journal replays before any table is read
-  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size, "L1 table"));
+  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size, cluster_bytes(), "L1 table"));
   QCRASH_ASSIGN_OR_RETURN(refcount_table_,
                           ReadTable(io_, header_.refcount_table_offset,
                                     (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
-                                    "refcount table"));
+                                    cluster_bytes(), "refcount table"));
   const bool writethrough = options_.policy == OrderingPolicy::kWritethrough;
   l2_cache_ = std::make_unique<MetadataCache>("L2", io_, options_.l2_cache_tables,
                                               static_cast<uint32_t>(cluster_bytes()), writethrough);

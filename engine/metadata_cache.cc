@@ -7,6 +7,14 @@ namespace qcrash::engine {
 
 Status CountingIo::ReadMetadata(uint64_t offset_bytes, std::span<uint8_t> out) {
   if (sink_ != nullptr) return sink_->Read(offset_bytes, out);
+  // A table may end inside the last, partial cluster of the file: its bytes
+  // past the end read as zeroes, as a short pread does in QEMU.
+  const uint64_t size = device_.SizeBytes();
+  if (offset_bytes < size && out.size() > size - offset_bytes) {
+    const uint64_t available = size - offset_bytes;
+    std::fill(out.begin() + static_cast<ptrdiff_t>(available), out.end(), 0);
+    return device_.Read(offset_bytes, out.first(available));
+  }
   return device_.Read(offset_bytes, out);
 }
 
