@@ -18,19 +18,58 @@ bool BitmapsValid(const CheckContext& ctx) {
          ctx.header.bitmaps->nb_bitmaps > 0;
 }
 
+bool InvalidTableEntry(const CheckContext& ctx, uint64_t entry) {
+  const uint64_t offset = entry & kBitmapEntryOffsetMask;
+  return (entry & kBitmapEntryReservedMask) || (offset & (ctx.cluster_bytes - 1)) ||
+         (offset != 0 && (entry & 1));
+}
+
+// A corrupt bitmap structure. In kAll every bitmap is discarded (autoclear
+// bit 0 cleared, as a writer that does not know bitmaps would): they are
+// only dirty-tracking metadata, no guest data, and their clusters become
+// leaks. QEMU's check -r all leaves them; qcrash must leave a clean image.
+void BitmapCorruption(CheckContext& ctx, FindingKind kind, uint64_t offset, std::string owner,
+                      const std::string& what) {
+  if (!ctx.fix_all()) {
+    ctx.Report(kind, Severity::kCorruption, false, offset, std::move(owner), "ERROR " + what);
+    return;
+  }
+  ctx.Report(kind, Severity::kCorruption, true, offset, std::move(owner),
+             "Repairing: " + what + "; discarding all bitmaps (autoclear bit 0 cleared)");
+  ctx.discard_bitmaps = true;
+}
+
+// kAll: every bitmap table entry is valid before any bitmap counts, since
+// one invalid entry discards them all.
+Status ValidateBitmapTables(CheckContext& ctx) {
+  for (const BitmapInfo& bitmap : ctx.bitmaps) {
+    std::vector<uint8_t> table(uint64_t{bitmap.table_entries} * 8);
+    QCRASH_RETURN_IF_ERROR(ctx.ReadZeroFilled(bitmap.table_offset, table));
+    for (uint32_t i = 0; i < bitmap.table_entries; ++i) {
+      const uint64_t entry = LoadBe64(&table[i * 8]);
+      if (!InvalidTableEntry(ctx, entry)) continue;
+      BitmapCorruption(ctx, FindingKind::kReservedBits, bitmap.table_offset + i * 8,
+                       "bitmap '" + bitmap.name + "' table[" + std::to_string(i) + "]",
+                       "bitmap table entry " + HexOffset(entry) + " is invalid");
+      return Status::Ok();
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
-Status ReadBitmapDirectory(CheckContext& ctx) {
-  if (!BitmapsValid(ctx)) return Status::Ok();
+// Parses the directory into ctx.bitmaps.
+Status ReadBitmapEntries(CheckContext& ctx) {
   const BitmapsExtension& ext = *ctx.header.bitmaps;
   const std::string owner = "bitmap directory";
   if (ext.directory_size > kMaxBitmapDirectoryBytes || ext.nb_bitmaps > kMaxBitmaps ||
       (ext.directory_offset & (ctx.cluster_bytes - 1)) != 0 ||
       ext.directory_offset + ext.directory_size > ctx.file_bytes) {
-    ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, ext.directory_offset, owner,
-               "ERROR bitmap directory at " + HexOffset(ext.directory_offset) + " (" +
-                   std::to_string(ext.directory_size) + " bytes, " +
-                   std::to_string(ext.nb_bitmaps) + " bitmaps) is invalid");
+    BitmapCorruption(ctx, FindingKind::kBitmap, ext.directory_offset, owner,
+                     "bitmap directory at " + HexOffset(ext.directory_offset) + " (" +
+                         std::to_string(ext.directory_size) + " bytes, " +
+                         std::to_string(ext.nb_bitmaps) + " bitmaps) is invalid");
     return Status::Ok();
   }
   std::vector<uint8_t> directory(ext.directory_size);
@@ -38,9 +77,8 @@ Status ReadBitmapDirectory(CheckContext& ctx) {
   uint64_t at = 0;
   for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
     if (at + kDirectoryEntryFixedBytes > directory.size()) {
-      ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, ext.directory_offset + at,
-                 owner, "ERROR bitmap directory entry " + std::to_string(i) +
-                            " runs past the directory size");
+      BitmapCorruption(ctx, FindingKind::kBitmap, ext.directory_offset + at, owner,
+                       "bitmap directory entry " + std::to_string(i) + " runs past the directory size");
       return Status::Ok();
     }
     const uint8_t* e = &directory[at];
@@ -52,21 +90,32 @@ Status ReadBitmapDirectory(CheckContext& ctx) {
     const uint64_t entry_bytes =
         (kDirectoryEntryFixedBytes + uint64_t{extra_bytes} + name_bytes + 7) & ~uint64_t{7};
     if (at + entry_bytes > directory.size()) {
-      ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, ext.directory_offset + at,
-                 owner, "ERROR bitmap directory entry " + std::to_string(i) +
-                            " runs past the directory size");
+      BitmapCorruption(ctx, FindingKind::kBitmap, ext.directory_offset + at, owner,
+                       "bitmap directory entry " + std::to_string(i) + " runs past the directory size");
       return Status::Ok();
     }
     const uint8_t* name = e + kDirectoryEntryFixedBytes + extra_bytes;
     bitmap.name.assign(name, name + name_bytes);
     if (uint64_t{bitmap.table_entries} * 8 > kMaxBitmapTableBytes ||
         (bitmap.table_offset & (ctx.cluster_bytes - 1)) != 0) {
-      ctx.Report(FindingKind::kBitmap, Severity::kCorruption, false, bitmap.table_offset,
-                 "bitmap '" + bitmap.name + "'", "ERROR bitmap table is misaligned or too large");
+      BitmapCorruption(ctx, FindingKind::kBitmap, bitmap.table_offset, "bitmap '" + bitmap.name + "'",
+                       "bitmap table is misaligned or too large");
     } else {
       ctx.bitmaps.push_back(std::move(bitmap));
     }
     at += entry_bytes;
+  }
+  return Status::Ok();
+}
+
+Status ReadBitmapDirectory(CheckContext& ctx) {
+  if (!BitmapsValid(ctx)) return Status::Ok();
+  QCRASH_RETURN_IF_ERROR(ReadBitmapEntries(ctx));
+  if (ctx.fix_all() && !ctx.discard_bitmaps) QCRASH_RETURN_IF_ERROR(ValidateBitmapTables(ctx));
+  if (ctx.discard_bitmaps) {
+    // From here on the walk sees the image as it will be: no valid bitmaps.
+    ctx.bitmaps.clear();
+    ctx.header.autoclear_features &= ~f::kAutoclearBitmaps;
   }
   return Status::Ok();
 }
@@ -98,8 +147,7 @@ Status CountBitmaps(CheckContext& ctx) {
     for (uint32_t i = 0; i < bitmap.table_entries; ++i) {
       const uint64_t entry = LoadBe64(&table[i * 8]);
       const uint64_t offset = entry & kBitmapEntryOffsetMask;
-      if ((entry & kBitmapEntryReservedMask) || (offset & (ctx.cluster_bytes - 1)) ||
-          (offset != 0 && (entry & 1))) {
+      if (InvalidTableEntry(ctx, entry)) {
         ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, false,
                    bitmap.table_offset + i * 8, owner + " table[" + std::to_string(i) + "]",
                    "ERROR bitmap table entry " + HexOffset(entry) + " is invalid");

@@ -204,6 +204,10 @@ class CheckContext {
   // kAll: the snapshot table keeps only its first entries, up to the first
   // broken one (QEMU discards the broken tail); written by repair step 1.
   std::optional<uint32_t> snapshots_kept;
+  // kAll: a bitmap structure is corrupt, so every bitmap is discarded by
+  // clearing autoclear bit 0 (what a writer that does not know bitmaps does);
+  // written by repair step 1.
+  bool discard_bitmaps = false;
   // kAll: references AddReference could not count because they lie past the end.
   std::vector<PastEndRange> past_end_ranges;
 
@@ -248,8 +252,8 @@ enum class CopiedPass : uint8_t { kAll, kClearAheadFromView, kClearAheadFromImrt
 Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass = CopiedPass::kAll);
 
 // ---- repair (repair.cc) ----------------------------------------------------------
-// Step 1: writes the snapshot table truncation (header) and edited L1/L2
-// tables (pointer drops, cleared bits). Flushes.
+// Step 1: writes the header edits (snapshot table truncation, bitmaps
+// discarded) and edited L1/L2 tables (pointer drops, cleared bits). Flushes.
 Status WriteTableEdits(CheckContext& ctx);
 // Before a rebuild: the old table and blocks stop counting as owners.
 void ExcludeOldRefcountStructure(CheckContext& ctx);

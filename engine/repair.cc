@@ -2,8 +2,9 @@
 //
 // Why this order is crash-safe: repair never writes anything a second
 // repair could not recompute from the pointers it trusts.
-//   Step 1 (WriteTableEdits): the snapshot table cut before its first
-//     broken entry (nb_snapshots and snapshots_offset, one header sector),
+//   Step 1 (WriteTableEdits): header edits in one sector (the snapshot
+//     table cut before its first broken entry; bitmaps discarded when one
+//     is corrupt),
 //     dropped pointers, cleared reserved bits, and
 //     OFLAG_COPIED cleared where the repaired refcount will be 2 or more
 //     (R9: COPIED is never on disk with a refcount >= 2).
@@ -184,30 +185,42 @@ Status SwitchRefcountTable(CheckContext& ctx, uint64_t table_offset, uint32_t ta
   return Status::Ok();
 }
 
-// Cuts the snapshot table before its first broken entry: nb_snapshots and
-// snapshots_offset (bytes 60..71, inside the first sector) in one sector
-// write, so a crash leaves either the old table or the cut one. The
-// discarded entries' clusters become leaks; their refcounts are lowered
-// only after the flush in WriteTableEdits (R4).
-Status TruncateSnapshotTable(CheckContext& ctx) {
-  const uint32_t kept = *ctx.snapshots_kept;
-  const uint64_t table_offset = kept == 0 ? 0 : ctx.header.snapshots_offset;
+// The header edits of repair step 1, in one write of the first sector (all
+// fields lie in bytes 60..95), so a crash leaves the old header or the new:
+//   - the snapshot table cut before its first broken entry (nb_snapshots,
+//     and snapshots_offset 0 when no entry is kept);
+//   - autoclear bit 0 cleared when a bitmap structure is corrupt, which
+//     discards every bitmap.
+// What they stop referencing becomes leaks, lowered only after the flush in
+// WriteTableEdits (R4).
+Status WriteHeaderEdits(CheckContext& ctx) {
+  static_assert(f::kOffAutoclearFeatures + 8 <= 512);
   std::vector<uint8_t> sector(512);
   QCRASH_RETURN_IF_ERROR(ctx.device.Read(0, sector));
-  StoreBe32(&sector[f::kOffNbSnapshots], kept);
-  StoreBe64(&sector[f::kOffSnapshotsOffset], table_offset);
+  if (ctx.snapshots_kept) {
+    const uint32_t kept = *ctx.snapshots_kept;
+    const uint64_t table_offset = kept == 0 ? 0 : ctx.header.snapshots_offset;
+    StoreBe32(&sector[f::kOffNbSnapshots], kept);
+    StoreBe64(&sector[f::kOffSnapshotsOffset], table_offset);
+    ctx.header.nb_snapshots = kept;
+    ctx.header.snapshots_offset = table_offset;
+  }
+  if (ctx.discard_bitmaps) {
+    const uint64_t autoclear = LoadBe64(&sector[f::kOffAutoclearFeatures]);
+    StoreBe64(&sector[f::kOffAutoclearFeatures], autoclear & ~f::kAutoclearBitmaps);
+  }
   QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, 0, sector, {ClusterUse::kHeader}));
-  ctx.header.nb_snapshots = kept;
-  ctx.header.snapshots_offset = table_offset;
   ctx.snapshots_kept.reset();
+  ctx.discard_bitmaps = false;
   return Status::Ok();
 }
 
 }  // namespace
 
 Status WriteTableEdits(CheckContext& ctx) {
-  if (ctx.edited_tables.empty() && !ctx.snapshots_kept) return Status::Ok();
-  if (ctx.snapshots_kept) QCRASH_RETURN_IF_ERROR(TruncateSnapshotTable(ctx));
+  const bool header_edits = ctx.snapshots_kept || ctx.discard_bitmaps;
+  if (ctx.edited_tables.empty() && !header_edits) return Status::Ok();
+  if (header_edits) QCRASH_RETURN_IF_ERROR(WriteHeaderEdits(ctx));
   for (const auto& [offset, bytes] : ctx.edited_tables) {
     QCRASH_RETURN_IF_ERROR(WriteChecked(
         ctx, offset, bytes, {ClusterUse::kActiveL1, ClusterUse::kSnapshotL1, ClusterUse::kL2}));

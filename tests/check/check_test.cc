@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "engine/check.h"
+#include "engine/header.h"
 #include "engine/image_lock.h"
 #include "engine/memory_device.h"
 #include "tests/check/check_test_util.h"
@@ -320,6 +321,26 @@ TEST(Repair, RebuildAvoidsTablesPastTheEnd) {
       ExpectRepairConverges(device, what);
     }
   }
+}
+
+// A corrupt bitmap structure (here an invalid bitmap table entry, found by
+// repair_fuzzer) is repaired by discarding every bitmap: autoclear bit 0 is
+// cleared and the bitmap clusters are freed, so the image comes out clean.
+TEST(Repair, DiscardsBitmapsWhenOneIsCorrupt) {
+  TempDir dir;
+  const std::string path = dir.File("bitmap.qcow2");
+  ASSERT_TRUE(MakeImage(path, "", "8M", {"write -P 0x11 0 64k"}));
+  ASSERT_EQ(RunCommand("qemu-img bitmap --add '" + path + "' b0").exit_code, 0);
+  std::vector<uint8_t> image = ReadFileBytes(path);
+  auto header = engine::DecodeHeader({image.data(), 65536}, image.size());
+  ASSERT_TRUE(header.ok() && header->bitmaps.has_value());
+  const uint64_t table = LoadBe64(&image[header->bitmaps->directory_offset]);
+  StoreBe64(&image[table], 0x1010101010101010);  // reserved bits set
+  MemoryDevice device(image);
+  const CheckReport checked = Check(device, RepairMode::kNone);
+  ASSERT_NE(FindKind(checked, FindingKind::kReservedBits), nullptr);
+  ExpectRepairConverges(device, "invalid bitmap table entry");
+  EXPECT_EQ(LoadBe64(&device.bytes()[f::kOffAutoclearFeatures]) & f::kAutoclearBitmaps, 0u);
 }
 
 // Hostile bytes anywhere in the metadata give findings or errors, never a
