@@ -287,4 +287,35 @@ void ResetGetopt() {
   opterr = 1;
 }
 
+int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv, ReadCommandArgs& args) {
+  static const option kLong[] = {{"output", required_argument, nullptr, 'O'},
+                                 {"help", no_argument, nullptr, 'h'},
+                                 {"force-share", no_argument, nullptr, 'U'},
+                                 {nullptr, 0, nullptr, 0}};
+  ResetGetopt();
+  int opt;
+  while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
+    switch (opt) {
+      case 'h': std::fputs(usage, stdout); return 0;
+      case 'U': args.force_share = true; break;
+      case 'f':
+        if (std::string(optarg) != "qcow2") return ReportUsage(std::string(command) + ": only -f qcow2 is supported");
+        break;
+      case 'O':
+        if (std::string(optarg) != "json" && std::string(optarg) != "human") {
+          return ReportUsage(std::string("--output must be human or json, not '") + optarg + "'");
+        }
+        args.json = std::string(optarg) == "json";
+        break;
+      default: std::fputs(usage, stderr); return 1;
+    }
+  }
+  if (argc - optind != 1) {
+    std::fputs(usage, stderr);
+    return 1;
+  }
+  args.path = argv[optind];
+  return -1;
+}
+
 }  // namespace qcrash::cli

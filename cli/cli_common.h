@@ -84,4 +84,13 @@ Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions optio
 // Resets getopt so that each command parses its own argv from the start.
 void ResetGetopt();
 
+// The options the read-only commands share: [-f qcow2] [--output=human|json] [-U] FILE.
+struct ReadCommandArgs {
+  bool json = false;
+  bool force_share = false;
+  std::string path;
+};
+// Returns -1 to go on, or the exit code after printing the usage or an error.
+int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv, ReadCommandArgs& args);
+
 }  // namespace qcrash::cli

@@ -87,35 +87,11 @@ void PrintHuman(const nlohmann::ordered_json& info) {
 }  // namespace
 
 int RunInfo(int argc, char** argv) {
-  static const option kLong[] = {{"output", required_argument, nullptr, 'O'},
-                                 {"help", no_argument, nullptr, 'h'},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {nullptr, 0, nullptr, 0}};
-  ResetGetopt();
-  bool json = false;
-  bool force_share = false;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
-    switch (opt) {
-      case 'h': std::fputs(kUsage, stdout); return 0;
-      case 'U': force_share = true; break;
-      case 'f':
-        if (std::string(optarg) != "qcow2") return ReportUsage("info: only -f qcow2 is supported");
-        break;
-      case 'O':
-        if (std::string(optarg) != "json" && std::string(optarg) != "human") {
-          return ReportUsage(std::string("--output must be human or json, not '") + optarg + "'");
-        }
-        json = std::string(optarg) == "json";
-        break;
-      default: std::fputs(kUsage, stderr); return 1;
-    }
-  }
-  if (argc - optind != 1) {
-    std::fputs(kUsage, stderr);
-    return 1;
-  }
-  const std::string path = argv[optind];
+  ReadCommandArgs args;
+  if (const int exit_code = ParseReadCommandArgs("info", kUsage, argc, argv, args); exit_code >= 0) return exit_code;
+  const bool json = args.json;
+  const bool force_share = args.force_share;
+  const std::string path = args.path;
   auto header = ReadHeaderOf(path);
   if (!header.ok()) return ReportError(path, header.status());
   // Like qemu-img info, open the image (read-only, backing file not needed)

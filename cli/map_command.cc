@@ -78,35 +78,11 @@ int PrintHuman(const std::vector<ChainFile>& chain, const std::vector<MapExtent>
 }  // namespace
 
 int RunMap(int argc, char** argv) {
-  static const option kLong[] = {{"output", required_argument, nullptr, 'O'},
-                                 {"help", no_argument, nullptr, 'h'},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {nullptr, 0, nullptr, 0}};
-  ResetGetopt();
-  bool json = false;
-  bool force_share = false;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
-    switch (opt) {
-      case 'h': std::fputs(kUsage, stdout); return 0;
-      case 'U': force_share = true; break;
-      case 'f':
-        if (std::string(optarg) != "qcow2") return ReportUsage("map: only -f qcow2 is supported");
-        break;
-      case 'O':
-        if (std::string(optarg) != "json" && std::string(optarg) != "human") {
-          return ReportUsage(std::string("--output must be human or json, not '") + optarg + "'");
-        }
-        json = std::string(optarg) == "json";
-        break;
-      default: std::fputs(kUsage, stderr); return 1;
-    }
-  }
-  if (argc - optind != 1) {
-    std::fputs(kUsage, stderr);
-    return 1;
-  }
-  const std::string path = argv[optind];
+  ReadCommandArgs args;
+  if (const int exit_code = ParseReadCommandArgs("map", kUsage, argc, argv, args); exit_code >= 0) return exit_code;
+  const bool json = args.json;
+  const bool force_share = args.force_share;
+  const std::string path = args.path;
   engine::OpenOptions options;
   options.read_only = true;
   auto opened = OpenImage(path, options, force_share);
