@@ -414,8 +414,57 @@ Status ReadSnapshotTable(CheckContext& ctx) {
   return Status::Ok();
 }
 
+namespace {
+
+bool ClustersIntersect(const CheckContext& ctx, uint64_t a_offset, uint64_t a_bytes,
+                       uint64_t b_offset, uint64_t b_bytes) {
+  if (a_bytes == 0 || b_bytes == 0) return false;
+  const uint32_t bits = ctx.header.cluster_bits;
+  return (a_offset >> bits) <= ((b_offset + b_bytes - 1) >> bits) &&
+         (b_offset >> bits) <= ((a_offset + a_bytes - 1) >> bits);
+}
+
+// kAll: a snapshot table sharing a cluster with the header, the refcount
+// table or an L1 table is discarded whole: repair's edits to the other
+// structure would rewrite the snapshot entries under it (found by
+// repair_fuzzer: the L1 edits changed a snapshot, whose clusters then leaked).
+void DiscardOverlappingSnapshotTable(CheckContext& ctx) {
+  const Header& h = ctx.header;
+  const uint64_t table_offset = h.snapshots_offset;
+  const uint64_t table_bytes = ctx.snapshot_table_bytes;
+  const char* other = nullptr;
+  if (ClustersIntersect(ctx, table_offset, table_bytes, 0, ctx.cluster_bytes)) {
+    other = "qcow2 header";
+  } else if (ClustersIntersect(ctx, table_offset, table_bytes, h.refcount_table_offset,
+                               uint64_t{h.refcount_table_clusters} << h.cluster_bits)) {
+    other = "refcount table";
+  } else {
+    for (const L1Source& s : L1Sources(ctx)) {
+      if (ClustersIntersect(ctx, table_offset, table_bytes, s.offset, uint64_t{s.entries} * 8)) {
+        other = s.active ? "active L1 table" : "snapshot L1 table";
+        break;
+      }
+    }
+  }
+  if (other == nullptr) return;
+  const uint32_t total = h.nb_snapshots;
+  const std::string what = std::string("the snapshot table overlaps the ") + other;
+  ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, true, table_offset, "snapshot table",
+             "Repairing: " + what + "; discarding snapshot table entries 0.." + std::to_string(total - 1));
+  if (ctx.report.dropped.size() < kMaxFindings) {
+    ctx.report.dropped.push_back(
+        {"snapshot table entries 0.." + std::to_string(total - 1), 0, h.size_bytes, what});
+  }
+  ctx.snapshots.clear();
+  ctx.snapshot_table_bytes = 0;
+  ctx.snapshots_kept = 0;
+}
+
+}  // namespace
+
 Status MarkAllMetadata(CheckContext& ctx) {
   const Header& h = ctx.header;
+  if (ctx.fix_all()) DiscardOverlappingSnapshotTable(ctx);
   auto mark = [&](uint64_t offset, uint64_t size, ClusterUse use, const std::string& what) {
     if (size == 0 || ctx.PastEnd(offset, size)) return;
     const ClusterUse other = ctx.MarkMetadata(offset, size, use);

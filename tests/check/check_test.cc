@@ -323,6 +323,17 @@ TEST(Repair, RebuildAvoidsTablesPastTheEnd) {
   }
 }
 
+// A snapshot table that shares a cluster with the active L1 is discarded
+// whole: repair's L1 edits would otherwise rewrite the snapshot entries
+// (found by repair_fuzzer: the rewritten snapshot's clusters leaked).
+TEST(Repair, DiscardsSnapshotTableOverlappingTheActiveL1) {
+  std::vector<uint8_t> image = MakeBytes("-o cluster_size=4096", true);
+  StoreBe64(&image[f::kOffL1TableOffset], LoadBe64(&image[f::kOffSnapshotsOffset]));
+  MemoryDevice device(image);
+  ExpectRepairConverges(device, "snapshot table inside the active L1");
+  EXPECT_EQ(LoadBe32(&device.bytes()[f::kOffNbSnapshots]), 0u);
+}
+
 // A corrupt bitmap structure (here an invalid bitmap table entry, found by
 // repair_fuzzer) is repaired by discarding every bitmap: autoclear bit 0 is
 // cleared and the bitmap clusters are freed, so the image comes out clean.
