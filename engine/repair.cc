@@ -125,25 +125,36 @@ Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>
   return Status::Limit("rebuilt refcount layout does not converge");
 }
 
-// The past-end tables the rebuild grows the file over get their reference,
-// and their past-end findings count as fixed.
-void CountCoveredPastEndTables(CheckContext& ctx, uint64_t start) {
+// Marks the past-end finding of the table starting at `first_cluster` fixed.
+void MarkPastEndFixed(CheckContext& ctx, uint64_t first_cluster, const char* how) {
+  for (Finding& finding : ctx.report.findings) {
+    if (finding.kind != FindingKind::kPastEnd || finding.repaired ||
+        finding.severity != Severity::kCorruption || finding.cluster_index != first_cluster) {
+      continue;
+    }
+    finding.repaired = true;
+    finding.message += std::string("; repaired: ") + how;
+    --ctx.report.corruptions;
+    ++ctx.report.corruptions_fixed;
+    return;
+  }
+}
+
+// The past-end tables the rebuild grows the file over get their reference;
+// the old refcount table past the end is replaced. Their past-end findings
+// count as fixed (else the dirty and corrupt bits would stay set and a
+// second repair would clear them: I7).
+void SettlePastEndTables(CheckContext& ctx, uint64_t start) {
   for (const PastEndRange& range : ctx.past_end_ranges) {
+    if (!range.survives_rebuild) {
+      MarkPastEndFixed(ctx, range.first_cluster, "the refcount structure is rebuilt elsewhere");
+      continue;
+    }
     if (!CoveredByRebuild(range, start)) continue;
     for (uint64_t c = range.first_cluster; c <= range.last_cluster; ++c) {
       ctx.SetImrt(c, ctx.Imrt(c) + 1);
     }
-    for (Finding& finding : ctx.report.findings) {
-      if (finding.kind != FindingKind::kPastEnd || finding.repaired ||
-          finding.severity != Severity::kCorruption || finding.cluster_index != range.first_cluster) {
-        continue;
-      }
-      finding.repaired = true;
-      finding.message += "; repaired: the rebuilt refcount structure extends the file over it";
-      --ctx.report.corruptions;
-      ++ctx.report.corruptions_fixed;
-      break;
-    }
+    MarkPastEndFixed(ctx, range.first_cluster, "the rebuilt refcount structure extends the file over it");
   }
 }
 
@@ -244,7 +255,7 @@ Status RebuildRefcountStructure(CheckContext& ctx) {
   std::vector<uint64_t> counts(ctx.imrt_clusters());
   for (uint64_t c = 0; c < counts.size(); ++c) counts[c] = ctx.Imrt(c);
   QCRASH_ASSIGN_OR_RETURN(RebuildLayout layout, PlanRebuild(ctx, counts));
-  CountCoveredPastEndTables(ctx, layout.start);
+  SettlePastEndTables(ctx, layout.start);
   const uint32_t bits = ctx.header.cluster_bits;
   const uint64_t per_block = f::RefcountBlockEntries(bits, ctx.header.refcount_order);
   for (uint64_t c = layout.start; c < layout.end(); ++c) ctx.SetImrt(c, 1);

@@ -323,6 +323,22 @@ TEST(Repair, RebuildAvoidsTablesPastTheEnd) {
   }
 }
 
+// A refcount table past the end is replaced by the rebuild, so its past-end
+// finding counts as fixed and the corrupt bit is cleared in the same run
+// (found by repair_fuzzer: the second repair cleared it, writing 8 bytes).
+TEST(Repair, RefcountTablePastTheEndIsFixedInOneRun) {
+  std::vector<uint8_t> image = Base64k();
+  StoreBe64(&image[f::kOffRefcountTableOffset], (image.size() + 65535) / 65536 * 65536 + 65536);
+  image[f::kOffIncompatibleFeatures + 7] |= 2;  // corrupt
+  MemoryDevice device(image);
+  const CheckReport repaired = Check(device, RepairMode::kAll);
+  const engine::Finding* past_end = FindKind(repaired, FindingKind::kPastEnd);
+  ASSERT_NE(past_end, nullptr);
+  EXPECT_TRUE(past_end->repaired);
+  EXPECT_TRUE(repaired.header_bits_cleared);
+  ExpectRepairConverges(device, "refcount table past the end, corrupt bit set");
+}
+
 // A snapshot table that shares a cluster with the active L1 is discarded
 // whole: repair's L1 edits would otherwise rewrite the snapshot entries
 // (found by repair_fuzzer: the rewritten snapshot's clusters leaked).
