@@ -17,6 +17,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!after.ok()) {
     fuzz::Fail("a repaired image can be checked", after.status().ToString());
   }
+  // More references than the refcount width can count cannot be repaired
+  // (QCOW2-NOTES §11, and QEMU agrees): the finding names the remedy, a
+  // wider refcount_order. Such an image is out of this property's reach.
+  bool only_overflow = after->corruptions != 0 && after->check_errors == 0;
+  for (const engine::Finding& finding : after->findings) {
+    const bool problem = finding.severity == engine::Severity::kCorruption ||
+                         finding.severity == engine::Severity::kCheckError;
+    if (problem && finding.kind != engine::FindingKind::kRefcountOverflow) only_overflow = false;
+  }
+  if (only_overflow) return 0;
   if (!fuzz::IsClean(*after)) {
     fuzz::Fail("check is clean after check -r all",
                "after repair: " + fuzz::DescribeReport(*after) + "\nrepair: " + fuzz::DescribeReport(*repair));
