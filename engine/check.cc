@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 
 #include "engine/check_internal.h"
 #include "engine/endian.h"
@@ -104,10 +105,14 @@ bool CopiedPassWants(CopiedPass pass, uint64_t entry, uint64_t refcount) {
 
 Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset, bool repair,
                        CopiedPass pass) {
-  std::vector<uint8_t> table(ctx.cluster_bytes);
+  const std::span<uint8_t> table = ctx.L2Scratch();
   QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
   bool edited = false;
   for (uint32_t j = 0; j < table.size() / 8; ++j) {
+    if (j % 8 == 0 && j + 8 <= table.size() / 8 && EightEntriesZero(&table[j * 8])) {
+      j += 7;
+      continue;
+    }
     uint64_t entry = LoadBe64(&table[j * 8]);
     const uint64_t offset = entry & f::kL2EntryOffsetMask;
     if ((entry & f::kOflagCompressed) || offset == 0) continue;
@@ -138,9 +143,11 @@ Result<Header> ReadCheckHeader(BlockDevice& device) {
   }
   const uint32_t cluster_bits = std::clamp<uint32_t>(LoadBe32(&probe[f::kOffClusterBits]),
                                                      f::kMinClusterBits, f::kMaxClusterBits);
-  std::vector<uint8_t> cluster0(std::min<uint64_t>(size, f::ClusterBytes(cluster_bits)));
-  QCRASH_RETURN_IF_ERROR(device.Read(0, cluster0));
-  return DecodeHeader(cluster0, size);
+  // Not zero-initialised: the read fills every byte.
+  const uint64_t cluster0_bytes = std::min<uint64_t>(size, f::ClusterBytes(cluster_bits));
+  const auto cluster0 = std::make_unique_for_overwrite<uint8_t[]>(cluster0_bytes);
+  QCRASH_RETURN_IF_ERROR(device.Read(0, std::span<uint8_t>(cluster0.get(), cluster0_bytes)));
+  return DecodeHeader(std::span<const uint8_t>(cluster0.get(), cluster0_bytes), size);
 }
 
 // Steps 1-3: everything up to the in-memory refcount table.

@@ -2,6 +2,7 @@
 // the metadata map, findings, and the on-disk refcount view.
 #include <algorithm>
 #include <limits>
+#include <memory>
 
 #include "engine/check_internal.h"
 #include "engine/endian.h"
@@ -13,11 +14,14 @@ namespace f = format;
 
 // Reads what the file holds of [offset, offset + out.size()) and zero-fills
 // the rest, as QEMU's block layer does for reads past the end of a file.
+// Only the part past the end is zeroed: the read overwrites the rest (this
+// runs for every table of every check, and the explorer checks each crash
+// state up to three times).
 Status ReadZeroFilledFrom(BlockDevice& device, uint64_t offset, std::span<uint8_t> out) {
-  std::fill(out.begin(), out.end(), uint8_t{0});
   const uint64_t size = device.SizeBytes();
+  const uint64_t in_file = offset >= size ? 0 : std::min<uint64_t>(out.size(), size - offset);
+  std::fill(out.begin() + static_cast<std::ptrdiff_t>(in_file), out.end(), uint8_t{0});
   if (offset >= size) return Status::Ok();
-  const uint64_t in_file = std::min<uint64_t>(out.size(), size - offset);
   return device.Read(offset, out.first(in_file));
 }
 
@@ -59,11 +63,14 @@ Status RefcountView::Load(BlockDevice& device, const Header& header) {
       header.refcount_table_offset >= file_bytes
           ? 0
           : std::min<uint64_t>(table_bytes, file_bytes - header.refcount_table_offset) & ~uint64_t{7};
-  std::vector<uint8_t> bytes(in_file_bytes);
-  QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(device, header.refcount_table_offset, bytes));
-  table_.resize(in_file_bytes / 8);
-  for (size_t i = 0; i < table_.size(); ++i) table_[i] = LoadBe64(&bytes[i * 8]);
-  while (!table_.empty() && table_.back() == 0) table_.pop_back();
+  // Not zero-initialised: the read fills every byte.
+  const auto bytes = std::make_unique_for_overwrite<uint8_t[]>(in_file_bytes);
+  QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(device, header.refcount_table_offset,
+                                            std::span<uint8_t>(bytes.get(), in_file_bytes)));
+  size_t entries = in_file_bytes / 8;
+  while (entries > 0 && LoadBe64(&bytes[(entries - 1) * 8]) == 0) --entries;
+  table_.resize(entries);
+  for (size_t i = 0; i < entries; ++i) table_[i] = LoadBe64(&bytes[i * 8]);
   blocks_.clear();
   dirty_.clear();
   last_block_ = nullptr;
@@ -166,6 +173,12 @@ Status CheckContext::ReadTable(uint64_t offset, std::span<uint8_t> out) {
     return Status::Ok();
   }
   return ReadZeroFilled(offset, out);
+}
+
+std::span<uint8_t> CheckContext::L2Scratch() {
+  // Not zero-initialised: every user fills it with ReadTable first.
+  if (l2_scratch_ == nullptr) l2_scratch_ = std::make_unique_for_overwrite<uint8_t[]>(cluster_bytes);
+  return std::span<uint8_t>(l2_scratch_.get(), cluster_bytes);
 }
 
 void CheckContext::EditTable(uint64_t offset, std::span<const uint8_t> bytes) {

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -137,6 +139,10 @@ class CheckContext {
   Status ReadTable(uint64_t offset, std::span<uint8_t> out);
   // Marks a table (already read into `bytes`) as edited by repair.
   void EditTable(uint64_t offset, std::span<const uint8_t> bytes);
+  // One cluster of scratch space for the L2 table being visited, allocated
+  // once per run. Its users (CountL2, CheckCopiedInL2) read one table into
+  // it and finish with it before any other table is read.
+  std::span<uint8_t> L2Scratch();
 
   // ---- counting ------------------------------------------------------------
   // qcow2_inc_refcounts_imrt: one reference for every cluster [offset, offset+size)
@@ -215,6 +221,7 @@ class CheckContext {
   CheckOptions options_;
   std::vector<uint32_t> imrt_;
   std::vector<ClusterUse> use_;
+  std::unique_ptr<uint8_t[]> l2_scratch_;  // cluster_bytes, see L2Scratch
 };
 
 // ---- the walk (check_walk.cc) ---------------------------------------------------
@@ -267,5 +274,17 @@ Status ClearHeaderBits(CheckContext& ctx);
 // ---- small helpers ---------------------------------------------------------------
 std::string GuestRange(uint64_t guest_offset);
 inline uint64_t L2Index(uint64_t entry_offset_in_table) { return entry_offset_in_table / 8; }
+// True when the 8 table entries (64 bytes) at `entries` are all zero: the
+// table walks skip empty runs 8 entries at a time, since a small image's
+// L2 tables are mostly empty.
+inline bool EightEntriesZero(const uint8_t* entries) {
+  uint64_t any = 0;
+  for (int k = 0; k < 8; ++k) {
+    uint64_t word;
+    std::memcpy(&word, entries + k * 8, sizeof(word));
+    any |= word;
+  }
+  return any == 0;
+}
 
 }  // namespace qcrash::engine::check_internal

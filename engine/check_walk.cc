@@ -148,12 +148,16 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
   if (++ctx.l2_visits > kMaxL2Visits) {
     return Status::Limit("more than " + std::to_string(kMaxL2Visits) + " L2 tables to visit");
   }
-  std::vector<uint8_t> table(ctx.cluster_bytes);
+  const std::span<uint8_t> table = ctx.L2Scratch();
   QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
   bool edited = false;
   uint64_t next_contiguous = 0;
   const uint32_t entries = static_cast<uint32_t>(f::L2Entries(ctx.header.cluster_bits));
   for (uint32_t j = 0; j < entries; ++j) {
+    if (j % 8 == 0 && j + 8 <= entries && EightEntriesZero(&table[j * 8])) {
+      j += 7;
+      continue;
+    }
     uint64_t entry = LoadBe64(&table[j * 8]);
     if (entry == 0) continue;
     const uint64_t original = entry;
@@ -226,7 +230,9 @@ Status CountL1(CheckContext& ctx, const L1Source& source) {
       }
       entry = 0;
     } else if (l2_offset != 0) {
-      ctx.AddReference(l2_offset, ctx.cluster_bytes, L1Owner(source, i) + " L2 table");
+      if (!ctx.TryAddReference(l2_offset, ctx.cluster_bytes)) {
+        ctx.AddReference(l2_offset, ctx.cluster_bytes, L1Owner(source, i) + " L2 table");
+      }
       if (misaligned) {
         ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, l2_offset,
                    L1Owner(source, i), "ERROR l2_offset=" + HexOffset(l2_offset) +
@@ -560,6 +566,10 @@ Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visi
       if (++visits > kMaxL2Visits) return Status::Limit("too many L2 tables to visit");
       QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, l2));
       for (uint32_t j = 0; j < l2.size() / 8; ++j) {
+        if (j % 8 == 0 && j + 8 <= l2.size() / 8 && EightEntriesZero(&l2[j * 8])) {
+          j += 7;
+          continue;
+        }
         const uint64_t entry = LoadBe64(&l2[j * 8]);
         if (entry != 0) QCRASH_RETURN_IF_ERROR(visit(source, i, l2_offset, j, entry));
       }
