@@ -108,11 +108,8 @@ Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset,
   const std::span<uint8_t> table = ctx.L2Scratch();
   QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
   bool edited = false;
-  for (uint32_t j = 0; j < table.size() / 8; ++j) {
-    if (j % 8 == 0 && j + 8 <= table.size() / 8 && EightEntriesZero(&table[j * 8])) {
-      j += 7;
-      continue;
-    }
+  for (uint32_t j = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); j < table.size() / 8;
+       j = static_cast<uint32_t>(NextNonZeroEntry(table, j + 1))) {
     uint64_t entry = LoadBe64(&table[j * 8]);
     const uint64_t offset = entry & f::kL2EntryOffsetMask;
     if ((entry & f::kOflagCompressed) || offset == 0) continue;

@@ -274,17 +274,27 @@ Status ClearHeaderBits(CheckContext& ctx);
 // ---- small helpers ---------------------------------------------------------------
 std::string GuestRange(uint64_t guest_offset);
 inline uint64_t L2Index(uint64_t entry_offset_in_table) { return entry_offset_in_table / 8; }
-// True when the 8 table entries (64 bytes) at `entries` are all zero: the
-// table walks skip empty runs 8 entries at a time, since a small image's
-// L2 tables are mostly empty.
-inline bool EightEntriesZero(const uint8_t* entries) {
-  uint64_t any = 0;
-  for (int k = 0; k < 8; ++k) {
-    uint64_t word;
-    std::memcpy(&word, entries + k * 8, sizeof(word));
-    any |= word;
+// The index of the first non-zero 8-byte entry of `table` at or after
+// `index`, or table.size() / 8 when there is none. Empty runs are skipped 8
+// entries (64 bytes) at a time: a small image's L2 tables are mostly empty,
+// and the walks visit every table up to four times per check.
+inline size_t NextNonZeroEntry(std::span<const uint8_t> table, size_t index) {
+  const size_t entries = table.size() / 8;
+  while (index + 8 <= entries) {
+    uint64_t words[8];
+    std::memcpy(words, &table[index * 8], sizeof(words));
+    if (((words[0] | words[1]) | (words[2] | words[3]) | (words[4] | words[5]) |
+         (words[6] | words[7])) != 0) {
+      break;
+    }
+    index += 8;
   }
-  return any == 0;
+  for (; index < entries; ++index) {
+    uint64_t word;
+    std::memcpy(&word, &table[index * 8], sizeof(word));
+    if (word != 0) break;
+  }
+  return index;
 }
 
 }  // namespace qcrash::engine::check_internal

@@ -153,13 +153,9 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
   bool edited = false;
   uint64_t next_contiguous = 0;
   const uint32_t entries = static_cast<uint32_t>(f::L2Entries(ctx.header.cluster_bits));
-  for (uint32_t j = 0; j < entries; ++j) {
-    if (j % 8 == 0 && j + 8 <= entries && EightEntriesZero(&table[j * 8])) {
-      j += 7;
-      continue;
-    }
+  for (uint32_t j = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); j < entries;
+       j = static_cast<uint32_t>(NextNonZeroEntry(table, j + 1))) {
     uint64_t entry = LoadBe64(&table[j * 8]);
-    if (entry == 0) continue;
     const uint64_t original = entry;
     if (entry & f::kOflagCompressed) {
       CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
@@ -565,13 +561,10 @@ Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visi
       if (l2_offset == 0) continue;
       if (++visits > kMaxL2Visits) return Status::Limit("too many L2 tables to visit");
       QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, l2));
-      for (uint32_t j = 0; j < l2.size() / 8; ++j) {
-        if (j % 8 == 0 && j + 8 <= l2.size() / 8 && EightEntriesZero(&l2[j * 8])) {
-          j += 7;
-          continue;
-        }
+      for (uint32_t j = static_cast<uint32_t>(NextNonZeroEntry(l2, 0)); j < l2.size() / 8;
+           j = static_cast<uint32_t>(NextNonZeroEntry(l2, j + 1))) {
         const uint64_t entry = LoadBe64(&l2[j * 8]);
-        if (entry != 0) QCRASH_RETURN_IF_ERROR(visit(source, i, l2_offset, j, entry));
+        QCRASH_RETURN_IF_ERROR(visit(source, i, l2_offset, j, entry));
       }
     }
   }
