@@ -67,7 +67,13 @@ Status RefcountView::Load(BlockDevice& device, const Header& header) {
   const auto bytes = std::make_unique_for_overwrite<uint8_t[]>(in_file_bytes);
   QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(device, header.refcount_table_offset,
                                             std::span<uint8_t>(bytes.get(), in_file_bytes)));
+  // Trailing zero entries are dropped (see above); the table is mostly
+  // zeroes, so whole empty runs are skipped first.
+  const std::span<const uint8_t> in_file(bytes.get(), in_file_bytes);
   size_t entries = in_file_bytes / 8;
+  while (entries >= 8 && NextNonZeroEntry(in_file.subspan((entries - 8) * 8, 64), 0) == 8) {
+    entries -= 8;
+  }
   while (entries > 0 && LoadBe64(&bytes[(entries - 1) * 8]) == 0) --entries;
   table_.resize(entries);
   for (size_t i = 0; i < entries; ++i) table_[i] = LoadBe64(&bytes[i * 8]);

@@ -280,20 +280,21 @@ inline uint64_t L2Index(uint64_t entry_offset_in_table) { return entry_offset_in
 // and the walks visit every table up to four times per check.
 inline size_t NextNonZeroEntry(std::span<const uint8_t> table, size_t index) {
   const size_t entries = table.size() / 8;
+  // One load per word into a register (a memcpy into a local array went
+  // through the stack).
+  const auto word = [&table](size_t i) {
+    uint64_t w;
+    std::memcpy(&w, &table[i * 8], sizeof(w));
+    return w;
+  };
   while (index + 8 <= entries) {
-    uint64_t words[8];
-    std::memcpy(words, &table[index * 8], sizeof(words));
-    if (((words[0] | words[1]) | (words[2] | words[3]) | (words[4] | words[5]) |
-         (words[6] | words[7])) != 0) {
+    if ((word(index) | word(index + 1) | word(index + 2) | word(index + 3) | word(index + 4) |
+         word(index + 5) | word(index + 6) | word(index + 7)) != 0) {
       break;
     }
     index += 8;
   }
-  for (; index < entries; ++index) {
-    uint64_t word;
-    std::memcpy(&word, &table[index * 8], sizeof(word));
-    if (word != 0) break;
-  }
+  while (index < entries && word(index) == 0) ++index;
   return index;
 }
 
