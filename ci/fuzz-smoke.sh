@@ -12,6 +12,9 @@
 #   FUZZ_BUILD_DIR=build/fuzz-dev               an already configured tree to build and use
 #   FUZZ_SKIP_BUILD=1                           use the binaries as they are (with FUZZ_BUILD_DIR)
 #   FUZZ_OUT=dir                                keep logs and artifacts there
+#   FUZZ_SEED=N FUZZ_RUNS=M                     deterministic: seed N, at most M inputs per target
+#                                               (CI uses these, so a gate run cannot stumble on a
+#                                               new bug by luck; long random runs go without them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +62,7 @@ for target in $targets; do
   rm -rf "$corpus" && mkdir -p "$corpus"
   args=(-rss_limit_mb="$rss_limit_mb" -timeout="$timeout_s" -print_final_stats=1
         -artifact_prefix="$out/$target-")
+  [ -n "${FUZZ_SEED:-}" ] && args+=(-seed="$FUZZ_SEED")
   dict=$(dict_for "$target")
   [ -n "$dict" ] && args+=(-dict="$dict")
   if [ "$target" = canary_fuzzer ]; then
@@ -66,6 +70,7 @@ for target in $targets; do
     args+=(-max_total_time="$canary_budget" -max_len=64 -len_control=0)
   else
     args+=(-max_total_time="$seconds")
+    [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
     [ -d "corpus/$target" ] && find "corpus/$target" -maxdepth 1 -type f -exec cp {} "$corpus/" \;
     case "$target" in workload_crash_fuzzer) args+=(-max_len=128 -len_control=0) ;; esac
   fi
