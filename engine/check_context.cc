@@ -219,6 +219,7 @@ bool CheckContext::AddReference(uint64_t offset, uint64_t size, const std::strin
              k << header.cluster_bits, owner,
              "ERROR: overflow cluster offset=" + HexOffset(k << header.cluster_bits) +
                  ": use a wider refcount_order (qemu-img amend) or convert to a clean copy");
+      ++uncounted_[k];
       continue;
     }
     ++imrt_[k];

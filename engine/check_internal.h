@@ -164,8 +164,20 @@ class CheckContext {
     return true;
   }
   uint64_t Imrt(uint64_t cluster) const { return cluster < imrt_.size() ? imrt_[cluster] : 0; }
+  // Takes one reference away. References the IMRT could not count (the
+  // count was at the refcount width's maximum: an overflow) go first, so
+  // excluding an over-counted owner never takes another owner's count down.
   void SubtractReference(uint64_t cluster) {
+    if (auto it = uncounted_.find(cluster); it != uncounted_.end()) {
+      if (--it->second == 0) uncounted_.erase(it);
+      return;
+    }
     if (cluster < imrt_.size() && imrt_[cluster] > 0) --imrt_[cluster];
+  }
+  // References to `cluster` beyond what its refcount width can hold.
+  uint64_t Uncounted(uint64_t cluster) const {
+    auto it = uncounted_.find(cluster);
+    return it == uncounted_.end() ? 0 : it->second;
   }
   uint64_t imrt_clusters() const { return imrt_.size(); }
   // Sets a count directly (rebuild: the new structure's own clusters), growing the IMRT.
@@ -220,6 +232,7 @@ class CheckContext {
  private:
   CheckOptions options_;
   std::vector<uint32_t> imrt_;
+  std::map<uint64_t, uint64_t> uncounted_;  // overflowed references per cluster
   std::vector<ClusterUse> use_;
   std::unique_ptr<uint8_t[]> l2_scratch_;  // cluster_bytes, see L2Scratch
 };

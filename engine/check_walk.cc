@@ -277,15 +277,20 @@ void CountRefcountBlocks(CheckContext& ctx) {
       ctx.rebuild = true;
       continue;
     }
+    const uint64_t before = ctx.Imrt(cluster);
     if (!ctx.TryAddReference(offset, ctx.cluster_bytes)) {
       ctx.AddReference(offset, ctx.cluster_bytes, owner() + " refcount block");
     }
+    // A reference the IMRT could not count (an overflow: the count was at
+    // the refcount width's maximum) still means the block overlaps another
+    // owner, so the structure is rebuilt.
+    const bool counted = ctx.Imrt(cluster) != before;
     ctx.old_refcount_clusters.push_back(cluster);
-    if (ctx.Imrt(cluster) != 1) {
+    if (!counted || ctx.Imrt(cluster) != 1) {
       const ClusterUse other = ctx.UseOf(cluster);
       ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner(),
                  "ERROR refcount block " + std::to_string(i) + " refcount=" +
-                     std::to_string(ctx.Imrt(cluster)) +
+                     std::to_string(before + 1) +
                      (other != ClusterUse::kRefcountBlock
                           ? std::string(" (overlaps the ") + ClusterUseName(other) + ")"
                           : std::string()));

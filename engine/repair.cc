@@ -159,11 +159,20 @@ void SettlePastEndTables(CheckContext& ctx, uint64_t start) {
 }
 
 // Marks every refcount finding so far as fixed: the rebuilt structure holds
-// exactly the counted references (overflows excepted: they cannot be fixed).
+// exactly the counted references. An overflow is fixed only when the
+// references it could not count belonged to the old refcount structure.
 void MarkRebuildFixes(CheckContext& ctx) {
   CheckReport& r = ctx.report;
   for (Finding& finding : r.findings) {
-    if (finding.repaired || finding.kind == FindingKind::kRefcountOverflow) continue;
+    if (finding.repaired) continue;
+    if (finding.kind == FindingKind::kRefcountOverflow) {
+      if (ctx.Uncounted(finding.cluster_index) == 0) {
+        finding.repaired = true;
+        --r.corruptions;
+        ++r.corruptions_fixed;
+      }
+      continue;
+    }
     if (finding.kind == FindingKind::kRefcountUnreadable && finding.severity == Severity::kCheckError) {
       finding.repaired = true;  // the block it could not read is gone
       --r.check_errors;
