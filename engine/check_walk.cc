@@ -380,8 +380,12 @@ Status ReadSnapshotTable(CheckContext& ctx) {
     const uint16_t id_bytes = LoadBe16(fixed + 12);
     const uint16_t name_bytes = LoadBe16(fixed + 14);
     const uint32_t extra_bytes = LoadBe32(fixed + 36);
-    const uint64_t entry_bytes = Align8(40 + uint64_t{extra_bytes} + id_bytes + name_bytes);
-    if (extra_bytes > kMaxSnapshotExtraBytes || offset + entry_bytes > ctx.file_bytes ||
+    // The padding to 8 bytes after the last entry may lie past the end of
+    // the file: QEMU writes the table unpadded when it is the last thing in
+    // the file (an image whose snapshot table ends at an odd byte).
+    const uint64_t used_bytes = 40 + uint64_t{extra_bytes} + id_bytes + name_bytes;
+    const uint64_t entry_bytes = Align8(used_bytes);
+    if (extra_bytes > kMaxSnapshotExtraBytes || offset + used_bytes > ctx.file_bytes ||
         offset + entry_bytes - ctx.header.snapshots_offset > kMaxSnapshotTableBytes) {
       BrokenSnapshotEntry(ctx, i, offset, owner,
                           "snapshot table entry is too large or runs past the end of the file");
