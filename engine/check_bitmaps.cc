@@ -120,8 +120,44 @@ Status ReadBitmapDirectory(CheckContext& ctx) {
   return Status::Ok();
 }
 
+namespace {
+
+// Whether a bitmap structure (the directory or a bitmap table) shares a
+// cluster with metadata marked so far or with another bitmap structure.
+// Work is bounded by the file's clusters: the first cluster seen twice ends it.
+bool BitmapsOverlap(const CheckContext& ctx) {
+  std::vector<bool> seen(ctx.nb_clusters + 2, false);
+  auto clash = [&](uint64_t offset, uint64_t bytes) {
+    if (bytes == 0 || ctx.PastEnd(offset, bytes)) return false;
+    const uint64_t last = (offset + bytes - 1) >> ctx.header.cluster_bits;
+    for (uint64_t k = offset >> ctx.header.cluster_bits; k <= last && k < seen.size(); ++k) {
+      if (seen[k] || ctx.UseOf(k) != ClusterUse::kNone) return true;
+      seen[k] = true;
+    }
+    return false;
+  };
+  const BitmapsExtension& ext = *ctx.header.bitmaps;
+  if (clash(ext.directory_offset, ext.directory_size)) return true;
+  for (const BitmapInfo& bitmap : ctx.bitmaps) {
+    if (clash(bitmap.table_offset, uint64_t{bitmap.table_entries} * 8)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void MarkBitmaps(CheckContext& ctx) {
   if (!BitmapsValid(ctx)) return;
+  // kAll: repair writes the other structure (or drops pointers into it), so
+  // a bitmap sharing its clusters would change under it; bitmaps are only
+  // dirty tracking, so they go rather than guest data or snapshots.
+  if (ctx.fix_all() && BitmapsOverlap(ctx)) {
+    BitmapCorruption(ctx, FindingKind::kOverlap, ctx.header.bitmaps->directory_offset,
+                     "bitmap directory", "a bitmap structure overlaps other metadata");
+    ctx.bitmaps.clear();
+    ctx.header.autoclear_features &= ~f::kAutoclearBitmaps;
+    return;
+  }
   const BitmapsExtension& ext = *ctx.header.bitmaps;
   if (!ctx.PastEnd(ext.directory_offset, ext.directory_size)) {
     ctx.MarkMetadata(ext.directory_offset, ext.directory_size, ClusterUse::kBitmapDirectory);

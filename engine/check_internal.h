@@ -32,6 +32,11 @@ inline constexpr uint64_t kMaxL2Visits = uint64_t{1} << 21;
 // L1s each would otherwise mean 2 TiB of (zero-filled) reads.
 inline constexpr uint64_t kMaxTotalSnapshotL1Bytes = uint64_t{256} << 20;
 inline constexpr uint64_t kMaxSnapshotTableBytes = uint64_t{64} << 20;
+// How far past the end of the file a refcount rebuild may place its new
+// structure (it goes after every table the header names past the end, so
+// that the grown file holds them): further, repair fails with Limit instead
+// of sizing its per-cluster arrays by a hostile offset.
+inline constexpr uint64_t kMaxRebuildGrowthBytes = uint64_t{1} << 30;
 inline constexpr uint64_t kMaxBitmapDirectoryBytes = uint64_t{64} << 20;
 inline constexpr uint32_t kMaxBitmaps = 65535;
 inline constexpr uint64_t kMaxBitmapTableBytes = uint64_t{64} << 20;
@@ -60,6 +65,7 @@ struct SnapshotInfo {
   std::string id;
   std::string name;
   bool usable = false;  // aligned and within the L1 size limit
+  uint64_t entry_end = 0;  // where the entry ends, from the table's start (padded to 8)
 };
 
 struct BitmapInfo {

@@ -418,8 +418,9 @@ Status ReadSnapshotTable(CheckContext& ctx) {
         s.usable = false;
       }
     }
-    ctx.snapshots.push_back(std::move(s));
     offset += entry_bytes;
+    s.entry_end = offset - ctx.header.snapshots_offset;
+    ctx.snapshots.push_back(std::move(s));
   }
   ctx.snapshot_table_bytes = offset - ctx.header.snapshots_offset;
   return Status::Ok();
@@ -471,11 +472,75 @@ void DiscardOverlappingSnapshotTable(CheckContext& ctx) {
   ctx.snapshots_kept = 0;
 }
 
+// kAll: a snapshot whose L1 table shares a cluster with the header, the
+// refcount table, the snapshot table, the active L1 table, an L2 table of
+// the active L1 or an earlier snapshot's L1 table ends the snapshot table
+// there (BrokenSnapshotEntry): repair's edits to either structure would
+// rewrite the other (found by snapshot_fuzzer: a snapshot L1 spanning the
+// active L1 and its L2 tables, whose reserved-bit fixes then overwrote them).
+Status DiscardOverlappingSnapshots(CheckContext& ctx) {
+  if (ctx.snapshots.empty()) return Status::Ok();
+  const Header& h = ctx.header;
+  const uint32_t bits = h.cluster_bits;
+  std::vector<uint64_t> active_l2;  // cluster indices, sorted
+  {
+    std::vector<uint8_t> l1(uint64_t{h.l1_size} * 8);
+    QCRASH_RETURN_IF_ERROR(ctx.ReadTable(h.l1_table_offset, l1));
+    for (uint32_t i = 0; i < h.l1_size; ++i) {
+      const uint64_t l2 = LoadBe64(&l1[i * 8]) & f::kL1EntryOffsetMask;
+      if (l2 != 0) active_l2.push_back(l2 >> bits);
+    }
+    std::sort(active_l2.begin(), active_l2.end());
+  }
+  for (size_t i = 0; i < ctx.snapshots.size(); ++i) {
+    const SnapshotInfo& s = ctx.snapshots[i];
+    if (!s.usable) continue;
+    const uint64_t bytes = uint64_t{s.l1_size} * 8;
+    auto hits = [&](uint64_t offset, uint64_t size) {
+      return ClustersIntersect(ctx, s.l1_table_offset, bytes, offset, size);
+    };
+    std::string other;
+    if (hits(0, ctx.cluster_bytes)) {
+      other = "qcow2 header";
+    } else if (hits(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} << bits)) {
+      other = "refcount table";
+    } else if (hits(h.snapshots_offset, ctx.snapshot_table_bytes)) {
+      other = "snapshot table";
+    } else if (hits(h.l1_table_offset, uint64_t{h.l1_size} * 8)) {
+      other = "active L1 table";
+    } else if (bytes != 0) {
+      const uint64_t first = s.l1_table_offset >> bits;
+      const uint64_t last = (s.l1_table_offset + bytes - 1) >> bits;
+      auto l2 = std::lower_bound(active_l2.begin(), active_l2.end(), first);
+      if (l2 != active_l2.end() && *l2 <= last) other = "active L2 table " + HexOffset(*l2 << bits);
+      for (size_t j = 0; j < i && other.empty(); ++j) {
+        const SnapshotInfo& earlier = ctx.snapshots[j];
+        if (earlier.usable && hits(earlier.l1_table_offset, uint64_t{earlier.l1_size} * 8)) {
+          other = "L1 table of snapshot " + earlier.id;
+        }
+      }
+    }
+    if (other.empty()) continue;
+    const uint64_t start = i == 0 ? 0 : ctx.snapshots[i - 1].entry_end;
+    BrokenSnapshotEntry(ctx, static_cast<uint32_t>(i), h.snapshots_offset + start,
+                        "snapshot " + s.id + " (" + s.name + ")",
+                        "snapshot " + s.id + " L1 table " + HexOffset(s.l1_table_offset) +
+                            " overlaps the " + other);
+    ctx.snapshots.resize(i);
+    ctx.snapshot_table_bytes = start;
+    break;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status MarkAllMetadata(CheckContext& ctx) {
   const Header& h = ctx.header;
-  if (ctx.fix_all()) DiscardOverlappingSnapshotTable(ctx);
+  if (ctx.fix_all()) {
+    DiscardOverlappingSnapshotTable(ctx);
+    QCRASH_RETURN_IF_ERROR(DiscardOverlappingSnapshots(ctx));
+  }
   auto mark = [&](uint64_t offset, uint64_t size, ClusterUse use, const std::string& what) {
     if (size == 0 || ctx.PastEnd(offset, size)) return;
     const ClusterUse other = ctx.MarkMetadata(offset, size, use);
@@ -493,9 +558,10 @@ Status MarkAllMetadata(CheckContext& ctx) {
   mark(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} << h.cluster_bits,
        ClusterUse::kRefcountTable, "refcount table");
   mark(h.snapshots_offset, ctx.snapshot_table_bytes, ClusterUse::kSnapshotTable, "snapshot table");
-  MarkBitmaps(ctx);
   // L2 tables next: a pointer into the header-positioned metadata above
-  // cannot be an L2 table, so repair drops it. Refcount blocks come last:
+  // cannot be an L2 table, so repair drops it. Bitmaps after them: in
+  // repair, a bitmap overlapping anything is discarded (check_bitmaps.cc),
+  // never an L2 table, which holds guest data. Refcount blocks come last:
   // they are rebuilt, while L2 tables hold data that cannot be rebuilt.
   for (const L1Source& s : sources) {
     std::vector<uint8_t> table(uint64_t{s.entries} * 8);
@@ -522,6 +588,7 @@ Status MarkAllMetadata(CheckContext& ctx) {
     }
     if (edited) ctx.EditTable(s.offset, table);
   }
+  MarkBitmaps(ctx);
   for (uint64_t i = 0; i < ctx.refcounts.table().size(); ++i) {
     const uint64_t raw = ctx.refcounts.table()[i];
     const uint64_t offset = raw & f::kRefcountTableOffsetMask;

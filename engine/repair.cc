@@ -96,6 +96,13 @@ Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>
   for (const PastEndRange& range : ctx.past_end_ranges) {
     if (range.survives_rebuild) base = std::max(base, range.last_cluster + 1);
   }
+  if ((base << ctx.header.cluster_bits) - std::min(base << ctx.header.cluster_bits, ctx.file_bytes) >
+      kMaxRebuildGrowthBytes) {
+    return Status::Limit("repair: the rebuilt refcount structure would start at " +
+                         HexOffset(base << ctx.header.cluster_bits) +
+                         ", past a table the header names beyond the end of the file (" +
+                         HexOffset(ctx.file_bytes) + "); limit: 1 GiB of growth");
+  }
   layout.start = FirstFreeRun(ctx.past_end_ranges, base, layout.length());
   std::set<uint64_t> used;
   for (uint64_t c = 0; c < counts.size(); ++c) {

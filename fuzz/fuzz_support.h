@@ -88,6 +88,15 @@ void ReadGuestView(BlockDevice& device, engine::OpenOptions options);
 std::string DescribeReport(const engine::CheckReport& report);
 // True when the report shows no corruption, leak or check error.
 bool IsClean(const engine::CheckReport& report);
+
+// The properties of check_fuzzer: a check without repair of `image` (on a
+// device of its own) writes no byte.
+void CheckWritesNothing(std::span<const uint8_t> image);
+// The properties of repair_fuzzer (I7): after `check -r all` of `image`, check
+// is clean (a refcount overflow excepted: it names its remedy, a wider
+// refcount_order) and a second repair writes nothing; the repaired guest view
+// then reads without crashing.
+void RepairLeavesCleanImage(std::span<const uint8_t> image);
 #endif
 
 }  // namespace qcrash::fuzz

@@ -49,6 +49,40 @@ for _ in $(seq 64); do printf 'compressible data, cluster one. '; done > "$work/
 q convert -c -f raw -O qcow2 -o cluster_size=1024 "$work/raw.bin" "$img/qemu-1k-compressed.qcow2"
 q create -f qcow2 -o cluster_size=512 -u -b base.raw -F raw "$img/qemu-512-backing.qcow2" 64K
 
+# Several snapshots and bitmaps, for snapshot_fuzzer and bitmap_fuzzer (v2
+# and resized images end the file inside the unpadded snapshot table).
+snap="$work/snap"
+mkdir -p "$snap"
+q create -f qcow2 -o cluster_size=512 "$snap/qemu-512-snapshots3.qcow2" 64K
+qio -f qcow2 -c "write -P 0x10 0 1024" "$snap/qemu-512-snapshots3.qcow2"
+q snapshot -c snap1 "$snap/qemu-512-snapshots3.qcow2"
+qio -f qcow2 -c "write -P 0x20 512 1024" "$snap/qemu-512-snapshots3.qcow2"
+q snapshot -c snap2 "$snap/qemu-512-snapshots3.qcow2"
+qio -f qcow2 -c "write -P 0x30 8192 512" "$snap/qemu-512-snapshots3.qcow2"
+q snapshot -c third-snapshot "$snap/qemu-512-snapshots3.qcow2"
+q snapshot -d snap2 "$snap/qemu-512-snapshots3.qcow2"
+q create -f qcow2 -o cluster_size=512,compat=0.10 "$snap/qemu-512-snapshots-v2.qcow2" 64K
+qio -f qcow2 -c "write -P 0x11 0 512" "$snap/qemu-512-snapshots-v2.qcow2"
+q snapshot -c a "$snap/qemu-512-snapshots-v2.qcow2"
+qio -f qcow2 -c "write -P 0x12 0 512" "$snap/qemu-512-snapshots-v2.qcow2"
+q snapshot -c b "$snap/qemu-512-snapshots-v2.qcow2"
+q create -f qcow2 -o cluster_size=512,refcount_bits=2 "$snap/qemu-512-snapshots-resize.qcow2" 32K
+qio -f qcow2 -c "write -P 0x13 0 512" "$snap/qemu-512-snapshots-resize.qcow2"
+q snapshot -c small "$snap/qemu-512-snapshots-resize.qcow2"
+q resize "$snap/qemu-512-snapshots-resize.qcow2" 96K
+qio -f qcow2 -c "write -P 0x14 65536 512" "$snap/qemu-512-snapshots-resize.qcow2"
+q snapshot -c big "$snap/qemu-512-snapshots-resize.qcow2"
+q create -f qcow2 -o cluster_size=512 "$snap/qemu-512-bitmaps3.qcow2" 64K
+q bitmap --add -g 512 "$snap/qemu-512-bitmaps3.qcow2" fine
+q bitmap --add -g 65536 "$snap/qemu-512-bitmaps3.qcow2" coarse
+q bitmap --add -g 4096 --disable "$snap/qemu-512-bitmaps3.qcow2" off
+qio -f qcow2 -c "write -P 0x40 0 2048" -c "write -P 0x41 40960 512" "$snap/qemu-512-bitmaps3.qcow2"
+q create -f qcow2 -o cluster_size=512 "$snap/qemu-512-bitmap-snapshot.qcow2" 64K
+q bitmap --add -g 1024 "$snap/qemu-512-bitmap-snapshot.qcow2" tracked
+qio -f qcow2 -c "write -P 0x50 4096 1024" "$snap/qemu-512-bitmap-snapshot.qcow2"
+q snapshot -c withbitmap "$snap/qemu-512-bitmap-snapshot.qcow2"
+qio -f qcow2 -c "write -P 0x51 0 512" "$snap/qemu-512-bitmap-snapshot.qcow2"
+
 # Hand-damaged copies of one qcrash image (offsets of a 512-byte-cluster
 # image: L1 at the cluster the header names, and so on).
 damage() {  # damage NAME OFFSET HEXBYTES
@@ -82,6 +116,19 @@ for f in "$img"/*.qcow2; do
     printf '\x03\x00\x00\x00\x01\x04\x00\x00'   # discard
     printf '\x04\x00\x00\x00\x00\x00\x00\x00'   # flush
     printf '\x04'; } > "corpus/write_fuzzer/seed-$name"
+done
+
+# snapshot_fuzzer and bitmap_fuzzer: the images with their structure (and
+# the plain snapshot and bitmap seeds above).
+for target in snapshot_fuzzer bitmap_fuzzer; do
+  mkdir -p "corpus/$target"
+  find "corpus/$target" -maxdepth 1 -name 'seed-*' -delete
+done
+for f in "$snap"/*snapshot*.qcow2 "$img/qemu-512-snapshot.qcow2"; do
+  cp "$f" "corpus/snapshot_fuzzer/seed-$(basename "$f" .qcow2)"
+done
+for f in "$snap"/*bitmap*.qcow2 "$img/qemu-1k-bitmap.qcow2"; do
+  cp "$f" "corpus/bitmap_fuzzer/seed-$(basename "$f" .qcow2)"
 done
 
 # write_log_fuzzer: logs in the compact format of sim/write_log.h.
