@@ -47,14 +47,17 @@ Status ResolveOwners(CheckContext& ctx) {
   }
   if (wanted.empty()) return Status::Ok();
   const uint32_t bits = ctx.header.cluster_bits;
-  auto note = [&](uint64_t offset, uint64_t size, const std::string& who) {
+  // The owner's name is built only for an entry that maps a wanted cluster:
+  // most entries do not, and the walk visits every one of them.
+  auto note = [&](uint64_t offset, uint64_t size, const auto& who) {
     for (uint64_t k = offset >> bits; k <= (offset + size - 1) >> bits; ++k) {
       auto it = wanted.find(k);
       if (it == wanted.end()) continue;
+      const std::string name = who();
       for (size_t index : it->second) {
         std::string& owner = ctx.report.findings[index].owner;
         if (owner.size() > 512) continue;  // enough to name the culprits
-        owner += owner.empty() ? who : "; " + who;
+        owner += owner.empty() ? name : "; " + name;
       }
     }
   };
@@ -62,13 +65,14 @@ Status ResolveOwners(CheckContext& ctx) {
       ctx, false,
       [&](const L1Source& source, uint32_t l1_index, uint64_t l2_offset, uint32_t l2_index,
           uint64_t entry) -> Status {
-        const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(bits) + l2_index) << bits;
-        const std::string who = source.table + " L1[" + std::to_string(l1_index) + "] -> L2 " +
-                                HexOffset(l2_offset) + "[" + std::to_string(l2_index) + "] (" +
-                                GuestRange(guest) + ")";
+        auto who = [&] {
+          const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(bits) + l2_index) << bits;
+          return source.table + " L1[" + std::to_string(l1_index) + "] -> L2 " + HexOffset(l2_offset) +
+                 "[" + std::to_string(l2_index) + "] (" + GuestRange(guest) + ")";
+        };
         if (entry & f::kOflagCompressed) {
           const f::CompressedExtent extent = f::DecodeCompressed(entry, bits);
-          note(extent.host_offset, extent.bytes, who + " compressed");
+          note(extent.host_offset, extent.bytes, [&] { return who() + " compressed"; });
         } else if ((entry & f::kL2EntryOffsetMask) != 0) {
           note(entry & f::kL2EntryOffsetMask, ctx.cluster_bytes, who);
         }
@@ -242,10 +246,11 @@ Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass) {
   const bool repair = fix && (ctx.fix_all() || (r.check_errors == 0 && r.corruptions == 0 &&
                                                 r.leaks == 0));
   const Header& h = ctx.header;
-  std::vector<uint8_t> l1(uint64_t{h.l1_size} * 8);
-  QCRASH_RETURN_IF_ERROR(ctx.ReadTable(h.l1_table_offset, l1));
+  std::vector<uint8_t> l1;
+  QCRASH_RETURN_IF_ERROR(ctx.ReadL1(h.l1_table_offset, h.l1_size, l1));
   bool edited = false;
-  for (uint32_t i = 0; i < h.l1_size; ++i) {
+  for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(l1, 0)); i < l1.size() / 8;
+       i = static_cast<uint32_t>(NextNonZeroEntry(l1, i + 1))) {
     uint64_t entry = LoadBe64(&l1[i * 8]);
     const uint64_t l2_offset = entry & f::kL1EntryOffsetMask;
     if (l2_offset == 0) continue;

@@ -40,6 +40,10 @@ enum class RepairMode : uint8_t { kNone, kLeaks, kAll };
 
 struct CheckOptions {
   RepairMode repair = RepairMode::kNone;
+  // Findings kept in CheckReport::findings when nothing is repaired (every
+  // one is counted; the rest only add to findings_omitted). Repair keeps up
+  // to kMaxFindings whatever this says: it marks its findings fixed.
+  size_t max_findings = 10000;
 };
 
 // What a finding is about.

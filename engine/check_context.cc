@@ -147,7 +147,11 @@ std::vector<std::pair<uint64_t, const std::vector<uint8_t>*>> RefcountView::Dirt
 // ---- CheckContext -------------------------------------------------------------------
 
 CheckContext::CheckContext(BlockDevice& dev, const Header& h, const CheckOptions& options)
-    : device(dev), header(h), options_(options) {}
+    : device(dev),
+      header(h),
+      options_(options),
+      max_findings_(options.repair == RepairMode::kNone ? std::min(options.max_findings, kMaxFindings)
+                                                        : kMaxFindings) {}
 
 Status CheckContext::Init() {
   file_bytes = device.SizeBytes();
@@ -181,6 +185,12 @@ Status CheckContext::ReadTable(uint64_t offset, std::span<uint8_t> out) {
   return ReadZeroFilled(offset, out);
 }
 
+Status CheckContext::ReadL1(uint64_t offset, uint64_t entries, std::vector<uint8_t>& out) {
+  const uint64_t in_file = offset >= file_bytes ? 0 : (file_bytes - offset + 7) / 8;
+  out.resize(std::min(entries, in_file) * 8);
+  return ReadTable(offset, out);
+}
+
 std::span<uint8_t> CheckContext::L2Scratch() {
   // Not zero-initialised: every user fills it with ReadTable first.
   if (l2_scratch_ == nullptr) l2_scratch_ = std::make_unique_for_overwrite<uint8_t[]>(cluster_bytes);
@@ -197,34 +207,13 @@ bool CheckContext::PastEnd(uint64_t offset, uint64_t size) const {
   return end > file_bytes && end - file_bytes >= cluster_bytes;
 }
 
-bool CheckContext::AddReference(uint64_t offset, uint64_t size, const std::string& owner) {
-  if (size == 0) return true;
-  if (PastEnd(offset, size)) {
-    // Only repair rebuilds, and in kAll the walk drops every past-end L2
-    // pointer first, so this list holds header-level structures only.
-    if (fix_all()) {
-      past_end_ranges.push_back(
-          {offset >> header.cluster_bits, (offset + size - 1) >> header.cluster_bits, true});
-    }
-    Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner,
-           "ERROR: counting reference for region exceeding the end of the file by one cluster "
-           "or more: offset " + HexOffset(offset) + " size " + HexOffset(size));
-    return false;
+void CheckContext::NotePastEnd(uint64_t offset, uint64_t size) {
+  // Only repair rebuilds, and in kAll the walk drops every past-end L2
+  // pointer first, so this list holds header-level structures only.
+  if (fix_all()) {
+    past_end_ranges.push_back(
+        {offset >> header.cluster_bits, (offset + size - 1) >> header.cluster_bits, true});
   }
-  const uint64_t first = offset >> header.cluster_bits;
-  const uint64_t last = (offset + size - 1) >> header.cluster_bits;
-  for (uint64_t k = first; k <= last && k < imrt_.size(); ++k) {
-    if (imrt_[k] >= refcount_max) {
-      Report(FindingKind::kRefcountOverflow, Severity::kCorruption, false,
-             k << header.cluster_bits, owner,
-             "ERROR: overflow cluster offset=" + HexOffset(k << header.cluster_bits) +
-                 ": use a wider refcount_order (qemu-img amend) or convert to a clean copy");
-      ++uncounted_[k];
-      continue;
-    }
-    ++imrt_[k];
-  }
-  return true;
 }
 
 void CheckContext::SetImrt(uint64_t cluster, uint64_t count) {
@@ -250,8 +239,7 @@ ClusterUse CheckContext::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse
   return conflict;
 }
 
-void CheckContext::Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
-                          std::string owner, std::string message) {
+bool CheckContext::CountFinding(Severity severity, bool repaired) {
   switch (severity) {
     case Severity::kInfo: break;
     case Severity::kLeak: ++(repaired ? report.leaks_fixed : report.leaks); break;
@@ -260,10 +248,15 @@ void CheckContext::Report(FindingKind kind, Severity severity, bool repaired, ui
       break;
     case Severity::kCheckError: ++report.check_errors; break;
   }
-  if (report.findings.size() >= kMaxFindings) {
+  if (report.findings.size() >= max_findings_) {
     ++report.findings_omitted;
-    return;
+    return false;
   }
+  return true;
+}
+
+void CheckContext::Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+                        std::string owner, std::string message) {
   Finding finding;
   finding.kind = kind;
   finding.severity = severity;

@@ -12,6 +12,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "engine/block_device.h"
@@ -143,6 +145,11 @@ class CheckContext {
   Status ReadZeroFilled(uint64_t offset, std::span<uint8_t> out);
   // An L1 or L2 table, from the edits repair made earlier in this run if any.
   Status ReadTable(uint64_t offset, std::span<uint8_t> out);
+  // An L1 table of `entries` entries at `offset`, as far as it lies in the
+  // file: the entries past the end read as zeroes and are empty, so a
+  // hostile l1_size (up to 32 MiB of table) costs what the file holds.
+  // Every walk reads L1 tables this way, so repair's edits keep one size.
+  Status ReadL1(uint64_t offset, uint64_t entries, std::vector<uint8_t>& out);
   // Marks a table (already read into `bytes`) as edited by repair.
   void EditTable(uint64_t offset, std::span<const uint8_t> bytes);
   // One cluster of scratch space for the L2 table being visited, allocated
@@ -154,7 +161,34 @@ class CheckContext {
   // qcow2_inc_refcounts_imrt: one reference for every cluster [offset, offset+size)
   // touches. A range ending one cluster or more past the end of the file is
   // a corruption and is not counted. Returns false when it was not counted.
-  bool AddReference(uint64_t offset, uint64_t size, const std::string& owner);
+  // `owner` as in Report: a string or a callable, run only when a finding is kept.
+  template <class Owner>
+  bool AddReference(uint64_t offset, uint64_t size, Owner&& owner) {
+    if (size == 0) return true;
+    if (PastEnd(offset, size)) {
+      NotePastEnd(offset, size);
+      Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner, [&] {
+        return "ERROR: counting reference for region exceeding the end of the file by one cluster "
+               "or more: offset " + HexOffset(offset) + " size " + HexOffset(size);
+      });
+      return false;
+    }
+    const uint64_t first = offset >> header.cluster_bits;
+    const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+    for (uint64_t k = first; k <= last && k < imrt_.size(); ++k) {
+      if (imrt_[k] < refcount_max) {
+        ++imrt_[k];
+        continue;
+      }
+      ++uncounted_[k];
+      Report(FindingKind::kRefcountOverflow, Severity::kCorruption, false, k << header.cluster_bits,
+             owner, [&] {
+               return "ERROR: overflow cluster offset=" + HexOffset(k << header.cluster_bits) +
+                      ": use a wider refcount_order (qemu-img amend) or convert to a clean copy";
+             });
+    }
+    return true;
+  }
   // The hot path of AddReference: counts and returns true when the range lies
   // inside the file and no count overflows; otherwise changes nothing and
   // returns false (the caller then calls AddReference with the owner's name).
@@ -201,8 +235,20 @@ class CheckContext {
 
   // ---- findings ------------------------------------------------------------
   // Records a finding and counts it. A repaired finding counts as fixed.
+  // Counts a finding and keeps it while fewer than the limit are kept.
+  // `owner` and `message` are strings, or callables returning one: those
+  // run only for a finding that is kept, so a walk over thousands of broken
+  // entries does not format thousands of messages nobody sees.
+  template <class Owner, class Message>
   void Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
-              std::string owner, std::string message);
+              Owner&& owner, Message&& message) {
+    if (!CountFinding(severity, repaired)) return;
+    Keep(kind, severity, repaired, host_offset, Materialize(std::forward<Owner>(owner)),
+         Materialize(std::forward<Message>(message)));
+  }
+  // Whether the next finding would be kept (callers that build a finding
+  // in several steps can skip the work).
+  bool KeepsFindings() const { return report.findings.size() < max_findings_; }
   bool fix_leaks() const { return options_.repair != RepairMode::kNone; }
   bool fix_all() const { return options_.repair == RepairMode::kAll; }
   RepairMode repair() const { return options_.repair; }
@@ -236,7 +282,23 @@ class CheckContext {
   std::vector<PastEndRange> past_end_ranges;
 
  private:
+  // Counts a finding; returns whether it is kept.
+  bool CountFinding(Severity severity, bool repaired);
+  void Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+            std::string owner, std::string message);
+  // AddReference's past-end bookkeeping (the ranges a rebuild must cover).
+  void NotePastEnd(uint64_t offset, uint64_t size);
+  template <class T>
+  static std::string Materialize(T&& value) {
+    if constexpr (std::is_invocable_v<T&>) {
+      return value();
+    } else {
+      return std::string(std::forward<T>(value));
+    }
+  }
+
   CheckOptions options_;
+  size_t max_findings_ = kMaxFindings;
   std::vector<uint32_t> imrt_;
   std::map<uint64_t, uint64_t> uncounted_;  // overflowed references per cluster
   std::vector<ClusterUse> use_;

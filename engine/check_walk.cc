@@ -51,9 +51,11 @@ void DropL2Entry(CheckContext& ctx, const L1Source& source, uint32_t l1_index, u
   const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
                          << ctx.header.cluster_bits;
   ctx.Report(kind, Severity::kCorruption, true, target,
-             L2Owner(ctx, source, l1_index, l2_offset, l2_index),
-             "Repairing: " + why + "; L2 entry " + HexOffset(entry) +
-                 (zero ? " made a plain zero cluster" : " dropped"));
+             [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); },
+             [&] {
+               return "Repairing: " + why + "; L2 entry " + HexOffset(entry) +
+                      (zero ? " made a plain zero cluster" : " dropped");
+             });
   if (!zero) AddDropped(ctx, source, guest, ctx.cluster_bytes, why);
   // A zero cluster stays zero without its preallocated host cluster.
   entry = zero && ctx.header.version == 3 ? f::kOflagZero : 0;
@@ -65,9 +67,10 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
   auto owner_of = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
   if (entry & f::kOflagCopied) {
     ctx.Report(FindingKind::kCompressedInvalid, Severity::kCorruption, ctx.fix_all(),
-               entry & ~(f::kOflagCopied | f::kOflagCompressed), owner_of(),
-               std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                   ": copied flag must never be set for compressed clusters");
+               entry & ~(f::kOflagCopied | f::kOflagCompressed), owner_of, [&] {
+                 return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                        ": copied flag must never be set for compressed clusters";
+               });
     if (ctx.fix_all()) entry &= ~f::kOflagCopied;
   }
   const f::CompressedExtent extent = f::DecodeCompressed(entry, ctx.header.cluster_bits);
@@ -86,11 +89,11 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
                                           ClusterUseName(meta));
       return false;
     }
-    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner_of(),
-               std::string("compressed range overlaps the ") + ClusterUseName(meta));
+    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner_of,
+               [&] { return std::string("compressed range overlaps the ") + ClusterUseName(meta); });
   }
   if (!ctx.TryAddReference(extent.host_offset, extent.bytes)) {
-    ctx.AddReference(extent.host_offset, extent.bytes, owner_of());
+    ctx.AddReference(extent.host_offset, extent.bytes, owner_of);
   }
   if (frag_info) {
     ++ctx.report.allocated_clusters;
@@ -115,16 +118,16 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
                   offset, "offset=" + HexOffset(offset) + ": " + what);
       return false;
     }
-    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner(),
-               "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted.");
+    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner,
+               [&] { return "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted."; });
   }
   if (!ctx.fix_all()) {
     const ClusterUse meta = ctx.PastEnd(offset, ctx.cluster_bytes)
                                 ? ClusterUse::kNone
                                 : MetadataIn(ctx, offset, ctx.cluster_bytes);
     if (meta != ClusterUse::kNone) {
-      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, owner(),
-                 std::string("data cluster overlaps the ") + ClusterUseName(meta));
+      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, owner,
+                 [&] { return std::string("data cluster overlaps the ") + ClusterUseName(meta); });
     }
     return true;
   }
@@ -162,14 +165,16 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
     } else {
       if (entry & f::kL2EntryReservedMask) {
         ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(),
-                   l2_offset + j * 8, L2Owner(ctx, source, l1_index, l2_offset, j),
-                   std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                       " found l2 entry with reserved bits set: " + HexOffset(entry));
+                   l2_offset + j * 8, [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
+                   [&] {
+                     return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                            " found l2 entry with reserved bits set: " + HexOffset(entry);
+                   });
         if (ctx.fix_all()) entry &= ~f::kL2EntryReservedMask;
       }
       if ((entry & f::kOflagZero) && ctx.header.version == 2) {
         ctx.Report(FindingKind::kZeroFlagOnV2, Severity::kInfo, false, l2_offset + j * 8,
-                   L2Owner(ctx, source, l1_index, l2_offset, j),
+                   [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
                    "zero flag set in a version 2 image (reads as zeroes in QEMU)");
       }
       const uint64_t offset = entry & f::kL2EntryOffsetMask;
@@ -180,7 +185,8 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
           next_contiguous = offset + ctx.cluster_bytes;
         }
         if (!ctx.TryAddReference(offset, ctx.cluster_bytes)) {
-          ctx.AddReference(offset, ctx.cluster_bytes, L2Owner(ctx, source, l1_index, l2_offset, j));
+          ctx.AddReference(offset, ctx.cluster_bytes,
+                           [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); });
         }
       }
     }
@@ -197,18 +203,19 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
 Status CountL1(CheckContext& ctx, const L1Source& source) {
   if (source.entries == 0) return Status::Ok();
   ctx.AddReference(source.offset, uint64_t{source.entries} * 8, source.table + " L1 table");
-  std::vector<uint8_t> table(uint64_t{source.entries} * 8);
-  QCRASH_RETURN_IF_ERROR(ctx.ReadTable(source.offset, table));
+  std::vector<uint8_t> table;
+  QCRASH_RETURN_IF_ERROR(ctx.ReadL1(source.offset, source.entries, table));
   bool edited = false;
-  for (uint32_t i = 0; i < source.entries; ++i) {
+  for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); i < table.size() / 8;
+       i = static_cast<uint32_t>(NextNonZeroEntry(table, i + 1))) {
     uint64_t entry = LoadBe64(&table[i * 8]);
-    if (entry == 0) continue;
     const uint64_t original = entry;
     if (entry & f::kL1EntryReservedMask) {
       ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(),
-                 source.offset + i * 8, L1Owner(source, i),
-                 std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                     " found L1 entry with reserved bits set: " + HexOffset(entry));
+                 source.offset + i * 8, [&] { return L1Owner(source, i); }, [&] {
+                   return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                          " found L1 entry with reserved bits set: " + HexOffset(entry);
+                 });
       if (ctx.fix_all()) entry &= ~f::kL1EntryReservedMask;
     }
     const uint64_t l2_offset = entry & f::kL1EntryOffsetMask;
@@ -227,12 +234,14 @@ Status CountL1(CheckContext& ctx, const L1Source& source) {
       entry = 0;
     } else if (l2_offset != 0) {
       if (!ctx.TryAddReference(l2_offset, ctx.cluster_bytes)) {
-        ctx.AddReference(l2_offset, ctx.cluster_bytes, L1Owner(source, i) + " L2 table");
+        ctx.AddReference(l2_offset, ctx.cluster_bytes, [&] { return L1Owner(source, i) + " L2 table"; });
       }
       if (misaligned) {
         ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, l2_offset,
-                   L1Owner(source, i), "ERROR l2_offset=" + HexOffset(l2_offset) +
-                                           ": Table is not cluster aligned; L1 entry corrupted");
+                   [&] { return L1Owner(source, i); }, [&] {
+                     return "ERROR l2_offset=" + HexOffset(l2_offset) +
+                            ": Table is not cluster aligned; L1 entry corrupted";
+                   });
       }
       QCRASH_RETURN_IF_ERROR(CountL2(ctx, source, i, l2_offset, source.active));
     }
@@ -484,9 +493,10 @@ Status DiscardOverlappingSnapshots(CheckContext& ctx) {
   const uint32_t bits = h.cluster_bits;
   std::vector<uint64_t> active_l2;  // cluster indices, sorted
   {
-    std::vector<uint8_t> l1(uint64_t{h.l1_size} * 8);
-    QCRASH_RETURN_IF_ERROR(ctx.ReadTable(h.l1_table_offset, l1));
-    for (uint32_t i = 0; i < h.l1_size; ++i) {
+    std::vector<uint8_t> l1;
+    QCRASH_RETURN_IF_ERROR(ctx.ReadL1(h.l1_table_offset, h.l1_size, l1));
+    for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(l1, 0)); i < l1.size() / 8;
+         i = static_cast<uint32_t>(NextNonZeroEntry(l1, i + 1))) {
       const uint64_t l2 = LoadBe64(&l1[i * 8]) & f::kL1EntryOffsetMask;
       if (l2 != 0) active_l2.push_back(l2 >> bits);
     }
@@ -564,10 +574,11 @@ Status MarkAllMetadata(CheckContext& ctx) {
   // never an L2 table, which holds guest data. Refcount blocks come last:
   // they are rebuilt, while L2 tables hold data that cannot be rebuilt.
   for (const L1Source& s : sources) {
-    std::vector<uint8_t> table(uint64_t{s.entries} * 8);
-    QCRASH_RETURN_IF_ERROR(ctx.ReadTable(s.offset, table));
+    std::vector<uint8_t> table;
+    QCRASH_RETURN_IF_ERROR(ctx.ReadL1(s.offset, s.entries, table));
     bool edited = false;
-    for (uint32_t i = 0; i < s.entries; ++i) {
+    for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); i < table.size() / 8;
+         i = static_cast<uint32_t>(NextNonZeroEntry(table, i + 1))) {
       const uint64_t l2_offset = LoadBe64(&table[i * 8]) & f::kL1EntryOffsetMask;
       if (l2_offset == 0 || (l2_offset & (ctx.cluster_bytes - 1)) ||
           ctx.PastEnd(l2_offset, ctx.cluster_bytes)) {
@@ -630,9 +641,10 @@ Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visi
   std::vector<uint8_t> l2(ctx.cluster_bytes);
   for (const L1Source& source : L1Sources(ctx)) {
     if (active_only && !source.active) continue;
-    std::vector<uint8_t> l1(uint64_t{source.entries} * 8);
-    QCRASH_RETURN_IF_ERROR(ctx.ReadTable(source.offset, l1));
-    for (uint32_t i = 0; i < source.entries; ++i) {
+    std::vector<uint8_t> l1;
+    QCRASH_RETURN_IF_ERROR(ctx.ReadL1(source.offset, source.entries, l1));
+    for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(l1, 0)); i < l1.size() / 8;
+         i = static_cast<uint32_t>(NextNonZeroEntry(l1, i + 1))) {
       const uint64_t l2_offset = LoadBe64(&l1[i * 8]) & f::kL1EntryOffsetMask;
       if (l2_offset == 0) continue;
       if (++visits > kMaxL2Visits) return Status::Limit("too many L2 tables to visit");

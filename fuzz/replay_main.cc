@@ -2,7 +2,10 @@
 // file of the corpus paths given (directories are walked recursively), so
 // ctest replays each seed and every regression input without libFuzzer.
 //
-//   <target>_replay [--expect-failure] PATH...
+//   <target>_replay [--expect-failure] [--time] PATH...
+//
+// --time prints each input's run time in microseconds on stdout (slowest
+// inputs first), to find what makes a target slow.
 //
 // --expect-failure runs each input in a child process and succeeds only if
 // every input makes the target fail (abort, signal or non-zero exit): the
@@ -11,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -72,10 +76,13 @@ bool FailsInChild(const std::string& path) {
 
 int main(int argc, char** argv) {
   bool expect_failure = false;
+  bool time = false;
   std::vector<std::string> paths;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--expect-failure") == 0) {
       expect_failure = true;
+    } else if (std::strcmp(argv[i], "--time") == 0) {
+      time = true;
     } else {
       paths.emplace_back(argv[i]);
     }
@@ -85,14 +92,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "replay: --expect-failure needs at least one input\n");
     return 1;
   }
+  std::vector<std::pair<int64_t, std::string>> times;
   for (const std::string& file : files) {
     std::fprintf(stderr, "replay: %s\n", file.c_str());
     if (expect_failure && !FailsInChild(file)) {
       std::fprintf(stderr, "replay: %s did NOT fail, but it must (a canary gone blind)\n", file.c_str());
       return 1;
     }
-    if (!expect_failure) RunOne(file);
+    if (expect_failure) continue;
+    const auto start = std::chrono::steady_clock::now();
+    RunOne(file);
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    if (time) times.emplace_back(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count(), file);
   }
+  std::sort(times.rbegin(), times.rend());
+  for (const auto& [us, file] : times) std::printf("%lld us %s\n", static_cast<long long>(us), file.c_str());
   std::fprintf(stderr, "replay: %zu inputs %s\n", files.size(), expect_failure ? "failed as expected" : "passed");
   return 0;
 }
