@@ -165,6 +165,7 @@ Status Walk(CheckContext& ctx) {
 // Returns false in `may_fix_copied` when repair had to stop.
 Status CompareAndRepair(CheckContext& ctx, uint64_t* highest, bool* may_fix_copied) {
   const CheckReport before_compare = ctx.report;
+  const auto omitted_before_compare = ctx.omitted_open;
   QCRASH_RETURN_IF_ERROR(CompareRefcounts(ctx, false, highest));
   *may_fix_copied = ctx.repair() != RepairMode::kNone;
   if (ctx.repair() == RepairMode::kNone) return Status::Ok();
@@ -194,6 +195,7 @@ Status CompareAndRepair(CheckContext& ctx, uint64_t* highest, bool* may_fix_copi
     QCRASH_RETURN_IF_ERROR(CompareRefcounts(ctx, true, highest));
   } else {
     ctx.report = before_compare;  // the dry run's findings are replaced by the fixing pass
+    ctx.omitted_open = omitted_before_compare;
     QCRASH_RETURN_IF_ERROR(CompareRefcounts(ctx, true, highest));  // in memory only
     if (ctx.fix_all()) {
       QCRASH_RETURN_IF_ERROR(CheckCopiedFlags(ctx, true, CopiedPass::kClearAheadFromView));
@@ -233,10 +235,11 @@ Status CompareRefcounts(CheckContext& ctx, bool fix, uint64_t* highest_cluster) 
                                   : refcount == 0 ? FindingKind::kUnreferencedInUse
                                                   : FindingKind::kRefcountTooLow;
     ctx.Report(kind, leak ? Severity::kLeak : Severity::kCorruption, fixable, offset,
-               leak && references == 0 ? "no owner" : "",
-               std::string(fixable ? "Repairing" : leak ? "Leaked" : "ERROR") + " cluster " +
-                   std::to_string(i) + " refcount=" + std::to_string(refcount) +
-                   " reference=" + std::to_string(references));
+               leak && references == 0 ? "no owner" : "", [&] {
+                 return std::string(fixable ? "Repairing" : leak ? "Leaked" : "ERROR") + " cluster " +
+                        std::to_string(i) + " refcount=" + std::to_string(refcount) +
+                        " reference=" + std::to_string(references);
+               });
   }
   return Status::Ok();
 }

@@ -239,7 +239,7 @@ ClusterUse CheckContext::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse
   return conflict;
 }
 
-bool CheckContext::CountFinding(Severity severity, bool repaired) {
+bool CheckContext::CountFinding(FindingKind kind, Severity severity, bool repaired) {
   switch (severity) {
     case Severity::kInfo: break;
     case Severity::kLeak: ++(repaired ? report.leaks_fixed : report.leaks); break;
@@ -250,6 +250,7 @@ bool CheckContext::CountFinding(Severity severity, bool repaired) {
   }
   if (report.findings.size() >= max_findings_) {
     ++report.findings_omitted;
+    if (!repaired && severity != Severity::kInfo) ++omitted_open[{kind, severity}];
     return false;
   }
   return true;

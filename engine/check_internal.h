@@ -242,13 +242,16 @@ class CheckContext {
   template <class Owner, class Message>
   void Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
               Owner&& owner, Message&& message) {
-    if (!CountFinding(severity, repaired)) return;
+    if (!CountFinding(kind, severity, repaired)) return;
     Keep(kind, severity, repaired, host_offset, Materialize(std::forward<Owner>(owner)),
          Materialize(std::forward<Message>(message)));
   }
   // Whether the next finding would be kept (callers that build a finding
   // in several steps can skip the work).
   bool KeepsFindings() const { return report.findings.size() < max_findings_; }
+  // Findings counted but not kept, still unrepaired, by kind and severity:
+  // a rebuild fixes them too and moves their counts (repair.cc).
+  std::map<std::pair<FindingKind, Severity>, uint64_t> omitted_open;
   bool fix_leaks() const { return options_.repair != RepairMode::kNone; }
   bool fix_all() const { return options_.repair == RepairMode::kAll; }
   RepairMode repair() const { return options_.repair; }
@@ -283,7 +286,7 @@ class CheckContext {
 
  private:
   // Counts a finding; returns whether it is kept.
-  bool CountFinding(Severity severity, bool repaired);
+  bool CountFinding(FindingKind kind, Severity severity, bool repaired);
   void Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
             std::string owner, std::string message);
   // AddReference's past-end bookkeeping (the ranges a rebuild must cover).

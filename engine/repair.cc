@@ -132,7 +132,8 @@ Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>
   return Status::Limit("rebuilt refcount layout does not converge");
 }
 
-// Marks the past-end finding of the table starting at `first_cluster` fixed.
+// Marks the past-end finding of the table starting at `first_cluster` fixed
+// (counted only, when the report did not keep it).
 void MarkPastEndFixed(CheckContext& ctx, uint64_t first_cluster, const char* how) {
   for (Finding& finding : ctx.report.findings) {
     if (finding.kind != FindingKind::kPastEnd || finding.repaired ||
@@ -145,6 +146,11 @@ void MarkPastEndFixed(CheckContext& ctx, uint64_t first_cluster, const char* how
     ++ctx.report.corruptions_fixed;
     return;
   }
+  auto omitted = ctx.omitted_open.find({FindingKind::kPastEnd, Severity::kCorruption});
+  if (omitted == ctx.omitted_open.end()) return;
+  --ctx.report.corruptions;
+  ++ctx.report.corruptions_fixed;
+  if (--omitted->second == 0) ctx.omitted_open.erase(omitted);
 }
 
 // The past-end tables the rebuild grows the file over get their reference;
@@ -168,8 +174,35 @@ void SettlePastEndTables(CheckContext& ctx, uint64_t start) {
 // Marks every refcount finding so far as fixed: the rebuilt structure holds
 // exactly the counted references. An overflow is fixed only when the
 // references it could not count belonged to the old refcount structure.
+bool RebuildFixes(FindingKind kind, Severity severity) {
+  if (severity == Severity::kLeak) return true;
+  return severity == Severity::kCorruption &&
+         (kind == FindingKind::kLeak || kind == FindingKind::kRefcountTooLow ||
+          kind == FindingKind::kUnreferencedInUse || kind == FindingKind::kInvalidRefcountEntry);
+}
+
 void MarkRebuildFixes(CheckContext& ctx) {
   CheckReport& r = ctx.report;
+  // The findings the report did not keep: counts only (overflows among
+  // them stay open: which clusters they name is not known).
+  for (auto it = ctx.omitted_open.begin(); it != ctx.omitted_open.end();) {
+    const auto [kind, severity] = it->first;
+    const bool unreadable = kind == FindingKind::kRefcountUnreadable && severity == Severity::kCheckError;
+    if (!unreadable && !RebuildFixes(kind, severity)) {
+      ++it;
+      continue;
+    }
+    if (unreadable) {
+      r.check_errors -= it->second;
+    } else if (severity == Severity::kLeak) {
+      r.leaks -= it->second;
+      r.leaks_fixed += it->second;
+    } else {
+      r.corruptions -= it->second;
+      r.corruptions_fixed += it->second;
+    }
+    it = ctx.omitted_open.erase(it);
+  }
   for (Finding& finding : r.findings) {
     if (finding.repaired) continue;
     if (finding.kind == FindingKind::kRefcountOverflow) {
@@ -187,10 +220,7 @@ void MarkRebuildFixes(CheckContext& ctx) {
       finding.repaired = true;
       --r.leaks;
       ++r.leaks_fixed;
-    } else if (finding.severity == Severity::kCorruption &&
-               (finding.kind == FindingKind::kLeak || finding.kind == FindingKind::kRefcountTooLow ||
-                finding.kind == FindingKind::kUnreferencedInUse ||
-                finding.kind == FindingKind::kInvalidRefcountEntry)) {
+    } else if (RebuildFixes(finding.kind, finding.severity)) {
       finding.repaired = true;
       --r.corruptions;
       ++r.corruptions_fixed;

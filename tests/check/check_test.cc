@@ -218,6 +218,36 @@ void ExpectRepairConverges(MemoryDevice& device, const std::string& what) {
   EXPECT_EQ(counting.flushes, 0u) << what;
 }
 
+// More findings than a report keeps (kMaxFindings): a rebuild still counts
+// every one of them as fixed, so the report comes out clean, the corrupt bit
+// is cleared and a second repair writes nothing. 12,288 data clusters and
+// their L2 tables are leaked (the active L1 zeroed) and the refcount table
+// has a reserved bit set, which forces the rebuild.
+TEST(Repair, RebuildFixesFindingsBeyondTheKeptOnes) {
+  TempDir dir;
+  const std::string path = dir.File("many.qcow2");
+  ASSERT_TRUE(MakeImage(path, "-o cluster_size=512", "8M", {"write -P 0x5a 0 6M"}));
+  std::vector<uint8_t> image = ReadFileBytes(path);
+  const uint64_t l1 = LoadBe64(&image[f::kOffL1TableOffset]);
+  const uint32_t l1_entries = LoadBe32(&image[f::kOffL1Size]);
+  std::fill(image.begin() + l1, image.begin() + l1 + l1_entries * 8, 0);
+  const uint64_t table = LoadBe64(&image[f::kOffRefcountTableOffset]);
+  image[table + 7] |= 0x02;                           // reserved bit of refcount table entry 0
+  image[f::kOffIncompatibleFeatures + 7] |= 0x02;     // corrupt bit
+  MemoryDevice device(image);
+  const CheckReport before = Check(device, RepairMode::kNone);
+  ASSERT_GT(before.leaks + before.corruptions, engine::kMaxFindings);
+  MemoryDevice repair(image);
+  const CheckReport repaired = Check(repair, RepairMode::kAll);
+  EXPECT_TRUE(repaired.refcounts_rebuilt);
+  EXPECT_GT(repaired.findings_omitted, 0u);
+  EXPECT_GT(repaired.leaks_fixed, engine::kMaxFindings);
+  EXPECT_EQ(repaired.leaks, 0u);
+  EXPECT_EQ(repaired.corruptions, 0u);
+  EXPECT_TRUE(repaired.header_bits_cleared);
+  ExpectRepairConverges(repair, "many findings");
+}
+
 // F1: check -r all discards a broken snapshot table tail (an entry too large
 // or past the end of the file, a misaligned or oversized snapshot L1), as
 // QEMU does: nb_snapshots drops to the entries before it and the discarded
