@@ -249,7 +249,8 @@ Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass) {
   const bool repair = fix && (ctx.fix_all() || (r.check_errors == 0 && r.corruptions == 0 &&
                                                 r.leaks == 0));
   const Header& h = ctx.header;
-  std::vector<uint8_t> l1;
+  L1Buffer buffer(ctx);
+  std::vector<uint8_t>& l1 = buffer.bytes();
   QCRASH_RETURN_IF_ERROR(ctx.ReadL1(h.l1_table_offset, h.l1_size, l1));
   bool edited = false;
   for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(l1, 0)); i < l1.size() / 8;

@@ -249,6 +249,8 @@ class CheckContext {
   // Whether the next finding would be kept (callers that build a finding
   // in several steps can skip the work).
   bool KeepsFindings() const { return report.findings.size() < max_findings_; }
+  // The storage L1Buffer lends (below).
+  std::vector<uint8_t> l1_pool;
   // Findings counted but not kept, still unrepaired, by kind and severity:
   // a rebuild fixes them too and moves their counts (repair.cc).
   std::map<std::pair<FindingKind, Severity>, uint64_t> omitted_open;
@@ -311,6 +313,24 @@ class CheckContext {
 // ---- the walk (check_walk.cc) ---------------------------------------------------
 // Header-level findings (dirty and corrupt bits, tables past the end, ...).
 void CheckHeaderFields(CheckContext& ctx);
+// One L1 table's bytes, lent by the context for the length of a walk: the
+// walks read L1 tables several times per check, and a fresh allocation of a
+// (hostile, up to 32 MiB) table pays its page faults each time (3.5 s for a
+// check -r all of one fuzz input before, with glibc's mmap'd allocations).
+// Contents are stale until ReadL1 fills them.
+class L1Buffer {
+ public:
+  explicit L1Buffer(CheckContext& ctx) : ctx_(ctx), bytes_(std::move(ctx.l1_pool)) {}
+  ~L1Buffer() { ctx_.l1_pool = std::move(bytes_); }
+  L1Buffer(const L1Buffer&) = delete;
+  L1Buffer& operator=(const L1Buffer&) = delete;
+  std::vector<uint8_t>& bytes() { return bytes_; }
+
+ private:
+  CheckContext& ctx_;
+  std::vector<uint8_t> bytes_;
+};
+
 // Reads the snapshot table into ctx.snapshots (findings for unusable entries).
 Status ReadSnapshotTable(CheckContext& ctx);
 // Bitmaps (check_bitmaps.cc): directory parse, metadata map, references.

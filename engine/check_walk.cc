@@ -203,7 +203,8 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
 Status CountL1(CheckContext& ctx, const L1Source& source) {
   if (source.entries == 0) return Status::Ok();
   ctx.AddReference(source.offset, uint64_t{source.entries} * 8, source.table + " L1 table");
-  std::vector<uint8_t> table;
+  L1Buffer buffer(ctx);
+  std::vector<uint8_t>& table = buffer.bytes();
   QCRASH_RETURN_IF_ERROR(ctx.ReadL1(source.offset, source.entries, table));
   bool edited = false;
   for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); i < table.size() / 8;
@@ -493,7 +494,8 @@ Status DiscardOverlappingSnapshots(CheckContext& ctx) {
   const uint32_t bits = h.cluster_bits;
   std::vector<uint64_t> active_l2;  // cluster indices, sorted
   {
-    std::vector<uint8_t> l1;
+    L1Buffer buffer(ctx);
+    std::vector<uint8_t>& l1 = buffer.bytes();
     QCRASH_RETURN_IF_ERROR(ctx.ReadL1(h.l1_table_offset, h.l1_size, l1));
     for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(l1, 0)); i < l1.size() / 8;
          i = static_cast<uint32_t>(NextNonZeroEntry(l1, i + 1))) {
@@ -578,7 +580,8 @@ Status MarkAllMetadata(CheckContext& ctx) {
   // never an L2 table, which holds guest data. Refcount blocks come last:
   // they are rebuilt, while L2 tables hold data that cannot be rebuilt.
   for (const L1Source& s : sources) {
-    std::vector<uint8_t> table;
+    L1Buffer buffer(ctx);
+    std::vector<uint8_t>& table = buffer.bytes();
     QCRASH_RETURN_IF_ERROR(ctx.ReadL1(s.offset, s.entries, table));
     bool edited = false;
     for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); i < table.size() / 8;
@@ -645,7 +648,8 @@ Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visi
   std::vector<uint8_t> l2(ctx.cluster_bytes);
   for (const L1Source& source : L1Sources(ctx)) {
     if (active_only && !source.active) continue;
-    std::vector<uint8_t> l1;
+    L1Buffer buffer(ctx);
+    std::vector<uint8_t>& l1 = buffer.bytes();
     QCRASH_RETURN_IF_ERROR(ctx.ReadL1(source.offset, source.entries, l1));
     for (uint32_t i = static_cast<uint32_t>(NextNonZeroEntry(l1, 0)); i < l1.size() / 8;
          i = static_cast<uint32_t>(NextNonZeroEntry(l1, i + 1))) {
