@@ -185,6 +185,7 @@ Status CompareAndRepair(CheckContext& ctx, uint64_t* highest, bool* may_fix_copi
     ctx.rebuild = true;
   }
   if (ctx.rebuild) {
+    QCRASH_RETURN_IF_ERROR(CheckRebuildReach(ctx));
     // Step 1: pointer edits, and OFLAG_COPIED cleared where the rebuilt
     // refcount will be >= 2, durable before the new refcounts (R4, R9).
     ExcludeOldRefcountStructure(ctx);

@@ -370,6 +370,9 @@ Status WriteTableEdits(CheckContext& ctx);
 void ExcludeOldRefcountStructure(CheckContext& ctx);
 // Step 2: new refcount blocks, flush, new table, flush, header switch, flush.
 Status RebuildRefcountStructure(CheckContext& ctx);
+// Limit when a rebuild would have to start more than kMaxRebuildGrowthBytes
+// past the end of the file; checked before repair writes anything.
+Status CheckRebuildReach(const CheckContext& ctx);
 // Step 3: writes refcount blocks changed by CompareRefcounts. Flushes.
 Status WriteRefcountFixes(CheckContext& ctx);
 // Last step: clears the dirty and corrupt bits when nothing is left broken.

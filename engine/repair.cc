@@ -96,13 +96,7 @@ Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>
   for (const PastEndRange& range : ctx.past_end_ranges) {
     if (range.survives_rebuild) base = std::max(base, range.last_cluster + 1);
   }
-  if ((base << ctx.header.cluster_bits) - std::min(base << ctx.header.cluster_bits, ctx.file_bytes) >
-      kMaxRebuildGrowthBytes) {
-    return Status::Limit("repair: the rebuilt refcount structure would start at " +
-                         HexOffset(base << ctx.header.cluster_bits) +
-                         ", past a table the header names beyond the end of the file (" +
-                         HexOffset(ctx.file_bytes) + "); limit: 1 GiB of growth");
-  }
+  QCRASH_RETURN_IF_ERROR(CheckRebuildReach(ctx));
   layout.start = FirstFreeRun(ctx.past_end_ranges, base, layout.length());
   std::set<uint64_t> used;
   for (uint64_t c = 0; c < counts.size(); ++c) {
@@ -293,6 +287,17 @@ Status WriteTableEdits(CheckContext& ctx) {
 void ExcludeOldRefcountStructure(CheckContext& ctx) {
   for (uint64_t cluster : ctx.old_refcount_clusters) ctx.SubtractReference(cluster);
   ctx.old_refcount_clusters.clear();
+}
+
+Status CheckRebuildReach(const CheckContext& ctx) {
+  uint64_t start = 0;  // bytes: past every table that survives the rebuild
+  for (const PastEndRange& range : ctx.past_end_ranges) {
+    if (range.survives_rebuild) start = std::max(start, (range.last_cluster + 1) << ctx.header.cluster_bits);
+  }
+  if (start <= ctx.file_bytes || start - ctx.file_bytes <= kMaxRebuildGrowthBytes) return Status::Ok();
+  return Status::Limit("repair: the rebuilt refcount structure would start at " + HexOffset(start) +
+                       ", after a table the header names past the end of the file (" +
+                       HexOffset(ctx.file_bytes) + " bytes); limit: 1 GiB of growth; nothing written");
 }
 
 Status RebuildRefcountStructure(CheckContext& ctx) {
