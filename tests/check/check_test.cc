@@ -316,6 +316,22 @@ TEST(Check, HugeEmptyRefcountTableIsCheap) {
   EXPECT_LT(elapsed_ms / kRuns, 25) << "ms per check of an 8 MiB empty refcount table";
 }
 
+// A rebuild that would have to start 128 GiB past the end of a 941-byte file
+// (the active L1 is named out there; found by repair_fuzzer as an OOM of the
+// rebuild's per-cluster arrays) fails with Limit before repair writes a byte.
+TEST(Repair, RebuildFarPastTheEndFailsBeforeWriting) {
+  const std::vector<uint8_t> image = ReadFileBytes(
+      std::string(QCRASH_SOURCE_DIR) + "/corpus/repair_fuzzer/regress-oom-rebuild-far-past-eof-41cdbfd4");
+  MemoryDevice device(image);
+  CountingDevice counting(device);
+  auto report = CheckImage(counting, {RepairMode::kAll});
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), StatusCode::kLimit);
+  EXPECT_NE(report.status().message().find("nothing written"), std::string::npos);
+  EXPECT_EQ(counting.writes, 0u);
+  EXPECT_EQ(device.bytes(), image);
+}
+
 // F4: the refcount rebuild never places a new cluster on a table lying past
 // the end of the file (here the active L1): it allocates after it, so the
 // grown file holds the table, which the rebuild counts. An active L1 past the
