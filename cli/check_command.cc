@@ -13,6 +13,7 @@
 
 #include "cli/cli_common.h"
 #include "engine/check.h"
+#include "engine/header.h"
 #include "engine/file_device.h"
 #include "engine/image_lock.h"
 
@@ -181,12 +182,18 @@ void PrintFindings(const engine::CheckReport& r) {
   }
 }
 
-Result<engine::CheckReport> RunOnce(const std::string& path, engine::RepairMode mode) {
+// `stopped` (when given) tells a check or repair that stopped on an image
+// that opens (a limit on hostile input: qemu-img's "Check failed") from an
+// image that cannot be opened.
+Result<engine::CheckReport> RunOnce(const std::string& path, engine::RepairMode mode,
+                                    bool* stopped = nullptr) {
   const bool write = mode != engine::RepairMode::kNone;
   QCRASH_ASSIGN_OR_RETURN(std::unique_ptr<FileDevice> device,
                           FileDevice::Open(path, write ? FileDevice::Mode::kReadWrite
                                                        : FileDevice::Mode::kReadOnly));
-  return engine::CheckImage(*device, {mode});
+  auto report = engine::CheckImage(*device, {mode});
+  if (stopped) *stopped = !report.ok() && engine::ReadHeader(*device).ok();
+  return report;
 }
 
 }  // namespace
@@ -206,10 +213,16 @@ int RunCheck(int argc, char** argv) {
     }
     lock = std::move(acquired).value();
   }
-  auto first = RunOnce(args.path, args.repair);
+  bool stopped = false;
+  auto first = RunOnce(args.path, args.repair, &stopped);
   if (!first.ok()) {
-    std::fprintf(stderr, "qcrash: Could not open '%s': %s\n", args.path.c_str(),
-                 first.status().ToString().c_str());
+    if (stopped) {
+      std::fprintf(stderr, "qcrash: Check failed: '%s': %s\n", args.path.c_str(),
+                   first.status().ToString().c_str());
+    } else {
+      std::fprintf(stderr, "qcrash: Could not open '%s': %s\n", args.path.c_str(),
+                   first.status().ToString().c_str());
+    }
     return 1;
   }
   if (!args.quiet) PrintFindings(*first);
