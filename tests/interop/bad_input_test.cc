@@ -98,10 +98,16 @@ TEST(BadInput, AnImageQemuIoHoldsIsRefusedWithOneLine) {
   ScratchDir dir;
   ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 busy.qcow2 1M").exit_code, 0);
   const std::string before = ReadFileBytes(dir.File("busy.qcow2"));
-  // Hold the image in a background qemu-io; wait until its lock is visible.
+  // Hold the image in a background qemu-io (60 s at most; killed at the end)
+  // and wait until its lock is visible: up to 30 s, since on a loaded CI
+  // machine qemu-io once took longer than the 2 s this loop used to allow.
   const RunResult held = dir.Run(
-      "(qemu-io -c 'sleep 3000' busy.qcow2 >/dev/null 2>&1 &) ; "
-      "for i in $(seq 100); do qemu-img info busy.qcow2 >/dev/null 2>&1 || exit 0; sleep 0.02; done; exit 1");
+      "qemu-io -c 'sleep 60000' busy.qcow2 >/dev/null 2>&1 & echo $! > qemu-io.pid; "
+      "for i in $(seq 600); do qemu-img info busy.qcow2 >/dev/null 2>&1 || exit 0; sleep 0.05; done; exit 1");
+  struct KillHolder {
+    ScratchDir& dir;
+    ~KillHolder() { dir.Run("kill $(cat qemu-io.pid) 2>/dev/null; true"); }
+  } kill_holder{dir};
   ASSERT_EQ(held.exit_code, 0) << "qemu-io never took its lock";
   const RunResult io = dir.Qcrash("io -c 'write -P 0x5 0 4k' busy.qcow2");
   EXPECT_NE(io.exit_code, 0);
