@@ -17,10 +17,40 @@ std::vector<std::string> FaultNames(const engine::BugSwitches& s) {
   if (s.skip_refcount_barrier) names.push_back("skip-refcount-barrier");
   if (s.early_free_reuse) names.push_back("early-free-reuse");
   if (s.zero_cluster_realloc) names.push_back("zero-cluster-realloc");
+  if (s.no_revoke) names.push_back("no-revoke");
+  if (s.unchecksummed_journal) names.push_back("unchecksummed-journal");
   return names;
 }
 
 namespace {
+
+// The journal policy's variant and geometry (explore --journal): a state id
+// names a point of the write log, which depends on them.
+json JournalToJson(const engine::JournalOptions& o) {
+  return {{"block_order", o.block_order},
+          {"size_bytes", o.size_bytes},
+          {"commit", o.commit == engine::JournalCommit::kHeader ? "header" : "descriptor"},
+          {"recovery", o.recovery == engine::JournalRecovery::kHeaderBookkeeping ? "header" : "scan"},
+          {"terminator", o.terminator == engine::JournalTerminator::kBlankBlock ? "blank" : "escape"},
+          {"checksum", !o.checksums ? "none" : o.byte_sum_checksum ? "bytesum" : "crc32"}};
+}
+
+engine::JournalOptions JournalFromJson(const json& j) {
+  engine::JournalOptions o;
+  if (!j.is_object()) return o;
+  o.block_order = j.value("block_order", o.block_order);
+  o.size_bytes = j.value("size_bytes", o.size_bytes);
+  o.commit = j.value("commit", "header") == "header" ? engine::JournalCommit::kHeader
+                                                     : engine::JournalCommit::kDescriptorFlag;
+  o.recovery = j.value("recovery", "header") == "header" ? engine::JournalRecovery::kHeaderBookkeeping
+                                                         : engine::JournalRecovery::kScanOnly;
+  o.terminator = j.value("terminator", "blank") == "blank" ? engine::JournalTerminator::kBlankBlock
+                                                           : engine::JournalTerminator::kEscapeFlag;
+  const std::string checksum = j.value("checksum", "crc32");
+  o.checksums = checksum != "none";
+  o.byte_sum_checksum = checksum == "bytesum";
+  return o;
+}
 
 Status WriteText(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
@@ -58,6 +88,7 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"cache_l2", r.run.open.l2_cache_tables},
                       {"cache_refcount", r.run.open.refcount_cache_blocks},
                       {"faults", r.faults},
+                      {"journal", JournalToJson(r.run.open.journal)},
                       {"nested_enumerator", r.recovery.nested_enumerator}};
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
@@ -84,6 +115,7 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
   r.run.open.l2_cache_tables = crash.value("cache_l2", r.run.open.l2_cache_tables);
   r.run.open.refcount_cache_blocks = crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
   r.recovery.nested_enumerator = crash.value("nested_enumerator", "");
+  if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
   if (crash.contains("faults") && crash["faults"].is_array()) {
     for (const json& name : crash["faults"]) {
       if (!name.is_string()) continue;

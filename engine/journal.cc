@@ -274,8 +274,9 @@ Status Journal::EnsureSpace(uint32_t blocks_needed) {
 //     a zeroed terminator block, and set the journal-dirty bit in place;
 //  4. flush;
 //  5. write the commit record: the journal header's committed_seq with FUA
-//     (variant: a FUA rewrite of each descriptor with its commit flag;
-//     scan-only: nothing, a valid checksum is the commit).
+//     (variant: a FUA rewrite of each descriptor with its commit flag, the
+//     padding's too, since recovery stops at the first descriptor without
+//     it; scan-only: nothing, a valid checksum is the commit).
 Status Journal::Commit() {
   if (open_.empty() && open_revokes_.empty() && open_frees_.empty()) {
     // Why: a guest flush makes acknowledged guest data durable even when no
@@ -297,14 +298,20 @@ Status Journal::Commit() {
     // guest data it exposes must be durable before any of its blocks.
     QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
   }
+  // The group as written, padding included: the padding transaction is a
+  // member of the chain (it carries a sequence number and "continues"), so
+  // the commit record must cover it like any other member.
+  std::vector<Txn> written;
   for (Txn& t : group) {  // step 3
     if (head_ + t.blocks() > ring_end()) {
       Txn padding;
       padding.block.flags = j::kDescriptorFlagPadding | j::kDescriptorFlagContinues;
       padding.data.assign(uint64_t{ring_end() - head_ - 1} << header_.block_order, 0);
       QCRASH_RETURN_IF_ERROR(WriteTxn(padding));
+      written.push_back(std::move(padding));
     }
     QCRASH_RETURN_IF_ERROR(WriteTxn(t));
+    written.push_back(std::move(t));
   }
   if (blank) QCRASH_RETURN_IF_ERROR(WriteBlocks(head_, std::vector<uint8_t>(header_.block_bytes(), 0)));
   if (!image_dirty_) QCRASH_RETURN_IF_ERROR(set_image_dirty_(true));
@@ -313,7 +320,7 @@ Status Journal::Commit() {
   // the guest data written since the last flush must all be durable before
   // the commit record can name them.
   QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
-  QCRASH_RETURN_IF_ERROR(CommitRecord(group));  // step 5
+  QCRASH_RETURN_IF_ERROR(CommitRecord(written));  // step 5
   for (const auto& [from, to] : open_frees_) {  // the frees are committed: forget those bytes
     for (auto it = overlay_.lower_bound(from); it != overlay_.end() && it->first < to;) it = overlay_.erase(it);
   }
@@ -328,12 +335,16 @@ Status Journal::Commit() {
 Status Journal::CommitRecord(std::vector<Txn>& group) {
   last_committed_index_ = group.back().index;
   const uint32_t last_seq = group.back().block.seq;
-  if (header_.variant & j::kVariantScanOnly) return Status::Ok();
   if ((header_.variant & j::kVariantCommitFlag) == 0) {
+    // Scan-only: a transaction with a valid checksum is committed; there is
+    // no record to write.
+    if (header_.variant & j::kVariantScanOnly) return Status::Ok();
     header_.committed_seq = last_seq;
     // FUA: durable when it returns, so the commit costs no second flush.
     return WriteHeaderSector(true);
   }
+  // Commit flag (with either recovery): recovery, chaining or scanning,
+  // takes only flagged descriptors, so every member of the group needs it.
   for (Txn& t : group) {
     t.block.flags |= j::kDescriptorFlagCommitted;
     QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, j::EncodeDescriptorBlock(t.block, header_.block_bytes()));

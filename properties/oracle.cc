@@ -48,10 +48,18 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
   }
 }
 
+bool GuestOracle::AcknowledgedAt(size_t op_index, uint64_t point) const {
+  // The run stops at its first failed operation, whose span is the last: an
+  // operation that returned an error acknowledged nothing (a flush that
+  // failed made no promise), though its writes may have landed (old-or-new).
+  const bool failed = !run_.workload_status.ok() && op_index + 1 == run_.spans.size();
+  return !failed && run_.spans[op_index].end <= point;
+}
+
 uint64_t GuestOracle::MinSizeAt(uint64_t point) const {
   uint64_t size = run_.workload.image.size_bytes;
   for (size_t i = 0; i < run_.spans.size(); ++i) {
-    if (run_.workload.ops[i].kind == OpKind::kResize && run_.spans[i].end <= point) {
+    if (run_.workload.ops[i].kind == OpKind::kResize && AcknowledgedAt(i, point)) {
       size = run_.workload.ops[i].length_bytes;
     }
   }
@@ -88,7 +96,7 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
   int64_t flush_index = -1;
   for (size_t i = 0; i < run_.spans.size(); ++i) {
     const OpKind kind = run_.workload.ops[i].kind;
-    if ((kind == OpKind::kFlush || kind == OpKind::kClose) && run_.spans[i].end <= point) {
+    if ((kind == OpKind::kFlush || kind == OpKind::kClose) && AcknowledgedAt(i, point)) {
       flush_index = static_cast<int64_t>(i);
     }
   }

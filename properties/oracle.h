@@ -39,6 +39,8 @@ class GuestOracle {
              std::vector<ContentViolation>& out, size_t max = 8) const;
 
  private:
+  // Operation `op_index` had returned successfully by `point`.
+  bool AcknowledgedAt(size_t op_index, uint64_t point) const;
   struct Write {
     uint32_t op_index;
     uint64_t tag;  // 0 = zeroes
