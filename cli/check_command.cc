@@ -201,6 +201,13 @@ Result<engine::CheckReport> RunOnce(const std::string& path, engine::RepairMode 
 int RunCheck(int argc, char** argv) {
   CheckArgs args;
   if (const int exit_code = ParseArgs(argc, argv, args); exit_code >= 0) return exit_code;
+  if (args.repair != engine::RepairMode::kNone) {
+    // qemu-img cannot open such an image at all; a repair must not write it.
+    if (const Status refused = RefuseOwnBacking(args.path); !refused.ok()) {
+      std::fprintf(stderr, "qcrash: Could not open '%s': %s\n", args.path.c_str(), refused.ToString().c_str());
+      return 1;
+    }
+  }
   std::unique_ptr<engine::ImageLock> lock;
   if (!args.force_share) {
     auto acquired = engine::ImageLock::Acquire(

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cli/destination.h"
 #include "engine/qcow2_format.h"
 
 namespace qcrash::cli {
@@ -267,11 +268,25 @@ Result<std::unique_ptr<engine::ImageLock>> LockImage(const std::string& path, bo
       path, read_only ? engine::ImageLock::Access::kRead : engine::ImageLock::Access::kWrite);
 }
 
+Status RefuseOwnBacking(const std::string& path) {
+  const std::optional<FileId> self = IdOf(path);
+  if (!self) return Status::Ok();
+  const std::vector<ChainFile> chain = BackingChain(path);
+  for (size_t depth = 1; depth < chain.size(); ++depth) {
+    if (IdOf(chain[depth].name) == self) {
+      return Status::InvalidArgument("the image is its own backing file (as '" + chain[depth].name +
+                                     "', the same file by device and inode); refusing to write it");
+    }
+  }
+  return Status::Ok();
+}
+
 Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options,
                               bool force_share) {
   // Decode the header read-only first: a file that is not a valid qcow2 image
   // is never opened for writing, so it stays byte-identical.
   QCRASH_RETURN_IF_ERROR(ReadHeaderOf(path).status());
+  if (!options.read_only) QCRASH_RETURN_IF_ERROR(RefuseOwnBacking(path));
   OpenedImage opened;
   QCRASH_ASSIGN_OR_RETURN(opened.lock, LockImage(path, options.read_only, force_share));
   QCRASH_ASSIGN_OR_RETURN(opened.device,
@@ -280,6 +295,63 @@ Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions optio
   if (!options.open_backing) InstallBackingOpener(path, options);
   QCRASH_ASSIGN_OR_RETURN(opened.image, engine::Image::Open(*opened.device, options));
   return opened;
+}
+
+namespace {
+
+// A read-only view of a file that goes on, as zeroes, past its end.
+class ZeroExtendedView final : public BlockDevice {
+ public:
+  explicit ZeroExtendedView(BlockDevice& file) : file_(file) {}
+  Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override {
+    const uint64_t file_bytes = file_.SizeBytes();
+    std::fill(out.begin(), out.end(), 0);
+    if (offset_bytes >= file_bytes) return Status::Ok();
+    const uint64_t available = std::min<uint64_t>(out.size(), file_bytes - offset_bytes);
+    return file_.Read(offset_bytes, out.first(available));
+  }
+  Status Write(uint64_t, std::span<const uint8_t>) override { return ReadOnly(); }
+  Status WriteFua(uint64_t, std::span<const uint8_t>) override { return ReadOnly(); }
+  Status Flush() override { return Status::Ok(); }
+  // The largest host offset a qcow2 image can name.
+  uint64_t SizeBytes() const override { return uint64_t{1} << 56; }
+  Status Resize(uint64_t, ResizeMode) override { return ReadOnly(); }
+  DeviceGeometry Geometry() const override { return file_.Geometry(); }
+
+ private:
+  static Status ReadOnly() { return Status::ReadOnly("a view past the end of the file is read-only"); }
+  BlockDevice& file_;
+};
+
+}  // namespace
+
+Result<OpenedImage> OpenToDescribe(const std::string& path, bool with_backing, bool force_share,
+                                   bool zero_extended) {
+  QCRASH_RETURN_IF_ERROR(ReadHeaderOf(path).status());
+  OpenedImage opened;
+  QCRASH_ASSIGN_OR_RETURN(opened.lock, LockImage(path, true, force_share));
+  QCRASH_ASSIGN_OR_RETURN(opened.device, FileDevice::Open(path, FileDevice::Mode::kReadOnly));
+  engine::OpenOptions options;
+  options.read_only = true;
+  if (with_backing) InstallBackingOpener(path, options);
+  auto image = zero_extended ? Result<std::unique_ptr<engine::Image>>(Status::IoError("unused"))
+                             : engine::Image::Open(*opened.device, options);
+  if (image.ok()) {
+    opened.image = std::move(image).value();
+    return opened;
+  }
+  opened.past_eof_view = std::make_unique<ZeroExtendedView>(*opened.device);
+  if (with_backing) InstallBackingOpener(path, options);  // a fresh base for relative names
+  auto salvaged = engine::Image::Open(*opened.past_eof_view, options);
+  if (!salvaged.ok()) return zero_extended ? salvaged.status() : image.status();  // not a truncation
+  opened.image = std::move(salvaged).value();
+  if (!zero_extended) opened.warning = image.status().ToString();
+  return opened;
+}
+
+void ReportDescribeWarning(const std::string& file, const std::string& warning) {
+  std::fprintf(stderr, "qcrash: %s: warning: %s; what lies past the end of the file is shown as zeroes\n",
+               file.c_str(), warning.c_str());
 }
 
 void ResetGetopt() {

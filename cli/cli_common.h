@@ -51,6 +51,11 @@ struct ChainFile {
 // the first raw or unreadable file.
 std::vector<ChainFile> BackingChain(const std::string& path);
 
+// InvalidArgument when `path` is in its own backing chain under any spelling
+// (compared by device and inode): a command must not write an image it also
+// reads as its backing file.
+Status RefuseOwnBacking(const std::string& path);
+
 // Engine options shared by the commands that write (--policy, --cache-l2,
 // --cache-refcount, --fault). Returns false (after reporting) on a bad value.
 bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenOptions& options);
@@ -64,7 +69,10 @@ Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
 struct OpenedImage {
   std::unique_ptr<engine::ImageLock> lock;
   std::unique_ptr<FileDevice> device;
+  std::unique_ptr<BlockDevice> past_eof_view;  // OpenToDescribe's zero-extended view, when used
   std::unique_ptr<engine::Image> image;
+  // Why the image was opened through the zero-extended view ("" when not).
+  std::string warning;
 };
 
 // Takes QEMU's advisory lock on `path`: a writer excludes every other user,
@@ -80,6 +88,20 @@ void InstallBackingOpener(const std::string& image_path, engine::OpenOptions& op
 // included, holding QEMU's lock on it unless force_share.
 Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options,
                               bool force_share = false);
+
+// Opens `path` read-only for a command that only describes it (info, map).
+// As QEMU reads a file, a table or cluster the header names past the end of
+// a truncated file reads as zeroes: when the plain open fails and the image
+// opens that way, the result says why in `warning` ("" when the plain open
+// worked), and the command prints what it can with a warning line. info
+// opens no backing file (qemu-img info does not need one), map does.
+// `zero_extended` skips the plain open (for an error found after it, such as
+// an L2 table past the end of the file that map reaches).
+Result<OpenedImage> OpenToDescribe(const std::string& path, bool with_backing, bool force_share,
+                                   bool zero_extended = false);
+
+// Prints "qcrash: FILE: warning: MESSAGE; ..." on stderr for an OpenToDescribe warning.
+void ReportDescribeWarning(const std::string& file, const std::string& warning);
 
 // Resets getopt so that each command parses its own argv from the start.
 void ResetGetopt();

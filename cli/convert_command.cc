@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/cli_common.h"
+#include "cli/destination.h"
 
 namespace qcrash::cli {
 namespace {
@@ -160,17 +161,23 @@ int RunConvert(int argc, char** argv) {
   if (const Status status = OpenSource(args, source); !status.ok()) {
     return ReportError(args.source, status);
   }
-  auto device = FileDevice::Open(args.target, FileDevice::Mode::kCreate);
-  if (!device.ok()) return ReportError(args.target, device.status());
-  FileDevice& target = **device;
+  // The source (and its backing chain) is open for reading: the destination
+  // must be none of them, and it is replaced only once complete.
+  const std::vector<ProtectedFile> protect =
+      args.source_format == "raw" ? std::vector<ProtectedFile>{{args.source, "the source"}}
+                                  : ChainOf(args.source, "the source");
+  auto destination = Destination::Open(args.target, protect);
+  if (!destination.ok()) return ReportError(args.target, destination.status());
+  FileDevice& target = (*destination)->device();
   if (args.target_format == "raw") {
-    Status status = target.Resize(source.size_bytes, ResizeMode::kSparse);
+    Status status = (*destination)->regular() ? target.Resize(source.size_bytes, ResizeMode::kSparse)
+                                              : Status::Ok();
     if (status.ok()) {
       status = CopyGuestView(source, 4096, [&target](uint64_t offset, std::span<const uint8_t> data) {
         return target.Write(offset, data);
       });
     }
-    if (status.ok()) status = target.Flush();
+    if (status.ok()) status = (*destination)->Commit();
     return status.ok() ? 0 : ReportError(args.target, status);
   }
   engine::CreateOptions create;
@@ -186,6 +193,7 @@ int RunConvert(int argc, char** argv) {
                                   return output.Write(offset, data);
                                 });
   if (status.ok()) status = output.Close();
+  if (status.ok()) status = (*destination)->Commit();
   return status.ok() ? 0 : ReportError(args.target, status);
 }
 

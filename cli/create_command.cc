@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/cli_common.h"
+#include "cli/destination.h"
 
 namespace qcrash::cli {
 namespace {
@@ -127,15 +128,24 @@ int RunCreate(int argc, char** argv) {
   } else if (args.size_text.empty() && args.options.count("size") == 0) {
     return ReportError(args.file, Status::InvalidArgument("Image creation needs a size parameter"));
   }
+  // qemu-img refuses an image that would be its own backing file; the whole
+  // chain is compared, by device and inode.
+  std::vector<ProtectedFile> protect;
+  if (!options.backing_file.empty()) {
+    const std::string backing_path = PathCombine(args.file, options.backing_file);
+    protect = options.backing_format == "raw" ? std::vector<ProtectedFile>{{backing_path, "the backing file"}}
+                                              : ChainOf(backing_path, "the backing file");
+  }
+  auto destination = Destination::Open(args.file, protect);
+  if (!destination.ok()) return ReportError(args.file, destination.status());
   if (!args.quiet) PrintFormatting(args, options);
-
-  auto device = FileDevice::Open(args.file, FileDevice::Mode::kCreate);
-  if (!device.ok()) return ReportError(args.file, device.status());
   engine::OpenOptions open_options;
   InstallBackingOpener(args.file, open_options);
-  auto image = engine::Image::Create(**device, options, open_options);
+  auto image = engine::Image::Create((*destination)->device(), options, open_options);
   if (!image.ok()) return ReportError(args.file, image.status());
-  if (const Status status = (*image)->Close(); !status.ok()) return ReportError(args.file, status);
+  Status status = (*image)->Close();
+  if (status.ok()) status = (*destination)->Commit();
+  if (!status.ok()) return ReportError(args.file, status);
   return 0;
 }
 

@@ -22,14 +22,15 @@ constexpr int kExitUsage = 2;
 
 const char kUsage[] =
     "usage: qcrash explore [--workload builtin:NAME|FILE.json] [--policy P]\n"
-    "         [--enumerator E] [--sector 512|4096] [--seed S] [--shard i/N] [--jobs N]\n"
+    "         [--enumerator E] [--sector 512|4096] [--seed S] [--shard i/N] [--jobs 1..64]\n"
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--fault SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
     "         [--cache-refcount N] [--nested E] [--no-minimize]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
-    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n";
+    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n"
+    "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n";
 
 struct Args {
   properties::ExploreConfig config;
@@ -103,7 +104,22 @@ int ParseArgs(int argc, char** argv, Args& args) {
     switch (c) {
       case 'w': args.workload = value; break;
       case 'e': args.enumerator = value; break;
-      case 'x': args.shard = value; break;
+      case 'x': {
+        // i/N: shard i (counted from 0) of N disjoint shards whose union is
+        // the whole enumeration (state k belongs to shard k mod N).
+        const size_t slash = value.find('/');
+        char* end = nullptr;
+        const unsigned long long index = std::strtoull(value.c_str(), &end, 10);
+        const bool index_ok = slash != std::string::npos && slash > 0 && end == value.c_str() + slash;
+        const unsigned long long count =
+            index_ok ? std::strtoull(value.c_str() + slash + 1, &end, 10) : 0;
+        if (!index_ok || slash + 1 == value.size() || *end != '\0' || value[0] == '-' ||
+            value[slash + 1] == '-' || count == 0 || index >= count) {
+          return Usage("bad --shard '" + value + "': want i/N with 0 <= i < N (shards are counted from 0)");
+        }
+        args.shard = value;
+        break;
+      }
       case 'r': args.report_path = value; break;
       case 'R': args.reproducers_dir = value; break;
       case 'N': args.config.recovery.nested_enumerator = value; break;
@@ -131,7 +147,12 @@ int ParseArgs(int argc, char** argv, Args& args) {
           return Usage("bad number '" + value + "'");
         }
         if (c == 'S') args.seed = static_cast<uint64_t>(number);
-        if (c == 'j') args.jobs = static_cast<uint32_t>(std::max(1.0, std::min(number, 64.0)));
+        if (c == 'j') {
+          if (number < 1 || number > 64 || number != std::floor(number)) {
+            return Usage("bad --jobs '" + value + "': want a whole number from 1 to 64");
+          }
+          args.jobs = static_cast<uint32_t>(number);
+        }
         if (c == 'b') args.config.budget_seconds = number;
         if (c == 'n') args.config.states_max = static_cast<uint64_t>(number);
         break;

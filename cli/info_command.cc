@@ -95,16 +95,11 @@ int RunInfo(int argc, char** argv) {
   auto header = ReadHeaderOf(path);
   if (!header.ok()) return ReportError(path, header.status());
   // Like qemu-img info, open the image (read-only, backing file not needed)
-  // so that a file whose tables are broken is reported, not described.
-  engine::OpenOptions options;
-  options.read_only = true;
-  auto lock = LockImage(path, /*read_only=*/true, force_share);
-  if (!lock.ok()) return ReportError(path, lock.status());
-  auto device = FileDevice::Open(path, FileDevice::Mode::kReadOnly);
-  if (!device.ok()) return ReportError(path, device.status());
-  if (auto image = engine::Image::Open(**device, options); !image.ok()) {
-    return ReportError(path, image.status());
-  }
+  // so that a file whose tables are broken is reported, not described; a
+  // truncated file is described as QEMU reads it, with a warning.
+  auto opened = OpenToDescribe(path, /*with_backing=*/false, force_share);
+  if (!opened.ok()) return ReportError(path, opened.status());
+  if (!opened->warning.empty()) ReportDescribeWarning(path, opened->warning);
   struct stat st {};
   const int64_t actual_size = ::stat(path.c_str(), &st) == 0 ? int64_t{st.st_blocks} * 512 : -1;
   const nlohmann::ordered_json info = InfoJson(path, *header, actual_size);

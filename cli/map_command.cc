@@ -83,11 +83,23 @@ int RunMap(int argc, char** argv) {
   const bool json = args.json;
   const bool force_share = args.force_share;
   const std::string path = args.path;
-  engine::OpenOptions options;
-  options.read_only = true;
-  auto opened = OpenImage(path, options, force_share);
+  auto opened = OpenToDescribe(path, /*with_backing=*/true, force_share);
   if (!opened.ok()) return ReportError(path, opened.status());
+  if (!opened->warning.empty()) ReportDescribeWarning(path, opened->warning);
   auto extents = opened->image->Map();
+  if (!extents.ok() && opened->warning.empty()) {
+    // A table past the end of a truncated file, reached by the walk: QEMU
+    // reads it as zeroes (unallocated), so describe it that way.
+    const Status first = extents.status();
+    opened->image.reset();
+    auto reopened = OpenToDescribe(path, /*with_backing=*/true, force_share, /*zero_extended=*/true);
+    if (!reopened.ok()) return ReportError(path, first);
+    auto retried = reopened->image->Map();
+    if (!retried.ok()) return ReportError(path, first);
+    ReportDescribeWarning(path, first.ToString());
+    extents = std::move(retried);
+    opened = std::move(reopened);
+  }
   if (!extents.ok()) return ReportError(path, extents.status());
   const std::vector<ChainFile> chain = BackingChain(path);
   const std::vector<MapExtent> merged = MergeExtents(SplitHostHoles(chain, *extents));

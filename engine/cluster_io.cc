@@ -354,7 +354,7 @@ Status Image::Read(uint64_t guest_offset, std::span<uint8_t> out) {
 }
 
 Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
-  if (impl_->read_only_) return Status::ReadOnly("image is open read-only");
+  if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, data.size(), size_bytes()));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
@@ -368,7 +368,7 @@ Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
 }
 
 Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap) {
-  if (impl_->read_only_) return Status::ReadOnly("image is open read-only");
+  if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
@@ -391,7 +391,7 @@ Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may
 }
 
 Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
-  if (impl_->read_only_) return Status::ReadOnly("image is open read-only");
+  if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();

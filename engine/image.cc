@@ -143,6 +143,13 @@ Status Image::Impl::MarkCorrupt(const Status& why) {
   return why;
 }
 
+Status Image::Impl::WriteRefused() const {
+  if (header_.incompatible_features & f::kIncompatCorrupt) {
+    return Status::ReadOnly("image is marked corrupt; run check -r all");
+  }
+  return Status::ReadOnly("image is open read-only");
+}
+
 Status Image::Impl::SetDirtyBit(bool dirty) {
   const bool is_dirty = (header_.incompatible_features & f::kIncompatDirty) != 0;
   if (dirty == is_dirty) return Status::Ok();
@@ -158,7 +165,7 @@ Status Image::Impl::SetDirtyBit(bool dirty) {
 }
 
 Status Image::Impl::BeforeMetadataChange() {
-  if (read_only_) return Status::ReadOnly("image is open read-only");
+  if (read_only_) return WriteRefused();
   if (options_.policy == OrderingPolicy::kLazy) return SetDirtyBit(true);
   return Status::Ok();
 }
@@ -202,7 +209,7 @@ Status Image::Impl::GrowL1(uint64_t l1_entries) {
 }
 
 Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocation) {
-  if (read_only_) return Status::ReadOnly("image is open read-only");
+  if (read_only_) return WriteRefused();
   if (new_size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("size too large");
   const uint64_t old_size = header_.size_bytes;
   if (new_size_bytes < old_size) {

@@ -35,6 +35,9 @@ class Image::Impl {
   Status Load();
   Status WriteHeader();
   Status MarkCorrupt(const Status& why);
+  // Why a write is refused: the corrupt bit (found at open or set by
+  // MarkCorrupt) or a read-only open.
+  Status WriteRefused() const;
   Status SetDirtyBit(bool dirty);
   Status GrowL1(uint64_t l1_entries);
   Status WriteL1Entry(uint64_t l1_index);

@@ -43,7 +43,7 @@ Result<OrderingPolicy> ParsePolicy(std::string_view name) {
     if (name == PolicyName(p)) return p;
   }
   return Status::InvalidArgument("unknown policy '" + std::string(name) +
-                                 "' (known: writethrough, ordered, lazy, extent, unsafe)");
+                                 "' (known: writethrough, ordered, lazy, extent, journal, unsafe)");
 }
 
 const char* PreallocationName(Preallocation preallocation) {
