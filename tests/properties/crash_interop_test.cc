@@ -90,6 +90,25 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   }
   EXPECT_EQ(dir.Qcrash("explore --policy nonsense").exit_code, 2);
   EXPECT_EQ(dir.Qcrash("explore --workload missing.json").exit_code, 2);
+  // Bad --shard and --jobs values are refused with the user's own text.
+  for (const std::string bad : {"--shard 2/2", "--shard abc", "--shard 1/", "--shard -1/2", "--shard 0/0",
+                                "--jobs 0", "--jobs 2.5", "--jobs 65"}) {
+    const RunResult refused = dir.Qcrash("explore " + bad);
+    EXPECT_EQ(refused.exit_code, 2) << bad;
+    EXPECT_NE(refused.err.find("'" + bad.substr(bad.find(' ') + 1) + "'"), std::string::npos) << bad << ": " << refused.err;
+  }
+  // The policy list of an unknown policy names every policy, journal included.
+  EXPECT_NE(dir.Qcrash("explore --policy nonsense").err.find("journal"), std::string::npos);
+  // Shards 0/2 and 1/2 are disjoint and cover the whole enumeration.
+  ASSERT_EQ(dir.Qcrash("explore --enumerator drop-one --report all.json").exit_code, 0);
+  ASSERT_EQ(dir.Qcrash("explore --enumerator drop-one --shard 0/2 --report s0.json").exit_code, 0);
+  ASSERT_EQ(dir.Qcrash("explore --enumerator drop-one --shard 1/2 --report s1.json").exit_code, 0);
+  const uint64_t all = ReadJson(dir.File("all.json"))["states_checked"];
+  const uint64_t s0 = ReadJson(dir.File("s0.json"))["states_checked"];
+  const uint64_t s1 = ReadJson(dir.File("s1.json"))["states_checked"];
+  EXPECT_EQ(s0 + s1, all);
+  EXPECT_GT(s0, 0u);
+  EXPECT_GT(s1, 0u);
 
   RunResult broken = dir.Qcrash("explore --policy unsafe --enumerator drop-one --report one.json --jobs 1");
   EXPECT_EQ(broken.exit_code, 1) << broken.out << broken.err;
