@@ -364,7 +364,7 @@ Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
     QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, data.subspan(done, n)));
     done += n;
   }
-  return Status::Ok();
+  return impl_->AfterGuestOp();
 }
 
 Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap) {
@@ -387,7 +387,7 @@ Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may
     }
     at += n;
   }
-  return Status::Ok();
+  return impl_->AfterGuestOp();
 }
 
 Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
@@ -402,7 +402,7 @@ Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
   for (uint64_t gc = first; gc < end; ++gc) {
     QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(gc, Impl::ZeroMode::kDiscard));
   }
-  return Status::Ok();
+  return impl_->AfterGuestOp();
 }
 
 Result<std::vector<MapExtent>> Image::Map() {

@@ -364,7 +364,8 @@ Result<std::unique_ptr<Image>> Image::Create(BlockDevice& device, const CreateOp
 }
 
 Status Image::Truncate(uint64_t new_size_bytes, Preallocation preallocation) {
-  return impl_->Truncate(new_size_bytes, preallocation);
+  QCRASH_RETURN_IF_ERROR(impl_->Truncate(new_size_bytes, preallocation));
+  return impl_->AfterGuestOp();
 }
 Status Image::Flush() {
   ++impl_->stats_.guest_flushes;

@@ -69,7 +69,12 @@ class Image::Impl {
   Status RecoverJournal();  // open, before the tables load: replay a dirty journal
   Status AttachJournal();   // open, at the end: the journal policy's journal, created or reset
   Status CreateJournal();
-  Status FlushJournal();    // FlushAll under the journal policy: one commit
+  Status FlushJournal();
+  // After each guest operation under the journal policy: commits early when
+  // the open transaction nears half the ring, so that a run of writes
+  // between two guest flushes never outgrows a small journal. Only one
+  // operation whose metadata alone exceeds the ring is refused (NoSpace).
+  Status AfterGuestOp();    // FlushAll under the journal policy: one commit
   Status SetJournalDirtyInPlace(bool dirty);
   JournalOptions EffectiveJournalOptions() const;
 

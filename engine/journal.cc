@@ -219,6 +219,7 @@ Result<std::vector<Journal::Txn>> Journal::BuildGroup() {
     t.data.insert(t.data.end(), run.begin(), run.end());
   }
   for (size_t i = 0; i + 1 < group.size(); ++i) group[i].block.flags |= j::kDescriptorFlagContinues;
+  for (size_t i = 1; i < group.size(); ++i) group[i].block.flags |= j::kDescriptorFlagContinued;
   return group;
 }
 
@@ -263,8 +264,29 @@ Status Journal::EnsureSpace(uint32_t blocks_needed) {
   if (blocks_needed <= free_blocks()) return Status::Ok();
   if (has_unsynced()) QCRASH_RETURN_IF_ERROR(Checkpoint(false));
   if (blocks_needed <= free_blocks()) return Status::Ok();
+  // Only one operation's own metadata can get here (AfterGuestOp commits a
+  // run of them early): the ring is too small for it.
   return Status::NoSpace("journal transaction of " + std::to_string(blocks_needed) +
-                         " blocks does not fit in the ring (" + std::to_string(free_blocks()) + " free)");
+                         " blocks does not fit in the ring (" + std::to_string(free_blocks()) + " of " +
+                         std::to_string(ring_end() - 1) + " blocks free); use a larger journal");
+}
+
+uint32_t Journal::BlocksFor(const std::vector<Txn>& group) const {
+  const bool blank = (header_.variant & j::kVariantEscape) == 0;
+  uint32_t need = blank ? 1 : 0, pos = head_;
+  for (const Txn& t : group) {
+    const uint32_t s = 1 + static_cast<uint32_t>(t.data.size() >> header_.block_order);
+    if (pos + s > ring_end()) need += ring_end() - pos, pos = 1;
+    need += s, pos += s;
+    if (pos >= ring_end()) pos = 1;
+  }
+  return need;
+}
+
+Result<uint32_t> Journal::BlocksToCommit() {
+  if (open_.empty() && open_revokes_.empty()) return 0u;
+  QCRASH_ASSIGN_OR_RETURN(const std::vector<Txn> group, BuildGroup());
+  return BlocksFor(group);
 }
 
 // The commit protocol (QCOW2-NOTES §12.7, one flush per commit):
@@ -285,14 +307,7 @@ Status Journal::Commit() {
   }
   QCRASH_ASSIGN_OR_RETURN(std::vector<Txn> group, BuildGroup());  // step 1
   const bool blank = (header_.variant & j::kVariantEscape) == 0;
-  uint32_t need = blank ? 1 : 0, pos = head_;
-  for (const Txn& t : group) {
-    const uint32_t s = 1 + static_cast<uint32_t>(t.data.size() >> header_.block_order);
-    if (pos + s > ring_end()) need += ring_end() - pos, pos = 1;
-    need += s, pos += s;
-    if (pos >= ring_end()) pos = 1;
-  }
-  QCRASH_RETURN_IF_ERROR(EnsureSpace(need));  // step 2
+  QCRASH_RETURN_IF_ERROR(EnsureSpace(BlocksFor(group)));  // step 2
   if (header_.variant & j::kVariantScanOnly) {
     // Why (scan-only): a transaction is found by its checksum alone, so the
     // guest data it exposes must be durable before any of its blocks.
@@ -306,6 +321,7 @@ Status Journal::Commit() {
     if (head_ + t.blocks() > ring_end()) {
       Txn padding;
       padding.block.flags = j::kDescriptorFlagPadding | j::kDescriptorFlagContinues;
+      if (!written.empty()) padding.block.flags |= j::kDescriptorFlagContinued;
       padding.data.assign(uint64_t{ring_end() - head_ - 1} << header_.block_order, 0);
       QCRASH_RETURN_IF_ERROR(WriteTxn(padding));
       written.push_back(std::move(padding));

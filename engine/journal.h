@@ -25,6 +25,9 @@
 
 namespace qcrash::engine {
 
+// The sector granularity of the overlay and of journalled writes.
+inline constexpr uint64_t kJournalSectorBytes = 512;
+
 // What replay did, for invariant I6 (no stale-journal overwrite).
 struct ReplayedWrite {
   uint32_t seq = 0;
@@ -74,6 +77,12 @@ class Journal final : public MetadataSink {
   void OnFree(uint64_t offset_bytes, uint64_t length_bytes, bool revoke);
 
   bool has_unsynced() const { return !overlay_.empty() || unsynced_; }
+  // Bytes of metadata the open transaction holds (whole sectors).
+  uint64_t open_bytes() const { return open_.size() * kJournalSectorBytes; }
+  // Ring blocks a commit of the open transaction would take now (wrap
+  // padding and terminator included), and the most the ring can hold.
+  Result<uint32_t> BlocksToCommit();
+  uint32_t capacity_blocks() const { return ring_end() - 1; }
   uint32_t free_blocks() const;
   const journal::JournalHeader& header() const { return header_; }
 
@@ -92,6 +101,7 @@ class Journal final : public MetadataSink {
   Result<std::vector<Txn>> BuildGroup();
   Status WriteTxn(Txn& txn);
   Status EnsureSpace(uint32_t blocks);
+  uint32_t BlocksFor(const std::vector<Txn>& group) const;
   Status CommitRecord(std::vector<Txn>& group);
   Result<std::vector<Txn>> CollectChain();
   Result<std::vector<Txn>> CollectScan();
@@ -117,8 +127,5 @@ class Journal final : public MetadataSink {
   bool unsynced_ = false;     // committed transactions not yet synced
   bool image_dirty_ = false;  // the journal-dirty bit is set in place
 };
-
-// The sector granularity of the overlay and of journalled writes.
-inline constexpr uint64_t kJournalSectorBytes = 512;
 
 }  // namespace qcrash::engine

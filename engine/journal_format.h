@@ -94,6 +94,11 @@ inline constexpr uint32_t kDescriptorStart = 32;
 inline constexpr uint32_t kDescriptorFlagCommitted = 1u << 0;  // commit-flag variant
 inline constexpr uint32_t kDescriptorFlagContinues = 1u << 1;  // the atomic group goes on in seq+1
 inline constexpr uint32_t kDescriptorFlagPadding = 1u << 2;    // wraparound padding: nothing to do
+// A member of the atomic group begun at an earlier seq (every member but the
+// first): scan-only recovery, which finds transactions by checksum alone,
+// must never start replaying in the middle of a group whose first members
+// were torn or dropped.
+inline constexpr uint32_t kDescriptorFlagContinued = 1u << 3;
 
 enum class DescriptorType : uint16_t {
   kNoop = 0,

@@ -155,6 +155,24 @@ Status Image::Impl::FlushJournal() {
   return Status::Ok();
 }
 
+Status Image::Impl::AfterGuestOp() {
+  if (!journal_) return Status::Ok();
+  const uint64_t half_ring_bytes = uint64_t{journal_->capacity_blocks() / 2} << journal_->header().block_order;
+  // An upper bound first (a dirty table journals at most all its sectors),
+  // so a large ring costs nothing per operation.
+  const uint64_t bound = journal_->open_bytes() +
+                         (l2_cache_->dirty_count() + refcount_cache_->dirty_count()) * cluster_bytes();
+  if (bound <= half_ring_bytes / 2) return Status::Ok();
+  QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
+  QCRASH_ASSIGN_OR_RETURN(const uint32_t blocks, journal_->BlocksToCommit());
+  // Why: committing at an operation boundary is always allowed (the
+  // metadata is consistent and the commit flushes the data it names first);
+  // waiting for the guest's flush could need more than the whole ring.
+  if (blocks > journal_->capacity_blocks() / 2) return FlushJournal();
+  return Status::Ok();
+}
+
 const ReplayReport& Image::replay_report() const { return impl_->replay_report_; }
 
 }  // namespace qcrash::engine

@@ -91,8 +91,12 @@ Result<std::vector<Journal::Txn>> Journal::CollectChain() {
 }
 
 // Scan-only (Stefan's proposal): every block that decodes with a valid
-// checksum is a candidate; replay the run of consecutive sequence numbers,
-// chained block to block, that ends at the newest one.
+// checksum is a candidate; candidates chained block to block with
+// consecutive sequence numbers form runs. A run is trimmed to whole groups
+// (no member whose group began before the run, none whose group goes on
+// after it), and the newest run with anything left is replayed: a group
+// that was still being written when the power failed (one of its blocks
+// dropped or torn) was never acknowledged, and the groups before it were.
 Result<std::vector<Journal::Txn>> Journal::CollectScan() {
   std::map<uint32_t, Txn> by_seq;
   for (uint32_t index = 1; index < ring_end(); ++index) {
@@ -104,18 +108,26 @@ Result<std::vector<Journal::Txn>> Journal::CollectScan() {
   }
   std::vector<Txn> txns;
   if (by_seq.empty()) return txns;
-  auto it = std::prev(by_seq.end());
-  txns.push_back(it->second);
-  while (it != by_seq.begin()) {
-    auto prev = std::prev(it);
-    uint32_t next = prev->second.index + prev->second.blocks();
-    if (next >= ring_end()) next = 1;
-    if (prev->first + 1 != it->first || next != it->second.index) break;
-    txns.insert(txns.begin(), prev->second);
-    it = prev;
+  next_seq_ = std::max(next_seq_, std::prev(by_seq.end())->first + 1);
+  auto end = by_seq.end();  // runs are taken newest first: [first, end)
+  while (end != by_seq.begin()) {
+    auto it = std::prev(end);
+    std::vector<Txn> run{it->second};
+    while (it != by_seq.begin()) {
+      auto prev = std::prev(it);
+      uint32_t next = prev->second.index + prev->second.blocks();
+      if (next >= ring_end()) next = 1;
+      if (prev->first + 1 != it->first || next != it->second.index) break;
+      run.insert(run.begin(), prev->second);
+      it = prev;
+    }
+    end = it;
+    DropIncompleteGroup(run);
+    size_t first = 0;
+    while (first < run.size() && (run[first].block.flags & j::kDescriptorFlagContinued)) ++first;
+    run.erase(run.begin(), run.begin() + static_cast<std::ptrdiff_t>(first));
+    if (!run.empty()) return run;
   }
-  next_seq_ = std::max(next_seq_, txns.back().block.seq + 1);
-  DropIncompleteGroup(txns);
   return txns;
 }
 

@@ -199,6 +199,10 @@ Status MetadataCache::SetDependency(MetadataCache* other) {
   return Status::Ok();
 }
 
+size_t MetadataCache::dirty_count() const {
+  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(), [](const Entry& e) { return e.dirty; }));
+}
+
 bool MetadataCache::has_dirty() const {
   return std::any_of(entries_.begin(), entries_.end(), [](const Entry& e) { return e.dirty; });
 }

@@ -94,6 +94,7 @@ class MetadataCache {
   // Disables all dependencies (the unsafe policy and the skip-refcount-barrier switch).
   void set_ignore_dependencies(bool ignore) { ignore_dependencies_ = ignore; }
   bool has_dirty() const;
+  size_t dirty_count() const;
   const std::string& name() const { return name_; }
 
  private:
