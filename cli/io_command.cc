@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/cli_common.h"
+#include "properties/json.h"
 
 namespace qcrash::cli {
 namespace {
@@ -254,7 +255,9 @@ void PrintStats(const engine::EngineStats& stats) {
       {"guest_writes", stats.guest_writes},       {"guest_flushes", stats.guest_flushes},
       {"device_flushes", stats.device_flushes},   {"metadata_writes", stats.metadata_writes},
       {"data_writes", stats.data_writes},         {"clusters_allocated", stats.clusters_allocated},
-      {"eviction_writes", stats.eviction_writes}};
+      {"eviction_writes", stats.eviction_writes},
+      {"flushes_by_rule", properties::FlushesByRuleToJson(stats)},
+      {"transaction_barriers", stats.transaction_barriers}};
   std::printf("stats: %s\n", json.dump().c_str());
 }
 

@@ -91,11 +91,9 @@ Result<uint64_t> Image::Impl::AllocateL2Table(uint64_t l1_index) {
   QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->GetNew(new_offset));  // step 2
   if (!old_table.empty()) std::memcpy(table, old_table.data(), cluster_bytes());
   QCRASH_RETURN_IF_ERROR(l2_cache_->MarkDirty(new_offset));
-  if (options_.policy != OrderingPolicy::kUnsafe) {
-    // Step 3. Why: an L1 entry naming an unwritten L2 table exposes garbage
-    // as mappings after a crash.
-    QCRASH_RETURN_IF_ERROR(l2_cache_->Flush());
-  }
+  // Step 3. Why: an L1 entry naming an unwritten L2 table exposes garbage
+  // as mappings after a crash.
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, l2_cache_.get()));
   l1_table_[l1_index] = new_offset | f::kOflagCopied;  // step 4
   QCRASH_RETURN_IF_ERROR(WriteL1Entry(l1_index));
   if (old_offset != 0) QCRASH_RETURN_IF_ERROR(FreeClusters(old_offset, 1));  // step 5
@@ -206,7 +204,7 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
     return io_.WriteData(old_host + in_cluster, data);
   }
   const bool full = in_cluster == 0 && data.size() == cluster_bytes();
-  const bool reuse = type == ClusterType::kZeroAlloc && owned && !options_.faults.zero_cluster_realloc;
+  const bool reuse = type == ClusterType::kZeroAlloc && owned && rules_.reuse_zero_allocation;
   std::vector<uint8_t> cluster;
   if (!full) {  // build the copy-on-write image of the cluster
     cluster.resize(cluster_bytes());

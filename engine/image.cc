@@ -13,7 +13,10 @@ namespace qcrash::engine {
 namespace f = format;
 
 Image::Impl::Impl(BlockDevice& device, const OpenOptions& options)
-    : device_(device), options_(options), io_(device, stats_) {}
+    : device_(device),
+      options_(options),
+      rules_(options.rules ? *options.rules : RulesFor(options.policy, options.faults)),
+      io_(device, stats_) {}
 
 namespace {
 
@@ -63,12 +66,12 @@ Status Image::Impl::Load() {
                           ReadTable(io_, header_.refcount_table_offset,
                                     (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
                                     cluster_bytes(), "refcount table"));
-  const bool writethrough = options_.policy == OrderingPolicy::kWritethrough;
+  const bool writethrough = rules_.Of(Rule::kEveryWrite) == Mechanism::kFlush;
   l2_cache_ = std::make_unique<MetadataCache>("L2", io_, options_.l2_cache_tables,
                                               static_cast<uint32_t>(cluster_bytes()), writethrough);
   refcount_cache_ = std::make_unique<MetadataCache>(
       "refcount", io_, options_.refcount_cache_blocks, static_cast<uint32_t>(cluster_bytes()), writethrough);
-  if (options_.policy == OrderingPolicy::kUnsafe) {
+  if (!rules_.cache_dependencies()) {
     l2_cache_->set_ignore_dependencies(true);
     refcount_cache_->set_ignore_dependencies(true);
   }
@@ -76,16 +79,16 @@ Status Image::Impl::Load() {
   if (!read_only_ && (header_.autoclear_features & ~f::kAutoclearKnown) != 0) {
     header_.autoclear_features &= f::kAutoclearKnown;
     QCRASH_RETURN_IF_ERROR(WriteHeader());
-    QCRASH_RETURN_IF_ERROR(io_.Flush());
+    QCRASH_RETURN_IF_ERROR(Barrier(Rule::kHeaderFeatures));
   }
-  if (!read_only_ && options_.policy == OrderingPolicy::kLazy) {
+  if (!read_only_ && rules_.Of(Rule::kDirtyBitFirst) != Mechanism::kNone) {
     if (header_.version < 3) {
       return Status::InvalidArgument("the lazy policy needs a compat=1.1 (v3) image");
     }
     if (!(header_.compatible_features & f::kCompatLazyRefcounts)) {
       header_.compatible_features |= f::kCompatLazyRefcounts;
       QCRASH_RETURN_IF_ERROR(WriteHeader());
-      QCRASH_RETURN_IF_ERROR(io_.Flush());
+      QCRASH_RETURN_IF_ERROR(Barrier(Rule::kHeaderFeatures));
     }
   }
   QCRASH_RETURN_IF_ERROR(AttachJournal());
@@ -137,7 +140,7 @@ Status Image::Impl::WriteHeader() {
 Status Image::Impl::MarkCorrupt(const Status& why) {
   if (!read_only_ && !(header_.incompatible_features & f::kIncompatCorrupt)) {
     header_.incompatible_features |= f::kIncompatCorrupt;
-    if (header_.version >= 3 && WriteHeader().ok()) (void)io_.Flush();
+    if (header_.version >= 3 && WriteHeader().ok()) (void)Barrier(Rule::kCorruptBit);
   }
   read_only_ = true;
   return why;
@@ -161,12 +164,39 @@ Status Image::Impl::SetDirtyBit(bool dirty) {
   QCRASH_RETURN_IF_ERROR(WriteHeader());
   // Why (R7): set, the bit must be durable before any L2 entry that its
   // refcount does not cover; cleared, it follows the flushed caches.
-  return io_.Flush();
+  return io_.DeviceFlush(Rule::kDirtyBitFirst);
+}
+
+Mechanism Image::Impl::MechanismOf(Rule rule) const {
+  const Mechanism m = rules_.Of(rule);
+  // Before the journal is attached (the first steps of open) its rules
+  // fall back to plain flushes.
+  if ((m == Mechanism::kTransaction || m == Mechanism::kCommit) && journal_ == nullptr) return Mechanism::kFlush;
+  return m;
+}
+
+Status Image::Impl::Barrier(Rule rule, MetadataCache* cache) {
+  switch (MechanismOf(rule)) {
+    case Mechanism::kFlush:
+    case Mechanism::kBatch:
+      return cache != nullptr ? cache->Flush(rule) : io_.DeviceFlush(rule);
+    case Mechanism::kTransaction:
+      // Inside the open transaction: its parts become durable together at
+      // the commit, so their order here does not matter.
+      ++stats_.transaction_barriers;
+      return cache != nullptr ? cache->WriteBack() : Status::Ok();
+    case Mechanism::kCommit:
+      return FlushJournal();
+    default:
+      // The rule is kept elsewhere (a cache dependency, the dirty bit,
+      // quarantine, a revoke, writethrough caches) or not at all.
+      return Status::Ok();
+  }
 }
 
 Status Image::Impl::BeforeMetadataChange() {
   if (read_only_) return WriteRefused();
-  if (options_.policy == OrderingPolicy::kLazy) return SetDirtyBit(true);
+  if (rules_.Of(Rule::kDirtyBitFirst) != Mechanism::kNone) return SetDirtyBit(true);
   return Status::Ok();
 }
 
@@ -174,8 +204,7 @@ Status Image::Impl::WriteL1Entry(uint64_t l1_index) {
   uint8_t bytes[8];
   StoreBe64(bytes, l1_table_[l1_index]);
   QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(header_.l1_table_offset + l1_index * 8, bytes));
-  if (options_.policy == OrderingPolicy::kWritethrough) return io_.Flush();
-  return Status::Ok();
+  return Barrier(Rule::kEveryWrite);
 }
 
 // R6 relocate, then switch:
@@ -191,11 +220,9 @@ Status Image::Impl::GrowL1(uint64_t l1_entries) {
   std::vector<uint8_t> bytes(clusters * cluster_bytes(), 0);
   for (size_t i = 0; i < l1_table_.size(); ++i) StoreBe64(&bytes[i * 8], l1_table_[i]);
   QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(new_offset, bytes));  // step 2
-  if (options_.policy != OrderingPolicy::kUnsafe) {
-    // Step 3. Why: a header naming an unwritten or unreferenced L1 is corrupt.
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
-    QCRASH_RETURN_IF_ERROR(io_.Flush());
-  }
+  // Step 3. Why: a header naming an unwritten or unreferenced L1 is corrupt.
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
   const uint64_t old_offset = header_.l1_table_offset;
   const uint64_t old_clusters = (uint64_t{header_.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes();
   header_.l1_table_offset = new_offset;
@@ -203,7 +230,7 @@ Status Image::Impl::GrowL1(uint64_t l1_entries) {
   l1_table_.resize(l1_entries, 0);
   QCRASH_RETURN_IF_ERROR(WriteHeader());  // step 4
   // Why: the old L1 is freed next and may be reused at once by writethrough.
-  if (options_.policy != OrderingPolicy::kUnsafe) QCRASH_RETURN_IF_ERROR(io_.Flush());
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
   if (old_offset != 0 && old_clusters != 0) return FreeClusters(old_offset, old_clusters);  // step 5
   return Status::Ok();
 }
@@ -229,7 +256,7 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
   header_.size_bytes = new_size_bytes;
   QCRASH_RETURN_IF_ERROR(WriteHeader());
   // Why: a completed resize must survive a crash like any acknowledged write.
-  QCRASH_RETURN_IF_ERROR(journal_ ? FlushAll() : io_.Flush());
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kAcknowledgedResize));
   if (new_size_bytes > old_size && preallocation != Preallocation::kOff) {
     return Preallocate(old_size, new_size_bytes, preallocation);
   }
@@ -265,21 +292,16 @@ Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes, Prealloc
 // then flush the device, after which freed clusters may be reused.
 Status Image::Impl::FlushAll() {
   if (read_only_) return Status::Ok();
-  if (journal_) return FlushJournal();
-  if (options_.policy == OrderingPolicy::kUnsafe) {
-    QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
-  } else {
-    // Write back in dependency order: a cache that must be durable before
-    // the other's tables costs a flush inside WriteBack (refcounts before
-    // the L2 entries using them; unlinks before the frees); the rest share
-    // the one flush below.
-    QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
-    QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());  // frees made the refcount cache wait on us
-  }
+  if (MechanismOf(Rule::kGuestFlush) == Mechanism::kCommit) return FlushJournal();
+  // Write back in dependency order: a cache that must be durable before
+  // the other's tables costs a flush inside WriteBack (refcounts before
+  // the L2 entries using them; unlinks before the frees); the rest share
+  // the one flush below. Without dependencies the third does nothing.
+  QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());  // frees made the refcount cache wait on us
   // Why: the guest's flush makes every acknowledged write durable (I4).
-  if (io_.writes_pending()) QCRASH_RETURN_IF_ERROR(io_.Flush());
+  if (io_.writes_pending()) QCRASH_RETURN_IF_ERROR(Barrier(Rule::kGuestFlush));
   quarantine_.clear();
   return Status::Ok();
 }

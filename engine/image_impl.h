@@ -13,6 +13,7 @@
 #include "engine/image.h"
 #include "engine/journal.h"
 #include "engine/metadata_cache.h"
+#include "engine/ordering.h"
 #include "engine/qcow2_format.h"
 
 namespace qcrash::engine {
@@ -47,9 +48,12 @@ class Image::Impl {
   Status Close();
   Status OpenBacking();
   Status BeforeMetadataChange();
-  bool ordered() const {
-    return options_.policy == OrderingPolicy::kOrdered || options_.policy == OrderingPolicy::kExtent;
-  }
+  // Honours `rule` here as the ordering table says (engine/ordering.h):
+  // a device flush (after writing back `cache`, when given, and only if it
+  // wrote anything), a write-back into the open journal transaction, a
+  // journal commit, or nothing (the rule is kept some other way, or not).
+  Status Barrier(Rule rule, MetadataCache* cache = nullptr);
+  Mechanism MechanismOf(Rule rule) const;
   bool quarantine_frees() const;
 
   // ---- refcounts.cc ----
@@ -100,6 +104,7 @@ class Image::Impl {
 
   BlockDevice& device_;
   OpenOptions options_;
+  OrderingRules rules_;  // what this image orders, and how
   EngineStats stats_;
   CountingIo io_;
   Header header_;

@@ -30,7 +30,7 @@ Result<std::unique_ptr<Journal>> Journal::Format(CountingIo& io, const j::Journa
   QCRASH_RETURN_IF_ERROR(io.device().Write(location.offset_bytes, zeroes));
   QCRASH_RETURN_IF_ERROR(jn->WriteHeaderSector(false));
   // Why: the journal must be durable before the header extension names it.
-  QCRASH_RETURN_IF_ERROR(io.DeviceFlush());
+  QCRASH_RETURN_IF_ERROR(io.DeviceFlush(Rule::kJournalProtocol));
   return jn;
 }
 
@@ -76,14 +76,14 @@ Status Journal::Reinit() {
   overlay_.clear();
   // Why: the new base must be durable before any block of the old chain is
   // blanked; until then a crash replays the old chain, intact, again (I8).
-  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
+  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kJournalProtocol));
   const bool scan = (header_.variant & j::kVariantScanOnly) != 0;
   const uint32_t zero_blocks = scan ? ring_end() - 1 : 1;
   std::vector<uint8_t> zeroes(uint64_t{zero_blocks} << header_.block_order, 0);
   QCRASH_RETURN_IF_ERROR(WriteBlocks(1, zeroes));
   // Why (scan-only): stale transactions must be gone before new ones can
   // chain to them; with header bookkeeping the new base already hides them.
-  return scan ? io_.DeviceFlush() : Status::Ok();
+  return scan ? io_.DeviceFlush(Rule::kJournalProtocol) : Status::Ok();
 }
 
 // ---- MetadataSink ------------------------------------------------------------------
@@ -303,7 +303,7 @@ Status Journal::Commit() {
   if (open_.empty() && open_revokes_.empty() && open_frees_.empty()) {
     // Why: a guest flush makes acknowledged guest data durable even when no
     // metadata changed.
-    return io_.DeviceFlush();
+    return io_.DeviceFlush(Rule::kGuestFlush);
   }
   QCRASH_ASSIGN_OR_RETURN(std::vector<Txn> group, BuildGroup());  // step 1
   const bool blank = (header_.variant & j::kVariantEscape) == 0;
@@ -311,7 +311,7 @@ Status Journal::Commit() {
   if (header_.variant & j::kVariantScanOnly) {
     // Why (scan-only): a transaction is found by its checksum alone, so the
     // guest data it exposes must be durable before any of its blocks.
-    QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
+    QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kGuestFlush));
   }
   // The group as written, padding included: the padding transaction is a
   // member of the chain (it carries a sequence number and "continues"), so
@@ -335,7 +335,7 @@ Status Journal::Commit() {
   // Step 4. Why: the transaction blocks, the terminator, the dirty bit and
   // the guest data written since the last flush must all be durable before
   // the commit record can name them.
-  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
+  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kGuestFlush));
   QCRASH_RETURN_IF_ERROR(CommitRecord(written));  // step 5
   for (const auto& [from, to] : open_frees_) {  // the frees are committed: forget those bytes
     for (auto it = overlay_.lower_bound(from); it != overlay_.end() && it->first < to;) it = overlay_.erase(it);
@@ -398,7 +398,7 @@ Status Journal::Checkpoint(bool clear_dirty) {
     QCRASH_RETURN_IF_ERROR(set_image_dirty_(false));
     image_dirty_ = false;
     // Why: a clean close must leave the bit clear durably.
-    return io_.DeviceFlush();
+    return io_.DeviceFlush(Rule::kJournalProtocol);
   }
   for (auto it = overlay_.begin(); it != overlay_.end();) {  // step 1
     std::vector<uint8_t> run;
@@ -415,7 +415,7 @@ Status Journal::Checkpoint(bool clear_dirty) {
   }
   // Step 2. Why: every committed change must be durable in place before
   // the synced pointer moves past the transactions that describe it.
-  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
+  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kJournalProtocol));
   header_.synced_index = last_committed_index_;  // step 3
   header_.synced_seq = header_.committed_seq = next_seq_ - 1;
   if ((header_.variant & j::kVariantScanOnly) == 0) QCRASH_RETURN_IF_ERROR(WriteHeaderSector(false));
@@ -423,7 +423,7 @@ Status Journal::Checkpoint(bool clear_dirty) {
   image_dirty_ = image_dirty_ && !clear_dirty;
   // Step 4. Why: the ring space is reused (and a closed image is clean)
   // only once the synced pointer is durable.
-  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
+  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kJournalProtocol));
   overlay_.clear();
   unsynced_ = false;
   tail_ = last_committed_index_;

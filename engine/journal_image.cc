@@ -25,7 +25,7 @@ const HeaderExtension* FindJournalExtension(const Header& h) {
 
 JournalOptions Image::Impl::EffectiveJournalOptions() const {
   JournalOptions o = options_.journal;
-  if (options_.faults.unchecksummed_journal) o.checksums = false;
+  if (!rules_.journal_checksums) o.checksums = false;
   o.block_order = std::clamp<uint32_t>(o.block_order, j::kMinBlockOrder,
                                        std::min<uint32_t>(j::kMaxBlockOrder, header_.cluster_bits));
   return o;
@@ -98,7 +98,7 @@ Status Image::Impl::CreateJournal() {
   const j::JournalLocation location{offset, clusters * cluster_bytes()};
   // Step 2. Why: the extension must never name clusters whose refcount or
   // contents are not durable.
-  QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
+  QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush(Rule::kJournalProtocol));
   auto set_dirty = [this](bool d) { return SetJournalDirtyInPlace(d); };
   QCRASH_ASSIGN_OR_RETURN(journal_, Journal::Format(io_, location, o, set_dirty));
   header_.unknown_extensions.push_back({j::kExtJournal, j::EncodeLocation(location)});  // step 3
@@ -106,7 +106,7 @@ Status Image::Impl::CreateJournal() {
   QCRASH_RETURN_IF_ERROR(WriteHeader());
   // Why: the extension and the valid bit must be durable before the first
   // commit relies on the journal.
-  return io_.DeviceFlush();
+  return io_.DeviceFlush(Rule::kJournalProtocol);
 }
 
 // Open, at the end (read-write). Under the journal policy: reuse a valid
@@ -115,7 +115,7 @@ Status Image::Impl::CreateJournal() {
 // tool wrote the image and may have reclaimed the area: drop it, never
 // touch it, create a new one.
 Status Image::Impl::AttachJournal() {
-  if (read_only_ || options_.policy != OrderingPolicy::kJournal) return Status::Ok();
+  if (read_only_ || !rules_.journal()) return Status::Ok();
   if (header_.version < 3) return Status::InvalidArgument("the journal policy needs a compat=1.1 (v3) image");
   const HeaderExtension* ext = FindJournalExtension(header_);
   const bool valid = (header_.autoclear_features & f::kAutoclearJournalValid) != 0;

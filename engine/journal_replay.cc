@@ -233,7 +233,7 @@ Result<ReplayReport> Journal::Replay(bool apply) {
   if (!apply) return report;
   // Why: the replayed changes must be durable before the ring is reset; a
   // crash before that point replays the same transactions again (I8).
-  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush());
+  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kJournalProtocol));
   QCRASH_RETURN_IF_ERROR(Reinit());
   return report;
 }

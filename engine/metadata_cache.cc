@@ -36,13 +36,9 @@ Status CountingIo::ReadData(uint64_t offset_bytes, std::span<uint8_t> out) {
   return device_.Read(offset_bytes, out);
 }
 
-Status CountingIo::Flush() {
-  if (sink_ != nullptr) return Status::Ok();
-  return DeviceFlush();
-}
-
-Status CountingIo::DeviceFlush() {
+Status CountingIo::DeviceFlush(Rule why) {
   ++stats_.device_flushes;
+  ++stats_.flushes_by_rule[static_cast<size_t>(why)];
   QCRASH_RETURN_IF_ERROR(device_.Flush());
   data_pending_ = false;
   writes_pending_ = false;
@@ -121,7 +117,7 @@ Status MetadataCache::MarkDirty(uint64_t host_offset) {
   QCRASH_RETURN_IF_ERROR(SatisfyDependencies());
   QCRASH_RETURN_IF_ERROR(WriteEntry(entry));
   // Why: writethrough makes each metadata write durable before the next one.
-  return io_.Flush();
+  return io_.DeviceFlush(Rule::kEveryWrite);
 }
 
 Status MetadataCache::SatisfyDependencies() {
@@ -135,13 +131,16 @@ Status MetadataCache::SatisfyDependencies() {
     depends_on_ = nullptr;
     // Why: the tables of `other` (say refcount blocks) must be durable before
     // any of ours (say L2 tables) can point at what they describe.
-    QCRASH_RETURN_IF_ERROR(other->Flush());
-    depends_on_flush_ = false;  // other->Flush() ended with a device flush
+    const uint64_t generation = io_.flush_generation();
+    QCRASH_RETURN_IF_ERROR(other->Flush(depends_on_rule_));
+    // other->Flush() skips the device flush when its tables are durable
+    // already; only a flush that happened covers the guest data below.
+    if (io_.flush_generation() != generation) depends_on_flush_ = false;
   }
   if (depends_on_flush_) {
     depends_on_flush_ = false;
     // Why: guest data written earlier must be durable before our tables expose it.
-    QCRASH_RETURN_IF_ERROR(io_.Flush());
+    QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kDataBeforePointer));
   }
   return Status::Ok();
 }
@@ -167,12 +166,12 @@ Status MetadataCache::WriteBack() {
   return Status::Ok();
 }
 
-Status MetadataCache::Flush() {
+Status MetadataCache::Flush(Rule why) {
   QCRASH_RETURN_IF_ERROR(WriteBack());
   if (unflushed_generation_ != io_.flush_generation()) return Status::Ok();
   // Why: callers flush a cache to make its tables durable before something
   // that relies on them is written.
-  return io_.Flush();
+  return io_.DeviceFlush(why);
 }
 
 void MetadataCache::Drop(uint64_t host_offset) {
@@ -185,7 +184,7 @@ void MetadataCache::Drop(uint64_t host_offset) {
   index_.erase(it);
 }
 
-Status MetadataCache::SetDependency(MetadataCache* other) {
+Status MetadataCache::SetDependency(MetadataCache* other, Rule why) {
   if (ignore_dependencies_ || other == this || depends_on_ == other) return Status::Ok();
   if (other->depends_on_ != nullptr) {
     // `other` itself waits on a cache (typically on us): satisfy that first
@@ -196,6 +195,7 @@ Status MetadataCache::SetDependency(MetadataCache* other) {
     QCRASH_RETURN_IF_ERROR(SatisfyDependencies());
   }
   depends_on_ = other;
+  depends_on_rule_ = why;
   return Status::Ok();
 }
 

@@ -20,6 +20,7 @@
 
 #include "engine/block_device.h"
 #include "engine/options.h"
+#include "engine/ordering.h"
 #include "engine/status.h"
 
 namespace qcrash::engine {
@@ -41,12 +42,10 @@ class CountingIo {
   Status WriteMetadata(uint64_t offset_bytes, std::span<const uint8_t> data);
   Status WriteData(uint64_t offset_bytes, std::span<const uint8_t> data);
   Status ReadData(uint64_t offset_bytes, std::span<uint8_t> out);
-  // Why: every caller of Flush states what must be durable before what.
-  // With a sink installed (journal policy) the journal orders metadata, so
-  // the engine's ordering flushes become no-ops.
-  Status Flush();
-  // A device flush whatever the policy (the journal's own protocol steps).
-  Status DeviceFlush();
+  // A device flush, counted under the rule that needs it. Whether a rule
+  // flushes at all is the ordering table's business (engine/ordering.h):
+  // under the journal policy its barriers never get here.
+  Status DeviceFlush(Rule why);
   void set_sink(MetadataSink* sink) { sink_ = sink; }
   BlockDevice& device() { return device_; }
   EngineStats& stats() { return stats_; }
@@ -80,16 +79,19 @@ class MetadataCache {
   // Records that the table changed. A writethrough cache writes it (after its
   // dependencies) and flushes at once.
   Status MarkDirty(uint64_t host_offset);
-  // Writes every dirty table (dependencies first) and flushes the device.
-  Status Flush();
+  // Writes every dirty table (dependencies first) and flushes the device
+  // (unless nothing was written since the last flush), for rule `why`.
+  Status Flush(Rule why);
   // Writes every dirty table without flushing (dependencies still honoured).
   Status WriteBack();
   // Forgets a table that was freed, without writing it.
   void Drop(uint64_t host_offset);
 
-  // Tables of this cache may be written only after `other` is flushed.
-  Status SetDependency(MetadataCache* other);
-  // A device flush must complete before the next table of this cache is written.
+  // Tables of this cache may be written only after `other` is flushed
+  // (rule `why`: R1 for L2 on refcounts, R4 for refcounts on L2).
+  Status SetDependency(MetadataCache* other, Rule why);
+  // A device flush must complete before the next table of this cache is
+  // written (R3: the guest data they name).
   void DependOnFlush() { depends_on_flush_ = true; }
   // Disables all dependencies (the unsafe policy and the skip-refcount-barrier switch).
   void set_ignore_dependencies(bool ignore) { ignore_dependencies_ = ignore; }
@@ -115,6 +117,7 @@ class MetadataCache {
   bool writethrough_;
   bool ignore_dependencies_ = false;
   MetadataCache* depends_on_ = nullptr;
+  Rule depends_on_rule_ = Rule::kRefcountBeforePointer;
   bool depends_on_flush_ = false;
   uint64_t clock_ = 0;
   // Generation of our last table write; ~0 when none is waiting for a flush.

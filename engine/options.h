@@ -2,6 +2,8 @@
 // policy, guest-data ordering, cache sizes and the known-bug switches.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,6 +35,11 @@ enum class DataOrdering : uint8_t {
 enum class Preallocation : uint8_t { kOff, kMetadata, kFalloc, kFull };
 
 // Historical bug classes (DESIGN.md, "Known-bug catalogue"). All off by default.
+struct OrderingRules;  // engine/ordering.h
+
+// The number of ordering rules (engine/ordering.h Rule).
+inline constexpr size_t kOrderingRuleCount = 14;
+
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
   bool early_free_reuse = false;       // a freed cluster is reused before its unlink is durable
@@ -92,6 +99,9 @@ struct OpenOptions {
   BackingOpener open_backing;           // unset: a backing file is an error on read
   uint32_t max_backing_depth = 16;      // guards against backing chains that loop
   JournalOptions journal;               // the journal policy's variant and geometry
+  // A row of the ordering table to use instead of the policy's (a policy
+  // being designed, or a test's); unset: RulesFor(policy, faults).
+  std::shared_ptr<const OrderingRules> rules;
 };
 
 struct CreateOptions {
@@ -114,6 +124,10 @@ struct EngineStats {
   uint64_t data_writes = 0;        // guest data and COW writes
   uint64_t clusters_allocated = 0; // host clusters allocated (data and metadata)
   uint64_t eviction_writes = 0;    // metadata written because a cache was full
+  // Device flushes by the rule that asked for them (engine/ordering.h Rule
+  // order), and barriers a journal transaction made free.
+  std::array<uint64_t, kOrderingRuleCount> flushes_by_rule{};
+  uint64_t transaction_barriers = 0;
 };
 
 }  // namespace qcrash::engine

@@ -28,11 +28,9 @@ Result<uint64_t> Image::Impl::GetRefcount(uint64_t cluster_index) {
 }
 
 bool Image::Impl::quarantine_frees() const {
-  if (options_.faults.early_free_reuse) return false;
   // Writethrough makes the unlink and the decrease durable as they happen;
-  // unsafe orders nothing on purpose.
-  return options_.policy != OrderingPolicy::kWritethrough &&
-         options_.policy != OrderingPolicy::kUnsafe;
+  // unsafe (and early-free-reuse) orders nothing on purpose.
+  return rules_.Of(Rule::kFreeBeforeReuse) == Mechanism::kQuarantine;
 }
 
 Status Image::Impl::UpdateRefcount(uint64_t cluster_index, int64_t delta) {
@@ -47,10 +45,10 @@ Status Image::Impl::UpdateRefcount(uint64_t cluster_index, int64_t delta) {
                                           ") would drop below zero"));
   }
   QCRASH_ASSIGN_OR_RETURN(const uint64_t block, EnsureRefcountBlock(table_index));
-  if (delta < 0 && options_.policy != OrderingPolicy::kLazy) {
+  if (delta < 0 && rules_.Of(Rule::kUnlinkBeforeFree) == Mechanism::kDependency) {
     // R4: the pointer's removal must be durable before the decrease, or a
     // crash could leave a live pointer to a free cluster.
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->SetDependency(l2_cache_.get()));
+    QCRASH_RETURN_IF_ERROR(refcount_cache_->SetDependency(l2_cache_.get(), Rule::kUnlinkBeforeFree));
   }
   QCRASH_ASSIGN_OR_RETURN(uint8_t * bytes, refcount_cache_->Get(block));
   std::span<uint8_t> span(bytes, cluster_bytes());
@@ -116,16 +114,14 @@ Result<uint64_t> Image::Impl::EnsureRefcountBlock(uint64_t table_index) {
   ++stats_.clusters_allocated;
   allocated_end_ = std::max(allocated_end_, block_cluster + 1);
   QCRASH_RETURN_IF_ERROR(refcount_cache_->MarkDirty(block_offset));
-  if (options_.policy != OrderingPolicy::kUnsafe) {
-    // Why: the table entry must never name a block whose contents are not on
-    // disk yet (R2), and the block's own refcount must be durable with it.
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
-  }
+  // Why: the table entry must never name a block whose contents are not on
+  // disk yet (R2), and the block's own refcount must be durable with it.
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, refcount_cache_.get()));
   refcount_table_[table_index] = block_offset;
   uint8_t entry[8];
   StoreBe64(entry, block_offset);
   QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(header_.refcount_table_offset + table_index * 8, entry));
-  if (options_.policy == OrderingPolicy::kWritethrough) QCRASH_RETURN_IF_ERROR(io_.Flush());
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kEveryWrite));
   return block_offset;
 }
 
@@ -186,8 +182,8 @@ Status Image::Impl::GrowRefcountTable(uint64_t needed_table_index) {
   allocated_end_ = std::max(allocated_end_, area_end);
   // Step 3. Why: the header must never name a table whose contents, or the
   // refcounts of its own clusters, are not on disk.
-  if (options_.policy != OrderingPolicy::kUnsafe) QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
-  if (options_.policy != OrderingPolicy::kUnsafe) QCRASH_RETURN_IF_ERROR(io_.Flush());
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
   // Step 4.
   const uint64_t old_offset = header_.refcount_table_offset;
   const uint64_t old_clusters = header_.refcount_table_clusters;
@@ -197,7 +193,7 @@ Status Image::Impl::GrowRefcountTable(uint64_t needed_table_index) {
   QCRASH_RETURN_IF_ERROR(WriteHeader());
   // Why: the old table is freed next and may be reused; the switch must be
   // durable before anything overwrites it.
-  if (options_.policy != OrderingPolicy::kUnsafe) QCRASH_RETURN_IF_ERROR(io_.Flush());
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
   // Step 5.
   return FreeClusters(old_offset, old_clusters);
 }
@@ -249,9 +245,9 @@ Result<uint64_t> Image::Impl::AllocateClusters(uint64_t count) {
   for (uint64_t c = first; c < first + count; ++c) QCRASH_RETURN_IF_ERROR(UpdateRefcount(c, +1));
   stats_.clusters_allocated += count;
   if (count == 1 && first == free_cluster_hint_) free_cluster_hint_ = first + 1;
-  const bool barrier = options_.policy == OrderingPolicy::kOrdered &&
-                       !options_.faults.skip_refcount_barrier;
-  if (barrier) QCRASH_RETURN_IF_ERROR(l2_cache_->SetDependency(refcount_cache_.get()));
+  if (rules_.Of(Rule::kRefcountBeforePointer) == Mechanism::kDependency) {
+    QCRASH_RETURN_IF_ERROR(l2_cache_->SetDependency(refcount_cache_.get(), Rule::kRefcountBeforePointer));
+  }
   return first * cluster_bytes();
 }
 
@@ -259,13 +255,13 @@ Result<uint64_t> Image::Impl::AllocateClusters(uint64_t count) {
 // their refcounts durable before handing any out, so L2 entries never wait
 // for a refcount write; a crash only leaks the unused rest.
 Result<uint64_t> Image::Impl::AllocateCluster() {
-  if (options_.policy != OrderingPolicy::kExtent) return AllocateClusters(1);
+  if (rules_.Of(Rule::kRefcountBeforePointer) != Mechanism::kBatch) return AllocateClusters(1);
   if (extent_.empty()) {
     const uint64_t batch = std::max<uint32_t>(options_.extent_clusters, 1);
     QCRASH_ASSIGN_OR_RETURN(const uint64_t first, AllocateClusters(batch));
     // Why: the batch's refcounts must be durable before any pointer to one
     // of its clusters can reach the disk.
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush());
+    QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRefcountBeforePointer, refcount_cache_.get()));
     for (uint64_t i = batch; i-- > 0;) extent_.push_back(first + i * cluster_bytes());
   }
   const uint64_t host_offset = extent_.back();
@@ -286,7 +282,10 @@ Status Image::Impl::FreeClusters(uint64_t host_offset, uint64_t count) {
   const uint64_t first = host_offset / cluster_bytes();
   for (uint64_t c = first; c < first + count; ++c) {
     l2_cache_->Drop(c * cluster_bytes());  // a freed L2 table must never be written back
-    if (journal_) journal_->OnFree(c * cluster_bytes(), cluster_bytes(), !options_.faults.no_revoke);
+    if (journal_) {
+      journal_->OnFree(c * cluster_bytes(), cluster_bytes(),
+                       rules_.Of(Rule::kRevokeBeforeReuse) == Mechanism::kRevoke);
+    }
     QCRASH_RETURN_IF_ERROR(UpdateRefcount(c, -1));
   }
   return Status::Ok();

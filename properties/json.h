@@ -24,4 +24,8 @@ Result<Workload> LoadWorkloadFile(const std::string& path);
 
 nlohmann::json ReportToJson(const ExploreReport& report);
 
+// {"guest_flush": 3, "relocate_then_switch": 2, ...}: the device flushes
+// each ordering rule asked for (rules that asked for none are left out).
+nlohmann::json FlushesByRuleToJson(const engine::EngineStats& stats);
+
 }  // namespace qcrash::properties

@@ -1,9 +1,19 @@
 // The explorer's JSON report.
 #include "properties/json.h"
 
+#include "engine/ordering.h"
+
 namespace qcrash::properties {
 
 using nlohmann::json;
+
+json FlushesByRuleToJson(const engine::EngineStats& stats) {
+  json out = json::object();
+  for (size_t r = 0; r < engine::kRuleCount; ++r) {
+    if (stats.flushes_by_rule[r] != 0) out[engine::RuleKey(static_cast<engine::Rule>(r))] = stats.flushes_by_rule[r];
+  }
+  return out;
+}
 
 json ReportToJson(const ExploreReport& r) {
   json verdicts = json::object();
@@ -35,6 +45,8 @@ json ReportToJson(const ExploreReport& r) {
           {"guest_writes", r.stats.guest_writes},
           {"guest_flushes", r.stats.guest_flushes},
           {"device_flushes", r.stats.device_flushes},
+          {"flushes_by_rule", FlushesByRuleToJson(r.stats)},
+          {"transaction_barriers", r.stats.transaction_barriers},
           {"allocating_writes", r.allocating_writes},
           {"flushes_per_guest_write", r.flushes_per_guest_write()},
           {"flushes_per_allocation", r.flushes_per_allocation()},
