@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The crash gate: runs `qcrash explore` over a matrix (every policy x every
 built-in workload x the deterministic enumerators, plus every bug switch with
-the workload that provokes it), and compares the verdict counts and the
+the workload the catalogue names), and compares the verdict counts and the
 caught/not-caught result of each switch with ci/crash-baseline.json.
 
 Fails (exit 1) on a new violation in any cell, or on a switch (or the unsafe
@@ -18,15 +18,15 @@ import tempfile
 
 POLICIES = ["writethrough", "ordered", "lazy", "extent", "journal", "unsafe"]
 ENUMERATORS = ["prefix", "drop-one", "tear-one", "bounded:2"]
-# (switch, workload, policy, extra explore options): each known bug with the
-# workload and policy that exposes it (DESIGN.md, known-bug catalogue).
-SWITCHES = [
-    ("skip-refcount-barrier", "2010-dangling-l2", "ordered", []),
-    ("early-free-reuse", "free-reuse", "lazy", []),
-    ("zero-cluster-realloc", "2017-zero-realloc", "ordered", []),
-    ("no-revoke", "2013-journal-revoke", "journal", []),
-    ("unchecksummed-journal", "2013-journal-revoke", "journal", ["--journal", "recovery=scan"]),
-]
+
+
+def switches(qcrash):
+    """(switch, workload, policy, extra explore options) for each known bug,
+    from the engine's own catalogue (engine/bug_catalogue.cc)."""
+    out = subprocess.run([qcrash, "explore", "--list-bugs", "--output=json"], capture_output=True, text=True,
+                         check=True)
+    return [(b["name"], b["workload"], b["policy"], ["--journal", b["journal"]] if b["journal"] else [])
+            for b in json.loads(out.stdout)]
 
 
 # Every journal variant (the draft's open questions: commit point, recovery,
@@ -82,7 +82,7 @@ def explore(qcrash, workload, policy, enumerator, extra, tmp):
     return cell
 
 
-def run_matrix(qcrash, jobs):
+def run_matrix(qcrash, jobs, known_bugs):
     cells = {}
     jobs_list = []
     for workload in workloads(qcrash):
@@ -94,10 +94,10 @@ def run_matrix(qcrash, jobs):
             for enumerator in JOURNAL_ENUMERATORS:
                 jobs_list.append(("journal:%s/%s/%s" % (workload, variant, enumerator), workload, "journal",
                                   enumerator, ["--journal", variant]))
-    for switch, workload, policy, extra in SWITCHES:
+    for switch, workload, policy, extra in known_bugs:
         for enumerator in ENUMERATORS:
             key = "fault:%s/%s/%s/%s" % (switch, workload, policy, enumerator)
-            jobs_list.append((key, workload, policy, enumerator, ["--fault", switch] + extra))
+            jobs_list.append((key, workload, policy, enumerator, ["--bug", switch] + extra))
     with tempfile.TemporaryDirectory() as tmp:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(explore, qcrash, w, p, e, x, tmp): key for key, w, p, e, x in jobs_list}
@@ -110,7 +110,7 @@ def caught(cells, prefix):
     return any(c.get("violating_states", 0) > 0 for k, c in cells.items() if k.startswith(prefix))
 
 
-def compare(baseline, current):
+def compare(baseline, current, known_bugs):
     failures, changes = [], []
     for key in sorted(set(baseline) | set(current)):
         old, new = baseline.get(key), current.get(key)
@@ -135,10 +135,10 @@ def compare(baseline, current):
                              if old.get("verdicts", {}).get(v, 0) != n)
             changes.append("~ %s: %s" % (key, diff))
     # Every switch, and the unsafe policy, must still be caught.
-    for switch, workload, policy, _ in SWITCHES:
+    for switch, workload, policy, _ in known_bugs:
         prefix = "fault:%s/" % switch
-        if caught(baseline, prefix) and not caught(current, prefix):
-            failures.append("NOT CAUGHT: bug switch %s is no longer caught" % switch)
+        if not caught(current, prefix):
+            failures.append("NOT CAUGHT: bug switch %s (builtin:%s, %s) is not caught" % (switch, workload, policy))
     unsafe = lambda cells: any(c.get("violating_states", 0) for k, c in cells.items() if "/unsafe/" in k)
     if unsafe(baseline) and not unsafe(current):
         failures.append("NOT CAUGHT: the unsafe policy passes every cell")
@@ -157,7 +157,8 @@ def main():
     parser.add_argument("--out", help="write the current matrix here")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    current = run_matrix(args.qcrash, args.jobs)
+    known_bugs = switches(args.qcrash)
+    current = run_matrix(args.qcrash, args.jobs, known_bugs)
     summary = {k: v for k, v in current.items()}
     if args.out:
         with open(args.out, "w") as f:
@@ -170,12 +171,12 @@ def main():
         return 0
     with open(args.baseline) as f:
         baseline = json.load(f)
-    failures, changes = compare(baseline, current)
+    failures, changes = compare(baseline, current, known_bugs)
     states = sum(c.get("states", 0) for c in current.values())
     print("crash-gate: %d cells, %d crash states checked" % (len(current), states))
     for line in changes:
         print("  " + line)
-    for switch, _, _, _ in SWITCHES:
+    for switch, _, _, _ in known_bugs:
         print("  switch %-24s %s" % (switch, "caught" if caught(current, "fault:%s/" % switch) else "NOT caught"))
     for line in failures:
         print("FAIL " + line)

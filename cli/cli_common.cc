@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "cli/destination.h"
+#include "engine/bug_catalogue.h"
 #include "engine/qcow2_format.h"
 
 namespace qcrash::cli {
@@ -179,8 +180,8 @@ bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenO
     if (!parse_count(options.refcount_cache_blocks)) {
       return ReportUsage(std::string("bad --cache-refcount count '") + value + "'") == 0;
     }
-  } else if (option == "fault") {
-    const Status status = engine::EnableFault(value, options.faults);
+  } else if (option == "bug" || option == "fault") {  // --fault: the old name
+    const Status status = engine::EnableBug(value, options.faults);
     if (!status.ok()) return ReportUsage(status.ToString()) == 0;
   } else {
     return ReportUsage("unknown option --" + std::string(option)) == 0;

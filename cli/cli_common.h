@@ -57,7 +57,8 @@ std::vector<ChainFile> BackingChain(const std::string& path);
 Status RefuseOwnBacking(const std::string& path);
 
 // Engine options shared by the commands that write (--policy, --cache-l2,
-// --cache-refcount, --fault). Returns false (after reporting) on a bad value.
+// --cache-refcount, --bug and its old name --fault). Returns false (after
+// reporting) on a bad value.
 bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenOptions& options);
 
 // Applies qemu-img create's -o options to `options`. Unknown keys are errors.

@@ -13,6 +13,7 @@
 #include "cli/cli_common.h"
 #include "cli/explore_jobs.h"
 #include "cli/reproducer.h"
+#include "engine/bug_catalogue.h"
 #include "properties/json.h"
 
 namespace qcrash::cli {
@@ -24,13 +25,15 @@ const char kUsage[] =
     "usage: qcrash explore [--workload builtin:NAME|FILE.json] [--policy P]\n"
     "         [--enumerator E] [--sector 512|4096] [--seed S] [--shard i/N] [--jobs 1..64]\n"
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
-    "         [--fault SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
+    "         [--bug SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
     "         [--cache-refcount N] [--nested E] [--no-minimize]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
     "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n"
-    "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n";
+    "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n"
+    "  --bug SWITCH (alias --fault): a known bug switched on; --list-bugs [--output=json]\n"
+    "  lists the catalogue\n";
 
 struct Args {
   properties::ExploreConfig config;
@@ -41,6 +44,8 @@ struct Args {
   uint32_t jobs = 1;
   std::string report_path;
   std::string reproducers_dir;
+  bool list_bugs = false;    // --list-bugs (--list-faults)
+  bool json_output = false;  // --output=json (with --list-bugs)
 };
 
 // --journal commit=header|descriptor,recovery=header|scan,terminator=blank|escape,
@@ -92,7 +97,9 @@ int ParseArgs(int argc, char** argv, Args& args) {
       {"seed", required_argument, nullptr, 'S'}, {"shard", required_argument, nullptr, 'x'},
       {"jobs", required_argument, nullptr, 'j'}, {"budget", required_argument, nullptr, 'b'},
       {"states", required_argument, nullptr, 'n'}, {"report", required_argument, nullptr, 'r'},
-      {"reproducers", required_argument, nullptr, 'R'}, {"fault", required_argument, nullptr, 'f'},
+      {"reproducers", required_argument, nullptr, 'R'}, {"bug", required_argument, nullptr, 'f'},
+      {"fault", required_argument, nullptr, 'f'}, {"list-bugs", no_argument, nullptr, 'l'},
+      {"list-faults", no_argument, nullptr, 'l'}, {"output", required_argument, nullptr, 'o'},
       {"data-ordering", required_argument, nullptr, 'd'}, {"cache-l2", required_argument, nullptr, 'L'},
       {"cache-refcount", required_argument, nullptr, 'C'}, {"nested", required_argument, nullptr, 'N'},
       {"no-minimize", no_argument, nullptr, 'M'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
@@ -131,7 +138,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
         }
         break;
       case 'p': case 'f': case 'd': case 'L': case 'C': {
-        const char* name = c == 'p' ? "policy" : c == 'f' ? "fault" : c == 'd' ? "data-ordering"
+        const char* name = c == 'p' ? "policy" : c == 'f' ? "bug" : c == 'd' ? "data-ordering"
                            : c == 'L' ? "cache-l2" : "cache-refcount";
         if (!ApplyEngineOption(name, optarg, args.config.run.open)) return kExitUsage;
         break;
@@ -158,6 +165,11 @@ int ParseArgs(int argc, char** argv, Args& args) {
         break;
       }
       case 'h': std::printf("%s", kUsage); return -1;
+      case 'l': args.list_bugs = true; break;
+      case 'o':
+        if (value != "human" && value != "json") return Usage("--output must be human or json, not '" + value + "'");
+        args.json_output = value == "json";
+        break;
       default: return Usage("unknown option");
     }
   }
@@ -217,9 +229,34 @@ void PrintSummary(const properties::ExploreReport& r) {
 
 }  // namespace
 
+// The known-bug catalogue (engine/bug_catalogue.h), as a table or JSON.
+int ListBugs(bool json_output) {
+  if (json_output) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const engine::KnownBug& bug : engine::KnownBugs()) {
+      list.push_back({{"name", bug.name},
+                      {"seed", bug.seed},
+                      {"breaks", bug.breaks},
+                      {"invariant", bug.invariant},
+                      {"workload", bug.workload},
+                      {"policy", engine::PolicyName(bug.policy)},
+                      {"journal", bug.journal_options}});
+    }
+    std::printf("%s\n", list.dump(2).c_str());
+    return 0;
+  }
+  for (const engine::KnownBug& bug : engine::KnownBugs()) {
+    std::printf("%-22s %-4s builtin:%s --policy %s%s%s\n  %s\n  seed: %s\n", bug.name, bug.invariant,
+                bug.workload, engine::PolicyName(bug.policy), *bug.journal_options ? " --journal " : "",
+                bug.journal_options, bug.breaks, bug.seed);
+  }
+  return 0;
+}
+
 int RunExplore(int argc, char** argv) {
   Args args;
   if (int rc = ParseArgs(argc, argv, args); rc != 0) return rc < 0 ? 0 : rc;
+  if (args.list_bugs) return ListBugs(args.json_output);
   if (int rc = Prepare(args); rc != 0) return rc;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto report = RunExploreJobs(args.config, args.jobs, tty ? PrintProgress : properties::ProgressFn());
@@ -229,7 +266,7 @@ int RunExplore(int argc, char** argv) {
   json["seed"] = args.seed;
   json["jobs"] = args.jobs;
   json["sector_bytes"] = args.config.run.sector_bytes;
-  json["faults"] = FaultNames(args.config.run.open.faults);
+  json["bugs"] = engine::EnabledBugNames(args.config.run.open.faults);
   std::string base = args.reproducers_dir;
   if (base.empty()) {
     base = args.report_path.empty() ? "qcrash-reproducers" : args.report_path + ".reproducers";
@@ -238,7 +275,7 @@ int RunExplore(int argc, char** argv) {
     properties::FoundViolation& v = report->violations[i];
     if (args.config.minimize) properties::Minimize(args.config, v);
     Reproducer r{v.minimized_workload, args.config.run, args.config.recovery, v.minimized_state_id,
-                 v.invariant, v.minimized_message, FaultNames(args.config.run.open.faults), v.raw_findings};
+                 v.invariant, v.minimized_message, engine::EnabledBugNames(args.config.run.open.faults), v.raw_findings};
     const std::string dir = base + "/violation-" + std::to_string(i);
     Status written = WriteReproducer(dir, r);
     if (!written.ok()) return ReportError(dir, written) * kExitUsage;

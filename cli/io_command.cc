@@ -19,7 +19,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: qcrash io [-r] [-f qcow2] [--policy P] [--data-ordering strict|qemu]\n"
-    "                 [--cache-l2 N] [--cache-refcount N] [--fault SWITCH]... [--stats]\n"
+    "                 [--cache-l2 N] [--cache-refcount N] [--bug SWITCH]... [--stats]\n"
     "                 [-c CMD]... FILE\n"
     "  CMD: write [-P pattern] [-z [-u]] [-q] OFF LEN | read [-P pattern] [-q] OFF LEN |\n"
     "       discard [-q] OFF LEN | flush | truncate SIZE\n";
@@ -215,6 +215,7 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
                                  {"policy", required_argument, nullptr, 1},
                                  {"cache-l2", required_argument, nullptr, 1},
                                  {"cache-refcount", required_argument, nullptr, 1},
+                                 {"bug", required_argument, nullptr, 1},
                                  {"fault", required_argument, nullptr, 1},
                                  {"data-ordering", required_argument, nullptr, 1},
                                  {"stats", no_argument, nullptr, 2},

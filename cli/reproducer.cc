@@ -1,6 +1,8 @@
 // WriteReproducer / ReadReproducer.
 #include "cli/reproducer.h"
 
+#include "engine/bug_catalogue.h"
+
 #include <filesystem>
 #include <fstream>
 
@@ -11,16 +13,6 @@
 namespace qcrash::cli {
 
 using nlohmann::json;
-
-std::vector<std::string> FaultNames(const engine::BugSwitches& s) {
-  std::vector<std::string> names;
-  if (s.skip_refcount_barrier) names.push_back("skip-refcount-barrier");
-  if (s.early_free_reuse) names.push_back("early-free-reuse");
-  if (s.zero_cluster_realloc) names.push_back("zero-cluster-realloc");
-  if (s.no_revoke) names.push_back("no-revoke");
-  if (s.unchecksummed_journal) names.push_back("unchecksummed-journal");
-  return names;
-}
 
 namespace {
 
@@ -87,7 +79,7 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"sector_bytes", r.run.sector_bytes},
                       {"cache_l2", r.run.open.l2_cache_tables},
                       {"cache_refcount", r.run.open.refcount_cache_blocks},
-                      {"faults", r.faults},
+                      {"bugs", r.bugs},
                       {"journal", JournalToJson(r.run.open.journal)},
                       {"nested_enumerator", r.recovery.nested_enumerator}};
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
@@ -116,11 +108,13 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
   r.run.open.refcount_cache_blocks = crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
   r.recovery.nested_enumerator = crash.value("nested_enumerator", "");
   if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
-  if (crash.contains("faults") && crash["faults"].is_array()) {
-    for (const json& name : crash["faults"]) {
+  // "faults" is what reproducers written before --bug called the switches.
+  const char* key = crash.contains("bugs") ? "bugs" : "faults";
+  if (crash.contains(key) && crash[key].is_array()) {
+    for (const json& name : crash[key]) {
       if (!name.is_string()) continue;
-      r.faults.push_back(name.get<std::string>());
-      QCRASH_RETURN_IF_ERROR(engine::EnableFault(r.faults.back(), r.run.open.faults));
+      r.bugs.push_back(name.get<std::string>());
+      QCRASH_RETURN_IF_ERROR(engine::EnableBug(r.bugs.back(), r.run.open.faults));
     }
   }
   return r;

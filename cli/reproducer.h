@@ -18,7 +18,7 @@ struct Reproducer {
   std::string state_id;
   std::string invariant;
   std::string message;
-  std::vector<std::string> faults;  // --fault names
+  std::vector<std::string> bugs;  // --bug names (engine/bug_catalogue.h)
   std::vector<std::string> findings;
 };
 
@@ -26,7 +26,5 @@ struct Reproducer {
 Status WriteReproducer(const std::string& dir, const Reproducer& reproducer);
 Result<Reproducer> ReadReproducer(const std::string& dir);
 
-// The fault names set in `switches`, as --fault spells them.
-std::vector<std::string> FaultNames(const engine::BugSwitches& switches);
 
 }  // namespace qcrash::cli

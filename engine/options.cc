@@ -5,25 +5,6 @@
 
 namespace qcrash::engine {
 
-Status EnableFault(std::string_view name, BugSwitches& switches) {
-  if (name == "skip-refcount-barrier") {
-    switches.skip_refcount_barrier = true;
-  } else if (name == "early-free-reuse") {
-    switches.early_free_reuse = true;
-  } else if (name == "zero-cluster-realloc") {
-    switches.zero_cluster_realloc = true;
-  } else if (name == "no-revoke") {
-    switches.no_revoke = true;
-  } else if (name == "unchecksummed-journal") {
-    switches.unchecksummed_journal = true;
-  } else {
-    return Status::InvalidArgument("unknown fault '" + std::string(name) +
-                                   "' (known: skip-refcount-barrier, early-free-reuse, "
-                                   "zero-cluster-realloc, no-revoke, unchecksummed-journal)");
-  }
-  return Status::Ok();
-}
-
 const char* PolicyName(OrderingPolicy policy) {
   switch (policy) {
     case OrderingPolicy::kWritethrough: return "writethrough";

@@ -52,8 +52,6 @@ struct BugSwitches {
   }
 };
 
-// Turns "skip-refcount-barrier" (the CLI's --fault names) into a switch.
-Status EnableFault(std::string_view name, BugSwitches& switches);
 const char* PolicyName(OrderingPolicy policy);
 Result<OrderingPolicy> ParsePolicy(std::string_view name);
 const char* PreallocationName(Preallocation preallocation);

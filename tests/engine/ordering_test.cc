@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/bug_catalogue.h"
 #include "engine/ordering.h"
 
 namespace qcrash::engine {
@@ -94,23 +95,21 @@ int FieldsChanged(const OrderingRules& a, const OrderingRules& b) {
 }
 
 TEST(OrderingTable, EachBugSwitchIsOneField) {
-  struct Case {
-    const char* name;
-    OrderingPolicy catalogued;  // the policy the catalogue shows it under
-  };
-  for (const Case c : {Case{"skip-refcount-barrier", OrderingPolicy::kOrdered},
-                       Case{"early-free-reuse", OrderingPolicy::kLazy},
-                       Case{"zero-cluster-realloc", OrderingPolicy::kOrdered},
-                       Case{"no-revoke", OrderingPolicy::kJournal},
-                       Case{"unchecksummed-journal", OrderingPolicy::kJournal}}) {
+  ASSERT_FALSE(KnownBugs().empty());
+  for (const KnownBug& bug : KnownBugs()) {
     BugSwitches switches;
-    ASSERT_TRUE(EnableFault(c.name, switches).ok()) << c.name;
+    ASSERT_TRUE(EnableBug(bug.name, switches).ok()) << bug.name;
     for (const OrderingPolicy policy : kPolicies) {
-      EXPECT_LE(FieldsChanged(RulesFor(policy, {}), RulesFor(policy, switches)), 1) << c.name << " under "
+      EXPECT_LE(FieldsChanged(RulesFor(policy, {}), RulesFor(policy, switches)), 1) << bug.name << " under "
                                                                                   << PolicyName(policy);
     }
-    EXPECT_EQ(FieldsChanged(RulesFor(c.catalogued, {}), RulesFor(c.catalogued, switches)), 1) << c.name;
+    // Under the policy the catalogue shows it with, it takes one guarantee away.
+    EXPECT_EQ(FieldsChanged(RulesFor(bug.policy, {}), RulesFor(bug.policy, switches)), 1) << bug.name;
+    EXPECT_EQ(EnabledBugNames(switches), std::vector<std::string>{bug.name});
   }
+  BugSwitches none;
+  EXPECT_FALSE(EnableBug("no-such-bug", none).ok());
+  EXPECT_TRUE(EnabledBugNames(none).empty());
 }
 
 // The safe policies order every rule that applies to them; unsafe orders

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "engine/bug_catalogue.h"
 #include "engine/ordering.h"
 
 #include "properties/explorer.h"
@@ -76,40 +77,35 @@ TEST(Explorer, UnsafePolicyIsCaught) {
   EXPECT_GT(report->violations_by_invariant["I1"], 0u);
 }
 
-struct CatalogueCase {
-  const char* fault;
-  const char* workload;
-  engine::OrderingPolicy policy;
-  const char* invariant;
-  // The first journal proposal had no commit record: without checksums a
-  // torn transaction only replays when recovery scans for transactions.
-  bool scan_only_journal = false;
-};
-
-// Each known bug, switched on, is caught within a small fixed budget and
-// minimized to a counterexample no larger than its workload.
-class BugCatalogue : public ::testing::TestWithParam<CatalogueCase> {};
+// Each known bug of the catalogue (engine/bug_catalogue.h), switched on, is
+// caught within a small fixed budget and minimized to a counterexample no
+// larger than its workload.
+class BugCatalogue : public ::testing::TestWithParam<engine::KnownBug> {};
 
 TEST_P(BugCatalogue, IsCaughtWithAMinimizedCounterexample) {
-  const CatalogueCase& c = GetParam();
+  const engine::KnownBug& c = GetParam();
   ExploreConfig config;
   config.workload = *BuiltinWorkload(c.workload);
   config.run.open.policy = c.policy;
-  ASSERT_TRUE(engine::EnableFault(c.fault, config.run.open.faults).ok());
-  if (c.scan_only_journal) config.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
+  ASSERT_TRUE(engine::EnableBug(c.name, config.run.open.faults).ok());
+  if (std::string(c.journal_options) == "recovery=scan") {
+    config.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
+  } else {
+    ASSERT_EQ(std::string(c.journal_options), "") << "teach this test the catalogue's --journal options";
+  }
   config.enumerator = *sim::ParseEnumeratorSpec("drop-one");
   config.states_max = 5000;
   config.stop_at_first_violation = true;
   auto report = Explore(config);
   ASSERT_TRUE(report.ok());
-  ASSERT_FALSE(report->violations.empty()) << c.fault << " was not caught";
+  ASSERT_FALSE(report->violations.empty()) << c.name << " was not caught";
   FoundViolation v = report->violations.front();
   bool expected_invariant = false;
   for (const auto& [name, count] : report->violations_by_invariant) expected_invariant |= name == c.invariant;
   EXPECT_TRUE(expected_invariant) << "first: " << v.invariant << ": " << v.message;
   Minimize(config, v, 5000);
   EXPECT_LE(v.minimized_workload.ops.size(), config.workload.ops.size());
-  std::printf("%s: %s at %s; minimized to %zu ops, state %s: %s\n", c.fault, v.invariant.c_str(),
+  std::printf("%s: %s at %s; minimized to %zu ops, state %s: %s\n", c.name, v.invariant.c_str(),
               v.state_id.c_str(), v.minimized_workload.ops.size(), v.minimized_state_id.c_str(),
               v.minimized_message.c_str());
   for (const GuestOp& op : v.minimized_workload.ops) std::printf("  %s\n", DescribeOp(op).c_str());
@@ -126,19 +122,13 @@ TEST_P(BugCatalogue, IsCaughtWithAMinimizedCounterexample) {
   EXPECT_EQ(clean->violating_states, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Switches, BugCatalogue,
-    ::testing::Values(
-        CatalogueCase{"skip-refcount-barrier", "2010-dangling-l2", engine::OrderingPolicy::kOrdered, "I1"},
-        CatalogueCase{"early-free-reuse", "free-reuse", engine::OrderingPolicy::kLazy, "I5"},
-        CatalogueCase{"zero-cluster-realloc", "2017-zero-realloc", engine::OrderingPolicy::kOrdered, "I10"},
-        CatalogueCase{"no-revoke", "2013-journal-revoke", engine::OrderingPolicy::kJournal, "I6"},
-        CatalogueCase{"unchecksummed-journal", "journal-wrap", engine::OrderingPolicy::kJournal, "I4", true}),
-    [](const ::testing::TestParamInfo<CatalogueCase>& param_info) {
-      std::string name = param_info.param.fault;
-      for (char& ch : name) ch = ch == '-' ? '_' : ch;
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Switches, BugCatalogue,
+                         ::testing::ValuesIn(engine::KnownBugs().begin(), engine::KnownBugs().end()),
+                         [](const ::testing::TestParamInfo<engine::KnownBug>& param_info) {
+                           std::string name = param_info.param.name;
+                           for (char& ch : name) ch = ch == '-' ? '_' : ch;
+                           return name;
+                         });
 
 // The seeds' built-in workloads, every safe policy, every deterministic
 // enumerator: no violation. This is the matrix the crash gate pins.
