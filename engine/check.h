@@ -19,7 +19,9 @@
 //   kLeaks  lowers refcounts that are too high; fixes OFLAG_COPIED only when
 //           nothing else is wrong.
 //   kAll    also drops pointers that cannot be trusted (misaligned, past the
-//           end of the file, pointing into metadata), clears reserved bits,
+//           end of the file, pointing into metadata, the journal area
+//           included) before any reference is counted, so none of them can
+//           overflow a narrow refcount; clears reserved bits,
 //           raises refcounts that are too low, rebuilds the whole refcount
 //           structure when it is broken, fixes OFLAG_COPIED, and clears the
 //           dirty and corrupt bits when the image is left without corruption.

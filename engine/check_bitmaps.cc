@@ -144,6 +144,29 @@ bool BitmapsOverlap(const CheckContext& ctx) {
   return false;
 }
 
+// kAll, in phase 2 once every L1 and L2 table is counted and all metadata
+// is marked: whether a bitmap data cluster is also metadata, a guest data
+// cluster or another bitmap's data. Counting it would make a cluster shared
+// (with 1-bit refcounts an overflow no repair can fix), so the bitmaps go
+// before any of their references count. Sets `offset` to the cluster.
+Result<bool> BitmapDataOverlaps(CheckContext& ctx, uint64_t* offset) {
+  std::vector<bool> seen(ctx.nb_clusters + 2, false);
+  for (const BitmapInfo& bitmap : ctx.bitmaps) {
+    std::vector<uint8_t> table(uint64_t{bitmap.table_entries} * 8);
+    QCRASH_RETURN_IF_ERROR(ctx.ReadZeroFilled(bitmap.table_offset, table));
+    for (uint32_t i = 0; i < bitmap.table_entries; ++i) {
+      *offset = LoadBe64(&table[i * 8]) & kBitmapEntryOffsetMask;
+      if (*offset == 0 || ctx.PastEnd(*offset, ctx.cluster_bytes)) continue;
+      const uint64_t k = *offset >> ctx.header.cluster_bits;
+      if (k >= seen.size() || seen[k] || ctx.UseOf(k) != ClusterUse::kNone || ctx.Imrt(k) != 0) {
+        return true;
+      }
+      seen[k] = true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 void MarkBitmaps(CheckContext& ctx) {
@@ -172,6 +195,17 @@ void MarkBitmaps(CheckContext& ctx) {
 
 Status CountBitmaps(CheckContext& ctx) {
   if (!BitmapsValid(ctx)) return Status::Ok();
+  uint64_t shared = 0;
+  if (ctx.fix_all()) {
+    QCRASH_ASSIGN_OR_RETURN(const bool overlaps, BitmapDataOverlaps(ctx, &shared));
+    if (overlaps) {
+      BitmapCorruption(ctx, FindingKind::kOverlap, shared, "bitmap data",
+                       "bitmap data cluster " + HexOffset(shared) + " has another owner");
+      ctx.bitmaps.clear();
+      ctx.header.autoclear_features &= ~f::kAutoclearBitmaps;
+      return Status::Ok();
+    }
+  }
   const BitmapsExtension& ext = *ctx.header.bitmaps;
   ctx.AddReference(ext.directory_offset, ext.directory_size, "bitmap directory");
   for (const BitmapInfo& bitmap : ctx.bitmaps) {

@@ -39,6 +39,7 @@ const char* ClusterUseName(ClusterUse use) {
     case ClusterUse::kSnapshotTable: return "snapshot table";
     case ClusterUse::kBitmapDirectory: return "bitmap directory";
     case ClusterUse::kBitmapTable: return "bitmap table";
+    case ClusterUse::kJournal: return "journal";
   }
   return "?";
 }

@@ -58,6 +58,7 @@ enum class ClusterUse : uint8_t {
   kSnapshotTable,
   kBitmapDirectory,
   kBitmapTable,
+  kJournal,
 };
 const char* ClusterUseName(ClusterUse use);
 
@@ -283,6 +284,10 @@ class CheckContext {
   // clearing autoclear bit 0 (what a writer that does not know bitmaps does);
   // written by repair step 1.
   bool discard_bitmaps = false;
+  // kAll: the journal area overlaps the header, an L1 table, the refcount
+  // table or the snapshot table, so it cannot be ours: it is discarded by
+  // clearing the journal-valid and journal-dirty bits; written by repair step 1.
+  bool discard_journal = false;
   // kAll: references AddReference could not count because they lie past the end.
   std::vector<PastEndRange> past_end_ranges;
 
@@ -337,7 +342,10 @@ Status ReadSnapshotTable(CheckContext& ctx);
 Status ReadBitmapDirectory(CheckContext& ctx);
 void MarkBitmaps(CheckContext& ctx);
 Status CountBitmaps(CheckContext& ctx);
-// The journal area (engine/journal_check.cc): one reference while the journal-valid bit is set.
+// The journal area (engine/journal_check.cc), while the journal-valid bit is
+// set: phase 1 marks it as metadata (in kAll, a journal overlapping the
+// metadata marked before it is discarded); phase 2 counts one reference.
+void MarkJournal(CheckContext& ctx);
 void CountJournal(CheckContext& ctx);
 // Phase 1: records the metadata clusters of every structure in the map.
 Status MarkAllMetadata(CheckContext& ctx);

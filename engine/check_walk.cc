@@ -574,6 +574,9 @@ Status MarkAllMetadata(CheckContext& ctx) {
   mark(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} << h.cluster_bits,
        ClusterUse::kRefcountTable, "refcount table");
   mark(h.snapshots_offset, ctx.snapshot_table_bytes, ClusterUse::kSnapshotTable, "snapshot table");
+  // The journal area, which the header names too: in repair, one over the
+  // structures above is discarded (journal_check.cc).
+  MarkJournal(ctx);
   // L2 tables next: a pointer into the header-positioned metadata above
   // cannot be an L2 table, so repair drops it. Bitmaps after them: in
   // repair, a bitmap overlapping anything is discarded (check_bitmaps.cc),

@@ -4,7 +4,7 @@
 // repair could not recompute from the pointers it trusts.
 //   Step 1 (WriteTableEdits): header edits in one sector (the snapshot
 //     table cut before its first broken entry; bitmaps discarded when one
-//     is corrupt),
+//     is corrupt; a journal over other metadata discarded),
 //     dropped pointers, cleared reserved bits, and
 //     OFLAG_COPIED cleared where the repaired refcount will be 2 or more
 //     (R9: COPIED is never on disk with a refcount >= 2).
@@ -241,7 +241,9 @@ Status SwitchRefcountTable(CheckContext& ctx, uint64_t table_offset, uint32_t ta
 //   - the snapshot table cut before its first broken entry (nb_snapshots,
 //     and snapshots_offset 0 when no entry is kept);
 //   - autoclear bit 0 cleared when a bitmap structure is corrupt, which
-//     discards every bitmap.
+//     discards every bitmap;
+//   - autoclear bit 63 (journal valid) and incompatible bit 63 (journal
+//     dirty) cleared when the journal area overlaps other metadata.
 // What they stop referencing becomes leaks, lowered only after the flush in
 // WriteTableEdits (R4).
 Status WriteHeaderEdits(CheckContext& ctx) {
@@ -260,16 +262,23 @@ Status WriteHeaderEdits(CheckContext& ctx) {
     const uint64_t autoclear = LoadBe64(&sector[f::kOffAutoclearFeatures]);
     StoreBe64(&sector[f::kOffAutoclearFeatures], autoclear & ~f::kAutoclearBitmaps);
   }
+  if (ctx.discard_journal) {
+    const uint64_t autoclear = LoadBe64(&sector[f::kOffAutoclearFeatures]);
+    StoreBe64(&sector[f::kOffAutoclearFeatures], autoclear & ~f::kAutoclearJournalValid);
+    const uint64_t incompatible = LoadBe64(&sector[f::kOffIncompatibleFeatures]);
+    StoreBe64(&sector[f::kOffIncompatibleFeatures], incompatible & ~f::kIncompatJournalDirty);
+  }
   QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, 0, sector, {ClusterUse::kHeader}));
   ctx.snapshots_kept.reset();
   ctx.discard_bitmaps = false;
+  ctx.discard_journal = false;
   return Status::Ok();
 }
 
 }  // namespace
 
 Status WriteTableEdits(CheckContext& ctx) {
-  const bool header_edits = ctx.snapshots_kept || ctx.discard_bitmaps;
+  const bool header_edits = ctx.snapshots_kept || ctx.discard_bitmaps || ctx.discard_journal;
   if (ctx.edited_tables.empty() && !header_edits) return Status::Ok();
   if (header_edits) QCRASH_RETURN_IF_ERROR(WriteHeaderEdits(ctx));
   for (const auto& [offset, bytes] : ctx.edited_tables) {

@@ -150,12 +150,20 @@ void RepairLeavesCleanImage(std::span<const uint8_t> image) {
   if (!after.ok()) Fail("a repaired image can be checked", after.status().ToString());
   // More references than the refcount width can count cannot be repaired
   // (QCOW2-NOTES §11, and QEMU agrees): the finding names the remedy, a
-  // wider refcount_order. Such an image is out of this property's reach.
+  // wider refcount_order. Such an image is out of this property's reach when
+  // guest mappings are cross-linked (the overflowing reference is an L1 or
+  // L2 entry, whose owner names an L1). An overflow charged to any other
+  // owner (the journal, a bitmap, the refcount structure), or an overlap
+  // left behind, means repair kept a pointer into metadata, which it must
+  // drop before counting (issue 17).
   bool only_overflow = after->corruptions != 0 && after->check_errors == 0;
   for (const engine::Finding& finding : after->findings) {
     const bool problem = finding.severity == engine::Severity::kCorruption ||
                          finding.severity == engine::Severity::kCheckError;
-    if (problem && finding.kind != engine::FindingKind::kRefcountOverflow) only_overflow = false;
+    const bool overflow = finding.kind == engine::FindingKind::kRefcountOverflow;
+    if (problem && !overflow) only_overflow = false;
+    if (overflow && finding.owner.find(" L1[") == std::string::npos) only_overflow = false;
+    if (finding.kind == engine::FindingKind::kOverlap) only_overflow = false;
   }
   if (only_overflow) return;
   if (!IsClean(*after)) {

@@ -12,7 +12,9 @@
 
 #include "engine/check.h"
 #include "engine/header.h"
+#include "engine/image.h"
 #include "engine/image_lock.h"
+#include "engine/journal_format.h"
 #include "engine/memory_device.h"
 #include "tests/check/check_test_util.h"
 #include "tests/check/corruptions.h"
@@ -414,6 +416,155 @@ TEST(Repair, DiscardsBitmapsWhenOneIsCorrupt) {
   ASSERT_NE(FindKind(checked, FindingKind::kReservedBits), nullptr);
   ExpectRepairConverges(device, "invalid bitmap table entry");
   EXPECT_EQ(LoadBe64(&device.bytes()[f::kOffAutoclearFeatures]) & f::kAutoclearBitmaps, 0u);
+}
+
+// An image built in memory: 512-byte clusters, 1-bit refcounts, an 8 KiB
+// journal (the journal policy) and 16 KiB of 0xab at guest offset 0
+// (entries 0..31 of the first L2 table).
+struct JournalImage {
+  std::vector<uint8_t> bytes;
+  engine::Header header;
+  uint64_t l2_offset = 0;
+  uint64_t journal_offset = 0;
+};
+
+JournalImage MakeRc1JournalImage() {
+  MemoryDevice device;
+  engine::CreateOptions create;
+  create.size_bytes = 1 << 20;
+  create.cluster_bits = 9;
+  create.refcount_order = 0;
+  engine::OpenOptions open;
+  open.policy = engine::OrderingPolicy::kJournal;
+  open.journal.size_bytes = 8192;
+  {
+    auto image = engine::Image::Create(device, create, open);
+    EXPECT_TRUE(image.ok()) << image.status().ToString();
+    if (!image.ok()) return {};
+    const Status wrote = (*image)->Write(0, std::vector<uint8_t>(16 << 10, 0xab));
+    EXPECT_TRUE(wrote.ok()) << wrote.ToString();
+    const Status closed = (*image)->Close();
+    EXPECT_TRUE(closed.ok()) << closed.ToString();
+  }
+  JournalImage made;
+  made.bytes = device.bytes();
+  auto header = engine::DecodeHeader({made.bytes.data(), 512}, made.bytes.size());
+  EXPECT_TRUE(header.ok());
+  if (!header.ok()) return {};
+  made.header = *header;
+  for (const engine::HeaderExtension& e : header->unknown_extensions) {
+    if (e.type != engine::journal::kExtJournal) continue;
+    auto location = engine::journal::DecodeLocation(e.data, 9, made.bytes.size());
+    if (location.ok()) made.journal_offset = location->offset_bytes;
+  }
+  EXPECT_NE(made.journal_offset, 0u);
+  made.l2_offset = Load64(made.bytes, header->l1_table_offset) & f::kL1EntryOffsetMask;
+  return made;
+}
+
+// Issue 17's image: the L2 table torn, entries 32..63 (guest 16..32 KiB)
+// holding garbage that points into metadata, mostly compressed-looking (bit
+// 62), into the journal and into the L2 table itself. Its bytes are
+// corpus/repair_fuzzer/regress-rc1-torn-l2-compressed-into-journal-and-itself.
+JournalImage MakeTornL2IntoMetadataImage() {
+  JournalImage torn = MakeRc1JournalImage();
+  if (torn.bytes.empty()) return torn;
+  const uint64_t journal = torn.journal_offset;
+  for (uint64_t j = 32; j < 64; ++j) {
+    uint64_t entry = 0;
+    switch (j % 4) {
+      case 0: entry = f::EncodeCompressed(journal + j * 40, 600, 9); break;  // 2 sectors
+      case 1: entry = f::EncodeCompressed(torn.l2_offset + j * 8, 100, 9); break;  // itself
+      case 2: entry = f::EncodeCompressed(journal + 512 * (j % 8), 300, 9); break;
+      case 3: entry = f::kOflagCopied | (journal + 512 * (j % 8)); break;  // standard
+    }
+    Store64(torn.bytes, torn.l2_offset + j * 8, entry);
+  }
+  return torn;
+}
+
+// Issue 17: entries that point into metadata overflowed the 1-bit counts
+// before repair dropped them (the journal was not in the metadata map), so
+// the repaired image still had refcount overflows. Repair drops every such
+// entry before counting (32 corruptions fixed, 32 guest clusters dropped),
+// keeps the untorn half's data, and converges.
+TEST(Repair, DropsTornL2EntriesIntoMetadataBeforeCounting) {
+  const JournalImage torn = MakeTornL2IntoMetadataImage();
+  ASSERT_FALSE(torn.bytes.empty());
+  MemoryDevice device(torn.bytes);
+  EXPECT_NE(FindKind(Check(device, RepairMode::kNone), FindingKind::kRefcountOverflow), nullptr);
+  MemoryDevice probe(torn.bytes);
+  const CheckReport repaired = Check(probe, RepairMode::kAll);
+  EXPECT_EQ(repaired.corruptions_fixed, 32u);
+  EXPECT_EQ(repaired.dropped.size(), 32u);
+  ExpectRepairConverges(device, "torn L2 into the journal and itself");
+  for (uint64_t j = 0; j < 64; ++j) {
+    EXPECT_EQ(Load64(device.bytes(), torn.l2_offset + j * 8) == 0, j >= 32) << "entry " << j;
+  }
+  engine::OpenOptions read_only;
+  read_only.read_only = true;
+  auto image = engine::Image::Open(device, read_only);
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  std::vector<uint8_t> guest(32 << 10);
+  ASSERT_TRUE((*image)->Read(0, guest).ok());
+  EXPECT_EQ(std::vector<uint8_t>(guest.begin(), guest.begin() + (16 << 10)),
+            std::vector<uint8_t>(16 << 10, 0xab));
+  EXPECT_EQ(std::vector<uint8_t>(guest.begin() + (16 << 10), guest.end()),
+            std::vector<uint8_t>(16 << 10, 0));
+}
+
+// A journal area the header names over the active L1 table cannot be a
+// journal (replaying it would write over the L1): repair discards it (the
+// journal-valid and journal-dirty bits cleared), the image converges and
+// opens with its data, and the journal policy then makes a new journal.
+TEST(Repair, DiscardsAJournalOverlappingTheActiveL1) {
+  JournalImage made = MakeRc1JournalImage();
+  ASSERT_FALSE(made.bytes.empty());
+  engine::Header header = made.header;
+  for (engine::HeaderExtension& e : header.unknown_extensions) {
+    if (e.type == engine::journal::kExtJournal) {
+      e.data = engine::journal::EncodeLocation({header.l1_table_offset, 4096});
+    }
+  }
+  header.incompatible_features |= f::kIncompatJournalDirty;
+  auto cluster0 = engine::EncodeHeader(header);
+  ASSERT_TRUE(cluster0.ok()) << cluster0.status().ToString();
+  std::copy(cluster0->begin(), cluster0->end(), made.bytes.begin());
+  MemoryDevice device(made.bytes);
+  ASSERT_NE(FindKind(Check(device, RepairMode::kNone), FindingKind::kRefcountOverflow), nullptr);
+  ExpectRepairConverges(device, "journal over the active L1");
+  EXPECT_EQ(Load64(device.bytes(), f::kOffAutoclearFeatures) & f::kAutoclearJournalValid, 0u);
+  EXPECT_EQ(Load64(device.bytes(), f::kOffIncompatibleFeatures) & f::kIncompatJournalDirty, 0u);
+  engine::OpenOptions journal_policy;
+  journal_policy.policy = engine::OrderingPolicy::kJournal;
+  journal_policy.journal.size_bytes = 8192;
+  auto image = engine::Image::Open(device, journal_policy);
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  std::vector<uint8_t> guest(16 << 10);
+  ASSERT_TRUE((*image)->Read(0, guest).ok());
+  EXPECT_EQ(guest, std::vector<uint8_t>(16 << 10, 0xab));
+  ASSERT_TRUE((*image)->Close().ok());
+  EXPECT_TRUE(Clean(Check(device, RepairMode::kNone)));
+}
+
+// With 1-bit refcounts a bitmap data cluster that is also an L2 table
+// overflowed the count; repair discards the bitmaps before counting them.
+TEST(Repair, DiscardsBitmapsWhoseDataClusterHasAnotherOwner) {
+  TempDir dir;
+  const std::string path = dir.File("bitmap.qcow2");
+  ASSERT_TRUE(MakeImage(path, "-o cluster_size=512,refcount_bits=1", "1M", {}));
+  ASSERT_EQ(RunCommand("qemu-img bitmap --add '" + path + "' b0").exit_code, 0);
+  ASSERT_EQ(RunCommand("qemu-io -c 'write -P 0x11 0 64k' '" + path + "'").exit_code, 0);
+  std::vector<uint8_t> image = ReadFileBytes(path);
+  auto header = engine::DecodeHeader({image.data(), 512}, image.size());
+  ASSERT_TRUE(header.ok() && header->bitmaps.has_value());
+  const uint64_t table = Load64(image, header->bitmaps->directory_offset);
+  ASSERT_NE(Load64(image, table), 0u) << "the bitmap has a data cluster";
+  Store64(image, table, Load64(image, header->l1_table_offset) & f::kL1EntryOffsetMask);
+  MemoryDevice device(image);
+  ASSERT_NE(FindKind(Check(device, RepairMode::kNone), FindingKind::kRefcountOverflow), nullptr);
+  ExpectRepairConverges(device, "bitmap data cluster on an L2 table");
+  EXPECT_EQ(Load64(device.bytes(), f::kOffAutoclearFeatures) & f::kAutoclearBitmaps, 0u);
 }
 
 // Hostile bytes anywhere in the metadata give findings or errors, never a
