@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config      # toolchain (g++ 12, CMake 3.25)
   clang-14 libclang-rt-14-dev                        # clang + libFuzzer/ASan runtimes (rt is only a Recommends)
+  clang-format-14                                    # ci/format-check.sh (.clang-format)
   libgtest-dev libgmock-dev                          # GoogleTest
   librapidcheck-dev                                  # RapidCheck (CMake config, no version file)
   nlohmann-json3-dev                                 # nlohmann/json

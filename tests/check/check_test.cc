@@ -299,23 +299,18 @@ TEST(Repair, DiscardsBrokenSnapshotTableTail) {
   }
 }
 
-// F2: empty refcount table entries cost no string building: a header naming
-// the largest refcount table (8 MiB of zeroes, 1 Mi entries, mostly past the
-// end of the file) checks in milliseconds. Before the fix one check took
-// ~50 ms (RelWithDebInfo) and ~0.9 s under ASan; the bound leaves a margin
-// for sanitizer builds.
-TEST(Check, HugeEmptyRefcountTableIsCheap) {
+// F2: a header naming the largest refcount table (8 MiB of zeroes, 1 Mi
+// entries, mostly past the end of the file) checks without error, again and
+// again; its speed (once ~50 ms a check) is measured in
+// bench/check_engine_bench.cc, not asserted here.
+TEST(Check, HugeEmptyRefcountTableChecks) {
   // 10 KiB, 1 KiB clusters, refcount_table_clusters = 8192 (found by check_fuzzer).
   const std::vector<uint8_t> image =
       ReadFileBytes(std::string(QCRASH_SOURCE_DIR) + "/corpus/check_fuzzer/regress-slow-8mib-refcount-table");
   ASSERT_EQ(LoadBe32(&image[f::kOffRefcountTableClusters]), 8192u);
   MemoryDevice device(image);
-  constexpr int kRuns = 10;
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kRuns; ++i) ASSERT_TRUE(CheckImage(device, {RepairMode::kNone}).ok());
-  const auto elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(elapsed_ms / kRuns, 25) << "ms per check of an 8 MiB empty refcount table";
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(CheckImage(device, {RepairMode::kNone}).ok());
+  EXPECT_TRUE(device.bytes() == image) << "a check wrote";
 }
 
 // A rebuild that would have to start 128 GiB past the end of a 941-byte file

@@ -50,7 +50,7 @@ TEST(Destination, ConvertOntoItsOwnSourceIsRefusedInEverySpelling) {
   ScratchDir dir;
   const std::vector<std::string> names = MakeSourceAndSpellings(dir);
   const std::string before = ReadFileBytes(dir.File("src.qcow2"));
-  for (const std::string& format : {"raw", "qcow2"}) {
+  for (const std::string format : {"raw", "qcow2"}) {
     for (const std::string& name : names) {
       ExpectRefusedAndUnchanged(dir, "convert -O " + format + " src.qcow2 " + name, "src.qcow2", before);
       ExpectRefusedAndUnchanged(dir, "convert -O " + format + " " + name + " src.qcow2", "src.qcow2", before);
@@ -59,8 +59,8 @@ TEST(Destination, ConvertOntoItsOwnSourceIsRefusedInEverySpelling) {
   // A raw source, too.
   ASSERT_EQ(dir.Run("qemu-img convert -O raw src.qcow2 src.raw && ln -s src.raw link.raw").exit_code, 0);
   const std::string raw_before = ReadFileBytes(dir.File("src.raw"));
-  for (const std::string& name : {"src.raw", "./src.raw", "link.raw"}) {
-    for (const std::string& format : {"raw", "qcow2"}) {
+  for (const std::string name : {"src.raw", "./src.raw", "link.raw"}) {
+    for (const std::string format : {"raw", "qcow2"}) {
       ExpectRefusedAndUnchanged(dir, "convert -f raw -O " + format + " src.raw " + name, "src.raw", raw_before);
     }
   }
@@ -130,7 +130,7 @@ TEST(Destination, IoAndRepairRefuseAnImageThatIsItsOwnBackingFile) {
     SCOPED_TRACE(how);
     MakeSelfBacked(dir, how);
     const std::string before = ReadFileBytes(dir.File("self.qcow2"));
-    for (const std::string& name : {"self.qcow2", "b.qcow2", "./self.qcow2"}) {
+    for (const std::string name : {"self.qcow2", "b.qcow2", "./self.qcow2"}) {
       ExpectRefusedAndUnchanged(dir, "io -c 'write -P 0x33 0 4k' " + name, "self.qcow2", before);
       ExpectRefusedAndUnchanged(dir, "io -c 'discard 0 64k' -c flush " + name, "self.qcow2", before);
       const RunResult repair = dir.Qcrash("check -r all " + name);
