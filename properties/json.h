@@ -10,7 +10,7 @@
 
 namespace qcrash::properties {
 
-// Workload file format (docs in properties/README.md):
+// Workload file format (every field, default and limit: docs/workload-format.md):
 // {"name": "...", "image": {"size": 8388608, "cluster_size": 4096, "compat": "1.1",
 //  "refcount_bits": 16, "preallocation": "off", "lazy_refcounts": false},
 //  "check_reservations": false,
