@@ -92,7 +92,9 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
 
 Result<Reproducer> ReadReproducer(const std::string& dir) {
   Reproducer r;
-  QCRASH_ASSIGN_OR_RETURN(r.workload, properties::LoadWorkloadFile(dir + "/workload.json"));
+  auto workload = properties::LoadWorkloadFile(dir + "/workload.json");
+  if (!workload.ok()) return workload.status().WithContext(dir + "/workload.json");
+  r.workload = std::move(workload).value();
   std::ifstream in(dir + "/crash.json");
   if (!in) return Status::IoError(dir + "/crash.json: cannot open");
   const json crash = json::parse(in, nullptr, false);

@@ -75,7 +75,9 @@ Status ImageFromJson(const json& image, engine::CreateOptions& out) {
 
 }  // namespace
 
-Result<Workload> WorkloadFromJson(const json& j) {
+namespace {
+
+Result<Workload> DecodeWorkload(const json& j) {
   if (!j.is_object()) return Status::InvalidArgument("workload: the document must be an object");
   Workload w;
   w.name = j.value("name", "unnamed");
@@ -104,14 +106,23 @@ Result<Workload> WorkloadFromJson(const json& j) {
   return w;
 }
 
+}  // namespace
+
+Result<Workload> WorkloadFromJson(const json& j) {
+  try {
+    return DecodeWorkload(j);
+  } catch (const json::exception& e) {
+    // A field of the wrong type ("name": 5): nlohmann's own words, one line.
+    return Status::InvalidArgument(std::string("workload: a field has the wrong type (") + e.what() + ")");
+  }
+}
+
 Result<Workload> LoadWorkloadFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return Status::IoError(path + ": cannot open workload file");
+  if (!in) return Status::IoError("cannot open workload file");
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::InvalidArgument(path + ": not valid JSON");
-  auto w = WorkloadFromJson(j);
-  if (!w.ok()) return w.status().WithContext(path);
-  return w;
+  if (j.is_discarded()) return Status::InvalidArgument("not valid JSON");
+  return WorkloadFromJson(j);
 }
 
 }  // namespace qcrash::properties

@@ -5,6 +5,8 @@
 // what one process reports.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "engine/check.h"
@@ -90,6 +92,12 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   }
   EXPECT_EQ(dir.Qcrash("explore --policy nonsense").exit_code, 2);
   EXPECT_EQ(dir.Qcrash("explore --workload missing.json").exit_code, 2);
+  // A workload file with a field of the wrong type is one line naming the file, exit 2.
+  interop::WriteFileBytes(dir.File("typed.json"), "{\"name\": 5, \"image\": {\"size\": 1048576}, \"ops\": []}");
+  const RunResult typed = dir.Qcrash("explore --workload typed.json");
+  EXPECT_EQ(typed.exit_code, 2) << typed.err;
+  EXPECT_EQ(typed.err.rfind("qcrash: typed.json: ", 0), 0u) << typed.err;
+  EXPECT_EQ(std::count(typed.err.begin(), typed.err.end(), '\n'), 1) << typed.err;
   // Bad --shard and --jobs values are refused with the user's own text.
   for (const std::string bad : {"--shard 2/2", "--shard abc", "--shard 1/", "--shard -1/2", "--shard 0/0",
                                 "--jobs 0", "--jobs 2.5", "--jobs 65"}) {
