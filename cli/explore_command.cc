@@ -5,8 +5,11 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <filesystem>
 #include <fstream>
 
@@ -14,7 +17,9 @@
 #include "cli/explore_jobs.h"
 #include "cli/reproducer.h"
 #include "engine/bug_catalogue.h"
+#include "properties/generate.h"
 #include "properties/json.h"
+#include "properties/suite.h"
 
 namespace qcrash::cli {
 namespace {
@@ -37,8 +42,12 @@ const char kUsage[] =
 
 struct Args {
   properties::ExploreConfig config;
-  std::string workload = "builtin:default";
+  std::string workload;  // empty: the suite (properties/suite.h)
   std::string enumerator = "prefix";
+  bool quick = false;            // --quick: the suite in about 2 s
+  bool policy_given = false;
+  bool journal_given = false;
+  bool enumerator_given = false;
   uint64_t seed = 1;
   std::string shard;
   uint32_t jobs = 1;
@@ -102,7 +111,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
       {"list-faults", no_argument, nullptr, 'l'}, {"output", required_argument, nullptr, 'o'},
       {"data-ordering", required_argument, nullptr, 'd'}, {"cache-l2", required_argument, nullptr, 'L'},
       {"cache-refcount", required_argument, nullptr, 'C'}, {"nested", required_argument, nullptr, 'N'},
-      {"no-minimize", no_argument, nullptr, 'M'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
+      {"no-minimize", no_argument, nullptr, 'M'}, {"quick", no_argument, nullptr, 'q'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int c;
@@ -110,7 +119,8 @@ int ParseArgs(int argc, char** argv, Args& args) {
     const std::string value = optarg ? optarg : "";
     switch (c) {
       case 'w': args.workload = value; break;
-      case 'e': args.enumerator = value; break;
+      case 'e': args.enumerator = value; args.enumerator_given = true; break;
+      case 'q': args.quick = true; break;
       case 'x': {
         // i/N: shard i (counted from 0) of N disjoint shards whose union is
         // the whole enumeration (state k belongs to shard k mod N).
@@ -132,12 +142,14 @@ int ParseArgs(int argc, char** argv, Args& args) {
       case 'N': args.config.recovery.nested_enumerator = value; break;
       case 'M': args.config.minimize = false; break;
       case 'J':
+        args.journal_given = true;
         if (!ParseJournalVariant(value, args.config.run.open.journal)) {
           return Usage("bad --journal '" + value + "' (commit=header|descriptor, recovery=header|scan, "
                        "terminator=blank|escape, checksum=crc32|bytesum|none, size=4k..64M)");
         }
         break;
       case 'p': case 'f': case 'd': case 'L': case 'C': {
+        if (c == 'p') args.policy_given = true;
         const char* name = c == 'p' ? "policy" : c == 'f' ? "bug" : c == 'd' ? "data-ordering"
                            : c == 'L' ? "cache-l2" : "cache-refcount";
         if (!ApplyEngineOption(name, optarg, args.config.run.open)) return kExitUsage;
@@ -186,6 +198,22 @@ int Prepare(Args& args) {
       return Usage(workload.status().message() + " (built-in:" + names + ")");
     }
     args.config.workload = *workload;
+  } else if (args.workload.rfind("random:", 0) == 0) {
+    uint64_t seed = 0;
+    size_t ops = 0;
+    if (!properties::ParseRandomSpec(args.workload.substr(7), seed, ops)) {
+      return Usage("bad --workload '" + args.workload + "': want random:SEED or random:SEED:OPS (1..10000 ops)");
+    }
+    // The seed decides the engine configuration too (cache sizes, sector
+    // size, data ordering, journal variant); the command line's policy and
+    // bug switches are kept.
+    properties::GeneratedCase generated = properties::GenerateCase(seed, ops, args.config.run.open.policy);
+    const engine::BugSwitches bugs = args.config.run.open.faults;
+    const engine::JournalOptions journal = args.config.run.open.journal;
+    args.config.workload = generated.workload;
+    args.config.run = generated.run;
+    args.config.run.open.faults = bugs;
+    if (args.journal_given) args.config.run.open.journal = journal;
   } else {
     auto workload = properties::LoadWorkloadFile(args.workload);
     if (!workload.ok()) return ReportError(args.workload, workload.status()) * kExitUsage;
@@ -253,10 +281,166 @@ int ListBugs(bool json_output) {
   return 0;
 }
 
+// The command that reruns one cell of the suite on its own.
+std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwitches& bugs) {
+  const bool builtin = cell.workload.rfind("random:", 0) != 0;
+  std::string policy = cell.policy;
+  std::string journal;
+  if (const size_t slash = policy.find('/'); slash != std::string::npos) {
+    policy = policy.substr(0, slash);
+    journal = " --journal recovery=scan";
+  }
+  std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") + cell.workload +
+                        " --policy " + policy + journal;
+  if (builtin) command += " --cache-l2 2";
+  if (cell.enumerator != "close") {
+    const size_t at = cell.enumerator.find('@');
+    command += " --enumerator " + cell.enumerator.substr(0, at);
+    if (at != std::string::npos) command += " --shard " + cell.enumerator.substr(at + 1);
+  }
+  for (const std::string& bug : engine::EnabledBugNames(bugs)) command += " --bug " + bug;
+  return command;
+}
+
+void PrintSuiteProgress(const properties::SuiteReport& s, bool tty) {
+  static auto last = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  const auto now = std::chrono::steady_clock::now();
+  if (!tty && now - last < std::chrono::seconds(3)) return;
+  last = now;
+  std::fprintf(stderr, "%sqcrash explore: %zu cells, %llu states, %llu generated workloads, %zu failing%s",
+               tty ? "\r" : "", s.cells.size(), static_cast<unsigned long long>(s.states_checked),
+               static_cast<unsigned long long>(s.generated_workloads), s.failed_cells(), tty ? "  " : "\n");
+}
+
+// The default exploration: every built-in workload and generated ones under
+// every safe policy, a table per workload x policy, exit 1 on any failure.
+int RunSuiteMode(Args& args) {
+  if (args.enumerator_given || !args.shard.empty() || args.jobs != 1) {
+    return Usage("--enumerator, --shard and --jobs need --workload (the suite picks enumerators per workload)");
+  }
+  properties::SuiteConfig config;
+  if (args.policy_given) config.policies = {args.config.run.open.policy};
+  config.bugs = args.config.run.open.faults;
+  config.seed = args.seed;
+  config.budget_seconds = args.quick ? 2 : 20;
+  if (args.config.budget_seconds > 0) config.budget_seconds = args.config.budget_seconds;
+  if (args.quick) {
+    config.builtin_states = 150;
+    config.generated_states = 100;
+  }
+  if (args.config.states_max > 0) config.builtin_states = config.generated_states = args.config.states_max;
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  auto suite = properties::RunSuite(config, [tty](const properties::SuiteReport& s) { PrintSuiteProgress(s, tty); });
+  if (tty) std::fprintf(stderr, "\r%100s\r", "");
+  if (!suite.ok()) return ReportError("explore", suite.status()) * kExitUsage;
+
+  // One row per workload x policy (generated workloads share a row per policy).
+  struct Row {
+    uint64_t cells = 0, states = 0, violating = 0, failures = 0;
+    std::array<uint64_t, properties::kVerdictCount> verdicts{};
+  };
+  std::map<std::pair<std::string, std::string>, Row> rows;
+  std::vector<std::pair<std::string, std::string>> order;
+  for (const properties::SuiteCell& cell : suite->cells) {
+    const bool generated = cell.workload.rfind("random:", 0) == 0;
+    const std::pair<std::string, std::string> key{generated ? "random" : cell.workload, cell.policy};
+    if (!rows.count(key)) order.push_back(key);
+    Row& row = rows[key];
+    ++row.cells;
+    row.states += cell.report.states_checked;
+    row.violating += cell.report.violating_states;
+    row.failures += !cell.failure.empty();
+    for (int i = 0; i < properties::kVerdictCount; ++i) row.verdicts[i] += cell.report.verdicts[i];
+  }
+  std::string bugs;
+  for (const std::string& bug : engine::EnabledBugNames(config.bugs)) bugs += " " + bug;
+  std::printf("qcrash explore: suite of %llu built-in and %llu generated workloads (seeds %llu..), %zu cells, "
+              "%llu states, %.1f s%s%s\n",
+              static_cast<unsigned long long>(suite->builtin_workloads),
+              static_cast<unsigned long long>(suite->generated_workloads), static_cast<unsigned long long>(config.seed),
+              suite->cells.size(), static_cast<unsigned long long>(suite->states_checked), suite->elapsed_seconds,
+              suite->budget_exhausted ? " (budget exhausted before the built-ins ended)" : "",
+              bugs.empty() ? "" : (", bugs:" + bugs).c_str());
+  std::printf("  %-20s %-13s %9s %9s  %s\n", "workload", "policy", "states", "failing", "clean/leaks/repaired/stale/loss/unrecoverable");
+  for (const auto& key : order) {
+    const Row& row = rows[key];
+    std::string verdicts;
+    for (int i = 0; i < properties::kVerdictCount; ++i) verdicts += (i ? "/" : "") + std::to_string(row.verdicts[i]);
+    std::printf("  %-20s %-13s %9llu %9llu  %s\n", key.first.c_str(), key.second.c_str(),
+                static_cast<unsigned long long>(row.states),
+                static_cast<unsigned long long>(row.violating + row.failures), verdicts.c_str());
+  }
+  nlohmann::json json = {{"suite", true}, {"seed", config.seed}, {"budget_seconds", config.budget_seconds},
+                         {"elapsed_seconds", suite->elapsed_seconds}, {"states_checked", suite->states_checked},
+                         {"builtin_workloads", suite->builtin_workloads},
+                         {"generated_workloads", suite->generated_workloads},
+                         {"budget_exhausted", suite->budget_exhausted},
+                         {"bugs", engine::EnabledBugNames(config.bugs)}, {"cells", nlohmann::json::array()},
+                         {"failures", nlohmann::json::array()}};
+  for (const properties::SuiteCell& cell : suite->cells) {
+    json["cells"].push_back({{"workload", cell.workload}, {"policy", cell.policy}, {"enumerator", cell.enumerator},
+                             {"states_checked", cell.report.states_checked},
+                             {"violating_states", cell.report.violating_states}, {"failure", cell.failure}});
+  }
+  std::string base = args.reproducers_dir;
+  if (base.empty()) base = args.report_path.empty() ? "qcrash-reproducers" : args.report_path + ".reproducers";
+  constexpr size_t kReproducersMax = 16;
+  size_t failures = 0;
+  for (properties::SuiteCell& cell : suite->cells) {
+    if (!cell.failed()) continue;
+    const std::string command = CellCommand(cell, config.bugs);
+    nlohmann::json failure = {{"workload", cell.workload}, {"policy", cell.policy}, {"enumerator", cell.enumerator},
+                              {"command", command}};
+    if (!cell.failure.empty()) {
+      std::printf("  FAIL %s %s: %s\n    rerun: %s\n", cell.workload.c_str(), cell.policy.c_str(),
+                  cell.failure.c_str(), command.c_str());
+      failure["failure"] = cell.failure;
+    }
+    if (!cell.report.violations.empty()) {
+      properties::FoundViolation v = cell.report.violations.front();
+      std::string dir;
+      if (failures < kReproducersMax) {
+        properties::Minimize(cell.config, v);
+        Reproducer r{v.minimized_workload, cell.config.run, cell.config.recovery, v.minimized_state_id,
+                     v.invariant, v.minimized_message, engine::EnabledBugNames(config.bugs), v.raw_findings};
+        std::string name = cell.workload + "-" + cell.policy + "-" + cell.enumerator;
+        for (char& ch : name) ch = ch == ':' || ch == '/' ? '_' : ch;
+        dir = base + "/" + name;
+        if (Status written = WriteReproducer(dir, r); !written.ok()) return ReportError(dir, written) * kExitUsage;
+        dir = std::filesystem::absolute(dir).string();
+      }
+      std::printf("  FAIL %s %s %s: %s at %s: %s\n", cell.workload.c_str(), cell.policy.c_str(),
+                  cell.enumerator.c_str(), v.invariant.c_str(), v.state_id.c_str(), v.message.c_str());
+      if (!dir.empty()) {
+        std::printf("    minimized: %zu ops, state %s\n    reproducer: %s\n    replay: qcrash replay %s\n",
+                    v.minimized_workload.ops.size(), v.minimized_state_id.c_str(), dir.c_str(), dir.c_str());
+        failure["reproducer"] = dir;
+      }
+      std::printf("    rerun: %s\n", command.c_str());
+      failure.update({{"invariant", v.invariant}, {"state_id", v.state_id}, {"message", v.message}});
+    }
+    json["failures"].push_back(failure);
+    ++failures;
+  }
+  if (failures > kReproducersMax) {
+    std::printf("  (reproducers written for the first %zu of %zu failing cells)\n", kReproducersMax, failures);
+  }
+  std::printf("  failing cells   %zu of %zu\n", failures, suite->cells.size());
+  if (!args.report_path.empty()) {
+    std::ofstream out(args.report_path, std::ios::trunc);
+    out << json.dump(2) << "\n";
+    out.close();
+    if (!out) return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
+    std::printf("  report          %s\n", args.report_path.c_str());
+  }
+  return failures > 0 ? 1 : 0;
+}
+
 int RunExplore(int argc, char** argv) {
   Args args;
   if (int rc = ParseArgs(argc, argv, args); rc != 0) return rc < 0 ? 0 : rc;
   if (args.list_bugs) return ListBugs(args.json_output);
+  if (args.workload.empty()) return RunSuiteMode(args);
   if (int rc = Prepare(args); rc != 0) return rc;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto report = RunExploreJobs(args.config, args.jobs, tty ? PrintProgress : properties::ProgressFn());

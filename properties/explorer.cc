@@ -126,9 +126,17 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
   report.stats = run.stats;
   report.allocating_writes = run.allocating_writes;
   report.crash_points = run.timeline->PointCount();
-  report.states_total = sim::CountCrashStates(*run.timeline, config.enumerator);
+  sim::EnumeratorSpec spec = config.enumerator;
+  report.states_total = sim::CountCrashStates(*run.timeline, spec);
+  if (config.stride_to_cap && config.states_max > 0 && spec.shard_count == 1 &&
+      report.states_total > config.states_max) {
+    spec.shard_count = (report.states_total + config.states_max - 1) / config.states_max;
+    spec.shard_index = config.stride_offset % spec.shard_count;
+    report.enumerator = sim::FormatEnumeratorSpec(spec);
+    report.states_total = sim::CountCrashStates(*run.timeline, spec);
+  }
   const GuestOracle oracle(run);
-  auto enumerator = sim::CrashEnumerator::Create(*run.timeline, config.enumerator);
+  auto enumerator = sim::CrashEnumerator::Create(*run.timeline, spec);
   sim::CrashState state;
   auto last_progress = start;
   while (enumerator->Next(&state)) {

@@ -27,6 +27,11 @@ struct ExploreConfig {
   bool stop_at_first_violation = false;
   bool minimize = true;
   size_t violations_kept = 8;       // violations recorded (and minimized) in full
+  // With states_max: when the enumeration holds more states, check a stride
+  // through all of them (shard stride_offset % N of N) instead of the first
+  // states_max, so that late crash points are reached too.
+  bool stride_to_cap = false;
+  uint64_t stride_offset = 0;
 };
 
 // One violation, as found and as minimized.

@@ -19,9 +19,7 @@ Result<std::vector<uint64_t>> HostOffsets(engine::Image& image) {
   return hosts;
 }
 
-namespace {
-
-Status RunOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
+Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
   switch (op.kind) {
     case OpKind::kWrite: {
       std::vector<uint8_t> data(op.length_bytes);
@@ -37,8 +35,6 @@ Status RunOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
   }
   return Status::InvalidArgument("unknown operation");
 }
-
-}  // namespace
 
 Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& options) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
@@ -73,7 +69,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
       const uint64_t allocated_before = image->stats().clusters_allocated;
-      run.workload_status = RunOp(*image, workload.ops[i], i + 1);
+      run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1);
       run.spans.push_back({start, disk.log().size()});
       if (workload.ops[i].kind == OpKind::kWrite && image->stats().clusters_allocated > allocated_before) {
         ++run.allocating_writes;

@@ -44,6 +44,10 @@ struct WorkloadRun {
 // operations; the log covers the operations only, not the create.
 Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& options);
 
+// Runs one guest operation on `image`; `op_number` (1-based) picks the
+// content a write carries (FillOpContent).
+Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number);
+
 // The guest-cluster to host-offset map of an image (0 where unallocated).
 Result<std::vector<uint64_t>> HostOffsets(engine::Image& image);
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -83,7 +84,7 @@ nlohmann::json ReadJson(const std::string& path) {
 
 TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   ScratchDir dir;
-  RunResult clean = dir.Qcrash("explore --enumerator drop-one --report clean.json");
+  RunResult clean = dir.Qcrash("explore --workload builtin:default --enumerator drop-one --report clean.json");
   EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
   const nlohmann::json report = ReadJson(dir.File("clean.json"));
   for (const char* field : {"crash_points", "states_checked", "states_per_second", "verdicts",
@@ -108,9 +109,9 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   // The policy list of an unknown policy names every policy, journal included.
   EXPECT_NE(dir.Qcrash("explore --policy nonsense").err.find("journal"), std::string::npos);
   // Shards 0/2 and 1/2 are disjoint and cover the whole enumeration.
-  ASSERT_EQ(dir.Qcrash("explore --enumerator drop-one --report all.json").exit_code, 0);
-  ASSERT_EQ(dir.Qcrash("explore --enumerator drop-one --shard 0/2 --report s0.json").exit_code, 0);
-  ASSERT_EQ(dir.Qcrash("explore --enumerator drop-one --shard 1/2 --report s1.json").exit_code, 0);
+  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --report all.json").exit_code, 0);
+  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --shard 0/2 --report s0.json").exit_code, 0);
+  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --shard 1/2 --report s1.json").exit_code, 0);
   const uint64_t all = ReadJson(dir.File("all.json"))["states_checked"];
   const uint64_t s0 = ReadJson(dir.File("s0.json"))["states_checked"];
   const uint64_t s1 = ReadJson(dir.File("s1.json"))["states_checked"];
@@ -118,7 +119,7 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   EXPECT_GT(s0, 0u);
   EXPECT_GT(s1, 0u);
 
-  RunResult broken = dir.Qcrash("explore --policy unsafe --enumerator drop-one --report one.json --jobs 1");
+  RunResult broken = dir.Qcrash("explore --workload builtin:default --policy unsafe --enumerator drop-one --report one.json --jobs 1");
   EXPECT_EQ(broken.exit_code, 1) << broken.out << broken.err;
   const nlohmann::json one = ReadJson(dir.File("one.json"));
   ASSERT_FALSE(one["violations"].empty());
@@ -126,7 +127,7 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   EXPECT_EQ(dir.Run("qemu-img info " + repro + "/image.qcow2 >/dev/null").exit_code, 0);
   EXPECT_EQ(dir.Qcrash("replay one.json#0").exit_code, 1) << "the minimized state must reproduce";
 
-  RunResult two = dir.Qcrash("explore --policy unsafe --enumerator drop-one --report two.json --jobs 2");
+  RunResult two = dir.Qcrash("explore --workload builtin:default --policy unsafe --enumerator drop-one --report two.json --jobs 2");
   EXPECT_EQ(two.exit_code, 1);
   const nlohmann::json jobs = ReadJson(dir.File("two.json"));
   for (const char* field : {"crash_points", "states_checked", "states_total", "verdicts",
@@ -137,6 +138,44 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   for (size_t i = 0; i < one["violations"].size(); ++i) {
     EXPECT_EQ(one["violations"][i]["state_id"], jobs["violations"][i]["state_id"]);
     EXPECT_EQ(one["violations"][i]["minimized"], jobs["violations"][i]["minimized"]);
+  }
+}
+
+// The default exploration is the suite: every built-in workload and
+// generated ones under every safe policy, clean on the engine as it is, and
+// every catalogue bug switched on with no other option is caught, with a
+// reproducer that replays.
+TEST(ExploreCli, TheSuiteIsCleanAndCatchesEveryCatalogueBug) {
+  ScratchDir dir;
+  const RunResult clean = dir.Qcrash("explore --quick --report suite.json");
+  EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
+  const nlohmann::json suite = ReadJson(dir.File("suite.json"));
+  EXPECT_TRUE(suite["suite"].get<bool>());
+  EXPECT_GE(suite["builtin_workloads"].get<uint64_t>(), 10u);
+  EXPECT_TRUE(suite["failures"].empty()) << suite["failures"].dump();
+  std::set<std::string> policies;
+  for (const auto& cell : suite["cells"]) policies.insert(cell["policy"].get<std::string>());
+  for (const char* p : {"writethrough", "ordered", "lazy", "extent", "journal", "journal/scan"}) {
+    EXPECT_TRUE(policies.count(p)) << p << " missing from the suite";
+  }
+  EXPECT_NE(dir.Qcrash("explore --enumerator drop-one").exit_code, 0) << "--enumerator needs --workload";
+  const RunResult listed = dir.Qcrash("explore --list-bugs --output=json");
+  ASSERT_EQ(listed.exit_code, 0);
+  const nlohmann::json bugs = nlohmann::json::parse(listed.out);
+  ASSERT_GE(bugs.size(), 5u);
+  for (const auto& bug : bugs) {
+    const std::string name = bug["name"];
+    const RunResult caught = dir.Qcrash("explore --quick --bug " + name + " --report " + name + ".json");
+    EXPECT_EQ(caught.exit_code, 1) << name << " was not caught:\n" << caught.out;
+    const nlohmann::json report = ReadJson(dir.File(name + ".json"));
+    ASSERT_FALSE(report["failures"].empty()) << name;
+    bool replayed = false;
+    for (const auto& failure : report["failures"]) {
+      if (!failure.contains("reproducer")) continue;
+      replayed = dir.Qcrash("replay " + failure["reproducer"].get<std::string>()).exit_code == 1;
+      break;
+    }
+    EXPECT_TRUE(replayed) << name << ": the first reproducer does not replay";
   }
 }
 

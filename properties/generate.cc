@@ -1,0 +1,169 @@
+// Swarm generation: a seed picks the image geometry, the engine
+// configuration and which operation kinds (and shapes) the workload uses.
+#include "properties/generate.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <initializer_list>
+#include <vector>
+
+namespace qcrash::properties {
+namespace {
+
+// SplitMix64: small, fast and the same everywhere.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  uint64_t Below(uint64_t n) { return n == 0 ? 0 : Next() % n; }
+  bool OneIn(uint64_t n) { return Below(n) == 0; }
+  template <typename T>
+  T Pick(std::initializer_list<T> items) {
+    return *(items.begin() + Below(items.size()));
+  }
+
+ private:
+  uint64_t state_;
+};
+
+struct Swarm {
+  bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end;
+};
+
+std::string Describe(const Swarm& s) {
+  std::string out;
+  auto add = [&out](bool on, const char* name) {
+    if (on) out += std::string(out.empty() ? "" : ",") + name;
+  };
+  add(s.zeroes, "zeroes");
+  add(s.discard, "discard");
+  add(s.flush, "flush");
+  add(s.resize, "resize");
+  add(s.unaligned, "unaligned");
+  add(s.multi_cluster, "multi-cluster");
+  add(s.rewrites, "rewrites");
+  add(s.close_at_end, "close");
+  return out;
+}
+
+}  // namespace
+
+GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy policy) {
+  Rng r(seed);
+  GeneratedCase c;
+  Workload& w = c.workload;
+  w.name = "random:" + std::to_string(seed) + (ops ? ":" + std::to_string(ops) : "");
+  const bool needs_v3 = policy == engine::OrderingPolicy::kLazy || policy == engine::OrderingPolicy::kJournal;
+  w.image.version = !needs_v3 && r.OneIn(5) ? 2 : 3;
+  w.image.cluster_bits = r.Pick<uint32_t>({9, 9, 10, 12, 12, 16});
+  w.image.refcount_order = w.image.version == 2 ? 4 : static_cast<uint32_t>(r.Below(7));
+  // Small clusters with wide refcounts: a refcount block covers few
+  // clusters, so a few MiB of writes outgrow the first refcount table.
+  const bool grow_refcounts = w.image.cluster_bits == 9 && w.image.refcount_order >= 5 && r.OneIn(2);
+  w.image.size_bytes = (grow_refcounts ? r.Pick<uint64_t>({4, 8}) : r.Pick<uint64_t>({1, 2, 4, 8})) << 20;
+
+  Swarm s{r.OneIn(2), r.OneIn(2), !r.OneIn(4), r.OneIn(3), r.OneIn(2), grow_refcounts || r.OneIn(2),
+          r.OneIn(2), r.OneIn(2)};
+  c.features = Describe(s);
+
+  RunOptions& run = c.run;
+  run.open.policy = policy;
+  run.open.l2_cache_tables = r.Pick<uint32_t>({1, 2, 4, 32});
+  run.open.refcount_cache_blocks = r.Pick<uint32_t>({1, 2, 8});
+  run.open.extent_clusters = r.Pick<uint32_t>({4, 32});
+  run.open.data_ordering = r.OneIn(5) ? engine::DataOrdering::kQemu : engine::DataOrdering::kStrict;
+  run.sector_bytes = r.OneIn(4) ? 4096 : 512;
+  if (policy == engine::OrderingPolicy::kJournal) {
+    engine::JournalOptions& j = run.open.journal;
+    j.commit = r.OneIn(2) ? engine::JournalCommit::kHeader : engine::JournalCommit::kDescriptorFlag;
+    j.recovery = r.OneIn(2) ? engine::JournalRecovery::kHeaderBookkeeping : engine::JournalRecovery::kScanOnly;
+    j.terminator = r.OneIn(2) ? engine::JournalTerminator::kBlankBlock : engine::JournalTerminator::kEscapeFlag;
+    j.byte_sum_checksum = r.OneIn(3);
+    j.size_bytes = r.Pick<uint64_t>({16 << 10, 32 << 10, 64 << 10, 1 << 20});
+  }
+  c.features += std::string(c.features.empty() ? "" : ",") + "l2cache=" + std::to_string(run.open.l2_cache_tables) +
+                ",rccache=" + std::to_string(run.open.refcount_cache_blocks) +
+                ",sector=" + std::to_string(run.sector_bytes);
+
+  const uint64_t cluster = uint64_t{1} << w.image.cluster_bits;
+  const uint64_t cluster_sectors = cluster / kGuestSectorBytes;
+  const size_t count = ops ? ops : 8 + r.Below(grow_refcounts ? 56 : 32);
+  uint64_t size = w.image.size_bytes;
+  std::vector<std::pair<uint64_t, uint64_t>> written;  // earlier write ranges, for rewrites
+  // A range: cluster-aligned whole clusters, or (unaligned) any run of sectors.
+  auto range = [&](GuestOp& op) {
+    const uint64_t sectors = size / kGuestSectorBytes;
+    uint64_t first, length;
+    if (s.rewrites && !written.empty() && r.OneIn(3)) {
+      const auto& [at, len] = written[r.Below(written.size())];
+      first = at / kGuestSectorBytes;
+      length = len / kGuestSectorBytes;
+      if (s.unaligned && length > 1 && r.OneIn(2)) {  // a part of it
+        const uint64_t skip = r.Below(length);
+        first += skip;
+        length = 1 + r.Below(length - skip);
+      }
+    } else {
+      const uint64_t max_clusters = grow_refcounts ? 64 : s.multi_cluster ? 4 : 1;
+      if (s.unaligned && r.OneIn(2)) {
+        first = r.Below(sectors);
+        length = 1 + r.Below(max_clusters * cluster_sectors + 1);
+      } else {
+        first = r.Below(sectors / cluster_sectors) * cluster_sectors;
+        length = (1 + r.Below(max_clusters)) * cluster_sectors;
+      }
+    }
+    first = std::min(first, sectors - 1);
+    length = std::max<uint64_t>(1, std::min({length, sectors - first, uint64_t{16} << 20 >> 9}));
+    op.offset_bytes = first * kGuestSectorBytes;
+    op.length_bytes = length * kGuestSectorBytes;
+  };
+  for (size_t i = 0; i < count; ++i) {
+    GuestOp op;
+    const uint64_t roll = r.Below(20);
+    if (s.flush && roll < 3) {
+      op.kind = OpKind::kFlush;
+    } else if (s.resize && roll == 3 && size < (uint64_t{64} << 20)) {
+      size *= 2;
+      op.kind = OpKind::kResize;
+      op.length_bytes = size;
+    } else if (s.zeroes && roll >= 4 && roll < 6) {
+      op.kind = OpKind::kWriteZeroes;
+      range(op);
+      op.may_unmap = r.OneIn(2);
+    } else if (s.discard && roll >= 6 && roll < 8) {
+      op.kind = OpKind::kDiscard;
+      range(op);
+    } else {
+      op.kind = OpKind::kWrite;
+      range(op);
+      written.emplace_back(op.offset_bytes, op.length_bytes);
+    }
+    w.ops.push_back(op);
+  }
+  if (s.close_at_end) {
+    if (r.OneIn(2)) w.ops.push_back({OpKind::kFlush, 0, 0, false});
+    w.ops.push_back({OpKind::kClose, 0, 0, false});
+  }
+  return c;
+}
+
+bool ParseRandomSpec(const std::string& spec, uint64_t& seed, size_t& ops) {
+  if (spec.empty()) return false;
+  char* end = nullptr;
+  seed = std::strtoull(spec.c_str(), &end, 10);
+  if (end == spec.c_str() || spec[0] == '-') return false;
+  ops = 0;
+  if (*end == '\0') return true;
+  if (*end != ':' || end[1] == '\0' || end[1] == '-') return false;
+  const char* ops_text = end + 1;
+  ops = std::strtoull(ops_text, &end, 10);
+  return *end == '\0' && ops >= 1 && ops <= 10000;
+}
+
+}  // namespace qcrash::properties

@@ -1,0 +1,180 @@
+// RunSuite: the built-in workloads first (the seeds' scenarios, every
+// deterministic enumerator), then generated workloads until the budget ends.
+#include "properties/suite.h"
+
+#include <chrono>
+
+#include "engine/check.h"
+#include "engine/memory_device.h"
+#include "properties/generate.h"
+
+namespace qcrash::properties {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct PolicyVariant {
+  engine::OrderingPolicy policy;
+  bool scan_recovery = false;  // the journal with scan-only recovery (Stefan's proposal)
+  std::string Label() const {
+    return std::string(engine::PolicyName(policy)) + (scan_recovery ? "/scan" : "");
+  }
+};
+
+std::vector<PolicyVariant> Variants(const SuiteConfig& config) {
+  std::vector<engine::OrderingPolicy> policies = config.policies;
+  if (policies.empty()) {
+    policies = {engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered, engine::OrderingPolicy::kLazy,
+                engine::OrderingPolicy::kExtent, engine::OrderingPolicy::kJournal};
+  }
+  std::vector<PolicyVariant> out;
+  for (const engine::OrderingPolicy p : policies) {
+    out.push_back({p, false});
+    if (p == engine::OrderingPolicy::kJournal) out.push_back({p, true});
+  }
+  return out;
+}
+
+bool NeedsV3(engine::OrderingPolicy p) {
+  return p == engine::OrderingPolicy::kLazy || p == engine::OrderingPolicy::kJournal;
+}
+
+double Since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+}  // namespace
+
+size_t SuiteReport::failed_cells() const {
+  size_t n = 0;
+  for (const SuiteCell& c : cells) n += c.failed();
+  return n;
+}
+
+std::string CheckCleanClose(const Workload& workload, const RunOptions& run) {
+  if (workload.ops.empty() || workload.ops.back().kind != OpKind::kClose) return "";
+  MemoryDevice device;
+  engine::OpenOptions create_open;
+  if (run.open.policy == engine::OrderingPolicy::kJournal) {
+    create_open.policy = run.open.policy;
+    create_open.journal = run.open.journal;
+    create_open.faults = run.open.faults;
+  }
+  {
+    auto created = engine::Image::Create(device, workload.image, create_open);
+    if (!created.ok()) return "create: " + created.status().ToString();
+    if (Status closed = (*created)->Close(); !closed.ok()) return "create: " + closed.ToString();
+  }
+  {
+    auto image = engine::Image::Open(device, run.open);
+    if (!image.ok()) return "open: " + image.status().ToString();
+    for (size_t i = 0; i < workload.ops.size(); ++i) {
+      if (Status s = RunGuestOp(**image, workload.ops[i], i + 1); !s.ok()) return "";  // a workload error: reported apart
+    }
+  }
+  auto report = engine::CheckImage(device, {engine::RepairMode::kNone});
+  if (!report.ok()) return "check after a clean close failed: " + report.status().ToString();
+  if (report->leaks == 0 && report->corruptions == 0) return "";
+  std::string first;
+  for (const engine::Finding& f : report->findings) {
+    first = f.message;
+    break;
+  }
+  return "a clean close left " + std::to_string(report->leaks) + " leaked clusters and " +
+         std::to_string(report->corruptions) + " corruptions (" + first + ")";
+}
+
+Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& progress) {
+  const Clock::time_point start = Clock::now();
+  SuiteReport suite;
+  const std::vector<PolicyVariant> variants = Variants(config);
+  auto over_budget = [&] { return config.budget_seconds > 0 && Since(start) >= config.budget_seconds; };
+  auto run_cell = [&](const std::string& workload_name, const PolicyVariant& v, ExploreConfig explore,
+                      const std::string& enumerator) -> Status {
+    SuiteCell cell;
+    cell.workload = workload_name;
+    cell.policy = v.Label();
+    cell.enumerator = enumerator;
+    QCRASH_ASSIGN_OR_RETURN(explore.enumerator, sim::ParseEnumeratorSpec(enumerator));
+    explore.stop_at_first_violation = true;
+    explore.minimize = false;
+    explore.stride_to_cap = true;
+    explore.stride_offset = config.seed;
+    QCRASH_ASSIGN_OR_RETURN(cell.report, Explore(explore));
+    cell.enumerator = cell.report.enumerator;  // with the stride's shard, when one was taken
+    if (!cell.report.workload_error.empty()) cell.failure = "workload stopped: " + cell.report.workload_error;
+    cell.config = std::move(explore);
+    suite.states_checked += cell.report.states_checked;
+    suite.cells.push_back(std::move(cell));
+    if (progress) progress(suite);
+    return Status::Ok();
+  };
+  // The clean close is a property of the workload run, not of a crash
+  // state: one cell of its own (enumerator "close") when it fails.
+  auto check_close = [&](const std::string& workload_name, const PolicyVariant& v, const ExploreConfig& explore) {
+    const std::string failure = CheckCleanClose(explore.workload, explore.run);
+    if (failure.empty()) return;
+    SuiteCell cell;
+    cell.workload = workload_name;
+    cell.policy = v.Label();
+    cell.enumerator = "close";
+    cell.config = explore;
+    cell.failure = failure;
+    suite.cells.push_back(std::move(cell));
+  };
+
+  // Enumerator by enumerator across every built-in workload and policy, so
+  // that a short budget still covers each workload with the cheap ones.
+  std::vector<std::pair<std::string, Workload>> builtins;
+  for (const std::string& name : BuiltinWorkloadNames()) {
+    QCRASH_ASSIGN_OR_RETURN(Workload workload, BuiltinWorkload(name));
+    builtins.emplace_back(name, std::move(workload));
+  }
+  suite.builtin_workloads = builtins.size();
+  bool first_pass = true;
+  for (const char* e : {"prefix", "drop-one", "tear-one", "bounded:2"}) {
+    for (const auto& [name, workload] : builtins) {
+      for (const PolicyVariant& v : variants) {
+        if (workload.image.version < 3 && NeedsV3(v.policy)) continue;
+        if (over_budget()) {
+          suite.budget_exhausted = true;
+          break;
+        }
+        ExploreConfig explore;
+        explore.workload = workload;
+        explore.run.open.policy = v.policy;
+        explore.run.open.faults = config.bugs;
+        explore.run.open.l2_cache_tables = 2;  // every few writes evict
+        if (v.scan_recovery) explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
+        explore.states_max = config.builtin_states;
+        QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, e));
+        if (first_pass) check_close(name, v, explore);
+      }
+    }
+    first_pass = false;
+  }
+
+  for (uint64_t seed = config.seed; !over_budget(); ++seed) {
+    if (config.generated_max != 0 && suite.generated_workloads >= config.generated_max) break;
+    ++suite.generated_workloads;
+    for (const PolicyVariant& v : variants) {
+      if (over_budget()) break;
+      GeneratedCase c = GenerateCase(seed, 0, v.policy);
+      ExploreConfig explore;
+      explore.workload = c.workload;
+      explore.run = c.run;
+      explore.run.open.faults = config.bugs;
+      if (v.policy == engine::OrderingPolicy::kJournal) {
+        explore.run.open.journal.recovery =
+            v.scan_recovery ? engine::JournalRecovery::kScanOnly : engine::JournalRecovery::kHeaderBookkeeping;
+      }
+      explore.states_max = config.generated_states;
+      for (const char* e : {"prefix", "drop-one", "tear-one"}) {
+        QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, explore, e));
+      }
+      check_close(c.workload.name, v, explore);
+    }
+  }
+  suite.elapsed_seconds = Since(start);
+  return suite;
+}
+
+}  // namespace qcrash::properties
