@@ -294,9 +294,16 @@ std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwit
                         " --policy " + policy + journal;
   if (builtin) command += " --cache-l2 2";
   if (cell.enumerator != "close") {
-    const size_t at = cell.enumerator.find('@');
-    command += " --enumerator " + cell.enumerator.substr(0, at);
-    if (at != std::string::npos) command += " --shard " + cell.enumerator.substr(at + 1);
+    std::string enumerator = cell.enumerator;
+    std::string nested;
+    if (const size_t plus = enumerator.find("+nested:"); plus != std::string::npos) {
+      nested = " --nested " + enumerator.substr(plus + 8);
+      enumerator = enumerator.substr(0, plus);
+    }
+    const size_t at = enumerator.find('@');
+    command += " --enumerator " + enumerator.substr(0, at);
+    if (at != std::string::npos) command += " --shard " + enumerator.substr(at + 1);
+    command += nested;
   }
   for (const std::string& bug : engine::EnabledBugNames(bugs)) command += " --bug " + bug;
   return command;
@@ -325,7 +332,7 @@ int RunSuiteMode(Args& args) {
   config.budget_seconds = args.quick ? 2 : 20;
   if (args.config.budget_seconds > 0) config.budget_seconds = args.config.budget_seconds;
   if (args.quick) {
-    config.builtin_states = 150;
+    config.builtin_states = 400;
     config.generated_states = 100;
   }
   if (args.config.states_max > 0) config.builtin_states = config.generated_states = args.config.states_max;
@@ -375,6 +382,7 @@ int RunSuiteMode(Args& args) {
                          {"builtin_workloads", suite->builtin_workloads},
                          {"generated_workloads", suite->generated_workloads},
                          {"budget_exhausted", suite->budget_exhausted},
+                         {"first_failure_seconds", suite->first_failure_seconds},
                          {"bugs", engine::EnabledBugNames(config.bugs)}, {"cells", nlohmann::json::array()},
                          {"failures", nlohmann::json::array()}};
   for (const properties::SuiteCell& cell : suite->cells) {
@@ -425,7 +433,9 @@ int RunSuiteMode(Args& args) {
   if (failures > kReproducersMax) {
     std::printf("  (reproducers written for the first %zu of %zu failing cells)\n", kReproducersMax, failures);
   }
-  std::printf("  failing cells   %zu of %zu\n", failures, suite->cells.size());
+  std::printf("  failing cells   %zu of %zu", failures, suite->cells.size());
+  if (suite->first_failure_seconds >= 0) std::printf(" (the first after %.1f s)", suite->first_failure_seconds);
+  std::printf("\n");
   if (!args.report_path.empty()) {
     std::ofstream out(args.report_path, std::ios::trunc);
     out << json.dump(2) << "\n";

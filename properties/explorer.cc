@@ -121,7 +121,12 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
   report.workload_name = config.workload.name;
   report.policy = engine::PolicyName(config.run.open.policy);
   report.enumerator = sim::FormatEnumeratorSpec(config.enumerator);
-  QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(config.workload, config.run));
+  std::shared_ptr<const WorkloadRun> prepared = config.prepared;
+  if (!prepared) {
+    QCRASH_ASSIGN_OR_RETURN(WorkloadRun fresh, RunWorkload(config.workload, config.run));
+    prepared = std::make_shared<const WorkloadRun>(std::move(fresh));
+  }
+  const WorkloadRun& run = *prepared;
   if (!run.workload_status.ok()) report.workload_error = run.workload_status.ToString();
   report.stats = run.stats;
   report.allocating_writes = run.allocating_writes;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct ExploreConfig {
   // states_max, so that late crash points are reached too.
   bool stride_to_cap = false;
   uint64_t stride_offset = 0;
+  // The workload already run with `run` (RunWorkload), shared by several
+  // explorations of it with different enumerators; unset: Explore runs it.
+  std::shared_ptr<const WorkloadRun> prepared;
 };
 
 // One violation, as found and as minimized.

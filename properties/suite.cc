@@ -3,6 +3,8 @@
 #include "properties/suite.h"
 
 #include <chrono>
+#include <map>
+#include <memory>
 
 #include "engine/check.h"
 #include "engine/memory_device.h"
@@ -102,7 +104,11 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     cell.enumerator = cell.report.enumerator;  // with the stride's shard, when one was taken
     if (!cell.report.workload_error.empty()) cell.failure = "workload stopped: " + cell.report.workload_error;
     cell.config = std::move(explore);
+    // The shared run stays with the caller: a minimization of this cell runs
+    // other workloads and must not find it.
+    cell.config.prepared.reset();
     suite.states_checked += cell.report.states_checked;
+    if (cell.failed() && suite.first_failure_seconds < 0) suite.first_failure_seconds = Since(start);
     suite.cells.push_back(std::move(cell));
     if (progress) progress(suite);
     return Status::Ok();
@@ -118,6 +124,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     cell.enumerator = "close";
     cell.config = explore;
     cell.failure = failure;
+    if (suite.first_failure_seconds < 0) suite.first_failure_seconds = Since(start);
     suite.cells.push_back(std::move(cell));
   };
 
@@ -129,28 +136,57 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     builtins.emplace_back(name, std::move(workload));
   }
   suite.builtin_workloads = builtins.size();
-  bool first_pass = true;
-  for (const char* e : {"prefix", "drop-one", "tear-one", "bounded:2"}) {
-    for (const auto& [name, workload] : builtins) {
-      for (const PolicyVariant& v : variants) {
+  // The built-ins get at most 60% of the budget, shared out per cell, so a
+  // costly workload (refcount-growth checks a 2.5 MiB image per state) cannot
+  // starve the rest; generated workloads get what is left.
+  size_t builtin_cells = 0;
+  for (const auto& [name, workload] : builtins) {
+    for (const PolicyVariant& v : variants) builtin_cells += !(workload.image.version < 3 && NeedsV3(v.policy));
+  }
+  builtin_cells *= 5;
+  const double cell_seconds = config.budget_seconds > 0 ? 0.6 * config.budget_seconds / std::max<size_t>(1, builtin_cells) : 0;
+  // Each workload runs once per policy; its write log serves every enumerator.
+  std::map<std::pair<size_t, size_t>, ExploreConfig> prepared;
+  // The last pass crashes the recovery too (I8): a crash inside the journal
+  // replay, the refcount rebuild of a dirty image or a repair must recover.
+  for (const char* e : {"prefix", "drop-one", "tear-one", "bounded:2", "nested"}) {
+    for (size_t w = 0; w < builtins.size(); ++w) {
+      const auto& [name, workload] = builtins[w];
+      for (size_t vi = 0; vi < variants.size(); ++vi) {
+        const PolicyVariant& v = variants[vi];
         if (workload.image.version < 3 && NeedsV3(v.policy)) continue;
         if (over_budget()) {
           suite.budget_exhausted = true;
           break;
         }
-        ExploreConfig explore;
-        explore.workload = workload;
-        explore.run.open.policy = v.policy;
-        explore.run.open.faults = config.bugs;
-        explore.run.open.l2_cache_tables = 2;  // every few writes evict
-        if (v.scan_recovery) explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
-        explore.states_max = config.builtin_states;
+        auto [it, fresh] = prepared.try_emplace({w, vi});
+        ExploreConfig& explore = it->second;
+        if (fresh) {
+          explore.workload = workload;
+          explore.run.open.policy = v.policy;
+          explore.run.open.faults = config.bugs;
+          explore.run.open.l2_cache_tables = 2;  // every few writes evict
+          if (v.scan_recovery) explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
+          explore.states_max = config.builtin_states;
+          explore.budget_seconds = cell_seconds;
+          QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
+          explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
+          check_close(name, v, explore);
+        }
+        if (std::string(e) == "nested") {
+          ExploreConfig nested = explore;
+          nested.recovery.nested_enumerator = "drop-one";
+          nested.recovery.nested_states_max = 32;
+          nested.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
+          QCRASH_RETURN_IF_ERROR(run_cell(name, v, nested, "drop-one"));
+          suite.cells.back().enumerator += "+nested:drop-one";
+          continue;
+        }
         QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, e));
-        if (first_pass) check_close(name, v, explore);
       }
     }
-    first_pass = false;
   }
+  prepared.clear();
 
   for (uint64_t seed = config.seed; !over_budget(); ++seed) {
     if (config.generated_max != 0 && suite.generated_workloads >= config.generated_max) break;
@@ -167,6 +203,8 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
             v.scan_recovery ? engine::JournalRecovery::kScanOnly : engine::JournalRecovery::kHeaderBookkeeping;
       }
       explore.states_max = config.generated_states;
+      QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
+      explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
       for (const char* e : {"prefix", "drop-one", "tear-one"}) {
         QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, explore, e));
       }

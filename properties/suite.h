@@ -43,6 +43,7 @@ struct SuiteReport {
   uint64_t states_checked = 0;
   double elapsed_seconds = 0;
   bool budget_exhausted = false;  // the built-ins did not all run
+  double first_failure_seconds = -1;  // when the first failing cell ended (-1: none)
   size_t failed_cells() const;
 };
 

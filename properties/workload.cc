@@ -163,11 +163,13 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     w.ops = {W(0, 4 * kKiB), F(), R(8 * kMiB), W(7 * kMiB, 4 * kKiB), W(512, 512), F(), C()};
   } else if (name == "refcount-growth") {
     // 512-byte clusters and 64-bit refcounts: a refcount block covers 64
-    // clusters, so allocation creates blocks and grows the refcount table.
+    // clusters (32 KiB) and the first one-cluster table 64 blocks (2 MiB of
+    // host clusters), so 2.5 MiB of writes create blocks and then really
+    // grow the refcount table (relocate, switch, free the old one).
     w.image.cluster_bits = 9;
     w.image.refcount_order = 6;
     w.image.size_bytes = 4 * kMiB;
-    w.ops = {W(0, 24 * kKiB), F(), W(1 * kMiB, 16 * kKiB), W(3 * kMiB, 8 * kKiB), F(), C()};
+    w.ops = {W(0, 1 * kMiB), F(), W(1 * kMiB, 1 * kMiB), W(3 * kMiB, 512 * kKiB), F(), C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB), F(), Z(0, 4 * kKiB, false), D(4 * kKiB, 4 * kKiB),

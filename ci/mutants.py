@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Breaks the engine by hand, one realistic bug at a time, and runs the
+default exploration (`qcrash explore`, no options) against each: a mutant
+the suite does not catch is a hole in the harness. Not part of .ci/run (each
+mutant is a rebuild and a 20 s suite); run it after changing the harness:
+
+    python3 ci/mutants.py [--preset default] [--only NAME] [--budget S] [--out FILE]
+
+Each mutant replaces one exact piece of source text (the script refuses a
+mutant whose text is gone, so the list stays honest as the engine changes),
+rebuilds qcrash, runs the suite, and restores the file. Writes a JSON list:
+name, what the bug is, caught or not, the suite's time to its first failing
+cell, and the first failure."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (name, file, old text, new text, the bug in words)
+MUTANTS = [
+    ("l1-switch-before-table-durable", "engine/image.cc",
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n  const uint64_t old_offset = header_.l1_table_offset;",
+     "  const uint64_t old_offset = header_.l1_table_offset;",
+     "L1 growth: the header switches to the new L1 before its contents and refcounts are durable"),
+    ("refcount-table-switch-early", "engine/refcounts.cc",
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n  // Step 4.",
+     "  // Step 4.",
+     "refcount-table growth: the header names the new table before it is durable"),
+    ("lazy-close-clears-dirty-first", "engine/image.cc",
+     "  QCRASH_RETURN_IF_ERROR(ReleaseExtent());\n  QCRASH_RETURN_IF_ERROR(FlushAll());",
+     "  QCRASH_RETURN_IF_ERROR(ReleaseExtent());\n  if (!journal_) QCRASH_RETURN_IF_ERROR(SetDirtyBit(false));\n"
+     "  QCRASH_RETURN_IF_ERROR(FlushAll());",
+     "close clears the lazy dirty bit before the caches are flushed"),
+    ("discard-off-by-one-start", "engine/cluster_io.cc",
+     "  uint64_t first = (guest_offset + cb - 1) / cb;",
+     "  uint64_t first = guest_offset / cb;",
+     "discard rounds its start down: a partial leading cluster is discarded whole"),
+    ("guest-flush-dropped", "engine/image.cc",
+     "  if (io_.writes_pending()) QCRASH_RETURN_IF_ERROR(Barrier(Rule::kGuestFlush));",
+     "",
+     "the guest flush writes the caches back but never flushes the device"),
+    ("data-before-pointer-dropped", "engine/cluster_io.cc",
+     "    l2_cache_->DependOnFlush();  // step 4",
+     "",
+     "an allocating write's L2 entry may reach the disk before its data"),
+    ("quarantine-ignored", "engine/refcounts.cc",
+     "    if (refcount == 0 && quarantine_.count(c) == 0) {",
+     "    if (refcount == 0) {",
+     "the allocator hands out freed clusters still in quarantine"),
+    ("refcount-block-entry-early", "engine/refcounts.cc",
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, refcount_cache_.get()));\n  refcount_table_[table_index] = block_offset;",
+     "  refcount_table_[table_index] = block_offset;",
+     "a new refcount block is named in the table before its contents are durable"),
+    ("l2-table-pointer-early", "engine/cluster_io.cc",
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, l2_cache_.get()));",
+     "",
+     "a new L2 table is named in the L1 before its contents are durable"),
+    ("journal-commit-before-flush", "engine/journal.cc",
+     "  QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kGuestFlush));\n  QCRASH_RETURN_IF_ERROR(CommitRecord(written));  // step 5",
+     "  QCRASH_RETURN_IF_ERROR(CommitRecord(written));  // step 5",
+     "the journal's commit record is written before the transaction's blocks are durable"),
+    ("unlink-after-free", "engine/refcounts.cc",
+     "  if (delta < 0 && rules_.Of(Rule::kUnlinkBeforeFree) == Mechanism::kDependency) {",
+     "  if (false) {",
+     "a refcount decrease may reach the disk before the pointer's removal"),
+    ("l1-freed-before-switch-durable", "engine/image.cc",
+     "  // Why: the old L1 is freed next and may be reused at once by writethrough.\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n",
+     "",
+     "L1 growth frees (and may reuse) the old L1 before the header switch is durable"),
+    ("refcount-table-freed-before-switch-durable", "engine/refcounts.cc",
+     "  // durable before anything overwrites it.\n  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n",
+     "  // durable before anything overwrites it.\n",
+     "refcount-table growth frees the old table before the header switch is durable"),
+    ("extent-batch-not-durable", "engine/refcounts.cc",
+     "    QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRefcountBeforePointer, refcount_cache_.get()));\n",
+     "",
+     "the extent policy hands out a batch before its refcounts are durable"),
+    ("lazy-dirty-bit-not-flushed", "engine/image.cc",
+     "  return io_.DeviceFlush(Rule::kDirtyBitFirst);",
+     "  return Status::Ok();",
+     "the lazy dirty bit is written but not flushed before refcounts start to lag"),
+    ("scan-journal-data-not-flushed", "engine/journal.cc",
+     "    // guest data it exposes must be durable before any of its blocks.\n"
+     "    QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kGuestFlush));",
+     "    // guest data it exposes must be durable before any of its blocks.",
+     "scan-only journal: a transaction is written before the guest data it exposes is durable"),
+    ("cow-skips-old-data", "engine/cluster_io.cc",
+     "    if (!reuse) {\n      QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));\n    }",
+     "",
+     "a partial write into a new cluster does not copy the rest of the old cluster (needs a backing file)"),
+    ("repair-table-before-blocks", "engine/repair.cc",
+     "  // The blocks must be durable before a table points at them (R2).\n  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());",
+     "  // The blocks must be durable before a table points at them (R2).",
+     "repair's refcount rebuild writes the new table before its blocks are durable"),
+]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, **kw)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--only", action="append")
+    parser.add_argument("--budget", type=float, default=0, help="suite budget (default: the suite's own)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "build", "mutants.json"))
+    args = parser.parse_args()
+    qcrash = os.path.join(ROOT, "build", args.preset, "qcrash")
+    results = []
+    for name, path, old, new, what in MUTANTS:
+        if args.only and name not in args.only:
+            continue
+        full = os.path.join(ROOT, path)
+        with open(full) as f:
+            original = f.read()
+        if original.count(old) != 1:
+            print("mutant %s: its text is not in %s exactly once; update ci/mutants.py" % (name, path))
+            results.append({"name": name, "error": "stale mutant"})
+            continue
+        try:
+            with open(full, "w") as f:
+                f.write(original.replace(old, new))
+            built = run(["cmake", "--build", "--preset", args.preset, "--target", "qcrash"])
+            if built.returncode != 0:
+                print("mutant %s: does not build\n%s" % (name, built.stdout[-2000:]))
+                results.append({"name": name, "error": "does not build"})
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                report = os.path.join(tmp, "suite.json")
+                cmd = [qcrash, "explore", "--report", report, "--reproducers", os.path.join(tmp, "r")]
+                if args.budget:
+                    cmd += ["--budget", str(args.budget)]
+                start = time.time()
+                explored = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+                seconds = time.time() - start
+                with open(report) as f:
+                    r = json.load(f)
+            first = r["failures"][0] if r["failures"] else {}
+            result = {"name": name, "bug": what, "caught": explored.returncode == 1,
+                      "exit": explored.returncode, "suite_seconds": round(seconds, 1),
+                      "first_failure_seconds": round(r["first_failure_seconds"], 1),
+                      "failing_cells": len(r["failures"]),
+                      "first": "%s %s %s: %s" % (first.get("workload"), first.get("policy"), first.get("enumerator"),
+                                                 first.get("failure") or first.get("invariant", "")) if first else ""}
+            results.append(result)
+            print("%-34s %-9s first after %5.1f s, %3d failing cells  %s" % (
+                name, "CAUGHT" if result["caught"] else "MISSED", result["first_failure_seconds"],
+                result["failing_cells"], result["first"]))
+            sys.stdout.flush()
+        finally:
+            with open(full, "w") as f:
+                f.write(original)
+    run(["cmake", "--build", "--preset", args.preset, "--target", "qcrash"])
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    caught = sum(1 for r in results if r.get("caught"))
+    print("mutants: %d of %d caught (%s)" % (caught, len(results), args.out))
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
