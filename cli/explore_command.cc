@@ -31,12 +31,14 @@ const char kUsage[] =
     "         [--enumerator E] [--sector 512|4096] [--seed S] [--shard i/N] [--jobs 1..64]\n"
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--bug SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
-    "         [--cache-refcount N] [--nested E] [--no-minimize]\n"
+    "         [--cache-refcount N] [--nested E] [--no-minimize] [--quick] [--generated N]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
     "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n"
     "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n"
+    "  no --workload: the suite (every built-in and generated workloads, every safe policy)\n"
+    "  in --budget seconds (20; --quick 2), or with --generated N a fixed amount of work\n"
     "  --bug SWITCH (alias --fault): a known bug switched on; --list-bugs [--output=json]\n"
     "  lists the catalogue\n";
 
@@ -45,6 +47,7 @@ struct Args {
   std::string workload;  // empty: the suite (properties/suite.h)
   std::string enumerator = "prefix";
   bool quick = false;            // --quick: the suite in about 2 s
+  int64_t generated = -1;        // --generated N: exactly N generated workloads, no time budget
   bool policy_given = false;
   bool journal_given = false;
   bool enumerator_given = false;
@@ -111,7 +114,8 @@ int ParseArgs(int argc, char** argv, Args& args) {
       {"list-faults", no_argument, nullptr, 'l'}, {"output", required_argument, nullptr, 'o'},
       {"data-ordering", required_argument, nullptr, 'd'}, {"cache-l2", required_argument, nullptr, 'L'},
       {"cache-refcount", required_argument, nullptr, 'C'}, {"nested", required_argument, nullptr, 'N'},
-      {"no-minimize", no_argument, nullptr, 'M'}, {"quick", no_argument, nullptr, 'q'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
+      {"no-minimize", no_argument, nullptr, 'M'}, {"quick", no_argument, nullptr, 'q'},
+      {"generated", required_argument, nullptr, 'G'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int c;
@@ -121,6 +125,15 @@ int ParseArgs(int argc, char** argv, Args& args) {
       case 'w': args.workload = value; break;
       case 'e': args.enumerator = value; args.enumerator_given = true; break;
       case 'q': args.quick = true; break;
+      case 'G': {
+        char* end = nullptr;
+        const long long n = std::strtoll(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || n < 0 || n > 100000) {
+          return Usage("bad --generated '" + value + "': want a count of generated workloads, 0 or more");
+        }
+        args.generated = n;
+        break;
+      }
       case 'x': {
         // i/N: shard i (counted from 0) of N disjoint shards whose union is
         // the whole enumeration (state k belongs to shard k mod N).
@@ -330,8 +343,14 @@ int RunSuiteMode(Args& args) {
   config.bugs = args.config.run.open.faults;
   config.seed = args.seed;
   config.budget_seconds = args.quick ? 2 : 20;
+  if (args.generated >= 0) {
+    // A fixed amount of work, the same on any machine: no time budget.
+    config.generated_max = static_cast<size_t>(args.generated);
+    config.budget_seconds = 0;
+  }
   if (args.config.budget_seconds > 0) config.budget_seconds = args.config.budget_seconds;
   if (args.quick) {
+    config.skip_costly = true;
     config.builtin_states = 400;
     config.generated_states = 100;
   }

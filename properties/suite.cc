@@ -132,6 +132,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   // that a short budget still covers each workload with the cheap ones.
   std::vector<std::pair<std::string, Workload>> builtins;
   for (const std::string& name : BuiltinWorkloadNames()) {
+    if (config.skip_costly && name == "refcount-table-growth") continue;
     QCRASH_ASSIGN_OR_RETURN(Workload workload, BuiltinWorkload(name));
     builtins.emplace_back(name, std::move(workload));
   }
@@ -189,6 +190,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   prepared.clear();
 
   for (uint64_t seed = config.seed; !over_budget(); ++seed) {
+    if (config.budget_seconds <= 0 && config.generated_max == 0) break;  // no budget and no count: none
     if (config.generated_max != 0 && suite.generated_workloads >= config.generated_max) break;
     ++suite.generated_workloads;
     for (const PolicyVariant& v : variants) {

@@ -23,7 +23,8 @@ struct SuiteConfig {
   uint64_t seed = 1;            // the first generated workload's seed
   uint64_t builtin_states = 2000;    // states per built-in cell and enumerator
   uint64_t generated_states = 400;   // states per generated cell and enumerator
-  size_t generated_max = 0;          // 0: as many as the budget allows
+  bool skip_costly = false;          // leave out refcount-table-growth (--quick)
+  size_t generated_max = 0;          // 0: as many as the budget allows (none without a budget)
 };
 
 struct SuiteCell {

@@ -147,11 +147,13 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
 // reproducer that replays.
 TEST(ExploreCli, TheSuiteIsCleanAndCatchesEveryCatalogueBug) {
   ScratchDir dir;
-  const RunResult clean = dir.Qcrash("explore --quick --report suite.json");
+  const RunResult clean = dir.Qcrash("explore --quick --generated 2 --report suite.json");
   EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
   const nlohmann::json suite = ReadJson(dir.File("suite.json"));
   EXPECT_TRUE(suite["suite"].get<bool>());
   EXPECT_GE(suite["builtin_workloads"].get<uint64_t>(), 10u);
+  EXPECT_EQ(suite["generated_workloads"].get<uint64_t>(), 2u);
+  EXPECT_FALSE(suite["budget_exhausted"].get<bool>());
   EXPECT_TRUE(suite["failures"].empty()) << suite["failures"].dump();
   std::set<std::string> policies;
   for (const auto& cell : suite["cells"]) policies.insert(cell["policy"].get<std::string>());
@@ -165,7 +167,7 @@ TEST(ExploreCli, TheSuiteIsCleanAndCatchesEveryCatalogueBug) {
   ASSERT_GE(bugs.size(), 5u);
   for (const auto& bug : bugs) {
     const std::string name = bug["name"];
-    const RunResult caught = dir.Qcrash("explore --quick --bug " + name + " --report " + name + ".json");
+    const RunResult caught = dir.Qcrash("explore --quick --generated 1 --bug " + name + " --report " + name + ".json");
     EXPECT_EQ(caught.exit_code, 1) << name << " was not caught:\n" << caught.out;
     const nlohmann::json report = ReadJson(dir.File(name + ".json"));
     ASSERT_FALSE(report["failures"].empty()) << name;
