@@ -27,8 +27,7 @@ if [ "${1:-}" != "--update" ]; then
     echo "crash-gate: FAIL the suite found failing cells (reproducers in build/crash-gate-suite-reproducers)"
     status=1
   else
-    head -1 "$suite_dir/suite.txt"
-    tail -1 "$suite_dir/suite.txt"
+    grep -E "^qcrash explore: suite|failing cells" "$suite_dir/suite.txt" || true
   fi
   rm -rf "$suite_dir"
 fi
