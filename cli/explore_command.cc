@@ -294,6 +294,18 @@ int ListBugs(bool json_output) {
   return 0;
 }
 
+// Writes the JSON report (when --report was given) and says where; false
+// when it could not be written.
+bool WriteReport(const std::string& path, const nlohmann::json& json) {
+  if (path.empty()) return true;
+  std::ofstream out(path, std::ios::trunc);
+  out << json.dump(2) << "\n";
+  out.close();
+  if (!out) return false;
+  std::printf("  report          %s\n", path.c_str());
+  return true;
+}
+
 // The command that reruns one cell of the suite on its own.
 std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwitches& bugs) {
   const bool builtin = cell.workload.rfind("random:", 0) != 0;
@@ -455,12 +467,8 @@ int RunSuiteMode(Args& args) {
   std::printf("  failing cells   %zu of %zu", failures, suite->cells.size());
   if (suite->first_failure_seconds >= 0) std::printf(" (the first after %.1f s)", suite->first_failure_seconds);
   std::printf("\n");
-  if (!args.report_path.empty()) {
-    std::ofstream out(args.report_path, std::ios::trunc);
-    out << json.dump(2) << "\n";
-    out.close();
-    if (!out) return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
-    std::printf("  report          %s\n", args.report_path.c_str());
+  if (!WriteReport(args.report_path, json)) {
+    return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
   }
   return failures > 0 ? 1 : 0;
 }
@@ -507,12 +515,8 @@ int RunExplore(int argc, char** argv) {
       std::printf("    replay: qcrash replay %s#%zu\n", args.report_path.c_str(), i);
     }
   }
-  if (!args.report_path.empty()) {
-    std::ofstream out(args.report_path, std::ios::trunc);
-    out << json.dump(2) << "\n";
-    out.close();
-    if (!out) return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
-    std::printf("  report          %s\n", args.report_path.c_str());
+  if (!WriteReport(args.report_path, json)) {
+    return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
   }
   return report->violating_states > 0 ? 1 : 0;
 }
