@@ -64,8 +64,9 @@ int main(int argc, char** argv) {
       "{\"workload\": \"%s\", \"enumerator\": \"%s\", \"states\": %llu, \"seconds\": %.3f,\n"
       " \"states_per_second_per_core\": %.1f, \"naive_states\": %d, \"naive_seconds\": %.3f,\n"
       " \"naive_states_per_second\": %.1f, \"speedup_vs_naive\": %.1f}\n",
-      workload_name.c_str(), enumerator.c_str(), static_cast<unsigned long long>(report->states_checked),
-      report->elapsed_seconds, report->states_per_second(), done, naive_seconds, naive_rate,
+      workload_name.c_str(), enumerator.c_str(),
+      static_cast<unsigned long long>(report->states_checked), report->elapsed_seconds,
+      report->states_per_second(), done, naive_seconds, naive_rate,
       report->states_per_second() / naive_rate);
   return 0;
 }

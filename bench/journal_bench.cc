@@ -31,7 +31,8 @@ void BM_AllocatingWrites(benchmark::State& state) {
     state.ResumeTiming();
     for (uint64_t i = 0; i < 1024; ++i) {
       if (!image->Write(i * kWriteBytes, data).ok()) state.SkipWithError("write failed");
-      if ((i + 1) % kWritesPerFlush == 0 && !image->Flush().ok()) state.SkipWithError("flush failed");
+      if ((i + 1) % kWritesPerFlush == 0 && !image->Flush().ok())
+        state.SkipWithError("flush failed");
     }
     state.PauseTiming();
     guest_writes += image->stats().guest_writes - before.guest_writes;
@@ -41,8 +42,10 @@ void BM_AllocatingWrites(benchmark::State& state) {
   }
   state.SetLabel(PolicyName(policy));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 1024 * kWriteBytes);
-  state.counters["flushes_per_guest_flush"] = static_cast<double>(device_flushes) / static_cast<double>(guest_flushes);
-  state.counters["flushes_per_alloc_write"] = static_cast<double>(device_flushes) / static_cast<double>(guest_writes);
+  state.counters["flushes_per_guest_flush"] =
+      static_cast<double>(device_flushes) / static_cast<double>(guest_flushes);
+  state.counters["flushes_per_alloc_write"] =
+      static_cast<double>(device_flushes) / static_cast<double>(guest_writes);
 }
 BENCHMARK(BM_AllocatingWrites)
     ->Arg(static_cast<int>(OrderingPolicy::kJournal))

@@ -13,8 +13,8 @@
 
 #include "cli/cli_common.h"
 #include "engine/check.h"
-#include "engine/header.h"
 #include "engine/file_device.h"
+#include "engine/header.h"
 #include "engine/image_lock.h"
 
 namespace qcrash::cli {
@@ -33,23 +33,28 @@ struct CheckArgs {
 
 // Returns -1 when parsing succeeded, else the exit code.
 int ParseArgs(int argc, char** argv, CheckArgs& args) {
-  static const option kLong[] = {{"output", required_argument, nullptr, 'o'},
-                                 {"repair", required_argument, nullptr, 'r'},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {"format", required_argument, nullptr, 'f'},
-                                 {"help", no_argument, nullptr, 'h'},
-                                 {nullptr, 0, nullptr, 0}};
+  static const option kLong[] = {
+      {"output", required_argument, nullptr, 'o'}, {"repair", required_argument, nullptr, 'r'},
+      {"force-share", no_argument, nullptr, 'U'},  {"format", required_argument, nullptr, 'f'},
+      {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   for (int c; (c = getopt_long(argc, argv, "hf:r:qUT:", kLong, nullptr)) != -1;) {
     const std::string value = optarg ? optarg : "";
     switch (c) {
-      case 'h': std::printf("%s", kUsage); return 0;
+      case 'h':
+        std::printf("%s", kUsage);
+        return 0;
       case 'f':
         if (value != "qcow2") return ReportUsage("unsupported format '" + value + "' (only qcow2)");
         break;
-      case 'T': break;  // cache mode: qcrash always uses the page cache
-      case 'q': args.quiet = true; break;
-      case 'U': args.force_share = true; break;
+      case 'T':
+        break;  // cache mode: qcrash always uses the page cache
+      case 'q':
+        args.quiet = true;
+        break;
+      case 'U':
+        args.force_share = true;
+        break;
       case 'r':
         if (value == "leaks") {
           args.repair = engine::RepairMode::kLeaks;
@@ -66,7 +71,9 @@ int ParseArgs(int argc, char** argv, CheckArgs& args) {
           return ReportUsage("--output must be used with human or json as argument.");
         }
         break;
-      default: std::fprintf(stderr, "%s", kUsage); return 1;
+      default:
+        std::fprintf(stderr, "%s", kUsage);
+        return 1;
     }
   }
   if (optind + 1 != argc) {
@@ -137,14 +144,16 @@ void PrintHumanSummary(const engine::CheckReport& r) {
     std::printf("No errors were found on the image.\n");
   } else {
     if (r.corruptions) {
-      std::printf("\n%llu errors were found on the image.\n"
-                  "Data may be corrupted, or further writes to the image may corrupt it.\n",
-                  static_cast<unsigned long long>(r.corruptions));
+      std::printf(
+          "\n%llu errors were found on the image.\n"
+          "Data may be corrupted, or further writes to the image may corrupt it.\n",
+          static_cast<unsigned long long>(r.corruptions));
     }
     if (r.leaks) {
-      std::printf("\n%llu leaked clusters were found on the image.\n"
-                  "This means waste of disk space, but no harm to data.\n",
-                  static_cast<unsigned long long>(r.leaks));
+      std::printf(
+          "\n%llu leaked clusters were found on the image.\n"
+          "This means waste of disk space, but no harm to data.\n",
+          static_cast<unsigned long long>(r.leaks));
     }
     if (r.check_errors) {
       std::printf("\n%llu internal errors have occurred during the check.\n",
@@ -188,9 +197,9 @@ void PrintFindings(const engine::CheckReport& r) {
 Result<engine::CheckReport> RunOnce(const std::string& path, engine::RepairMode mode,
                                     bool* stopped = nullptr) {
   const bool write = mode != engine::RepairMode::kNone;
-  QCRASH_ASSIGN_OR_RETURN(std::unique_ptr<FileDevice> device,
-                          FileDevice::Open(path, write ? FileDevice::Mode::kReadWrite
-                                                       : FileDevice::Mode::kReadOnly));
+  QCRASH_ASSIGN_OR_RETURN(
+      std::unique_ptr<FileDevice> device,
+      FileDevice::Open(path, write ? FileDevice::Mode::kReadWrite : FileDevice::Mode::kReadOnly));
   auto report = engine::CheckImage(*device, {mode});
   if (stopped) *stopped = !report.ok() && engine::ReadHeader(*device).ok();
   return report;
@@ -204,15 +213,16 @@ int RunCheck(int argc, char** argv) {
   if (args.repair != engine::RepairMode::kNone) {
     // qemu-img cannot open such an image at all; a repair must not write it.
     if (const Status refused = RefuseOwnBacking(args.path); !refused.ok()) {
-      std::fprintf(stderr, "qcrash: Could not open '%s': %s\n", args.path.c_str(), refused.ToString().c_str());
+      std::fprintf(stderr, "qcrash: Could not open '%s': %s\n", args.path.c_str(),
+                   refused.ToString().c_str());
       return 1;
     }
   }
   std::unique_ptr<engine::ImageLock> lock;
   if (!args.force_share) {
-    auto acquired = engine::ImageLock::Acquire(
-        args.path, args.repair == engine::RepairMode::kNone ? engine::ImageLock::Access::kRead
-                                                            : engine::ImageLock::Access::kWrite);
+    auto acquired = engine::ImageLock::Acquire(args.path, args.repair == engine::RepairMode::kNone
+                                                              ? engine::ImageLock::Access::kRead
+                                                              : engine::ImageLock::Access::kWrite);
     if (!acquired.ok()) {
       std::fprintf(stderr, "qcrash: Could not open '%s': %s\n", args.path.c_str(),
                    acquired.status().message().c_str());
@@ -238,11 +248,12 @@ int RunCheck(int argc, char** argv) {
   if (repaired) {
     // As qemu-img: report the fixes, then double-check the fixed image.
     if (!args.json && !args.quiet) {
-      std::printf("The following inconsistencies were found and repaired:\n\n"
-                  "    %llu leaked clusters\n    %llu corruptions\n\n"
-                  "Double checking the fixed image now...\n",
-                  static_cast<unsigned long long>(first->leaks_fixed),
-                  static_cast<unsigned long long>(first->corruptions_fixed));
+      std::printf(
+          "The following inconsistencies were found and repaired:\n\n"
+          "    %llu leaked clusters\n    %llu corruptions\n\n"
+          "Double checking the fixed image now...\n",
+          static_cast<unsigned long long>(first->leaks_fixed),
+          static_cast<unsigned long long>(first->corruptions_fixed));
     }
     auto second = RunOnce(args.path, engine::RepairMode::kNone);
     if (!second.ok()) {
@@ -254,7 +265,8 @@ int RunCheck(int argc, char** argv) {
   }
   if (!args.quiet) {
     if (args.json) {
-      std::printf("%s\n", CheckJson(args.path, report, repaired ? &*first : nullptr).dump(4).c_str());
+      std::printf("%s\n",
+                  CheckJson(args.path, report, repaired ? &*first : nullptr).dump(4).c_str());
     } else {
       PrintHumanSummary(report);
     }

@@ -61,7 +61,8 @@ Result<uint64_t> ParseSize(std::string_view text) {
     shift = static_cast<uint32_t>(index * 10);
   }
   if (fraction != 0 && shift == 0) return bad();  // fractional bytes make no sense
-  const double value = (static_cast<double>(whole) + fraction) * std::ldexp(1.0, static_cast<int>(shift));
+  const double value =
+      (static_cast<double>(whole) + fraction) * std::ldexp(1.0, static_cast<int>(shift));
   if (value >= 18446744073709549568.0) return bad();  // largest double below 2^64
   if (fraction == 0) {
     if (shift > 0 && (whole >> (64 - shift)) != 0) return bad();
@@ -131,7 +132,8 @@ Result<engine::Header> ReadHeaderOf(const std::string& path) {
       cluster_bytes = uint64_t{1} << cluster_bits;
     }
   }
-  std::vector<uint8_t> cluster0(std::min(file_bytes, std::max<uint64_t>(cluster_bytes, probe.size())));
+  std::vector<uint8_t> cluster0(
+      std::min(file_bytes, std::max<uint64_t>(cluster_bytes, probe.size())));
   QCRASH_RETURN_IF_ERROR(device->Read(0, cluster0));
   return engine::DecodeHeader(cluster0, file_bytes);
 }
@@ -170,7 +172,8 @@ bool ApplyEngineOption(std::string_view option, const char* value, engine::OpenO
     } else if (std::strcmp(value, "qemu") == 0) {
       options.data_ordering = engine::DataOrdering::kQemu;
     } else {
-      return ReportUsage(std::string("unknown data ordering '") + value + "' (strict or qemu)") == 0;
+      return ReportUsage(std::string("unknown data ordering '") + value + "' (strict or qemu)") ==
+             0;
     }
   } else if (option == "cache-l2") {
     if (!parse_count(options.l2_cache_tables)) {
@@ -229,7 +232,8 @@ Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
       QCRASH_ASSIGN_OR_RETURN(options.lazy_refcounts, ParseOnOff(key, value));
     } else if (key == "preallocation") {
       auto mode = engine::ParsePreallocation(value);
-      if (!mode.ok()) return Status::InvalidArgument("Invalid parameter '" + value + "' for preallocation");
+      if (!mode.ok())
+        return Status::InvalidArgument("Invalid parameter '" + value + "' for preallocation");
       options.preallocation = *mode;
     } else if (key == "backing_file") {
       options.backing_file = value;
@@ -320,7 +324,9 @@ class ZeroExtendedView final : public BlockDevice {
   DeviceGeometry Geometry() const override { return file_.Geometry(); }
 
  private:
-  static Status ReadOnly() { return Status::ReadOnly("a view past the end of the file is read-only"); }
+  static Status ReadOnly() {
+    return Status::ReadOnly("a view past the end of the file is read-only");
+  }
   BlockDevice& file_;
 };
 
@@ -344,14 +350,16 @@ Result<OpenedImage> OpenToDescribe(const std::string& path, bool with_backing, b
   opened.past_eof_view = std::make_unique<ZeroExtendedView>(*opened.device);
   if (with_backing) InstallBackingOpener(path, options);  // a fresh base for relative names
   auto salvaged = engine::Image::Open(*opened.past_eof_view, options);
-  if (!salvaged.ok()) return zero_extended ? salvaged.status() : image.status();  // not a truncation
+  if (!salvaged.ok())
+    return zero_extended ? salvaged.status() : image.status();  // not a truncation
   opened.image = std::move(salvaged).value();
   if (!zero_extended) opened.warning = image.status().ToString();
   return opened;
 }
 
 void ReportDescribeWarning(const std::string& file, const std::string& warning) {
-  std::fprintf(stderr, "qcrash: %s: warning: %s; what lies past the end of the file is shown as zeroes\n",
+  std::fprintf(stderr,
+               "qcrash: %s: warning: %s; what lies past the end of the file is shown as zeroes\n",
                file.c_str(), warning.c_str());
 }
 
@@ -360,7 +368,8 @@ void ResetGetopt() {
   opterr = 1;
 }
 
-int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv, ReadCommandArgs& args) {
+int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv,
+                         ReadCommandArgs& args) {
   static const option kLong[] = {{"output", required_argument, nullptr, 'O'},
                                  {"help", no_argument, nullptr, 'h'},
                                  {"force-share", no_argument, nullptr, 'U'},
@@ -369,10 +378,15 @@ int ParseReadCommandArgs(const char* command, const char* usage, int argc, char*
   int opt;
   while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
     switch (opt) {
-      case 'h': std::fputs(usage, stdout); return 0;
-      case 'U': args.force_share = true; break;
+      case 'h':
+        std::fputs(usage, stdout);
+        return 0;
+      case 'U':
+        args.force_share = true;
+        break;
       case 'f':
-        if (std::string(optarg) != "qcow2") return ReportUsage(std::string(command) + ": only -f qcow2 is supported");
+        if (std::string(optarg) != "qcow2")
+          return ReportUsage(std::string(command) + ": only -f qcow2 is supported");
         break;
       case 'O':
         if (std::string(optarg) != "json" && std::string(optarg) != "human") {
@@ -380,7 +394,9 @@ int ParseReadCommandArgs(const char* command, const char* usage, int argc, char*
         }
         args.json = std::string(optarg) == "json";
         break;
-      default: std::fputs(usage, stderr); return 1;
+      default:
+        std::fputs(usage, stderr);
+        return 1;
     }
   }
   if (argc - optind != 1) {

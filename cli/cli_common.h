@@ -114,6 +114,7 @@ struct ReadCommandArgs {
   std::string path;
 };
 // Returns -1 to go on, or the exit code after printing the usage or an error.
-int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv, ReadCommandArgs& args);
+int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv,
+                         ReadCommandArgs& args);
 
 }  // namespace qcrash::cli

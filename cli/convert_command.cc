@@ -41,21 +41,35 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   int index = 0;
   while ((opt = getopt_long(argc, argv, "+hqpUf:O:o:", kLong, &index)) != -1) {
     switch (opt) {
-      case 'h': std::fputs(kUsage, stdout); return -1;
-      case 'q': case 'p': break;
-      case 'U': args.force_share = true; break;
-      case 'f': args.source_format = optarg; break;
-      case 'O': args.target_format = optarg; break;
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return -1;
+      case 'q':
+      case 'p':
+        break;
+      case 'U':
+        args.force_share = true;
+        break;
+      case 'f':
+        args.source_format = optarg;
+        break;
+      case 'O':
+        args.target_format = optarg;
+        break;
       case 'o': {
         auto list = ParseOptionList(optarg);
         if (!list.ok()) return ReportUsage("convert: " + list.status().message());
         for (auto& [key, value] : *list) args.options[key] = value;
         break;
       }
-      case 1: case 2: case 3:
+      case 1:
+      case 2:
+      case 3:
         if (!ApplyEngineOption(kLong[index].name, optarg, args.open_options)) return 1;
         break;
-      default: std::fputs(kUsage, stderr); return 1;
+      default:
+        std::fputs(kUsage, stderr);
+        return 1;
     }
   }
   for (const std::string& format : {args.source_format, args.target_format}) {
@@ -108,7 +122,9 @@ Status OpenSource(const ConvertArgs& args, Source& source) {
   if (args.source_format == "raw") {
     QCRASH_ASSIGN_OR_RETURN(source.raw, FileDevice::Open(args.source, FileDevice::Mode::kReadOnly));
     source.size_bytes = source.raw->SizeBytes();
-    source.read = [&source](uint64_t offset, std::span<uint8_t> out) { return source.raw->Read(offset, out); };
+    source.read = [&source](uint64_t offset, std::span<uint8_t> out) {
+      return source.raw->Read(offset, out);
+    };
     return Status::Ok();
   }
   engine::OpenOptions options;
@@ -170,12 +186,14 @@ int RunConvert(int argc, char** argv) {
   if (!destination.ok()) return ReportError(args.target, destination.status());
   FileDevice& target = (*destination)->device();
   if (args.target_format == "raw") {
-    Status status = (*destination)->regular() ? target.Resize(source.size_bytes, ResizeMode::kSparse)
-                                              : Status::Ok();
+    Status status = (*destination)->regular()
+                        ? target.Resize(source.size_bytes, ResizeMode::kSparse)
+                        : Status::Ok();
     if (status.ok()) {
-      status = CopyGuestView(source, 4096, [&target](uint64_t offset, std::span<const uint8_t> data) {
-        return target.Write(offset, data);
-      });
+      status =
+          CopyGuestView(source, 4096, [&target](uint64_t offset, std::span<const uint8_t> data) {
+            return target.Write(offset, data);
+          });
     }
     if (status.ok()) status = (*destination)->Commit();
     return status.ok() ? 0 : ReportError(args.target, status);

@@ -30,10 +30,15 @@ int ParseCreateArgs(int argc, char** argv, CreateArgs& args) {
   int opt;
   while ((opt = getopt_long(argc, argv, "+hqf:o:b:F:", kLong, nullptr)) != -1) {
     switch (opt) {
-      case 'h': std::fputs(kUsage, stdout); return -1;
-      case 'q': args.quiet = true; break;
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return -1;
+      case 'q':
+        args.quiet = true;
+        break;
       case 'f':
-        if (std::string(optarg) != "qcow2") return ReportUsage("create: only -f qcow2 is supported");
+        if (std::string(optarg) != "qcow2")
+          return ReportUsage("create: only -f qcow2 is supported");
         break;
       case 'o': {
         auto list = ParseOptionList(optarg);
@@ -41,9 +46,15 @@ int ParseCreateArgs(int argc, char** argv, CreateArgs& args) {
         for (auto& [key, value] : *list) args.options[key] = value;
         break;
       }
-      case 'b': args.options["backing_file"] = optarg; break;
-      case 'F': args.options["backing_fmt"] = optarg; break;
-      default: std::fputs(kUsage, stderr); return 1;
+      case 'b':
+        args.options["backing_file"] = optarg;
+        break;
+      case 'F':
+        args.options["backing_fmt"] = optarg;
+        break;
+      default:
+        std::fputs(kUsage, stderr);
+        return 1;
     }
   }
   if (optind >= argc || argc - optind > 2) {
@@ -124,7 +135,8 @@ int RunCreate(int argc, char** argv) {
     const std::string backing_path = PathCombine(args.file, options.backing_file);
     auto backing_size = BackingSize(backing_path, options.backing_format);
     if (!backing_size.ok()) return ReportError(backing_path, backing_size.status());
-    if (args.size_text.empty() && args.options.count("size") == 0) options.size_bytes = *backing_size;
+    if (args.size_text.empty() && args.options.count("size") == 0)
+      options.size_bytes = *backing_size;
   } else if (args.size_text.empty() && args.options.count("size") == 0) {
     return ReportError(args.file, Status::InvalidArgument("Image creation needs a size parameter"));
   }
@@ -133,8 +145,9 @@ int RunCreate(int argc, char** argv) {
   std::vector<ProtectedFile> protect;
   if (!options.backing_file.empty()) {
     const std::string backing_path = PathCombine(args.file, options.backing_file);
-    protect = options.backing_format == "raw" ? std::vector<ProtectedFile>{{backing_path, "the backing file"}}
-                                              : ChainOf(backing_path, "the backing file");
+    protect = options.backing_format == "raw"
+                  ? std::vector<ProtectedFile>{{backing_path, "the backing file"}}
+                  : ChainOf(backing_path, "the backing file");
   }
   auto destination = Destination::Open(args.file, protect);
   if (!destination.ok()) return ReportError(args.file, destination.status());

@@ -24,8 +24,9 @@ std::vector<ProtectedFile> ChainOf(const std::string& path, const std::string& r
   std::vector<ProtectedFile> out;
   const std::vector<ChainFile> chain = BackingChain(path);
   for (size_t depth = 0; depth < chain.size(); ++depth) {
-    out.push_back({chain[depth].name,
-                   depth == 0 ? role : "a file of the backing chain of " + role + " (" + chain[depth].name + ")"});
+    out.push_back({chain[depth].name, depth == 0 ? role
+                                                 : "a file of the backing chain of " + role + " (" +
+                                                       chain[depth].name + ")"});
   }
   return out;
 }
@@ -35,8 +36,9 @@ Status RefuseIfProtected(const std::string& path, const std::vector<ProtectedFil
   if (!id) return Status::Ok();
   for (const ProtectedFile& file : protect) {
     if (IdOf(file.path) == id) {
-      return Status::InvalidArgument("the destination is " + file.role +
-                                     " (the same file by device and inode); refusing to overwrite it");
+      return Status::InvalidArgument(
+          "the destination is " + file.role +
+          " (the same file by device and inode); refusing to overwrite it");
     }
   }
   return Status::Ok();
@@ -81,7 +83,8 @@ Result<std::unique_ptr<Destination>> Destination::Open(const std::string& path,
   if (exists) {
     // The old file stays as it is until the rename, but no one may be using
     // it: qemu-img would fail to get its write lock.
-    QCRASH_ASSIGN_OR_RETURN(d->lock_, engine::ImageLock::Acquire(path, engine::ImageLock::Access::kWrite));
+    QCRASH_ASSIGN_OR_RETURN(d->lock_,
+                            engine::ImageLock::Acquire(path, engine::ImageLock::Access::kWrite));
     mode = st.st_mode & 07777;
     // Replace what a symlink points to, not the link.
     char resolved[PATH_MAX];
@@ -94,7 +97,8 @@ Result<std::unique_ptr<Destination>> Destination::Open(const std::string& path,
   const bool chmod_ok = ::fchmod(fd, mode) == 0;
   ::close(fd);
   if (!chmod_ok) return Errno(d->temp_path_, "fchmod");
-  QCRASH_ASSIGN_OR_RETURN(d->device_, FileDevice::Open(d->temp_path_, FileDevice::Mode::kReadWrite));
+  QCRASH_ASSIGN_OR_RETURN(d->device_,
+                          FileDevice::Open(d->temp_path_, FileDevice::Mode::kReadWrite));
   return d;
 }
 

@@ -9,9 +9,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <map>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "cli/cli_common.h"
 #include "cli/explore_jobs.h"
@@ -46,8 +46,8 @@ struct Args {
   properties::ExploreConfig config;
   std::string workload;  // empty: the suite (properties/suite.h)
   std::string enumerator = "prefix";
-  bool quick = false;            // --quick: the suite in about 2 s
-  int64_t generated = -1;        // --generated N: exactly N generated workloads, no time budget
+  bool quick = false;      // --quick: the suite in about 2 s
+  int64_t generated = -1;  // --generated N: exactly N generated workloads, no time budget
   bool policy_given = false;
   bool journal_given = false;
   bool enumerator_given = false;
@@ -67,7 +67,8 @@ bool ParseJournalVariant(const std::string& text, engine::JournalOptions& journa
   if (!list.ok()) return false;
   for (const auto& [key, value] : *list) {
     if (key == "commit" && (value == "header" || value == "descriptor")) {
-      journal.commit = value == "header" ? engine::JournalCommit::kHeader : engine::JournalCommit::kDescriptorFlag;
+      journal.commit = value == "header" ? engine::JournalCommit::kHeader
+                                         : engine::JournalCommit::kDescriptorFlag;
     } else if (key == "recovery" && (value == "header" || value == "scan")) {
       journal.recovery = value == "header" ? engine::JournalRecovery::kHeaderBookkeeping
                                            : engine::JournalRecovery::kScanOnly;
@@ -103,33 +104,53 @@ std::string ExpandEnumerator(const std::string& text, uint64_t seed) {
 }
 
 int ParseArgs(int argc, char** argv, Args& args) {
-  static const option kOptions[] = {
-      {"workload", required_argument, nullptr, 'w'}, {"policy", required_argument, nullptr, 'p'},
-      {"enumerator", required_argument, nullptr, 'e'}, {"sector", required_argument, nullptr, 's'},
-      {"seed", required_argument, nullptr, 'S'}, {"shard", required_argument, nullptr, 'x'},
-      {"jobs", required_argument, nullptr, 'j'}, {"budget", required_argument, nullptr, 'b'},
-      {"states", required_argument, nullptr, 'n'}, {"report", required_argument, nullptr, 'r'},
-      {"reproducers", required_argument, nullptr, 'R'}, {"bug", required_argument, nullptr, 'f'},
-      {"fault", required_argument, nullptr, 'f'}, {"list-bugs", no_argument, nullptr, 'l'},
-      {"list-faults", no_argument, nullptr, 'l'}, {"output", required_argument, nullptr, 'o'},
-      {"data-ordering", required_argument, nullptr, 'd'}, {"cache-l2", required_argument, nullptr, 'L'},
-      {"cache-refcount", required_argument, nullptr, 'C'}, {"nested", required_argument, nullptr, 'N'},
-      {"no-minimize", no_argument, nullptr, 'M'}, {"quick", no_argument, nullptr, 'q'},
-      {"generated", required_argument, nullptr, 'G'}, {"journal", required_argument, nullptr, 'J'}, {"help", no_argument, nullptr, 'h'},
-      {nullptr, 0, nullptr, 0}};
+  static const option kOptions[] = {{"workload", required_argument, nullptr, 'w'},
+                                    {"policy", required_argument, nullptr, 'p'},
+                                    {"enumerator", required_argument, nullptr, 'e'},
+                                    {"sector", required_argument, nullptr, 's'},
+                                    {"seed", required_argument, nullptr, 'S'},
+                                    {"shard", required_argument, nullptr, 'x'},
+                                    {"jobs", required_argument, nullptr, 'j'},
+                                    {"budget", required_argument, nullptr, 'b'},
+                                    {"states", required_argument, nullptr, 'n'},
+                                    {"report", required_argument, nullptr, 'r'},
+                                    {"reproducers", required_argument, nullptr, 'R'},
+                                    {"bug", required_argument, nullptr, 'f'},
+                                    {"fault", required_argument, nullptr, 'f'},
+                                    {"list-bugs", no_argument, nullptr, 'l'},
+                                    {"list-faults", no_argument, nullptr, 'l'},
+                                    {"output", required_argument, nullptr, 'o'},
+                                    {"data-ordering", required_argument, nullptr, 'd'},
+                                    {"cache-l2", required_argument, nullptr, 'L'},
+                                    {"cache-refcount", required_argument, nullptr, 'C'},
+                                    {"nested", required_argument, nullptr, 'N'},
+                                    {"no-minimize", no_argument, nullptr, 'M'},
+                                    {"quick", no_argument, nullptr, 'q'},
+                                    {"generated", required_argument, nullptr, 'G'},
+                                    {"journal", required_argument, nullptr, 'J'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int c;
   while ((c = getopt_long(argc, argv, "h", kOptions, nullptr)) != -1) {
     const std::string value = optarg ? optarg : "";
     switch (c) {
-      case 'w': args.workload = value; break;
-      case 'e': args.enumerator = value; args.enumerator_given = true; break;
-      case 'q': args.quick = true; break;
+      case 'w':
+        args.workload = value;
+        break;
+      case 'e':
+        args.enumerator = value;
+        args.enumerator_given = true;
+        break;
+      case 'q':
+        args.quick = true;
+        break;
       case 'G': {
         char* end = nullptr;
         const long long n = std::strtoll(value.c_str(), &end, 10);
         if (value.empty() || *end != '\0' || n < 0 || n > 100000) {
-          return Usage("bad --generated '" + value + "': want a count of generated workloads, 0 or more");
+          return Usage("bad --generated '" + value +
+                       "': want a count of generated workloads, 0 or more");
         }
         args.generated = n;
         break;
@@ -140,31 +161,49 @@ int ParseArgs(int argc, char** argv, Args& args) {
         const size_t slash = value.find('/');
         char* end = nullptr;
         const unsigned long long index = std::strtoull(value.c_str(), &end, 10);
-        const bool index_ok = slash != std::string::npos && slash > 0 && end == value.c_str() + slash;
+        const bool index_ok =
+            slash != std::string::npos && slash > 0 && end == value.c_str() + slash;
         const unsigned long long count =
             index_ok ? std::strtoull(value.c_str() + slash + 1, &end, 10) : 0;
         if (!index_ok || slash + 1 == value.size() || *end != '\0' || value[0] == '-' ||
             value[slash + 1] == '-' || count == 0 || index >= count) {
-          return Usage("bad --shard '" + value + "': want i/N with 0 <= i < N (shards are counted from 0)");
+          return Usage("bad --shard '" + value +
+                       "': want i/N with 0 <= i < N (shards are counted from 0)");
         }
         args.shard = value;
         break;
       }
-      case 'r': args.report_path = value; break;
-      case 'R': args.reproducers_dir = value; break;
-      case 'N': args.config.recovery.nested_enumerator = value; break;
-      case 'M': args.config.minimize = false; break;
+      case 'r':
+        args.report_path = value;
+        break;
+      case 'R':
+        args.reproducers_dir = value;
+        break;
+      case 'N':
+        args.config.recovery.nested_enumerator = value;
+        break;
+      case 'M':
+        args.config.minimize = false;
+        break;
       case 'J':
         args.journal_given = true;
         if (!ParseJournalVariant(value, args.config.run.open.journal)) {
-          return Usage("bad --journal '" + value + "' (commit=header|descriptor, recovery=header|scan, "
+          return Usage("bad --journal '" + value +
+                       "' (commit=header|descriptor, recovery=header|scan, "
                        "terminator=blank|escape, checksum=crc32|bytesum|none, size=4k..64M)");
         }
         break;
-      case 'p': case 'f': case 'd': case 'L': case 'C': {
+      case 'p':
+      case 'f':
+      case 'd':
+      case 'L':
+      case 'C': {
         if (c == 'p') args.policy_given = true;
-        const char* name = c == 'p' ? "policy" : c == 'f' ? "bug" : c == 'd' ? "data-ordering"
-                           : c == 'L' ? "cache-l2" : "cache-refcount";
+        const char* name = c == 'p'   ? "policy"
+                           : c == 'f' ? "bug"
+                           : c == 'd' ? "data-ordering"
+                           : c == 'L' ? "cache-l2"
+                                      : "cache-refcount";
         if (!ApplyEngineOption(name, optarg, args.config.run.open)) return kExitUsage;
         break;
       }
@@ -172,7 +211,10 @@ int ParseArgs(int argc, char** argv, Args& args) {
         if (value != "512" && value != "4096") return Usage("--sector must be 512 or 4096");
         args.config.run.sector_bytes = static_cast<uint32_t>(std::stoul(value));
         break;
-      case 'S': case 'j': case 'b': case 'n': {
+      case 'S':
+      case 'j':
+      case 'b':
+      case 'n': {
         char* end = nullptr;
         const double number = std::strtod(value.c_str(), &end);
         if (value.empty() || *end != '\0' || !(number >= 0) || std::isinf(number)) {
@@ -189,13 +231,19 @@ int ParseArgs(int argc, char** argv, Args& args) {
         if (c == 'n') args.config.states_max = static_cast<uint64_t>(number);
         break;
       }
-      case 'h': std::printf("%s", kUsage); return -1;
-      case 'l': args.list_bugs = true; break;
+      case 'h':
+        std::printf("%s", kUsage);
+        return -1;
+      case 'l':
+        args.list_bugs = true;
+        break;
       case 'o':
-        if (value != "human" && value != "json") return Usage("--output must be human or json, not '" + value + "'");
+        if (value != "human" && value != "json")
+          return Usage("--output must be human or json, not '" + value + "'");
         args.json_output = value == "json";
         break;
-      default: return Usage("unknown option");
+      default:
+        return Usage("unknown option");
     }
   }
   if (optind != argc) return Usage(std::string("unexpected argument '") + argv[optind] + "'");
@@ -215,12 +263,14 @@ int Prepare(Args& args) {
     uint64_t seed = 0;
     size_t ops = 0;
     if (!properties::ParseRandomSpec(args.workload.substr(7), seed, ops)) {
-      return Usage("bad --workload '" + args.workload + "': want random:SEED or random:SEED:OPS (1..10000 ops)");
+      return Usage("bad --workload '" + args.workload +
+                   "': want random:SEED or random:SEED:OPS (1..10000 ops)");
     }
     // The seed decides the engine configuration too (cache sizes, sector
     // size, data ordering, journal variant); the command line's policy and
     // bug switches are kept.
-    properties::GeneratedCase generated = properties::GenerateCase(seed, ops, args.config.run.open.policy);
+    properties::GeneratedCase generated =
+        properties::GenerateCase(seed, ops, args.config.run.open.policy);
     const engine::BugSwitches bugs = args.config.run.open.faults;
     const engine::JournalOptions journal = args.config.run.open.journal;
     args.config.workload = generated.workload;
@@ -242,8 +292,9 @@ int Prepare(Args& args) {
 
 void PrintProgress(const properties::ExploreReport& r) {
   std::fprintf(stderr, "\rqcrash explore: %llu/%llu states, %.0f states/s, %llu violating  ",
-               static_cast<unsigned long long>(r.states_checked), static_cast<unsigned long long>(r.states_total),
-               r.states_per_second(), static_cast<unsigned long long>(r.violating_states));
+               static_cast<unsigned long long>(r.states_checked),
+               static_cast<unsigned long long>(r.states_total), r.states_per_second(),
+               static_cast<unsigned long long>(r.violating_states));
 }
 
 void PrintSummary(const properties::ExploreReport& r) {
@@ -252,12 +303,15 @@ void PrintSummary(const properties::ExploreReport& r) {
   if (!r.workload_error.empty()) std::printf("  workload stopped: %s\n", r.workload_error.c_str());
   std::printf("  crash points    %llu\n", static_cast<unsigned long long>(r.crash_points));
   std::printf("  states checked  %llu of %llu%s (%.0f states/s, %.2f s)\n",
-              static_cast<unsigned long long>(r.states_checked), static_cast<unsigned long long>(r.states_total),
-              r.budget_exhausted ? ", budget exhausted" : "", r.states_per_second(), r.elapsed_seconds);
+              static_cast<unsigned long long>(r.states_checked),
+              static_cast<unsigned long long>(r.states_total),
+              r.budget_exhausted ? ", budget exhausted" : "", r.states_per_second(),
+              r.elapsed_seconds);
   std::printf("  verdicts       ");
   for (int i = 0; i < properties::kVerdictCount; ++i) {
     std::printf(" %s %llu%s", properties::VerdictName(static_cast<properties::Verdict>(i)),
-                static_cast<unsigned long long>(r.verdicts[i]), i + 1 < properties::kVerdictCount ? "," : "\n");
+                static_cast<unsigned long long>(r.verdicts[i]),
+                i + 1 < properties::kVerdictCount ? "," : "\n");
   }
   std::printf("  violations     ");
   if (r.violations_by_invariant.empty()) std::printf(" none");
@@ -287,9 +341,10 @@ int ListBugs(bool json_output) {
     return 0;
   }
   for (const engine::KnownBug& bug : engine::KnownBugs()) {
-    std::printf("%-22s %-4s builtin:%s --policy %s%s%s\n  %s\n  seed: %s\n", bug.name, bug.invariant,
-                bug.workload, engine::PolicyName(bug.policy), *bug.journal_options ? " --journal " : "",
-                bug.journal_options, bug.breaks, bug.seed);
+    std::printf("%-22s %-4s builtin:%s --policy %s%s%s\n  %s\n  seed: %s\n", bug.name,
+                bug.invariant, bug.workload, engine::PolicyName(bug.policy),
+                *bug.journal_options ? " --journal " : "", bug.journal_options, bug.breaks,
+                bug.seed);
   }
   return 0;
 }
@@ -315,8 +370,8 @@ std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwit
     policy = policy.substr(0, slash);
     journal = " --journal recovery=scan";
   }
-  std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") + cell.workload +
-                        " --policy " + policy + journal;
+  std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") +
+                        cell.workload + " --policy " + policy + journal;
   if (builtin) command += " --cache-l2 2";
   if (cell.enumerator != "close") {
     std::string enumerator = cell.enumerator;
@@ -339,16 +394,19 @@ void PrintSuiteProgress(const properties::SuiteReport& s, bool tty) {
   const auto now = std::chrono::steady_clock::now();
   if (!tty && now - last < std::chrono::seconds(3)) return;
   last = now;
-  std::fprintf(stderr, "%sqcrash explore: %zu cells, %llu states, %llu generated workloads, %zu failing%s",
-               tty ? "\r" : "", s.cells.size(), static_cast<unsigned long long>(s.states_checked),
-               static_cast<unsigned long long>(s.generated_workloads), s.failed_cells(), tty ? "  " : "\n");
+  std::fprintf(
+      stderr, "%sqcrash explore: %zu cells, %llu states, %llu generated workloads, %zu failing%s",
+      tty ? "\r" : "", s.cells.size(), static_cast<unsigned long long>(s.states_checked),
+      static_cast<unsigned long long>(s.generated_workloads), s.failed_cells(), tty ? "  " : "\n");
 }
 
 // The default exploration: every built-in workload and generated ones under
 // every safe policy, a table per workload x policy, exit 1 on any failure.
 int RunSuiteMode(Args& args) {
   if (args.enumerator_given || !args.shard.empty() || args.jobs != 1) {
-    return Usage("--enumerator, --shard and --jobs need --workload (the suite picks enumerators per workload)");
+    return Usage(
+        "--enumerator, --shard and --jobs need --workload (the suite picks enumerators per "
+        "workload)");
   }
   properties::SuiteConfig config;
   if (args.policy_given) config.policies = {args.config.run.open.policy};
@@ -366,9 +424,11 @@ int RunSuiteMode(Args& args) {
     config.builtin_states = 400;
     config.generated_states = 100;
   }
-  if (args.config.states_max > 0) config.builtin_states = config.generated_states = args.config.states_max;
+  if (args.config.states_max > 0)
+    config.builtin_states = config.generated_states = args.config.states_max;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  auto suite = properties::RunSuite(config, [tty](const properties::SuiteReport& s) { PrintSuiteProgress(s, tty); });
+  auto suite = properties::RunSuite(
+      config, [tty](const properties::SuiteReport& s) { PrintSuiteProgress(s, tty); });
   if (tty) std::fprintf(stderr, "\r%100s\r", "");
   if (!suite.ok()) return ReportError("explore", suite.status()) * kExitUsage;
 
@@ -381,7 +441,8 @@ int RunSuiteMode(Args& args) {
   std::vector<std::pair<std::string, std::string>> order;
   for (const properties::SuiteCell& cell : suite->cells) {
     const bool generated = cell.workload.rfind("random:", 0) == 0;
-    const std::pair<std::string, std::string> key{generated ? "random" : cell.workload, cell.policy};
+    const std::pair<std::string, std::string> key{generated ? "random" : cell.workload,
+                                                  cell.policy};
     if (!rows.count(key)) order.push_back(key);
     Row& row = rows[key];
     ++row.cells;
@@ -392,43 +453,58 @@ int RunSuiteMode(Args& args) {
   }
   std::string bugs;
   for (const std::string& bug : engine::EnabledBugNames(config.bugs)) bugs += " " + bug;
-  std::printf("qcrash explore: suite of %llu built-in and %llu generated workloads (seeds %llu..), %zu cells, "
-              "%llu states, %.1f s%s%s\n",
-              static_cast<unsigned long long>(suite->builtin_workloads),
-              static_cast<unsigned long long>(suite->generated_workloads), static_cast<unsigned long long>(config.seed),
-              suite->cells.size(), static_cast<unsigned long long>(suite->states_checked), suite->elapsed_seconds,
-              suite->budget_exhausted ? " (budget exhausted before the built-ins ended)" : "",
-              bugs.empty() ? "" : (", bugs:" + bugs).c_str());
-  std::printf("  %-20s %-13s %9s %9s  %s\n", "workload", "policy", "states", "failing", "clean/leaks/repaired/stale/loss/unrecoverable");
+  std::printf(
+      "qcrash explore: suite of %llu built-in and %llu generated workloads (seeds %llu..), %zu "
+      "cells, "
+      "%llu states, %.1f s%s%s\n",
+      static_cast<unsigned long long>(suite->builtin_workloads),
+      static_cast<unsigned long long>(suite->generated_workloads),
+      static_cast<unsigned long long>(config.seed), suite->cells.size(),
+      static_cast<unsigned long long>(suite->states_checked), suite->elapsed_seconds,
+      suite->budget_exhausted ? " (budget exhausted before the built-ins ended)" : "",
+      bugs.empty() ? "" : (", bugs:" + bugs).c_str());
+  std::printf("  %-20s %-13s %9s %9s  %s\n", "workload", "policy", "states", "failing",
+              "clean/leaks/repaired/stale/loss/unrecoverable");
   for (const auto& key : order) {
     const Row& row = rows[key];
     std::string verdicts;
-    for (int i = 0; i < properties::kVerdictCount; ++i) verdicts += (i ? "/" : "") + std::to_string(row.verdicts[i]);
+    for (int i = 0; i < properties::kVerdictCount; ++i)
+      verdicts += (i ? "/" : "") + std::to_string(row.verdicts[i]);
     std::printf("  %-20s %-13s %9llu %9llu  %s\n", key.first.c_str(), key.second.c_str(),
                 static_cast<unsigned long long>(row.states),
                 static_cast<unsigned long long>(row.violating + row.failures), verdicts.c_str());
   }
-  nlohmann::json json = {{"suite", true}, {"seed", config.seed}, {"budget_seconds", config.budget_seconds},
-                         {"elapsed_seconds", suite->elapsed_seconds}, {"states_checked", suite->states_checked},
+  nlohmann::json json = {{"suite", true},
+                         {"seed", config.seed},
+                         {"budget_seconds", config.budget_seconds},
+                         {"elapsed_seconds", suite->elapsed_seconds},
+                         {"states_checked", suite->states_checked},
                          {"builtin_workloads", suite->builtin_workloads},
                          {"generated_workloads", suite->generated_workloads},
                          {"budget_exhausted", suite->budget_exhausted},
                          {"first_failure_seconds", suite->first_failure_seconds},
-                         {"bugs", engine::EnabledBugNames(config.bugs)}, {"cells", nlohmann::json::array()},
+                         {"bugs", engine::EnabledBugNames(config.bugs)},
+                         {"cells", nlohmann::json::array()},
                          {"failures", nlohmann::json::array()}};
   for (const properties::SuiteCell& cell : suite->cells) {
-    json["cells"].push_back({{"workload", cell.workload}, {"policy", cell.policy}, {"enumerator", cell.enumerator},
+    json["cells"].push_back({{"workload", cell.workload},
+                             {"policy", cell.policy},
+                             {"enumerator", cell.enumerator},
                              {"states_checked", cell.report.states_checked},
-                             {"violating_states", cell.report.violating_states}, {"failure", cell.failure}});
+                             {"violating_states", cell.report.violating_states},
+                             {"failure", cell.failure}});
   }
   std::string base = args.reproducers_dir;
-  if (base.empty()) base = args.report_path.empty() ? "qcrash-reproducers" : args.report_path + ".reproducers";
+  if (base.empty())
+    base = args.report_path.empty() ? "qcrash-reproducers" : args.report_path + ".reproducers";
   constexpr size_t kReproducersMax = 16;
   size_t failures = 0;
   for (properties::SuiteCell& cell : suite->cells) {
     if (!cell.failed()) continue;
     const std::string command = CellCommand(cell, config.bugs);
-    nlohmann::json failure = {{"workload", cell.workload}, {"policy", cell.policy}, {"enumerator", cell.enumerator},
+    nlohmann::json failure = {{"workload", cell.workload},
+                              {"policy", cell.policy},
+                              {"enumerator", cell.enumerator},
                               {"command", command}};
     if (!cell.failure.empty()) {
       std::printf("  FAIL %s %s: %s\n    rerun: %s\n", cell.workload.c_str(), cell.policy.c_str(),
@@ -440,32 +516,45 @@ int RunSuiteMode(Args& args) {
       std::string dir;
       if (failures < kReproducersMax) {
         properties::Minimize(cell.config, v);
-        Reproducer r{v.minimized_workload, cell.config.run, cell.config.recovery, v.minimized_state_id,
-                     v.invariant, v.minimized_message, engine::EnabledBugNames(config.bugs), v.raw_findings};
+        Reproducer r{v.minimized_workload,
+                     cell.config.run,
+                     cell.config.recovery,
+                     v.minimized_state_id,
+                     v.invariant,
+                     v.minimized_message,
+                     engine::EnabledBugNames(config.bugs),
+                     v.raw_findings};
         std::string name = cell.workload + "-" + cell.policy + "-" + cell.enumerator;
         for (char& ch : name) ch = ch == ':' || ch == '/' ? '_' : ch;
         dir = base + "/" + name;
-        if (Status written = WriteReproducer(dir, r); !written.ok()) return ReportError(dir, written) * kExitUsage;
+        if (Status written = WriteReproducer(dir, r); !written.ok())
+          return ReportError(dir, written) * kExitUsage;
         dir = std::filesystem::absolute(dir).string();
       }
       std::printf("  FAIL %s %s %s: %s at %s: %s\n", cell.workload.c_str(), cell.policy.c_str(),
-                  cell.enumerator.c_str(), v.invariant.c_str(), v.state_id.c_str(), v.message.c_str());
+                  cell.enumerator.c_str(), v.invariant.c_str(), v.state_id.c_str(),
+                  v.message.c_str());
       if (!dir.empty()) {
-        std::printf("    minimized: %zu ops, state %s\n    reproducer: %s\n    replay: qcrash replay %s\n",
-                    v.minimized_workload.ops.size(), v.minimized_state_id.c_str(), dir.c_str(), dir.c_str());
+        std::printf(
+            "    minimized: %zu ops, state %s\n    reproducer: %s\n    replay: qcrash replay %s\n",
+            v.minimized_workload.ops.size(), v.minimized_state_id.c_str(), dir.c_str(),
+            dir.c_str());
         failure["reproducer"] = dir;
       }
       std::printf("    rerun: %s\n", command.c_str());
-      failure.update({{"invariant", v.invariant}, {"state_id", v.state_id}, {"message", v.message}});
+      failure.update(
+          {{"invariant", v.invariant}, {"state_id", v.state_id}, {"message", v.message}});
     }
     json["failures"].push_back(failure);
     ++failures;
   }
   if (failures > kReproducersMax) {
-    std::printf("  (reproducers written for the first %zu of %zu failing cells)\n", kReproducersMax, failures);
+    std::printf("  (reproducers written for the first %zu of %zu failing cells)\n", kReproducersMax,
+                failures);
   }
   std::printf("  failing cells   %zu of %zu", failures, suite->cells.size());
-  if (suite->first_failure_seconds >= 0) std::printf(" (the first after %.1f s)", suite->first_failure_seconds);
+  if (suite->first_failure_seconds >= 0)
+    std::printf(" (the first after %.1f s)", suite->first_failure_seconds);
   std::printf("\n");
   if (!WriteReport(args.report_path, json)) {
     return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
@@ -480,7 +569,8 @@ int RunExplore(int argc, char** argv) {
   if (args.workload.empty()) return RunSuiteMode(args);
   if (int rc = Prepare(args); rc != 0) return rc;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  auto report = RunExploreJobs(args.config, args.jobs, tty ? PrintProgress : properties::ProgressFn());
+  auto report =
+      RunExploreJobs(args.config, args.jobs, tty ? PrintProgress : properties::ProgressFn());
   if (tty) std::fprintf(stderr, "\r%80s\r", "");
   if (!report.ok()) return ReportError("explore", report.status()) * kExitUsage;
   nlohmann::json json = properties::ReportToJson(*report);
@@ -495,8 +585,14 @@ int RunExplore(int argc, char** argv) {
   for (size_t i = 0; i < report->violations.size(); ++i) {
     properties::FoundViolation& v = report->violations[i];
     if (args.config.minimize) properties::Minimize(args.config, v);
-    Reproducer r{v.minimized_workload, args.config.run, args.config.recovery, v.minimized_state_id,
-                 v.invariant, v.minimized_message, engine::EnabledBugNames(args.config.run.open.faults), v.raw_findings};
+    Reproducer r{v.minimized_workload,
+                 args.config.run,
+                 args.config.recovery,
+                 v.minimized_state_id,
+                 v.invariant,
+                 v.minimized_message,
+                 engine::EnabledBugNames(args.config.run.open.faults),
+                 v.raw_findings};
     const std::string dir = base + "/violation-" + std::to_string(i);
     Status written = WriteReproducer(dir, r);
     if (!written.ok()) return ReportError(dir, written) * kExitUsage;
@@ -508,9 +604,11 @@ int RunExplore(int argc, char** argv) {
   PrintSummary(*report);
   for (size_t i = 0; i < report->violations.size(); ++i) {
     const properties::FoundViolation& v = report->violations[i];
-    std::printf("  violation %zu: %s at %s: %s\n    minimized: %zu ops, state %s\n    reproducer: %s\n", i,
-                v.invariant.c_str(), v.state_id.c_str(), v.message.c_str(), v.minimized_workload.ops.size(),
-                v.minimized_state_id.c_str(), json["violations"][i]["reproducer"].get<std::string>().c_str());
+    std::printf(
+        "  violation %zu: %s at %s: %s\n    minimized: %zu ops, state %s\n    reproducer: %s\n", i,
+        v.invariant.c_str(), v.state_id.c_str(), v.message.c_str(), v.minimized_workload.ops.size(),
+        v.minimized_state_id.c_str(),
+        json["violations"][i]["reproducer"].get<std::string>().c_str());
     if (!args.report_path.empty()) {
       std::printf("    replay: qcrash replay %s#%zu\n", args.report_path.c_str(), i);
     }

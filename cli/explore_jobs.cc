@@ -17,18 +17,26 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
   const properties::ExploreReport& r = *result;
   json violations = json::array();
   for (const properties::FoundViolation& v : r.violations) {
-    violations.push_back({{"invariant", v.invariant}, {"message", v.message}, {"state_id", v.state_id},
-                          {"state_index", v.state_index}, {"raw_findings", v.raw_findings}});
+    violations.push_back({{"invariant", v.invariant},
+                          {"message", v.message},
+                          {"state_id", v.state_id},
+                          {"state_index", v.state_index},
+                          {"raw_findings", v.raw_findings}});
   }
-  return json{{"states_total", r.states_total}, {"states_checked", r.states_checked},
-              {"skipped_points", r.skipped_points}, {"elapsed", r.elapsed_seconds},
-              {"budget_exhausted", r.budget_exhausted}, {"verdicts", r.verdicts},
-              {"by_invariant", r.violations_by_invariant}, {"violating_states", r.violating_states},
+  return json{{"states_total", r.states_total},
+              {"states_checked", r.states_checked},
+              {"skipped_points", r.skipped_points},
+              {"elapsed", r.elapsed_seconds},
+              {"budget_exhausted", r.budget_exhausted},
+              {"verdicts", r.verdicts},
+              {"by_invariant", r.violations_by_invariant},
+              {"violating_states", r.violating_states},
               {"violations", violations}}
       .dump();
 }
 
-Status Decode(const std::string& text, const properties::Workload& workload, properties::ExploreReport& r) {
+Status Decode(const std::string& text, const properties::Workload& workload,
+              properties::ExploreReport& r) {
   const json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return Status::IoError("a worker's report is not valid JSON");
   if (j.contains("error")) return Status::IoError("worker: " + j["error"].get<std::string>());
@@ -57,10 +65,12 @@ Status Decode(const std::string& text, const properties::Workload& workload, pro
 
 }  // namespace
 
-Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig& config, uint32_t jobs,
+Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig& config,
+                                                 uint32_t jobs,
                                                  const properties::ProgressFn& progress) {
   if (jobs <= 1) return properties::Explore(config, progress);
-  const uint64_t user_index = config.enumerator.shard_index, user_count = config.enumerator.shard_count;
+  const uint64_t user_index = config.enumerator.shard_index,
+                 user_count = config.enumerator.shard_count;
   auto results = sim::RunForkedWorkers(jobs, [&](uint32_t worker) {
     properties::ExploreConfig part = config;
     part.enumerator.shard_index = user_index + user_count * worker;
@@ -85,7 +95,8 @@ Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig
     QCRASH_RETURN_IF_ERROR(Decode(text, config.workload, part));
     merged.Merge(part);
   }
-  if (merged.violations.size() > config.violations_kept) merged.violations.resize(config.violations_kept);
+  if (merged.violations.size() > config.violations_kept)
+    merged.violations.resize(config.violations_kept);
   return merged;
 }
 

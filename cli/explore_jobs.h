@@ -6,7 +6,8 @@
 
 namespace qcrash::cli {
 
-Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig& config, uint32_t jobs,
+Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig& config,
+                                                 uint32_t jobs,
                                                  const properties::ProgressFn& progress);
 
 }  // namespace qcrash::cli

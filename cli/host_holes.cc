@@ -24,19 +24,22 @@ uint64_t LoadBigEndian64(const uint8_t* bytes) {
 
 // Splits [offset, offset + length) of a host file into data and hole runs
 // (lseek SEEK_DATA / SEEK_HOLE); appends (length, is_hole) pairs.
-void HostRuns(int fd, uint64_t offset, uint64_t length, std::vector<std::pair<uint64_t, bool>>& runs) {
+void HostRuns(int fd, uint64_t offset, uint64_t length,
+              std::vector<std::pair<uint64_t, bool>>& runs) {
   const uint64_t end = offset + length;
   uint64_t at = offset;
   while (at < end) {
     const off_t data = ::lseek(fd, static_cast<off_t>(at), SEEK_DATA);
-    const uint64_t data_start = data < 0 ? end : std::min<uint64_t>(end, static_cast<uint64_t>(data));
+    const uint64_t data_start =
+        data < 0 ? end : std::min<uint64_t>(end, static_cast<uint64_t>(data));
     if (data_start > at) {
       runs.emplace_back(data_start - at, true);
       at = data_start;
       continue;
     }
     const off_t hole = ::lseek(fd, static_cast<off_t>(at), SEEK_HOLE);
-    const uint64_t hole_start = hole < 0 ? end : std::min<uint64_t>(end, static_cast<uint64_t>(hole));
+    const uint64_t hole_start =
+        hole < 0 ? end : std::min<uint64_t>(end, static_cast<uint64_t>(hole));
     if (hole_start <= at) {  // the file changed under us: call the rest data
       runs.emplace_back(end - at, false);
       break;
@@ -67,7 +70,8 @@ bool DetectsMetadataPreallocation(const std::string& qcow2_path) {
   for (uint64_t first = 0; first < end_cluster && counted < threshold; first += block_entries) {
     const uint64_t index = first / block_entries;
     if ((index + 1) * 8 > table.size()) break;
-    const uint64_t block_offset = LoadBigEndian64(&table[index * 8]) & format::kRefcountTableOffsetMask;
+    const uint64_t block_offset =
+        LoadBigEndian64(&table[index * 8]) & format::kRefcountTableOffsetMask;
     if (block_offset == 0) continue;
     if (!(*device)->Read(block_offset, block).ok()) return false;
     for (uint64_t i = 0; i < block_entries && first + i < end_cluster; ++i) {
@@ -89,7 +93,8 @@ std::vector<MapExtent> SplitHostHoles(const std::vector<ChainFile>& chain,
       continue;
     }
     int& ask = asks[extent.depth];
-    if (ask < 0) ask = chain[extent.depth].raw || DetectsMetadataPreallocation(chain[extent.depth].name);
+    if (ask < 0)
+      ask = chain[extent.depth].raw || DetectsMetadataPreallocation(chain[extent.depth].name);
     if (ask == 0) {
       split.push_back(extent);
       continue;
@@ -121,6 +126,5 @@ std::vector<MapExtent> SplitHostHoles(const std::vector<ChainFile>& chain,
   }
   return split;
 }
-
 
 }  // namespace qcrash::cli

@@ -88,7 +88,8 @@ void PrintHuman(const nlohmann::ordered_json& info) {
 
 int RunInfo(int argc, char** argv) {
   ReadCommandArgs args;
-  if (const int exit_code = ParseReadCommandArgs("info", kUsage, argc, argv, args); exit_code >= 0) return exit_code;
+  if (const int exit_code = ParseReadCommandArgs("info", kUsage, argc, argv, args); exit_code >= 0)
+    return exit_code;
   const bool json = args.json;
   const bool force_share = args.force_share;
   const std::string path = args.path;

@@ -4,10 +4,10 @@
 #include <getopt.h>
 
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -82,12 +82,14 @@ Result<IoCommand> ParseIoCommand(const std::string& line) {
   }
   const auto want = [&](size_t count) -> Status {
     if (positional.size() != count) {
-      return Status::InvalidArgument("'" + line + "' takes " + std::to_string(count) + " argument(s)");
+      return Status::InvalidArgument("'" + line + "' takes " + std::to_string(count) +
+                                     " argument(s)");
     }
     return Status::Ok();
   };
   if (name == "write" || name == "w") {
-    if (zero && command.pattern >= 0) return Status::InvalidArgument("-z and -P cannot be specified at the same time");
+    if (zero && command.pattern >= 0)
+      return Status::InvalidArgument("-z and -P cannot be specified at the same time");
     if (command.unmap && !zero) return Status::InvalidArgument("-u requires -z to be specified");
     command.op = zero ? Op::kWriteZeroes : Op::kWrite;
   } else if (name == "read" || name == "r") {
@@ -117,7 +119,10 @@ Result<IoCommand> ParseIoCommand(const std::string& line) {
 
 // qemu-io's cvtstr: "4 KiB", "1.503 MiB", "512 bytes".
 std::string CvtStr(double value) {
-  static const struct { double scale; const char* suffix; } kUnits[] = {
+  static const struct {
+    double scale;
+    const char* suffix;
+  } kUnits[] = {
       {1152921504606846976.0, " EiB"}, {1125899906842624.0, " PiB"}, {1099511627776.0, " TiB"},
       {1073741824.0, " GiB"},          {1048576.0, " MiB"},          {1024.0, " KiB"}};
   char buffer[64];
@@ -156,7 +161,8 @@ bool RunIoCommand(engine::Image& image, const IoCommand& command, std::vector<ui
   bool pattern_ok = true;
   switch (command.op) {
     case Op::kWrite:
-      buffer.assign(command.length, static_cast<uint8_t>(command.pattern >= 0 ? command.pattern : 0xcd));
+      buffer.assign(command.length,
+                    static_cast<uint8_t>(command.pattern >= 0 ? command.pattern : 0xcd));
       status = image.Write(command.offset, buffer);
       break;
     case Op::kWriteZeroes:
@@ -225,18 +231,30 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
   int index = 0;
   while ((opt = getopt_long(argc, argv, "+hrUf:c:", kLong, &index)) != -1) {
     switch (opt) {
-      case 'h': std::fputs(kUsage, stdout); return -1;
-      case 'r': args.options.read_only = true; break;
-      case 'U': args.force_share = true; break;
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return -1;
+      case 'r':
+        args.options.read_only = true;
+        break;
+      case 'U':
+        args.force_share = true;
+        break;
       case 'f':
         if (std::string(optarg) != "qcow2") return ReportUsage("io: only -f qcow2 is supported");
         break;
-      case 'c': args.lines.emplace_back(optarg); break;
+      case 'c':
+        args.lines.emplace_back(optarg);
+        break;
       case 1:
         if (!ApplyEngineOption(kLong[index].name, optarg, args.options)) return 1;
         break;
-      case 2: args.stats = true; break;
-      default: std::fputs(kUsage, stderr); return 1;
+      case 2:
+        args.stats = true;
+        break;
+      default:
+        std::fputs(kUsage, stderr);
+        return 1;
     }
   }
   if (argc - optind != 1) {
@@ -252,13 +270,15 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
 
 // "stats: {...}": what the engine did, for flushes per guest write and friends.
 void PrintStats(const engine::EngineStats& stats) {
-  const nlohmann::ordered_json json = {
-      {"guest_writes", stats.guest_writes},       {"guest_flushes", stats.guest_flushes},
-      {"device_flushes", stats.device_flushes},   {"metadata_writes", stats.metadata_writes},
-      {"data_writes", stats.data_writes},         {"clusters_allocated", stats.clusters_allocated},
-      {"eviction_writes", stats.eviction_writes},
-      {"flushes_by_rule", properties::FlushesByRuleToJson(stats)},
-      {"transaction_barriers", stats.transaction_barriers}};
+  const nlohmann::ordered_json json = {{"guest_writes", stats.guest_writes},
+                                       {"guest_flushes", stats.guest_flushes},
+                                       {"device_flushes", stats.device_flushes},
+                                       {"metadata_writes", stats.metadata_writes},
+                                       {"data_writes", stats.data_writes},
+                                       {"clusters_allocated", stats.clusters_allocated},
+                                       {"eviction_writes", stats.eviction_writes},
+                                       {"flushes_by_rule", properties::FlushesByRuleToJson(stats)},
+                                       {"transaction_barriers", stats.transaction_barriers}};
   std::printf("stats: %s\n", json.dump().c_str());
 }
 

@@ -8,13 +8,13 @@
 // `int qcrash::cli::Run<Name>(int argc, char** argv)` (argv[0] is the command
 // name; return the exit code) and add one X(...) line below. CMake picks up
 // every cli/*_command.cc by itself.
-#define QCRASH_CLI_COMMANDS(X)                                                  \
-  X("create", RunCreate, "create a qcow2 image (qemu-img create)")             \
-  X("info", RunInfo, "show an image's header (qemu-img info)")                 \
-  X("map", RunMap, "show where guest data lives (qemu-img map)")               \
-  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)") \
-  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)") \
-  X("check", RunCheck, "check and repair an image (qemu-img check)")                 \
+#define QCRASH_CLI_COMMANDS(X)                                                        \
+  X("create", RunCreate, "create a qcow2 image (qemu-img create)")                    \
+  X("info", RunInfo, "show an image's header (qemu-img info)")                        \
+  X("map", RunMap, "show where guest data lives (qemu-img map)")                      \
+  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)")  \
+  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")                \
+  X("check", RunCheck, "check and repair an image (qemu-img check)")                  \
   X("explore", RunExplore, "enumerate crash states of a workload and check each one") \
   X("replay", RunReplay, "rebuild and re-check one crash state from a report")
 
@@ -41,8 +41,8 @@ constexpr Command kCommands[] = {
 void PrintUsage(std::FILE* out) {
   std::fprintf(out, "usage: qcrash COMMAND [options] ...\n\ncommands:\n");
   for (const Command& command : kCommands) {
-    std::fprintf(out, "  %-10.*s %s\n", static_cast<int>(command.name.size()),
-                 command.name.data(), command.help);
+    std::fprintf(out, "  %-10.*s %s\n", static_cast<int>(command.name.size()), command.name.data(),
+                 command.help);
   }
   std::fprintf(out, "\n'qcrash COMMAND --help' shows a command's options.\n");
 }

@@ -47,8 +47,8 @@ void PrintJson(const std::vector<MapExtent>& extents) {
     const MapExtent& e = extents[i];
     std::printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %" PRIu32
                 ", \"present\": %s, \"zero\": %s, \"data\": %s",
-                e.start, e.length, e.depth, e.present ? "true" : "false",
-                e.zero ? "true" : "false", e.data ? "true" : "false");
+                e.start, e.length, e.depth, e.present ? "true" : "false", e.zero ? "true" : "false",
+                e.data ? "true" : "false");
     if (e.has_offset) std::printf(", \"offset\": %" PRIu64, e.offset);
     std::printf("}%s", i + 1 < extents.size() ? ",\n" : "");
   }
@@ -62,7 +62,8 @@ int PrintHuman(const std::vector<ChainFile>& chain, const std::vector<MapExtent>
   for (const MapExtent& e : extents) {
     if (e.data && !e.has_offset) {
       std::fflush(stdout);
-      std::fprintf(stderr, "qcrash: %s: File contains external, encrypted or compressed clusters.\n",
+      std::fprintf(stderr,
+                   "qcrash: %s: File contains external, encrypted or compressed clusters.\n",
                    path.c_str());
       return 1;
     }
@@ -79,7 +80,8 @@ int PrintHuman(const std::vector<ChainFile>& chain, const std::vector<MapExtent>
 
 int RunMap(int argc, char** argv) {
   ReadCommandArgs args;
-  if (const int exit_code = ParseReadCommandArgs("map", kUsage, argc, argv, args); exit_code >= 0) return exit_code;
+  if (const int exit_code = ParseReadCommandArgs("map", kUsage, argc, argv, args); exit_code >= 0)
+    return exit_code;
   const bool json = args.json;
   const bool force_share = args.force_share;
   const std::string path = args.path;
@@ -92,7 +94,8 @@ int RunMap(int argc, char** argv) {
     // reads it as zeroes (unallocated), so describe it that way.
     const Status first = extents.status();
     opened->image.reset();
-    auto reopened = OpenToDescribe(path, /*with_backing=*/true, force_share, /*zero_extended=*/true);
+    auto reopened =
+        OpenToDescribe(path, /*with_backing=*/true, force_share, /*zero_extended=*/true);
     if (!reopened.ok()) return ReportError(path, first);
     auto retried = reopened->image->Map();
     if (!retried.ok()) return ReportError(path, first);

@@ -16,11 +16,13 @@ namespace {
 Result<std::string> ReproducerDir(const std::string& target) {
   if (std::filesystem::is_directory(target)) return target;
   const size_t hash = target.rfind('#');
-  if (hash == std::string::npos) return Status::InvalidArgument("expected REPORT.json#N or a reproducer directory");
+  if (hash == std::string::npos)
+    return Status::InvalidArgument("expected REPORT.json#N or a reproducer directory");
   const std::string path = target.substr(0, hash);
   char* end = nullptr;
   const unsigned long index = std::strtoul(target.c_str() + hash + 1, &end, 10);
-  if (*end != '\0' || hash + 1 == target.size()) return Status::InvalidArgument("bad violation index in '" + target + "'");
+  if (*end != '\0' || hash + 1 == target.size())
+    return Status::InvalidArgument("bad violation index in '" + target + "'");
   std::ifstream in(path);
   if (!in) return Status::IoError(path + ": cannot open report");
   const nlohmann::json report = nlohmann::json::parse(in, nullptr, false);
@@ -28,11 +30,13 @@ Result<std::string> ReproducerDir(const std::string& target) {
     return Status::InvalidArgument(path + ": not a qcrash explore report");
   }
   if (index >= report["violations"].size()) {
-    return Status::InvalidArgument(path + ": has " + std::to_string(report["violations"].size()) + " violations");
+    return Status::InvalidArgument(path + ": has " + std::to_string(report["violations"].size()) +
+                                   " violations");
   }
   const nlohmann::json& v = report["violations"][index];
   if (!v.contains("reproducer") || !v["reproducer"].is_string()) {
-    return Status::InvalidArgument(path + ": violation " + std::to_string(index) + " has no reproducer");
+    return Status::InvalidArgument(path + ": violation " + std::to_string(index) +
+                                   " has no reproducer");
   }
   return v["reproducer"].get<std::string>();
 }
@@ -41,7 +45,8 @@ Result<std::string> ReproducerDir(const std::string& target) {
 
 int RunReplay(int argc, char** argv) {
   if (argc != 2 || std::string(argv[1]) == "--help") {
-    std::fprintf(argc == 2 ? stdout : stderr, "usage: qcrash replay REPORT.json#N | REPRODUCER_DIR\n");
+    std::fprintf(argc == 2 ? stdout : stderr,
+                 "usage: qcrash replay REPORT.json#N | REPRODUCER_DIR\n");
     return argc == 2 ? 0 : 2;
   }
   auto dir = ReproducerDir(argv[1]);
@@ -55,7 +60,8 @@ int RunReplay(int argc, char** argv) {
               reproducer->workload.name.c_str(), reproducer->workload.ops.size(),
               engine::PolicyName(reproducer->run.open.policy), reproducer->state_id.c_str());
   std::printf("  verdict: %s\n", properties::VerdictName(result->verdict));
-  for (const std::string& finding : result->raw_findings) std::printf("  raw check: %s\n", finding.c_str());
+  for (const std::string& finding : result->raw_findings)
+    std::printf("  raw check: %s\n", finding.c_str());
   for (const properties::Violation& v : result->violations) {
     std::printf("  violation %s: %s\n", v.invariant.c_str(), v.message.c_str());
   }

@@ -1,11 +1,10 @@
 // WriteReproducer / ReadReproducer.
 #include "cli/reproducer.h"
 
-#include "engine/bug_catalogue.h"
-
 #include <filesystem>
 #include <fstream>
 
+#include "engine/bug_catalogue.h"
 #include "engine/file_device.h"
 #include "properties/json.h"
 #include "sim/crash_view.h"
@@ -19,12 +18,15 @@ namespace {
 // The journal policy's variant and geometry (explore --journal): a state id
 // names a point of the write log, which depends on them.
 json JournalToJson(const engine::JournalOptions& o) {
-  return {{"block_order", o.block_order},
-          {"size_bytes", o.size_bytes},
-          {"commit", o.commit == engine::JournalCommit::kHeader ? "header" : "descriptor"},
-          {"recovery", o.recovery == engine::JournalRecovery::kHeaderBookkeeping ? "header" : "scan"},
-          {"terminator", o.terminator == engine::JournalTerminator::kBlankBlock ? "blank" : "escape"},
-          {"checksum", !o.checksums ? "none" : o.byte_sum_checksum ? "bytesum" : "crc32"}};
+  return {
+      {"block_order", o.block_order},
+      {"size_bytes", o.size_bytes},
+      {"commit", o.commit == engine::JournalCommit::kHeader ? "header" : "descriptor"},
+      {"recovery", o.recovery == engine::JournalRecovery::kHeaderBookkeeping ? "header" : "scan"},
+      {"terminator", o.terminator == engine::JournalTerminator::kBlankBlock ? "blank" : "escape"},
+      {"checksum", !o.checksums          ? "none"
+                   : o.byte_sum_checksum ? "bytesum"
+                                         : "crc32"}};
 }
 
 engine::JournalOptions JournalFromJson(const json& j) {
@@ -34,8 +36,9 @@ engine::JournalOptions JournalFromJson(const json& j) {
   o.size_bytes = j.value("size_bytes", o.size_bytes);
   o.commit = j.value("commit", "header") == "header" ? engine::JournalCommit::kHeader
                                                      : engine::JournalCommit::kDescriptorFlag;
-  o.recovery = j.value("recovery", "header") == "header" ? engine::JournalRecovery::kHeaderBookkeeping
-                                                         : engine::JournalRecovery::kScanOnly;
+  o.recovery = j.value("recovery", "header") == "header"
+                   ? engine::JournalRecovery::kHeaderBookkeeping
+                   : engine::JournalRecovery::kScanOnly;
   o.terminator = j.value("terminator", "blank") == "blank" ? engine::JournalTerminator::kBlankBlock
                                                            : engine::JournalTerminator::kEscapeFlag;
   const std::string checksum = j.value("checksum", "crc32");
@@ -56,7 +59,8 @@ Status WriteText(const std::string& path, const std::string& text) {
 Status WriteCrashImage(const std::string& path, const Reproducer& r) {
   QCRASH_ASSIGN_OR_RETURN(properties::WorkloadRun run, properties::RunWorkload(r.workload, r.run));
   QCRASH_ASSIGN_OR_RETURN(sim::CrashState state, sim::ParseCrashStateId(r.state_id));
-  if (state.point >= run.timeline->PointCount()) return Status::InvalidArgument("state point out of range");
+  if (state.point >= run.timeline->PointCount())
+    return Status::InvalidArgument("state point out of range");
   QCRASH_ASSIGN_OR_RETURN(auto view, run.timeline->BuildView(state));
   std::vector<uint8_t> bytes(view->SizeBytes());
   QCRASH_RETURN_IF_ERROR(view->Read(0, bytes));
@@ -75,7 +79,8 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"invariant", r.invariant},
                       {"message", r.message},
                       {"policy", engine::PolicyName(r.run.open.policy)},
-                      {"data_ordering", r.run.open.data_ordering == engine::DataOrdering::kQemu ? "qemu" : "strict"},
+                      {"data_ordering",
+                       r.run.open.data_ordering == engine::DataOrdering::kQemu ? "qemu" : "strict"},
                       {"sector_bytes", r.run.sector_bytes},
                       {"cache_l2", r.run.open.l2_cache_tables},
                       {"cache_refcount", r.run.open.refcount_cache_blocks},
@@ -83,7 +88,8 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"journal", JournalToJson(r.run.open.journal)},
                       {"nested_enumerator", r.recovery.nested_enumerator}};
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
-  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
+  QCRASH_RETURN_IF_ERROR(
+      WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
   std::string findings;
   for (const std::string& line : r.findings) findings += line + "\n";
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/findings.txt", findings));
@@ -98,16 +104,19 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
   std::ifstream in(dir + "/crash.json");
   if (!in) return Status::IoError(dir + "/crash.json: cannot open");
   const json crash = json::parse(in, nullptr, false);
-  if (crash.is_discarded() || !crash.is_object()) return Status::InvalidArgument(dir + "/crash.json: not a JSON object");
+  if (crash.is_discarded() || !crash.is_object())
+    return Status::InvalidArgument(dir + "/crash.json: not a JSON object");
   r.state_id = crash.value("state_id", "");
   r.invariant = crash.value("invariant", "");
   r.message = crash.value("message", "");
   QCRASH_ASSIGN_OR_RETURN(r.run.open.policy, engine::ParsePolicy(crash.value("policy", "ordered")));
-  r.run.open.data_ordering = crash.value("data_ordering", "strict") == "qemu" ? engine::DataOrdering::kQemu
-                                                                            : engine::DataOrdering::kStrict;
+  r.run.open.data_ordering = crash.value("data_ordering", "strict") == "qemu"
+                                 ? engine::DataOrdering::kQemu
+                                 : engine::DataOrdering::kStrict;
   r.run.sector_bytes = crash.value("sector_bytes", 512u);
   r.run.open.l2_cache_tables = crash.value("cache_l2", r.run.open.l2_cache_tables);
-  r.run.open.refcount_cache_blocks = crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
+  r.run.open.refcount_cache_blocks =
+      crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
   r.recovery.nested_enumerator = crash.value("nested_enumerator", "");
   if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
   // "faults" is what reproducers written before --bug called the switches.

@@ -26,5 +26,4 @@ struct Reproducer {
 Status WriteReproducer(const std::string& dir, const Reproducer& reproducer);
 Result<Reproducer> ReadReproducer(const std::string& dir);
 
-
 }  // namespace qcrash::cli

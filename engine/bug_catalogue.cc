@@ -7,16 +7,18 @@ namespace {
 constexpr KnownBug kBugs[] = {
     {"skip-refcount-barrier", &BugSwitches::skip_refcount_barrier,
      "2010 revert of synchronous metadata writes (the ordered write-back caches)",
-     "an L2 entry may reach the disk before its cluster's refcount: a pointer to a free cluster", "I1",
-     "2010-dangling-l2", OrderingPolicy::kOrdered, ""},
-    {"early-free-reuse", &BugSwitches::early_free_reuse, "2010, same thread: the free-list discussion",
-     "a freed cluster is reused before its old L2 entry is gone on disk: two owners, foreign data", "I5",
-     "free-reuse", OrderingPolicy::kLazy, ""},
+     "an L2 entry may reach the disk before its cluster's refcount: a pointer to a free cluster",
+     "I1", "2010-dangling-l2", OrderingPolicy::kOrdered, ""},
+    {"early-free-reuse", &BugSwitches::early_free_reuse,
+     "2010, same thread: the free-list discussion",
+     "a freed cluster is reused before its old L2 entry is gone on disk: two owners, foreign data",
+     "I5", "free-reuse", OrderingPolicy::kLazy, ""},
     {"zero-cluster-realloc", &BugSwitches::zero_cluster_realloc, "2017 cluster reservations",
      "a write into an allocated zero cluster moves it instead of reusing its reservation", "I10",
      "2017-zero-realloc", OrderingPolicy::kOrdered, ""},
     {"no-revoke", &BugSwitches::no_revoke, "2013 journal draft review (Kevin's revoke scenario)",
-     "a freed metadata cluster is reused while an older journal transaction still writes to it: stale replay",
+     "a freed metadata cluster is reused while an older journal transaction still writes to it: "
+     "stale replay",
      "I6", "2013-journal-revoke", OrderingPolicy::kJournal, ""},
     {"unchecksummed-journal", &BugSwitches::unchecksummed_journal,
      "2013 first journal proposal (no commit record: recovery scans for transactions)",
@@ -25,7 +27,8 @@ constexpr KnownBug kBugs[] = {
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).
-static_assert(sizeof(BugSwitches) == std::size(kBugs) * sizeof(bool), "a bug switch is missing from the catalogue");
+static_assert(sizeof(BugSwitches) == std::size(kBugs) * sizeof(bool),
+              "a bug switch is missing from the catalogue");
 
 }  // namespace
 
@@ -43,7 +46,8 @@ Status EnableBug(std::string_view name, BugSwitches& switches) {
   if (bug == nullptr) {
     std::string known;
     for (const KnownBug& b : kBugs) known += std::string(known.empty() ? "" : ", ") + b.name;
-    return Status::InvalidArgument("unknown bug switch '" + std::string(name) + "' (known: " + known + ")");
+    return Status::InvalidArgument("unknown bug switch '" + std::string(name) +
+                                   "' (known: " + known + ")");
   }
   switches.*(bug->field) = true;
   return Status::Ok();

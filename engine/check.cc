@@ -67,8 +67,9 @@ Status ResolveOwners(CheckContext& ctx) {
           uint64_t entry) -> Status {
         auto who = [&] {
           const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(bits) + l2_index) << bits;
-          return source.table + " L1[" + std::to_string(l1_index) + "] -> L2 " + HexOffset(l2_offset) +
-                 "[" + std::to_string(l2_index) + "] (" + GuestRange(guest) + ")";
+          return source.table + " L1[" + std::to_string(l1_index) + "] -> L2 " +
+                 HexOffset(l2_offset) + "[" + std::to_string(l2_index) + "] (" + GuestRange(guest) +
+                 ")";
         };
         if (entry & f::kOflagCompressed) {
           const f::CompressedExtent extent = f::DecodeCompressed(entry, bits);
@@ -232,13 +233,15 @@ Status CompareRefcounts(CheckContext& ctx, bool fix, uint64_t* highest_cluster) 
     const bool fixable =
         fix && ((leak && ctx.fix_leaks()) || (!leak && refcount != 0 && ctx.fix_all()));
     if (fixable) QCRASH_RETURN_IF_ERROR(ctx.refcounts.Set(i, references));
-    const FindingKind kind = leak ? FindingKind::kLeak
-                                  : refcount == 0 ? FindingKind::kUnreferencedInUse
-                                                  : FindingKind::kRefcountTooLow;
+    const FindingKind kind = leak            ? FindingKind::kLeak
+                             : refcount == 0 ? FindingKind::kUnreferencedInUse
+                                             : FindingKind::kRefcountTooLow;
     ctx.Report(kind, leak ? Severity::kLeak : Severity::kCorruption, fixable, offset,
                leak && references == 0 ? "no owner" : "", [&] {
-                 return std::string(fixable ? "Repairing" : leak ? "Leaked" : "ERROR") + " cluster " +
-                        std::to_string(i) + " refcount=" + std::to_string(refcount) +
+                 return std::string(fixable ? "Repairing"
+                                    : leak  ? "Leaked"
+                                            : "ERROR") +
+                        " cluster " + std::to_string(i) + " refcount=" + std::to_string(refcount) +
                         " reference=" + std::to_string(references);
                });
   }
@@ -247,8 +250,8 @@ Status CompareRefcounts(CheckContext& ctx, bool fix, uint64_t* highest_cluster) 
 
 Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass) {
   const CheckReport& r = ctx.report;
-  const bool repair = fix && (ctx.fix_all() || (r.check_errors == 0 && r.corruptions == 0 &&
-                                                r.leaks == 0));
+  const bool repair =
+      fix && (ctx.fix_all() || (r.check_errors == 0 && r.corruptions == 0 && r.leaks == 0));
   const Header& h = ctx.header;
   L1Buffer buffer(ctx);
   std::vector<uint8_t>& l1 = buffer.bytes();
@@ -266,9 +269,10 @@ Status CheckCopiedFlags(CheckContext& ctx, bool fix, CopiedPass pass) {
       QCRASH_RETURN_IF_ERROR(CheckCopiedInL2(ctx, i, l2_offset, repair, pass));
       continue;
     }
-    if (CopiedMismatch(ctx, entry, *refcount, repair, l2_offset,
-                       [&] { return "active L1[" + std::to_string(i) + "]"; },
-                       ("L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=").c_str()) &&
+    if (CopiedMismatch(
+            ctx, entry, *refcount, repair, l2_offset,
+            [&] { return "active L1[" + std::to_string(i) + "]"; },
+            ("L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=").c_str()) &&
         repair) {
       StoreBe64(&l1[i * 8], entry);
       edited = true;
@@ -308,34 +312,56 @@ Result<CheckReport> CheckImage(BlockDevice& device, const CheckOptions& options)
 
 const char* FindingKindName(FindingKind kind) {
   switch (kind) {
-    case FindingKind::kLeak: return "leak";
-    case FindingKind::kRefcountTooLow: return "refcount-too-low";
-    case FindingKind::kUnreferencedInUse: return "refcount-zero-in-use";
-    case FindingKind::kRefcountOverflow: return "refcount-overflow";
-    case FindingKind::kRefcountUnreadable: return "refcount-unreadable";
-    case FindingKind::kCopiedMismatch: return "copied-mismatch";
-    case FindingKind::kPastEnd: return "past-end";
-    case FindingKind::kMisaligned: return "misaligned";
-    case FindingKind::kReservedBits: return "reserved-bits";
-    case FindingKind::kOverlap: return "overlap";
-    case FindingKind::kInvalidRefcountEntry: return "invalid-refcount-entry";
-    case FindingKind::kZeroFlagOnV2: return "zero-flag-on-v2";
-    case FindingKind::kCompressedInvalid: return "compressed-invalid";
-    case FindingKind::kHeader: return "header";
-    case FindingKind::kSnapshotTable: return "snapshot-table";
-    case FindingKind::kBitmap: return "bitmap";
-    case FindingKind::kIoError: return "io-error";
-    case FindingKind::kLimit: return "limit";
+    case FindingKind::kLeak:
+      return "leak";
+    case FindingKind::kRefcountTooLow:
+      return "refcount-too-low";
+    case FindingKind::kUnreferencedInUse:
+      return "refcount-zero-in-use";
+    case FindingKind::kRefcountOverflow:
+      return "refcount-overflow";
+    case FindingKind::kRefcountUnreadable:
+      return "refcount-unreadable";
+    case FindingKind::kCopiedMismatch:
+      return "copied-mismatch";
+    case FindingKind::kPastEnd:
+      return "past-end";
+    case FindingKind::kMisaligned:
+      return "misaligned";
+    case FindingKind::kReservedBits:
+      return "reserved-bits";
+    case FindingKind::kOverlap:
+      return "overlap";
+    case FindingKind::kInvalidRefcountEntry:
+      return "invalid-refcount-entry";
+    case FindingKind::kZeroFlagOnV2:
+      return "zero-flag-on-v2";
+    case FindingKind::kCompressedInvalid:
+      return "compressed-invalid";
+    case FindingKind::kHeader:
+      return "header";
+    case FindingKind::kSnapshotTable:
+      return "snapshot-table";
+    case FindingKind::kBitmap:
+      return "bitmap";
+    case FindingKind::kIoError:
+      return "io-error";
+    case FindingKind::kLimit:
+      return "limit";
   }
   return "?";
 }
 
 const char* SeverityName(Severity severity) {
   switch (severity) {
-    case Severity::kInfo: return "info";
-    case Severity::kLeak: return "leak";
-    case Severity::kCorruption: return "corruption";
-    case Severity::kCheckError: return "check-error";
+    case Severity::kInfo:
+      return "info";
+    case Severity::kLeak:
+      return "leak";
+    case Severity::kCorruption:
+      return "corruption";
+    case Severity::kCheckError:
+      return "check-error";
   }
   return "?";
 }

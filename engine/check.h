@@ -91,7 +91,7 @@ struct Finding {
 // A guest range whose mapping repair removed: it now reads as unallocated
 // (zeroes, or the backing file).
 struct DroppedRange {
-  std::string table;          // "active" or "snapshot <id> (<name>)"
+  std::string table;  // "active" or "snapshot <id> (<name>)"
   uint64_t guest_offset = 0;
   uint64_t length_bytes = 0;
   std::string reason;
@@ -111,12 +111,12 @@ struct CheckReport {
   uint64_t fragmented_clusters = 0;
   uint64_t compressed_clusters = 0;
 
-  std::vector<Finding> findings;        // at most kMaxFindings; see findings_omitted
+  std::vector<Finding> findings;  // at most kMaxFindings; see findings_omitted
   uint64_t findings_omitted = 0;
-  std::vector<DroppedRange> dropped;    // guest ranges whose data repair dropped
-  bool refcounts_rebuilt = false;       // the refcount structure was rebuilt
-  bool header_bits_cleared = false;     // dirty / corrupt bits cleared after repair
-  uint64_t bytes_written = 0;           // by the repair
+  std::vector<DroppedRange> dropped;  // guest ranges whose data repair dropped
+  bool refcounts_rebuilt = false;     // the refcount structure was rebuilt
+  bool header_bits_cleared = false;   // dirty / corrupt bits cleared after repair
+  uint64_t bytes_written = 0;         // by the repair
 };
 
 inline constexpr size_t kMaxFindings = 10000;

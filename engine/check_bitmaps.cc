@@ -77,8 +77,9 @@ Status ReadBitmapEntries(CheckContext& ctx) {
   uint64_t at = 0;
   for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
     if (at + kDirectoryEntryFixedBytes > directory.size()) {
-      BitmapCorruption(ctx, FindingKind::kBitmap, ext.directory_offset + at, owner,
-                       "bitmap directory entry " + std::to_string(i) + " runs past the directory size");
+      BitmapCorruption(
+          ctx, FindingKind::kBitmap, ext.directory_offset + at, owner,
+          "bitmap directory entry " + std::to_string(i) + " runs past the directory size");
       return Status::Ok();
     }
     const uint8_t* e = &directory[at];
@@ -90,16 +91,17 @@ Status ReadBitmapEntries(CheckContext& ctx) {
     const uint64_t entry_bytes =
         (kDirectoryEntryFixedBytes + uint64_t{extra_bytes} + name_bytes + 7) & ~uint64_t{7};
     if (at + entry_bytes > directory.size()) {
-      BitmapCorruption(ctx, FindingKind::kBitmap, ext.directory_offset + at, owner,
-                       "bitmap directory entry " + std::to_string(i) + " runs past the directory size");
+      BitmapCorruption(
+          ctx, FindingKind::kBitmap, ext.directory_offset + at, owner,
+          "bitmap directory entry " + std::to_string(i) + " runs past the directory size");
       return Status::Ok();
     }
     const uint8_t* name = e + kDirectoryEntryFixedBytes + extra_bytes;
     bitmap.name.assign(name, name + name_bytes);
     if (uint64_t{bitmap.table_entries} * 8 > kMaxBitmapTableBytes ||
         (bitmap.table_offset & (ctx.cluster_bytes - 1)) != 0) {
-      BitmapCorruption(ctx, FindingKind::kBitmap, bitmap.table_offset, "bitmap '" + bitmap.name + "'",
-                       "bitmap table is misaligned or too large");
+      BitmapCorruption(ctx, FindingKind::kBitmap, bitmap.table_offset,
+                       "bitmap '" + bitmap.name + "'", "bitmap table is misaligned or too large");
     } else {
       ctx.bitmaps.push_back(std::move(bitmap));
     }

@@ -29,17 +29,28 @@ Status ReadZeroFilledFrom(BlockDevice& device, uint64_t offset, std::span<uint8_
 
 const char* ClusterUseName(ClusterUse use) {
   switch (use) {
-    case ClusterUse::kNone: return "none";
-    case ClusterUse::kHeader: return "qcow2 header";
-    case ClusterUse::kActiveL1: return "active L1 table";
-    case ClusterUse::kSnapshotL1: return "snapshot L1 table";
-    case ClusterUse::kL2: return "L2 table";
-    case ClusterUse::kRefcountTable: return "refcount table";
-    case ClusterUse::kRefcountBlock: return "refcount block";
-    case ClusterUse::kSnapshotTable: return "snapshot table";
-    case ClusterUse::kBitmapDirectory: return "bitmap directory";
-    case ClusterUse::kBitmapTable: return "bitmap table";
-    case ClusterUse::kJournal: return "journal";
+    case ClusterUse::kNone:
+      return "none";
+    case ClusterUse::kHeader:
+      return "qcow2 header";
+    case ClusterUse::kActiveL1:
+      return "active L1 table";
+    case ClusterUse::kSnapshotL1:
+      return "snapshot L1 table";
+    case ClusterUse::kL2:
+      return "L2 table";
+    case ClusterUse::kRefcountTable:
+      return "refcount table";
+    case ClusterUse::kRefcountBlock:
+      return "refcount block";
+    case ClusterUse::kSnapshotTable:
+      return "snapshot table";
+    case ClusterUse::kBitmapDirectory:
+      return "bitmap directory";
+    case ClusterUse::kBitmapTable:
+      return "bitmap table";
+    case ClusterUse::kJournal:
+      return "journal";
   }
   return "?";
 }
@@ -63,7 +74,8 @@ Status RefcountView::Load(BlockDevice& device, const Header& header) {
   const uint64_t in_file_bytes =
       header.refcount_table_offset >= file_bytes
           ? 0
-          : std::min<uint64_t>(table_bytes, file_bytes - header.refcount_table_offset) & ~uint64_t{7};
+          : std::min<uint64_t>(table_bytes, file_bytes - header.refcount_table_offset) &
+                ~uint64_t{7};
   // Not zero-initialised: the read fills every byte.
   const auto bytes = std::make_unique_for_overwrite<uint8_t[]>(in_file_bytes);
   QCRASH_RETURN_IF_ERROR(ReadZeroFilledFrom(device, header.refcount_table_offset,
@@ -116,7 +128,7 @@ Result<std::vector<uint8_t>*> RefcountView::BlockFor(uint64_t table_index, bool*
 
 Result<std::optional<uint64_t>> RefcountView::Get(uint64_t cluster) {
   bool unreadable = false;
-  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t>* block,
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> * block,
                           BlockFor(cluster / entries_per_block_, &unreadable));
   if (unreadable) return std::optional<uint64_t>();
   if (block == nullptr) return std::optional<uint64_t>(0);
@@ -127,7 +139,7 @@ Result<std::optional<uint64_t>> RefcountView::Get(uint64_t cluster) {
 Status RefcountView::Set(uint64_t cluster, uint64_t value) {
   bool unreadable = false;
   const uint64_t table_index = cluster / entries_per_block_;
-  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t>* block, BlockFor(table_index, &unreadable));
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> * block, BlockFor(table_index, &unreadable));
   if (block == nullptr) {
     return Status::InvalidArgument("refcount of cluster " + std::to_string(cluster) +
                                    " has no refcount block to hold it");
@@ -151,8 +163,9 @@ CheckContext::CheckContext(BlockDevice& dev, const Header& h, const CheckOptions
     : device(dev),
       header(h),
       options_(options),
-      max_findings_(options.repair == RepairMode::kNone ? std::min(options.max_findings, kMaxFindings)
-                                                        : kMaxFindings) {}
+      max_findings_(options.repair == RepairMode::kNone
+                        ? std::min(options.max_findings, kMaxFindings)
+                        : kMaxFindings) {}
 
 Status CheckContext::Init() {
   file_bytes = device.SizeBytes();
@@ -164,12 +177,11 @@ Status CheckContext::Init() {
                          std::to_string(kMaxClustersChecked));
   }
   refcount_max = std::min<uint64_t>(f::MaxRefcount(header.refcount_order),
-                                     std::numeric_limits<uint32_t>::max());
+                                    std::numeric_limits<uint32_t>::max());
   // One extra cluster: a reference may end less than a cluster past EOF.
   imrt_.assign(nb_clusters + 1, 0);
   use_.assign(nb_clusters + 1, ClusterUse::kNone);
-  report.total_clusters =
-      (header.size_bytes + cluster_bytes - 1) >> header.cluster_bits;
+  report.total_clusters = (header.size_bytes + cluster_bytes - 1) >> header.cluster_bits;
   return Status::Ok();
 }
 
@@ -194,7 +206,8 @@ Status CheckContext::ReadL1(uint64_t offset, uint64_t entries, std::vector<uint8
 
 std::span<uint8_t> CheckContext::L2Scratch() {
   // Not zero-initialised: every user fills it with ReadTable first.
-  if (l2_scratch_ == nullptr) l2_scratch_ = std::make_unique_for_overwrite<uint8_t[]>(cluster_bytes);
+  if (l2_scratch_ == nullptr)
+    l2_scratch_ = std::make_unique_for_overwrite<uint8_t[]>(cluster_bytes);
   return std::span<uint8_t>(l2_scratch_.get(), cluster_bytes);
 }
 
@@ -242,12 +255,17 @@ ClusterUse CheckContext::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse
 
 bool CheckContext::CountFinding(FindingKind kind, Severity severity, bool repaired) {
   switch (severity) {
-    case Severity::kInfo: break;
-    case Severity::kLeak: ++(repaired ? report.leaks_fixed : report.leaks); break;
+    case Severity::kInfo:
+      break;
+    case Severity::kLeak:
+      ++(repaired ? report.leaks_fixed : report.leaks);
+      break;
     case Severity::kCorruption:
       ++(repaired ? report.corruptions_fixed : report.corruptions);
       break;
-    case Severity::kCheckError: ++report.check_errors; break;
+    case Severity::kCheckError:
+      ++report.check_errors;
+      break;
   }
   if (report.findings.size() >= max_findings_) {
     ++report.findings_omitted;

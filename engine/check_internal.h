@@ -67,7 +67,7 @@ struct SnapshotInfo {
   uint32_t l1_size = 0;
   std::string id;
   std::string name;
-  bool usable = false;  // aligned and within the L1 size limit
+  bool usable = false;     // aligned and within the L1 size limit
   uint64_t entry_end = 0;  // where the entry ends, from the table's start (padded to 8)
 };
 
@@ -170,7 +170,8 @@ class CheckContext {
       NotePastEnd(offset, size);
       Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner, [&] {
         return "ERROR: counting reference for region exceeding the end of the file by one cluster "
-               "or more: offset " + HexOffset(offset) + " size " + HexOffset(size);
+               "or more: offset " +
+               HexOffset(offset) + " size " + HexOffset(size);
       });
       return false;
     }
@@ -270,7 +271,7 @@ class CheckContext {
   std::vector<SnapshotInfo> snapshots;
   uint64_t snapshot_table_bytes = 0;
   std::vector<BitmapInfo> bitmaps;  // only while autoclear bit 0 says they are valid
-  bool rebuild = false;          // the refcount structure must be rebuilt
+  bool rebuild = false;             // the refcount structure must be rebuilt
   uint64_t l2_visits = 0;
   // Clusters the old refcount structure counted for itself (table and
   // blocks), so a rebuild can leave them out of the new counts.

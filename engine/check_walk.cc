@@ -50,12 +50,13 @@ void DropL2Entry(CheckContext& ctx, const L1Source& source, uint32_t l1_index, u
   const bool zero = (entry & f::kOflagZero) != 0 && (entry & f::kOflagCompressed) == 0;
   const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
                          << ctx.header.cluster_bits;
-  ctx.Report(kind, Severity::kCorruption, true, target,
-             [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); },
-             [&] {
-               return "Repairing: " + why + "; L2 entry " + HexOffset(entry) +
-                      (zero ? " made a plain zero cluster" : " dropped");
-             });
+  ctx.Report(
+      kind, Severity::kCorruption, true, target,
+      [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); },
+      [&] {
+        return "Repairing: " + why + "; L2 entry " + HexOffset(entry) +
+               (zero ? " made a plain zero cluster" : " dropped");
+      });
   if (!zero) AddDropped(ctx, source, guest, ctx.cluster_bytes, why);
   // A zero cluster stays zero without its preallocated host cluster.
   entry = zero && ctx.header.version == 3 ? f::kOflagZero : 0;
@@ -85,12 +86,13 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
   if (meta != ClusterUse::kNone) {
     if (ctx.fix_all()) {
       DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap,
-                  extent.host_offset, std::string("compressed range overlaps the ") +
-                                          ClusterUseName(meta));
+                  extent.host_offset,
+                  std::string("compressed range overlaps the ") + ClusterUseName(meta));
       return false;
     }
-    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner_of,
-               [&] { return std::string("compressed range overlaps the ") + ClusterUseName(meta); });
+    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner_of, [&] {
+      return std::string("compressed range overlaps the ") + ClusterUseName(meta);
+    });
   }
   if (!ctx.TryAddReference(extent.host_offset, extent.bytes)) {
     ctx.AddReference(extent.host_offset, extent.bytes, owner_of);
@@ -118,8 +120,9 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
                   offset, "offset=" + HexOffset(offset) + ": " + what);
       return false;
     }
-    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner,
-               [&] { return "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted."; });
+    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner, [&] {
+      return "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted.";
+    });
   }
   if (!ctx.fix_all()) {
     const ClusterUse meta = ctx.PastEnd(offset, ctx.cluster_bytes)
@@ -164,18 +167,20 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
       CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
     } else {
       if (entry & f::kL2EntryReservedMask) {
-        ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(),
-                   l2_offset + j * 8, [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
-                   [&] {
-                     return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                            " found l2 entry with reserved bits set: " + HexOffset(entry);
-                   });
+        ctx.Report(
+            FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(), l2_offset + j * 8,
+            [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
+            [&] {
+              return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                     " found l2 entry with reserved bits set: " + HexOffset(entry);
+            });
         if (ctx.fix_all()) entry &= ~f::kL2EntryReservedMask;
       }
       if ((entry & f::kOflagZero) && ctx.header.version == 2) {
-        ctx.Report(FindingKind::kZeroFlagOnV2, Severity::kInfo, false, l2_offset + j * 8,
-                   [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
-                   "zero flag set in a version 2 image (reads as zeroes in QEMU)");
+        ctx.Report(
+            FindingKind::kZeroFlagOnV2, Severity::kInfo, false, l2_offset + j * 8,
+            [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
+            "zero flag set in a version 2 image (reads as zeroes in QEMU)");
       }
       const uint64_t offset = entry & f::kL2EntryOffsetMask;
       if (offset != 0 && CheckStandardTarget(ctx, source, l1_index, l2_offset, j, entry)) {
@@ -212,19 +217,22 @@ Status CountL1(CheckContext& ctx, const L1Source& source) {
     uint64_t entry = LoadBe64(&table[i * 8]);
     const uint64_t original = entry;
     if (entry & f::kL1EntryReservedMask) {
-      ctx.Report(FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(),
-                 source.offset + i * 8, [&] { return L1Owner(source, i); }, [&] {
-                   return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                          " found L1 entry with reserved bits set: " + HexOffset(entry);
-                 });
+      ctx.Report(
+          FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(), source.offset + i * 8,
+          [&] { return L1Owner(source, i); },
+          [&] {
+            return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
+                   " found L1 entry with reserved bits set: " + HexOffset(entry);
+          });
       if (ctx.fix_all()) entry &= ~f::kL1EntryReservedMask;
     }
     const uint64_t l2_offset = entry & f::kL1EntryOffsetMask;
     const bool misaligned = (l2_offset & (ctx.cluster_bytes - 1)) != 0;
     const bool past_end = ctx.PastEnd(l2_offset, ctx.cluster_bytes);
     if (l2_offset != 0 && ctx.fix_all() && (misaligned || past_end)) {
-      const std::string why = misaligned ? "L2 table " + HexOffset(l2_offset) + " is not cluster aligned"
-                                         : "L2 table " + HexOffset(l2_offset) + " lies past the end of the file";
+      const std::string why =
+          misaligned ? "L2 table " + HexOffset(l2_offset) + " is not cluster aligned"
+                     : "L2 table " + HexOffset(l2_offset) + " lies past the end of the file";
       ctx.Report(misaligned ? FindingKind::kMisaligned : FindingKind::kPastEnd,
                  Severity::kCorruption, true, l2_offset, L1Owner(source, i),
                  "Repairing: " + why + "; L1 entry dropped");
@@ -235,14 +243,17 @@ Status CountL1(CheckContext& ctx, const L1Source& source) {
       entry = 0;
     } else if (l2_offset != 0) {
       if (!ctx.TryAddReference(l2_offset, ctx.cluster_bytes)) {
-        ctx.AddReference(l2_offset, ctx.cluster_bytes, [&] { return L1Owner(source, i) + " L2 table"; });
+        ctx.AddReference(l2_offset, ctx.cluster_bytes,
+                         [&] { return L1Owner(source, i) + " L2 table"; });
       }
       if (misaligned) {
-        ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, l2_offset,
-                   [&] { return L1Owner(source, i); }, [&] {
-                     return "ERROR l2_offset=" + HexOffset(l2_offset) +
-                            ": Table is not cluster aligned; L1 entry corrupted";
-                   });
+        ctx.Report(
+            FindingKind::kMisaligned, Severity::kCorruption, false, l2_offset,
+            [&] { return L1Owner(source, i); },
+            [&] {
+              return "ERROR l2_offset=" + HexOffset(l2_offset) +
+                     ": Table is not cluster aligned; L1 entry corrupted";
+            });
       }
       QCRASH_RETURN_IF_ERROR(CountL2(ctx, source, i, l2_offset, source.active));
     }
@@ -269,14 +280,16 @@ void CountRefcountBlocks(CheckContext& ctx) {
     auto owner = [i] { return "refcount table[" + std::to_string(i) + "]"; };
     if (table[i] & f::kRefcountTableReservedMask) {
       ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, entry_offset,
-                 owner(), "ERROR refcount table entry " + std::to_string(i) + " has reserved bits set");
+                 owner(),
+                 "ERROR refcount table entry " + std::to_string(i) + " has reserved bits set");
       ctx.rebuild = true;
       continue;
     }
     if (offset & (ctx.cluster_bytes - 1)) {
       ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, entry_offset,
-                 owner(), "ERROR refcount block " + std::to_string(i) +
-                              " is not cluster aligned; refcount table entry corrupted");
+                 owner(),
+                 "ERROR refcount block " + std::to_string(i) +
+                     " is not cluster aligned; refcount table entry corrupted");
       ctx.rebuild = true;
       continue;
     }
@@ -299,8 +312,8 @@ void CountRefcountBlocks(CheckContext& ctx) {
     if (!counted || ctx.Imrt(cluster) != 1) {
       const ClusterUse other = ctx.UseOf(cluster);
       ctx.Report(FindingKind::kInvalidRefcountEntry, Severity::kCorruption, false, offset, owner(),
-                 "ERROR refcount block " + std::to_string(i) + " refcount=" +
-                     std::to_string(before + 1) +
+                 "ERROR refcount block " + std::to_string(i) +
+                     " refcount=" + std::to_string(before + 1) +
                      (other != ClusterUse::kRefcountBlock
                           ? std::string(" (overlaps the ") + ClusterUseName(other) + ")"
                           : std::string()));
@@ -317,7 +330,8 @@ std::vector<L1Source> L1Sources(const CheckContext& ctx) {
   for (size_t i = 0; i < ctx.snapshots.size(); ++i) {
     const SnapshotInfo& s = ctx.snapshots[i];
     if (!s.usable) continue;
-    sources.push_back({"snapshot " + s.id + " (" + s.name + ")", s.l1_table_offset, s.l1_size, false});
+    sources.push_back(
+        {"snapshot " + s.id + " (" + s.name + ")", s.l1_table_offset, s.l1_size, false});
   }
   return sources;
 }
@@ -358,12 +372,12 @@ bool BrokenSnapshotEntry(CheckContext& ctx, uint32_t index, uint64_t offset,
   }
   const uint32_t total = ctx.header.nb_snapshots;
   ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, true, offset, owner,
-             "Repairing: " + what + "; discarding snapshot table entries " +
-                 std::to_string(index) + ".." + std::to_string(total - 1));
+             "Repairing: " + what + "; discarding snapshot table entries " + std::to_string(index) +
+                 ".." + std::to_string(total - 1));
   if (ctx.report.dropped.size() < kMaxFindings) {
-    ctx.report.dropped.push_back({"snapshot table entries " + std::to_string(index) + ".." +
-                                      std::to_string(total - 1),
-                                  0, ctx.header.size_bytes, what});
+    ctx.report.dropped.push_back(
+        {"snapshot table entries " + std::to_string(index) + ".." + std::to_string(total - 1), 0,
+         ctx.header.size_bytes, what});
   }
   ctx.snapshots_kept = index;
   return true;
@@ -471,8 +485,9 @@ void DiscardOverlappingSnapshotTable(CheckContext& ctx) {
   if (other == nullptr) return;
   const uint32_t total = h.nb_snapshots;
   const std::string what = std::string("the snapshot table overlaps the ") + other;
-  ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, true, table_offset, "snapshot table",
-             "Repairing: " + what + "; discarding snapshot table entries 0.." + std::to_string(total - 1));
+  ctx.Report(
+      FindingKind::kSnapshotTable, Severity::kCorruption, true, table_offset, "snapshot table",
+      "Repairing: " + what + "; discarding snapshot table entries 0.." + std::to_string(total - 1));
   if (ctx.report.dropped.size() < kMaxFindings) {
     ctx.report.dropped.push_back(
         {"snapshot table entries 0.." + std::to_string(total - 1), 0, h.size_bytes, what});
@@ -568,8 +583,8 @@ Status MarkAllMetadata(CheckContext& ctx) {
   mark(0, ctx.cluster_bytes, ClusterUse::kHeader, "qcow2 header");
   const std::vector<L1Source> sources = L1Sources(ctx);
   for (const L1Source& s : sources) {
-    mark(s.offset, uint64_t{s.entries} * 8, s.active ? ClusterUse::kActiveL1 : ClusterUse::kSnapshotL1,
-         s.table + " L1 table");
+    mark(s.offset, uint64_t{s.entries} * 8,
+         s.active ? ClusterUse::kActiveL1 : ClusterUse::kSnapshotL1, s.table + " L1 table");
   }
   mark(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} << h.cluster_bits,
        ClusterUse::kRefcountTable, "refcount table");
@@ -596,7 +611,8 @@ Status MarkAllMetadata(CheckContext& ctx) {
       }
       const ClusterUse other = ctx.MarkMetadata(l2_offset, ctx.cluster_bytes, ClusterUse::kL2);
       if (other == ClusterUse::kNone) continue;
-      const std::string why = "L2 table " + HexOffset(l2_offset) + " overlaps the " + ClusterUseName(other);
+      const std::string why =
+          "L2 table " + HexOffset(l2_offset) + " overlaps the " + ClusterUseName(other);
       ctx.Report(FindingKind::kOverlap, ctx.fix_all() ? Severity::kCorruption : Severity::kInfo,
                  ctx.fix_all(), l2_offset, L1Owner(s, i),
                  ctx.fix_all() ? "Repairing: " + why + "; L1 entry dropped" : why);
@@ -613,8 +629,8 @@ Status MarkAllMetadata(CheckContext& ctx) {
   for (uint64_t i = 0; i < ctx.refcounts.table().size(); ++i) {
     const uint64_t raw = ctx.refcounts.table()[i];
     const uint64_t offset = raw & f::kRefcountTableOffsetMask;
-    if (offset == 0 || (raw & f::kRefcountTableReservedMask) || (offset & (ctx.cluster_bytes - 1)) ||
-        (offset >> h.cluster_bits) >= ctx.nb_clusters) {
+    if (offset == 0 || (raw & f::kRefcountTableReservedMask) ||
+        (offset & (ctx.cluster_bytes - 1)) || (offset >> h.cluster_bits) >= ctx.nb_clusters) {
       continue;
     }
     mark(offset, ctx.cluster_bytes, ClusterUse::kRefcountBlock,

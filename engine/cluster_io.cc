@@ -13,10 +13,12 @@ namespace qcrash::engine {
 
 namespace f = format;
 
-Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index) {
+Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offset,
+                                          uint32_t index) {
   auto bad = [&](const std::string& what) {
     return MarkCorrupt(Status::Corruption("L2 table at " + HexOffset(l2_table_offset) + " entry " +
-                                          std::to_string(index) + " (" + HexOffset(entry) + "): " + what));
+                                          std::to_string(index) + " (" + HexOffset(entry) +
+                                          "): " + what));
   };
   if (entry & f::kOflagCompressed) {
     if (entry & f::kOflagCopied) return bad("compressed entry with the COPIED flag");
@@ -49,11 +51,13 @@ Result<L2Slot> Image::Impl::LookupL2(uint64_t guest_cluster) {
   }
   slot.l2_table_offset = l1_entry & f::kL1EntryOffsetMask;
   if (slot.l2_table_offset == 0) return slot;
-  const uint64_t end_bytes = std::max((device_.SizeBytes() + cluster_bytes() - 1) / cluster_bytes(),
-                                      allocated_end_) * cluster_bytes();
+  const uint64_t end_bytes =
+      std::max((device_.SizeBytes() + cluster_bytes() - 1) / cluster_bytes(), allocated_end_) *
+      cluster_bytes();
   if ((slot.l2_table_offset & (cluster_bytes() - 1)) || slot.l2_table_offset >= end_bytes) {
-    return MarkCorrupt(Status::Corruption("L1 entry " + std::to_string(l1_index) + ": L2 table offset " +
-                                          HexOffset(slot.l2_table_offset) + " is unaligned or past the end of the file"));
+    return MarkCorrupt(Status::Corruption("L1 entry " + std::to_string(l1_index) +
+                                          ": L2 table offset " + HexOffset(slot.l2_table_offset) +
+                                          " is unaligned or past the end of the file"));
   }
   QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
   slot.entry = LoadBe64(table + uint64_t{slot.index} * 8);
@@ -87,7 +91,7 @@ Result<uint64_t> Image::Impl::AllocateL2Table(uint64_t l1_index) {
     QCRASH_ASSIGN_OR_RETURN(uint8_t * old_bytes, l2_cache_->Get(old_offset));
     old_table.assign(old_bytes, old_bytes + cluster_bytes());
   }
-  QCRASH_ASSIGN_OR_RETURN(const uint64_t new_offset, AllocateCluster());  // step 1
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t new_offset, AllocateCluster());    // step 1
   QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->GetNew(new_offset));  // step 2
   if (!old_table.empty()) std::memcpy(table, old_table.data(), cluster_bytes());
   QCRASH_RETURN_IF_ERROR(l2_cache_->MarkDirty(new_offset));
@@ -146,9 +150,11 @@ Status Image::Impl::ReadCompressed(uint64_t entry, uint64_t in_cluster, std::spa
   return Status::Ok();
 }
 
-Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> out) {
+Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
+                                std::span<uint8_t> out) {
   QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(guest_cluster));
-  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
+                          Classify(slot.entry, slot.l2_table_offset, slot.index));
   switch (type) {
     case ClusterType::kUnallocated:
       return ReadFromBacking(guest_cluster * cluster_bytes() + in_cluster, out);
@@ -197,7 +203,8 @@ Status Image::Impl::FreeEntryClusters(uint64_t entry, ClusterType type) {
 Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
                                  std::span<const uint8_t> data) {
   QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2ForWrite(guest_cluster));
-  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
+                          Classify(slot.entry, slot.l2_table_offset, slot.index));
   const uint64_t old_host = slot.entry & f::kL2EntryOffsetMask;
   const bool owned = (slot.entry & f::kOflagCopied) != 0;
   if (type == ClusterType::kNormal && owned) {  // step 1
@@ -232,7 +239,8 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
 //    (a discard without a backing file may simply unallocate).
 Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
   QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
-  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
+                          Classify(slot.entry, slot.l2_table_offset, slot.index));
   const bool has_backing = !header_.backing_file.empty();
   if (slot.l2_table_offset == 0 && !has_backing) return Status::Ok();  // reads as zero already
   const bool allocated = type == ClusterType::kNormal || type == ClusterType::kZeroAlloc ||
@@ -280,13 +288,15 @@ void Push(std::vector<MapExtent>& out, MapExtent e) {
 
 }  // namespace
 
-Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth, std::vector<MapExtent>& out) {
+Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth,
+                              std::vector<MapExtent>& out) {
   const uint64_t cb = cluster_bytes();
   const uint64_t cover = f::L1EntryCoverBytes(header_.cluster_bits);
   for (uint64_t at = start; at < start + length;) {
     const uint64_t gc = at / cb;
     const uint64_t l1_index = at / cover;
-    if (!backing_device_ && (l1_index >= l1_table_.size() || (l1_table_[l1_index] & f::kL1EntryOffsetMask) == 0)) {
+    if (!backing_device_ &&
+        (l1_index >= l1_table_.size() || (l1_table_[l1_index] & f::kL1EntryOffsetMask) == 0)) {
       // No L2 table and no backing file: the whole range it would map is
       // unallocated (one step, so a huge empty disk maps in O(L1 entries)).
       const uint64_t n = std::min(start + length - at, (l1_index + 1) * cover - at);
@@ -296,7 +306,8 @@ Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth, s
     }
     const uint64_t n = std::min(start + length - at, cb - at % cb);
     QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(gc));
-    QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot.entry, slot.l2_table_offset, slot.index));
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
+                            Classify(slot.entry, slot.l2_table_offset, slot.index));
     MapExtent e{at, n, depth, true, false, false, false, false, 0};
     const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + at % cb;
     switch (type) {
@@ -315,10 +326,27 @@ Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth, s
           Push(out, {at, n, depth, false, true, false, false, false, 0});
         }
         break;
-      case ClusterType::kZeroPlain: e.zero = true; Push(out, e); break;
-      case ClusterType::kZeroAlloc: e.zero = true; e.has_offset = true; e.offset = host; Push(out, e); break;
-      case ClusterType::kCompressed: e.data = true; e.compressed = true; Push(out, e); break;
-      case ClusterType::kNormal: e.data = true; e.has_offset = true; e.offset = host; Push(out, e); break;
+      case ClusterType::kZeroPlain:
+        e.zero = true;
+        Push(out, e);
+        break;
+      case ClusterType::kZeroAlloc:
+        e.zero = true;
+        e.has_offset = true;
+        e.offset = host;
+        Push(out, e);
+        break;
+      case ClusterType::kCompressed:
+        e.data = true;
+        e.compressed = true;
+        Push(out, e);
+        break;
+      case ClusterType::kNormal:
+        e.data = true;
+        e.has_offset = true;
+        e.offset = host;
+        Push(out, e);
+        break;
     }
     at += n;
   }
@@ -331,8 +359,9 @@ namespace {
 
 Status CheckRange(uint64_t offset, uint64_t length, uint64_t size) {
   if (offset > size || length > size - offset) {
-    return Status::InvalidArgument("request at " + HexOffset(offset) + " for " + std::to_string(length) +
-                                   " bytes goes past the end of the disk (" + std::to_string(size) + " bytes)");
+    return Status::InvalidArgument(
+        "request at " + HexOffset(offset) + " for " + std::to_string(length) +
+        " bytes goes past the end of the disk (" + std::to_string(size) + " bytes)");
   }
   return Status::Ok();
 }
@@ -377,8 +406,8 @@ Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may
     // cluster; a partial one gets explicit zeroes, as QEMU falls back to.
     const bool whole = at % cb == 0 && (n == cb || at + n == size_bytes());
     if (whole && v3) {
-      QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(at / cb, may_unmap ? Impl::ZeroMode::kUnmap
-                                                                   : Impl::ZeroMode::kKeepAllocation));
+      QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(
+          at / cb, may_unmap ? Impl::ZeroMode::kUnmap : Impl::ZeroMode::kKeepAllocation));
     } else {
       const std::vector<uint8_t> zeroes(n, 0);
       QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, zeroes));

@@ -13,9 +13,15 @@ namespace qcrash {
 Result<std::unique_ptr<FileDevice>> FileDevice::Open(const std::string& path, Mode mode) {
   int flags = O_CLOEXEC;
   switch (mode) {
-    case Mode::kReadOnly: flags |= O_RDONLY; break;
-    case Mode::kReadWrite: flags |= O_RDWR; break;
-    case Mode::kCreate: flags |= O_RDWR | O_CREAT | O_TRUNC; break;
+    case Mode::kReadOnly:
+      flags |= O_RDONLY;
+      break;
+    case Mode::kReadWrite:
+      flags |= O_RDWR;
+      break;
+    case Mode::kCreate:
+      flags |= O_RDWR | O_CREAT | O_TRUNC;
+      break;
   }
   const int fd = ::open(path.c_str(), flags, 0644);
   if (fd < 0) return Status::IoError(path + ": open: " + std::strerror(errno));
@@ -29,8 +35,8 @@ Result<std::unique_ptr<FileDevice>> FileDevice::Open(const std::string& path, Mo
     ::close(fd);
     return Status::InvalidArgument(path + ": is a directory");
   }
-  return std::unique_ptr<FileDevice>(new FileDevice(path, fd, static_cast<uint64_t>(st.st_size),
-                                                    mode != Mode::kReadOnly));
+  return std::unique_ptr<FileDevice>(
+      new FileDevice(path, fd, static_cast<uint64_t>(st.st_size), mode != Mode::kReadOnly));
 }
 
 FileDevice::FileDevice(std::string path, int fd, uint64_t size_bytes, bool writable)
@@ -40,8 +46,8 @@ FileDevice::~FileDevice() { ::close(fd_); }
 
 Status FileDevice::Errno(const char* what, uint64_t offset_bytes) const {
   const int saved = errno;
-  std::string message = path_ + ": " + what + " at " + HexOffset(offset_bytes) + ": " +
-                        std::strerror(saved);
+  std::string message =
+      path_ + ": " + what + " at " + HexOffset(offset_bytes) + ": " + std::strerror(saved);
   if (saved == ENOSPC || saved == EDQUOT) return Status::NoSpace(message);
   return Status::IoError(message);
 }
@@ -53,13 +59,14 @@ Status FileDevice::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
   }
   size_t done = 0;
   while (done < out.size()) {
-    const ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
-                              static_cast<off_t>(offset_bytes + done));
+    const ssize_t n =
+        ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset_bytes + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("pread", offset_bytes + done);
     }
-    if (n == 0) return Status::IoError(path_ + ": file shrank under us at " + HexOffset(offset_bytes + done));
+    if (n == 0)
+      return Status::IoError(path_ + ": file shrank under us at " + HexOffset(offset_bytes + done));
     done += static_cast<size_t>(n);
   }
   return Status::Ok();

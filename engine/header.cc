@@ -35,8 +35,8 @@ Status ValidateFixedFields(const Header& h, uint64_t file_size_bytes) {
                          " entries exceed the 32 MiB L1 limit");
   }
   if (h.l1_size < f::L1EntriesFor(h.size_bytes, h.cluster_bits)) {
-    return Bad(f::kOffL1Size, "l1_size", "L1 table too small for a disk of " +
-                                             std::to_string(h.size_bytes) + " bytes");
+    return Bad(f::kOffL1Size, "l1_size",
+               "L1 table too small for a disk of " + std::to_string(h.size_bytes) + " bytes");
   }
   if (!Aligned(h.l1_table_offset, h) || (h.l1_size > 0 && h.l1_table_offset == 0)) {
     return Bad(f::kOffL1TableOffset, "l1_table_offset",
@@ -77,8 +77,9 @@ Status ValidateV3Fields(const Header& h) {
   }
   if (h.header_length < f::kV3MinHeaderLength || h.header_length % 8 != 0 ||
       h.header_length > h.cluster_bytes()) {
-    return Bad(f::kOffHeaderLength, "header_length",
-               std::to_string(h.header_length) + " must be >= 104, a multiple of 8 and fit cluster 0");
+    return Bad(
+        f::kOffHeaderLength, "header_length",
+        std::to_string(h.header_length) + " must be >= 104, a multiple of 8 and fit cluster 0");
   }
   const uint64_t unknown_incompatible = h.incompatible_features & ~f::kIncompatKnown;
   if (unknown_incompatible != 0) {
@@ -122,8 +123,8 @@ Status DecodeExtensions(std::span<const uint8_t> cluster0, uint32_t start, Heade
       }
       for (uint32_t i = 0; i < length; i += f::kFeatureNameEntryBytes) {
         const char* name = reinterpret_cast<const char*>(&data[i + 2]);
-        h.feature_names.push_back({data[i], data[i + 1],
-                                   std::string(name, strnlen(name, f::kFeatureNameBytes))});
+        h.feature_names.push_back(
+            {data[i], data[i + 1], std::string(name, strnlen(name, f::kFeatureNameBytes))});
       }
     } else if (type == f::kExtBitmaps) {
       if (h.bitmaps) return Bad(offset, "bitmaps extension", "appears twice");
@@ -263,14 +264,15 @@ Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
     StoreBe32(p + f::kOffRefcountOrder, h.refcount_order);
     StoreBe32(p + f::kOffHeaderLength, header_length);
     if (header_length > f::kOffCompressionType) p[f::kOffCompressionType] = h.compression_type;
-    const size_t tail_room = header_length > f::kOffCompressionType + 1
-                                 ? header_length - f::kOffCompressionType - 1 : 0;
+    const size_t tail_room =
+        header_length > f::kOffCompressionType + 1 ? header_length - f::kOffCompressionType - 1 : 0;
     std::copy_n(h.header_tail.begin(), std::min(tail_room, h.header_tail.size()),
                 out.begin() + f::kOffCompressionType + 1);
   }
   if (h.backing_format) {
-    PutExtension(out, f::kExtBackingFormat,
-                 {reinterpret_cast<const uint8_t*>(h.backing_format->data()), h.backing_format->size()});
+    PutExtension(
+        out, f::kExtBackingFormat,
+        {reinterpret_cast<const uint8_t*>(h.backing_format->data()), h.backing_format->size()});
   }
   if (!h.feature_names.empty()) {
     std::vector<uint8_t> table(h.feature_names.size() * f::kFeatureNameEntryBytes, 0);
@@ -319,18 +321,14 @@ Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
 
 std::vector<FeatureName> DefaultFeatureNames() {
   return {
-      {0, 0, "dirty bit"},
-      {0, 1, "corrupt bit"},
-      {0, 2, "external data file"},
-      {0, 3, "compression type"},
-      {0, 4, "extended L2 entries"},
-      {1, 0, "lazy refcounts"},
-      {2, 0, "bitmaps"},
-      {2, 1, "raw external data"},
+      {0, 0, "dirty bit"},        {0, 1, "corrupt bit"},         {0, 2, "external data file"},
+      {0, 3, "compression type"}, {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
+      {2, 0, "bitmaps"},          {2, 1, "raw external data"},
   };
 }
 
-std::string DescribeFeatureBits(uint64_t bits, uint8_t kind, const std::vector<FeatureName>& names) {
+std::string DescribeFeatureBits(uint64_t bits, uint8_t kind,
+                                const std::vector<FeatureName>& names) {
   std::string out;
   for (uint32_t bit = 0; bit < 64; ++bit) {
     if (!(bits & (uint64_t{1} << bit))) continue;

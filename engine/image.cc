@@ -61,16 +61,19 @@ Status Image::Impl::Load() {
   read_only_ = options_.read_only;
   if (header_.incompatible_features & f::kIncompatCorrupt) read_only_ = true;
   QCRASH_RETURN_IF_ERROR(RecoverJournal());  // a dirty journal replays before any table is read
-  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size, cluster_bytes(), "L1 table"));
-  QCRASH_ASSIGN_OR_RETURN(refcount_table_,
-                          ReadTable(io_, header_.refcount_table_offset,
-                                    (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
-                                    cluster_bytes(), "refcount table"));
+  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size,
+                                               cluster_bytes(), "L1 table"));
+  QCRASH_ASSIGN_OR_RETURN(
+      refcount_table_,
+      ReadTable(io_, header_.refcount_table_offset,
+                (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
+                cluster_bytes(), "refcount table"));
   const bool writethrough = rules_.Of(Rule::kEveryWrite) == Mechanism::kFlush;
   l2_cache_ = std::make_unique<MetadataCache>("L2", io_, options_.l2_cache_tables,
                                               static_cast<uint32_t>(cluster_bytes()), writethrough);
-  refcount_cache_ = std::make_unique<MetadataCache>(
-      "refcount", io_, options_.refcount_cache_blocks, static_cast<uint32_t>(cluster_bytes()), writethrough);
+  refcount_cache_ =
+      std::make_unique<MetadataCache>("refcount", io_, options_.refcount_cache_blocks,
+                                      static_cast<uint32_t>(cluster_bytes()), writethrough);
   if (!rules_.cache_dependencies()) {
     l2_cache_->set_ignore_dependencies(true);
     refcount_cache_->set_ignore_dependencies(true);
@@ -99,7 +102,8 @@ Status Image::Impl::OpenBacking() {
   if (header_.backing_file.empty()) return Status::Ok();
   if (!options_.open_backing) return Status::Ok();  // reads of unallocated clusters will fail
   if (options_.max_backing_depth == 0) {
-    return Status::Limit("backing chain deeper than the limit (a loop?) at '" + header_.backing_file + "'");
+    return Status::Limit("backing chain deeper than the limit (a loop?) at '" +
+                         header_.backing_file + "'");
   }
   QCRASH_ASSIGN_OR_RETURN(backing_device_, options_.open_backing(header_.backing_file));
   std::string format_name = header_.backing_format.value_or("");
@@ -119,7 +123,8 @@ Status Image::Impl::OpenBacking() {
   backing_options.read_only = true;
   backing_options.max_backing_depth = options_.max_backing_depth - 1;
   auto opened = Image::Open(*backing_device_, backing_options);
-  if (!opened.ok()) return opened.status().WithContext("backing file '" + header_.backing_file + "'");
+  if (!opened.ok())
+    return opened.status().WithContext("backing file '" + header_.backing_file + "'");
   backing_image_ = std::move(opened).value();
   backing_size_bytes_ = backing_image_->size_bytes();
   return Status::Ok();
@@ -171,7 +176,8 @@ Mechanism Image::Impl::MechanismOf(Rule rule) const {
   const Mechanism m = rules_.Of(rule);
   // Before the journal is attached (the first steps of open) its rules
   // fall back to plain flushes.
-  if ((m == Mechanism::kTransaction || m == Mechanism::kCommit) && journal_ == nullptr) return Mechanism::kFlush;
+  if ((m == Mechanism::kTransaction || m == Mechanism::kCommit) && journal_ == nullptr)
+    return Mechanism::kFlush;
   return m;
 }
 
@@ -224,14 +230,16 @@ Status Image::Impl::GrowL1(uint64_t l1_entries) {
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
   const uint64_t old_offset = header_.l1_table_offset;
-  const uint64_t old_clusters = (uint64_t{header_.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes();
+  const uint64_t old_clusters =
+      (uint64_t{header_.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes();
   header_.l1_table_offset = new_offset;
   header_.l1_size = static_cast<uint32_t>(l1_entries);
   l1_table_.resize(l1_entries, 0);
   QCRASH_RETURN_IF_ERROR(WriteHeader());  // step 4
   // Why: the old L1 is freed next and may be reused at once by writethrough.
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
-  if (old_offset != 0 && old_clusters != 0) return FreeClusters(old_offset, old_clusters);  // step 5
+  if (old_offset != 0 && old_clusters != 0)
+    return FreeClusters(old_offset, old_clusters);  // step 5
   return Status::Ok();
 }
 
@@ -245,7 +253,8 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
     for (uint64_t gc = first; gc < end; ++gc) {
       QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(gc));
       if (slot.entry != 0) {
-        return Status::NotSupported("cannot shrink: guest cluster at " + HexOffset(gc * cluster_bytes()) +
+        return Status::NotSupported("cannot shrink: guest cluster at " +
+                                    HexOffset(gc * cluster_bytes()) +
                                     " past the new end is allocated");
       }
     }
@@ -265,7 +274,8 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
 
 // Allocates every cluster in [from, to) with a normal L2 entry (metadata),
 // reserves the file space (falloc) or writes zeroes into it (full).
-Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes, Preallocation preallocation) {
+Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes,
+                                Preallocation preallocation) {
   const uint64_t cb = cluster_bytes();
   for (uint64_t gc = from_bytes / cb; gc < (to_bytes + cb - 1) / cb; ++gc) {
     QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2ForWrite(gc));
@@ -282,7 +292,8 @@ Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes, Prealloc
       at += n;
     }
   } else if (end_bytes > device_.SizeBytes()) {
-    const ResizeMode mode = preallocation == Preallocation::kMetadata ? ResizeMode::kSparse : ResizeMode::kAllocate;
+    const ResizeMode mode =
+        preallocation == Preallocation::kMetadata ? ResizeMode::kSparse : ResizeMode::kAllocate;
     QCRASH_RETURN_IF_ERROR(device_.Resize(end_bytes, mode));
   }
   return FlushAll();
@@ -329,7 +340,8 @@ Result<std::unique_ptr<Image>> Image::Open(BlockDevice& device, const OpenOption
 namespace {
 
 Status ValidateCreateOptions(const CreateOptions& o) {
-  if (o.version != 2 && o.version != 3) return Status::InvalidArgument("compat must be 0.10 or 1.1");
+  if (o.version != 2 && o.version != 3)
+    return Status::InvalidArgument("compat must be 0.10 or 1.1");
   if (o.cluster_bits < f::kMinClusterBits || o.cluster_bits > f::kMaxClusterBits) {
     return Status::InvalidArgument("cluster size must be a power of two between 512 and 2M");
   }
@@ -337,10 +349,12 @@ Status ValidateCreateOptions(const CreateOptions& o) {
     return Status::InvalidArgument("refcount_bits must be a power of two up to 64");
   }
   if (o.version == 2 && o.refcount_order != f::kV2RefcountOrder) {
-    return Status::InvalidArgument("different refcount widths than 16 bits require compatibility level 1.1 or above");
+    return Status::InvalidArgument(
+        "different refcount widths than 16 bits require compatibility level 1.1 or above");
   }
   if (o.version == 2 && o.lazy_refcounts) {
-    return Status::InvalidArgument("lazy refcounts only supported with compatibility level 1.1 and above");
+    return Status::InvalidArgument(
+        "lazy refcounts only supported with compatibility level 1.1 and above");
   }
   if (o.size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("image size too large");
   if (o.backing_file.size() > f::kMaxBackingFileNameBytes) {

@@ -20,15 +20,15 @@ struct ReplayReport;  // engine/journal.h
 
 // One run of guest clusters with the same state, as `qemu-img map` prints it.
 struct MapExtent {
-  uint64_t start = 0;        // guest offset
-  uint64_t length = 0;       // bytes
-  uint32_t depth = 0;        // 0 = this image, 1 = its backing file, ...
-  bool present = false;      // allocated in this image or a backing file (or zero)
-  bool zero = false;         // reads as zeroes
-  bool data = false;         // backed by host data
+  uint64_t start = 0;    // guest offset
+  uint64_t length = 0;   // bytes
+  uint32_t depth = 0;    // 0 = this image, 1 = its backing file, ...
+  bool present = false;  // allocated in this image or a backing file (or zero)
+  bool zero = false;     // reads as zeroes
+  bool data = false;     // backed by host data
   bool compressed = false;
-  bool has_offset = false;   // offset is meaningful (data in a raw-readable host cluster)
-  uint64_t offset = 0;       // host offset in the file at `depth`
+  bool has_offset = false;  // offset is meaningful (data in a raw-readable host cluster)
+  uint64_t offset = 0;      // host offset in the file at `depth`
 };
 
 class Image {

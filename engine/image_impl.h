@@ -78,7 +78,7 @@ class Image::Impl {
   // the open transaction nears half the ring, so that a run of writes
   // between two guest flushes never outgrows a small journal. Only one
   // operation whose metadata alone exceeds the ring is refused (NoSpace).
-  Status AfterGuestOp();    // FlushAll under the journal policy: one commit
+  Status AfterGuestOp();  // FlushAll under the journal policy: one commit
   Status SetJournalDirtyInPlace(bool dirty);
   JournalOptions EffectiveJournalOptions() const;
 
@@ -114,12 +114,12 @@ class Image::Impl {
   std::unique_ptr<MetadataCache> l2_cache_;
   std::unique_ptr<MetadataCache> refcount_cache_;
 
-  uint64_t free_cluster_hint_ = 0;   // no free cluster below this index (except quarantined ones)
-  uint64_t allocated_end_ = 0;       // one past the highest cluster index the image uses
+  uint64_t free_cluster_hint_ = 0;  // no free cluster below this index (except quarantined ones)
+  uint64_t allocated_end_ = 0;      // one past the highest cluster index the image uses
   // Clusters freed since the last flush: not reused until their unlink and
   // refcount decrease are durable (R5).
   std::set<uint64_t> quarantine_;
-  std::vector<uint64_t> extent_;     // clusters reserved (refcount 1, durable) by the extent policy
+  std::vector<uint64_t> extent_;  // clusters reserved (refcount 1, durable) by the extent policy
 
   std::unique_ptr<Journal> journal_;  // set under the journal policy (or a read-only replay)
   ReplayReport replay_report_;        // what replay on open did (I6)

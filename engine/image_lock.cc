@@ -18,7 +18,8 @@ constexpr unsigned kWrite = 1u << 1;
 constexpr unsigned kWriteUnchanged = 1u << 2;
 constexpr unsigned kResize = 1u << 3;
 constexpr unsigned kAllPerms = kConsistentRead | kWrite | kWriteUnchanged | kResize;
-const char* const kPermNames[kPermCount] = {"consistent read", "write", "write unchanged", "resize"};
+const char* const kPermNames[kPermCount] = {"consistent read", "write", "write unchanged",
+                                            "resize"};
 
 struct flock ByteLock(short type, off_t offset) {
   struct flock lock;
@@ -56,7 +57,8 @@ Status Busy(const std::string& path, bool shared, int bit) {
 }  // namespace
 
 Result<std::unique_ptr<ImageLock>> ImageLock::Acquire(const std::string& path, Access access) {
-  const unsigned perm = access == Access::kWrite ? kConsistentRead | kWrite | kResize : kConsistentRead;
+  const unsigned perm =
+      access == Access::kWrite ? kConsistentRead | kWrite | kResize : kConsistentRead;
   const unsigned shared = kConsistentRead | kWriteUnchanged;  // neither writers nor resizers
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IoError(path + ": " + std::strerror(errno));

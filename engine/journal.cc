@@ -19,12 +19,14 @@ Journal::Journal(CountingIo& io, const j::JournalLocation& location, const Journ
 bool Journal::checksums() const { return (header_.variant & j::kVariantNoChecksum) == 0; }
 
 Result<std::unique_ptr<Journal>> Journal::Format(CountingIo& io, const j::JournalLocation& location,
-                                                 const JournalOptions& options, SetImageDirty set_dirty) {
+                                                 const JournalOptions& options,
+                                                 SetImageDirty set_dirty) {
   std::unique_ptr<Journal> jn(new Journal(io, location, options, std::move(set_dirty)));
   jn->header_.size_bytes = static_cast<uint32_t>(location.size_bytes);
   jn->header_.block_order = options.block_order;
   jn->header_.variant = VariantFlags(options);
-  if (jn->header_.blocks() < j::kMinJournalBlocks) return Status::InvalidArgument("journal too small");
+  if (jn->header_.blocks() < j::kMinJournalBlocks)
+    return Status::InvalidArgument("journal too small");
   // A zeroed ring holds no descriptor: no stale block can ever chain.
   std::vector<uint8_t> zeroes(location.size_bytes, 0);
   QCRASH_RETURN_IF_ERROR(io.device().Write(location.offset_bytes, zeroes));
@@ -35,9 +37,11 @@ Result<std::unique_ptr<Journal>> Journal::Format(CountingIo& io, const j::Journa
 }
 
 Result<std::unique_ptr<Journal>> Journal::Load(CountingIo& io, const j::JournalLocation& location,
-                                               const JournalOptions& options, SetImageDirty set_dirty) {
+                                               const JournalOptions& options,
+                                               SetImageDirty set_dirty) {
   std::unique_ptr<Journal> jn(new Journal(io, location, options, std::move(set_dirty)));
-  std::vector<uint8_t> block(std::min<uint64_t>(location.size_bytes, uint64_t{1} << j::kMaxBlockOrder));
+  std::vector<uint8_t> block(
+      std::min<uint64_t>(location.size_bytes, uint64_t{1} << j::kMaxBlockOrder));
   QCRASH_RETURN_IF_ERROR(io.device().Read(location.offset_bytes, block));
   QCRASH_ASSIGN_OR_RETURN(jn->header_, j::DecodeJournalHeader(block, location.size_bytes));
   jn->next_seq_ = jn->header_.committed_seq + 1;
@@ -101,7 +105,8 @@ Status Journal::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
     for (; it != layer->end() && it->first < end; ++it) {
       const uint64_t from = std::max(offset_bytes, it->first);
       const uint64_t to = std::min(end, it->first + kJournalSectorBytes);
-      std::memcpy(out.data() + (from - offset_bytes), it->second.data() + (from - it->first), to - from);
+      std::memcpy(out.data() + (from - offset_bytes), it->second.data() + (from - it->first),
+                  to - from);
     }
   }
   return Status::Ok();
@@ -110,8 +115,8 @@ Status Journal::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
 Status Journal::Write(uint64_t offset_bytes, std::span<const uint8_t> data) {
   if (data.empty()) return Status::Ok();
   const uint64_t first = offset_bytes / kJournalSectorBytes * kJournalSectorBytes;
-  const uint64_t end = (offset_bytes + data.size() + kJournalSectorBytes - 1) / kJournalSectorBytes *
-                       kJournalSectorBytes;
+  const uint64_t end = (offset_bytes + data.size() + kJournalSectorBytes - 1) /
+                       kJournalSectorBytes * kJournalSectorBytes;
   std::vector<uint8_t> view(end - first);
   QCRASH_RETURN_IF_ERROR(Read(first, view));
   const std::vector<uint8_t> before = view;
@@ -134,7 +139,8 @@ void Journal::OnFree(uint64_t offset_bytes, uint64_t length_bytes, bool revoke) 
   // The open transaction's own bytes for the range are void. Committed
   // ones stay in the overlay until this free commits: a checkpoint before
   // that must still write them, since the committed state still uses them.
-  for (auto it = open_.lower_bound(offset_bytes); it != open_.end() && it->first < end;) it = open_.erase(it);
+  for (auto it = open_.lower_bound(offset_bytes); it != open_.end() && it->first < end;)
+    it = open_.erase(it);
   auto committed = overlay_.lower_bound(offset_bytes);
   const bool unsynced_writes = committed != overlay_.end() && committed->first < end;
   if (unsynced_writes) open_frees_.emplace_back(offset_bytes, end);
@@ -142,7 +148,8 @@ void Journal::OnFree(uint64_t offset_bytes, uint64_t length_bytes, bool revoke) 
   // replay; a later reuse of the range (as guest data) must not be
   // overwritten by them (QCOW2-NOTES §12.9).
   if (unsynced_writes && revoke) {
-    if (!open_revokes_.empty() && open_revokes_.back().offset + open_revokes_.back().length_bytes == offset_bytes) {
+    if (!open_revokes_.empty() &&
+        open_revokes_.back().offset + open_revokes_.back().length_bytes == offset_bytes) {
       open_revokes_.back().length_bytes += static_cast<uint32_t>(length_bytes);
     } else {
       open_revokes_.push_back({static_cast<uint32_t>(length_bytes), offset_bytes});
@@ -185,7 +192,8 @@ Result<std::vector<Journal::Txn>> Journal::BuildGroup() {
     for (const j::Descriptor& d : t.block.descriptors) n += j::DescriptorBytes(d);
     return n;
   };
-  auto room_for = [&](j::DescriptorType type, uint32_t record, uint32_t data_blocks) -> j::Descriptor& {
+  auto room_for = [&](j::DescriptorType type, uint32_t record,
+                      uint32_t data_blocks) -> j::Descriptor& {
     Txn* t = &group.back();
     const bool has = !t->block.descriptors.empty() && t->block.descriptors.back().type == type;
     const uint32_t need = record + (has ? 0 : 4);
@@ -201,7 +209,8 @@ Result<std::vector<Journal::Txn>> Journal::BuildGroup() {
     t->block.nb_data_blocks += data_blocks;
     return t->block.descriptors.back();
   };
-  for (const j::RevokeRange& r : open_revokes_) room_for(j::DescriptorType::kRevoke, 12, 0).revokes.push_back(r);
+  for (const j::RevokeRange& r : open_revokes_)
+    room_for(j::DescriptorType::kRevoke, 12, 0).revokes.push_back(r);
   const uint64_t max_run = std::min<uint64_t>(uint64_t{max_data} * bb, 64 * kJournalSectorBytes);
   for (auto it = open_.begin(); it != open_.end();) {
     std::vector<uint8_t> run;
@@ -214,7 +223,8 @@ Result<std::vector<Journal::Txn>> Journal::BuildGroup() {
     j::Descriptor& d = room_for(j::DescriptorType::kWrite, 16, blocks);
     Txn& t = group.back();
     // Relative to the descriptor until WriteTxn knows the absolute position.
-    d.writes.push_back({static_cast<uint32_t>(run.size()), start, static_cast<uint32_t>(t.data.size() / bb) + 1});
+    d.writes.push_back(
+        {static_cast<uint32_t>(run.size()), start, static_cast<uint32_t>(t.data.size() / bb) + 1});
     run.resize(uint64_t{blocks} * bb, 0);
     t.data.insert(t.data.end(), run.begin(), run.end());
   }
@@ -267,8 +277,9 @@ Status Journal::EnsureSpace(uint32_t blocks_needed) {
   // Only one operation's own metadata can get here (AfterGuestOp commits a
   // run of them early): the ring is too small for it.
   return Status::NoSpace("journal transaction of " + std::to_string(blocks_needed) +
-                         " blocks does not fit in the ring (" + std::to_string(free_blocks()) + " of " +
-                         std::to_string(ring_end() - 1) + " blocks free); use a larger journal");
+                         " blocks does not fit in the ring (" + std::to_string(free_blocks()) +
+                         " of " + std::to_string(ring_end() - 1) +
+                         " blocks free); use a larger journal");
 }
 
 uint32_t Journal::BlocksFor(const std::vector<Txn>& group) const {
@@ -329,7 +340,8 @@ Status Journal::Commit() {
     QCRASH_RETURN_IF_ERROR(WriteTxn(t));
     written.push_back(std::move(t));
   }
-  if (blank) QCRASH_RETURN_IF_ERROR(WriteBlocks(head_, std::vector<uint8_t>(header_.block_bytes(), 0)));
+  if (blank)
+    QCRASH_RETURN_IF_ERROR(WriteBlocks(head_, std::vector<uint8_t>(header_.block_bytes(), 0)));
   if (!image_dirty_) QCRASH_RETURN_IF_ERROR(set_image_dirty_(true));
   image_dirty_ = true;
   // Step 4. Why: the transaction blocks, the terminator, the dirty bit and
@@ -337,8 +349,9 @@ Status Journal::Commit() {
   // the commit record can name them.
   QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kGuestFlush));
   QCRASH_RETURN_IF_ERROR(CommitRecord(written));  // step 5
-  for (const auto& [from, to] : open_frees_) {  // the frees are committed: forget those bytes
-    for (auto it = overlay_.lower_bound(from); it != overlay_.end() && it->first < to;) it = overlay_.erase(it);
+  for (const auto& [from, to] : open_frees_) {    // the frees are committed: forget those bytes
+    for (auto it = overlay_.lower_bound(from); it != overlay_.end() && it->first < to;)
+      it = overlay_.erase(it);
   }
   for (auto& [sector, bytes] : open_) overlay_[sector] = std::move(bytes);
   open_.clear();
@@ -363,7 +376,8 @@ Status Journal::CommitRecord(std::vector<Txn>& group) {
   // takes only flagged descriptors, so every member of the group needs it.
   for (Txn& t : group) {
     t.block.flags |= j::kDescriptorFlagCommitted;
-    QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, j::EncodeDescriptorBlock(t.block, header_.block_bytes()));
+    QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
+                            j::EncodeDescriptorBlock(t.block, header_.block_bytes()));
     if (checksums()) {
       j::Checksum sum((header_.variant & j::kVariantByteSum) != 0);
       sum.Update(bytes, j::kDescriptorChecksumOffset);
@@ -374,7 +388,8 @@ Status Journal::CommitRecord(std::vector<Txn>& group) {
     }
     ++io_.stats().metadata_writes;
     // The flag and the checksum share the first sector: one atomic FUA write.
-    QCRASH_RETURN_IF_ERROR(io_.device().WriteFua(BlockOffset(t.index), std::span(bytes).first(kJournalSectorBytes)));
+    QCRASH_RETURN_IF_ERROR(
+        io_.device().WriteFua(BlockOffset(t.index), std::span(bytes).first(kJournalSectorBytes)));
   }
   return Status::Ok();
 }
@@ -418,7 +433,8 @@ Status Journal::Checkpoint(bool clear_dirty) {
   QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kJournalProtocol));
   header_.synced_index = last_committed_index_;  // step 3
   header_.synced_seq = header_.committed_seq = next_seq_ - 1;
-  if ((header_.variant & j::kVariantScanOnly) == 0) QCRASH_RETURN_IF_ERROR(WriteHeaderSector(false));
+  if ((header_.variant & j::kVariantScanOnly) == 0)
+    QCRASH_RETURN_IF_ERROR(WriteHeaderSector(false));
   if (clear_dirty) QCRASH_RETURN_IF_ERROR(set_image_dirty_(false));
   image_dirty_ = image_dirty_ && !clear_dirty;
   // Step 4. Why: the ring space is reused (and a closed image is clean)

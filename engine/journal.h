@@ -35,10 +35,10 @@ struct ReplayedWrite {
   uint64_t length_bytes = 0;
 };
 struct ReplayReport {
-  bool replayed = false;           // the journal was dirty and replay ran
-  uint32_t transactions = 0;       // committed transactions applied (padding included)
-  uint32_t dedup_records = 0;      // opaque dedup descriptors seen (no effect on the image)
-  uint64_t revoked_bytes = 0;      // bytes of earlier writes skipped because a later txn revoked them
+  bool replayed = false;       // the journal was dirty and replay ran
+  uint32_t transactions = 0;   // committed transactions applied (padding included)
+  uint32_t dedup_records = 0;  // opaque dedup descriptors seen (no effect on the image)
+  uint64_t revoked_bytes = 0;  // bytes of earlier writes skipped because a later txn revoked them
   std::vector<ReplayedWrite> writes;   // every range replay wrote (writes and copy targets)
   std::vector<ReplayedWrite> revokes;  // every revoke of the applied transactions, with its seq
 };
@@ -50,11 +50,15 @@ using SetImageDirty = std::function<Status(bool dirty)>;
 class Journal final : public MetadataSink {
  public:
   // Writes a fresh journal into `location` (header, zeroed ring) and flushes.
-  static Result<std::unique_ptr<Journal>> Format(CountingIo& io, const journal::JournalLocation& location,
-                                                 const JournalOptions& options, SetImageDirty set_dirty);
+  static Result<std::unique_ptr<Journal>> Format(CountingIo& io,
+                                                 const journal::JournalLocation& location,
+                                                 const JournalOptions& options,
+                                                 SetImageDirty set_dirty);
   // Reads the journal header. Variant flags come from the disk, not options.
-  static Result<std::unique_ptr<Journal>> Load(CountingIo& io, const journal::JournalLocation& location,
-                                               const JournalOptions& options, SetImageDirty set_dirty);
+  static Result<std::unique_ptr<Journal>> Load(CountingIo& io,
+                                               const journal::JournalLocation& location,
+                                               const JournalOptions& options,
+                                               SetImageDirty set_dirty);
 
   // Replays committed transactions. apply: write them in place, flush, then
   // reset the ring and clear the dirty bit. !apply (read-only open): load
@@ -86,7 +90,7 @@ class Journal final : public MetadataSink {
   uint32_t free_blocks() const;
   const journal::JournalHeader& header() const { return header_; }
 
- struct Txn;  // one on-disk transaction, built or read (journal_internal.h)
+  struct Txn;  // one on-disk transaction, built or read (journal_internal.h)
 
  private:
   Journal(CountingIo& io, const journal::JournalLocation& location, const JournalOptions& options,
@@ -121,8 +125,8 @@ class Journal final : public MetadataSink {
   std::vector<journal::RevokeRange> open_revokes_;
   std::vector<std::pair<uint64_t, uint64_t>> open_frees_;  // [from, to) freed with committed bytes
   uint32_t next_seq_ = 1;
-  uint32_t head_ = 1;        // where the next descriptor goes
-  uint32_t tail_ = 0;        // descriptor that must be kept (the last synced), 0 = none
+  uint32_t head_ = 1;  // where the next descriptor goes
+  uint32_t tail_ = 0;  // descriptor that must be kept (the last synced), 0 = none
   uint32_t last_committed_index_ = 0;
   bool unsynced_ = false;     // committed transactions not yet synced
   bool image_dirty_ = false;  // the journal-dirty bit is set in place

@@ -54,7 +54,8 @@ void MarkJournal(CheckContext& ctx) {
   if (other != ClusterUse::kNone) {
     const std::string what = std::string("the journal overlaps the ") + ClusterUseName(other);
     if (!ctx.fix_all()) {
-      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, location->offset_bytes, "journal", what);
+      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, location->offset_bytes, "journal",
+                 what);
     } else {
       // The engine allocates the journal area for itself (refcount 1), so an
       // area over header-positioned metadata is not a journal: replaying it
@@ -63,9 +64,10 @@ void MarkJournal(CheckContext& ctx) {
       // journal-dirty bit goes with it, since the engine refuses an image that
       // is dirty without a valid journal.
       const bool dirty = (ctx.header.incompatible_features & f::kIncompatJournalDirty) != 0;
-      ctx.Report(FindingKind::kOverlap, Severity::kCorruption, true, location->offset_bytes, "journal",
-                 "Repairing: " + what + "; discarding the journal (journal-valid bit cleared" +
-                     (dirty ? ", journal-dirty bit cleared: its transactions are not replayed)" : ")"));
+      ctx.Report(
+          FindingKind::kOverlap, Severity::kCorruption, true, location->offset_bytes, "journal",
+          "Repairing: " + what + "; discarding the journal (journal-valid bit cleared" +
+              (dirty ? ", journal-dirty bit cleared: its transactions are not replayed)" : ")"));
       ctx.discard_journal = true;
       ctx.header.autoclear_features &= ~f::kAutoclearJournalValid;
       ctx.header.incompatible_features &= ~f::kIncompatJournalDirty;

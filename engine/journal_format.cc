@@ -33,16 +33,18 @@ Result<JournalLocation> DecodeLocation(std::span<const uint8_t> payload, uint32_
   JournalLocation l{LoadBe64(&payload[0]), LoadBe64(&payload[8])};
   const uint64_t cluster_mask = (uint64_t{1} << cluster_bits) - 1;
   if (l.offset_bytes == 0 || (l.offset_bytes & cluster_mask) != 0) {
-    return Status::Corruption("journal header extension: journal_offset " + HexOffset(l.offset_bytes) +
-                              " is zero or not cluster aligned");
+    return Status::Corruption("journal header extension: journal_offset " +
+                              HexOffset(l.offset_bytes) + " is zero or not cluster aligned");
   }
-  if (l.size_bytes < (uint64_t{kMinJournalBlocks} << kMinBlockOrder) || l.size_bytes > kMaxJournalBytes) {
-    return Status::Corruption("journal header extension: journal_size " + std::to_string(l.size_bytes) +
-                              " is out of range");
+  if (l.size_bytes < (uint64_t{kMinJournalBlocks} << kMinBlockOrder) ||
+      l.size_bytes > kMaxJournalBytes) {
+    return Status::Corruption("journal header extension: journal_size " +
+                              std::to_string(l.size_bytes) + " is out of range");
   }
   if (l.offset_bytes > file_size_bytes || l.size_bytes > file_size_bytes - l.offset_bytes) {
     return Status::Corruption("journal header extension: journal at " + HexOffset(l.offset_bytes) +
-                              " (" + std::to_string(l.size_bytes) + " bytes) lies past the end of the file");
+                              " (" + std::to_string(l.size_bytes) +
+                              " bytes) lies past the end of the file");
   }
   return l;
 }
@@ -94,9 +96,11 @@ Result<JournalHeader> DecodeJournalHeader(std::span<const uint8_t> block, uint64
   if (h.block_order < kMinBlockOrder || h.block_order > kMaxBlockOrder) {
     return Bad(12, "header block order", std::to_string(h.block_order) + " is outside 9..16");
   }
-  if (h.size_bytes != region_bytes || h.size_bytes % h.block_bytes() != 0 || h.blocks() < kMinJournalBlocks) {
-    return Bad(8, "header size", std::to_string(h.size_bytes) + " does not match the extension's " +
-                                     std::to_string(region_bytes) + " or the block size");
+  if (h.size_bytes != region_bytes || h.size_bytes % h.block_bytes() != 0 ||
+      h.blocks() < kMinJournalBlocks) {
+    return Bad(8, "header size",
+               std::to_string(h.size_bytes) + " does not match the extension's " +
+                   std::to_string(region_bytes) + " or the block size");
   }
   if (block.size() < h.block_bytes()) return Bad(0, "header", "block shorter than the block size");
   if ((h.variant & ~kVariantKnown) != 0) return Bad(32, "header variant", "unknown flags");
@@ -113,11 +117,16 @@ Result<JournalHeader> DecodeJournalHeader(std::span<const uint8_t> block, uint64
 
 uint32_t DescriptorBytes(const Descriptor& d) {
   switch (d.type) {
-    case DescriptorType::kWrite: return 4 + 16 * static_cast<uint32_t>(d.writes.size());
-    case DescriptorType::kCopy: return 4 + 20 * static_cast<uint32_t>(d.copies.size());
-    case DescriptorType::kRevoke: return 4 + 12 * static_cast<uint32_t>(d.revokes.size());
-    case DescriptorType::kEscape: return 4 + 4 * static_cast<uint32_t>(d.escapes.size());
-    default: return 4 + static_cast<uint32_t>(d.opaque.size());
+    case DescriptorType::kWrite:
+      return 4 + 16 * static_cast<uint32_t>(d.writes.size());
+    case DescriptorType::kCopy:
+      return 4 + 20 * static_cast<uint32_t>(d.copies.size());
+    case DescriptorType::kRevoke:
+      return 4 + 12 * static_cast<uint32_t>(d.revokes.size());
+    case DescriptorType::kEscape:
+      return 4 + 4 * static_cast<uint32_t>(d.escapes.size());
+    default:
+      return 4 + static_cast<uint32_t>(d.opaque.size());
   }
 }
 
@@ -134,11 +143,13 @@ Result<std::vector<uint8_t>> EncodeDescriptorBlock(const DescriptorBlock& b, uin
     StoreBe16(p + 2, static_cast<uint16_t>(size));
     p += 4;
     for (const WriteChunk& w : d.writes) {
-      StoreBe32(p, w.length_bytes), StoreBe64(p + 4, w.target_offset), StoreBe32(p + 12, w.data_block_index);
+      StoreBe32(p, w.length_bytes), StoreBe64(p + 4, w.target_offset),
+          StoreBe32(p + 12, w.data_block_index);
       p += 16;
     }
     for (const CopyChunk& c : d.copies) {
-      StoreBe32(p, c.length_bytes), StoreBe64(p + 4, c.target_offset), StoreBe64(p + 12, c.source_offset);
+      StoreBe32(p, c.length_bytes), StoreBe64(p + 4, c.target_offset),
+          StoreBe64(p + 12, c.source_offset);
       p += 20;
     }
     for (const RevokeRange& r : d.revokes) {
@@ -168,10 +179,11 @@ bool HasDescriptorMagic(std::span<const uint8_t> block) {
 namespace {
 
 // Parses one descriptor's records; `p` points past the common part.
-Status DecodeRecords(Descriptor& d, const uint8_t* p, uint32_t payload, uint32_t record, uint64_t at,
-                     uint32_t block_index, uint32_t nb_data, uint32_t block_bytes) {
+Status DecodeRecords(Descriptor& d, const uint8_t* p, uint32_t payload, uint32_t record,
+                     uint64_t at, uint32_t block_index, uint32_t nb_data, uint32_t block_bytes) {
   if (payload % record != 0) {
-    return Bad(at, "descriptor size", std::to_string(payload + 4) + " is not 4 + " + std::to_string(record) + "n");
+    return Bad(at, "descriptor size",
+               std::to_string(payload + 4) + " is not 4 + " + std::to_string(record) + "n");
   }
   for (uint32_t i = 0; i < payload / record; ++i, p += record) {
     if (d.type == DescriptorType::kWrite) {
@@ -189,13 +201,16 @@ Status DecodeRecords(Descriptor& d, const uint8_t* p, uint32_t payload, uint32_t
       CopyChunk c{LoadBe32(p), LoadBe64(p + 4), LoadBe64(p + 12)};
       const bool overlap = c.target_offset < c.source_offset + c.length_bytes &&
                            c.source_offset < c.target_offset + c.length_bytes;
-      if (overlap || c.target_offset > (uint64_t{1} << 56) || c.source_offset > (uint64_t{1} << 56)) {
-        return Bad(at + 4 + i * record, "copy chunk", "source and target overlap or are out of range");
+      if (overlap || c.target_offset > (uint64_t{1} << 56) ||
+          c.source_offset > (uint64_t{1} << 56)) {
+        return Bad(at + 4 + i * record, "copy chunk",
+                   "source and target overlap or are out of range");
       }
       d.copies.push_back(c);
     } else if (d.type == DescriptorType::kRevoke) {
       RevokeRange r{LoadBe32(p), LoadBe64(p + 4)};
-      if (r.offset > (uint64_t{1} << 56)) return Bad(at + 4 + i * record, "revoke", "offset out of range");
+      if (r.offset > (uint64_t{1} << 56))
+        return Bad(at + 4 + i * record, "revoke", "offset out of range");
       d.revokes.push_back(r);
     } else {
       const uint32_t e = LoadBe32(p);
@@ -212,7 +227,8 @@ Status DecodeRecords(Descriptor& d, const uint8_t* p, uint32_t payload, uint32_t
 
 Result<DescriptorBlock> DecodeDescriptorBlock(std::span<const uint8_t> block, uint32_t block_index,
                                               uint64_t at) {
-  if (block.size() < 512 || !HasDescriptorMagic(block)) return Bad(at, "descriptor magic", "not \"qjbk\"");
+  if (block.size() < 512 || !HasDescriptorMagic(block))
+    return Bad(at, "descriptor magic", "not \"qjbk\"");
   const uint32_t block_bytes = static_cast<uint32_t>(block.size());
   DescriptorBlock b;
   b.checksum = LoadBe32(&block[4]);
@@ -222,7 +238,8 @@ Result<DescriptorBlock> DecodeDescriptorBlock(std::span<const uint8_t> block, ui
   b.nb_data_blocks = LoadBe32(&block[20]);
   b.flags = LoadBe32(&block[24]);
   if (start < kDescriptorStart || start > block_bytes || bytes > block_bytes - start) {
-    return Bad(at + 12, "descriptor start/bytes", std::to_string(start) + "/" + std::to_string(bytes));
+    return Bad(at + 12, "descriptor start/bytes",
+               std::to_string(start) + "/" + std::to_string(bytes));
   }
   if (b.nb_data_blocks > kMaxJournalBytes / 512) return Bad(at + 20, "nb_data_blocks", "too large");
   for (uint32_t off = start; off < start + bytes;) {
@@ -231,22 +248,27 @@ Result<DescriptorBlock> DecodeDescriptorBlock(std::span<const uint8_t> block, ui
     d.type = static_cast<DescriptorType>(LoadBe16(&block[off]));
     const uint32_t size = LoadBe16(&block[off + 2]);
     if (size < 4 || size > start + bytes - off) {
-      return Bad(at + off, "descriptor size", std::to_string(size) + " is below 4 or past the descriptors");
+      return Bad(at + off, "descriptor size",
+                 std::to_string(size) + " is below 4 or past the descriptors");
     }
     const uint8_t* p = &block[off + 4];
     const uint32_t payload = size - 4;
     switch (d.type) {
       case DescriptorType::kWrite:
-        QCRASH_RETURN_IF_ERROR(DecodeRecords(d, p, payload, 16, at + off, block_index, b.nb_data_blocks, block_bytes));
+        QCRASH_RETURN_IF_ERROR(
+            DecodeRecords(d, p, payload, 16, at + off, block_index, b.nb_data_blocks, block_bytes));
         break;
       case DescriptorType::kCopy:
-        QCRASH_RETURN_IF_ERROR(DecodeRecords(d, p, payload, 20, at + off, block_index, b.nb_data_blocks, block_bytes));
+        QCRASH_RETURN_IF_ERROR(
+            DecodeRecords(d, p, payload, 20, at + off, block_index, b.nb_data_blocks, block_bytes));
         break;
       case DescriptorType::kRevoke:
-        QCRASH_RETURN_IF_ERROR(DecodeRecords(d, p, payload, 12, at + off, block_index, b.nb_data_blocks, block_bytes));
+        QCRASH_RETURN_IF_ERROR(
+            DecodeRecords(d, p, payload, 12, at + off, block_index, b.nb_data_blocks, block_bytes));
         break;
       case DescriptorType::kEscape:
-        QCRASH_RETURN_IF_ERROR(DecodeRecords(d, p, payload, 4, at + off, block_index, b.nb_data_blocks, block_bytes));
+        QCRASH_RETURN_IF_ERROR(
+            DecodeRecords(d, p, payload, 4, at + off, block_index, b.nb_data_blocks, block_bytes));
         break;
       case DescriptorType::kNoop:
       case DescriptorType::kDedupInsert:
@@ -254,7 +276,8 @@ Result<DescriptorBlock> DecodeDescriptorBlock(std::span<const uint8_t> block, ui
         d.opaque.assign(p, p + payload);
         break;
       default:
-        return Bad(at + off, "descriptor type", std::to_string(static_cast<uint16_t>(d.type)) + " is unknown");
+        return Bad(at + off, "descriptor type",
+                   std::to_string(static_cast<uint16_t>(d.type)) + " is unknown");
     }
     b.descriptors.push_back(std::move(d));
     off += size;

@@ -48,11 +48,15 @@ inline constexpr uint32_t kMaxJournalBytes = uint32_t{1} << 30;
 inline constexpr uint32_t kMinJournalBlocks = 4;
 
 // Variant flags: the spec variants of the draft's open questions (docs/journal-variants.md).
-inline constexpr uint32_t kVariantCommitFlag = 1u << 0;    // commit flag in the descriptor (not the header)
-inline constexpr uint32_t kVariantScanOnly = 1u << 1;      // recovery scans the ring; no header bookkeeping
-inline constexpr uint32_t kVariantEscape = 1u << 2;        // escape "qjbk" in data blocks, no blank terminator
-inline constexpr uint32_t kVariantNoChecksum = 1u << 3;    // entries carry no checksums
-inline constexpr uint32_t kVariantByteSum = 1u << 4;       // draft's ones'-complement byte sum (else CRC32)
+inline constexpr uint32_t kVariantCommitFlag =
+    1u << 0;  // commit flag in the descriptor (not the header)
+inline constexpr uint32_t kVariantScanOnly =
+    1u << 1;  // recovery scans the ring; no header bookkeeping
+inline constexpr uint32_t kVariantEscape =
+    1u << 2;  // escape "qjbk" in data blocks, no blank terminator
+inline constexpr uint32_t kVariantNoChecksum = 1u << 3;  // entries carry no checksums
+inline constexpr uint32_t kVariantByteSum = 1u
+                                            << 4;  // draft's ones'-complement byte sum (else CRC32)
 inline constexpr uint32_t kVariantKnown = 0x1F;
 
 struct JournalHeader {
@@ -129,11 +133,11 @@ struct RevokeRange {
 };
 struct Descriptor {
   DescriptorType type = DescriptorType::kNoop;
-  std::vector<WriteChunk> writes;   // kWrite
-  std::vector<CopyChunk> copies;    // kCopy
-  std::vector<RevokeRange> revokes; // kRevoke
-  std::vector<uint32_t> escapes;    // kEscape
-  std::vector<uint8_t> opaque;      // kNoop, kDedup*: payload after the 4-byte common part
+  std::vector<WriteChunk> writes;    // kWrite
+  std::vector<CopyChunk> copies;     // kCopy
+  std::vector<RevokeRange> revokes;  // kRevoke
+  std::vector<uint32_t> escapes;     // kEscape
+  std::vector<uint8_t> opaque;       // kNoop, kDedup*: payload after the 4-byte common part
   bool operator==(const Descriptor&) const = default;
 };
 
@@ -150,7 +154,8 @@ struct DescriptorBlock {
 uint32_t DescriptorBytes(const Descriptor& descriptor);
 // Encodes into one block (checksum field zero: the caller fills it in, since
 // it also covers the data blocks). Fails when the descriptors do not fit.
-Result<std::vector<uint8_t>> EncodeDescriptorBlock(const DescriptorBlock& block, uint32_t block_bytes);
+Result<std::vector<uint8_t>> EncodeDescriptorBlock(const DescriptorBlock& block,
+                                                   uint32_t block_bytes);
 // Decodes a block that starts with the descriptor magic; `at` names its host
 // offset in errors. `block_index` is its journal index: write chunks must lie
 // inside its data blocks (block_index + 1 .. block_index + nb_data_blocks).

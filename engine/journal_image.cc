@@ -37,7 +37,8 @@ Status Image::Impl::SetJournalDirtyInPlace(bool dirty) {
   uint8_t sector[512];
   QCRASH_RETURN_IF_ERROR(device_.Read(0, sector));
   uint64_t incompatible = LoadBe64(&sector[f::kOffIncompatibleFeatures]);
-  incompatible = dirty ? (incompatible | f::kIncompatJournalDirty) : (incompatible & ~f::kIncompatJournalDirty);
+  incompatible = dirty ? (incompatible | f::kIncompatJournalDirty)
+                       : (incompatible & ~f::kIncompatJournalDirty);
   StoreBe64(&sector[f::kOffIncompatibleFeatures], incompatible);
   ++stats_.metadata_writes;
   QCRASH_RETURN_IF_ERROR(device_.Write(0, sector));
@@ -93,7 +94,8 @@ Status Image::Impl::RecoverJournal() {
 //  3. add the header extension, set the journal-valid bit, write, flush.
 Status Image::Impl::CreateJournal() {
   const JournalOptions o = EffectiveJournalOptions();
-  const uint64_t clusters = std::max<uint64_t>(1, (o.size_bytes + cluster_bytes() - 1) / cluster_bytes());
+  const uint64_t clusters =
+      std::max<uint64_t>(1, (o.size_bytes + cluster_bytes() - 1) / cluster_bytes());
   QCRASH_ASSIGN_OR_RETURN(const uint64_t offset, AllocateClusters(clusters));  // step 1
   const j::JournalLocation location{offset, clusters * cluster_bytes()};
   // Step 2. Why: the extension must never name clusters whose refcount or
@@ -116,12 +118,14 @@ Status Image::Impl::CreateJournal() {
 // touch it, create a new one.
 Status Image::Impl::AttachJournal() {
   if (read_only_ || !rules_.journal()) return Status::Ok();
-  if (header_.version < 3) return Status::InvalidArgument("the journal policy needs a compat=1.1 (v3) image");
+  if (header_.version < 3)
+    return Status::InvalidArgument("the journal policy needs a compat=1.1 (v3) image");
   const HeaderExtension* ext = FindJournalExtension(header_);
   const bool valid = (header_.autoclear_features & f::kAutoclearJournalValid) != 0;
   if (ext != nullptr && valid) {
-    QCRASH_ASSIGN_OR_RETURN(const j::JournalLocation location,
-                            j::DecodeLocation(ext->data, header_.cluster_bits, device_.SizeBytes()));
+    QCRASH_ASSIGN_OR_RETURN(
+        const j::JournalLocation location,
+        j::DecodeLocation(ext->data, header_.cluster_bits, device_.SizeBytes()));
     auto set_dirty = [this](bool d) { return SetJournalDirtyInPlace(d); };
     auto loaded = Journal::Load(io_, location, EffectiveJournalOptions(), set_dirty);
     if (loaded.ok()) {
@@ -129,11 +133,13 @@ Status Image::Impl::AttachJournal() {
       if (!replay_report_.replayed) QCRASH_RETURN_IF_ERROR(journal_->Reinit());
     } else {
       // A clean journal whose header is unreadable: ours (valid bit), so format it again.
-      QCRASH_ASSIGN_OR_RETURN(journal_, Journal::Format(io_, location, EffectiveJournalOptions(), set_dirty));
+      QCRASH_ASSIGN_OR_RETURN(journal_,
+                              Journal::Format(io_, location, EffectiveJournalOptions(), set_dirty));
     }
   } else {
     if (ext != nullptr) {
-      std::erase_if(header_.unknown_extensions, [](const HeaderExtension& e) { return e.type == j::kExtJournal; });
+      std::erase_if(header_.unknown_extensions,
+                    [](const HeaderExtension& e) { return e.type == j::kExtJournal; });
     }
     QCRASH_RETURN_IF_ERROR(CreateJournal());
   }
@@ -157,11 +163,13 @@ Status Image::Impl::FlushJournal() {
 
 Status Image::Impl::AfterGuestOp() {
   if (!journal_) return Status::Ok();
-  const uint64_t half_ring_bytes = uint64_t{journal_->capacity_blocks() / 2} << journal_->header().block_order;
+  const uint64_t half_ring_bytes = uint64_t{journal_->capacity_blocks() / 2}
+                                   << journal_->header().block_order;
   // An upper bound first (a dirty table journals at most all its sectors),
   // so a large ring costs nothing per operation.
-  const uint64_t bound = journal_->open_bytes() +
-                         (l2_cache_->dirty_count() + refcount_cache_->dirty_count()) * cluster_bytes();
+  const uint64_t bound =
+      journal_->open_bytes() +
+      (l2_cache_->dirty_count() + refcount_cache_->dirty_count()) * cluster_bytes();
   if (bound <= half_ring_bytes / 2) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
   QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());

@@ -11,9 +11,9 @@ namespace qcrash::engine {
 
 // One on-disk transaction: its descriptor block and its data blocks.
 struct Journal::Txn {
-  uint32_t index = 0;                // journal block index of the descriptor
+  uint32_t index = 0;  // journal block index of the descriptor
   journal::DescriptorBlock block;
-  std::vector<uint8_t> data;         // nb_data_blocks blocks (escapes restored when read)
+  std::vector<uint8_t> data;  // nb_data_blocks blocks (escapes restored when read)
   uint32_t blocks() const { return 1 + block.nb_data_blocks; }
 };
 

@@ -61,11 +61,12 @@ Result<std::vector<Journal::Txn>> Journal::CollectChain() {
   uint32_t expect = header_.synced_seq + 1;
   if (header_.synced_index != 0) {
     Txn synced;
-    QCRASH_ASSIGN_OR_RETURN(const bool ok, ReadTxnAt(header_.synced_index, header_.synced_seq, true, synced));
+    QCRASH_ASSIGN_OR_RETURN(const bool ok,
+                            ReadTxnAt(header_.synced_index, header_.synced_seq, true, synced));
     if (!ok) {
-      return Status::Corruption("journal at " + HexOffset(location_.offset_bytes) + ": synced descriptor " +
-                                std::to_string(header_.synced_index) + " does not carry synced_seq " +
-                                std::to_string(header_.synced_seq));
+      return Status::Corruption("journal at " + HexOffset(location_.offset_bytes) +
+                                ": synced descriptor " + std::to_string(header_.synced_index) +
+                                " does not carry synced_seq " + std::to_string(header_.synced_seq));
     }
     pos = header_.synced_index + synced.blocks();
     if (pos >= ring_end()) pos = 1;
@@ -82,9 +83,9 @@ Result<std::vector<Journal::Txn>> Journal::CollectChain() {
     txns.push_back(std::move(t));
   }
   if (!flag && SeqAfter(header_.committed_seq, expect - 1)) {
-    return Status::Corruption("journal at " + HexOffset(location_.offset_bytes) + ": the transaction chain ends at seq " +
-                              std::to_string(expect - 1) + " before committed_seq " +
-                              std::to_string(header_.committed_seq));
+    return Status::Corruption("journal at " + HexOffset(location_.offset_bytes) +
+                              ": the transaction chain ends at seq " + std::to_string(expect - 1) +
+                              " before committed_seq " + std::to_string(header_.committed_seq));
   }
   DropIncompleteGroup(txns);
   return txns;
@@ -103,7 +104,8 @@ Result<std::vector<Journal::Txn>> Journal::CollectScan() {
     Txn t;
     QCRASH_ASSIGN_OR_RETURN(const bool ok, ReadTxnAt(index, 0, false, t));
     if (!ok) continue;
-    if ((header_.variant & j::kVariantCommitFlag) && !(t.block.flags & j::kDescriptorFlagCommitted)) continue;
+    if ((header_.variant & j::kVariantCommitFlag) && !(t.block.flags & j::kDescriptorFlagCommitted))
+      continue;
     by_seq.emplace(t.block.seq, std::move(t));
   }
   std::vector<Txn> txns;
@@ -163,11 +165,13 @@ struct Revoke {
 };
 
 // The parts of [offset, offset + length) that no revoke after `seq` covers.
-std::vector<std::pair<uint64_t, uint64_t>> Unrevoked(const std::vector<Revoke>& revokes, uint32_t seq,
-                                                     uint64_t offset, uint64_t length) {
+std::vector<std::pair<uint64_t, uint64_t>> Unrevoked(const std::vector<Revoke>& revokes,
+                                                     uint32_t seq, uint64_t offset,
+                                                     uint64_t length) {
   std::vector<std::pair<uint64_t, uint64_t>> cuts;
   for (const Revoke& r : revokes) {
-    if (SeqAfter(r.seq, seq) && r.offset < offset + length && offset < r.end) cuts.emplace_back(r.offset, r.end);
+    if (SeqAfter(r.seq, seq) && r.offset < offset + length && offset < r.end)
+      cuts.emplace_back(r.offset, r.end);
   }
   std::sort(cuts.begin(), cuts.end());
   std::vector<std::pair<uint64_t, uint64_t>> pieces;
@@ -202,7 +206,8 @@ Status Journal::ApplyTxns(const std::vector<Txn>& txns, bool apply, ReplayReport
       for (const j::WriteChunk& w : d.writes) {
         const uint64_t data_at = uint64_t{w.data_block_index - t.index - 1} * bb;
         uint64_t kept = 0;
-        for (const auto& [from, to] : Unrevoked(revokes, t.block.seq, w.target_offset, w.length_bytes)) {
+        for (const auto& [from, to] :
+             Unrevoked(revokes, t.block.seq, w.target_offset, w.length_bytes)) {
           std::span<const uint8_t> bytes(&t.data[data_at + (from - w.target_offset)], to - from);
           QCRASH_RETURN_IF_ERROR(WriteInPlace(from, bytes, apply));
           report.writes.push_back({t.block.seq, from, to - from});
@@ -213,8 +218,10 @@ Status Journal::ApplyTxns(const std::vector<Txn>& txns, bool apply, ReplayReport
       for (const j::CopyChunk& c : d.copies) {
         std::vector<uint8_t> source(c.length_bytes);
         QCRASH_RETURN_IF_ERROR(Read(c.source_offset, source));
-        for (const auto& [from, to] : Unrevoked(revokes, t.block.seq, c.target_offset, c.length_bytes)) {
-          QCRASH_RETURN_IF_ERROR(WriteInPlace(from, std::span(source).subspan(from - c.target_offset, to - from), apply));
+        for (const auto& [from, to] :
+             Unrevoked(revokes, t.block.seq, c.target_offset, c.length_bytes)) {
+          QCRASH_RETURN_IF_ERROR(WriteInPlace(
+              from, std::span(source).subspan(from - c.target_offset, to - from), apply));
           report.writes.push_back({t.block.seq, from, to - from});
         }
       }

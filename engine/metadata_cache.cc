@@ -110,7 +110,8 @@ Result<uint8_t*> MetadataCache::GetNew(uint64_t host_offset) {
 
 Status MetadataCache::MarkDirty(uint64_t host_offset) {
   auto it = index_.find(host_offset);
-  if (it == index_.end()) return Status::InvalidArgument(name_ + ": MarkDirty of an uncached table");
+  if (it == index_.end())
+    return Status::InvalidArgument(name_ + ": MarkDirty of an uncached table");
   Entry& entry = entries_[it->second];
   entry.dirty = true;
   if (!writethrough_) return Status::Ok();
@@ -200,7 +201,8 @@ Status MetadataCache::SetDependency(MetadataCache* other, Rule why) {
 }
 
 size_t MetadataCache::dirty_count() const {
-  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(), [](const Entry& e) { return e.dirty; }));
+  return static_cast<size_t>(
+      std::count_if(entries_.begin(), entries_.end(), [](const Entry& e) { return e.dirty; }));
 }
 
 bool MetadataCache::has_dirty() const {

@@ -7,20 +7,26 @@ namespace qcrash::engine {
 
 const char* PolicyName(OrderingPolicy policy) {
   switch (policy) {
-    case OrderingPolicy::kWritethrough: return "writethrough";
-    case OrderingPolicy::kOrdered: return "ordered";
-    case OrderingPolicy::kLazy: return "lazy";
-    case OrderingPolicy::kExtent: return "extent";
-    case OrderingPolicy::kUnsafe: return "unsafe";
-    case OrderingPolicy::kJournal: return "journal";
+    case OrderingPolicy::kWritethrough:
+      return "writethrough";
+    case OrderingPolicy::kOrdered:
+      return "ordered";
+    case OrderingPolicy::kLazy:
+      return "lazy";
+    case OrderingPolicy::kExtent:
+      return "extent";
+    case OrderingPolicy::kUnsafe:
+      return "unsafe";
+    case OrderingPolicy::kJournal:
+      return "journal";
   }
   return "?";
 }
 
 Result<OrderingPolicy> ParsePolicy(std::string_view name) {
-  for (OrderingPolicy p : {OrderingPolicy::kWritethrough, OrderingPolicy::kOrdered,
-                           OrderingPolicy::kLazy, OrderingPolicy::kExtent, OrderingPolicy::kUnsafe,
-                           OrderingPolicy::kJournal}) {
+  for (OrderingPolicy p :
+       {OrderingPolicy::kWritethrough, OrderingPolicy::kOrdered, OrderingPolicy::kLazy,
+        OrderingPolicy::kExtent, OrderingPolicy::kUnsafe, OrderingPolicy::kJournal}) {
     if (name == PolicyName(p)) return p;
   }
   return Status::InvalidArgument("unknown policy '" + std::string(name) +
@@ -29,10 +35,14 @@ Result<OrderingPolicy> ParsePolicy(std::string_view name) {
 
 const char* PreallocationName(Preallocation preallocation) {
   switch (preallocation) {
-    case Preallocation::kOff: return "off";
-    case Preallocation::kMetadata: return "metadata";
-    case Preallocation::kFalloc: return "falloc";
-    case Preallocation::kFull: return "full";
+    case Preallocation::kOff:
+      return "off";
+    case Preallocation::kMetadata:
+      return "metadata";
+    case Preallocation::kFalloc:
+      return "falloc";
+    case Preallocation::kFull:
+      return "full";
   }
   return "?";
 }

@@ -21,9 +21,9 @@ enum class OrderingPolicy : uint8_t {
   kWritethrough,  // flush after every metadata write
   kOrdered,       // write-back caches; refcount blocks durable before the L2 tables using them
   kLazy,          // lazy refcounts under the dirty bit; rebuilt on open after a crash
-  kExtent,        // allocate clusters in batches, one refcount update per batch: leaks, never corrupts
-  kUnsafe,        // no ordering at all: the harness must catch it
-  kJournal,       // every L1, L2, refcount and header update goes through journal transactions
+  kExtent,   // allocate clusters in batches, one refcount update per batch: leaks, never corrupts
+  kUnsafe,   // no ordering at all: the harness must catch it
+  kJournal,  // every L1, L2, refcount and header update goes through journal transactions
 };
 
 // How guest data is ordered against the L2 entry that exposes it (I5).
@@ -43,8 +43,8 @@ inline constexpr size_t kOrderingRuleCount = 14;
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
   bool early_free_reuse = false;       // a freed cluster is reused before its unlink is durable
-  bool zero_cluster_realloc = false;   // writing an allocated zero cluster moves it to a new cluster
-  bool no_revoke = false;              // journal: freeing journalled metadata issues no revoke
+  bool zero_cluster_realloc = false;  // writing an allocated zero cluster moves it to a new cluster
+  bool no_revoke = false;             // journal: freeing journalled metadata issues no revoke
   bool unchecksummed_journal = false;  // journal: transactions carry no checksums
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
@@ -77,26 +77,26 @@ enum class JournalTerminator : uint8_t {
   kEscapeFlag,  // no terminator; a leading "qjbk" in data blocks is escaped
 };
 struct JournalOptions {
-  uint32_t block_order = 9;              // 512-byte journal blocks
+  uint32_t block_order = 9;  // 512-byte journal blocks
   uint64_t size_bytes = uint64_t{1} << 20;
   JournalCommit commit = JournalCommit::kHeader;
   JournalRecovery recovery = JournalRecovery::kHeaderBookkeeping;
   JournalTerminator terminator = JournalTerminator::kBlankBlock;
   bool checksums = true;
-  bool byte_sum_checksum = false;        // the draft's ones'-complement byte sum instead of CRC32
+  bool byte_sum_checksum = false;  // the draft's ones'-complement byte sum instead of CRC32
 };
 
 struct OpenOptions {
   bool read_only = false;
   OrderingPolicy policy = OrderingPolicy::kOrdered;
   DataOrdering data_ordering = DataOrdering::kStrict;
-  uint32_t l2_cache_tables = 32;        // small values force eviction writes
+  uint32_t l2_cache_tables = 32;  // small values force eviction writes
   uint32_t refcount_cache_blocks = 8;
-  uint32_t extent_clusters = 32;        // batch size of the extent policy
+  uint32_t extent_clusters = 32;  // batch size of the extent policy
   BugSwitches faults;
-  BackingOpener open_backing;           // unset: a backing file is an error on read
-  uint32_t max_backing_depth = 16;      // guards against backing chains that loop
-  JournalOptions journal;               // the journal policy's variant and geometry
+  BackingOpener open_backing;       // unset: a backing file is an error on read
+  uint32_t max_backing_depth = 16;  // guards against backing chains that loop
+  JournalOptions journal;           // the journal policy's variant and geometry
   // A row of the ordering table to use instead of the policy's (a policy
   // being designed, or a test's); unset: RulesFor(policy, faults).
   std::shared_ptr<const OrderingRules> rules;
@@ -104,9 +104,9 @@ struct OpenOptions {
 
 struct CreateOptions {
   uint64_t size_bytes = 0;
-  uint32_t version = 3;        // 2 = compat 0.10, 3 = compat 1.1
-  uint32_t cluster_bits = 16;  // 9..21
-  uint32_t refcount_order = 4; // 0..6 (v2: 4 only)
+  uint32_t version = 3;         // 2 = compat 0.10, 3 = compat 1.1
+  uint32_t cluster_bits = 16;   // 9..21
+  uint32_t refcount_order = 4;  // 0..6 (v2: 4 only)
   bool lazy_refcounts = false;
   Preallocation preallocation = Preallocation::kOff;
   std::string backing_file;
@@ -115,13 +115,13 @@ struct CreateOptions {
 
 // What the engine did, for "flushes per guest write" and friends.
 struct EngineStats {
-  uint64_t guest_writes = 0;       // Write / WriteZeroes / Discard calls
-  uint64_t guest_flushes = 0;      // Flush calls
-  uint64_t device_flushes = 0;     // flushes issued to the device
-  uint64_t metadata_writes = 0;    // header, L1, L2, refcount writes
-  uint64_t data_writes = 0;        // guest data and COW writes
-  uint64_t clusters_allocated = 0; // host clusters allocated (data and metadata)
-  uint64_t eviction_writes = 0;    // metadata written because a cache was full
+  uint64_t guest_writes = 0;        // Write / WriteZeroes / Discard calls
+  uint64_t guest_flushes = 0;       // Flush calls
+  uint64_t device_flushes = 0;      // flushes issued to the device
+  uint64_t metadata_writes = 0;     // header, L1, L2, refcount writes
+  uint64_t data_writes = 0;         // guest data and COW writes
+  uint64_t clusters_allocated = 0;  // host clusters allocated (data and metadata)
+  uint64_t eviction_writes = 0;     // metadata written because a cache was full
   // Device flushes by the rule that asked for them (engine/ordering.h Rule
   // order), and barriers a journal transaction made free.
   std::array<uint64_t, kOrderingRuleCount> flushes_by_rule{};

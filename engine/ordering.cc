@@ -35,62 +35,101 @@ constexpr Row kTable[] = {
 
 const char* RuleName(Rule rule) {
   switch (rule) {
-    case Rule::kRefcountBeforePointer: return "R1 refcount before pointer";
-    case Rule::kContentsBeforePointer: return "R2 contents before pointer";
-    case Rule::kDataBeforePointer: return "R3 data before pointer";
-    case Rule::kUnlinkBeforeFree: return "R4 unlink before free";
-    case Rule::kFreeBeforeReuse: return "R5 free before reuse";
-    case Rule::kRevokeBeforeReuse: return "R5 revoke before reuse (journal)";
-    case Rule::kRelocateThenSwitch: return "R6 relocate, then switch";
-    case Rule::kDirtyBitFirst: return "R7 dirty bit first (lazy)";
-    case Rule::kCorruptBit: return "R11 corrupt bit";
-    case Rule::kEveryWrite: return "every metadata write (writethrough)";
-    case Rule::kAcknowledgedResize: return "acknowledged resize";
-    case Rule::kGuestFlush: return "guest flush";
-    case Rule::kHeaderFeatures: return "header feature bits";
-    case Rule::kJournalProtocol: return "journal protocol";
+    case Rule::kRefcountBeforePointer:
+      return "R1 refcount before pointer";
+    case Rule::kContentsBeforePointer:
+      return "R2 contents before pointer";
+    case Rule::kDataBeforePointer:
+      return "R3 data before pointer";
+    case Rule::kUnlinkBeforeFree:
+      return "R4 unlink before free";
+    case Rule::kFreeBeforeReuse:
+      return "R5 free before reuse";
+    case Rule::kRevokeBeforeReuse:
+      return "R5 revoke before reuse (journal)";
+    case Rule::kRelocateThenSwitch:
+      return "R6 relocate, then switch";
+    case Rule::kDirtyBitFirst:
+      return "R7 dirty bit first (lazy)";
+    case Rule::kCorruptBit:
+      return "R11 corrupt bit";
+    case Rule::kEveryWrite:
+      return "every metadata write (writethrough)";
+    case Rule::kAcknowledgedResize:
+      return "acknowledged resize";
+    case Rule::kGuestFlush:
+      return "guest flush";
+    case Rule::kHeaderFeatures:
+      return "header feature bits";
+    case Rule::kJournalProtocol:
+      return "journal protocol";
   }
   return "?";
 }
 
 const char* RuleKey(Rule rule) {
   switch (rule) {
-    case Rule::kRefcountBeforePointer: return "refcount_before_pointer";
-    case Rule::kContentsBeforePointer: return "contents_before_pointer";
-    case Rule::kDataBeforePointer: return "data_before_pointer";
-    case Rule::kUnlinkBeforeFree: return "unlink_before_free";
-    case Rule::kFreeBeforeReuse: return "free_before_reuse";
-    case Rule::kRevokeBeforeReuse: return "revoke_before_reuse";
-    case Rule::kRelocateThenSwitch: return "relocate_then_switch";
-    case Rule::kDirtyBitFirst: return "dirty_bit_first";
-    case Rule::kCorruptBit: return "corrupt_bit";
-    case Rule::kEveryWrite: return "every_write";
-    case Rule::kAcknowledgedResize: return "acknowledged_resize";
-    case Rule::kGuestFlush: return "guest_flush";
-    case Rule::kHeaderFeatures: return "header_features";
-    case Rule::kJournalProtocol: return "journal_protocol";
+    case Rule::kRefcountBeforePointer:
+      return "refcount_before_pointer";
+    case Rule::kContentsBeforePointer:
+      return "contents_before_pointer";
+    case Rule::kDataBeforePointer:
+      return "data_before_pointer";
+    case Rule::kUnlinkBeforeFree:
+      return "unlink_before_free";
+    case Rule::kFreeBeforeReuse:
+      return "free_before_reuse";
+    case Rule::kRevokeBeforeReuse:
+      return "revoke_before_reuse";
+    case Rule::kRelocateThenSwitch:
+      return "relocate_then_switch";
+    case Rule::kDirtyBitFirst:
+      return "dirty_bit_first";
+    case Rule::kCorruptBit:
+      return "corrupt_bit";
+    case Rule::kEveryWrite:
+      return "every_write";
+    case Rule::kAcknowledgedResize:
+      return "acknowledged_resize";
+    case Rule::kGuestFlush:
+      return "guest_flush";
+    case Rule::kHeaderFeatures:
+      return "header_features";
+    case Rule::kJournalProtocol:
+      return "journal_protocol";
   }
   return "?";
 }
 
 const char* MechanismName(Mechanism mechanism) {
   switch (mechanism) {
-    case Mechanism::kNone: return "none";
-    case Mechanism::kFlush: return "flush";
-    case Mechanism::kDependency: return "dependency";
-    case Mechanism::kWritethrough: return "writethrough";
-    case Mechanism::kDirtyBit: return "dirty-bit";
-    case Mechanism::kBatch: return "batch";
-    case Mechanism::kQuarantine: return "quarantine";
-    case Mechanism::kTransaction: return "transaction";
-    case Mechanism::kRevoke: return "revoke";
-    case Mechanism::kCommit: return "commit";
+    case Mechanism::kNone:
+      return "none";
+    case Mechanism::kFlush:
+      return "flush";
+    case Mechanism::kDependency:
+      return "dependency";
+    case Mechanism::kWritethrough:
+      return "writethrough";
+    case Mechanism::kDirtyBit:
+      return "dirty-bit";
+    case Mechanism::kBatch:
+      return "batch";
+    case Mechanism::kQuarantine:
+      return "quarantine";
+    case Mechanism::kTransaction:
+      return "transaction";
+    case Mechanism::kRevoke:
+      return "revoke";
+    case Mechanism::kCommit:
+      return "commit";
   }
   return "?";
 }
 
 bool OrderingRules::cache_dependencies() const {
-  for (const Rule rule : {Rule::kRefcountBeforePointer, Rule::kDataBeforePointer, Rule::kUnlinkBeforeFree}) {
+  for (const Rule rule :
+       {Rule::kRefcountBeforePointer, Rule::kDataBeforePointer, Rule::kUnlinkBeforeFree}) {
     if (Of(rule) == Mechanism::kDependency) return true;
   }
   return false;

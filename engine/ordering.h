@@ -17,40 +17,41 @@ namespace qcrash::engine {
 // What must be durable before what. R8-R10 (snapshots, COPIED, bitmaps)
 // join when the engine writes snapshots and bitmaps.
 enum class Rule : uint8_t {
-  kRefcountBeforePointer,   // R1: refcount +1 before any pointer to the cluster
-  kContentsBeforePointer,   // R2: a new table's contents before the pointer to it
-  kDataBeforePointer,       // R3: guest data (and COW copies) before the L2 entry naming them
-  kUnlinkBeforeFree,        // R4: the pointer's removal before the refcount decrease
-  kFreeBeforeReuse,         // R5: a freed cluster is not reused until its decrease is durable
-  kRevokeBeforeReuse,       // R5 under the journal: a freed cluster that committed transactions write is revoked
-  kRelocateThenSwitch,      // R6: new copy, then the header switch, then the old copy freed
-  kDirtyBitFirst,           // R7: lazy refcounts: the dirty bit durable before refcounts lag
-  kCorruptBit,              // R11: the corrupt bit durable once set
-  kEveryWrite,              // writethrough: each metadata write durable before the next
-  kAcknowledgedResize,      // a completed resize survives a crash like an acknowledged write
-  kGuestFlush,              // the guest's flush: every acknowledged write durable (I4)
-  kHeaderFeatures,          // feature bits changed at open, durable before they are relied on
-  kJournalProtocol,         // the journal's own steps (commit, checkpoint, replay; QCOW2-NOTES §12)
+  kRefcountBeforePointer,  // R1: refcount +1 before any pointer to the cluster
+  kContentsBeforePointer,  // R2: a new table's contents before the pointer to it
+  kDataBeforePointer,      // R3: guest data (and COW copies) before the L2 entry naming them
+  kUnlinkBeforeFree,       // R4: the pointer's removal before the refcount decrease
+  kFreeBeforeReuse,        // R5: a freed cluster is not reused until its decrease is durable
+  kRevokeBeforeReuse,  // R5 under the journal: a freed cluster that committed transactions write is
+                       // revoked
+  kRelocateThenSwitch,  // R6: new copy, then the header switch, then the old copy freed
+  kDirtyBitFirst,       // R7: lazy refcounts: the dirty bit durable before refcounts lag
+  kCorruptBit,          // R11: the corrupt bit durable once set
+  kEveryWrite,          // writethrough: each metadata write durable before the next
+  kAcknowledgedResize,  // a completed resize survives a crash like an acknowledged write
+  kGuestFlush,          // the guest's flush: every acknowledged write durable (I4)
+  kHeaderFeatures,      // feature bits changed at open, durable before they are relied on
+  kJournalProtocol,     // the journal's own steps (commit, checkpoint, replay; QCOW2-NOTES §12)
 };
 inline constexpr size_t kRuleCount = kOrderingRuleCount;
 
 // How a policy honours a rule.
 enum class Mechanism : uint8_t {
-  kNone,         // not at all (the unsafe policy, a bug switch, or the rule does not apply)
-  kFlush,        // a device flush at the barrier (after writing back the cache it names)
-  kDependency,   // a metadata-cache dependency: the other cache is flushed first, at write-back
-  kWritethrough, // every metadata write is written and flushed as it happens
-  kDirtyBit,     // covered by the lazy dirty bit: refcounts rebuilt on open after a crash
-  kBatch,        // extent: a batch's refcounts made durable before any cluster of it is handed out
-  kQuarantine,   // freed clusters wait for the next guest flush before reuse
-  kTransaction,  // inside one journal transaction: atomic, nothing to order
-  kRevoke,       // a revoke record in the journal transaction
-  kCommit,       // a journal commit (one device flush makes the transaction durable)
+  kNone,          // not at all (the unsafe policy, a bug switch, or the rule does not apply)
+  kFlush,         // a device flush at the barrier (after writing back the cache it names)
+  kDependency,    // a metadata-cache dependency: the other cache is flushed first, at write-back
+  kWritethrough,  // every metadata write is written and flushed as it happens
+  kDirtyBit,      // covered by the lazy dirty bit: refcounts rebuilt on open after a crash
+  kBatch,         // extent: a batch's refcounts made durable before any cluster of it is handed out
+  kQuarantine,    // freed clusters wait for the next guest flush before reuse
+  kTransaction,   // inside one journal transaction: atomic, nothing to order
+  kRevoke,        // a revoke record in the journal transaction
+  kCommit,        // a journal commit (one device flush makes the transaction durable)
 };
 inline constexpr size_t kMechanismCount = 10;
 
-const char* RuleName(Rule rule);            // "R1 refcount before pointer"
-const char* RuleKey(Rule rule);             // "refcount_before_pointer" (for JSON)
+const char* RuleName(Rule rule);  // "R1 refcount before pointer"
+const char* RuleKey(Rule rule);   // "refcount_before_pointer" (for JSON)
 const char* MechanismName(Mechanism mechanism);
 
 struct OrderingRules {

@@ -11,28 +11,28 @@ namespace qcrash::engine::format {
 // ---- Header (file offset 0) -------------------------------------------------
 inline constexpr uint32_t kMagic = 0x514649FB;  // "QFI\xfb"
 // byte range            field
-inline constexpr uint32_t kOffMagic = 0;                     //   0..3   magic
-inline constexpr uint32_t kOffVersion = 4;                   //   4..7   version (2 or 3)
-inline constexpr uint32_t kOffBackingFileOffset = 8;         //   8..15  backing_file_offset
-inline constexpr uint32_t kOffBackingFileSize = 16;          //  16..19  backing_file_size
-inline constexpr uint32_t kOffClusterBits = 20;              //  20..23  cluster_bits
-inline constexpr uint32_t kOffSize = 24;                     //  24..31  size (guest bytes)
-inline constexpr uint32_t kOffCryptMethod = 32;              //  32..35  crypt_method
-inline constexpr uint32_t kOffL1Size = 36;                   //  36..39  l1_size (entries)
-inline constexpr uint32_t kOffL1TableOffset = 40;            //  40..47  l1_table_offset
-inline constexpr uint32_t kOffRefcountTableOffset = 48;      //  48..55  refcount_table_offset
-inline constexpr uint32_t kOffRefcountTableClusters = 56;    //  56..59  refcount_table_clusters
-inline constexpr uint32_t kOffNbSnapshots = 60;              //  60..63  nb_snapshots
-inline constexpr uint32_t kOffSnapshotsOffset = 64;          //  64..71  snapshots_offset
-inline constexpr uint32_t kV2HeaderLength = 72;              //  v2 ends here
-inline constexpr uint32_t kOffIncompatibleFeatures = 72;     //  72..79
-inline constexpr uint32_t kOffCompatibleFeatures = 80;       //  80..87
-inline constexpr uint32_t kOffAutoclearFeatures = 88;        //  88..95
-inline constexpr uint32_t kOffRefcountOrder = 96;            //  96..99
-inline constexpr uint32_t kOffHeaderLength = 100;            // 100..103
+inline constexpr uint32_t kOffMagic = 0;                   //   0..3   magic
+inline constexpr uint32_t kOffVersion = 4;                 //   4..7   version (2 or 3)
+inline constexpr uint32_t kOffBackingFileOffset = 8;       //   8..15  backing_file_offset
+inline constexpr uint32_t kOffBackingFileSize = 16;        //  16..19  backing_file_size
+inline constexpr uint32_t kOffClusterBits = 20;            //  20..23  cluster_bits
+inline constexpr uint32_t kOffSize = 24;                   //  24..31  size (guest bytes)
+inline constexpr uint32_t kOffCryptMethod = 32;            //  32..35  crypt_method
+inline constexpr uint32_t kOffL1Size = 36;                 //  36..39  l1_size (entries)
+inline constexpr uint32_t kOffL1TableOffset = 40;          //  40..47  l1_table_offset
+inline constexpr uint32_t kOffRefcountTableOffset = 48;    //  48..55  refcount_table_offset
+inline constexpr uint32_t kOffRefcountTableClusters = 56;  //  56..59  refcount_table_clusters
+inline constexpr uint32_t kOffNbSnapshots = 60;            //  60..63  nb_snapshots
+inline constexpr uint32_t kOffSnapshotsOffset = 64;        //  64..71  snapshots_offset
+inline constexpr uint32_t kV2HeaderLength = 72;            //  v2 ends here
+inline constexpr uint32_t kOffIncompatibleFeatures = 72;   //  72..79
+inline constexpr uint32_t kOffCompatibleFeatures = 80;     //  80..87
+inline constexpr uint32_t kOffAutoclearFeatures = 88;      //  88..95
+inline constexpr uint32_t kOffRefcountOrder = 96;          //  96..99
+inline constexpr uint32_t kOffHeaderLength = 100;          // 100..103
 inline constexpr uint32_t kV3MinHeaderLength = 104;
-inline constexpr uint32_t kOffCompressionType = 104;         // 104 (if header_length > 104)
-inline constexpr uint32_t kV3HeaderLengthWritten = 112;      // 104 + compression_type + padding
+inline constexpr uint32_t kOffCompressionType = 104;     // 104 (if header_length > 104)
+inline constexpr uint32_t kV3HeaderLengthWritten = 112;  // 104 + compression_type + padding
 static_assert(kOffSnapshotsOffset + 8 == kV2HeaderLength);
 static_assert(kOffHeaderLength + 4 == kV3MinHeaderLength);
 static_assert(kV3HeaderLengthWritten % 8 == 0);
@@ -49,14 +49,16 @@ inline constexpr uint64_t kIncompatCompressionType = uint64_t{1} << 3;
 inline constexpr uint64_t kIncompatExtendedL2 = uint64_t{1} << 4;
 // qcrash's journal bit, taken from the high end (see engine/FORMAT.md).
 inline constexpr uint64_t kIncompatJournalDirty = uint64_t{1} << 63;
-inline constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt | kIncompatJournalDirty;  // what we implement
+inline constexpr uint64_t kIncompatKnown =
+    kIncompatDirty | kIncompatCorrupt | kIncompatJournalDirty;  // what we implement
 
 inline constexpr uint64_t kCompatLazyRefcounts = uint64_t{1} << 0;
 
 inline constexpr uint64_t kAutoclearBitmaps = uint64_t{1} << 0;
 inline constexpr uint64_t kAutoclearDataFileRaw = uint64_t{1} << 1;
 inline constexpr uint64_t kAutoclearJournalValid = uint64_t{1} << 63;
-inline constexpr uint64_t kAutoclearKnown = kAutoclearJournalValid;  // bits we keep on a read-write open
+inline constexpr uint64_t kAutoclearKnown =
+    kAutoclearJournalValid;  // bits we keep on a read-write open
 
 // ---- Header extensions --------------------------------------------------------
 inline constexpr uint32_t kExtEnd = 0x00000000;
@@ -69,13 +71,13 @@ inline constexpr uint32_t kFeatureNameEntryBytes = 48;  // u8 type, u8 bit, char
 inline constexpr uint32_t kFeatureNameBytes = 46;
 
 // ---- L1 / L2 entries ----------------------------------------------------------
-inline constexpr uint64_t kOflagCopied = uint64_t{1} << 63;      // refcount is exactly 1
-inline constexpr uint64_t kOflagCompressed = uint64_t{1} << 62;  // L2 only
-inline constexpr uint64_t kOflagZero = uint64_t{1} << 0;         // L2 only, v3 only
-inline constexpr uint64_t kL1EntryOffsetMask = 0x00FFFFFFFFFFFE00ULL;     // bits 9..55
-inline constexpr uint64_t kL1EntryReservedMask = 0x7F000000000001FFULL;   // bits 0..8, 56..62
-inline constexpr uint64_t kL2EntryOffsetMask = 0x00FFFFFFFFFFFE00ULL;     // bits 9..55
-inline constexpr uint64_t kL2EntryReservedMask = 0x3F000000000001FEULL;   // bits 1..8, 56..61
+inline constexpr uint64_t kOflagCopied = uint64_t{1} << 63;              // refcount is exactly 1
+inline constexpr uint64_t kOflagCompressed = uint64_t{1} << 62;          // L2 only
+inline constexpr uint64_t kOflagZero = uint64_t{1} << 0;                 // L2 only, v3 only
+inline constexpr uint64_t kL1EntryOffsetMask = 0x00FFFFFFFFFFFE00ULL;    // bits 9..55
+inline constexpr uint64_t kL1EntryReservedMask = 0x7F000000000001FFULL;  // bits 0..8, 56..62
+inline constexpr uint64_t kL2EntryOffsetMask = 0x00FFFFFFFFFFFE00ULL;    // bits 9..55
+inline constexpr uint64_t kL2EntryReservedMask = 0x3F000000000001FEULL;  // bits 1..8, 56..61
 inline constexpr uint64_t kRefcountTableOffsetMask = 0xFFFFFFFFFFFFFE00ULL;  // bits 9..63
 inline constexpr uint64_t kRefcountTableReservedMask = 0x1FFULL;
 static_assert((kL1EntryOffsetMask & kL1EntryReservedMask) == 0);
@@ -93,15 +95,17 @@ inline constexpr uint32_t kMaxClusterBits = 21;
 inline constexpr uint32_t kDefaultClusterBits = 16;
 inline constexpr uint32_t kMaxRefcountOrder = 6;
 inline constexpr uint32_t kV2RefcountOrder = 4;
-inline constexpr uint64_t kMaxL1TableBytes = uint64_t{32} << 20;         // QEMU: 32 MiB
-inline constexpr uint64_t kMaxRefcountTableBytes = uint64_t{8} << 20;    // QEMU: 8 MiB
+inline constexpr uint64_t kMaxL1TableBytes = uint64_t{32} << 20;       // QEMU: 32 MiB
+inline constexpr uint64_t kMaxRefcountTableBytes = uint64_t{8} << 20;  // QEMU: 8 MiB
 inline constexpr uint32_t kMaxSnapshots = 65536;
 inline constexpr uint32_t kMaxBackingFileNameBytes = 1023;
-inline constexpr uint64_t kMaxImageSizeBytes = uint64_t{1} << 55;        // offsets are 56 bits
+inline constexpr uint64_t kMaxImageSizeBytes = uint64_t{1} << 55;  // offsets are 56 bits
 inline constexpr uint64_t kMaxGuestSizeBytes = uint64_t{1} << 55;
 
 // Cluster 0 holds the header, the extensions and the backing file name.
-inline constexpr uint64_t ClusterBytes(uint32_t cluster_bits) { return uint64_t{1} << cluster_bits; }
+inline constexpr uint64_t ClusterBytes(uint32_t cluster_bits) {
+  return uint64_t{1} << cluster_bits;
+}
 inline constexpr uint64_t L2Entries(uint32_t cluster_bits) {
   return ClusterBytes(cluster_bits) / kL2EntryBytes;
 }
@@ -123,7 +127,9 @@ inline constexpr uint64_t L1EntriesFor(uint64_t size_bytes, uint32_t cluster_bit
 
 // ---- Compressed L2 entries -------------------------------------------------------
 // x = 62 - (cluster_bits - 8): bits 0..x-1 host byte offset, bits x..61 extra sectors.
-inline constexpr uint32_t CompressedOffsetBits(uint32_t cluster_bits) { return 62 - (cluster_bits - 8); }
+inline constexpr uint32_t CompressedOffsetBits(uint32_t cluster_bits) {
+  return 62 - (cluster_bits - 8);
+}
 struct CompressedExtent {
   uint64_t host_offset;  // byte offset of the deflate stream
   uint64_t bytes;        // bytes to read from host_offset
@@ -145,7 +151,8 @@ inline constexpr uint64_t EncodeCompressed(uint64_t host_offset, uint64_t bytes,
 // ---- Refcount blocks ----------------------------------------------------------------
 // Widths >= 8 bits are big-endian integers; narrower ones pack from the least
 // significant bit of each byte: entry k lives in byte k*bits/8 at shift (k*bits)%8.
-uint64_t GetRefcount(std::span<const uint8_t> refcount_block, uint64_t index, uint32_t refcount_order);
+uint64_t GetRefcount(std::span<const uint8_t> refcount_block, uint64_t index,
+                     uint32_t refcount_order);
 void SetRefcount(std::span<uint8_t> refcount_block, uint64_t index, uint32_t refcount_order,
                  uint64_t value);
 

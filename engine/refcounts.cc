@@ -19,9 +19,10 @@ Result<uint64_t> Image::Impl::GetRefcount(uint64_t cluster_index) {
   if (block == 0) return uint64_t{0};
   if ((block & (cluster_bytes() - 1)) != 0 ||
       (refcount_table_[table_index] & f::kRefcountTableReservedMask) != 0) {
-    return MarkCorrupt(Status::Corruption("refcount table entry " + std::to_string(table_index) +
-                                          " at " + HexOffset(header_.refcount_table_offset + table_index * 8) +
-                                          ": invalid refcount block offset " + HexOffset(block)));
+    return MarkCorrupt(
+        Status::Corruption("refcount table entry " + std::to_string(table_index) + " at " +
+                           HexOffset(header_.refcount_table_offset + table_index * 8) +
+                           ": invalid refcount block offset " + HexOffset(block)));
   }
   QCRASH_ASSIGN_OR_RETURN(uint8_t * bytes, refcount_cache_->Get(block));
   return f::GetRefcount({bytes, cluster_bytes()}, cluster_index % per, header_.refcount_order);
@@ -48,7 +49,8 @@ Status Image::Impl::UpdateRefcount(uint64_t cluster_index, int64_t delta) {
   if (delta < 0 && rules_.Of(Rule::kUnlinkBeforeFree) == Mechanism::kDependency) {
     // R4: the pointer's removal must be durable before the decrease, or a
     // crash could leave a live pointer to a free cluster.
-    QCRASH_RETURN_IF_ERROR(refcount_cache_->SetDependency(l2_cache_.get(), Rule::kUnlinkBeforeFree));
+    QCRASH_RETURN_IF_ERROR(
+        refcount_cache_->SetDependency(l2_cache_.get(), Rule::kUnlinkBeforeFree));
   }
   QCRASH_ASSIGN_OR_RETURN(uint8_t * bytes, refcount_cache_->Get(block));
   std::span<uint8_t> span(bytes, cluster_bytes());
@@ -60,8 +62,9 @@ Status Image::Impl::UpdateRefcount(uint64_t cluster_index, int64_t delta) {
                                           ") would drop below zero"));
   }
   if (delta > 0 && max_count - old_count < static_cast<uint64_t>(delta)) {
-    return Status::Limit("refcount of cluster " + std::to_string(cluster_index) +
-                         " would overflow refcount_bits=" + std::to_string(1u << header_.refcount_order));
+    return Status::Limit(
+        "refcount of cluster " + std::to_string(cluster_index) +
+        " would overflow refcount_bits=" + std::to_string(1u << header_.refcount_order));
   }
   const uint64_t new_count = old_count + static_cast<uint64_t>(delta);
   f::SetRefcount(span, cluster_index % per, header_.refcount_order, new_count);
@@ -205,7 +208,8 @@ Result<uint64_t> Image::Impl::FindFreeClusters(uint64_t count) {
   for (uint64_t c = free_cluster_hint_; c < max_clusters; ++c) {
     if (run_length == 0) run_start = c;
     const uint64_t table_index = c / per;
-    const bool no_block = table_index >= refcount_table_.size() || refcount_table_[table_index] == 0;
+    const bool no_block =
+        table_index >= refcount_table_.size() || refcount_table_[table_index] == 0;
     if (no_block && c % per == 0 && c >= allocated_end_ && count <= per) {
       return c;  // nothing at or past here is used: a fresh block is all free
     }
@@ -246,7 +250,8 @@ Result<uint64_t> Image::Impl::AllocateClusters(uint64_t count) {
   stats_.clusters_allocated += count;
   if (count == 1 && first == free_cluster_hint_) free_cluster_hint_ = first + 1;
   if (rules_.Of(Rule::kRefcountBeforePointer) == Mechanism::kDependency) {
-    QCRASH_RETURN_IF_ERROR(l2_cache_->SetDependency(refcount_cache_.get(), Rule::kRefcountBeforePointer));
+    QCRASH_RETURN_IF_ERROR(
+        l2_cache_->SetDependency(refcount_cache_.get(), Rule::kRefcountBeforePointer));
   }
   return first * cluster_bytes();
 }

@@ -13,8 +13,8 @@
 //     durable pointer uses.
 //   Step 2 (RebuildRefcountStructure), only when the refcount structure is
 //     broken: new blocks in space nothing uses (past the end of the file,
-//     clear of every table that lies past it), flush; new table, flush; header switch in one sector, flush (R6). A
-//     crash before the switch leaves the old structure plus unreferenced
+//     clear of every table that lies past it), flush; new table, flush; header switch in one
+//     sector, flush (R6). A crash before the switch leaves the old structure plus unreferenced
 //     clusters past its end; after it, the new structure is complete.
 //   Step 3 (WriteRefcountFixes): raised and lowered refcounts, flush. A raise
 //     (shared cluster) must be durable before OFLAG_COPIED is recomputed
@@ -54,8 +54,8 @@ Status WriteChecked(CheckContext& ctx, uint64_t offset, std::span<const uint8_t>
 
 // Rebuild layout: which refcount blocks exist and where the new clusters go.
 struct RebuildLayout {
-  uint64_t start = 0;                  // first new cluster
-  std::vector<uint64_t> block_indices; // table indices that get a block, ascending
+  uint64_t start = 0;                   // first new cluster
+  std::vector<uint64_t> block_indices;  // table indices that get a block, ascending
   uint64_t table_clusters = 1;
   uint64_t end() const { return start + block_indices.size() + table_clusters; }
   uint64_t length() const { return block_indices.size() + table_clusters; }
@@ -84,9 +84,12 @@ bool CoveredByRebuild(const PastEndRange& range, uint64_t start) {
 // past-end tables the grown file will hold. Cluster indices stay below 2^47
 // (offsets are 56-bit fields), so no sum here overflows.
 Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>& counts) {
-  const uint64_t per_block = f::RefcountBlockEntries(ctx.header.cluster_bits, ctx.header.refcount_order);
+  const uint64_t per_block =
+      f::RefcountBlockEntries(ctx.header.cluster_bits, ctx.header.refcount_order);
   std::sort(ctx.past_end_ranges.begin(), ctx.past_end_ranges.end(),
-            [](const PastEndRange& a, const PastEndRange& b) { return a.first_cluster < b.first_cluster; });
+            [](const PastEndRange& a, const PastEndRange& b) {
+              return a.first_cluster < b.first_cluster;
+            });
   RebuildLayout layout;
   uint64_t base = std::max<uint64_t>(ctx.nb_clusters, counts.size());
   while (base > ctx.nb_clusters && counts[base - 1] == 0) --base;
@@ -107,7 +110,8 @@ Result<RebuildLayout> PlanRebuild(CheckContext& ctx, const std::vector<uint64_t>
     for (uint64_t c = layout.start; c < layout.end(); ++c) needed.insert(c / per_block);
     for (const PastEndRange& range : ctx.past_end_ranges) {
       if (!CoveredByRebuild(range, layout.start)) continue;
-      for (uint64_t c = range.first_cluster; c <= range.last_cluster; ++c) needed.insert(c / per_block);
+      for (uint64_t c = range.first_cluster; c <= range.last_cluster; ++c)
+        needed.insert(c / per_block);
     }
     const uint64_t table_entries = needed.empty() ? 1 : *needed.rbegin() + 1;
     const uint64_t table_clusters =
@@ -161,7 +165,8 @@ void SettlePastEndTables(CheckContext& ctx, uint64_t start) {
     for (uint64_t c = range.first_cluster; c <= range.last_cluster; ++c) {
       ctx.SetImrt(c, ctx.Imrt(c) + 1);
     }
-    MarkPastEndFixed(ctx, range.first_cluster, "the rebuilt refcount structure extends the file over it");
+    MarkPastEndFixed(ctx, range.first_cluster,
+                     "the rebuilt refcount structure extends the file over it");
   }
 }
 
@@ -181,7 +186,8 @@ void MarkRebuildFixes(CheckContext& ctx) {
   // them stay open: which clusters they name is not known).
   for (auto it = ctx.omitted_open.begin(); it != ctx.omitted_open.end();) {
     const auto [kind, severity] = it->first;
-    const bool unreadable = kind == FindingKind::kRefcountUnreadable && severity == Severity::kCheckError;
+    const bool unreadable =
+        kind == FindingKind::kRefcountUnreadable && severity == Severity::kCheckError;
     if (!unreadable && !RebuildFixes(kind, severity)) {
       ++it;
       continue;
@@ -207,7 +213,8 @@ void MarkRebuildFixes(CheckContext& ctx) {
       }
       continue;
     }
-    if (finding.kind == FindingKind::kRefcountUnreadable && finding.severity == Severity::kCheckError) {
+    if (finding.kind == FindingKind::kRefcountUnreadable &&
+        finding.severity == Severity::kCheckError) {
       finding.repaired = true;  // the block it could not read is gone
       --r.check_errors;
     } else if (finding.severity == Severity::kLeak) {
@@ -301,12 +308,15 @@ void ExcludeOldRefcountStructure(CheckContext& ctx) {
 Status CheckRebuildReach(const CheckContext& ctx) {
   uint64_t start = 0;  // bytes: past every table that survives the rebuild
   for (const PastEndRange& range : ctx.past_end_ranges) {
-    if (range.survives_rebuild) start = std::max(start, (range.last_cluster + 1) << ctx.header.cluster_bits);
+    if (range.survives_rebuild)
+      start = std::max(start, (range.last_cluster + 1) << ctx.header.cluster_bits);
   }
-  if (start <= ctx.file_bytes || start - ctx.file_bytes <= kMaxRebuildGrowthBytes) return Status::Ok();
+  if (start <= ctx.file_bytes || start - ctx.file_bytes <= kMaxRebuildGrowthBytes)
+    return Status::Ok();
   return Status::Limit("repair: the rebuilt refcount structure would start at " + HexOffset(start) +
                        ", after a table the header names past the end of the file (" +
-                       HexOffset(ctx.file_bytes) + " bytes); limit: 1 GiB of growth; nothing written");
+                       HexOffset(ctx.file_bytes) +
+                       " bytes); limit: 1 GiB of growth; nothing written");
 }
 
 Status RebuildRefcountStructure(CheckContext& ctx) {
@@ -320,9 +330,9 @@ Status RebuildRefcountStructure(CheckContext& ctx) {
   const uint64_t per_block = f::RefcountBlockEntries(bits, ctx.header.refcount_order);
   for (uint64_t c = layout.start; c < layout.end(); ++c) ctx.SetImrt(c, 1);
   for (uint64_t c = layout.start; c < layout.end(); ++c) {
-    ctx.MarkMetadata(c << bits, ctx.cluster_bytes, c < layout.start + layout.block_indices.size()
-                                                       ? ClusterUse::kRefcountBlock
-                                                       : ClusterUse::kRefcountTable);
+    ctx.MarkMetadata(c << bits, ctx.cluster_bytes,
+                     c < layout.start + layout.block_indices.size() ? ClusterUse::kRefcountBlock
+                                                                    : ClusterUse::kRefcountTable);
   }
   std::map<uint64_t, std::vector<uint8_t>> blocks;
   std::vector<uint64_t> table((layout.table_clusters << bits) / 8, 0);
@@ -343,7 +353,8 @@ Status RebuildRefcountStructure(CheckContext& ctx) {
   std::vector<uint8_t> table_bytes(table.size() * 8);
   for (size_t i = 0; i < table.size(); ++i) StoreBe64(&table_bytes[i * 8], table[i]);
   const uint64_t table_offset = (layout.start + layout.block_indices.size()) << bits;
-  QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, table_offset, table_bytes, {ClusterUse::kRefcountTable}));
+  QCRASH_RETURN_IF_ERROR(
+      WriteChecked(ctx, table_offset, table_bytes, {ClusterUse::kRefcountTable}));
   // The table must be durable before the header switches to it (R6).
   QCRASH_RETURN_IF_ERROR(ctx.device.Flush());
   QCRASH_RETURN_IF_ERROR(
@@ -373,7 +384,8 @@ Status ClearHeaderBits(CheckContext& ctx) {
   if (ctx.header.version < 3 || (ctx.header.incompatible_features & bits) == 0) return Status::Ok();
   uint8_t field[8];
   StoreBe64(field, ctx.header.incompatible_features & ~bits);
-  QCRASH_RETURN_IF_ERROR(WriteChecked(ctx, f::kOffIncompatibleFeatures, field, {ClusterUse::kHeader}));
+  QCRASH_RETURN_IF_ERROR(
+      WriteChecked(ctx, f::kOffIncompatibleFeatures, field, {ClusterUse::kHeader}));
   // Everything the bits warned about is durable (earlier flushes); this makes
   // the clean state itself durable.
   QCRASH_RETURN_IF_ERROR(ctx.device.Flush());

@@ -7,15 +7,24 @@ namespace qcrash {
 
 const char* StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kIoError: return "I/O error";
-    case StatusCode::kNoSpace: return "No space";
-    case StatusCode::kCorruption: return "Corruption";
-    case StatusCode::kInvalidArgument: return "Invalid argument";
-    case StatusCode::kNotSupported: return "Not supported";
-    case StatusCode::kReadOnly: return "Read-only";
-    case StatusCode::kBusy: return "Busy";
-    case StatusCode::kLimit: return "Limit exceeded";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kIoError:
+      return "I/O error";
+    case StatusCode::kNoSpace:
+      return "No space";
+    case StatusCode::kCorruption:
+      return "Corruption";
+    case StatusCode::kInvalidArgument:
+      return "Invalid argument";
+    case StatusCode::kNotSupported:
+      return "Not supported";
+    case StatusCode::kReadOnly:
+      return "Read-only";
+    case StatusCode::kBusy:
+      return "Busy";
+    case StatusCode::kLimit:
+      return "Limit exceeded";
   }
   return "Unknown";
 }

@@ -42,7 +42,9 @@ class [[nodiscard]] Status {
   static Status NotSupported(std::string message) {
     return {StatusCode::kNotSupported, std::move(message)};
   }
-  static Status ReadOnly(std::string message) { return {StatusCode::kReadOnly, std::move(message)}; }
+  static Status ReadOnly(std::string message) {
+    return {StatusCode::kReadOnly, std::move(message)};
+  }
   static Status Busy(std::string message) { return {StatusCode::kBusy, std::move(message)}; }
   static Status Limit(std::string message) { return {StatusCode::kLimit, std::move(message)}; }
 
@@ -68,7 +70,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     assert(!status_.ok() && "a Result built from a Status must carry an error");
   }
@@ -106,9 +108,9 @@ std::string HexOffset(uint64_t offset);  // "0x1f000"
 #define QCRASH_CONCAT(a, b) QCRASH_CONCAT_INNER(a, b)
 
 // Returns the Status from the enclosing function when `expr` is not ok.
-#define QCRASH_RETURN_IF_ERROR(expr)              \
-  do {                                            \
-    ::qcrash::Status qcrash_status_ = (expr);     \
+#define QCRASH_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::qcrash::Status qcrash_status_ = (expr);        \
     if (!qcrash_status_.ok()) return qcrash_status_; \
   } while (0)
 

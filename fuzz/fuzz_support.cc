@@ -132,7 +132,8 @@ void CheckWritesNothing(std::span<const uint8_t> image) {
   auto device = MakeDevice(image);
   // A few findings kept are enough to exercise their formatting; the rest
   // are only counted (hostile images have thousands).
-  auto report = engine::CheckImage(*device, {.repair = engine::RepairMode::kNone, .max_findings = 32});
+  auto report =
+      engine::CheckImage(*device, {.repair = engine::RepairMode::kNone, .max_findings = 32});
   const std::span<const uint8_t> after = device->bytes();
   if (after.size() != image.size() || !std::equal(after.begin(), after.end(), image.begin())) {
     Fail("check without repair writes nothing", "the image bytes changed");
@@ -173,7 +174,8 @@ void RepairLeavesCleanImage(std::span<const uint8_t> image) {
   auto again = engine::CheckImage(*device, {engine::RepairMode::kAll});
   if (!again.ok() || again->bytes_written != 0) {
     Fail("a second repair changes no byte",
-         again.ok() ? std::to_string(again->bytes_written) + " bytes written" : again.status().ToString());
+         again.ok() ? std::to_string(again->bytes_written) + " bytes written"
+                    : again.status().ToString());
   }
   ReadGuestView(*device, SmallOpenOptions(true));
 }

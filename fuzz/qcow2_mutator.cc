@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
-#include <utility>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "engine/endian.h"
@@ -22,15 +22,27 @@ struct Field {
   uint32_t width;  // 4 or 8
 };
 constexpr Field kHeaderFields[] = {
-    {f::kOffVersion, 4},           {f::kOffBackingFileOffset, 8},   {f::kOffBackingFileSize, 4},
-    {f::kOffClusterBits, 4},       {f::kOffSize, 8},                {f::kOffCryptMethod, 4},
-    {f::kOffL1Size, 4},            {f::kOffL1TableOffset, 8},       {f::kOffRefcountTableOffset, 8},
-    {f::kOffRefcountTableClusters, 4}, {f::kOffNbSnapshots, 4},     {f::kOffSnapshotsOffset, 8},
-    {f::kOffIncompatibleFeatures, 8},  {f::kOffCompatibleFeatures, 8}, {f::kOffAutoclearFeatures, 8},
-    {f::kOffRefcountOrder, 4},     {f::kOffHeaderLength, 4},
+    {f::kOffVersion, 4},
+    {f::kOffBackingFileOffset, 8},
+    {f::kOffBackingFileSize, 4},
+    {f::kOffClusterBits, 4},
+    {f::kOffSize, 8},
+    {f::kOffCryptMethod, 4},
+    {f::kOffL1Size, 4},
+    {f::kOffL1TableOffset, 8},
+    {f::kOffRefcountTableOffset, 8},
+    {f::kOffRefcountTableClusters, 4},
+    {f::kOffNbSnapshots, 4},
+    {f::kOffSnapshotsOffset, 8},
+    {f::kOffIncompatibleFeatures, 8},
+    {f::kOffCompatibleFeatures, 8},
+    {f::kOffAutoclearFeatures, 8},
+    {f::kOffRefcountOrder, 4},
+    {f::kOffHeaderLength, 4},
 };
-constexpr uint32_t kExtensionTypes[] = {f::kExtEnd, f::kExtBackingFormat, f::kExtFeatureNameTable,
-                                        f::kExtBitmaps, f::kExtCryptoHeader, f::kExtDataFile};
+constexpr uint32_t kExtensionTypes[] = {
+    f::kExtEnd,     f::kExtBackingFormat, f::kExtFeatureNameTable,
+    f::kExtBitmaps, f::kExtCryptoHeader,  f::kExtDataFile};
 
 // The image as far as the mutator needs it: where the tables are.
 struct Layout {
@@ -76,22 +88,36 @@ class Mutator {
 
  private:
   uint64_t Rand(uint64_t bound) { return bound == 0 ? 0 : rng_() % bound; }
-  bool Fits(uint64_t offset, uint64_t width) const { return offset <= size_ && width <= size_ - offset; }
+  bool Fits(uint64_t offset, uint64_t width) const {
+    return offset <= size_ && width <= size_ - offset;
+  }
   uint64_t Load(uint64_t offset, uint32_t width) const {
     switch (width) {
-      case 8: return LoadBe64(data_ + offset);
-      case 4: return LoadBe32(data_ + offset);
-      case 2: return LoadBe16(data_ + offset);
-      default: return data_[offset];
+      case 8:
+        return LoadBe64(data_ + offset);
+      case 4:
+        return LoadBe32(data_ + offset);
+      case 2:
+        return LoadBe16(data_ + offset);
+      default:
+        return data_[offset];
     }
   }
   void Store(uint64_t offset, uint32_t width, uint64_t value) {
     if (!Fits(offset, width)) return;
     switch (width) {
-      case 8: StoreBe64(data_ + offset, value); break;
-      case 4: StoreBe32(data_ + offset, static_cast<uint32_t>(value)); break;
-      case 2: StoreBe16(data_ + offset, static_cast<uint16_t>(value)); break;
-      default: data_[offset] = static_cast<uint8_t>(value); break;
+      case 8:
+        StoreBe64(data_ + offset, value);
+        break;
+      case 4:
+        StoreBe32(data_ + offset, static_cast<uint32_t>(value));
+        break;
+      case 2:
+        StoreBe16(data_ + offset, static_cast<uint16_t>(value));
+        break;
+      default:
+        data_[offset] = static_cast<uint8_t>(value);
+        break;
     }
   }
   void Scan();
@@ -128,8 +154,10 @@ void Mutator::Scan() {
   l.refcount_table_offset = LoadBe64(data_ + f::kOffRefcountTableOffset);
   l.refcount_table_entries =
       Fits(l.refcount_table_offset, 0)
-          ? std::min<uint64_t>(uint64_t{LoadBe32(data_ + f::kOffRefcountTableClusters)} << l.cluster_bits,
-                               size_ - l.refcount_table_offset) / 8
+          ? std::min<uint64_t>(
+                uint64_t{LoadBe32(data_ + f::kOffRefcountTableClusters)} << l.cluster_bits,
+                size_ - l.refcount_table_offset) /
+                8
           : 0;
   const uint32_t version = LoadBe32(data_ + f::kOffVersion);
   l.extensions_offset = version >= 3 ? LoadBe32(data_ + f::kOffHeaderLength) : f::kV2HeaderLength;
@@ -138,10 +166,14 @@ void Mutator::Scan() {
     if (l2 != 0 && Fits(l2, l.cluster_bytes)) l.l2_tables.push_back(l2);
   }
   for (uint64_t i = 0; i < l.refcount_table_entries && l.refcount_blocks.size() < 64; ++i) {
-    const uint64_t block = LoadBe64(data_ + l.refcount_table_offset + i * 8) & f::kRefcountTableOffsetMask;
+    const uint64_t block =
+        LoadBe64(data_ + l.refcount_table_offset + i * 8) & f::kRefcountTableOffsetMask;
     if (block != 0 && Fits(block, l.cluster_bytes)) l.refcount_blocks.push_back(block);
   }
-  l.structures = {0, l.cluster_bytes, l.l1_offset, l.refcount_table_offset,
+  l.structures = {0,
+                  l.cluster_bytes,
+                  l.l1_offset,
+                  l.refcount_table_offset,
                   LoadBe64(data_ + f::kOffSnapshotsOffset),
                   (size_ + l.cluster_bytes - 1) / l.cluster_bytes * l.cluster_bytes,
                   (size_ / l.cluster_bytes + 2) * l.cluster_bytes};
@@ -156,12 +188,14 @@ void Mutator::Scan() {
 void Mutator::ScanSnapshots() {
   Layout& l = layout_;
   uint64_t at = LoadBe64(data_ + f::kOffSnapshotsOffset);
-  const uint64_t count = std::min<uint64_t>(LoadBe32(data_ + f::kOffNbSnapshots), kMaxScannedEntries);
+  const uint64_t count =
+      std::min<uint64_t>(LoadBe32(data_ + f::kOffNbSnapshots), kMaxScannedEntries);
   for (uint64_t i = 0; i < count && Fits(at, 40); ++i) {
     l.snapshot_entries.push_back(at);
     const uint64_t l1 = LoadBe64(data_ + at);
     if (Fits(l1, 8)) {
-      l.snapshot_l1s.emplace_back(l1, std::min<uint64_t>(LoadBe32(data_ + at + 8), (size_ - l1) / 8));
+      l.snapshot_l1s.emplace_back(l1,
+                                  std::min<uint64_t>(LoadBe32(data_ + at + 8), (size_ - l1) / 8));
       l.structures.push_back(l1);
     }
     const uint64_t bytes = 40 + uint64_t{LoadBe32(data_ + at + 36)} + LoadBe16(data_ + at + 12) +
@@ -188,15 +222,18 @@ void Mutator::ScanBitmaps() {
   if (l.bitmap_extension == 0) return;
   uint64_t entry = LoadBe64(data_ + l.bitmap_extension + 16);
   l.structures.push_back(entry);
-  const uint64_t count = std::min<uint64_t>(LoadBe32(data_ + l.bitmap_extension), kMaxScannedEntries);
+  const uint64_t count =
+      std::min<uint64_t>(LoadBe32(data_ + l.bitmap_extension), kMaxScannedEntries);
   for (uint64_t i = 0; i < count && Fits(entry, 24); ++i) {
     l.bitmap_entries.push_back(entry);
     const uint64_t table = LoadBe64(data_ + entry);
     if (Fits(table, 8)) {
-      l.bitmap_tables.emplace_back(table, std::min<uint64_t>(LoadBe32(data_ + entry + 8), (size_ - table) / 8));
+      l.bitmap_tables.emplace_back(
+          table, std::min<uint64_t>(LoadBe32(data_ + entry + 8), (size_ - table) / 8));
       l.structures.push_back(table);
     }
-    const uint64_t bytes = 24 + uint64_t{LoadBe32(data_ + entry + 20)} + LoadBe16(data_ + entry + 18);
+    const uint64_t bytes =
+        24 + uint64_t{LoadBe32(data_ + entry + 20)} + LoadBe16(data_ + entry + 18);
     entry += (bytes + 7) & ~uint64_t{7};
   }
 }
@@ -206,29 +243,47 @@ void Mutator::ScanBitmaps() {
 uint64_t Mutator::NewValue(uint64_t old, uint32_t width) {
   const uint64_t max = width == 8 ? ~uint64_t{0} : (uint64_t{1} << (width * 8)) - 1;
   switch (Rand(8)) {
-    case 0: return 0;
-    case 1: return max;
-    case 2: return old + 1 + Rand(4);
-    case 3: return old - 1 - Rand(4);
-    case 4: return old ^ (uint64_t{1} << Rand(width * 8));
-    case 5: return AnyStructure();
-    case 6: return AnyStructure() + layout_.cluster_bytes * Rand(4) + (Rand(4) == 0 ? 512 : 0);
-    default: return uint64_t{1} << Rand(width * 8);
+    case 0:
+      return 0;
+    case 1:
+      return max;
+    case 2:
+      return old + 1 + Rand(4);
+    case 3:
+      return old - 1 - Rand(4);
+    case 4:
+      return old ^ (uint64_t{1} << Rand(width * 8));
+    case 5:
+      return AnyStructure();
+    case 6:
+      return AnyStructure() + layout_.cluster_bytes * Rand(4) + (Rand(4) == 0 ? 512 : 0);
+    default:
+      return uint64_t{1} << Rand(width * 8);
   }
 }
 
 uint64_t Mutator::NewTableEntry(uint64_t old, bool l2) {
   const uint64_t flags = old & (f::kOflagCopied | (l2 ? f::kOflagCompressed | f::kOflagZero : 0));
   switch (Rand(9)) {
-    case 0: return 0;
-    case 1: return old ^ f::kOflagCopied;
-    case 2: return l2 ? old ^ f::kOflagZero : old;
-    case 3: return l2 ? old ^ f::kOflagCompressed : old;
-    case 4: return old | (uint64_t{1} << Rand(9));  // reserved or misaligning low bits
-    case 5: return old | (uint64_t{1} << (56 + Rand(6)));  // reserved high bits
-    case 6: return flags | (AnyStructure() & f::kL2EntryOffsetMask);
-    case 7: return f::kOflagCopied | ((old & f::kL2EntryOffsetMask) + layout_.cluster_bytes * (1 + Rand(8)));
-    default: return f::kOflagCompressed | (AnyStructure() + Rand(layout_.cluster_bytes));
+    case 0:
+      return 0;
+    case 1:
+      return old ^ f::kOflagCopied;
+    case 2:
+      return l2 ? old ^ f::kOflagZero : old;
+    case 3:
+      return l2 ? old ^ f::kOflagCompressed : old;
+    case 4:
+      return old | (uint64_t{1} << Rand(9));  // reserved or misaligning low bits
+    case 5:
+      return old | (uint64_t{1} << (56 + Rand(6)));  // reserved high bits
+    case 6:
+      return flags | (AnyStructure() & f::kL2EntryOffsetMask);
+    case 7:
+      return f::kOflagCopied |
+             ((old & f::kL2EntryOffsetMask) + layout_.cluster_bytes * (1 + Rand(8)));
+    default:
+      return f::kOflagCompressed | (AnyStructure() + Rand(layout_.cluster_bytes));
   }
 }
 
@@ -251,7 +306,8 @@ void Mutator::MutateRefcount() {
   const uint64_t at = block + Rand(std::min<uint64_t>(layout_.cluster_bytes, 256));
   if (!Fits(at, 1)) return;
   static constexpr uint8_t kValues[] = {0, 1, 2, 0xFF, 0x80, 0x7F};
-  data_[at] = Rand(3) == 0 ? static_cast<uint8_t>(data_[at] + 1) : kValues[Rand(std::size(kValues))];
+  data_[at] =
+      Rand(3) == 0 ? static_cast<uint8_t>(data_[at] + 1) : kValues[Rand(std::size(kValues))];
 }
 
 // The extension area: a record's type becomes a known magic, its length an
@@ -269,29 +325,42 @@ void Mutator::MutateExtension() {
     Store(at, 4, kExtensionTypes[Rand(std::size(kExtensionTypes))]);
   } else {
     static constexpr uint32_t kLengths[] = {0, 1, 7, 8, 16, 24, 48, 0xFFFF, 0xFFFFFFFF};
-    Store(at + 4, 4, Rand(2) == 0 ? kLengths[Rand(std::size(kLengths))] : Load(at + 4, 4) + Rand(16));
+    Store(at + 4, 4,
+          Rand(2) == 0 ? kLengths[Rand(std::size(kLengths))] : Load(at + 4, 4) + Rand(16));
   }
 }
 
 // One field of a structure at `at` gets a new value.
 void Mutator::MutateField(uint64_t at, const Field& field) {
   if (!Fits(at + field.offset, field.width)) return;
-  Store(at + field.offset, field.width, NewValue(Load(at + field.offset, field.width), field.width));
+  Store(at + field.offset, field.width,
+        NewValue(Load(at + field.offset, field.width), field.width));
 }
 
 void Mutator::MutateGeneral() {
   switch (Rand(7)) {
-    case 0: MutateHeaderField(); break;
-    case 1: MutateTableEntry(layout_.l1_offset, layout_.l1_entries, false); break;
+    case 0:
+      MutateHeaderField();
+      break;
+    case 1:
+      MutateTableEntry(layout_.l1_offset, layout_.l1_entries, false);
+      break;
     case 2:
     case 3:
       if (!layout_.l2_tables.empty()) {
-        MutateTableEntry(layout_.l2_tables[Rand(layout_.l2_tables.size())], layout_.cluster_bytes / 8, true);
+        MutateTableEntry(layout_.l2_tables[Rand(layout_.l2_tables.size())],
+                         layout_.cluster_bytes / 8, true);
       }
       break;
-    case 4: MutateTableEntry(layout_.refcount_table_offset, layout_.refcount_table_entries, false); break;
-    case 5: MutateRefcount(); break;
-    default: MutateExtension(); break;
+    case 4:
+      MutateTableEntry(layout_.refcount_table_offset, layout_.refcount_table_entries, false);
+      break;
+    case 5:
+      MutateRefcount();
+      break;
+    default:
+      MutateExtension();
+      break;
   }
 }
 
@@ -300,10 +369,12 @@ void Mutator::MutateGeneral() {
 // edges), an entry copied over another (duplicate ids), a snapshot L1 entry.
 void Mutator::MutateSnapshots() {
   const Layout& l = layout_;
-  const uint64_t entry = l.snapshot_entries.empty() ? 0 : l.snapshot_entries[Rand(l.snapshot_entries.size())];
+  const uint64_t entry =
+      l.snapshot_entries.empty() ? 0 : l.snapshot_entries[Rand(l.snapshot_entries.size())];
   switch (Rand(6)) {
     case 0:
-      MutateField(0, Rand(2) == 0 ? Field{f::kOffNbSnapshots, 4} : Field{f::kOffSnapshotsOffset, 8});
+      MutateField(0,
+                  Rand(2) == 0 ? Field{f::kOffNbSnapshots, 4} : Field{f::kOffSnapshotsOffset, 8});
       break;
     case 1:
     case 2:
@@ -320,7 +391,8 @@ void Mutator::MutateSnapshots() {
       if (l.snapshot_entries.size() >= 2) {
         const uint64_t from = l.snapshot_entries[Rand(l.snapshot_entries.size())];
         const uint64_t bytes = std::min<uint64_t>(48 + Rand(32), size_ - std::max(from, entry));
-        if (from != entry && Fits(from, bytes) && Fits(entry, bytes)) std::memmove(data_ + entry, data_ + from, bytes);
+        if (from != entry && Fits(from, bytes) && Fits(entry, bytes))
+          std::memmove(data_ + entry, data_ + from, bytes);
       }
       break;
     default:
@@ -344,7 +416,8 @@ void Mutator::MutateBitmaps() {
       break;
     case 1:
       if (l.bitmap_extension != 0) {
-        MutateField(l.bitmap_extension, kBitmapExtensionFields[Rand(std::size(kBitmapExtensionFields))]);
+        MutateField(l.bitmap_extension,
+                    kBitmapExtensionFields[Rand(std::size(kBitmapExtensionFields))]);
       }
       break;
     case 2:
@@ -352,13 +425,17 @@ void Mutator::MutateBitmaps() {
       if (!l.bitmap_entries.empty()) {
         const uint64_t entry = l.bitmap_entries[Rand(l.bitmap_entries.size())];
         switch (Rand(4)) {
-          case 0: Store(entry + 12, 4, Load(entry + 12, 4) ^ (uint64_t{1} << Rand(32))); break;
+          case 0:
+            Store(entry + 12, 4, Load(entry + 12, 4) ^ (uint64_t{1} << Rand(32)));
+            break;
           case 1: {
             static constexpr uint8_t kGranularity[] = {0, 8, 9, 16, 31, 32, 63, 64, 255};
             Store(entry + 17, 1, kGranularity[Rand(std::size(kGranularity))]);
             break;
           }
-          default: MutateField(entry, kBitmapFields[Rand(std::size(kBitmapFields))]); break;
+          default:
+            MutateField(entry, kBitmapFields[Rand(std::size(kBitmapFields))]);
+            break;
         }
       }
       break;
@@ -368,9 +445,15 @@ void Mutator::MutateBitmaps() {
         if (entries == 0) break;
         const uint64_t at = table + Rand(entries) * 8;
         switch (Rand(4)) {
-          case 0: Store(at, 8, 1); break;  // all ones
-          case 1: Store(at, 8, AnyStructure() & f::kL2EntryOffsetMask); break;
-          default: Store(at, 8, NewTableEntry(Load(at, 8), false)); break;
+          case 0:
+            Store(at, 8, 1);
+            break;  // all ones
+          case 1:
+            Store(at, 8, AnyStructure() & f::kL2EntryOffsetMask);
+            break;
+          default:
+            Store(at, 8, NewTableEntry(Load(at, 8), false));
+            break;
         }
       }
       break;
@@ -413,7 +496,8 @@ extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
 // One in three mutations is structural when the input holds an image (one
 // in two for a focused mutator); the rest are libFuzzer's byte-level ones
 // (which also grow and shrink inputs).
-extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size, unsigned int seed) {
+extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size,
+                                          unsigned int seed) {
   using qcrash::fuzz::MutatorFocus;
   constexpr MutatorFocus kFocus = MutatorFocus::QCRASH_MUTATOR_FOCUS;
   const unsigned share = kFocus == MutatorFocus::kImage ? 3 : 2;

@@ -17,6 +17,7 @@ enum class MutatorFocus : uint8_t { kImage, kSnapshots, kBitmaps };
 // Mutates the qcow2 image at the front of data[0, size) in place and returns
 // true, or returns false when data holds no image it understands. Never
 // reads or writes outside data[0, size); never changes the size.
-bool MutateQcow2(uint8_t* data, size_t size, uint32_t seed, MutatorFocus focus = MutatorFocus::kImage);
+bool MutateQcow2(uint8_t* data, size_t size, uint32_t seed,
+                 MutatorFocus focus = MutatorFocus::kImage);
 
 }  // namespace qcrash::fuzz

@@ -96,17 +96,22 @@ int main(int argc, char** argv) {
   for (const std::string& file : files) {
     std::fprintf(stderr, "replay: %s\n", file.c_str());
     if (expect_failure && !FailsInChild(file)) {
-      std::fprintf(stderr, "replay: %s did NOT fail, but it must (a canary gone blind)\n", file.c_str());
+      std::fprintf(stderr, "replay: %s did NOT fail, but it must (a canary gone blind)\n",
+                   file.c_str());
       return 1;
     }
     if (expect_failure) continue;
     const auto start = std::chrono::steady_clock::now();
     RunOne(file);
     const auto elapsed = std::chrono::steady_clock::now() - start;
-    if (time) times.emplace_back(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count(), file);
+    if (time)
+      times.emplace_back(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count(),
+                         file);
   }
   std::sort(times.rbegin(), times.rend());
-  for (const auto& [us, file] : times) std::printf("%lld us %s\n", static_cast<long long>(us), file.c_str());
-  std::fprintf(stderr, "replay: %zu inputs %s\n", files.size(), expect_failure ? "failed as expected" : "passed");
+  for (const auto& [us, file] : times)
+    std::printf("%lld us %s\n", static_cast<long long>(us), file.c_str());
+  std::fprintf(stderr, "replay: %zu inputs %s\n", files.size(),
+               expect_failure ? "failed as expected" : "passed");
   return 0;
 }

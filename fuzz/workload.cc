@@ -39,13 +39,15 @@ struct OpRecord {
 // operation that had started (issued a record) before p.
 class SectorOracle {
  public:
-  SectorOracle(const std::vector<OpRecord>& records, uint64_t sector_count, uint64_t cluster_sectors)
+  SectorOracle(const std::vector<OpRecord>& records, uint64_t sector_count,
+               uint64_t cluster_sectors)
       : records_(records), sector_count_(sector_count), cluster_sectors_(cluster_sectors) {}
 
   std::vector<uint64_t> Allowed(uint64_t sector, uint64_t point) const {
     size_t flushed = 0;  // ops [0, flushed) are durable
     for (size_t i = 0; i < records_.size(); ++i) {
-      if (records_[i].op.kind == GuestOpKind::kFlush && records_[i].log_end <= point) flushed = i + 1;
+      if (records_[i].op.kind == GuestOpKind::kFlush && records_[i].log_end <= point)
+        flushed = i + 1;
     }
     uint64_t durable = 0;
     for (size_t i = 0; i < flushed; ++i) TagAfter(i, sector, &durable);
@@ -69,7 +71,8 @@ class SectorOracle {
       const uint64_t begin = cluster * cluster_sectors_;
       const uint64_t end = std::min(begin + cluster_sectors_, sector_count_);
       const bool tail = op.first_sector + op.sector_count == sector_count_;
-      if (begin < op.first_sector || (end > op.first_sector + op.sector_count && !tail)) return false;
+      if (begin < op.first_sector || (end > op.first_sector + op.sector_count && !tail))
+        return false;
     }
     *tag = op.kind == GuestOpKind::kWrite ? WriteTag(i, sector) : 0;
     return true;
@@ -94,10 +97,14 @@ Status RunOp(engine::Image& image, const GuestOp& op, size_t op_index) {
       }
       return image.Write(offset, data);
     }
-    case GuestOpKind::kZeroKeep: return image.WriteZeroes(offset, length, false);
-    case GuestOpKind::kZeroUnmap: return image.WriteZeroes(offset, length, true);
-    case GuestOpKind::kDiscard: return image.Discard(offset, length);
-    case GuestOpKind::kFlush: return image.Flush();
+    case GuestOpKind::kZeroKeep:
+      return image.WriteZeroes(offset, length, false);
+    case GuestOpKind::kZeroUnmap:
+      return image.WriteZeroes(offset, length, true);
+    case GuestOpKind::kDiscard:
+      return image.Discard(offset, length);
+    case GuestOpKind::kFlush:
+      return image.Flush();
   }
   return Status::Ok();
 }
@@ -116,8 +123,9 @@ sim::CrashState ChooseState(const sim::CrashPoint& point, ByteReader& reader) {
   return state;
 }
 
-Violation CheckGuestData(BlockDevice& device, const WorkloadCase& workload, const SectorOracle& oracle,
-                         uint64_t point, const engine::CheckReport& repair) {
+Violation CheckGuestData(BlockDevice& device, const WorkloadCase& workload,
+                         const SectorOracle& oracle, uint64_t point,
+                         const engine::CheckReport& repair) {
   engine::OpenOptions options = workload.open;
   options.read_only = true;
   auto opened = engine::Image::Open(device, options);
@@ -140,7 +148,8 @@ Violation CheckGuestData(BlockDevice& device, const WorkloadCase& workload, cons
     uint64_t tag = 0;
     std::memcpy(&tag, sector.data(), 8);
     bool uniform = true;
-    for (uint64_t w = 8; w < kGuestSectorBytes; w += 8) uniform &= std::memcmp(&sector[w], &tag, 8) == 0;
+    for (uint64_t w = 8; w < kGuestSectorBytes; w += 8)
+      uniform &= std::memcmp(&sector[w], &tag, 8) == 0;
     const std::vector<uint64_t> allowed = oracle.Allowed(s, point);
     if (uniform && std::find(allowed.begin(), allowed.end(), tag) != allowed.end()) continue;
     std::string detail = "guest sector " + std::to_string(s) + " reads tag " + HexOffset(tag) +
@@ -159,7 +168,8 @@ Violation Recover(sim::CrashView& view, const WorkloadCase& workload, const Sect
     // Opening read-write replays the committed transactions; Close leaves
     // the journal clean, so check sees the recovered metadata.
     auto opened = engine::Image::Open(view, workload.open);
-    if (!opened.ok()) return {"I8 journal replay opens the crash image", opened.status().ToString()};
+    if (!opened.ok())
+      return {"I8 journal replay opens the crash image", opened.status().ToString()};
     const Status closed = (*opened)->Close();
     if (!closed.ok()) return {"I8 the recovered image closes", closed.ToString()};
   }
@@ -189,7 +199,8 @@ Violation Recover(sim::CrashView& view, const WorkloadCase& workload, const Sect
 WorkloadCase DecodeWorkload(ByteReader& reader) {
   static constexpr engine::OrderingPolicy kPolicies[] = {
       engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
-      engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent, engine::OrderingPolicy::kJournal};
+      engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent,
+      engine::OrderingPolicy::kJournal};
   static constexpr uint32_t kClusterBits[] = {9, 10, 12, 16};
   WorkloadCase w;
   const uint8_t policy_byte = reader.U8();
@@ -216,7 +227,8 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
     GuestOp op;
     op.kind = static_cast<GuestOpKind>(reader.U8() % 5);
     op.first_sector = reader.U16() % sectors;
-    op.sector_count = std::min<uint64_t>(1 + reader.U8() % (2 * cluster_sectors), sectors - op.first_sector);
+    op.sector_count =
+        std::min<uint64_t>(1 + reader.U8() % (2 * cluster_sectors), sectors - op.first_sector);
     w.ops.push_back(op);
   }
   return w;
@@ -251,9 +263,10 @@ Violation RunWorkloadCrashCase(const WorkloadCase& workload, ByteReader& crash_c
                             (uint64_t{1} << workload.create.cluster_bits) / kGuestSectorBytes);
   Violation violation = Recover(**view, workload, oracle, point);
   if (violation.found()) {
-    violation.detail += "\n==qcrash-fuzz== policy " + std::string(engine::PolicyName(workload.open.policy)) +
-                        ", crash state " + sim::FormatCrashStateId(state) + ", " +
-                        std::to_string(records.size()) + " ops";
+    violation.detail += "\n==qcrash-fuzz== policy " +
+                        std::string(engine::PolicyName(workload.open.policy)) + ", crash state " +
+                        sim::FormatCrashStateId(state) + ", " + std::to_string(records.size()) +
+                        " ops";
   }
   return violation;
 }

@@ -22,11 +22,14 @@ void ExploreReport::Merge(const ExploreReport& other) {
   elapsed_seconds = std::max(elapsed_seconds, other.elapsed_seconds);
   budget_exhausted |= other.budget_exhausted;
   for (int i = 0; i < kVerdictCount; ++i) verdicts[i] += other.verdicts[i];
-  for (const auto& [name, count] : other.violations_by_invariant) violations_by_invariant[name] += count;
+  for (const auto& [name, count] : other.violations_by_invariant)
+    violations_by_invariant[name] += count;
   violating_states += other.violating_states;
   violations.insert(violations.end(), other.violations.begin(), other.violations.end());
   std::sort(violations.begin(), violations.end(),
-            [](const FoundViolation& a, const FoundViolation& b) { return a.state_index < b.state_index; });
+            [](const FoundViolation& a, const FoundViolation& b) {
+              return a.state_index < b.state_index;
+            });
 }
 
 namespace {
@@ -38,8 +41,8 @@ double Seconds(Clock::time_point since) {
 }
 
 // The first state (at most `states_max`) of `workload` violating `invariant`.
-bool FindViolation(const Workload& workload, const ExploreConfig& config, const std::string& invariant,
-                   uint64_t states_max, FoundViolation& found) {
+bool FindViolation(const Workload& workload, const ExploreConfig& config,
+                   const std::string& invariant, uint64_t states_max, FoundViolation& found) {
   auto run = RunWorkload(workload, config.run);
   if (!run.ok()) return false;
   const GuestOracle oracle(*run);
@@ -190,8 +193,9 @@ Result<StateResult> ReplayState(const Workload& workload, const RunOptions& run_
   QCRASH_ASSIGN_OR_RETURN(sim::CrashState state, sim::ParseCrashStateId(state_id));
   QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(workload, run_options));
   if (state.point >= run.timeline->PointCount()) {
-    return Status::InvalidArgument("state " + state_id + " names point " + std::to_string(state.point) +
-                                   " but the log has " + std::to_string(run.timeline->PointCount()) + " points");
+    return Status::InvalidArgument("state " + state_id + " names point " +
+                                   std::to_string(state.point) + " but the log has " +
+                                   std::to_string(run.timeline->PointCount()) + " points");
   }
   const GuestOracle oracle(run);
   return RecoverState(run, oracle, run.timeline->Point(state.point), state, recovery);

@@ -23,11 +23,11 @@ struct ExploreConfig {
   RunOptions run;
   sim::EnumeratorSpec enumerator;
   RecoveryOptions recovery;
-  double budget_seconds = 0;        // 0: no limit
-  uint64_t states_max = 0;          // 0: no limit
+  double budget_seconds = 0;  // 0: no limit
+  uint64_t states_max = 0;    // 0: no limit
   bool stop_at_first_violation = false;
   bool minimize = true;
-  size_t violations_kept = 8;       // violations recorded (and minimized) in full
+  size_t violations_kept = 8;  // violations recorded (and minimized) in full
   // With states_max: when the enumeration holds more states, check a stride
   // through all of them (shard stride_offset % N of N) instead of the first
   // states_max, so that late crash points are reached too.
@@ -42,10 +42,10 @@ struct ExploreConfig {
 struct FoundViolation {
   std::string invariant;
   std::string message;
-  std::string state_id;             // in the original workload's timeline
-  uint64_t state_index = 0;         // the enumerator's unsharded index
+  std::string state_id;      // in the original workload's timeline
+  uint64_t state_index = 0;  // the enumerator's unsharded index
   std::vector<std::string> raw_findings;
-  Workload minimized_workload;      // equals the workload when not minimized
+  Workload minimized_workload;  // equals the workload when not minimized
   std::string minimized_state_id;
   std::string minimized_message;
 };
@@ -55,7 +55,7 @@ struct ExploreReport {
   std::string policy;
   std::string enumerator;
   uint64_t crash_points = 0;
-  uint64_t states_total = 0;        // the enumerator's closed-form count (this shard)
+  uint64_t states_total = 0;  // the enumerator's closed-form count (this shard)
   uint64_t states_checked = 0;
   uint64_t skipped_points = 0;
   double elapsed_seconds = 0;
@@ -66,9 +66,11 @@ struct ExploreReport {
   std::vector<FoundViolation> violations;
   engine::EngineStats stats;
   uint64_t allocating_writes = 0;
-  std::string workload_error;       // a workload operation failed (the run stopped there)
+  std::string workload_error;  // a workload operation failed (the run stopped there)
 
-  double states_per_second() const { return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0; }
+  double states_per_second() const {
+    return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0;
+  }
   double flushes_per_guest_write() const;
   double flushes_per_allocation() const;
   // Adds another shard's counts (the report of --jobs N is the sum of its workers').
@@ -81,7 +83,8 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
 
 // Delta debugging: the smallest workload (by operations) and crash state
 // that still violate `invariant`. Bounded by `states_per_try` per candidate.
-void Minimize(const ExploreConfig& config, FoundViolation& violation, uint64_t states_per_try = 5000);
+void Minimize(const ExploreConfig& config, FoundViolation& violation,
+              uint64_t states_per_try = 5000);
 
 // Re-runs `workload` and recovers the state with id `state_id`.
 Result<StateResult> ReplayState(const Workload& workload, const RunOptions& run,

@@ -58,14 +58,17 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   GeneratedCase c;
   Workload& w = c.workload;
   w.name = "random:" + std::to_string(seed) + (ops ? ":" + std::to_string(ops) : "");
-  const bool needs_v3 = policy == engine::OrderingPolicy::kLazy || policy == engine::OrderingPolicy::kJournal;
+  const bool needs_v3 =
+      policy == engine::OrderingPolicy::kLazy || policy == engine::OrderingPolicy::kJournal;
   w.image.version = !needs_v3 && r.OneIn(5) ? 2 : 3;
   w.image.cluster_bits = r.Pick<uint32_t>({9, 9, 10, 12, 12, 16});
   w.image.refcount_order = w.image.version == 2 ? 4 : static_cast<uint32_t>(r.Below(7));
   // Small clusters with wide refcounts: a refcount block covers few
   // clusters, so a few MiB of writes outgrow the first refcount table.
-  const bool grow_refcounts = w.image.cluster_bits == 9 && w.image.refcount_order >= 5 && r.OneIn(2);
-  w.image.size_bytes = (grow_refcounts ? r.Pick<uint64_t>({4, 8}) : r.Pick<uint64_t>({1, 2, 4, 8})) << 20;
+  const bool grow_refcounts =
+      w.image.cluster_bits == 9 && w.image.refcount_order >= 5 && r.OneIn(2);
+  w.image.size_bytes = (grow_refcounts ? r.Pick<uint64_t>({4, 8}) : r.Pick<uint64_t>({1, 2, 4, 8}))
+                       << 20;
 
   Swarm s{r.OneIn(2), r.OneIn(2), !r.OneIn(4), r.OneIn(3), r.OneIn(2), grow_refcounts || r.OneIn(2),
           r.OneIn(2), r.OneIn(2)};
@@ -81,12 +84,15 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   if (policy == engine::OrderingPolicy::kJournal) {
     engine::JournalOptions& j = run.open.journal;
     j.commit = r.OneIn(2) ? engine::JournalCommit::kHeader : engine::JournalCommit::kDescriptorFlag;
-    j.recovery = r.OneIn(2) ? engine::JournalRecovery::kHeaderBookkeeping : engine::JournalRecovery::kScanOnly;
-    j.terminator = r.OneIn(2) ? engine::JournalTerminator::kBlankBlock : engine::JournalTerminator::kEscapeFlag;
+    j.recovery = r.OneIn(2) ? engine::JournalRecovery::kHeaderBookkeeping
+                            : engine::JournalRecovery::kScanOnly;
+    j.terminator = r.OneIn(2) ? engine::JournalTerminator::kBlankBlock
+                              : engine::JournalTerminator::kEscapeFlag;
     j.byte_sum_checksum = r.OneIn(3);
     j.size_bytes = r.Pick<uint64_t>({16 << 10, 32 << 10, 64 << 10, 1 << 20});
   }
-  c.features += std::string(c.features.empty() ? "" : ",") + "l2cache=" + std::to_string(run.open.l2_cache_tables) +
+  c.features += std::string(c.features.empty() ? "" : ",") +
+                "l2cache=" + std::to_string(run.open.l2_cache_tables) +
                 ",rccache=" + std::to_string(run.open.refcount_cache_blocks) +
                 ",sector=" + std::to_string(run.sector_bytes);
 

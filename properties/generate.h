@@ -16,8 +16,8 @@ namespace qcrash::properties {
 
 struct GeneratedCase {
   Workload workload;
-  RunOptions run;           // cache sizes, sector size, data ordering, journal variant
-  std::string features;     // what this seed switched on, for humans
+  RunOptions run;        // cache sizes, sector size, data ordering, journal variant
+  std::string features;  // what this seed switched on, for humans
 };
 
 // The case of `seed` for `policy` (the policy is the caller's: a suite runs

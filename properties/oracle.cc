@@ -12,7 +12,8 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
   const auto& ops = run.workload.ops;
   for (size_t i = 0; i < run.spans.size() && i < ops.size(); ++i) {
     const GuestOp& op = ops[i];
-    if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
+    if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes &&
+        op.kind != OpKind::kDiscard) {
       continue;
     }
     const uint64_t first = op.offset_bytes / kGuestSectorBytes;
@@ -23,8 +24,8 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
     }
     if (!ranges_.empty() && ranges_.back().first + ranges_.back().second >= op.offset_bytes &&
         ranges_.back().first <= op.offset_bytes) {
-      const uint64_t end = std::max(ranges_.back().first + ranges_.back().second,
-                                    op.offset_bytes + op.length_bytes);
+      const uint64_t end =
+          std::max(ranges_.back().first + ranges_.back().second, op.offset_bytes + op.length_bytes);
       ranges_.back().second = end - ranges_.back().first;
     } else {
       ranges_.push_back({op.offset_bytes, op.length_bytes});

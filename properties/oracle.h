@@ -49,8 +49,8 @@ class GuestOracle {
   const WorkloadRun& run_;
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;
   // Per touched sector (indexed through sector_index_), its writes in order.
-  std::vector<uint64_t> sectors_;             // sorted guest sector numbers
-  std::vector<std::vector<Write>> history_;   // parallel to sectors_
+  std::vector<uint64_t> sectors_;            // sorted guest sector numbers
+  std::vector<std::vector<Write>> history_;  // parallel to sectors_
 };
 
 }  // namespace qcrash::properties

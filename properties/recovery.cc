@@ -13,12 +13,18 @@ namespace qcrash::properties {
 
 const char* VerdictName(Verdict verdict) {
   switch (verdict) {
-    case Verdict::kClean: return "clean";
-    case Verdict::kLeaksOnly: return "leaks-only";
-    case Verdict::kRepaired: return "repaired";
-    case Verdict::kStaleDataExposed: return "stale-data-exposed";
-    case Verdict::kDataLoss: return "data-loss";
-    case Verdict::kUnrecoverable: return "unrecoverable";
+    case Verdict::kClean:
+      return "clean";
+    case Verdict::kLeaksOnly:
+      return "leaks-only";
+    case Verdict::kRepaired:
+      return "repaired";
+    case Verdict::kStaleDataExposed:
+      return "stale-data-exposed";
+    case Verdict::kDataLoss:
+      return "data-loss";
+    case Verdict::kUnrecoverable:
+      return "unrecoverable";
   }
   return "?";
 }
@@ -57,12 +63,18 @@ void CheckRaw(BlockDevice& view, StateResult& result) {
   if (marked_dirty || result.raw_corruptions == 0) return;
   bool dangling = false, shared = false;
   for (const engine::Finding& finding : raw->findings) {
-    if (finding.severity != engine::Severity::kCorruption && finding.severity != engine::Severity::kCheckError) continue;
+    if (finding.severity != engine::Severity::kCorruption &&
+        finding.severity != engine::Severity::kCheckError)
+      continue;
     (IsOverReference(finding.kind) ? shared : dangling) = true;
   }
   const std::string first = result.raw_findings.empty() ? "" : ": " + result.raw_findings.front();
-  if (dangling) result.violations.push_back({"I1", "raw image not marked dirty has a dangling or invalid pointer" + first});
-  if (shared) result.violations.push_back({"I2", "raw image not marked dirty has an over-referenced cluster" + first});
+  if (dangling)
+    result.violations.push_back(
+        {"I1", "raw image not marked dirty has a dangling or invalid pointer" + first});
+  if (shared)
+    result.violations.push_back(
+        {"I2", "raw image not marked dirty has an over-referenced cluster" + first});
 }
 
 // I6: journal replay never wrote into a range that a later transaction
@@ -72,11 +84,13 @@ void CheckReplay(engine::Image& image, StateResult& result, const std::string& t
   if (!replay.replayed) return;
   for (const engine::ReplayedWrite& w : replay.writes) {
     for (const engine::ReplayedWrite& revoke : replay.revokes) {
-      if (static_cast<int32_t>(revoke.seq - w.seq) > 0 && w.offset_bytes < revoke.offset_bytes + revoke.length_bytes &&
+      if (static_cast<int32_t>(revoke.seq - w.seq) > 0 &&
+          w.offset_bytes < revoke.offset_bytes + revoke.length_bytes &&
           revoke.offset_bytes < w.offset_bytes + w.length_bytes) {
-        result.violations.push_back({tag.empty() ? "I6" : tag, "journal replay of transaction " + std::to_string(w.seq) +
-                                     " wrote " + HexOffset(w.offset_bytes) + ", revoked by transaction " +
-                                     std::to_string(revoke.seq)});
+        result.violations.push_back({tag.empty() ? "I6" : tag,
+                                     "journal replay of transaction " + std::to_string(w.seq) +
+                                         " wrote " + HexOffset(w.offset_bytes) +
+                                         ", revoked by transaction " + std::to_string(revoke.seq)});
         return;
       }
     }
@@ -87,10 +101,11 @@ void CheckReplay(engine::Image& image, StateResult& result, const std::string& t
     if (!e.data || !e.has_offset || e.depth != 0) continue;
     for (const engine::ReplayedWrite& w : replay.writes) {
       if (w.offset_bytes < e.offset + e.length && e.offset < w.offset_bytes + w.length_bytes) {
-        result.violations.push_back({tag.empty() ? "I6" : tag, "journal replay of transaction " +
-                                     std::to_string(w.seq) + " wrote " + std::to_string(w.length_bytes) +
-                                     " bytes at " + HexOffset(w.offset_bytes) + ", inside the guest data of " +
-                                     HexOffset(e.start)});
+        result.violations.push_back(
+            {tag.empty() ? "I6" : tag, "journal replay of transaction " + std::to_string(w.seq) +
+                                           " wrote " + std::to_string(w.length_bytes) +
+                                           " bytes at " + HexOffset(w.offset_bytes) +
+                                           ", inside the guest data of " + HexOffset(e.start)});
         return;
       }
     }
@@ -107,13 +122,15 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
   {
     auto image = engine::Image::Open(view, open);
     if (!image.ok()) {
-      result.violations.push_back({tag.empty() ? "I7" : tag, "open failed: " + image.status().ToString()});
+      result.violations.push_back(
+          {tag.empty() ? "I7" : tag, "open failed: " + image.status().ToString()});
       return false;
     }
     CheckReplay(**image, result, tag);
     Status closed = (*image)->Close();
     if (!closed.ok()) {
-      result.violations.push_back({tag.empty() ? "I7" : tag, "close after open failed: " + closed.ToString()});
+      result.violations.push_back(
+          {tag.empty() ? "I7" : tag, "close after open failed: " + closed.ToString()});
       return false;
     }
     wrote = (*image)->stats().metadata_writes + (*image)->stats().data_writes != 0;
@@ -121,7 +138,8 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
   if (raw_clean && !wrote) return true;
   auto repaired = engine::CheckImage(view, {engine::RepairMode::kAll});
   if (!repaired.ok()) {
-    result.violations.push_back({tag.empty() ? "I7" : tag, "repair failed: " + repaired.status().ToString()});
+    result.violations.push_back(
+        {tag.empty() ? "I7" : tag, "repair failed: " + repaired.status().ToString()});
     return false;
   }
   // A second repair must find nothing and write nothing (I7, I3).
@@ -131,29 +149,33 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
     return false;
   }
   if (again->leaks) {
-    result.violations.push_back({tag.empty() ? "I3" : tag, std::to_string(again->leaks) + " leaks left after repair"});
+    result.violations.push_back(
+        {tag.empty() ? "I3" : tag, std::to_string(again->leaks) + " leaks left after repair"});
   }
   if (again->bytes_written != 0) {
-    result.violations.push_back({tag.empty() ? "I7" : tag, "a second repair wrote " +
-                                 std::to_string(again->bytes_written) + " bytes"});
+    result.violations.push_back(
+        {tag.empty() ? "I7" : tag,
+         "a second repair wrote " + std::to_string(again->bytes_written) + " bytes"});
   }
   return true;
 }
 
 // Step 5, and I10.
-void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle, uint64_t point,
-                  StateResult& result, const std::string& tag) {
+void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
+                  uint64_t point, StateResult& result, const std::string& tag) {
   engine::OpenOptions open;
   open.read_only = true;
   auto image = engine::Image::Open(view, open);
   if (!image.ok()) {
-    result.violations.push_back({tag.empty() ? "I7" : tag, "repaired image does not open: " + image.status().ToString()});
+    result.violations.push_back(
+        {tag.empty() ? "I7" : tag, "repaired image does not open: " + image.status().ToString()});
     return;
   }
   const uint64_t size = (*image)->size_bytes();
   if (size < oracle.MinSizeAt(point)) {
-    result.violations.push_back({tag.empty() ? "I4" : tag, "an acknowledged resize to " +
-                                 std::to_string(oracle.MinSizeAt(point)) + " bytes was lost"});
+    result.violations.push_back({tag.empty() ? "I4" : tag,
+                                 "an acknowledged resize to " +
+                                     std::to_string(oracle.MinSizeAt(point)) + " bytes was lost"});
   }
   std::vector<ContentViolation> content;
   std::vector<uint8_t> buffer;
@@ -162,13 +184,15 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
     buffer.resize(std::min(length, size - offset));
     Status read = (*image)->Read(offset, buffer);
     if (!read.ok()) {
-      result.violations.push_back({tag.empty() ? "I7" : tag, "guest read failed: " + read.ToString()});
+      result.violations.push_back(
+          {tag.empty() ? "I7" : tag, "guest read failed: " + read.ToString()});
       return;
     }
     oracle.Check(point, offset, buffer, content);
   }
   for (ContentViolation& v : content) {
-    const bool stale = v.invariant == "I5" && run.options.open.data_ordering == engine::DataOrdering::kQemu;
+    const bool stale =
+        v.invariant == "I5" && run.options.open.data_ordering == engine::DataOrdering::kQemu;
     if (stale && tag.empty()) {
       if (result.verdict != Verdict::kDataLoss) result.verdict = Verdict::kStaleDataExposed;
       continue;
@@ -177,19 +201,22 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
   }
   if (!run.reserved_host_offsets.empty()) {
     auto hosts = HostOffsets(**image);
-    for (size_t c = 0; hosts.ok() && c < run.reserved_host_offsets.size() && c < hosts->size(); ++c) {
-      if (run.reserved_host_offsets[c] != 0 && (*hosts)[c] != 0 && (*hosts)[c] != run.reserved_host_offsets[c]) {
-        result.violations.push_back({tag.empty() ? "I10" : tag, "guest cluster " + std::to_string(c) +
-                                     " moved from its reserved host cluster " +
-                                     HexOffset(run.reserved_host_offsets[c]) + " to " + HexOffset((*hosts)[c])});
+    for (size_t c = 0; hosts.ok() && c < run.reserved_host_offsets.size() && c < hosts->size();
+         ++c) {
+      if (run.reserved_host_offsets[c] != 0 && (*hosts)[c] != 0 &&
+          (*hosts)[c] != run.reserved_host_offsets[c]) {
+        result.violations.push_back(
+            {tag.empty() ? "I10" : tag,
+             "guest cluster " + std::to_string(c) + " moved from its reserved host cluster " +
+                 HexOffset(run.reserved_host_offsets[c]) + " to " + HexOffset((*hosts)[c])});
         break;
       }
     }
   }
 }
 
-void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle& oracle, uint64_t point,
-                 const RecoveryOptions& options, StateResult& result) {
+void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle& oracle,
+                 uint64_t point, const RecoveryOptions& options, StateResult& result) {
   auto timeline = view.NestedTimeline();
   auto spec = sim::ParseEnumeratorSpec(options.nested_enumerator);
   if (!timeline.ok() || !spec.ok()) return;
@@ -199,9 +226,11 @@ void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle
     auto nested_view = sim::CrashTimeline::BuildView(enumerator->point(), nested);
     if (!nested_view.ok()) continue;
     StateResult inner;
-    if (Repair(**nested_view, inner, "I8", false)) CheckContent(**nested_view, run, oracle, point, inner, "I8");
+    if (Repair(**nested_view, inner, "I8", false))
+      CheckContent(**nested_view, run, oracle, point, inner, "I8");
     for (Violation& v : inner.violations) {
-      v.message = "crash during recovery at nested state " + sim::FormatCrashStateId(nested) + ": " + v.message;
+      v.message = "crash during recovery at nested state " + sim::FormatCrashStateId(nested) +
+                  ": " + v.message;
       result.violations.push_back(std::move(v));
     }
     if (!inner.violations.empty()) return;  // one nested counterexample is enough

@@ -47,7 +47,7 @@ struct StateResult {
   std::vector<Violation> violations;
   uint64_t raw_leaks = 0;
   uint64_t raw_corruptions = 0;
-  bool raw_clean = false;  // the raw image checked clean and is not marked dirty
+  bool raw_clean = false;                 // the raw image checked clean and is not marked dirty
   std::vector<std::string> raw_findings;  // the raw check's findings, one line each (at most 20)
 };
 

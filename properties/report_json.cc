@@ -1,7 +1,6 @@
 // The explorer's JSON report.
-#include "properties/json.h"
-
 #include "engine/ordering.h"
+#include "properties/json.h"
 
 namespace qcrash::properties {
 
@@ -10,23 +9,26 @@ using nlohmann::json;
 json FlushesByRuleToJson(const engine::EngineStats& stats) {
   json out = json::object();
   for (size_t r = 0; r < engine::kRuleCount; ++r) {
-    if (stats.flushes_by_rule[r] != 0) out[engine::RuleKey(static_cast<engine::Rule>(r))] = stats.flushes_by_rule[r];
+    if (stats.flushes_by_rule[r] != 0)
+      out[engine::RuleKey(static_cast<engine::Rule>(r))] = stats.flushes_by_rule[r];
   }
   return out;
 }
 
 json ReportToJson(const ExploreReport& r) {
   json verdicts = json::object();
-  for (int i = 0; i < kVerdictCount; ++i) verdicts[VerdictName(static_cast<Verdict>(i))] = r.verdicts[i];
+  for (int i = 0; i < kVerdictCount; ++i)
+    verdicts[VerdictName(static_cast<Verdict>(i))] = r.verdicts[i];
   json violations = json::array();
   for (const FoundViolation& v : r.violations) {
     violations.push_back({{"invariant", v.invariant},
                           {"message", v.message},
                           {"state_id", v.state_id},
                           {"raw_findings", v.raw_findings},
-                          {"minimized", {{"ops", v.minimized_workload.ops.size()},
-                                         {"state_id", v.minimized_state_id},
-                                         {"message", v.minimized_message}}}});
+                          {"minimized",
+                           {{"ops", v.minimized_workload.ops.size()},
+                            {"state_id", v.minimized_state_id},
+                            {"message", v.minimized_message}}}});
   }
   return {{"workload", r.workload_name},
           {"policy", r.policy},

@@ -28,10 +28,14 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
     }
     case OpKind::kWriteZeroes:
       return image.WriteZeroes(op.offset_bytes, op.length_bytes, op.may_unmap);
-    case OpKind::kDiscard: return image.Discard(op.offset_bytes, op.length_bytes);
-    case OpKind::kFlush: return image.Flush();
-    case OpKind::kResize: return image.Truncate(op.length_bytes, engine::Preallocation::kOff);
-    case OpKind::kClose: return image.Close();
+    case OpKind::kDiscard:
+      return image.Discard(op.offset_bytes, op.length_bytes);
+    case OpKind::kFlush:
+      return image.Flush();
+    case OpKind::kResize:
+      return image.Truncate(op.length_bytes, engine::Preallocation::kOff);
+    case OpKind::kClose:
+      return image.Close();
   }
   return Status::InvalidArgument("unknown operation");
 }
@@ -53,13 +57,15 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
     create_open.faults.unchecksummed_journal = options.open.faults.unchecksummed_journal;
   }
   {
-    QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Create(created, workload.image, create_open));
+    QCRASH_ASSIGN_OR_RETURN(auto image,
+                            engine::Image::Create(created, workload.image, create_open));
     QCRASH_RETURN_IF_ERROR(image->Close());
     if (workload.check_reservations) {
       QCRASH_ASSIGN_OR_RETURN(run.reserved_host_offsets, HostOffsets(*image));
     }
   }
-  run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created.bytes()));
+  run.initial =
+      std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created.bytes()));
   sim::SimDiskOptions disk_options;
   disk_options.sector_bytes = options.sector_bytes;
   disk_options.initial_size_bytes = created.SizeBytes();
@@ -71,12 +77,13 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
       const uint64_t allocated_before = image->stats().clusters_allocated;
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1);
       run.spans.push_back({start, disk.log().size()});
-      if (workload.ops[i].kind == OpKind::kWrite && image->stats().clusters_allocated > allocated_before) {
+      if (workload.ops[i].kind == OpKind::kWrite &&
+          image->stats().clusters_allocated > allocated_before) {
         ++run.allocating_writes;
       }
       if (!run.workload_status.ok()) {
-        run.workload_status = run.workload_status.WithContext("operation " + std::to_string(i) + " (" +
-                                                              DescribeOp(workload.ops[i]) + ")");
+        run.workload_status = run.workload_status.WithContext(
+            "operation " + std::to_string(i) + " (" + DescribeOp(workload.ops[i]) + ")");
         break;
       }
     }

@@ -32,12 +32,12 @@ struct WorkloadRun {
   std::shared_ptr<const sim::ChunkedImage> initial;  // the image right after create
   std::shared_ptr<const sim::WriteLog> log;
   std::shared_ptr<const sim::CrashTimeline> timeline;
-  std::vector<OpSpan> spans;           // one per operation that ran
+  std::vector<OpSpan> spans;  // one per operation that ran
   engine::EngineStats stats;
-  uint64_t allocating_writes = 0;      // guest writes that allocated at least one cluster
+  uint64_t allocating_writes = 0;  // guest writes that allocated at least one cluster
   // Host offset of every guest cluster right after create (0: none), for I10.
   std::vector<uint64_t> reserved_host_offsets;
-  Status workload_status;              // the first failed operation (the run stops there)
+  Status workload_status;  // the first failed operation (the run stops there)
 };
 
 // Creates the image on memory, then opens it over a SimDisk and runs the

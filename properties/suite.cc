@@ -26,8 +26,9 @@ struct PolicyVariant {
 std::vector<PolicyVariant> Variants(const SuiteConfig& config) {
   std::vector<engine::OrderingPolicy> policies = config.policies;
   if (policies.empty()) {
-    policies = {engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered, engine::OrderingPolicy::kLazy,
-                engine::OrderingPolicy::kExtent, engine::OrderingPolicy::kJournal};
+    policies = {engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
+                engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent,
+                engine::OrderingPolicy::kJournal};
   }
   std::vector<PolicyVariant> out;
   for (const engine::OrderingPolicy p : policies) {
@@ -41,7 +42,9 @@ bool NeedsV3(engine::OrderingPolicy p) {
   return p == engine::OrderingPolicy::kLazy || p == engine::OrderingPolicy::kJournal;
 }
 
-double Since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 }  // namespace
 
@@ -69,7 +72,8 @@ std::string CheckCleanClose(const Workload& workload, const RunOptions& run) {
     auto image = engine::Image::Open(device, run.open);
     if (!image.ok()) return "open: " + image.status().ToString();
     for (size_t i = 0; i < workload.ops.size(); ++i) {
-      if (Status s = RunGuestOp(**image, workload.ops[i], i + 1); !s.ok()) return "";  // a workload error: reported apart
+      if (Status s = RunGuestOp(**image, workload.ops[i], i + 1); !s.ok())
+        return "";  // a workload error: reported apart
     }
   }
   auto report = engine::CheckImage(device, {engine::RepairMode::kNone});
@@ -88,9 +92,11 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   const Clock::time_point start = Clock::now();
   SuiteReport suite;
   const std::vector<PolicyVariant> variants = Variants(config);
-  auto over_budget = [&] { return config.budget_seconds > 0 && Since(start) >= config.budget_seconds; };
-  auto run_cell = [&](const std::string& workload_name, const PolicyVariant& v, ExploreConfig explore,
-                      const std::string& enumerator) -> Status {
+  auto over_budget = [&] {
+    return config.budget_seconds > 0 && Since(start) >= config.budget_seconds;
+  };
+  auto run_cell = [&](const std::string& workload_name, const PolicyVariant& v,
+                      ExploreConfig explore, const std::string& enumerator) -> Status {
     SuiteCell cell;
     cell.workload = workload_name;
     cell.policy = v.Label();
@@ -102,20 +108,23 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     explore.stride_offset = config.seed;
     QCRASH_ASSIGN_OR_RETURN(cell.report, Explore(explore));
     cell.enumerator = cell.report.enumerator;  // with the stride's shard, when one was taken
-    if (!cell.report.workload_error.empty()) cell.failure = "workload stopped: " + cell.report.workload_error;
+    if (!cell.report.workload_error.empty())
+      cell.failure = "workload stopped: " + cell.report.workload_error;
     cell.config = std::move(explore);
     // The shared run stays with the caller: a minimization of this cell runs
     // other workloads and must not find it.
     cell.config.prepared.reset();
     suite.states_checked += cell.report.states_checked;
-    if (cell.failed() && suite.first_failure_seconds < 0) suite.first_failure_seconds = Since(start);
+    if (cell.failed() && suite.first_failure_seconds < 0)
+      suite.first_failure_seconds = Since(start);
     suite.cells.push_back(std::move(cell));
     if (progress) progress(suite);
     return Status::Ok();
   };
   // The clean close is a property of the workload run, not of a crash
   // state: one cell of its own (enumerator "close") when it fails.
-  auto check_close = [&](const std::string& workload_name, const PolicyVariant& v, const ExploreConfig& explore) {
+  auto check_close = [&](const std::string& workload_name, const PolicyVariant& v,
+                         const ExploreConfig& explore) {
     const std::string failure = CheckCleanClose(explore.workload, explore.run);
     if (failure.empty()) return;
     SuiteCell cell;
@@ -142,10 +151,13 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   // starve the rest; generated workloads get what is left.
   size_t builtin_cells = 0;
   for (const auto& [name, workload] : builtins) {
-    for (const PolicyVariant& v : variants) builtin_cells += !(workload.image.version < 3 && NeedsV3(v.policy));
+    for (const PolicyVariant& v : variants)
+      builtin_cells += !(workload.image.version < 3 && NeedsV3(v.policy));
   }
   builtin_cells *= 5;
-  const double cell_seconds = config.budget_seconds > 0 ? 0.6 * config.budget_seconds / std::max<size_t>(1, builtin_cells) : 0;
+  const double cell_seconds = config.budget_seconds > 0
+                                  ? 0.6 * config.budget_seconds / std::max<size_t>(1, builtin_cells)
+                                  : 0;
   // Each workload runs once per policy; its write log serves every enumerator.
   std::map<std::pair<size_t, size_t>, ExploreConfig> prepared;
   // The last pass crashes the recovery too (I8): a crash inside the journal
@@ -167,7 +179,8 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
           explore.run.open.policy = v.policy;
           explore.run.open.faults = config.bugs;
           explore.run.open.l2_cache_tables = 2;  // every few writes evict
-          if (v.scan_recovery) explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
+          if (v.scan_recovery)
+            explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
           explore.states_max = config.builtin_states;
           explore.budget_seconds = cell_seconds;
           QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
@@ -190,7 +203,8 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   prepared.clear();
 
   for (uint64_t seed = config.seed; !over_budget(); ++seed) {
-    if (config.budget_seconds <= 0 && config.generated_max == 0) break;  // no budget and no count: none
+    if (config.budget_seconds <= 0 && config.generated_max == 0)
+      break;  // no budget and no count: none
     if (config.generated_max != 0 && suite.generated_workloads >= config.generated_max) break;
     ++suite.generated_workloads;
     for (const PolicyVariant& v : variants) {
@@ -201,8 +215,9 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       explore.run = c.run;
       explore.run.open.faults = config.bugs;
       if (v.policy == engine::OrderingPolicy::kJournal) {
-        explore.run.open.journal.recovery =
-            v.scan_recovery ? engine::JournalRecovery::kScanOnly : engine::JournalRecovery::kHeaderBookkeeping;
+        explore.run.open.journal.recovery = v.scan_recovery
+                                                ? engine::JournalRecovery::kScanOnly
+                                                : engine::JournalRecovery::kHeaderBookkeeping;
       }
       explore.states_max = config.generated_states;
       QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));

@@ -18,22 +18,22 @@ struct SuiteConfig {
   // Policies to run; empty: every safe one (the journal twice: header
   // bookkeeping and scan-only recovery).
   std::vector<engine::OrderingPolicy> policies;
-  engine::BugSwitches bugs;     // switched on in every cell
-  double budget_seconds = 20;   // the whole suite; generated workloads fill what the built-ins leave
-  uint64_t seed = 1;            // the first generated workload's seed
-  uint64_t builtin_states = 2000;    // states per built-in cell and enumerator
-  uint64_t generated_states = 400;   // states per generated cell and enumerator
-  bool skip_costly = false;          // leave out refcount-table-growth (--quick)
-  size_t generated_max = 0;          // 0: as many as the budget allows (none without a budget)
+  engine::BugSwitches bugs;    // switched on in every cell
+  double budget_seconds = 20;  // the whole suite; generated workloads fill what the built-ins leave
+  uint64_t seed = 1;           // the first generated workload's seed
+  uint64_t builtin_states = 2000;   // states per built-in cell and enumerator
+  uint64_t generated_states = 400;  // states per generated cell and enumerator
+  bool skip_costly = false;         // leave out refcount-table-growth (--quick)
+  size_t generated_max = 0;         // 0: as many as the budget allows (none without a budget)
 };
 
 struct SuiteCell {
-  std::string workload;   // "default", "random:17"
-  std::string policy;     // "ordered", "journal/scan"
+  std::string workload;  // "default", "random:17"
+  std::string policy;    // "ordered", "journal/scan"
   std::string enumerator;
-  ExploreConfig config;   // what ran (to minimize, replay and write a reproducer)
+  ExploreConfig config;  // what ran (to minimize, replay and write a reproducer)
   ExploreReport report;
-  std::string failure;    // beyond violations: "workload stopped: ...", "clean close: ..."
+  std::string failure;  // beyond violations: "workload stopped: ...", "clean close: ..."
   bool failed() const { return report.violating_states != 0 || !failure.empty(); }
 };
 
@@ -43,7 +43,7 @@ struct SuiteReport {
   uint64_t generated_workloads = 0;
   uint64_t states_checked = 0;
   double elapsed_seconds = 0;
-  bool budget_exhausted = false;  // the built-ins did not all run
+  bool budget_exhausted = false;      // the built-ins did not all run
   double first_failure_seconds = -1;  // when the first failing cell ended (-1: none)
   size_t failed_cells() const;
 };

@@ -7,12 +7,18 @@ namespace qcrash::properties {
 
 const char* OpKindName(OpKind kind) {
   switch (kind) {
-    case OpKind::kWrite: return "write";
-    case OpKind::kWriteZeroes: return "write-zeroes";
-    case OpKind::kDiscard: return "discard";
-    case OpKind::kFlush: return "flush";
-    case OpKind::kResize: return "resize";
-    case OpKind::kClose: return "close";
+    case OpKind::kWrite:
+      return "write";
+    case OpKind::kWriteZeroes:
+      return "write-zeroes";
+    case OpKind::kDiscard:
+      return "discard";
+    case OpKind::kFlush:
+      return "flush";
+    case OpKind::kResize:
+      return "resize";
+    case OpKind::kClose:
+      return "close";
   }
   return "?";
 }
@@ -35,8 +41,10 @@ std::string DescribeOp(const GuestOp& op) {
     case OpKind::kWriteZeroes:
       return out + (op.may_unmap ? " -u " : " ") + HexOffset(op.offset_bytes) + "+" +
              std::to_string(op.length_bytes);
-    case OpKind::kResize: return out + " " + std::to_string(op.length_bytes);
-    default: return out;
+    case OpKind::kResize:
+      return out + " " + std::to_string(op.length_bytes);
+    default:
+      return out;
   }
 }
 
@@ -56,7 +64,8 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     if (op.kind == OpKind::kResize) {
       if (op.length_bytes < size || op.length_bytes % kGuestSectorBytes != 0 ||
           op.length_bytes > (uint64_t{1} << 40)) {
-        return Status::InvalidArgument(where + ": resize must grow to a multiple of 512 up to 1 TiB");
+        return Status::InvalidArgument(where +
+                                       ": resize must grow to a multiple of 512 up to 1 TiB");
       }
       size = op.length_bytes;
       continue;
@@ -64,7 +73,8 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) continue;
     if (op.offset_bytes % kGuestSectorBytes || op.length_bytes % kGuestSectorBytes ||
         op.length_bytes == 0) {
-      return Status::InvalidArgument(where + ": offset and length must be non-zero multiples of 512");
+      return Status::InvalidArgument(where +
+                                     ": offset and length must be non-zero multiples of 512");
     }
     if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
       return Status::InvalidArgument(where + ": goes past the end of the disk (" +
@@ -107,18 +117,23 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
   if (name == "default") {
     // Allocating writes across L2 tables, a partial-cluster COW, a rewrite in
     // place, zero writes both ways, a discard, flushes between.
-    w.ops = {W(0, 8 * kKiB), W(2 * kMiB + 512, 1024), F(), W(4 * kKiB, 4 * kKiB),
-             Z(0, 4 * kKiB, false), W(6 * kMiB, 12 * kKiB), F(), D(6 * kMiB, 4 * kKiB),
+    w.ops = {W(0, 8 * kKiB),        W(2 * kMiB + 512, 1024),     F(), W(4 * kKiB, 4 * kKiB),
+             Z(0, 4 * kKiB, false), W(6 * kMiB, 12 * kKiB),      F(), D(6 * kMiB, 4 * kKiB),
              W(3 * kMiB, 4 * kKiB), Z(2 * kMiB, 4 * kKiB, true), F(), C()};
   } else if (name == "2010-dangling-l2") {
     // The revert thread: allocating writes need refcount before L2 entry.
-    w.ops = {W(0, 4 * kKiB), W(2 * kMiB, 4 * kKiB), W(4 * kMiB, 4 * kKiB), F(),
-             W(6 * kMiB, 8 * kKiB), W(64 * kKiB, 4 * kKiB), F()};
+    w.ops = {W(0, 4 * kKiB),
+             W(2 * kMiB, 4 * kKiB),
+             W(4 * kMiB, 4 * kKiB),
+             F(),
+             W(6 * kMiB, 8 * kKiB),
+             W(64 * kKiB, 4 * kKiB),
+             F()};
   } else if (name == "free-reuse") {
     // A discarded cluster is reused by the next allocation: its unlink must
     // be durable before the new owner's data lands in it.
-    w.ops = {W(0, 4 * kKiB), W(8 * kKiB, 4 * kKiB), F(), D(0, 4 * kKiB), W(16 * kKiB, 4 * kKiB),
-             W(24 * kKiB, 4 * kKiB), F(), C()};
+    w.ops = {W(0, 4 * kKiB),         W(8 * kKiB, 4 * kKiB),  F(), D(0, 4 * kKiB),
+             W(16 * kKiB, 4 * kKiB), W(24 * kKiB, 4 * kKiB), F(), C()};
   } else if (name == "stale-reuse") {
     // A freed cluster, its free durable, reused by a full-cluster write: with
     // QEMU's data ordering the new L2 entry may land before the data, and
@@ -130,7 +145,8 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     // the freed clusters are reused for guest data, and the crash comes
     // before the journal is synced: replay must not write the stale L1.
     w.image.size_bytes = 1 * kMiB;
-    w.ops = {W(0, 4 * kKiB), F(), R(8 * kMiB), W(4 * kKiB, 4 * kKiB), F(), W(8 * kKiB, 4 * kKiB), F()};
+    w.ops = {W(0, 4 * kKiB),        F(), R(8 * kMiB), W(4 * kKiB, 4 * kKiB), F(),
+             W(8 * kKiB, 4 * kKiB), F()};
   } else if (name == "journal-wrap") {
     // Rounds of allocations, frees and rewrites with a flush each: with a
     // small journal ring (--journal size=16k) the ring wraps and stale blocks
@@ -138,7 +154,8 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     // pick them up unless checksums reject it.
     w.image.size_bytes = 6 * kMiB;
     for (uint64_t round = 0; round < 3; ++round) {
-      for (uint64_t cluster : {0, 1, 600, 1100, 5}) w.ops.push_back(W((cluster + round) * 4 * kKiB, 4 * kKiB));
+      for (uint64_t cluster : {0, 1, 600, 1100, 5})
+        w.ops.push_back(W((cluster + round) * 4 * kKiB, 4 * kKiB));
       w.ops.push_back(F());
       w.ops.push_back(D((1 + round) * 4 * kKiB, 4 * kKiB));
       w.ops.push_back(W(600 * 4 * kKiB, 4 * kKiB));
@@ -154,8 +171,14 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     w.image.size_bytes = 256 * kKiB;
     w.image.preallocation = engine::Preallocation::kMetadata;
     w.check_reservations = true;
-    w.ops = {W(0, 8 * kKiB), F(), Z(0, 8 * kKiB, false), F(), W(512, 1024), W(4 * kKiB, 4 * kKiB),
-             F(), C()};
+    w.ops = {W(0, 8 * kKiB),
+             F(),
+             Z(0, 8 * kKiB, false),
+             F(),
+             W(512, 1024),
+             W(4 * kKiB, 4 * kKiB),
+             F(),
+             C()};
   } else if (name == "l1-growth") {
     // Growing the disk past the L1 table relocates it (R6).
     w.image.size_bytes = 1 * kMiB;
@@ -179,8 +202,13 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     w.ops = {W(0, 1 * kMiB), F(), W(1 * kMiB, 1 * kMiB), W(3 * kMiB, 512 * kKiB), F(), C()};
   } else if (name == "v2") {
     w.image.version = 2;
-    w.ops = {W(0, 8 * kKiB), F(), Z(0, 4 * kKiB, false), D(4 * kKiB, 4 * kKiB),
-             W(2 * kMiB, 4 * kKiB), F(), C()};
+    w.ops = {W(0, 8 * kKiB),
+             F(),
+             Z(0, 4 * kKiB, false),
+             D(4 * kKiB, 4 * kKiB),
+             W(2 * kMiB, 4 * kKiB),
+             F(),
+             C()};
   } else {
     return Status::InvalidArgument("unknown built-in workload '" + name + "'");
   }
@@ -188,8 +216,17 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
 }
 
 std::vector<std::string> BuiltinWorkloadNames() {
-  return {"default", "2010-dangling-l2", "free-reuse", "stale-reuse", "2013-journal-revoke", "journal-wrap",
-          "2017-zero-realloc", "l1-growth", "refcount-growth", "refcount-table-growth", "v2"};
+  return {"default",
+          "2010-dangling-l2",
+          "free-reuse",
+          "stale-reuse",
+          "2013-journal-revoke",
+          "journal-wrap",
+          "2017-zero-realloc",
+          "l1-growth",
+          "refcount-growth",
+          "refcount-table-growth",
+          "v2"};
 }
 
 }  // namespace qcrash::properties

@@ -56,19 +56,24 @@ Status ImageFromJson(const json& image, engine::CreateOptions& out) {
   if (image.contains("cluster_size")) {
     QCRASH_ASSIGN_OR_RETURN(uint64_t cluster, Field(image, "cluster_size", "workload image"));
     const int bits = Log2Exact(cluster);
-    if (bits < 9 || bits > 21) return Status::InvalidArgument("workload image: cluster_size must be a power of two in 512..2M");
+    if (bits < 9 || bits > 21)
+      return Status::InvalidArgument(
+          "workload image: cluster_size must be a power of two in 512..2M");
     out.cluster_bits = static_cast<uint32_t>(bits);
   }
   if (image.contains("refcount_bits")) {
     QCRASH_ASSIGN_OR_RETURN(uint64_t width, Field(image, "refcount_bits", "workload image"));
     const int order = Log2Exact(width);
-    if (order < 0 || order > 6) return Status::InvalidArgument("workload image: refcount_bits must be 1, 2, 4, ..., 64");
+    if (order < 0 || order > 6)
+      return Status::InvalidArgument("workload image: refcount_bits must be 1, 2, 4, ..., 64");
     out.refcount_order = static_cast<uint32_t>(order);
   }
   const std::string compat = image.value("compat", "1.1");
-  if (compat != "0.10" && compat != "1.1") return Status::InvalidArgument("workload image: compat must be 0.10 or 1.1");
+  if (compat != "0.10" && compat != "1.1")
+    return Status::InvalidArgument("workload image: compat must be 0.10 or 1.1");
   out.version = compat == "0.10" ? 2 : 3;
-  QCRASH_ASSIGN_OR_RETURN(out.preallocation, engine::ParsePreallocation(image.value("preallocation", "off")));
+  QCRASH_ASSIGN_OR_RETURN(out.preallocation,
+                          engine::ParsePreallocation(image.value("preallocation", "off")));
   out.lazy_refcounts = image.value("lazy_refcounts", false);
   return Status::Ok();
 }
@@ -84,7 +89,8 @@ Result<Workload> DecodeWorkload(const json& j) {
   if (!j.contains("image")) return Status::InvalidArgument("workload: missing 'image'");
   QCRASH_RETURN_IF_ERROR(ImageFromJson(j["image"], w.image));
   w.check_reservations = j.value("check_reservations", false);
-  if (!j.contains("ops") || !j["ops"].is_array()) return Status::InvalidArgument("workload: 'ops' must be an array");
+  if (!j.contains("ops") || !j["ops"].is_array())
+    return Status::InvalidArgument("workload: 'ops' must be an array");
   for (size_t i = 0; i < j["ops"].size(); ++i) {
     const json& o = j["ops"][i];
     const std::string where = "workload ops[" + std::to_string(i) + "]";
@@ -113,7 +119,8 @@ Result<Workload> WorkloadFromJson(const json& j) {
     return DecodeWorkload(j);
   } catch (const json::exception& e) {
     // A field of the wrong type ("name": 5): nlohmann's own words, one line.
-    return Status::InvalidArgument(std::string("workload: a field has the wrong type (") + e.what() + ")");
+    return Status::InvalidArgument(std::string("workload: a field has the wrong type (") +
+                                   e.what() + ")");
   }
 }
 

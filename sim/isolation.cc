@@ -83,13 +83,13 @@ void SuperviseChild(pid_t child, const SharedLogHeader* header, const IsolationO
   while (true) {
     const pid_t done = ::waitpid(child, &wait_status, WNOHANG);
     if (done == child) break;
-    const uint64_t elapsed_micros = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                              start)
-            .count());
-    const bool by_count = isolation.kill_after_records != 0 &&
-                          header->record_count.load(std::memory_order_acquire) >=
-                              isolation.kill_after_records;
+    const uint64_t elapsed_micros =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - start)
+                                  .count());
+    const bool by_count =
+        isolation.kill_after_records != 0 &&
+        header->record_count.load(std::memory_order_acquire) >= isolation.kill_after_records;
     const bool by_timer = elapsed_micros >= kill_delay_micros;
     const bool by_timeout = elapsed_micros >= isolation.timeout_millis * 1000;
     if (!run->killed_by_parent && (by_count || by_timer || by_timeout)) {
@@ -124,7 +124,8 @@ Result<IsolatedRun> RunIsolated(const SimDiskOptions& options,
   auto* header = new (base) SharedLogHeader{};
   uint8_t* data = base + header_bytes;
   std::vector<uint8_t> log_header;
-  WriteLog::EncodeHeader(options.sector_bytes, initial->SizeBytes(), kLogStreamedCount, &log_header);
+  WriteLog::EncodeHeader(options.sector_bytes, initial->SizeBytes(), kLogStreamedCount,
+                         &log_header);
   if (log_header.size() > isolation.log_capacity_bytes) {
     return Status::InvalidArgument("isolated run: log capacity below the log header");
   }
@@ -175,7 +176,8 @@ Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
       const std::string result = work(i);
       WorkerSlot* slot = slot_at(i);
       if (result.size() <= result_capacity_bytes) {
-        std::memcpy(reinterpret_cast<uint8_t*>(slot) + sizeof(WorkerSlot), result.data(), result.size());
+        std::memcpy(reinterpret_cast<uint8_t*>(slot) + sizeof(WorkerSlot), result.data(),
+                    result.size());
         slot->length.store(result.size(), std::memory_order_release);
       } else {
         slot->length.store(result_capacity_bytes + 1, std::memory_order_release);
@@ -184,7 +186,8 @@ Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
     }
     pids.push_back(pid);
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_millis);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_millis);
   Status failure;
   for (uint32_t i = 0; i < workers; ++i) {
     int status = 0;
@@ -200,7 +203,8 @@ Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
       ::usleep(2000);
     }
     if (failure.ok() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-      failure = Status::IoError("worker " + std::to_string(i) + " died (status " + std::to_string(status) + ")");
+      failure = Status::IoError("worker " + std::to_string(i) + " died (status " +
+                                std::to_string(status) + ")");
     }
   }
   if (!failure.ok()) return failure;
@@ -208,7 +212,8 @@ Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
   for (uint32_t i = 0; i < workers; ++i) {
     const uint64_t length = slot_at(i)->length.load(std::memory_order_acquire);
     if (length > result_capacity_bytes) {
-      return Status::NoSpace("worker " + std::to_string(i) + " produced no result or overflowed its slot");
+      return Status::NoSpace("worker " + std::to_string(i) +
+                             " produced no result or overflowed its slot");
     }
     const char* bytes = reinterpret_cast<const char*>(slot_at(i)) + sizeof(WorkerSlot);
     results.emplace_back(bytes, length);

@@ -29,7 +29,7 @@ struct IsolationOptions {
 };
 
 struct IsolatedRun {
-  WriteLog log;                 // every record the child completed before it died
+  WriteLog log;  // every record the child completed before it died
   bool killed_by_parent = false;
   bool timed_out = false;
   int exit_code = -1;           // when the child exited on its own
@@ -56,7 +56,8 @@ namespace qcrash::sim {
 // or overflows its slot fails the whole run with a clear error.
 Result<std::vector<std::string>> RunForkedWorkers(uint32_t workers,
                                                   const std::function<std::string(uint32_t)>& work,
-                                                  uint64_t result_capacity_bytes = uint64_t{16} << 20,
+                                                  uint64_t result_capacity_bytes = uint64_t{16}
+                                                                                   << 20,
                                                   uint64_t timeout_millis = 3600 * 1000);
 
 }  // namespace qcrash::sim

@@ -15,14 +15,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto state = sim::ParseCrashStateId(text); state.ok()) {
     const std::string id = sim::FormatCrashStateId(*state);
     auto again = sim::ParseCrashStateId(id);
-    if (!again.ok()) fuzz::Fail("a formatted crash-state id parses", id + ": " + again.status().ToString());
+    if (!again.ok())
+      fuzz::Fail("a formatted crash-state id parses", id + ": " + again.status().ToString());
     if (!(*again == *state)) fuzz::Fail("Parse(Format(state)) == state", id);
   }
   if (auto spec = sim::ParseEnumeratorSpec(text); spec.ok()) {
     const std::string formatted = sim::FormatEnumeratorSpec(*spec);
     auto again = sim::ParseEnumeratorSpec(formatted);
     if (!again.ok()) fuzz::Fail("a formatted enumerator spec parses", formatted);
-    if (sim::FormatEnumeratorSpec(*again) != formatted) fuzz::Fail("Format(Parse(Format(spec))) is stable", formatted);
+    if (sim::FormatEnumeratorSpec(*again) != formatted)
+      fuzz::Fail("Format(Parse(Format(spec))) is stable", formatted);
   }
   return 0;
 }

@@ -45,8 +45,8 @@ std::string DiffHeaders(const qcrash::engine::Header& a, const qcrash::engine::H
     }
   }
   if (a.feature_names.size() != b.feature_names.size()) {
-    out += " (" + std::to_string(a.feature_names.size()) + " vs " + std::to_string(b.feature_names.size()) +
-           " feature names)";
+    out += " (" + std::to_string(a.feature_names.size()) + " vs " +
+           std::to_string(b.feature_names.size()) + " feature names)";
   }
   field("bitmaps", a.bitmaps, b.bitmaps);
   field("unknown_extensions", a.unknown_extensions, b.unknown_extensions);
@@ -79,7 +79,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (actual.feature_names.empty()) expected.feature_names.clear();
   if (!(actual == expected)) {
-    fuzz::Fail("DecodeHeader(EncodeHeader(h)) == h", "fields differ:" + DiffHeaders(expected, actual));
+    fuzz::Fail("DecodeHeader(EncodeHeader(h)) == h",
+               "fields differ:" + DiffHeaders(expected, actual));
   }
   return 0;
 }

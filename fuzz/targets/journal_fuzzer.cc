@@ -38,7 +38,8 @@ void Descriptor(fuzz::ByteReader& reader) {
   auto decoded = j::DecodeDescriptorBlock(block, block_index, 0);
   if (!decoded.ok()) return;
   auto encoded = j::EncodeDescriptorBlock(*decoded, static_cast<uint32_t>(block.size()));
-  if (!encoded.ok()) fuzz::Fail("a decoded descriptor block re-encodes", encoded.status().ToString());
+  if (!encoded.ok())
+    fuzz::Fail("a decoded descriptor block re-encodes", encoded.status().ToString());
   auto again = j::DecodeDescriptorBlock(*encoded, block_index, 0);
   if (!again.ok()) fuzz::Fail("an encoded descriptor block decodes", again.status().ToString());
   j::DescriptorBlock expected = *decoded;
@@ -51,9 +52,15 @@ void Descriptor(fuzz::ByteReader& reader) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::ByteReader reader(data, size);
   switch (reader.U8() % 3) {
-    case 0: Location(reader); break;
-    case 1: Header(reader); break;
-    default: Descriptor(reader); break;
+    case 0:
+      Location(reader);
+      break;
+    case 1:
+      Header(reader);
+      break;
+    default:
+      Descriptor(reader);
+      break;
   }
   return 0;
 }

@@ -74,7 +74,8 @@ uint64_t InputRefcount(std::span<const uint8_t> image, const engine::Header& h, 
   if (entry_at + 8 > image.size()) return 0;
   const uint64_t block = LoadBe64(&image[entry_at]) & f::kRefcountTableOffsetMask;
   if (block == 0 || block + h.cluster_bytes() > image.size()) return 0;
-  return f::GetRefcount(image.subspan(block, h.cluster_bytes()), index % per_block, h.refcount_order);
+  return f::GetRefcount(image.subspan(block, h.cluster_bytes()), index % per_block,
+                        h.refcount_order);
 }
 
 // Leaks after operations on a clean image are an allocator bug, except for
@@ -86,7 +87,8 @@ bool OnlyHiddenLeaks(const engine::CheckReport& report, std::span<const uint8_t>
   const uint64_t input_clusters = (image.size() + h.cluster_bytes() - 1) / h.cluster_bytes();
   for (const engine::Finding& finding : report.findings) {
     if (finding.severity != engine::Severity::kLeak) continue;
-    if (finding.cluster_index < input_clusters || InputRefcount(image, h, finding.cluster_index) == 0) {
+    if (finding.cluster_index < input_clusters ||
+        InputRefcount(image, h, finding.cluster_index) == 0) {
       return false;
     }
   }
@@ -118,11 +120,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (model_data) Touch(image, model, op.offset, op.length);
     Status status;
     switch (op.kind) {
-      case 0: status = image.Write(op.offset, std::vector<uint8_t>(op.length, op.pattern)); break;
-      case 1: status = image.WriteZeroes(op.offset, op.length, false); break;
-      case 2: status = image.WriteZeroes(op.offset, op.length, true); break;
-      case 3: status = image.Discard(op.offset, op.length); break;
-      default: status = image.Flush(); break;
+      case 0:
+        status = image.Write(op.offset, std::vector<uint8_t>(op.length, op.pattern));
+        break;
+      case 1:
+        status = image.WriteZeroes(op.offset, op.length, false);
+        break;
+      case 2:
+        status = image.WriteZeroes(op.offset, op.length, true);
+        break;
+      case 3:
+        status = image.Discard(op.offset, op.length);
+        break;
+      default:
+        status = image.Flush();
+        break;
     }
     if (!status.ok()) {
       // NoSpace: the 64 MiB device bound, not an engine fault.
@@ -144,8 +156,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<uint8_t> got(expected->size());
     const Status read = image.Read(sector * 512, got);
     if (!read.ok() || got != *expected) {
-      fuzz::Fail("guest data reads back as written", "guest sector " + std::to_string(sector) +
-                                                         (read.ok() ? " differs" : ": " + read.ToString()));
+      fuzz::Fail("guest data reads back as written",
+                 "guest sector " + std::to_string(sector) +
+                     (read.ok() ? " differs" : ": " + read.ToString()));
     }
   }
   const engine::Header header = image.header();
@@ -155,8 +168,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // keep bitmaps), which turns the bitmap clusters into leaks, as QEMU's
   // check says of "a program lacking bitmap support".
   const bool leaks_expected = header.bitmaps.has_value();
-  const bool clean = after.ok() && after->corruptions == 0 && after->check_errors == 0 &&
-                     (after->leaks == 0 || leaks_expected || OnlyHiddenLeaks(*after, input.image, header));
+  const bool clean =
+      after.ok() && after->corruptions == 0 && after->check_errors == 0 &&
+      (after->leaks == 0 || leaks_expected || OnlyHiddenLeaks(*after, input.image, header));
   if (trusted && all_ok && !clean) {
     fuzz::Fail("a clean image stays clean after operations and close",
                after.ok() ? fuzz::DescribeReport(*after) : after.status().ToString());

@@ -23,7 +23,8 @@ bool SameLog(const sim::WriteLog& a, const sim::WriteLog& b) {
   for (size_t i = 0; i < a.size(); ++i) {
     const sim::LogRecord& x = a.record(i);
     const sim::LogRecord& y = b.record(i);
-    if (x.kind != y.kind || x.offset_bytes != y.offset_bytes || x.length_bytes != y.length_bytes) return false;
+    if (x.kind != y.kind || x.offset_bytes != y.offset_bytes || x.length_bytes != y.length_bytes)
+      return false;
     const auto dx = a.DataOf(x);
     const auto dy = b.DataOf(y);
     if (!std::equal(dx.begin(), dx.end(), dy.begin(), dy.end())) return false;
@@ -36,7 +37,8 @@ bool SameLog(const sim::WriteLog& a, const sim::WriteLog& b) {
 uint64_t MaxExtent(const sim::WriteLog& log) {
   uint64_t extent = log.initial_size_bytes();
   for (const sim::LogRecord& r : log.records()) {
-    const uint64_t end = r.kind == sim::RecordKind::kResize ? r.offset_bytes : r.offset_bytes + r.length_bytes;
+    const uint64_t end =
+        r.kind == sim::RecordKind::kResize ? r.offset_bytes : r.offset_bytes + r.length_bytes;
     extent = std::max(extent, end < r.offset_bytes ? ~uint64_t{0} : end);
   }
   return extent;
@@ -52,7 +54,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!again.ok()) fuzz::Fail("an encoded write log decodes", again.status().ToString());
   if (!SameLog(log, *again)) fuzz::Fail("Decode(Encode(log)) == log", "the logs differ");
   MemoryDevice device({}, {}, fuzz::kMaxDeviceBytes);
-  if (!device.Resize(std::min(log.initial_size_bytes(), fuzz::kMaxDeviceBytes), ResizeMode::kSparse).ok()) return 0;
+  if (!device.Resize(std::min(log.initial_size_bytes(), fuzz::kMaxDeviceBytes), ResizeMode::kSparse)
+           .ok())
+    return 0;
   (void)sim::ReplayLog(log, log.size(), device);
   if (MaxExtent(log) > fuzz::kMaxDeviceBytes) return 0;
   if (log.sector_bytes() != 512 && log.sector_bytes() != 4096) return 0;

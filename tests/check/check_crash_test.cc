@@ -25,8 +25,9 @@ using engine::RepairMode;
 std::vector<uint8_t> SmallBase(bool snapshot) {
   TempDir dir;
   const std::string path = dir.File("small.qcow2");
-  EXPECT_TRUE(MakeImage(path, "-o cluster_size=4096", "1M",
-                        {"write -P 0x11 0 24k", "write -c -P 0x22 64k 4k", "write -P 0x33 512k 8k"}));
+  EXPECT_TRUE(
+      MakeImage(path, "-o cluster_size=4096", "1M",
+                {"write -P 0x11 0 24k", "write -c -P 0x22 64k 4k", "write -P 0x33 512k 8k"}));
   if (snapshot) {
     RunCommand("qemu-img snapshot -c s1 '" + path + "'");
     RunCommand("qemu-io -c 'write -P 0x44 4k 4k' '" + path + "'");
@@ -103,10 +104,10 @@ std::vector<std::pair<std::vector<uint8_t>, Corruption>> Cases(
 
 TEST(RepairCrash, EveryCrashStateOfARepairIsRecoveredByASecondRepair) {
   const std::vector<uint8_t> bases[] = {SmallBase(false), SmallBase(true)};
-  const Corruption classes[] = {Corruption::kDanglingFree, Corruption::kSharedCluster,
-                                Corruption::kMisalignedData, Corruption::kDirtyLeak,
+  const Corruption classes[] = {Corruption::kDanglingFree,         Corruption::kSharedCluster,
+                                Corruption::kMisalignedData,       Corruption::kDirtyLeak,
                                 Corruption::kRefcountTableOverlap, Corruption::kL2IntoMetadata,
-                                Corruption::kCopiedFlipped, Corruption::kRefcountIncrement};
+                                Corruption::kCopiedFlipped,        Corruption::kRefcountIncrement};
   CrashStats stats;
   for (const auto& [base, corruption] : Cases(bases, classes)) {
     std::vector<uint8_t> image = base;
@@ -126,15 +127,16 @@ TEST(RepairCrash, EveryCrashStateOfARepairIsRecoveredByASecondRepair) {
          {sim::EnumeratorSpec{.kind = K::kPrefix}, sim::EnumeratorSpec{.kind = K::kDropOne},
           sim::EnumeratorSpec{.kind = K::kTearOne},
           sim::EnumeratorSpec{.kind = K::kRandom, .seed = 7, .samples = 150}}) {
-      RecoverEveryState(timeline, spec, affected,
-                        std::string(CorruptionName(corruption)) + " " +
-                            sim::FormatEnumeratorSpec(spec),
-                        copied_baseline, stats);
+      RecoverEveryState(
+          timeline, spec, affected,
+          std::string(CorruptionName(corruption)) + " " + sim::FormatEnumeratorSpec(spec),
+          copied_baseline, stats);
     }
   }
   EXPECT_EQ(stats.failures, 0u);
   EXPECT_GT(stats.states, 100u);
-  std::printf("recovered %llu crash states of repair\n", static_cast<unsigned long long>(stats.states));
+  std::printf("recovered %llu crash states of repair\n",
+              static_cast<unsigned long long>(stats.states));
 }
 
 }  // namespace

@@ -99,10 +99,9 @@ Counts QemuCounts(const std::string& path) {
 
 Result<engine::CheckReport> RunCheck(const std::string& path, engine::RepairMode mode,
                                      uint64_t* writes = nullptr) {
-  QCRASH_ASSIGN_OR_RETURN(auto device,
-                          FileDevice::Open(path, mode == engine::RepairMode::kNone
-                                                     ? FileDevice::Mode::kReadOnly
-                                                     : FileDevice::Mode::kReadWrite));
+  QCRASH_ASSIGN_OR_RETURN(auto device, FileDevice::Open(path, mode == engine::RepairMode::kNone
+                                                                  ? FileDevice::Mode::kReadOnly
+                                                                  : FileDevice::Mode::kReadWrite));
   CountingDevice counting(*device);
   auto report = engine::CheckImage(counting, {mode});
   if (writes) *writes = counting.writes;
@@ -118,8 +117,9 @@ Counts OurCounts(const std::string& path) {
   }
   const engine::CheckReport& r = *report;
   c.exit_code = r.check_errors ? 1 : r.corruptions ? 2 : r.leaks ? 3 : 0;
-  c = {c.exit_code, r.corruptions, r.leaks, r.check_errors, r.image_end_offset,
-       r.allocated_clusters, r.fragmented_clusters, r.compressed_clusters};
+  c = {c.exit_code,           r.corruptions,        r.leaks,
+       r.check_errors,        r.image_end_offset,   r.allocated_clusters,
+       r.fragmented_clusters, r.compressed_clusters};
   return c;
 }
 
@@ -131,8 +131,8 @@ std::string CheckOneCase(const Base& base, Corruption corruption, uint64_t choic
   *applied = a.ok;
   if (!a.ok) return "";
   TempDir dir;
-  const std::string label = base.name + " / " + CorruptionName(corruption) + " / " +
-                            std::to_string(choice) + ": ";
+  const std::string label =
+      base.name + " / " + CorruptionName(corruption) + " / " + std::to_string(choice) + ": ";
   const std::string corrupt = dir.File("corrupt.qcow2");
   WriteFileBytes(corrupt, image);
   const Counts qemu = QemuCounts(corrupt);
@@ -207,38 +207,45 @@ TEST(CheckInterop, EveryCorruptionClassOnEveryBaseImage) {
 TEST(CheckInterop, QemuSnapshotAndBitmapImagesAreClean) {
   TempDir dir;
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"snapshots", "qemu-img create -q -f qcow2 -o cluster_size=512 I 64K && "
-                    "qemu-io -c 'write -P 0x10 0 1024' I && qemu-img snapshot -c snap1 I && "
-                    "qemu-io -c 'write -P 0x20 512 1024' I && qemu-img snapshot -c snap2 I && "
-                    "qemu-io -c 'write -P 0x30 8192 512' I && qemu-img snapshot -c third-snapshot I && "
-                    "qemu-img snapshot -d snap2 I"},
-      {"snapshots-v2", "qemu-img create -q -f qcow2 -o cluster_size=512,compat=0.10 I 64K && "
-                       "qemu-io -c 'write -P 0x11 0 512' I && qemu-img snapshot -c a I && "
-                       "qemu-io -c 'write -P 0x12 0 512' I && qemu-img snapshot -c b I"},
-      {"snapshots-resize", "qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=2 I 32K && "
-                           "qemu-io -c 'write -P 0x13 0 512' I && qemu-img snapshot -c small I && "
-                           "qemu-img resize -q I 96K && qemu-io -c 'write -P 0x14 65536 512' I && "
-                           "qemu-img snapshot -c big I"},
-      {"bitmaps", "qemu-img create -q -f qcow2 -o cluster_size=512 I 64K && "
-                  "qemu-img bitmap --add -g 512 I fine && qemu-img bitmap --add -g 65536 I coarse && "
-                  "qemu-img bitmap --add -g 4096 --disable I off && "
-                  "qemu-io -c 'write -P 0x40 0 2048' -c 'write -P 0x41 40960 512' I"},
-      {"bitmap-and-snapshot", "qemu-img create -q -f qcow2 -o cluster_size=512 I 64K && "
-                              "qemu-img bitmap --add -g 1024 I tracked && "
-                              "qemu-io -c 'write -P 0x50 4096 1024' I && qemu-img snapshot -c s I && "
-                              "qemu-io -c 'write -P 0x51 0 512' I"},
+      {"snapshots",
+       "qemu-img create -q -f qcow2 -o cluster_size=512 I 64K && "
+       "qemu-io -c 'write -P 0x10 0 1024' I && qemu-img snapshot -c snap1 I && "
+       "qemu-io -c 'write -P 0x20 512 1024' I && qemu-img snapshot -c snap2 I && "
+       "qemu-io -c 'write -P 0x30 8192 512' I && qemu-img snapshot -c third-snapshot I && "
+       "qemu-img snapshot -d snap2 I"},
+      {"snapshots-v2",
+       "qemu-img create -q -f qcow2 -o cluster_size=512,compat=0.10 I 64K && "
+       "qemu-io -c 'write -P 0x11 0 512' I && qemu-img snapshot -c a I && "
+       "qemu-io -c 'write -P 0x12 0 512' I && qemu-img snapshot -c b I"},
+      {"snapshots-resize",
+       "qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=2 I 32K && "
+       "qemu-io -c 'write -P 0x13 0 512' I && qemu-img snapshot -c small I && "
+       "qemu-img resize -q I 96K && qemu-io -c 'write -P 0x14 65536 512' I && "
+       "qemu-img snapshot -c big I"},
+      {"bitmaps",
+       "qemu-img create -q -f qcow2 -o cluster_size=512 I 64K && "
+       "qemu-img bitmap --add -g 512 I fine && qemu-img bitmap --add -g 65536 I coarse && "
+       "qemu-img bitmap --add -g 4096 --disable I off && "
+       "qemu-io -c 'write -P 0x40 0 2048' -c 'write -P 0x41 40960 512' I"},
+      {"bitmap-and-snapshot",
+       "qemu-img create -q -f qcow2 -o cluster_size=512 I 64K && "
+       "qemu-img bitmap --add -g 1024 I tracked && "
+       "qemu-io -c 'write -P 0x50 4096 1024' I && qemu-img snapshot -c s I && "
+       "qemu-io -c 'write -P 0x51 0 512' I"},
   };
   for (const auto& [name, script] : cases) {
     SCOPED_TRACE(name);
     const std::string path = dir.File(name + ".qcow2");
     std::string command = script;
     for (size_t at = command.find(" I"); at != std::string::npos; at = command.find(" I", at + 1)) {
-      if (at + 2 == command.size() || command[at + 2] == ' ') command.replace(at + 1, 1, "'" + path + "'");
+      if (at + 2 == command.size() || command[at + 2] == ' ')
+        command.replace(at + 1, 1, "'" + path + "'");
     }
     ASSERT_EQ(RunCommand("( " + command + " ) >/dev/null").exit_code, 0) << command;
     const Counts qemu = QemuCounts(path);
     ASSERT_EQ(qemu.exit_code, 0) << ToString(qemu);
-    EXPECT_EQ(OurCounts(path), qemu) << ToString(OurCounts(path)) << " vs qemu-img " << ToString(qemu);
+    EXPECT_EQ(OurCounts(path), qemu)
+        << ToString(OurCounts(path)) << " vs qemu-img " << ToString(qemu);
     const std::vector<uint8_t> before = ReadFileBytes(path);
     uint64_t writes = 0;
     auto repair = RunCheck(path, engine::RepairMode::kAll, &writes);

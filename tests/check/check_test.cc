@@ -1,6 +1,8 @@
 // Unit tests of engine/check + repair on images made by qemu-img and
 // corrupted by hand, of the OFD image lock against qemu-io, and of the
 // `qcrash check` command's qemu-img compatible JSON.
+#include "engine/check.h"
+
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 #include <sys/types.h>
@@ -10,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "engine/check.h"
 #include "engine/header.h"
 #include "engine/image.h"
 #include "engine/image_lock.h"
@@ -60,7 +61,9 @@ CheckReport Check(MemoryDevice& device, RepairMode mode) {
   return report.ok() ? *report : CheckReport{};
 }
 
-bool Clean(const CheckReport& r) { return r.corruptions == 0 && r.leaks == 0 && r.check_errors == 0; }
+bool Clean(const CheckReport& r) {
+  return r.corruptions == 0 && r.leaks == 0 && r.check_errors == 0;
+}
 
 const engine::Finding* FindKind(const CheckReport& r, FindingKind kind) {
   for (const auto& finding : r.findings) {
@@ -73,9 +76,13 @@ const engine::Finding* FindKind(const CheckReport& r, FindingKind kind) {
 // other than information.
 TEST(Check, ValidImagesAreClean) {
   const std::vector<std::pair<std::string, bool>> shapes = {
-      {"", false}, {"-o compat=0.10", true}, {"-o cluster_size=512", false},
-      {"-o refcount_bits=1", false}, {"-o cluster_size=2M,refcount_bits=64", false},
-      {"-o cluster_size=4096", true}, {"-o lazy_refcounts=on", false}};
+      {"", false},
+      {"-o compat=0.10", true},
+      {"-o cluster_size=512", false},
+      {"-o refcount_bits=1", false},
+      {"-o cluster_size=2M,refcount_bits=64", false},
+      {"-o cluster_size=4096", true},
+      {"-o lazy_refcounts=on", false}};
   for (const auto& [options, snapshot] : shapes) {
     MemoryDevice device(MakeBytes(options, snapshot));
     const CheckReport r = Check(device, RepairMode::kNone);
@@ -130,7 +137,8 @@ TEST(Repair, AllIsCleanAndIdempotentForEveryClass) {
     EXPECT_TRUE(Clean(repaired)) << CorruptionName(static_cast<Corruption>(c));
     EXPECT_GT(repaired.corruptions_fixed + repaired.leaks_fixed, 0u)
         << CorruptionName(static_cast<Corruption>(c));
-    EXPECT_TRUE(Clean(Check(device, RepairMode::kNone))) << CorruptionName(static_cast<Corruption>(c));
+    EXPECT_TRUE(Clean(Check(device, RepairMode::kNone)))
+        << CorruptionName(static_cast<Corruption>(c));
     CountingDevice counting(device);
     auto again = CheckImage(counting, {RepairMode::kAll});
     ASSERT_TRUE(again.ok());
@@ -234,8 +242,8 @@ TEST(Repair, RebuildFixesFindingsBeyondTheKeptOnes) {
   const uint32_t l1_entries = LoadBe32(&image[f::kOffL1Size]);
   std::fill(image.begin() + l1, image.begin() + l1 + l1_entries * 8, 0);
   const uint64_t table = LoadBe64(&image[f::kOffRefcountTableOffset]);
-  image[table + 7] |= 0x02;                           // reserved bit of refcount table entry 0
-  image[f::kOffIncompatibleFeatures + 7] |= 0x02;     // corrupt bit
+  image[table + 7] |= 0x02;                        // reserved bit of refcount table entry 0
+  image[f::kOffIncompatibleFeatures + 7] |= 0x02;  // corrupt bit
   MemoryDevice device(image);
   const CheckReport before = Check(device, RepairMode::kNone);
   ASSERT_GT(before.leaks + before.corruptions, engine::kMaxFindings);
@@ -280,7 +288,8 @@ TEST(Repair, DiscardsBrokenSnapshotTableTail) {
       // name runs past the end of the file.
       const uint64_t moved = image.size();
       image.resize(moved + 4096, 0);
-      std::copy(image.begin() + static_cast<long>(entry), image.begin() + static_cast<long>(entry + 4096 - 64),
+      std::copy(image.begin() + static_cast<long>(entry),
+                image.begin() + static_cast<long>(entry + 4096 - 64),
                 image.begin() + static_cast<long>(moved));
       StoreBe64(&image[f::kOffSnapshotsOffset], moved);
       StoreBe16(&image[moved + c.field_offset], static_cast<uint16_t>(c.value));
@@ -305,8 +314,8 @@ TEST(Repair, DiscardsBrokenSnapshotTableTail) {
 // bench/check_engine_bench.cc, not asserted here.
 TEST(Check, HugeEmptyRefcountTableChecks) {
   // 10 KiB, 1 KiB clusters, refcount_table_clusters = 8192 (found by check_fuzzer).
-  const std::vector<uint8_t> image =
-      ReadFileBytes(std::string(QCRASH_SOURCE_DIR) + "/corpus/check_fuzzer/regress-slow-8mib-refcount-table");
+  const std::vector<uint8_t> image = ReadFileBytes(
+      std::string(QCRASH_SOURCE_DIR) + "/corpus/check_fuzzer/regress-slow-8mib-refcount-table");
   ASSERT_EQ(LoadBe32(&image[f::kOffRefcountTableClusters]), 8192u);
   MemoryDevice device(image);
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(CheckImage(device, {RepairMode::kNone}).ok());
@@ -317,8 +326,9 @@ TEST(Check, HugeEmptyRefcountTableChecks) {
 // (the active L1 is named out there; found by repair_fuzzer as an OOM of the
 // rebuild's per-cluster arrays) fails with Limit before repair writes a byte.
 TEST(Repair, RebuildFarPastTheEndFailsBeforeWriting) {
-  const std::vector<uint8_t> image = ReadFileBytes(
-      std::string(QCRASH_SOURCE_DIR) + "/corpus/repair_fuzzer/regress-oom-rebuild-far-past-eof-41cdbfd4");
+  const std::vector<uint8_t> image =
+      ReadFileBytes(std::string(QCRASH_SOURCE_DIR) +
+                    "/corpus/repair_fuzzer/regress-oom-rebuild-far-past-eof-41cdbfd4");
   MemoryDevice device(image);
   CountingDevice counting(device);
   auto report = CheckImage(counting, {RepairMode::kAll});
@@ -342,8 +352,9 @@ TEST(Repair, RebuildAvoidsTablesPastTheEnd) {
   const ImageLayout l = LayoutOf(base);
   for (const bool drop_refcount_block : {true, false}) {
     for (const uint64_t gap_clusters : {uint64_t{1}, uint64_t{300}}) {
-      const std::string what = std::string(drop_refcount_block ? "no refcount block" : "refcounts intact") +
-                               ", L1 " + std::to_string(gap_clusters) + " clusters past the end";
+      const std::string what =
+          std::string(drop_refcount_block ? "no refcount block" : "refcounts intact") + ", L1 " +
+          std::to_string(gap_clusters) + " clusters past the end";
       std::vector<uint8_t> image = base;
       const uint64_t l1_offset = ((image.size() + 511) / 512 + gap_clusters) * 512;
       StoreBe64(&image[f::kOffL1TableOffset], l1_offset);
@@ -468,10 +479,18 @@ JournalImage MakeTornL2IntoMetadataImage() {
   for (uint64_t j = 32; j < 64; ++j) {
     uint64_t entry = 0;
     switch (j % 4) {
-      case 0: entry = f::EncodeCompressed(journal + j * 40, 600, 9); break;  // 2 sectors
-      case 1: entry = f::EncodeCompressed(torn.l2_offset + j * 8, 100, 9); break;  // itself
-      case 2: entry = f::EncodeCompressed(journal + 512 * (j % 8), 300, 9); break;
-      case 3: entry = f::kOflagCopied | (journal + 512 * (j % 8)); break;  // standard
+      case 0:
+        entry = f::EncodeCompressed(journal + j * 40, 600, 9);
+        break;  // 2 sectors
+      case 1:
+        entry = f::EncodeCompressed(torn.l2_offset + j * 8, 100, 9);
+        break;  // itself
+      case 2:
+        entry = f::EncodeCompressed(journal + 512 * (j % 8), 300, 9);
+        break;
+      case 3:
+        entry = f::kOflagCopied | (journal + 512 * (j % 8));
+        break;  // standard
     }
     Store64(torn.bytes, torn.l2_offset + j * 8, entry);
   }
@@ -629,14 +648,16 @@ TEST(CheckCommand, JsonMatchesQemuImg) {
       (binary_dir ? std::string(binary_dir) : std::filesystem::current_path().string()) + "/qcrash";
   if (access(qcrash.c_str(), X_OK) != 0) GTEST_SKIP() << "no qcrash binary at " << qcrash;
   TempDir dir;
-  for (Corruption c : {Corruption::kLeak, Corruption::kSharedCluster, Corruption::kCompressedCopied}) {
+  for (Corruption c :
+       {Corruption::kLeak, Corruption::kSharedCluster, Corruption::kCompressedCopied}) {
     std::vector<uint8_t> image = Base64k();
     ASSERT_TRUE(ApplyCorruption(image, c, 0).ok);
     const std::string path = dir.File("img.qcow2");
     WriteFileBytes(path, image);
-    const CommandResult ours = RunCommand("cd '" + dir.File("") + "' && " + qcrash +
-                                          " check --output=json img.qcow2");
-    const CommandResult qemu = RunCommand("cd '" + dir.File("") + "' && qemu-img check --output=json img.qcow2");
+    const CommandResult ours =
+        RunCommand("cd '" + dir.File("") + "' && " + qcrash + " check --output=json img.qcow2");
+    const CommandResult qemu =
+        RunCommand("cd '" + dir.File("") + "' && qemu-img check --output=json img.qcow2");
     EXPECT_EQ(ours.exit_code, qemu.exit_code) << CorruptionName(c);
     auto ours_json = nlohmann::ordered_json::parse(ours.out);
     const auto qemu_json = nlohmann::ordered_json::parse(qemu.out);

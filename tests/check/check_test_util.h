@@ -66,14 +66,16 @@ inline std::vector<uint8_t> ReadFileBytes(const std::string& path) {
 
 inline void WriteFileBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 // Creates `path` with qemu-img create (extra options) and runs qemu-io commands on it.
 inline bool MakeImage(const std::string& path, const std::string& create_options,
                       const std::string& size, const std::vector<std::string>& io_commands) {
   if (RunCommand("qemu-img create -f qcow2 " + create_options + " '" + path + "' " + size +
-                 " >/dev/null").exit_code != 0) {
+                 " >/dev/null")
+          .exit_code != 0) {
     return false;
   }
   if (io_commands.empty()) return true;
@@ -84,7 +86,8 @@ inline bool MakeImage(const std::string& path, const std::string& create_options
 
 // The raw guest content of an image (qemu-img convert -O raw).
 inline std::vector<uint8_t> GuestBytes(const std::string& image, const std::string& scratch) {
-  if (RunCommand("qemu-img convert -U -f qcow2 -O raw '" + image + "' '" + scratch + "'").exit_code != 0) {
+  if (RunCommand("qemu-img convert -U -f qcow2 -O raw '" + image + "' '" + scratch + "'")
+          .exit_code != 0) {
     return {};
   }
   return ReadFileBytes(scratch);

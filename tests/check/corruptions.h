@@ -34,17 +34,30 @@ enum class Corruption : uint8_t {
 inline constexpr int kCorruptionCount = 18;
 
 inline const char* CorruptionName(Corruption c) {
-  static const char* const kNames[kCorruptionCount] = {
-      "leak", "dangling-free", "shared-cluster", "copied-flipped", "copied-l1-flipped", "past-eof",
-      "reftable-reserved", "reftable-misaligned", "reftable-past-eof", "reftable-overlap",
-      "l2-reserved", "l1-reserved", "misaligned-data", "l2-into-metadata", "refcount-decrement",
-      "refcount-increment", "dirty-leak", "compressed-copied"};
+  static const char* const kNames[kCorruptionCount] = {"leak",
+                                                       "dangling-free",
+                                                       "shared-cluster",
+                                                       "copied-flipped",
+                                                       "copied-l1-flipped",
+                                                       "past-eof",
+                                                       "reftable-reserved",
+                                                       "reftable-misaligned",
+                                                       "reftable-past-eof",
+                                                       "reftable-overlap",
+                                                       "l2-reserved",
+                                                       "l1-reserved",
+                                                       "misaligned-data",
+                                                       "l2-into-metadata",
+                                                       "refcount-decrement",
+                                                       "refcount-increment",
+                                                       "dirty-leak",
+                                                       "compressed-copied"};
   return kNames[static_cast<int>(c)];
 }
 
 struct Applied {
-  bool ok = false;                         // false: this image has nothing to corrupt that way
-  std::vector<uint64_t> affected_clusters; // guest clusters whose content the corruption changes
+  bool ok = false;                          // false: this image has nothing to corrupt that way
+  std::vector<uint64_t> affected_clusters;  // guest clusters whose content the corruption changes
 };
 
 namespace corruption_detail {
@@ -111,7 +124,9 @@ inline Applied ApplyCorruption(std::vector<uint8_t>& image, Corruption c, uint64
   const uint64_t slot_cluster = (slot.entry & f::kL2EntryOffsetMask) >> l.cluster_bits;
   Applied a;
   switch (c) {
-    case Corruption::kLeak: a.ok = Leak(image); break;
+    case Corruption::kLeak:
+      a.ok = Leak(image);
+      break;
     case Corruption::kDanglingFree: {
       if (!have_slot) break;
       const uint64_t offset = AppendCluster(image, 0xAB);

@@ -51,7 +51,10 @@ TEST(FileDevice, ReadOnlyRefusesWritesAndMissingFileIsOneClearError) {
   EXPECT_NE(missing.status().message().find("/nonexistent/qcrash.img"), std::string::npos);
 
   const std::string path = TempPath("ro");
-  { auto created = FileDevice::Open(path, FileDevice::Mode::kCreate); ASSERT_TRUE(created.ok()); }
+  {
+    auto created = FileDevice::Open(path, FileDevice::Mode::kCreate);
+    ASSERT_TRUE(created.ok());
+  }
   auto device = FileDevice::Open(path, FileDevice::Mode::kReadOnly);
   ASSERT_TRUE(device.ok());
   const std::vector<uint8_t> data(4, 1);

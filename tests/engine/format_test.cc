@@ -42,7 +42,7 @@ Header RandomHeader() {
     h.header_length = *rc::gen::element<uint32_t>(104, 112, 120);
     if (h.header_length > 105) {
       h.header_tail = *rc::gen::container<std::vector<uint8_t>>(h.header_length - 105,
-                                                               rc::gen::arbitrary<uint8_t>());
+                                                                rc::gen::arbitrary<uint8_t>());
     }
     if (*rc::gen::arbitrary<bool>()) h.feature_names = DefaultFeatureNames();
   } else {
@@ -51,13 +51,15 @@ Header RandomHeader() {
   }
   if (*rc::gen::arbitrary<bool>()) {
     h.backing_file = *NameGen(40);
-    if (*rc::gen::arbitrary<bool>()) h.backing_format = *rc::gen::element<std::string>("raw", "qcow2");
+    if (*rc::gen::arbitrary<bool>())
+      h.backing_format = *rc::gen::element<std::string>("raw", "qcow2");
   }
   const int unknown = *rc::gen::inRange(0, 3);
   for (int i = 0; i < unknown; ++i) {
-    h.unknown_extensions.push_back({0x10000000u + static_cast<uint32_t>(i),
-                                    *rc::gen::container<std::vector<uint8_t>>(
-                                        *rc::gen::inRange<size_t>(0, 30), rc::gen::arbitrary<uint8_t>())});
+    h.unknown_extensions.push_back(
+        {0x10000000u + static_cast<uint32_t>(i),
+         *rc::gen::container<std::vector<uint8_t>>(*rc::gen::inRange<size_t>(0, 30),
+                                                   rc::gen::arbitrary<uint8_t>())});
   }
   return h;
 }
@@ -187,7 +189,8 @@ TEST(Refcount, NarrowWidthsPackFromTheLeastSignificantBit) {
 RC_GTEST_PROP(CompressedEntry, RoundTripsOffsetAndCoversLength, ()) {
   const uint32_t cluster_bits = *rc::gen::inRange<uint32_t>(9, 22);
   const uint32_t x = f::CompressedOffsetBits(cluster_bits);
-  const uint64_t offset = *rc::gen::inRange<uint64_t>(0, std::min<uint64_t>(uint64_t{1} << x, uint64_t{1} << 50));
+  const uint64_t offset =
+      *rc::gen::inRange<uint64_t>(0, std::min<uint64_t>(uint64_t{1} << x, uint64_t{1} << 50));
   const uint64_t bytes = *rc::gen::inRange<uint64_t>(1, (uint64_t{1} << cluster_bits) + 1);
   const uint64_t entry = f::EncodeCompressed(offset, bytes, cluster_bits);
   RC_ASSERT((entry & f::kOflagCompressed) != 0);

@@ -32,8 +32,8 @@ Options GenerateOptions() {
   const bool needs_v3 =
       o.open.policy == OrderingPolicy::kLazy || o.open.policy == OrderingPolicy::kJournal;
   o.create.version = needs_v3 ? 3 : *rc::gen::element<uint32_t>(2, 3);
-  o.create.cluster_bits = *rc::gen::weightedElement<uint32_t>(
-      {{3, 9}, {2, 10}, {3, 12}, {1, 14}, {3, 16}, {1, 21}});
+  o.create.cluster_bits =
+      *rc::gen::weightedElement<uint32_t>({{3, 9}, {2, 10}, {3, 12}, {1, 14}, {3, 16}, {1, 21}});
   if (o.open.policy == OrderingPolicy::kJournal && o.create.cluster_bits == 9) {
     // The journal's header extension does not fit a 512-byte cluster 0
     // (.notes/engine-bugs.md #2); the interop matrix keeps that case visible.
@@ -50,11 +50,12 @@ Options GenerateOptions() {
 }
 
 std::string Describe(const Options& o) {
-  return "v" + std::to_string(o.create.version) + " cluster_bits=" +
-         std::to_string(o.create.cluster_bits) + " refcount_order=" +
-         std::to_string(o.create.refcount_order) + " lazy=" + std::to_string(o.create.lazy_refcounts) +
-         " prealloc=" + PreallocationName(o.create.preallocation) + " size=" +
-         std::to_string(o.create.size_bytes) + " policy=" + PolicyName(o.open.policy) +
+  return "v" + std::to_string(o.create.version) +
+         " cluster_bits=" + std::to_string(o.create.cluster_bits) +
+         " refcount_order=" + std::to_string(o.create.refcount_order) +
+         " lazy=" + std::to_string(o.create.lazy_refcounts) +
+         " prealloc=" + PreallocationName(o.create.preallocation) +
+         " size=" + std::to_string(o.create.size_bytes) + " policy=" + PolicyName(o.open.policy) +
          " l2_cache=" + std::to_string(o.open.l2_cache_tables) +
          " refcount_cache=" + std::to_string(o.open.refcount_cache_blocks);
 }
@@ -113,7 +114,8 @@ RC_GTEST_PROP(ImageModel, RandomOpsReadBackLikeAFlatModel, ()) {
       // Whole clusters only: like QEMU, a partial-cluster discard may do nothing.
       const uint64_t clusters = (size + cluster - 1) / cluster;
       const uint64_t first = *rc::gen::inRange<uint64_t>(0, clusters);
-      const uint64_t count = *rc::gen::inRange<uint64_t>(1, std::min<uint64_t>(clusters - first, 4) + 1);
+      const uint64_t count =
+          *rc::gen::inRange<uint64_t>(1, std::min<uint64_t>(clusters - first, 4) + 1);
       const uint64_t offset = first * cluster;
       const uint64_t length = std::min(size - offset, count * cluster);
       RC_LOG() << "discard " << offset << " " << length << "\n";
@@ -135,7 +137,8 @@ RC_GTEST_PROP(ImageModel, RandomOpsReadBackLikeAFlatModel, ()) {
       RC_ASSERT(reopened.ok());
       image = std::move(reopened).value();
     }
-    if (*rc::gen::inRange(0, 4) == 0) ExpectGuestEquals(*image, model, "after step " + std::to_string(step));
+    if (*rc::gen::inRange(0, 4) == 0)
+      ExpectGuestEquals(*image, model, "after step " + std::to_string(step));
   }
   ExpectGuestEquals(*image, model, "at the end");
   RC_ASSERT(image->Close().ok());

@@ -2,12 +2,13 @@
 // 2017 reservation rule (a write into an allocated zero cluster keeps its
 // host cluster, unless the bug switch is on), the corrupt bit, feature-bit
 // handling, shrink rules and the per-policy flush accounting.
+#include "engine/image.h"
+
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "engine/endian.h"
-#include "engine/image.h"
 #include "engine/memory_device.h"
 #include "engine/qcow2_format.h"
 
@@ -83,7 +84,10 @@ TEST(Image, UnmapFreesAndDiscardReadsZero) {
 
 TEST(Image, CorruptBitOpensReadOnly) {
   MemoryDevice device;
-  { auto image = MustCreate(device); ASSERT_TRUE(image->Close().ok()); }
+  {
+    auto image = MustCreate(device);
+    ASSERT_TRUE(image->Close().ok());
+  }
   std::vector<uint8_t> bytes = device.bytes();
   bytes[f::kOffIncompatibleFeatures + 7] |= 2;
   MemoryDevice corrupt(bytes);
@@ -97,7 +101,10 @@ TEST(Image, CorruptBitOpensReadOnly) {
 
 TEST(Image, DanglingL1EntrySetsTheCorruptBit) {
   MemoryDevice device;
-  { auto image = MustCreate(device); ASSERT_TRUE(image->Close().ok()); }
+  {
+    auto image = MustCreate(device);
+    ASSERT_TRUE(image->Close().ok());
+  }
   std::vector<uint8_t> bytes = device.bytes();
   const uint64_t l1 = LoadBe64(&bytes[f::kOffL1TableOffset]);
   StoreBe64(&bytes[l1], 0x8000000000001200ULL);  // unaligned L2 offset
@@ -112,7 +119,10 @@ TEST(Image, DanglingL1EntrySetsTheCorruptBit) {
 
 TEST(Image, UnknownAutoclearBitsAreClearedUnknownExtensionsKept) {
   MemoryDevice device;
-  { auto image = MustCreate(device); ASSERT_TRUE(image->Close().ok()); }
+  {
+    auto image = MustCreate(device);
+    ASSERT_TRUE(image->Close().ok());
+  }
   std::vector<uint8_t> bytes = device.bytes();
   auto header = DecodeHeader(bytes, bytes.size());
   ASSERT_TRUE(header.ok());
@@ -206,7 +216,8 @@ TEST(Image, BackingFileReadsThroughUnallocatedClusters) {
   };
   auto image = MustCreate(top_device, create, open);
   const std::vector<uint8_t> data(512, 7);
-  ASSERT_TRUE(image->Write(4096, data).ok());  // COW: the rest of the cluster comes from the backing
+  ASSERT_TRUE(
+      image->Write(4096, data).ok());  // COW: the rest of the cluster comes from the backing
   std::vector<uint8_t> back(8192);
   ASSERT_TRUE(image->Read(0, back).ok());
   EXPECT_EQ(back[0], 0x42);

@@ -3,6 +3,8 @@
 // matches RulesFor (as TigerBeetle checks that each recovery case matches
 // exactly once); each bug switch changes at most one field of any row, and
 // exactly one of the row it is catalogued against.
+#include "engine/ordering.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "engine/bug_catalogue.h"
-#include "engine/ordering.h"
 
 namespace qcrash::engine {
 namespace {
@@ -75,7 +76,8 @@ TEST(OrderingTable, MatchesFormatMd) {
     ASSERT_NE(row, documented.end()) << "FORMAT.md has no row for " << RuleName(rule);
     for (const OrderingPolicy policy : kPolicies) {
       auto cell = row->second.find(PolicyName(policy));
-      ASSERT_NE(cell, row->second.end()) << RuleName(rule) << " has no " << PolicyName(policy) << " column";
+      ASSERT_NE(cell, row->second.end())
+          << RuleName(rule) << " has no " << PolicyName(policy) << " column";
       EXPECT_EQ(cell->second, MechanismName(RulesFor(policy, {}).Of(rule)))
           << RuleName(rule) << " under " << PolicyName(policy);
       ++matched;
@@ -89,7 +91,8 @@ TEST(OrderingTable, MatchesFormatMd) {
 }
 
 int FieldsChanged(const OrderingRules& a, const OrderingRules& b) {
-  int changed = (a.journal_checksums != b.journal_checksums) + (a.reuse_zero_allocation != b.reuse_zero_allocation);
+  int changed = (a.journal_checksums != b.journal_checksums) +
+                (a.reuse_zero_allocation != b.reuse_zero_allocation);
   for (size_t r = 0; r < kRuleCount; ++r) changed += a.how[r] != b.how[r];
   return changed;
 }
@@ -100,11 +103,12 @@ TEST(OrderingTable, EachBugSwitchIsOneField) {
     BugSwitches switches;
     ASSERT_TRUE(EnableBug(bug.name, switches).ok()) << bug.name;
     for (const OrderingPolicy policy : kPolicies) {
-      EXPECT_LE(FieldsChanged(RulesFor(policy, {}), RulesFor(policy, switches)), 1) << bug.name << " under "
-                                                                                  << PolicyName(policy);
+      EXPECT_LE(FieldsChanged(RulesFor(policy, {}), RulesFor(policy, switches)), 1)
+          << bug.name << " under " << PolicyName(policy);
     }
     // Under the policy the catalogue shows it with, it takes one guarantee away.
-    EXPECT_EQ(FieldsChanged(RulesFor(bug.policy, {}), RulesFor(bug.policy, switches)), 1) << bug.name;
+    EXPECT_EQ(FieldsChanged(RulesFor(bug.policy, {}), RulesFor(bug.policy, switches)), 1)
+        << bug.name;
     EXPECT_EQ(EnabledBugNames(switches), std::vector<std::string>{bug.name});
   }
   BugSwitches none;
@@ -118,8 +122,9 @@ TEST(OrderingTable, EachBugSwitchIsOneField) {
 TEST(OrderingTable, OnlyUnsafeLeavesPointerRulesUnordered) {
   for (const OrderingPolicy policy : kPolicies) {
     const OrderingRules rules = RulesFor(policy, {});
-    for (const Rule rule : {Rule::kRefcountBeforePointer, Rule::kContentsBeforePointer, Rule::kDataBeforePointer,
-                            Rule::kUnlinkBeforeFree, Rule::kFreeBeforeReuse, Rule::kRelocateThenSwitch}) {
+    for (const Rule rule :
+         {Rule::kRefcountBeforePointer, Rule::kContentsBeforePointer, Rule::kDataBeforePointer,
+          Rule::kUnlinkBeforeFree, Rule::kFreeBeforeReuse, Rule::kRelocateThenSwitch}) {
       EXPECT_EQ(rules.Of(rule) == Mechanism::kNone, policy == OrderingPolicy::kUnsafe)
           << RuleName(rule) << " under " << PolicyName(policy);
     }

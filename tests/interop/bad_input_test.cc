@@ -26,7 +26,8 @@ struct BadFile {
 
 std::vector<BadFile> MakeBadFiles(const ScratchDir& dir) {
   const RunResult made = dir.Run(
-      "qemu-img create -q -f qcow2 good.qcow2 4M && qemu-io -c 'write -P 0x11 0 192k' good.qcow2 >/dev/null");
+      "qemu-img create -q -f qcow2 good.qcow2 4M && qemu-io -c 'write -P 0x11 0 192k' good.qcow2 "
+      ">/dev/null");
   EXPECT_EQ(made.exit_code, 0) << made.err;
   const std::string good = ReadFileBytes(dir.File("good.qcow2"));
   std::mt19937 random(42);
@@ -37,7 +38,7 @@ std::vector<BadFile> MakeBadFiles(const ScratchDir& dir) {
       {"garbage.qcow2", garbage},
       {"truncated72.qcow2", good.substr(0, 72)},
       {"truncated100.qcow2", good.substr(0, 100)},
-      {"cluster0_only.qcow2", good.substr(0, 65536)},   // L1 and refcount table past EOF
+      {"cluster0_only.qcow2", good.substr(0, 65536)},  // L1 and refcount table past EOF
       {"bad_magic.qcow2", Patch(good, 0, {'Q', 'F', 'I', 0x00})},
       {"bad_version.qcow2", Patch(good, 4, {0, 0, 0, 9})},
       {"cluster_bits_30.qcow2", Patch(good, 20, {0, 0, 0, 30})},
@@ -50,47 +51,59 @@ TEST(BadInput, EveryCommandFailsWithOneLineAndLeavesTheFileUntouched) {
   ScratchDir dir;
   const std::vector<BadFile> files = MakeBadFiles(dir);
   const std::vector<std::string> commands = {
-      "info ", "info --output=json ", "map ", "map --output=json ",
-      "io -c 'write -P 0x22 0 4k' ", "io -c 'read 0 4k' ", "io -c 'discard 0 64k' -c flush ",
+      "info ",
+      "info --output=json ",
+      "map ",
+      "map --output=json ",
+      "io -c 'write -P 0x22 0 4k' ",
+      "io -c 'read 0 4k' ",
+      "io -c 'discard 0 64k' -c flush ",
       "convert -O raw out.raw ",
   };
   for (const BadFile& file : files) {
     WriteFileBytes(dir.File(file.name), file.contents);
     for (const std::string& command : commands) {
       // qemu-img describes a truncated image (TruncatedImage below).
-      if (file.name == "cluster0_only.qcow2" && (command.rfind("info", 0) == 0 || command.rfind("map", 0) == 0)) {
+      if (file.name == "cluster0_only.qcow2" &&
+          (command.rfind("info", 0) == 0 || command.rfind("map", 0) == 0)) {
         continue;
       }
       std::string args = command + file.name;
       if (command.rfind("convert", 0) == 0) args = "convert -O raw " + file.name + " out.raw";
       const RunResult result = dir.Qcrash(args);
       EXPECT_NE(result.exit_code, 0) << args << "\n" << result.out;
-      EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << args << ": " << result.err;
-      EXPECT_EQ(result.err.rfind("qcrash: " + file.name + ": ", 0), 0u) << args << ": " << result.err;
+      EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1)
+          << args << ": " << result.err;
+      EXPECT_EQ(result.err.rfind("qcrash: " + file.name + ": ", 0), 0u)
+          << args << ": " << result.err;
       EXPECT_EQ(result.out, "") << args;
-      EXPECT_TRUE(ReadFileBytes(dir.File(file.name)) == file.contents) << args << " changed the file";
+      EXPECT_TRUE(ReadFileBytes(dir.File(file.name)) == file.contents)
+          << args << " changed the file";
     }
   }
 }
 
 TEST(BadInput, MissingFileAndBadCommandAreOneLine) {
   ScratchDir dir;
-  for (const std::string args : {"info nothere.qcow2", "map nothere.qcow2", "io -c flush nothere.qcow2",
-                                 "convert -O raw nothere.qcow2 out.raw"}) {
+  for (const std::string args :
+       {"info nothere.qcow2", "map nothere.qcow2", "io -c flush nothere.qcow2",
+        "convert -O raw nothere.qcow2 out.raw"}) {
     const RunResult result = dir.Qcrash(args);
     EXPECT_NE(result.exit_code, 0) << args;
-    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << args << ": " << result.err;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1)
+        << args << ": " << result.err;
   }
   ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 ok.qcow2 1M").exit_code, 0);
   const std::string before = ReadFileBytes(dir.File("ok.qcow2"));
   // A bad command is refused before the image is opened, so nothing is written.
-  for (const std::string args : {"io -c 'write -P 0x1 0 4k' -c 'bogus 0 1' ok.qcow2",
-                                 "io -c 'write -P 300 0 4k' ok.qcow2", "io -c 'write -z -P 1 0 4k' ok.qcow2",
-                                 "io --policy nosuch -c 'write 0 4k' ok.qcow2",
-                                 "io --fault nosuch -c 'write 0 4k' ok.qcow2"}) {
+  for (const std::string args :
+       {"io -c 'write -P 0x1 0 4k' -c 'bogus 0 1' ok.qcow2", "io -c 'write -P 300 0 4k' ok.qcow2",
+        "io -c 'write -z -P 1 0 4k' ok.qcow2", "io --policy nosuch -c 'write 0 4k' ok.qcow2",
+        "io --fault nosuch -c 'write 0 4k' ok.qcow2"}) {
     const RunResult result = dir.Qcrash(args);
     EXPECT_NE(result.exit_code, 0) << args;
-    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << args << ": " << result.err;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1)
+        << args << ": " << result.err;
     EXPECT_TRUE(ReadFileBytes(dir.File("ok.qcow2")) == before) << args;
   }
 }
@@ -101,19 +114,23 @@ TEST(BadInput, MissingFileAndBadCommandAreOneLine) {
 // does, says why on one warning line, and map's JSON is qemu-img's.
 TEST(BadInput, TruncatedImageIsDescribedAsQemuImgDescribesIt) {
   ScratchDir dir;
-  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 good.qcow2 4M && "
-                    "qemu-io -c 'write -P 0x11 0 192k' -c 'write -P 0x22 2M 64k' good.qcow2 >/dev/null")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      dir.Run("qemu-img create -q -f qcow2 good.qcow2 4M && "
+              "qemu-io -c 'write -P 0x11 0 192k' -c 'write -P 0x22 2M 64k' good.qcow2 >/dev/null")
+          .exit_code,
+      0);
   const std::string good = ReadFileBytes(dir.File("good.qcow2"));
   for (const size_t clusters : {1, 2, 3, 4, 5, 6}) {
     const std::string name = "cut" + std::to_string(clusters) + ".qcow2";
     WriteFileBytes(dir.File(name), good.substr(0, clusters * 65536));
-    for (const std::string command : {"info ", "info --output=json ", "map ", "map --output=json "}) {
+    for (const std::string command :
+         {"info ", "info --output=json ", "map ", "map --output=json "}) {
       const RunResult theirs = dir.Run("qemu-img " + command + name);
       const RunResult ours = dir.Qcrash(command + name);
-      EXPECT_EQ(ours.exit_code, theirs.exit_code) << command << name << ": " << ours.err << theirs.err;
-      EXPECT_LE(std::count(ours.err.begin(), ours.err.end(), '\n'), 1) << command << name << ": " << ours.err;
+      EXPECT_EQ(ours.exit_code, theirs.exit_code)
+          << command << name << ": " << ours.err << theirs.err;
+      EXPECT_LE(std::count(ours.err.begin(), ours.err.end(), '\n'), 1)
+          << command << name << ": " << ours.err;
       if (!ours.err.empty()) {
         EXPECT_NE(ours.err.find("warning"), std::string::npos) << ours.err;
         EXPECT_EQ(ours.err.rfind("qcrash: " + name + ": ", 0), 0u) << ours.err;
@@ -125,7 +142,8 @@ TEST(BadInput, TruncatedImageIsDescribedAsQemuImgDescribesIt) {
         EXPECT_NE(ours.out.find("virtual size: 4 MiB"), std::string::npos) << ours.out;
       }
     }
-    EXPECT_TRUE(ReadFileBytes(dir.File(name)) == good.substr(0, clusters * 65536)) << name << " changed";
+    EXPECT_TRUE(ReadFileBytes(dir.File(name)) == good.substr(0, clusters * 65536))
+        << name << " changed";
   }
   // The first cluster alone: the L1 table lies past the end, and so the warning says.
   const RunResult info = dir.Qcrash("info cut1.qcow2");
@@ -163,7 +181,8 @@ TEST(BadInput, AnImageQemuIoHoldsIsRefusedWithOneLine) {
   // machine qemu-io once took longer than the 2 s this loop used to allow.
   const RunResult held = dir.Run(
       "qemu-io -c 'sleep 60000' busy.qcow2 >/dev/null 2>&1 & echo $! > qemu-io.pid; "
-      "for i in $(seq 600); do qemu-img info busy.qcow2 >/dev/null 2>&1 || exit 0; sleep 0.05; done; exit 1");
+      "for i in $(seq 600); do qemu-img info busy.qcow2 >/dev/null 2>&1 || exit 0; sleep 0.05; "
+      "done; exit 1");
   struct KillHolder {
     ScratchDir& dir;
     ~KillHolder() { dir.Run("kill $(cat qemu-io.pid) 2>/dev/null; true"); }

@@ -24,9 +24,9 @@ struct MatrixCase {
 
 std::string CaseName(const ::testing::TestParamInfo<MatrixCase>& info) {
   const MatrixCase& c = info.param;
-  std::string name = "c" + std::to_string(c.cluster_bytes) + "_r" + std::to_string(c.refcount_bits) +
-                     "_" + (std::string(c.compat) == "0.10" ? "v2" : "v3") + "_" + c.preallocation +
-                     "_" + c.policy;
+  std::string name =
+      "c" + std::to_string(c.cluster_bytes) + "_r" + std::to_string(c.refcount_bits) + "_" +
+      (std::string(c.compat) == "0.10" ? "v2" : "v3") + "_" + c.preallocation + "_" + c.policy;
   return name;
 }
 
@@ -39,11 +39,13 @@ std::vector<MatrixCase> AllCases() {
   std::vector<MatrixCase> cases;
   const uint64_t cluster_sizes[] = {512, 4096, 65536, uint64_t{2} << 20};
   for (uint64_t cluster : cluster_sizes) {
-    for (uint32_t bits = 1; bits <= 64; bits *= 2) cases.push_back({cluster, bits, "1.1", "off", "ordered"});
+    for (uint32_t bits = 1; bits <= 64; bits *= 2)
+      cases.push_back({cluster, bits, "1.1", "off", "ordered"});
     cases.push_back({cluster, 16, "0.10", "off", "ordered"});
   }
   for (const char* compat : {"0.10", "1.1"}) {
-    for (const char* mode : {"metadata", "falloc", "full"}) cases.push_back({65536, 16, compat, mode, "ordered"});
+    for (const char* mode : {"metadata", "falloc", "full"})
+      cases.push_back({65536, 16, compat, mode, "ordered"});
   }
   for (const char* policy : {"writethrough", "ordered", "lazy", "extent", "unsafe", "journal"}) {
     if (std::string(policy) != "ordered") {  // the ordered ones are in the matrix above
@@ -69,7 +71,8 @@ TEST_P(CheckMatrix, QemuImgCheckIsCleanAndGuestContentMatchesTheModel) {
   const std::string options = "-o cluster_size=" + std::to_string(c.cluster_bytes) +
                               ",refcount_bits=" + std::to_string(c.refcount_bits) +
                               ",compat=" + c.compat + ",preallocation=" + c.preallocation;
-  RunResult created = dir.Qcrash("create -q -f qcow2 " + options + " img.qcow2 " + std::to_string(size_bytes));
+  RunResult created =
+      dir.Qcrash("create -q -f qcow2 " + options + " img.qcow2 " + std::to_string(size_bytes));
   ASSERT_EQ(created.exit_code, 0) << created.err;
 
   const std::vector<GuestOp> ops = MixedWorkload(size_bytes, c.cluster_bytes);

@@ -17,9 +17,11 @@ namespace {
 // to q.qcow2 (for qemu-io) and o.qcow2 (for qcrash).
 void MakeChain(const ScratchDir& dir, const std::string& compat, const std::string& cluster_size) {
   const std::string options = "-o compat=" + compat + ",cluster_size=" + cluster_size;
-  const RunResult made = dir.Run("qemu-img create -q -f qcow2 " + options + " base.qcow2 1M && "
+  const RunResult made = dir.Run("qemu-img create -q -f qcow2 " + options +
+                                 " base.qcow2 1M && "
                                  "qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null && "
-                                 "qemu-img create -q -f qcow2 " + options +
+                                 "qemu-img create -q -f qcow2 " +
+                                 options +
                                  " -b base.qcow2 -F qcow2 top.qcow2 && "
                                  "cp top.qcow2 q.qcow2 && cp top.qcow2 o.qcow2");
   ASSERT_EQ(made.exit_code, 0) << made.err;

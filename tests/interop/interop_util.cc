@@ -28,7 +28,8 @@ std::string QcrashPath() {
 
 ScratchDir::ScratchDir() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/qcrash-interop-XXXXXX";
+  std::string pattern =
+      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/qcrash-interop-XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed for " << pattern;
   path_ = pattern;
 }
@@ -57,8 +58,8 @@ void WriteFileBytes(const std::string& path, const std::string& bytes) {
 RunResult ScratchDir::Run(const std::string& command) const {
   const std::string out_path = path_ + "/.stdout";
   const std::string err_path = path_ + "/.stderr";
-  const std::string shell = "cd '" + path_ + "' && { " + command + " ; } >'" + out_path + "' 2>'" +
-                            err_path + "'";
+  const std::string shell =
+      "cd '" + path_ + "' && { " + command + " ; } >'" + out_path + "' 2>'" + err_path + "'";
   const int status = std::system(shell.c_str());
   RunResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -81,7 +82,8 @@ std::string IoArgs(const std::vector<GuestOp>& ops) {
     const auto length = static_cast<unsigned long long>(op.length);
     switch (op.kind) {
       case GuestOp::kWrite:
-        std::snprintf(buffer, sizeof buffer, " -c 'write -P 0x%02x %llu %llu'", op.pattern, offset, length);
+        std::snprintf(buffer, sizeof buffer, " -c 'write -P 0x%02x %llu %llu'", op.pattern, offset,
+                      length);
         break;
       case GuestOp::kZero:
         std::snprintf(buffer, sizeof buffer, " -c 'write -z %llu %llu'", offset, length);
@@ -125,7 +127,8 @@ std::vector<GuestOp> MixedWorkload(uint64_t size_bytes, uint64_t cluster_bytes) 
   };
   // One write per eighth of the disk: several L2 tables and refcount blocks.
   for (uint64_t i = 0; i < 8; ++i) {
-    ops.push_back({GuestOp::kWrite, i * (size_bytes / 8) + 512 * (i + 1), 1024, static_cast<uint8_t>(0x50 + i)});
+    ops.push_back({GuestOp::kWrite, i * (size_bytes / 8) + 512 * (i + 1), 1024,
+                   static_cast<uint8_t>(0x50 + i)});
   }
   ops.push_back({GuestOp::kWrite, 2 * c + 512, 512, 0x66});  // rewrite after discard
   ops.push_back({GuestOp::kFlush, 0, 0, 0});

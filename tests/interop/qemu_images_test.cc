@@ -17,9 +17,9 @@ namespace {
 
 struct QemuImageCase {
   const char* name;
-  std::string setup;        // shell commands that build `image` with QEMU's tools
+  std::string setup;  // shell commands that build `image` with QEMU's tools
   const char* image;
-  bool map_comparable;      // false when qemu-img map depends on host file holes (raw backing)
+  bool map_comparable;  // false when qemu-img map depends on host file holes (raw backing)
 };
 
 std::string Io(const std::string& file, const std::vector<GuestOp>& ops) {
@@ -29,59 +29,72 @@ std::string Io(const std::string& file, const std::vector<GuestOp>& ops) {
 std::vector<QemuImageCase> AllCases() {
   const uint64_t mib = uint64_t{1} << 20;
   std::vector<GuestOp> over_backing = {
-      {GuestOp::kWrite, 4096, 8192, 0xa1},         // partial cluster over backing data: COW
-      {GuestOp::kZero, 65536, 65536, 0},          // zero over backing data
-      {GuestOp::kZeroUnmap, 131072, 65536, 0},
-      {GuestOp::kDiscard, 196608, 65536, 0},
-      {GuestOp::kWrite, 6 * mib, 65536, 0xa2},     // past the end of a shorter backing file
+      {GuestOp::kWrite, 4096, 8192, 0xa1},  // partial cluster over backing data: COW
+      {GuestOp::kZero, 65536, 65536, 0},    // zero over backing data
+      {GuestOp::kZeroUnmap, 131072, 65536, 0}, {GuestOp::kDiscard, 196608, 65536, 0},
+      {GuestOp::kWrite, 6 * mib, 65536, 0xa2},  // past the end of a shorter backing file
   };
   const std::vector<GuestOp> base_ops = {{GuestOp::kWrite, 0, 512 * 1024, 0xb0},
                                          {GuestOp::kWrite, 3 * mib, 4096, 0xb1}};
   return {
-      {"patterns_64k", "qemu-img create -q -f qcow2 img.qcow2 8M && " + Io("img.qcow2", MixedWorkload(8 * mib, 65536)) + "true",
+      {"patterns_64k",
+       "qemu-img create -q -f qcow2 img.qcow2 8M && " +
+           Io("img.qcow2", MixedWorkload(8 * mib, 65536)) + "true",
        "img.qcow2", true},
-      {"v2_4k", "qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 img.qcow2 8M && " +
-                    Io("img.qcow2", MixedWorkload(8 * mib, 4096)) + "true",
+      {"v2_4k",
+       "qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 img.qcow2 8M && " +
+           Io("img.qcow2", MixedWorkload(8 * mib, 4096)) + "true",
        "img.qcow2", true},
-      {"c512_refcount1", "qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=1 img.qcow2 4M && " +
-                             Io("img.qcow2", MixedWorkload(4 * mib, 512)) + "true",
+      {"c512_refcount1",
+       "qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=1 img.qcow2 4M && " +
+           Io("img.qcow2", MixedWorkload(4 * mib, 512)) + "true",
        "img.qcow2", true},
-      {"c2m_refcount64", "qemu-img create -q -f qcow2 -o cluster_size=2M,refcount_bits=64 img.qcow2 64M && " +
-                             Io("img.qcow2", MixedWorkload(64 * mib, 2 * mib)) + "true",
+      {"c2m_refcount64",
+       "qemu-img create -q -f qcow2 -o cluster_size=2M,refcount_bits=64 img.qcow2 64M && " +
+           Io("img.qcow2", MixedWorkload(64 * mib, 2 * mib)) + "true",
        "img.qcow2", true},
-      {"lazy_refcounts", "qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 8M && " +
-                             Io("img.qcow2", MixedWorkload(8 * mib, 65536)) + "true",
+      {"lazy_refcounts",
+       "qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 8M && " +
+           Io("img.qcow2", MixedWorkload(8 * mib, 65536)) + "true",
        "img.qcow2", true},
-      {"lazy_dirty", "qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 8M && "
-                     "(qemu-io -c 'write -P 0x5a 0 128k' -c 'write -P 0x5b 4M 4k' -c abort img.qcow2 "
-                     ">/dev/null 2>&1; true)",
+      {"lazy_dirty",
+       "qemu-img create -q -f qcow2 -o lazy_refcounts=on img.qcow2 8M && "
+       "(qemu-io -c 'write -P 0x5a 0 128k' -c 'write -P 0x5b 4M 4k' -c abort img.qcow2 "
+       ">/dev/null 2>&1; true)",
        "img.qcow2", true},
-      {"preallocated_metadata", "qemu-img create -q -f qcow2 -o preallocation=metadata img.qcow2 4M && " +
-                                    Io("img.qcow2", MixedWorkload(4 * mib, 65536)) + "true",
+      {"preallocated_metadata",
+       "qemu-img create -q -f qcow2 -o preallocation=metadata img.qcow2 4M && " +
+           Io("img.qcow2", MixedWorkload(4 * mib, 65536)) + "true",
        "img.qcow2", true},
-      {"preallocated_falloc_v2", "qemu-img create -q -f qcow2 -o preallocation=falloc,compat=0.10 img.qcow2 4M && " +
-                                     Io("img.qcow2", MixedWorkload(4 * mib, 65536)) + "true",
+      {"preallocated_falloc_v2",
+       "qemu-img create -q -f qcow2 -o preallocation=falloc,compat=0.10 img.qcow2 4M && " +
+           Io("img.qcow2", MixedWorkload(4 * mib, 65536)) + "true",
        "img.qcow2", true},
-      {"compressed", "qemu-img create -q -f qcow2 img.qcow2 4M && "
-                     "qemu-io -c 'write -c -P 0x31 0 64k' -c 'write -c -P 0x32 128k 64k' "
-                     "-c 'write -P 0x33 192k 4k' img.qcow2 >/dev/null",
+      {"compressed",
+       "qemu-img create -q -f qcow2 img.qcow2 4M && "
+       "qemu-io -c 'write -c -P 0x31 0 64k' -c 'write -c -P 0x32 128k 64k' "
+       "-c 'write -P 0x33 192k 4k' img.qcow2 >/dev/null",
        "img.qcow2", true},
-      {"backing_qcow2", "qemu-img create -q -f qcow2 -o cluster_size=4096 base.qcow2 4M && " +
-                            Io("base.qcow2", base_ops) +
-                            "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 8M && " +
-                            Io("top.qcow2", over_backing) + "true",
+      {"backing_qcow2",
+       "qemu-img create -q -f qcow2 -o cluster_size=4096 base.qcow2 4M && " +
+           Io("base.qcow2", base_ops) +
+           "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 8M && " +
+           Io("top.qcow2", over_backing) + "true",
        "top.qcow2", true},
-      {"backing_qcow2_v2", "qemu-img create -q -f qcow2 -o compat=0.10 base.qcow2 4M && " + Io("base.qcow2", base_ops) +
-                               "qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 top.qcow2 8M && " +
-                               Io("top.qcow2", over_backing) + "true",
+      {"backing_qcow2_v2",
+       "qemu-img create -q -f qcow2 -o compat=0.10 base.qcow2 4M && " + Io("base.qcow2", base_ops) +
+           "qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 top.qcow2 8M && " +
+           Io("top.qcow2", over_backing) + "true",
        "top.qcow2", true},
-      {"backing_raw", "qemu-img create -q -f raw base.raw 4M && qemu-io -f raw -c 'write -P 0xb0 0 512k' "
-                      "-c 'write -P 0xb1 3M 4k' base.raw >/dev/null && "
-                      "qemu-img create -q -f qcow2 -b base.raw -F raw top.qcow2 8M && " +
-                          Io("top.qcow2", over_backing) + "true",
+      {"backing_raw",
+       "qemu-img create -q -f raw base.raw 4M && qemu-io -f raw -c 'write -P 0xb0 0 512k' "
+       "-c 'write -P 0xb1 3M 4k' base.raw >/dev/null && "
+       "qemu-img create -q -f qcow2 -b base.raw -F raw top.qcow2 8M && " +
+           Io("top.qcow2", over_backing) + "true",
        "top.qcow2", true},
       {"backing_relative_chain",
-       "mkdir -p a sub && qemu-img create -q -f qcow2 a/base.qcow2 4M && " + Io("a/base.qcow2", base_ops) +
+       "mkdir -p a sub && qemu-img create -q -f qcow2 a/base.qcow2 4M && " +
+           Io("a/base.qcow2", base_ops) +
            "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 a/mid.qcow2 4M && "
            "qemu-io -c 'write -P 0xc1 64k 64k' a/mid.qcow2 >/dev/null && "
            "qemu-img create -q -f qcow2 -b ../a/mid.qcow2 -F qcow2 sub/top.qcow2 8M && " +
@@ -90,7 +103,9 @@ std::vector<QemuImageCase> AllCases() {
   };
 }
 
-std::string CaseName(const ::testing::TestParamInfo<QemuImageCase>& info) { return info.param.name; }
+std::string CaseName(const ::testing::TestParamInfo<QemuImageCase>& info) {
+  return info.param.name;
+}
 void PrintTo(const QemuImageCase& c, std::ostream* out) { *out << c.name; }
 
 class QemuImages : public ::testing::TestWithParam<QemuImageCase> {};
@@ -105,7 +120,8 @@ TEST_P(QemuImages, GuestViewEqualsQemuImgConvert) {
   ASSERT_EQ(qemu.exit_code, 0) << qemu.err;
   RunResult own = dir.Qcrash("convert -f qcow2 -O raw " + image + " own.raw");
   ASSERT_EQ(own.exit_code, 0) << own.err;
-  EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("own.raw")), ReadFileBytes(dir.File("qemu.raw"))), "");
+  EXPECT_EQ(
+      FirstDifference(ReadFileBytes(dir.File("own.raw")), ReadFileBytes(dir.File("qemu.raw"))), "");
 }
 
 TEST_P(QemuImages, MapOutputEqualsQemuImgMap) {
@@ -118,9 +134,11 @@ TEST_P(QemuImages, MapOutputEqualsQemuImgMap) {
   ASSERT_EQ(setup.exit_code, 0) << setup.out << setup.err;
   const std::string image = c.image;
   for (const char* output : {"json", "human"}) {
-    RunResult qemu = dir.Run(std::string("qemu-img map -U -f qcow2 --output=") + output + " " + image);
+    RunResult qemu =
+        dir.Run(std::string("qemu-img map -U -f qcow2 --output=") + output + " " + image);
     RunResult own = dir.Qcrash(std::string("map --output=") + output + " " + image);
-    EXPECT_EQ(own.exit_code != 0, qemu.exit_code != 0) << output << ": " << own.err << " / " << qemu.err;
+    EXPECT_EQ(own.exit_code != 0, qemu.exit_code != 0)
+        << output << ": " << own.err << " / " << qemu.err;
     EXPECT_EQ(own.out, qemu.out) << "--output=" << output;
   }
 }
@@ -174,10 +192,12 @@ TEST(CreateInterop, FormattingLineAndHeaderMatchQemuImgCreate) {
     own_info.erase("actual-size");
     EXPECT_EQ(own_info, qemu_info) << args;
   }
-  const std::vector<std::string> bad_sets = {
-      "-f qcow2 -o compat=0.10,refcount_bits=8 x.qcow2 1M", "-f qcow2 -o cluster_size=3000 x.qcow2 1M",
-      "-f qcow2 -o compat=0.10,lazy_refcounts=on x.qcow2 1M", "-f qcow2 x.qcow2 1x",
-      "-f qcow2 -o refcount_bits=3 x.qcow2 1M", "-f qcow2 -b missing.qcow2 -F qcow2 x.qcow2 1M"};
+  const std::vector<std::string> bad_sets = {"-f qcow2 -o compat=0.10,refcount_bits=8 x.qcow2 1M",
+                                             "-f qcow2 -o cluster_size=3000 x.qcow2 1M",
+                                             "-f qcow2 -o compat=0.10,lazy_refcounts=on x.qcow2 1M",
+                                             "-f qcow2 x.qcow2 1x",
+                                             "-f qcow2 -o refcount_bits=3 x.qcow2 1M",
+                                             "-f qcow2 -b missing.qcow2 -F qcow2 x.qcow2 1M"};
   for (const std::string& args : bad_sets) {
     ScratchDir qemu_dir;
     ScratchDir own_dir;
@@ -205,9 +225,11 @@ std::string WithoutTimings(const std::string& text) {
 // `qcrash io` reports like qemu-io, including a failed pattern check.
 TEST(IoInterop, ReportLinesAndExitCodesMatchQemuIo) {
   const std::vector<std::string> scripts = {
-      "-c 'write -P 0xab 0 4k' -c 'write -z 64k 64k' -c 'write -z -u 128k 4k' -c 'discard 192k 64k' "
+      "-c 'write -P 0xab 0 4k' -c 'write -z 64k 64k' -c 'write -z -u 128k 4k' -c 'discard 192k "
+      "64k' "
       "-c 'read -P 0xab 0 4k' -c 'read 0 1M' -c flush",
-      "-c 'write 512 1536' -c 'read -P 0xcd 512 1536' -c 'read -P 0xcd 0 4096' -c 'read -P 0 2048 2048'",
+      "-c 'write 512 1536' -c 'read -P 0xcd 512 1536' -c 'read -P 0xcd 0 4096' -c 'read -P 0 2048 "
+      "2048'",
   };
   for (const std::string& script : scripts) {
     ScratchDir dir;

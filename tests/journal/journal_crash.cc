@@ -80,7 +80,10 @@ struct Checker {
     if (report->corruptions != 0 || report->check_errors != 0) {
       std::string first = report->findings.empty() ? "" : report->findings.front().message;
       for (const Finding& f : report->findings) {
-        if (f.severity == Severity::kCorruption) { first = f.message; break; }
+        if (f.severity == Severity::kCorruption) {
+          first = f.message;
+          break;
+        }
       }
       return "I1/I2: " + std::to_string(report->corruptions) + " corruptions: " + first;
     }
@@ -93,14 +96,17 @@ struct Checker {
     for (uint64_t b : blocks) {
       if ((b + 1) * kBlock > (*image)->size_bytes()) continue;
       const Status read = (*image)->Read(b * kBlock, buffer);
-      if (!read.ok()) return "I5: read of guest block " + std::to_string(b) + ": " + read.ToString();
+      if (!read.ok())
+        return "I5: read of guest block " + std::to_string(b) + ": " + read.ToString();
       const std::set<uint8_t> allowed = oracle.Allowed(b, point);
       for (uint64_t s = 0; s < kBlock; s += kSector) {
         const uint8_t v = buffer[s];
-        const bool uniform = std::all_of(&buffer[s], &buffer[s] + kSector, [v](uint8_t x) { return x == v; });
+        const bool uniform =
+            std::all_of(&buffer[s], &buffer[s] + kSector, [v](uint8_t x) { return x == v; });
         if (!uniform || !allowed.count(v)) {
           return "I4/I5: guest offset " + HexOffset(b * kBlock + s) + " reads " +
-                 (uniform ? "0x" + std::to_string(v) : std::string("mixed bytes")) + ", not a value written there";
+                 (uniform ? "0x" + std::to_string(v) : std::string("mixed bytes")) +
+                 ", not a value written there";
         }
       }
     }
@@ -114,10 +120,11 @@ struct Checker {
     if (!r.replayed) return "";
     for (const ReplayedWrite& w : r.writes) {
       for (const ReplayedWrite& v : r.revokes) {
-        if (static_cast<int32_t>(v.seq - w.seq) > 0 && w.offset_bytes < v.offset_bytes + v.length_bytes &&
+        if (static_cast<int32_t>(v.seq - w.seq) > 0 &&
+            w.offset_bytes < v.offset_bytes + v.length_bytes &&
             v.offset_bytes < w.offset_bytes + w.length_bytes) {
-          return "I6: replay of seq " + std::to_string(w.seq) + " wrote into " + HexOffset(w.offset_bytes) +
-                 ", revoked by seq " + std::to_string(v.seq);
+          return "I6: replay of seq " + std::to_string(w.seq) + " wrote into " +
+                 HexOffset(w.offset_bytes) + ", revoked by seq " + std::to_string(v.seq);
         }
       }
     }
@@ -127,8 +134,9 @@ struct Checker {
       if (!e.data || !e.has_offset || e.depth != 0) continue;
       for (const ReplayedWrite& w : r.writes) {
         if (w.offset_bytes < e.offset + e.length && e.offset < w.offset_bytes + w.length_bytes) {
-          return "I6: replay of seq " + std::to_string(w.seq) + " wrote " + std::to_string(w.length_bytes) +
-                 " bytes at " + HexOffset(w.offset_bytes) + ", inside guest data at " + HexOffset(e.start);
+          return "I6: replay of seq " + std::to_string(w.seq) + " wrote " +
+                 std::to_string(w.length_bytes) + " bytes at " + HexOffset(w.offset_bytes) +
+                 ", inside guest data at " + HexOffset(e.start);
         }
       }
     }
@@ -142,9 +150,12 @@ Status RunStep(Image& image, const Step& s) {
       const std::vector<uint8_t> data(kBlock, s.value);
       return image.Write(s.block * kBlock, data);
     }
-    case Step::kFlush: return image.Flush();
-    case Step::kDiscard: return image.Discard(s.block * kBlock, kBlock);
-    case Step::kGrow: return image.Truncate(s.size_bytes, Preallocation::kOff);
+    case Step::kFlush:
+      return image.Flush();
+    case Step::kDiscard:
+      return image.Discard(s.block * kBlock, kBlock);
+    case Step::kGrow:
+      return image.Truncate(s.size_bytes, Preallocation::kOff);
   }
   return Status::Ok();
 }
@@ -153,14 +164,16 @@ Status RunStep(Image& image, const Step& s) {
 
 Workload ThreadScenario() {
   // 4 KiB clusters: one L1 entry covers 2 MiB, so growing past 2 MiB moves the L1.
-  return Make("thread-scenario", 1 << 20, {W(0, 0xA1), F(), G(8 << 20), W(1, 0xB2), F(), W(2, 0xC3), F()});
+  return Make("thread-scenario", 1 << 20,
+              {W(0, 0xA1), F(), G(8 << 20), W(1, 0xB2), F(), W(2, 0xC3), F()});
 }
 
 Workload MixedWorkload() {
   std::vector<Step> steps;
   uint8_t v = 1;
   for (int round = 0; round < 3; ++round) {
-    for (uint64_t b : {0, 1, 600, 1100, 5}) steps.push_back(W(b + static_cast<uint64_t>(round), v++));
+    for (uint64_t b : {0, 1, 600, 1100, 5})
+      steps.push_back(W(b + static_cast<uint64_t>(round), v++));
     steps.push_back(F());
     steps.push_back(D(1 + static_cast<uint64_t>(round)));
     steps.push_back(W(600, v++));
@@ -233,18 +246,20 @@ CrashResult RunCrashCheck(const Workload& workload, const CrashConfig& config) {
         for (uint64_t p = 0; inner.ok() && p < inner->PointCount() && verdict.empty(); ++p) {
           auto again = inner->BuildView({p, {}});
           if (again.ok()) verdict = checker.Check(**again, state.point);
-          if (!verdict.empty()) verdict = "I8 (recovery crashed at nested p" + std::to_string(p) + "): " + verdict;
+          if (!verdict.empty())
+            verdict = "I8 (recovery crashed at nested p" + std::to_string(p) + "): " + verdict;
         }
       }
       if (verdict.empty()) continue;
       ++result.violations;
       if (std::getenv("QCRASH_JOURNAL_DEBUG") && result.violations <= 5) {
-        std::fprintf(stderr, "violation: %s %s: %s\n", name.c_str(), sim::FormatCrashStateId(state).c_str(),
-                     verdict.c_str());
+        std::fprintf(stderr, "violation: %s %s: %s\n", name.c_str(),
+                     sim::FormatCrashStateId(state).c_str(), verdict.c_str());
       }
       const std::string line = name + " " + sim::FormatCrashStateId(state) + ": " + verdict;
       if (result.first_violation.empty()) result.first_violation = line;
-      if (state.point < best_point || (state.point == best_point && state.deviations.size() < best_deviations)) {
+      if (state.point < best_point ||
+          (state.point == best_point && state.deviations.size() < best_deviations)) {
         best_point = state.point;
         best_deviations = state.deviations.size();
         result.minimal_violation = line;

@@ -20,8 +20,8 @@ namespace qcrash::engine::testing {
 // One workload step on 4 KiB guest blocks.
 struct Step {
   enum Kind : uint8_t { kWrite, kFlush, kDiscard, kGrow } kind = kWrite;
-  uint64_t block = 0;   // guest block (4 KiB) for write/discard
-  uint8_t value = 0;    // fill byte for write
+  uint64_t block = 0;       // guest block (4 KiB) for write/discard
+  uint8_t value = 0;        // fill byte for write
   uint64_t size_bytes = 0;  // kGrow: new virtual size
 };
 
@@ -48,8 +48,9 @@ struct CrashConfig {
 struct CrashResult {
   uint64_t states = 0;
   uint64_t violations = 0;
-  std::string first_violation;   // "<enumerator> <state id>: <invariant>: <detail>"
-  std::string minimal_violation; // the violating state with the smallest point and fewest deviations
+  std::string first_violation;  // "<enumerator> <state id>: <invariant>: <detail>"
+  std::string
+      minimal_violation;  // the violating state with the smallest point and fewest deviations
   uint64_t guest_flushes = 0;
   uint64_t device_flushes = 0;
 };

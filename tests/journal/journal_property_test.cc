@@ -66,14 +66,14 @@ struct Variant {
 // table and the counterexample of each unsafe one.
 TEST(JournalVariants, PinWhichAreCrashSafe) {
   const Variant variants[] = {
-      {"header-commit/bookkeeping/blank/crc", JournalCommit::kHeader, JournalRecovery::kHeaderBookkeeping,
-       JournalTerminator::kBlankBlock, true, true},
+      {"header-commit/bookkeeping/blank/crc", JournalCommit::kHeader,
+       JournalRecovery::kHeaderBookkeeping, JournalTerminator::kBlankBlock, true, true},
       {"descriptor-flag/bookkeeping/blank/crc", JournalCommit::kDescriptorFlag,
        JournalRecovery::kHeaderBookkeeping, JournalTerminator::kBlankBlock, true, true},
-      {"header-commit/bookkeeping/escape/crc", JournalCommit::kHeader, JournalRecovery::kHeaderBookkeeping,
-       JournalTerminator::kEscapeFlag, true, true},
-      {"header-commit/bookkeeping/blank/none", JournalCommit::kHeader, JournalRecovery::kHeaderBookkeeping,
-       JournalTerminator::kBlankBlock, false, true},
+      {"header-commit/bookkeeping/escape/crc", JournalCommit::kHeader,
+       JournalRecovery::kHeaderBookkeeping, JournalTerminator::kEscapeFlag, true, true},
+      {"header-commit/bookkeeping/blank/none", JournalCommit::kHeader,
+       JournalRecovery::kHeaderBookkeeping, JournalTerminator::kBlankBlock, false, true},
       {"scan-only/blank/crc", JournalCommit::kHeader, JournalRecovery::kScanOnly,
        JournalTerminator::kBlankBlock, true, true},
       {"scan-only/escape/crc", JournalCommit::kHeader, JournalRecovery::kScanOnly,
@@ -93,10 +93,12 @@ TEST(JournalVariants, PinWhichAreCrashSafe) {
       const CrashResult r = RunCrashCheck(w, c);
       states += r.states;
       violations += r.violations;
-      if (example.empty() && !r.minimal_violation.empty()) example = w.name + ": " + r.minimal_violation;
+      if (example.empty() && !r.minimal_violation.empty())
+        example = w.name + ": " + r.minimal_violation;
     }
-    std::printf("variant %-40s states %6lu violations %5lu %s\n", v.name, static_cast<unsigned long>(states),
-                static_cast<unsigned long>(violations), example.c_str());
+    std::printf("variant %-40s states %6lu violations %5lu %s\n", v.name,
+                static_cast<unsigned long>(states), static_cast<unsigned long>(violations),
+                example.c_str());
     EXPECT_EQ(violations == 0, v.expect_safe) << v.name << ": " << example;
   }
 }

@@ -4,6 +4,8 @@
 // open (idempotently), every commit survives the wrap of a small ring under
 // each commit point and recovery, and a cleared journal-valid bit (an old
 // tool) makes the engine create a new journal instead of replaying the old one.
+#include "engine/journal.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -11,7 +13,6 @@
 
 #include "engine/endian.h"
 #include "engine/image.h"
-#include "engine/journal.h"
 #include "engine/journal_format.h"
 #include "engine/memory_device.h"
 #include "engine/qcow2_format.h"
@@ -100,7 +101,8 @@ TEST(JournalFormat, RandomBytesNeverCrashTheDecoder) {
       EXPECT_EQ(again->descriptors.size(), descriptor->descriptors.size());
     } else {
       ++rejected;
-      EXPECT_EQ(descriptor.status().code(), StatusCode::kCorruption) << descriptor.status().ToString();
+      EXPECT_EQ(descriptor.status().code(), StatusCode::kCorruption)
+          << descriptor.status().ToString();
     }
     StoreBe64(block.data(), j::kHeaderMagic);
     auto header = j::DecodeJournalHeader(block, 512 * (1 + random() % 64));
@@ -203,9 +205,11 @@ int PaddingTransactions(const std::vector<uint8_t>& image_bytes, const Header& h
     auto location = j::DecodeLocation(e.data, header.cluster_bits, image_bytes.size());
     if (!location.ok()) return -1;
     int padding = 0;
-    for (uint64_t at = location->offset_bytes + 512; at < location->offset_bytes + location->size_bytes; at += 512) {
+    for (uint64_t at = location->offset_bytes + 512;
+         at < location->offset_bytes + location->size_bytes; at += 512) {
       std::span<const uint8_t> block(&image_bytes[at], 512);
-      if (j::HasDescriptorMagic(block) && (LoadBe32(&block[24]) & j::kDescriptorFlagPadding)) ++padding;
+      if (j::HasDescriptorMagic(block) && (LoadBe32(&block[24]) & j::kDescriptorFlagPadding))
+        ++padding;
     }
     return padding;
   }
@@ -231,7 +235,8 @@ void ExpectEveryCommitReplaysAcrossTheWrap(JournalCommit commit, JournalRecovery
   constexpr uint64_t kStrideBytes = 300 << 10;  // new L2 entries, now and then a new L2 table
   int wrapped_rounds = 0;
   for (int round = 0; round < kRounds; ++round) {
-    ASSERT_TRUE(image->Write(round * kStrideBytes, std::vector<uint8_t>(4096, uint8_t(round + 1))).ok());
+    ASSERT_TRUE(
+        image->Write(round * kStrideBytes, std::vector<uint8_t>(4096, uint8_t(round + 1))).ok());
     ASSERT_TRUE(image->Flush().ok());
     MemoryDevice crashed(device.bytes());
     if (PaddingTransactions(crashed.bytes(), image->header()) > 0) ++wrapped_rounds;
@@ -255,9 +260,11 @@ void ExpectEveryCommitReplaysAcrossTheWrap(JournalCommit commit, JournalRecovery
 // all. Every commit point with every recovery.
 TEST(JournalImage, EveryCommitAfterTheRingWrapsReplays) {
   for (const JournalCommit commit : {JournalCommit::kHeader, JournalCommit::kDescriptorFlag}) {
-    for (const JournalRecovery recovery : {JournalRecovery::kHeaderBookkeeping, JournalRecovery::kScanOnly}) {
-      SCOPED_TRACE(std::string(commit == JournalCommit::kHeader ? "commit=header" : "commit=descriptor") +
-                   (recovery == JournalRecovery::kScanOnly ? ",recovery=scan" : ",recovery=header"));
+    for (const JournalRecovery recovery :
+         {JournalRecovery::kHeaderBookkeeping, JournalRecovery::kScanOnly}) {
+      SCOPED_TRACE(
+          std::string(commit == JournalCommit::kHeader ? "commit=header" : "commit=descriptor") +
+          (recovery == JournalRecovery::kScanOnly ? ",recovery=scan" : ",recovery=header"));
       ExpectEveryCommitReplaysAcrossTheWrap(commit, recovery);
     }
   }
@@ -279,7 +286,8 @@ TEST(JournalImage, ManyWritesBetweenFlushesFitASmallRing) {
   constexpr int kWrites = 80;
   constexpr uint64_t kStrideBytes = 700 << 10;  // a new L2 table every couple of writes
   for (int k = 0; k < kWrites; ++k) {
-    const Status written = image->Write(k * kStrideBytes, std::vector<uint8_t>(4096, uint8_t(k + 1)));
+    const Status written =
+        image->Write(k * kStrideBytes, std::vector<uint8_t>(4096, uint8_t(k + 1)));
     ASSERT_TRUE(written.ok()) << "write " << k << ": " << written.ToString();
   }
   ASSERT_TRUE(image->Flush().ok());

@@ -6,9 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "engine/check.h"
 #include "engine/file_device.h"
@@ -34,8 +33,9 @@ Classified FromCounts(uint64_t leaks, uint64_t corruptions) {
 
 // Every state of `enumerator` (at most `states_max`) of a workload under a
 // policy: the raw crash image goes to a file; both tools check it.
-void CompareWithQemu(const std::string& workload, engine::OrderingPolicy policy, const std::string& enumerator,
-                     uint64_t states_max, uint64_t* compared, uint64_t* corrupt_seen) {
+void CompareWithQemu(const std::string& workload, engine::OrderingPolicy policy,
+                     const std::string& enumerator, uint64_t states_max, uint64_t* compared,
+                     uint64_t* corrupt_seen) {
   ScratchDir dir;
   RunOptions options;
   options.open.policy = policy;
@@ -58,7 +58,8 @@ void CompareWithQemu(const std::string& workload, engine::OrderingPolicy policy,
     const Classified mine = FromCounts(ours->leaks, ours->corruptions);
     EXPECT_EQ(mine.verdict, theirs.verdict) << workload << " " << sim::FormatCrashStateId(state);
     EXPECT_EQ(mine.leaks, theirs.leaks) << workload << " " << sim::FormatCrashStateId(state);
-    EXPECT_EQ(mine.corruptions, theirs.corruptions) << workload << " " << sim::FormatCrashStateId(state);
+    EXPECT_EQ(mine.corruptions, theirs.corruptions)
+        << workload << " " << sim::FormatCrashStateId(state);
     ++*compared;
     if (mine.corruptions) ++*corrupt_seen;
   }
@@ -73,7 +74,8 @@ TEST(I9, QemuImgCheckClassifiesCrashImagesAsWeDo) {
   }
   // The unsafe policy provides corrupt images, so the comparison covers them too.
   CompareWithQemu("default", engine::OrderingPolicy::kUnsafe, "prefix", 40, &compared, &corrupt);
-  CompareWithQemu("2010-dangling-l2", engine::OrderingPolicy::kUnsafe, "drop-one", 40, &compared, &corrupt);
+  CompareWithQemu("2010-dangling-l2", engine::OrderingPolicy::kUnsafe, "drop-one", 40, &compared,
+                  &corrupt);
   EXPECT_GT(compared, 250u);
   EXPECT_GT(corrupt, 5u);
 }
@@ -84,7 +86,8 @@ nlohmann::json ReadJson(const std::string& path) {
 
 TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   ScratchDir dir;
-  RunResult clean = dir.Qcrash("explore --workload builtin:default --enumerator drop-one --report clean.json");
+  RunResult clean =
+      dir.Qcrash("explore --workload builtin:default --enumerator drop-one --report clean.json");
   EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
   const nlohmann::json report = ReadJson(dir.File("clean.json"));
   for (const char* field : {"crash_points", "states_checked", "states_per_second", "verdicts",
@@ -94,24 +97,34 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   EXPECT_EQ(dir.Qcrash("explore --policy nonsense").exit_code, 2);
   EXPECT_EQ(dir.Qcrash("explore --workload missing.json").exit_code, 2);
   // A workload file with a field of the wrong type is one line naming the file, exit 2.
-  interop::WriteFileBytes(dir.File("typed.json"), "{\"name\": 5, \"image\": {\"size\": 1048576}, \"ops\": []}");
+  interop::WriteFileBytes(dir.File("typed.json"),
+                          "{\"name\": 5, \"image\": {\"size\": 1048576}, \"ops\": []}");
   const RunResult typed = dir.Qcrash("explore --workload typed.json");
   EXPECT_EQ(typed.exit_code, 2) << typed.err;
   EXPECT_EQ(typed.err.rfind("qcrash: typed.json: ", 0), 0u) << typed.err;
   EXPECT_EQ(std::count(typed.err.begin(), typed.err.end(), '\n'), 1) << typed.err;
   // Bad --shard and --jobs values are refused with the user's own text.
-  for (const std::string bad : {"--shard 2/2", "--shard abc", "--shard 1/", "--shard -1/2", "--shard 0/0",
-                                "--jobs 0", "--jobs 2.5", "--jobs 65"}) {
+  for (const std::string bad : {"--shard 2/2", "--shard abc", "--shard 1/", "--shard -1/2",
+                                "--shard 0/0", "--jobs 0", "--jobs 2.5", "--jobs 65"}) {
     const RunResult refused = dir.Qcrash("explore " + bad);
     EXPECT_EQ(refused.exit_code, 2) << bad;
-    EXPECT_NE(refused.err.find("'" + bad.substr(bad.find(' ') + 1) + "'"), std::string::npos) << bad << ": " << refused.err;
+    EXPECT_NE(refused.err.find("'" + bad.substr(bad.find(' ') + 1) + "'"), std::string::npos)
+        << bad << ": " << refused.err;
   }
   // The policy list of an unknown policy names every policy, journal included.
   EXPECT_NE(dir.Qcrash("explore --policy nonsense").err.find("journal"), std::string::npos);
   // Shards 0/2 and 1/2 are disjoint and cover the whole enumeration.
-  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --report all.json").exit_code, 0);
-  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --shard 0/2 --report s0.json").exit_code, 0);
-  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --shard 1/2 --report s1.json").exit_code, 0);
+  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --report all.json")
+                .exit_code,
+            0);
+  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --shard 0/2 "
+                       "--report s0.json")
+                .exit_code,
+            0);
+  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --enumerator drop-one --shard 1/2 "
+                       "--report s1.json")
+                .exit_code,
+            0);
   const uint64_t all = ReadJson(dir.File("all.json"))["states_checked"];
   const uint64_t s0 = ReadJson(dir.File("s0.json"))["states_checked"];
   const uint64_t s1 = ReadJson(dir.File("s1.json"))["states_checked"];
@@ -119,7 +132,9 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   EXPECT_GT(s0, 0u);
   EXPECT_GT(s1, 0u);
 
-  RunResult broken = dir.Qcrash("explore --workload builtin:default --policy unsafe --enumerator drop-one --report one.json --jobs 1");
+  RunResult broken = dir.Qcrash(
+      "explore --workload builtin:default --policy unsafe --enumerator drop-one --report one.json "
+      "--jobs 1");
   EXPECT_EQ(broken.exit_code, 1) << broken.out << broken.err;
   const nlohmann::json one = ReadJson(dir.File("one.json"));
   ASSERT_FALSE(one["violations"].empty());
@@ -127,7 +142,9 @@ TEST(ExploreCli, ExitCodesReproducersReplayAndJobs) {
   EXPECT_EQ(dir.Run("qemu-img info " + repro + "/image.qcow2 >/dev/null").exit_code, 0);
   EXPECT_EQ(dir.Qcrash("replay one.json#0").exit_code, 1) << "the minimized state must reproduce";
 
-  RunResult two = dir.Qcrash("explore --workload builtin:default --policy unsafe --enumerator drop-one --report two.json --jobs 2");
+  RunResult two = dir.Qcrash(
+      "explore --workload builtin:default --policy unsafe --enumerator drop-one --report two.json "
+      "--jobs 2");
   EXPECT_EQ(two.exit_code, 1);
   const nlohmann::json jobs = ReadJson(dir.File("two.json"));
   for (const char* field : {"crash_points", "states_checked", "states_total", "verdicts",
@@ -160,14 +177,16 @@ TEST(ExploreCli, TheSuiteIsCleanAndCatchesEveryCatalogueBug) {
   for (const char* p : {"writethrough", "ordered", "lazy", "extent", "journal", "journal/scan"}) {
     EXPECT_TRUE(policies.count(p)) << p << " missing from the suite";
   }
-  EXPECT_NE(dir.Qcrash("explore --enumerator drop-one").exit_code, 0) << "--enumerator needs --workload";
+  EXPECT_NE(dir.Qcrash("explore --enumerator drop-one").exit_code, 0)
+      << "--enumerator needs --workload";
   const RunResult listed = dir.Qcrash("explore --list-bugs --output=json");
   ASSERT_EQ(listed.exit_code, 0);
   const nlohmann::json bugs = nlohmann::json::parse(listed.out);
   ASSERT_GE(bugs.size(), 5u);
   for (const auto& bug : bugs) {
     const std::string name = bug["name"];
-    const RunResult caught = dir.Qcrash("explore --quick --generated 1 --bug " + name + " --report " + name + ".json");
+    const RunResult caught =
+        dir.Qcrash("explore --quick --generated 1 --bug " + name + " --report " + name + ".json");
     EXPECT_EQ(caught.exit_code, 1) << name << " was not caught:\n" << caught.out;
     const nlohmann::json report = ReadJson(dir.File(name + ".json"));
     ASSERT_FALSE(report["failures"].empty()) << name;

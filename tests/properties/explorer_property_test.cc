@@ -10,7 +10,6 @@
 
 #include "engine/bug_catalogue.h"
 #include "engine/ordering.h"
-
 #include "properties/explorer.h"
 #include "tests/properties/generators.h"
 
@@ -21,10 +20,11 @@ namespace {
 uint64_t StatesCap() { return std::getenv("QCRASH_SOAK") ? 0 : 300; }
 
 std::string Describe(const Workload& w, const engine::OpenOptions& o, uint32_t sector_bytes) {
-  std::string out = std::string("policy ") + engine::PolicyName(o.policy) + ", v" +
-                    std::to_string(w.image.version) + ", cluster_bits " + std::to_string(w.image.cluster_bits) +
-                    ", refcount_order " + std::to_string(w.image.refcount_order) + ", L2 cache " +
-                    std::to_string(o.l2_cache_tables) + ", sector " + std::to_string(sector_bytes) + ", ops:";
+  std::string out =
+      std::string("policy ") + engine::PolicyName(o.policy) + ", v" +
+      std::to_string(w.image.version) + ", cluster_bits " + std::to_string(w.image.cluster_bits) +
+      ", refcount_order " + std::to_string(w.image.refcount_order) + ", L2 cache " +
+      std::to_string(o.l2_cache_tables) + ", sector " + std::to_string(sector_bytes) + ", ops:";
   for (const GuestOp& op : w.ops) out += " [" + DescribeOp(op) + "]";
   return out;
 }
@@ -91,7 +91,8 @@ TEST_P(BugCatalogue, IsCaughtWithAMinimizedCounterexample) {
   if (std::string(c.journal_options) == "recovery=scan") {
     config.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
   } else {
-    ASSERT_EQ(std::string(c.journal_options), "") << "teach this test the catalogue's --journal options";
+    ASSERT_EQ(std::string(c.journal_options), "")
+        << "teach this test the catalogue's --journal options";
   }
   config.enumerator = *sim::ParseEnumeratorSpec("drop-one");
   config.states_max = 5000;
@@ -101,7 +102,8 @@ TEST_P(BugCatalogue, IsCaughtWithAMinimizedCounterexample) {
   ASSERT_FALSE(report->violations.empty()) << c.name << " was not caught";
   FoundViolation v = report->violations.front();
   bool expected_invariant = false;
-  for (const auto& [name, count] : report->violations_by_invariant) expected_invariant |= name == c.invariant;
+  for (const auto& [name, count] : report->violations_by_invariant)
+    expected_invariant |= name == c.invariant;
   EXPECT_TRUE(expected_invariant) << "first: " << v.invariant << ": " << v.message;
   Minimize(config, v, 5000);
   EXPECT_LE(v.minimized_workload.ops.size(), config.workload.ops.size());
@@ -109,7 +111,8 @@ TEST_P(BugCatalogue, IsCaughtWithAMinimizedCounterexample) {
               v.state_id.c_str(), v.minimized_workload.ops.size(), v.minimized_state_id.c_str(),
               v.minimized_message.c_str());
   for (const GuestOp& op : v.minimized_workload.ops) std::printf("  %s\n", DescribeOp(op).c_str());
-  auto replay = ReplayState(v.minimized_workload, config.run, config.recovery, v.minimized_state_id);
+  auto replay =
+      ReplayState(v.minimized_workload, config.run, config.recovery, v.minimized_state_id);
   ASSERT_TRUE(replay.ok());
   bool reproduced = false;
   for (const Violation& r : replay->violations) reproduced |= r.invariant == c.invariant;
@@ -123,7 +126,8 @@ TEST_P(BugCatalogue, IsCaughtWithAMinimizedCounterexample) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Switches, BugCatalogue,
-                         ::testing::ValuesIn(engine::KnownBugs().begin(), engine::KnownBugs().end()),
+                         ::testing::ValuesIn(engine::KnownBugs().begin(),
+                                             engine::KnownBugs().end()),
                          [](const ::testing::TestParamInfo<engine::KnownBug>& param_info) {
                            std::string name = param_info.param.name;
                            for (char& ch : name) ch = ch == '-' ? '_' : ch;
@@ -139,7 +143,8 @@ TEST(Explorer, BuiltinWorkloadsPassUnderEverySafePolicy) {
                         engine::OrderingPolicy::kJournal}) {
       ExploreConfig config;
       config.workload = *BuiltinWorkload(name);
-      const bool needs_v3 = policy == engine::OrderingPolicy::kLazy || policy == engine::OrderingPolicy::kJournal;
+      const bool needs_v3 =
+          policy == engine::OrderingPolicy::kLazy || policy == engine::OrderingPolicy::kJournal;
       if (config.workload.image.version < 3 && needs_v3) continue;
       config.run.open.policy = policy;
       config.run.open.l2_cache_tables = 2;
@@ -147,11 +152,13 @@ TEST(Explorer, BuiltinWorkloadsPassUnderEverySafePolicy) {
         config.enumerator = *sim::ParseEnumeratorSpec(e);
         config.states_max = 3000;  // the crash gate runs each cell further
         auto report = Explore(config);
-        ASSERT_TRUE(report.ok()) << name << " " << engine::PolicyName(policy) << ": " << report.status().ToString();
+        ASSERT_TRUE(report.ok()) << name << " " << engine::PolicyName(policy) << ": "
+                                 << report.status().ToString();
         EXPECT_EQ(report->violating_states, 0u)
             << name << " " << engine::PolicyName(policy) << " " << e << ": "
-            << (report->violations.empty() ? "" : report->violations.front().state_id + " " +
-                                                      report->violations.front().message);
+            << (report->violations.empty() ? ""
+                                           : report->violations.front().state_id + " " +
+                                                 report->violations.front().message);
       }
     }
   }
@@ -178,10 +185,11 @@ TEST(Explorer, QemuDataOrderingExposesStaleDataAsItsOwnVerdict) {
   EXPECT_EQ(strict->violating_states, 0u);
   EXPECT_EQ(strict->verdicts[static_cast<int>(Verdict::kStaleDataExposed)], 0u);
   EXPECT_GT(strict->stats.device_flushes, qemu->stats.device_flushes);
-  std::printf("qemu ordering: %llu of %llu states stale-data-exposed, %llu flushes; strict: %llu flushes\n",
-              static_cast<unsigned long long>(stale), static_cast<unsigned long long>(qemu->states_checked),
-              static_cast<unsigned long long>(qemu->stats.device_flushes),
-              static_cast<unsigned long long>(strict->stats.device_flushes));
+  std::printf(
+      "qemu ordering: %llu of %llu states stale-data-exposed, %llu flushes; strict: %llu flushes\n",
+      static_cast<unsigned long long>(stale), static_cast<unsigned long long>(qemu->states_checked),
+      static_cast<unsigned long long>(qemu->stats.device_flushes),
+      static_cast<unsigned long long>(strict->stats.device_flushes));
 }
 
 // A new policy is one row of the ordering table (engine/ordering.h) and an
@@ -207,11 +215,13 @@ TEST(Explorer, AHypotheticalPolicyIsOneRowOfTheTable) {
     auto report = Explore(config);
     EXPECT_TRUE(report.ok()) << report.status().ToString();
     if (!report.ok()) return 0;
-    if (!report->violations.empty()) first = report->violations[0].state_id + " " + report->violations[0].message;
+    if (!report->violations.empty())
+      first = report->violations[0].state_id + " " + report->violations[0].message;
     return report->violating_states;
   };
   for (const std::string& name : BuiltinWorkloadNames()) {
-    for (const char* e : {"prefix", "drop-one"}) EXPECT_EQ(run(name, e), 0u) << name << " " << e << ": " << first;
+    for (const char* e : {"prefix", "drop-one"})
+      EXPECT_EQ(run(name, e), 0u) << name << " " << e << ": " << first;
   }
   // Ordered's own row without R2 (the hybrid's writethrough entries would
   // mask it): a table's pointer may reach the disk before its contents.

@@ -25,8 +25,10 @@ inline rc::Gen<GuestOp> GenOp(uint64_t size_bytes, uint64_t cluster_bytes) {
   const uint64_t sectors = size_bytes / kGuestSectorBytes;
   return rc::gen::exec([=] {
     GuestOp op;
-    op.kind = *rc::gen::weightedElement<OpKind>(
-        {{8, OpKind::kWrite}, {2, OpKind::kWriteZeroes}, {2, OpKind::kDiscard}, {3, OpKind::kFlush}});
+    op.kind = *rc::gen::weightedElement<OpKind>({{8, OpKind::kWrite},
+                                                 {2, OpKind::kWriteZeroes},
+                                                 {2, OpKind::kDiscard},
+                                                 {3, OpKind::kFlush}});
     if (op.kind == OpKind::kFlush) return op;
     // Cluster-aligned or not, a sector to a few clusters long.
     const bool aligned = *rc::gen::arbitrary<bool>();
@@ -68,10 +70,11 @@ inline rc::Gen<Workload> GenWorkload() {
 inline rc::Gen<engine::OpenOptions> GenSafeEngine(const Workload& workload) {
   return rc::gen::exec([version = workload.image.version] {
     engine::OpenOptions o;
-    o.policy = *rc::gen::element(engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
-                                 engine::OrderingPolicy::kExtent, engine::OrderingPolicy::kLazy,
-                                 engine::OrderingPolicy::kJournal);
-    if (version < 3 && (o.policy == engine::OrderingPolicy::kLazy || o.policy == engine::OrderingPolicy::kJournal)) {
+    o.policy = *rc::gen::element(engine::OrderingPolicy::kWritethrough,
+                                 engine::OrderingPolicy::kOrdered, engine::OrderingPolicy::kExtent,
+                                 engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kJournal);
+    if (version < 3 && (o.policy == engine::OrderingPolicy::kLazy ||
+                        o.policy == engine::OrderingPolicy::kJournal)) {
       o.policy = engine::OrderingPolicy::kOrdered;  // both need compat=1.1
     }
     o.l2_cache_tables = *rc::gen::element<uint32_t>(2, 3, 32);  // 2: every few writes evict
