@@ -56,6 +56,10 @@ struct RecoveryOptions {
   // enumerator (empty: I8 not checked for this state).
   std::string nested_enumerator;
   uint64_t nested_states_max = 64;
+  // Holds recovery alone to account (I3, I7, I8): for crash states of the
+  // unsafe policy, whose raw images are corrupt by design, so that repair
+  // meets real corruption and a crash inside it is checked.
+  bool recovery_invariants_only = false;
 };
 
 // Recovers `state` of `run` and checks every invariant. `point` must be the

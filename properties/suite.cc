@@ -18,8 +18,10 @@ using Clock = std::chrono::steady_clock;
 struct PolicyVariant {
   engine::OrderingPolicy policy;
   bool scan_recovery = false;  // the journal with scan-only recovery (Stefan's proposal)
+  bool repair_only = false;    // the repair pass: recovery of unsafe crash states
   std::string Label() const {
-    return std::string(engine::PolicyName(policy)) + (scan_recovery ? "/scan" : "");
+    return std::string(engine::PolicyName(policy)) + (scan_recovery ? "/scan" : "") +
+           (repair_only ? "/repair" : "");
   }
 };
 
@@ -104,7 +106,9 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     QCRASH_ASSIGN_OR_RETURN(explore.enumerator, sim::ParseEnumeratorSpec(enumerator));
     explore.stop_at_first_violation = true;
     explore.minimize = false;
-    explore.stride_to_cap = true;
+    // A stride reaches late crash points under a cap; epochs puts the
+    // states most likely to break first, so a cap takes them in order.
+    explore.stride_to_cap = enumerator != "epochs";
     explore.stride_offset = config.seed;
     QCRASH_ASSIGN_OR_RETURN(cell.report, Explore(explore));
     cell.enumerator = cell.report.enumerator;  // with the stride's shard, when one was taken
@@ -154,7 +158,10 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     for (const PolicyVariant& v : variants)
       builtin_cells += !(workload.image.version < 3 && NeedsV3(v.policy));
   }
-  builtin_cells *= 5;
+  builtin_cells *= 6;
+  // The repair pass: one cell per built-in workload (see below).
+  const bool repair_pass = config.policies.empty();
+  if (repair_pass) builtin_cells += builtins.size();
   const double cell_seconds = config.budget_seconds > 0
                                   ? 0.6 * config.budget_seconds / std::max<size_t>(1, builtin_cells)
                                   : 0;
@@ -162,7 +169,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   std::map<std::pair<size_t, size_t>, ExploreConfig> prepared;
   // The last pass crashes the recovery too (I8): a crash inside the journal
   // replay, the refcount rebuild of a dirty image or a repair must recover.
-  for (const char* e : {"prefix", "drop-one", "tear-one", "bounded:2", "nested"}) {
+  for (const char* e : {"epochs", "prefix", "drop-one", "tear-one", "bounded:2", "nested"}) {
     for (size_t w = 0; w < builtins.size(); ++w) {
       const auto& [name, workload] = builtins[w];
       for (size_t vi = 0; vi < variants.size(); ++vi) {
@@ -202,6 +209,35 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   }
   prepared.clear();
 
+  // The repair pass: crash states of the unsafe policy are corrupt by
+  // design, so repair meets dangling pointers and refcounts too low there,
+  // and rebuilds refcount structures, which no safe policy's crash makes
+  // it do. Each state's recovery is crashed in turn: recovery alone is held
+  // to account (I3, I7, and I8 with repair's own ordering: no crash inside
+  // it may leave the image worse than it found it).
+  for (size_t w = 0; repair_pass && w < builtins.size(); ++w) {
+    if (over_budget()) {
+      suite.budget_exhausted = true;
+      break;
+    }
+    const auto& [name, workload] = builtins[w];
+    const PolicyVariant v{engine::OrderingPolicy::kUnsafe, false, true};
+    ExploreConfig explore;
+    explore.workload = workload;
+    explore.run.open.policy = v.policy;
+    explore.run.open.faults = config.bugs;
+    explore.run.open.l2_cache_tables = 2;
+    explore.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
+    explore.budget_seconds = cell_seconds;
+    explore.recovery.nested_enumerator = "drop-one";
+    explore.recovery.nested_states_max = 32;
+    explore.recovery.recovery_invariants_only = true;
+    QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
+    explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
+    QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, "drop-one"));
+    suite.cells.back().enumerator += "+nested:drop-one";
+  }
+
   for (uint64_t seed = config.seed; !over_budget(); ++seed) {
     if (config.budget_seconds <= 0 && config.generated_max == 0)
       break;  // no budget and no count: none
@@ -222,7 +258,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       explore.states_max = config.generated_states;
       QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
       explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
-      for (const char* e : {"prefix", "drop-one", "tear-one"}) {
+      for (const char* e : {"epochs", "prefix", "drop-one", "tear-one"}) {
         QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, explore, e));
       }
       check_close(c.workload.name, v, explore);

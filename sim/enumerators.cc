@@ -1,7 +1,10 @@
 // Crash-state enumerators and their closed-form counts (enumerators.h).
 #include "sim/enumerators.h"
 
+#include <algorithm>
 #include <charconv>
+#include <set>
+#include <string>
 #include <vector>
 
 namespace qcrash::sim {
@@ -218,6 +221,93 @@ class RandomEnumerator final : public CrashEnumerator {
   uint64_t next_sample_ = 0;
 };
 
+// The last point of every flush epoch that has a pending write, those that
+// write the device's first sector first (each group in log order).
+std::vector<uint64_t> EpochEnds(const CrashTimeline& timeline) {
+  std::vector<uint64_t> header_epochs, other_epochs;
+  bool has_write = false, writes_header = false;
+  const auto end_epoch = [&](uint64_t point) {
+    if (has_write) (writes_header ? header_epochs : other_epochs).push_back(point);
+    has_write = writes_header = false;
+  };
+  const WriteLog& log = timeline.log();
+  for (uint64_t i = 0; i < log.size(); ++i) {
+    const LogRecord& record = log.record(i);
+    if (record.kind == RecordKind::kFlush || record.kind == RecordKind::kResize) {
+      end_epoch(i);
+    } else if (record.kind == RecordKind::kWrite && record.length_bytes != 0) {
+      has_write = true;
+      writes_header |= record.offset_bytes < timeline.sector_bytes();
+    }
+  }
+  end_epoch(log.size());
+  header_epochs.insert(header_epochs.end(), other_epochs.begin(), other_epochs.end());
+  return header_epochs;
+}
+
+class EpochEnumerator final : public CrashEnumerator {
+ public:
+  explicit EpochEnumerator(const CrashTimeline& timeline)
+      : CrashEnumerator(timeline), ends_(EpochEnds(timeline)) {}
+
+  bool NextUnsharded(CrashState* state) override {
+    while (true) {
+      while (next_state_ < states_.size()) {
+        *state = std::move(states_[next_state_++]);
+        return true;
+      }
+      if (next_end_ >= ends_.size()) return false;
+      LoadPoint(ends_[next_end_++]);
+      BuildStates();
+    }
+  }
+
+ private:
+  // The point's states: per write record with a pending version, the
+  // record lost and the record landed alone, without repeats.
+  void BuildStates() {
+    states_.clear();
+    next_state_ = 0;
+    const CrashPoint& p = *point_;
+    std::vector<uint64_t> records;  // the records of the pending versions, in log order
+    for (const PendingSector& s : p.pending) {
+      for (uint32_t k = 1; k <= s.count; ++k) records.push_back(p.version_record[s.first + k]);
+    }
+    std::sort(records.begin(), records.end());
+    records.erase(std::unique(records.begin(), records.end()), records.end());
+    // A header write first: a capped run still sees the switch lost and
+    // the switch landed alone.
+    std::stable_partition(records.begin(), records.end(), [&](uint64_t r) {
+      return timeline_.log().record(r).offset_bytes < timeline_.sector_bytes();
+    });
+    std::set<std::string> seen;
+    const auto add = [&](CrashState candidate) {
+      if (candidate.deviations.empty()) return;  // the prefix state: prefix has it
+      if (seen.insert(FormatCrashStateId(candidate)).second)
+        states_.push_back(std::move(candidate));
+    };
+    for (const uint64_t r : records) {
+      CrashState lost{p.point, {}}, alone{p.point, {}};
+      for (size_t i = 0; i < p.pending.size(); ++i) {
+        const PendingSector& s = p.pending[i];
+        uint32_t version_of_r = 0;  // 0: r did not write this sector
+        for (uint32_t k = 1; k <= s.count; ++k) {
+          if (p.version_record[s.first + k] == r) version_of_r = k;
+        }
+        if (version_of_r == s.count) lost.deviations.push_back(p.ChoiceAt(i, s.count - 1));
+        if (version_of_r != s.count) alone.deviations.push_back(p.ChoiceAt(i, version_of_r));
+      }
+      add(std::move(lost));
+      add(std::move(alone));
+    }
+  }
+
+  std::vector<uint64_t> ends_;
+  size_t next_end_ = 0;
+  std::vector<CrashState> states_;
+  size_t next_state_ = 0;
+};
+
 bool ParseU64(std::string_view text, uint64_t* value) {
   if (text.empty()) return false;
   auto [ptr, error] = std::from_chars(text.data(), text.data() + text.size(), *value);
@@ -276,6 +366,9 @@ std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& ti
     case EnumeratorKind::kRandom:
       result = std::make_unique<RandomEnumerator>(timeline, spec.seed, spec.samples);
       break;
+    case EnumeratorKind::kEpochs:
+      result = std::make_unique<EpochEnumerator>(timeline);
+      break;
   }
   result->shard_count_ = spec.shard_count == 0 ? 1 : spec.shard_count;
   result->shard_index_ = spec.shard_index;
@@ -284,7 +377,16 @@ std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& ti
 
 uint64_t CountCrashStates(const CrashTimeline& timeline, const EnumeratorSpec& spec) {
   uint64_t total = 0;
-  if (spec.kind == EnumeratorKind::kPrefix) {
+  if (spec.kind == EnumeratorKind::kEpochs) {
+    // No closed form (repeats are dropped): walk it, which builds states
+    // but recovers none.
+    EnumeratorSpec whole = spec;
+    whole.shard_count = 1;
+    whole.shard_index = 0;
+    auto enumerator = CrashEnumerator::Create(timeline, whole);
+    CrashState state;
+    while (enumerator->Next(&state)) ++total;
+  } else if (spec.kind == EnumeratorKind::kPrefix) {
     total = timeline.PointCount();
   } else if (spec.kind == EnumeratorKind::kRandom) {
     total = spec.samples;
@@ -340,10 +442,11 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
   const size_t colon = body.find(':');
   const std::string_view name = body.substr(0, colon);
   const std::string_view args = colon == std::string_view::npos ? "" : body.substr(colon + 1);
-  if (name == "prefix" || name == "drop-one" || name == "tear-one") {
+  if (name == "prefix" || name == "drop-one" || name == "tear-one" || name == "epochs") {
     if (!args.empty()) return bad("takes no arguments");
     spec.kind = name == "prefix"     ? EnumeratorKind::kPrefix
                 : name == "drop-one" ? EnumeratorKind::kDropOne
+                : name == "epochs"   ? EnumeratorKind::kEpochs
                                      : EnumeratorKind::kTearOne;
   } else if (name == "bounded") {
     spec.kind = EnumeratorKind::kBounded;
@@ -359,7 +462,7 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
       return bad("expected random:<seed>:<N>");
     }
   } else {
-    return bad("unknown kind (prefix, drop-one, tear-one, bounded, exhaustive, random)");
+    return bad("unknown kind (prefix, drop-one, tear-one, bounded, exhaustive, random, epochs)");
   }
   return spec;
 }
@@ -384,6 +487,9 @@ std::string FormatEnumeratorSpec(const EnumeratorSpec& spec) {
       break;
     case EnumeratorKind::kRandom:
       text = "random:" + std::to_string(spec.seed) + ":" + std::to_string(spec.samples);
+      break;
+    case EnumeratorKind::kEpochs:
+      text = "epochs";
       break;
   }
   if (spec.shard_count > 1) {

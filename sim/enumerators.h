@@ -1,6 +1,14 @@
 // Crash-state enumerators: prefix, drop-one, tear-one, bounded(K),
-// exhaustive(limit) and random(seed, N), each deterministic, each with a
-// closed-form count, each splittable into disjoint shards.
+// exhaustive(limit), random(seed, N) and epochs, each deterministic, each
+// with a count computed without recovering a state, each splittable into
+// disjoint shards.
+//
+// Why epochs: a missing barrier merges two flush epochs, and the state that
+// shows it is one where a later write of the merged epoch landed and an
+// earlier one did not. At an epoch's last point every write of it is
+// pending, so dropping each write in turn, and landing each alone, finds
+// that state in 2 x (writes) states instead of drop-one's sum over every
+// point of every pending sector.
 #pragma once
 
 #include <cstdint>
@@ -22,10 +30,14 @@ enum class EnumeratorKind : uint8_t {
   kBounded,     // per point: every state with at most K sectors not at latest
   kExhaustive,  // per point whose product of choices is <= limit: all of them
   kRandom,      // N states, each a uniform point and uniform choices, from a seed
+  kEpochs,      // per flush epoch, at its last point, per write w of it: w alone lost
+                // (its sectors hold their version before w), and w alone landed
+                // (every other pending sector durable); epochs that write the
+                // device's first sector (a header switch) come first
 };
 
 // Text form: "prefix", "drop-one", "tear-one", "bounded:<K>",
-// "exhaustive:<limit>", "random:<seed>:<N>", each optionally followed by
+// "exhaustive:<limit>", "random:<seed>:<N>", "epochs", each optionally followed by
 // "@<i>/<N>" for shard i of N (0 <= i < N).
 struct EnumeratorSpec {
   EnumeratorKind kind = EnumeratorKind::kPrefix;

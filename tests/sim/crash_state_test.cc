@@ -179,20 +179,20 @@ TEST(Enumerators, TearOneLandsAPrefixOfTheWrite) {
 
 TEST(Enumerators, SpecsParseAndFormat) {
   for (const char* text : {"prefix", "drop-one", "tear-one", "bounded:2", "exhaustive:4096",
-                           "random:42:1000", "bounded:1@2/4"}) {
+                           "random:42:1000", "bounded:1@2/4", "epochs", "epochs@1/3"}) {
     auto spec = ParseEnumeratorSpec(text);
     ASSERT_TRUE(spec.ok()) << text;
     EXPECT_EQ(FormatEnumeratorSpec(*spec), text);
   }
   for (const char* text : {"", "bounded", "random:1", "prefix:3", "drop-one@4/4", "nope",
-                           "exhaustive:x", "bounded:1@1/0"}) {
+                           "epochs:1", "exhaustive:x", "bounded:1@1/0"}) {
     EXPECT_FALSE(ParseEnumeratorSpec(text).ok()) << text;
   }
 }
 
 EnumeratorSpec GenSpec() {
   EnumeratorSpec spec;
-  spec.kind = static_cast<EnumeratorKind>(*rc::gen::inRange(0, 6));
+  spec.kind = static_cast<EnumeratorKind>(*rc::gen::inRange(0, 7));
   spec.bound = *rc::gen::inRange<uint64_t>(0, 3);
   spec.limit = *rc::gen::inRange<uint64_t>(0, 200);
   spec.seed = *rc::gen::arbitrary<uint64_t>();
@@ -235,6 +235,19 @@ RC_GTEST_PROP(Enumerators, ShardsPartitionEveryEnumerator, ()) {
   }
   RC_ASSERT(seen.size() == whole.size());  // the union is the whole
   for (const auto& [index, id] : seen) RC_ASSERT(whole[index] == id);
+}
+
+// Epochs: at p2 (the header-writing epoch, first) and p8, per write, the
+// write lost and the write alone; repeats and the prefix state dropped.
+TEST(Enumerators, EpochsLoseEachWriteAndLandEachAlone) {
+  CrashTimeline timeline(nullptr, ShapedLog());
+  EXPECT_EQ(AllIds(timeline, {.kind = EnumeratorKind::kEpochs}),
+            (std::vector<std::string>{"p2:0=0,2=0", "p2:1=1",     // r0 lost, alone
+                                      "p8:3=0", "p8:2=1,4=0",     // r3
+                                      "p8:2=2,3=0,4=0",           // r4 alone
+                                      "p8:2=2", "p8:3=0,4=0",     // r5
+                                      "p8:4=0", "p8:2=0,3=0"}));  // r7
+  EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = EnumeratorKind::kEpochs}), 9u);
 }
 
 TEST(Enumerators, RandomIsDeterministicPerSeed) {
