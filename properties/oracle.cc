@@ -10,6 +10,7 @@ namespace qcrash::properties {
 GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
   std::map<uint64_t, std::vector<Write>> by_sector;
   const auto& ops = run.workload.ops;
+  const uint64_t cluster_bytes = uint64_t{1} << run.workload.image.cluster_bits;
   for (size_t i = 0; i < run.spans.size() && i < ops.size(); ++i) {
     const GuestOp& op = ops[i];
     if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes &&
@@ -22,14 +23,13 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(i + 1, s) : 0;
       by_sector[s].push_back({static_cast<uint32_t>(i), tag, op.kind == OpKind::kDiscard});
     }
-    if (!ranges_.empty() && ranges_.back().first + ranges_.back().second >= op.offset_bytes &&
-        ranges_.back().first <= op.offset_bytes) {
-      const uint64_t end =
-          std::max(ranges_.back().first + ranges_.back().second, op.offset_bytes + op.length_bytes);
-      ranges_.back().second = end - ranges_.back().first;
-    } else {
-      ranges_.push_back({op.offset_bytes, op.length_bytes});
-    }
+    // Whole clusters are read back: the sectors of a touched cluster that
+    // no operation wrote must still read zero, so a copy-on-write that
+    // brings the wrong bytes along is seen too.
+    const uint64_t begin = op.offset_bytes / cluster_bytes * cluster_bytes;
+    const uint64_t end =
+        (op.offset_bytes + op.length_bytes + cluster_bytes - 1) / cluster_bytes * cluster_bytes;
+    if (end > begin) ranges_.push_back({begin, end - begin});
   }
   // Merge overlapping ranges after sorting (ops need not be in offset order).
   std::sort(ranges_.begin(), ranges_.end());

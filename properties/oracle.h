@@ -25,8 +25,9 @@ class GuestOracle {
  public:
   explicit GuestOracle(const WorkloadRun& run);
 
-  // Guest ranges [offset, offset+length) the workload touched, merged, in
-  // order: the only sectors whose allowed values differ from zero.
+  // Guest ranges [offset, offset+length) the workload touched, widened to
+  // whole clusters, merged, in order: the only sectors whose allowed values
+  // differ from zero, and the clusters around them.
   const std::vector<std::pair<uint64_t, uint64_t>>& touched_ranges() const { return ranges_; }
 
   // The guest size the disk must have at point p (acknowledged resizes),
