@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -31,11 +32,15 @@ const char kUsage[] =
     "         [--enumerator E] [--sector 512|4096] [--seed S] [--shard i/N] [--jobs 1..64]\n"
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--bug SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
-    "         [--cache-refcount N] [--nested E] [--no-minimize] [--quick] [--generated N]\n"
+    "         [--cache-refcount N] [--nested E] [--no-minimize] [--violations N] [--quick]\n"
+    "         [--generated N] [--recovery-only]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
-    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N]\n"
+    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N] epochs\n"
+    "  --violations N: reproducers for the first state of up to N invariant x operation\n"
+    "  classes (8; 4 with --bug)\n"
+    "  --recovery-only: hold recovery alone to account (I3, I7, I8), for unsafe crash states\n"
     "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n"
     "  no --workload: the suite (every built-in and generated workloads, every safe policy)\n"
     "  in --budget seconds (20; --quick 2), or with --generated N a fixed amount of work\n"
@@ -51,6 +56,7 @@ struct Args {
   bool policy_given = false;
   bool journal_given = false;
   bool enumerator_given = false;
+  bool violations_given = false;
   uint64_t seed = 1;
   std::string shard;
   uint32_t jobs = 1;
@@ -125,6 +131,8 @@ int ParseArgs(int argc, char** argv, Args& args) {
                                     {"cache-refcount", required_argument, nullptr, 'C'},
                                     {"nested", required_argument, nullptr, 'N'},
                                     {"no-minimize", no_argument, nullptr, 'M'},
+                                    {"violations", required_argument, nullptr, 'V'},
+                                    {"recovery-only", no_argument, nullptr, 'O'},
                                     {"quick", no_argument, nullptr, 'q'},
                                     {"generated", required_argument, nullptr, 'G'},
                                     {"journal", required_argument, nullptr, 'J'},
@@ -185,6 +193,9 @@ int ParseArgs(int argc, char** argv, Args& args) {
       case 'M':
         args.config.minimize = false;
         break;
+      case 'O':
+        args.config.recovery.recovery_invariants_only = true;
+        break;
       case 'J':
         args.journal_given = true;
         if (!ParseJournalVariant(value, args.config.run.open.journal)) {
@@ -214,6 +225,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
       case 'S':
       case 'j':
       case 'b':
+      case 'V':
       case 'n': {
         char* end = nullptr;
         const double number = std::strtod(value.c_str(), &end);
@@ -229,6 +241,12 @@ int ParseArgs(int argc, char** argv, Args& args) {
         }
         if (c == 'b') args.config.budget_seconds = number;
         if (c == 'n') args.config.states_max = static_cast<uint64_t>(number);
+        if (c == 'V') {
+          if (number < 1 || number != std::floor(number))
+            return Usage("bad --violations '" + value + "': want a whole number from 1");
+          args.violations_given = true;
+          args.config.violations_kept = static_cast<size_t>(number);
+        }
         break;
       }
       case 'h':
@@ -286,15 +304,35 @@ int Prepare(Args& args) {
                                        (args.shard.empty() ? "" : "@" + args.shard));
   if (!spec.ok()) return Usage(spec.status().message());
   args.config.enumerator = *spec;
-  if (args.config.run.open.faults.any()) args.config.violations_kept = 4;
+  if (args.config.run.open.faults.any() && !args.violations_given) args.config.violations_kept = 4;
   return 0;
 }
 
-void PrintProgress(const properties::ExploreReport& r) {
-  std::fprintf(stderr, "\rqcrash explore: %llu/%llu states, %.0f states/s, %llu violating  ",
-               static_cast<unsigned long long>(r.states_checked),
-               static_cast<unsigned long long>(r.states_total), r.states_per_second(),
-               static_cast<unsigned long long>(r.violating_states));
+// Progress on stderr: rewritten in place on a terminal, else one line
+// every few seconds (a CI log or a pipe), with the time left at this rate.
+void PrintProgress(const properties::ExploreReport& r, bool tty) {
+  static auto last = std::chrono::steady_clock::now();
+  const auto now = std::chrono::steady_clock::now();
+  if (!tty && now - last < std::chrono::seconds(3)) return;
+  last = now;
+  const double rate = r.states_per_second();
+  const uint64_t left = r.states_total > r.states_checked ? r.states_total - r.states_checked : 0;
+  std::fprintf(stderr,
+               "%sqcrash explore: %llu/%llu states, %.0f states/s, ETA %.0f s, %llu violating%s",
+               tty ? "\r" : "", static_cast<unsigned long long>(r.states_checked),
+               static_cast<unsigned long long>(r.states_total), rate,
+               rate > 0 ? static_cast<double>(left) / rate : 0.0,
+               static_cast<unsigned long long>(r.violating_states), tty ? "  " : "\n");
+}
+
+// A state id shortened for a summary line: the point and the first few
+// deviations, then how many more (the reproducer keeps the whole id).
+std::string ShortStateId(const std::string& id) {
+  size_t at = id.find(':');
+  for (int kept = 0; at != std::string::npos && kept < 4; ++kept) at = id.find(',', at + 1);
+  if (at == std::string::npos) return id;
+  const size_t more = static_cast<size_t>(std::count(id.begin() + at, id.end(), ',')) + 1;
+  return id.substr(0, at) + ",... (" + std::to_string(more) + " more sectors)";
 }
 
 void PrintSummary(const properties::ExploreReport& r) {
@@ -317,6 +355,10 @@ void PrintSummary(const properties::ExploreReport& r) {
   if (r.violations_by_invariant.empty()) std::printf(" none");
   for (const auto& [name, count] : r.violations_by_invariant) {
     std::printf(" %s: %llu states", name.c_str(), static_cast<unsigned long long>(count));
+  }
+  if (r.violation_classes_dropped > 0) {
+    std::printf(" (%llu more invariant x operation classes without a reproducer: --violations)",
+                static_cast<unsigned long long>(r.violation_classes_dropped));
   }
   std::printf("\n  flushes         %.2f per guest write, %.2f per allocating write\n",
               r.flushes_per_guest_write(), r.flushes_per_allocation());
@@ -367,8 +409,9 @@ std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwit
   std::string policy = cell.policy;
   std::string journal;
   if (const size_t slash = policy.find('/'); slash != std::string::npos) {
+    journal =
+        policy.substr(slash + 1) == "repair" ? " --recovery-only" : " --journal recovery=scan";
     policy = policy.substr(0, slash);
-    journal = " --journal recovery=scan";
   }
   std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") +
                         cell.workload + " --policy " + policy + journal;
@@ -492,6 +535,8 @@ int RunSuiteMode(Args& args) {
                              {"enumerator", cell.enumerator},
                              {"states_checked", cell.report.states_checked},
                              {"violating_states", cell.report.violating_states},
+                             {"elapsed_seconds", cell.report.elapsed_seconds},
+                             {"finished_at_seconds", cell.finished_at_seconds},
                              {"failure", cell.failure}});
   }
   std::string base = args.reproducers_dir;
@@ -523,7 +568,7 @@ int RunSuiteMode(Args& args) {
                      v.invariant,
                      v.minimized_message,
                      engine::EnabledBugNames(config.bugs),
-                     v.raw_findings};
+                     v.minimized_raw_findings};
         std::string name = cell.workload + "-" + cell.policy + "-" + cell.enumerator;
         for (char& ch : name) ch = ch == ':' || ch == '/' ? '_' : ch;
         dir = base + "/" + name;
@@ -532,13 +577,13 @@ int RunSuiteMode(Args& args) {
         dir = std::filesystem::absolute(dir).string();
       }
       std::printf("  FAIL %s %s %s: %s at %s: %s\n", cell.workload.c_str(), cell.policy.c_str(),
-                  cell.enumerator.c_str(), v.invariant.c_str(), v.state_id.c_str(),
+                  cell.enumerator.c_str(), v.invariant.c_str(), ShortStateId(v.state_id).c_str(),
                   v.message.c_str());
       if (!dir.empty()) {
         std::printf(
             "    minimized: %zu ops, state %s\n    reproducer: %s\n    replay: qcrash replay %s\n",
-            v.minimized_workload.ops.size(), v.minimized_state_id.c_str(), dir.c_str(),
-            dir.c_str());
+            v.minimized_workload.ops.size(), ShortStateId(v.minimized_state_id).c_str(),
+            dir.c_str(), dir.c_str());
         failure["reproducer"] = dir;
       }
       std::printf("    rerun: %s\n", command.c_str());
@@ -569,8 +614,8 @@ int RunExplore(int argc, char** argv) {
   if (args.workload.empty()) return RunSuiteMode(args);
   if (int rc = Prepare(args); rc != 0) return rc;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  auto report =
-      RunExploreJobs(args.config, args.jobs, tty ? PrintProgress : properties::ProgressFn());
+  auto report = RunExploreJobs(
+      args.config, args.jobs, [tty](const properties::ExploreReport& r) { PrintProgress(r, tty); });
   if (tty) std::fprintf(stderr, "\r%80s\r", "");
   if (!report.ok()) return ReportError("explore", report.status()) * kExitUsage;
   nlohmann::json json = properties::ReportToJson(*report);
@@ -592,7 +637,7 @@ int RunExplore(int argc, char** argv) {
                  v.invariant,
                  v.minimized_message,
                  engine::EnabledBugNames(args.config.run.open.faults),
-                 v.raw_findings};
+                 v.minimized_raw_findings};
     const std::string dir = base + "/violation-" + std::to_string(i);
     Status written = WriteReproducer(dir, r);
     if (!written.ok()) return ReportError(dir, written) * kExitUsage;
@@ -605,9 +650,11 @@ int RunExplore(int argc, char** argv) {
   for (size_t i = 0; i < report->violations.size(); ++i) {
     const properties::FoundViolation& v = report->violations[i];
     std::printf(
-        "  violation %zu: %s at %s: %s\n    minimized: %zu ops, state %s\n    reproducer: %s\n", i,
-        v.invariant.c_str(), v.state_id.c_str(), v.message.c_str(), v.minimized_workload.ops.size(),
-        v.minimized_state_id.c_str(),
+        "  violation %zu: %s during %s at %s: %s\n    minimized: %zu ops, state %s\n    "
+        "reproducer: %s\n",
+        i, v.invariant.c_str(), v.op_class.c_str(), ShortStateId(v.state_id).c_str(),
+        v.message.c_str(), v.minimized_workload.ops.size(),
+        ShortStateId(v.minimized_state_id).c_str(),
         json["violations"][i]["reproducer"].get<std::string>().c_str());
     if (!args.report_path.empty()) {
       std::printf("    replay: qcrash replay %s#%zu\n", args.report_path.c_str(), i);

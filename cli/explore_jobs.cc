@@ -4,6 +4,7 @@
 #include "cli/explore_jobs.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "sim/isolation.h"
 
@@ -21,6 +22,7 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
                           {"message", v.message},
                           {"state_id", v.state_id},
                           {"state_index", v.state_index},
+                          {"op_class", v.op_class},
                           {"raw_findings", v.raw_findings}});
   }
   return json{{"states_total", r.states_total},
@@ -31,6 +33,7 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
               {"verdicts", r.verdicts},
               {"by_invariant", r.violations_by_invariant},
               {"violating_states", r.violating_states},
+              {"classes_dropped", r.violation_classes_dropped},
               {"violations", violations}}
       .dump();
 }
@@ -48,13 +51,16 @@ Status Decode(const std::string& text, const properties::Workload& workload,
   r.verdicts = j["verdicts"].get<std::array<uint64_t, properties::kVerdictCount>>();
   r.violations_by_invariant = j["by_invariant"].get<std::map<std::string, uint64_t>>();
   r.violating_states = j["violating_states"];
+  r.violation_classes_dropped = j["classes_dropped"];
   for (const json& v : j["violations"]) {
     properties::FoundViolation found;
     found.invariant = v["invariant"];
     found.message = v["message"];
     found.state_id = v["state_id"];
     found.state_index = v["state_index"];
+    found.op_class = v["op_class"];
     found.raw_findings = v["raw_findings"].get<std::vector<std::string>>();
+    found.minimized_raw_findings = found.raw_findings;
     found.minimized_workload = workload;
     found.minimized_state_id = found.state_id;
     found.minimized_message = found.message;
@@ -95,8 +101,19 @@ Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig
     QCRASH_RETURN_IF_ERROR(Decode(text, config.workload, part));
     merged.Merge(part);
   }
-  if (merged.violations.size() > config.violations_kept)
-    merged.violations.resize(config.violations_kept);
+  // Merge sorted them by state index: keep the first state of each class
+  // (workers found their classes apart), up to the cap.
+  std::set<std::string> classes;
+  std::vector<properties::FoundViolation> kept;
+  for (properties::FoundViolation& v : merged.violations) {
+    if (!classes.insert(v.invariant + "/" + v.op_class).second) continue;
+    if (kept.size() >= config.violations_kept) {
+      ++merged.violation_classes_dropped;
+      continue;
+    }
+    kept.push_back(std::move(v));
+  }
+  merged.violations = std::move(kept);
   return merged;
 }
 

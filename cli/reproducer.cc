@@ -86,7 +86,8 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"cache_refcount", r.run.open.refcount_cache_blocks},
                       {"bugs", r.bugs},
                       {"journal", JournalToJson(r.run.open.journal)},
-                      {"nested_enumerator", r.recovery.nested_enumerator}};
+                      {"nested_enumerator", r.recovery.nested_enumerator},
+                      {"recovery_only", r.recovery.recovery_invariants_only}};
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
   QCRASH_RETURN_IF_ERROR(
       WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
@@ -118,6 +119,7 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
   r.run.open.refcount_cache_blocks =
       crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
   r.recovery.nested_enumerator = crash.value("nested_enumerator", "");
+  r.recovery.recovery_invariants_only = crash.value("recovery_only", false);
   if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
   // "faults" is what reproducers written before --bug called the switches.
   const char* key = crash.contains("bugs") ? "bugs" : "faults";

@@ -390,6 +390,7 @@ Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
     const uint64_t n = std::min<uint64_t>(data.size() - done, cb - at % cb);
     QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, data.subspan(done, n)));
     done += n;
+    if (done < data.size()) QCRASH_RETURN_IF_ERROR(impl_->AtClusterBoundary());
   }
   return impl_->AfterGuestOp();
 }
@@ -413,6 +414,7 @@ Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may
       QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, zeroes));
     }
     at += n;
+    if (at < guest_offset + length_bytes) QCRASH_RETURN_IF_ERROR(impl_->AtClusterBoundary());
   }
   return impl_->AfterGuestOp();
 }
@@ -428,6 +430,7 @@ Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
   uint64_t end = end_bytes == size_bytes() ? (end_bytes + cb - 1) / cb : end_bytes / cb;
   for (uint64_t gc = first; gc < end; ++gc) {
     QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(gc, Impl::ZeroMode::kDiscard));
+    if (gc + 1 < end) QCRASH_RETURN_IF_ERROR(impl_->AtClusterBoundary());
   }
   return impl_->AfterGuestOp();
 }

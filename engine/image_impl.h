@@ -74,11 +74,14 @@ class Image::Impl {
   Status AttachJournal();   // open, at the end: the journal policy's journal, created or reset
   Status CreateJournal();
   Status FlushJournal();
-  // After each guest operation under the journal policy: commits early when
-  // the open transaction nears half the ring, so that a run of writes
-  // between two guest flushes never outgrows a small journal. Only one
-  // operation whose metadata alone exceeds the ring is refused (NoSpace).
+  // After each guest operation, and between the clusters of one, under the
+  // journal policy: commits early when the open transaction nears half the
+  // ring, so that neither a run of writes between two guest flushes nor one
+  // large write outgrows a small journal. A cluster boundary is a safe
+  // commit point: each cluster's metadata change is complete there, and a
+  // guest write need not be atomic (old-or-new per sector).
   Status AfterGuestOp();  // FlushAll under the journal policy: one commit
+  Status AtClusterBoundary() { return AfterGuestOp(); }
   Status SetJournalDirtyInPlace(bool dirty);
   JournalOptions EffectiveJournalOptions() const;
 

@@ -274,8 +274,8 @@ Status Journal::EnsureSpace(uint32_t blocks_needed) {
   if (blocks_needed <= free_blocks()) return Status::Ok();
   if (has_unsynced()) QCRASH_RETURN_IF_ERROR(Checkpoint(false));
   if (blocks_needed <= free_blocks()) return Status::Ok();
-  // Only one operation's own metadata can get here (AfterGuestOp commits a
-  // run of them early): the ring is too small for it.
+  // Only one cluster's own metadata can get here (AfterGuestOp and
+  // AtClusterBoundary commit early): the ring is too small for it.
   return Status::NoSpace("journal transaction of " + std::to_string(blocks_needed) +
                          " blocks does not fit in the ring (" + std::to_string(free_blocks()) +
                          " of " + std::to_string(ring_end() - 1) +

@@ -2,6 +2,7 @@
 #include "properties/explorer.h"
 
 #include <chrono>
+#include <set>
 
 #include "sim/crash_view.h"
 
@@ -25,6 +26,7 @@ void ExploreReport::Merge(const ExploreReport& other) {
   for (const auto& [name, count] : other.violations_by_invariant)
     violations_by_invariant[name] += count;
   violating_states += other.violating_states;
+  violation_classes_dropped += other.violation_classes_dropped;
   violations.insert(violations.end(), other.violations.begin(), other.violations.end());
   std::sort(violations.begin(), violations.end(),
             [](const FoundViolation& a, const FoundViolation& b) {
@@ -38,6 +40,15 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// The guest operation in flight at crash point `point`: the first whose
+// span ends after it ("end" past the last one).
+std::string OpClassAt(const WorkloadRun& run, uint64_t point) {
+  for (size_t i = 0; i < run.spans.size() && i < run.workload.ops.size(); ++i) {
+    if (point < run.spans[i].end) return OpKindName(run.workload.ops[i].kind);
+  }
+  return "end";
 }
 
 // The first state (at most `states_max`) of `workload` violating `invariant`.
@@ -116,6 +127,10 @@ void Minimize(const ExploreConfig& config, FoundViolation& violation, uint64_t s
   }
   violation.minimized_workload = best;
   MinimizeState(best, config, violation);
+  // The reproducer's findings describe the state it replays.
+  auto replayed = ReplayState(best, config.run, config.recovery, violation.minimized_state_id);
+  violation.minimized_raw_findings =
+      replayed.ok() ? replayed->raw_findings : violation.raw_findings;
 }
 
 Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress) {
@@ -146,6 +161,7 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
   const GuestOracle oracle(run);
   auto enumerator = sim::CrashEnumerator::Create(*run.timeline, spec);
   sim::CrashState state;
+  std::set<std::string> classes;  // invariant/op class of every violation seen
   auto last_progress = start;
   while (enumerator->Next(&state)) {
     if ((config.states_max && report.states_checked >= config.states_max) ||
@@ -163,16 +179,27 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
         if (!seen[v.invariant]) ++report.violations_by_invariant[v.invariant];
         seen[v.invariant] = true;
       }
-      if (report.violations.size() < config.violations_kept) {
+      // One recorded violation per invariant x operation class (the
+      // first state of each), so that one bug's thousand states do not
+      // hide a second bug.
+      const std::string op_class = OpClassAt(run, state.point);
+      for (const Violation& v : result.violations) {
+        if (!classes.insert(v.invariant + "/" + op_class).second) continue;
+        if (report.violations.size() >= config.violations_kept) {
+          ++report.violation_classes_dropped;
+          continue;
+        }
         FoundViolation found;
-        found.invariant = result.violations.front().invariant;
-        found.message = result.violations.front().message;
+        found.invariant = v.invariant;
+        found.message = v.message;
+        found.op_class = op_class;
         found.state_id = sim::FormatCrashStateId(state);
         found.state_index = enumerator->index();
         found.raw_findings = result.raw_findings;
         found.minimized_workload = config.workload;
         found.minimized_state_id = found.state_id;
         found.minimized_message = found.message;
+        found.minimized_raw_findings = found.raw_findings;
         report.violations.push_back(std::move(found));
       }
       if (config.stop_at_first_violation) break;

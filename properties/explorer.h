@@ -27,7 +27,9 @@ struct ExploreConfig {
   uint64_t states_max = 0;    // 0: no limit
   bool stop_at_first_violation = false;
   bool minimize = true;
-  size_t violations_kept = 8;  // violations recorded (and minimized) in full
+  // Violations recorded (and minimized) in full: the first state of each
+  // distinct invariant x operation class, up to this many classes.
+  size_t violations_kept = 8;
   // With states_max: when the enumeration holds more states, check a stride
   // through all of them (shard stride_offset % N of N) instead of the first
   // states_max, so that late crash points are reached too.
@@ -45,7 +47,11 @@ struct FoundViolation {
   std::string state_id;      // in the original workload's timeline
   uint64_t state_index = 0;  // the enumerator's unsharded index
   std::vector<std::string> raw_findings;
-  Workload minimized_workload;  // equals the workload when not minimized
+  // The guest operation in flight at the crash ("write", "flush", ...; "end"
+  // after the last one): with the invariant, the violation's class.
+  std::string op_class;
+  Workload minimized_workload;                      // equals the workload when not minimized
+  std::vector<std::string> minimized_raw_findings;  // the raw check of the minimized state
   std::string minimized_state_id;
   std::string minimized_message;
 };
@@ -64,6 +70,9 @@ struct ExploreReport {
   std::map<std::string, uint64_t> violations_by_invariant;  // states violating each invariant
   uint64_t violating_states = 0;
   std::vector<FoundViolation> violations;
+  // Invariant x operation classes seen past the violations_kept cap (not
+  // recorded: raise --violations to keep them).
+  uint64_t violation_classes_dropped = 0;
   engine::EngineStats stats;
   uint64_t allocating_writes = 0;
   std::string workload_error;  // a workload operation failed (the run stopped there)

@@ -32,7 +32,7 @@ class Rng {
 };
 
 struct Swarm {
-  bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end;
+  bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end, reopen;
 };
 
 std::string Describe(const Swarm& s) {
@@ -48,6 +48,7 @@ std::string Describe(const Swarm& s) {
   add(s.multi_cluster, "multi-cluster");
   add(s.rewrites, "rewrites");
   add(s.close_at_end, "close");
+  add(s.reopen, "reopen");
   return out;
 }
 
@@ -71,7 +72,7 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
                        << 20;
 
   Swarm s{r.OneIn(2), r.OneIn(2), !r.OneIn(4), r.OneIn(3), r.OneIn(2), grow_refcounts || r.OneIn(2),
-          r.OneIn(2), r.OneIn(2)};
+          r.OneIn(2), r.OneIn(2), r.OneIn(3)};
   c.features = Describe(s);
 
   RunOptions& run = c.run;
@@ -89,7 +90,11 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     j.terminator = r.OneIn(2) ? engine::JournalTerminator::kBlankBlock
                               : engine::JournalTerminator::kEscapeFlag;
     j.byte_sum_checksum = r.OneIn(3);
-    j.size_bytes = r.Pick<uint64_t>({16 << 10, 32 << 10, 64 << 10, 1 << 20});
+    // Down to the smallest ring that holds one cluster's metadata change:
+    // a new L2 table and refcount block placed on reused (junk) clusters are
+    // journalled whole, so the ring needs a few clusters at least.
+    j.size_bytes = std::max(r.Pick<uint64_t>({16 << 10, 32 << 10, 64 << 10, 1 << 20}),
+                            uint64_t{8} << w.image.cluster_bits);
   }
   c.features += std::string(c.features.empty() ? "" : ",") +
                 "l2cache=" + std::to_string(run.open.l2_cache_tables) +
@@ -132,7 +137,13 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   for (size_t i = 0; i < count; ++i) {
     GuestOp op;
     const uint64_t roll = r.Below(20);
-    if (s.flush && roll < 3) {
+    if (s.reopen && i > 0 && i + 1 < count && r.OneIn(10)) {
+      // A close (with or without a flush first), and the next operation
+      // opens the image again: the first change of a new session sets the
+      // lazy dirty bit again, and the allocator starts from what open reads.
+      if (r.OneIn(2)) w.ops.push_back({OpKind::kFlush, 0, 0, false});
+      op.kind = OpKind::kClose;
+    } else if (s.flush && roll < 3) {
       op.kind = OpKind::kFlush;
     } else if (s.resize && roll == 3 && size < (uint64_t{64} << 20)) {
       size *= 2;

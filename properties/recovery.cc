@@ -62,20 +62,25 @@ void CheckRaw(BlockDevice& view, StateResult& result) {
   result.raw_clean = !marked_dirty && result.raw_corruptions == 0 && result.raw_leaks == 0 &&
                      !(header->incompatible_features & f::kIncompatCorrupt);
   if (marked_dirty || result.raw_corruptions == 0) return;
-  bool dangling = false, shared = false;
+  // Each invariant quotes the first finding that breaks it.
+  std::string dangling, shared;
   for (const engine::Finding& finding : raw->findings) {
     if (finding.severity != engine::Severity::kCorruption &&
         finding.severity != engine::Severity::kCheckError)
       continue;
-    (IsOverReference(finding.kind) ? shared : dangling) = true;
+    std::string& first = IsOverReference(finding.kind) ? shared : dangling;
+    if (first.empty()) {
+      first = std::string(": ") + engine::FindingKindName(finding.kind) + " at " +
+              HexOffset(finding.host_offset) + ": " + finding.message +
+              (finding.owner.empty() ? "" : " (" + finding.owner + ")");
+    }
   }
-  const std::string first = result.raw_findings.empty() ? "" : ": " + result.raw_findings.front();
-  if (dangling)
+  if (!dangling.empty())
     result.violations.push_back(
-        {"I1", "raw image not marked dirty has a dangling or invalid pointer" + first});
-  if (shared)
+        {"I1", "raw image not marked dirty has a dangling or invalid pointer" + dangling});
+  if (!shared.empty())
     result.violations.push_back(
-        {"I2", "raw image not marked dirty has an over-referenced cluster" + first});
+        {"I2", "raw image not marked dirty has an over-referenced cluster" + shared});
 }
 
 // I6: journal replay never wrote into a range that a later transaction
@@ -145,6 +150,15 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
     wrote = (*image)->stats().metadata_writes + (*image)->stats().data_writes != 0;
   }
   if (raw_clean && !wrote) return true;
+  if (started_from != nullptr) {
+    // What a plain check sees in the image repair starts from (repair's own
+    // report names what it fixes, not every finding a check would show).
+    auto before = engine::CheckImage(view, {engine::RepairMode::kNone});
+    if (before.ok()) {
+      for (const engine::Finding& finding : before->findings)
+        if (IsCorruption(finding)) started_from->insert(finding.cluster_index);
+    }
+  }
   auto repaired = engine::CheckImage(view, {engine::RepairMode::kAll});
   if (!repaired.ok()) {
     result.violations.push_back(
@@ -306,7 +320,8 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   if (!options.nested_enumerator.empty()) (*view)->StartLog();
   const bool raw_clean = result.raw_clean;
   std::set<uint64_t> started_from;
-  const bool repaired = Repair(**view, result, "", raw_clean, &started_from);
+  const bool nested = !options.nested_enumerator.empty();
+  const bool repaired = Repair(**view, result, "", raw_clean, nested ? &started_from : nullptr);
   const size_t before_content = result.violations.size();
   if (repaired) CheckContent(**view, run, oracle, state.point, result, "");
   // A guest sector already wrong after a full recovery is not held against

@@ -24,11 +24,13 @@ json ReportToJson(const ExploreReport& r) {
     violations.push_back({{"invariant", v.invariant},
                           {"message", v.message},
                           {"state_id", v.state_id},
+                          {"op_class", v.op_class},
                           {"raw_findings", v.raw_findings},
                           {"minimized",
                            {{"ops", v.minimized_workload.ops.size()},
                             {"state_id", v.minimized_state_id},
-                            {"message", v.minimized_message}}}});
+                            {"message", v.minimized_message},
+                            {"raw_findings", v.minimized_raw_findings}}}});
   }
   return {{"workload", r.workload_name},
           {"policy", r.policy},
@@ -44,6 +46,7 @@ json ReportToJson(const ExploreReport& r) {
           {"violations_by_invariant", r.violations_by_invariant},
           {"violating_states", r.violating_states},
           {"violations", violations},
+          {"violation_classes_dropped", r.violation_classes_dropped},
           {"guest_writes", r.stats.guest_writes},
           {"guest_flushes", r.stats.guest_flushes},
           {"device_flushes", r.stats.device_flushes},

@@ -19,6 +19,25 @@ Result<std::vector<uint64_t>> HostOffsets(engine::Image& image) {
   return hosts;
 }
 
+namespace {
+
+engine::EngineStats Sum(const engine::EngineStats& a, const engine::EngineStats& b) {
+  engine::EngineStats s;
+  s.guest_writes = a.guest_writes + b.guest_writes;
+  s.guest_flushes = a.guest_flushes + b.guest_flushes;
+  s.device_flushes = a.device_flushes + b.device_flushes;
+  s.metadata_writes = a.metadata_writes + b.metadata_writes;
+  s.data_writes = a.data_writes + b.data_writes;
+  s.clusters_allocated = a.clusters_allocated + b.clusters_allocated;
+  s.eviction_writes = a.eviction_writes + b.eviction_writes;
+  for (size_t i = 0; i < s.flushes_by_rule.size(); ++i)
+    s.flushes_by_rule[i] = a.flushes_by_rule[i] + b.flushes_by_rule[i];
+  s.transaction_barriers = a.transaction_barriers + b.transaction_barriers;
+  return s;
+}
+
+}  // namespace
+
 Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
   switch (op.kind) {
     case OpKind::kWrite: {
@@ -64,6 +83,21 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
       QCRASH_ASSIGN_OR_RETURN(run.reserved_host_offsets, HostOffsets(*image));
     }
   }
+  if (options.junk_free_clusters > 0) {
+    const uint64_t cluster_bytes = uint64_t{1} << workload.image.cluster_bits;
+    const uint64_t start = created.SizeBytes();
+    const uint64_t end = (start + cluster_bytes - 1) / cluster_bytes * cluster_bytes +
+                         uint64_t{options.junk_free_clusters} * cluster_bytes;
+    std::vector<uint8_t> junk(end - start);
+    // Not a sector of one repeated word (no guest tag, no zeroes), and not
+    // valid metadata: every 8-byte word differs.
+    for (uint64_t i = 0; i < junk.size(); ++i) {
+      const uint64_t at = start + i;
+      junk[i] =
+          static_cast<uint8_t>(((at >> 3) * 0x9e3779b97f4a7c15ULL) >> (56 - 8 * (at & 7) % 56));
+    }
+    QCRASH_RETURN_IF_ERROR(created.Write(start, junk));
+  }
   run.initial =
       std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created.bytes()));
   sim::SimDiskOptions disk_options;
@@ -72,8 +106,24 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
   sim::SimDisk disk(disk_options, run.initial);
   {
     QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(disk, options.open));
+    engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
+      if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
+        // An operation after a close runs in a new session: the image is
+        // opened again (its open's writes belong to this operation).
+        earlier_sessions = Sum(earlier_sessions, image->stats());
+        image.reset();
+        auto reopened = engine::Image::Open(disk, options.open);
+        if (!reopened.ok()) {
+          run.workload_status =
+              reopened.status().WithContext("reopen before operation " + std::to_string(i) + " (" +
+                                            DescribeOp(workload.ops[i]) + ")");
+          run.spans.push_back({start, disk.log().size()});
+          break;
+        }
+        image = std::move(reopened).value();
+      }
       const uint64_t allocated_before = image->stats().clusters_allocated;
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1);
       run.spans.push_back({start, disk.log().size()});
@@ -87,7 +137,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
         break;
       }
     }
-    run.stats = image->stats();
+    run.stats = Sum(earlier_sessions, image->stats());
   }  // destroyed without Close(): the log ends where the workload ended
   run.log = std::make_shared<const sim::WriteLog>(disk.log());
   run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log);

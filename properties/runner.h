@@ -17,6 +17,12 @@ namespace qcrash::properties {
 struct RunOptions {
   engine::OpenOptions open;     // policy, data ordering, cache sizes, bug switches
   uint32_t sector_bytes = 512;  // the simulated disk's atomic unit: 512 or 4096
+  // Free clusters filled with junk appended to the created image (refcount
+  // 0, nothing points at them), as a used image's free space holds old
+  // data. The allocator reuses them first, so a pointer that lands before
+  // its cluster's contents exposes junk instead of the zeroes of a fresh
+  // file end, which would read as an allowed old value.
+  uint32_t junk_free_clusters = 64;
 };
 
 // Log positions of one guest operation: records [start, end) are its writes

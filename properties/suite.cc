@@ -44,6 +44,17 @@ bool NeedsV3(engine::OrderingPolicy p) {
   return p == engine::OrderingPolicy::kLazy || p == engine::OrderingPolicy::kJournal;
 }
 
+// Whether the suite runs built-in `workload` under `v`. refcount-table-growth
+// is left out under writethrough: a flush after every one of its 5,000
+// metadata writes makes its log (and run) five times longer than under any
+// other policy, for a growth path writethrough orders by flushing anyway.
+bool Runs(const std::string& name, const Workload& workload, engine::OrderingPolicy p,
+          bool policy_asked) {
+  if (workload.image.version < 3 && NeedsV3(p)) return false;
+  return policy_asked || name != "refcount-table-growth" ||
+         p != engine::OrderingPolicy::kWritethrough;
+}
+
 double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -74,6 +85,11 @@ std::string CheckCleanClose(const Workload& workload, const RunOptions& run) {
     auto image = engine::Image::Open(device, run.open);
     if (!image.ok()) return "open: " + image.status().ToString();
     for (size_t i = 0; i < workload.ops.size(); ++i) {
+      if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
+        image->reset();  // a new session, as RunWorkload runs it
+        image = engine::Image::Open(device, run.open);
+        if (!image.ok()) return "";  // a workload error: reported apart
+      }
       if (Status s = RunGuestOp(**image, workload.ops[i], i + 1); !s.ok())
         return "";  // a workload error: reported apart
     }
@@ -119,6 +135,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     // other workloads and must not find it.
     cell.config.prepared.reset();
     suite.states_checked += cell.report.states_checked;
+    cell.finished_at_seconds = Since(start);
     if (cell.failed() && suite.first_failure_seconds < 0)
       suite.first_failure_seconds = Since(start);
     suite.cells.push_back(std::move(cell));
@@ -137,6 +154,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     cell.enumerator = "close";
     cell.config = explore;
     cell.failure = failure;
+    cell.finished_at_seconds = Since(start);
     if (suite.first_failure_seconds < 0) suite.first_failure_seconds = Since(start);
     suite.cells.push_back(std::move(cell));
   };
@@ -156,7 +174,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   size_t builtin_cells = 0;
   for (const auto& [name, workload] : builtins) {
     for (const PolicyVariant& v : variants)
-      builtin_cells += !(workload.image.version < 3 && NeedsV3(v.policy));
+      builtin_cells += Runs(name, workload, v.policy, !config.policies.empty());
   }
   builtin_cells *= 6;
   // The repair pass: one cell per built-in workload (see below).
@@ -174,7 +192,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       const auto& [name, workload] = builtins[w];
       for (size_t vi = 0; vi < variants.size(); ++vi) {
         const PolicyVariant& v = variants[vi];
-        if (workload.image.version < 3 && NeedsV3(v.policy)) continue;
+        if (!Runs(name, workload, v.policy, !config.policies.empty())) continue;
         if (over_budget()) {
           suite.budget_exhausted = true;
           break;

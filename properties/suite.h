@@ -33,7 +33,8 @@ struct SuiteCell {
   std::string enumerator;
   ExploreConfig config;  // what ran (to minimize, replay and write a reproducer)
   ExploreReport report;
-  std::string failure;  // beyond violations: "workload stopped: ...", "clean close: ..."
+  std::string failure;             // beyond violations: "workload stopped: ...", "clean close: ..."
+  double finished_at_seconds = 0;  // since the suite started
   bool failed() const { return report.violating_states != 0 || !failure.empty(); }
 };
 

@@ -200,6 +200,41 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     w.image.refcount_order = 6;
     w.image.size_bytes = 4 * kMiB;
     w.ops = {W(0, 1 * kMiB), F(), W(1 * kMiB, 1 * kMiB), W(3 * kMiB, 512 * kKiB), F(), C()};
+  } else if (name == "unaligned") {
+    // Discards and zero writes that are not cluster-aligned (only whole
+    // clusters may lose their allocation; the partial edges keep their
+    // bytes or get explicit zeroes), partial writes into discarded clusters
+    // (copy-on-write from zero), and a close with writes still unflushed:
+    // the close itself must make them durable, the lazy dirty bit cleared
+    // last.
+    w.image.size_bytes = 1 * kMiB;
+    w.ops = {W(0, 24 * kKiB),
+             F(),
+             D(2 * kKiB, 9 * kKiB),
+             Z(13 * kKiB, 7 * kKiB, true),
+             W(5 * kKiB, 1 * kKiB),
+             F(),
+             Z(4 * kKiB, 4 * kKiB + 512, false),
+             W(17 * kKiB + 512, 2 * kKiB),
+             W(64 * kKiB, 8 * kKiB),
+             C()};
+  } else if (name == "reopen") {
+    // Two sessions: the second opens an image with data, L2 tables and
+    // freed clusters, so its allocator starts from what open read back
+    // (free-cluster search, the end of the file), and its first change sets
+    // the lazy dirty bit again. No flush before the first close.
+    w.image.size_bytes = 4 * kMiB;
+    w.ops = {W(0, 12 * kKiB),
+             W(2 * kMiB, 8 * kKiB),
+             D(4 * kKiB, 4 * kKiB),
+             C(),
+             W(16 * kKiB, 8 * kKiB),
+             D(0, 4 * kKiB),
+             F(),
+             W(2 * kMiB + 4 * kKiB + 512, 2 * kKiB),
+             W(3 * kMiB, 4 * kKiB),
+             Z(8 * kKiB, 4 * kKiB, true),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -226,6 +261,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "l1-growth",
           "refcount-growth",
           "refcount-table-growth",
+          "unaligned",
+          "reopen",
           "v2"};
 }
 

@@ -195,12 +195,50 @@ class SubsetEnumerator final : public CrashEnumerator {
   std::vector<uint64_t> radix_;
 };
 
+// The number of crash states per point (the product of its sectors'
+// choices), as cumulative ends; empty when the total passes 2^62, where
+// states are drawn with replacement (a repeat is then improbable).
+std::vector<uint64_t> StateEnds(const CrashTimeline& timeline) {
+  constexpr uint64_t kMax = uint64_t{1} << 62;
+  std::vector<uint64_t> ends;
+  uint64_t total = 0;
+  for (uint64_t p = 0; p < timeline.PointCount(); ++p) {
+    const auto point = timeline.Point(p);
+    uint64_t product = 1;
+    for (size_t i = 0; i < point->pending.size() && product <= kMax; ++i)
+      product = SaturatingMul(product, point->ChoiceCount(i));
+    total = SaturatingAdd(total, product);
+    if (total > kMax) return {};
+    ends.push_back(total);
+  }
+  return ends;
+}
+
+// Sampling without replacement: N distinct state indices of the whole space
+// (Floyd's algorithm), in an order shuffled by the seed, each decoded into
+// its point and per-sector choices. When the space holds N states or fewer,
+// every state is drawn once.
 class RandomEnumerator final : public CrashEnumerator {
  public:
   RandomEnumerator(const CrashTimeline& timeline, uint64_t seed, uint64_t samples)
-      : CrashEnumerator(timeline), seed_(seed), samples_(samples) {}
+      : CrashEnumerator(timeline), seed_(seed), samples_(samples), ends_(StateEnds(timeline)) {
+    if (ends_.empty()) return;
+    const uint64_t space = ends_.back();
+    const uint64_t n = std::min(samples_, space);
+    std::set<uint64_t> chosen;
+    for (uint64_t j = space - n; j < space; ++j) {
+      const uint64_t t = Mix64(seed_ ^ Mix64(j)) % (j + 1);
+      chosen.insert(chosen.count(t) ? j : t);
+    }
+    order_.assign(chosen.begin(), chosen.end());
+    std::sort(order_.begin(), order_.end(), [this](uint64_t a, uint64_t b) {
+      const uint64_t ka = Mix64(seed_ + a), kb = Mix64(seed_ + b);
+      return ka != kb ? ka < kb : a < b;
+    });
+  }
 
   bool NextUnsharded(CrashState* state) override {
+    if (!ends_.empty()) return NextDistinct(state);
     if (next_sample_ >= samples_) return false;
     // Each sample has its own stream, so sample k does not depend on the others.
     uint64_t stream = Mix64(seed_ ^ Mix64(next_sample_++));
@@ -216,9 +254,30 @@ class RandomEnumerator final : public CrashEnumerator {
   }
 
  private:
+  bool NextDistinct(CrashState* state) {
+    if (next_sample_ >= order_.size()) return false;
+    const uint64_t index = order_[next_sample_++];
+    const size_t p =
+        static_cast<size_t>(std::upper_bound(ends_.begin(), ends_.end(), index) - ends_.begin());
+    LoadPoint(p);
+    uint64_t local = index - (p == 0 ? 0 : ends_[p - 1]);
+    state->point = point_->point;
+    state->deviations.clear();
+    for (size_t i = 0; i < point_->pending.size(); ++i) {
+      const uint64_t choices = point_->ChoiceCount(i);
+      const uint64_t choice = local % choices;
+      local /= choices;
+      if (choice == point_->pending[i].count) continue;  // latest
+      state->deviations.push_back(point_->ChoiceAt(i, choice));
+    }
+    return true;
+  }
+
   uint64_t seed_;
   uint64_t samples_;
   uint64_t next_sample_ = 0;
+  std::vector<uint64_t> ends_;   // StateEnds; empty: draw with replacement
+  std::vector<uint64_t> order_;  // the chosen state indices, in drawing order
 };
 
 // The last point of every flush epoch that has a pending write, those that
@@ -245,6 +304,56 @@ std::vector<uint64_t> EpochEnds(const CrashTimeline& timeline) {
   return header_epochs;
 }
 
+// The states of one epoch's last point (the epochs enumerator): per write
+// record with a pending version, the record lost and the record landed
+// alone, without repeats or the prefix state, header writes first. With
+// `out` null only counts them.
+uint64_t EpochStates(const CrashTimeline& timeline, const CrashPoint& p,
+                     std::vector<CrashState>* out) {
+  std::vector<uint64_t> records;  // the records of the pending versions, in log order
+  for (const PendingSector& s : p.pending) {
+    for (uint32_t k = 1; k <= s.count; ++k) records.push_back(p.version_record[s.first + k]);
+  }
+  std::sort(records.begin(), records.end());
+  records.erase(std::unique(records.begin(), records.end()), records.end());
+  // A header write first: a capped run still sees the switch lost and the
+  // switch landed alone.
+  std::stable_partition(records.begin(), records.end(), [&](uint64_t r) {
+    return timeline.log().record(r).offset_bytes < timeline.sector_bytes();
+  });
+  // Repeats are found by a hash of the deviations (sector, choice index).
+  std::set<uint64_t> seen;
+  uint64_t count = 0;
+  std::vector<std::pair<size_t, uint32_t>> lost, alone;  // (pending index, version)
+  const auto add = [&](const std::vector<std::pair<size_t, uint32_t>>& deviations) {
+    if (deviations.empty()) return;  // the prefix state: prefix has it
+    uint64_t hash = 0x51ed270b2b2d1e11ULL;
+    for (const auto& [i, version] : deviations) hash = Mix64(hash ^ Mix64((i << 20) ^ version));
+    if (!seen.insert(hash).second) return;
+    ++count;
+    if (out == nullptr) return;
+    CrashState state{p.point, {}};
+    for (const auto& [i, version] : deviations) state.deviations.push_back(p.ChoiceAt(i, version));
+    out->push_back(std::move(state));
+  };
+  for (const uint64_t r : records) {
+    lost.clear();
+    alone.clear();
+    for (size_t i = 0; i < p.pending.size(); ++i) {
+      const PendingSector& s = p.pending[i];
+      uint32_t version_of_r = 0;  // 0: r did not write this sector
+      for (uint32_t k = 1; k <= s.count; ++k) {
+        if (p.version_record[s.first + k] == r) version_of_r = k;
+      }
+      if (version_of_r == s.count) lost.emplace_back(i, s.count - 1);
+      if (version_of_r != s.count) alone.emplace_back(i, version_of_r);
+    }
+    add(lost);
+    add(alone);
+  }
+  return count;
+}
+
 class EpochEnumerator final : public CrashEnumerator {
  public:
   explicit EpochEnumerator(const CrashTimeline& timeline)
@@ -252,56 +361,19 @@ class EpochEnumerator final : public CrashEnumerator {
 
   bool NextUnsharded(CrashState* state) override {
     while (true) {
-      while (next_state_ < states_.size()) {
+      if (next_state_ < states_.size()) {
         *state = std::move(states_[next_state_++]);
         return true;
       }
       if (next_end_ >= ends_.size()) return false;
       LoadPoint(ends_[next_end_++]);
-      BuildStates();
+      states_.clear();
+      next_state_ = 0;
+      EpochStates(timeline_, *point_, &states_);
     }
   }
 
  private:
-  // The point's states: per write record with a pending version, the
-  // record lost and the record landed alone, without repeats.
-  void BuildStates() {
-    states_.clear();
-    next_state_ = 0;
-    const CrashPoint& p = *point_;
-    std::vector<uint64_t> records;  // the records of the pending versions, in log order
-    for (const PendingSector& s : p.pending) {
-      for (uint32_t k = 1; k <= s.count; ++k) records.push_back(p.version_record[s.first + k]);
-    }
-    std::sort(records.begin(), records.end());
-    records.erase(std::unique(records.begin(), records.end()), records.end());
-    // A header write first: a capped run still sees the switch lost and
-    // the switch landed alone.
-    std::stable_partition(records.begin(), records.end(), [&](uint64_t r) {
-      return timeline_.log().record(r).offset_bytes < timeline_.sector_bytes();
-    });
-    std::set<std::string> seen;
-    const auto add = [&](CrashState candidate) {
-      if (candidate.deviations.empty()) return;  // the prefix state: prefix has it
-      if (seen.insert(FormatCrashStateId(candidate)).second)
-        states_.push_back(std::move(candidate));
-    };
-    for (const uint64_t r : records) {
-      CrashState lost{p.point, {}}, alone{p.point, {}};
-      for (size_t i = 0; i < p.pending.size(); ++i) {
-        const PendingSector& s = p.pending[i];
-        uint32_t version_of_r = 0;  // 0: r did not write this sector
-        for (uint32_t k = 1; k <= s.count; ++k) {
-          if (p.version_record[s.first + k] == r) version_of_r = k;
-        }
-        if (version_of_r == s.count) lost.deviations.push_back(p.ChoiceAt(i, s.count - 1));
-        if (version_of_r != s.count) alone.deviations.push_back(p.ChoiceAt(i, version_of_r));
-      }
-      add(std::move(lost));
-      add(std::move(alone));
-    }
-  }
-
   std::vector<uint64_t> ends_;
   size_t next_end_ = 0;
   std::vector<CrashState> states_;
@@ -378,18 +450,15 @@ std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& ti
 uint64_t CountCrashStates(const CrashTimeline& timeline, const EnumeratorSpec& spec) {
   uint64_t total = 0;
   if (spec.kind == EnumeratorKind::kEpochs) {
-    // No closed form (repeats are dropped): walk it, which builds states
-    // but recovers none.
-    EnumeratorSpec whole = spec;
-    whole.shard_count = 1;
-    whole.shard_index = 0;
-    auto enumerator = CrashEnumerator::Create(timeline, whole);
-    CrashState state;
-    while (enumerator->Next(&state)) ++total;
+    // No closed form (repeats are dropped): counted point by point, without
+    // building the states.
+    for (const uint64_t end : EpochEnds(timeline))
+      total += EpochStates(timeline, *timeline.Point(end), nullptr);
   } else if (spec.kind == EnumeratorKind::kPrefix) {
     total = timeline.PointCount();
   } else if (spec.kind == EnumeratorKind::kRandom) {
-    total = spec.samples;
+    const std::vector<uint64_t> ends = StateEnds(timeline);
+    total = ends.empty() ? spec.samples : std::min(spec.samples, ends.back());
   } else if (spec.kind == EnumeratorKind::kTearOne) {
     for (const LogRecord& record : timeline.log().records()) {
       if (!IsTearable(record, timeline.sector_bytes())) continue;

@@ -29,7 +29,8 @@ enum class EnumeratorKind : uint8_t {
                 // landed, the others hold their version before w (1 <= t < sectors)
   kBounded,     // per point: every state with at most K sectors not at latest
   kExhaustive,  // per point whose product of choices is <= limit: all of them
-  kRandom,      // N states, each a uniform point and uniform choices, from a seed
+  kRandom,      // N distinct states drawn uniformly from every state of every point
+                // (all of them when there are N or fewer), from a seed
   kEpochs,      // per flush epoch, at its last point, per write w of it: w alone lost
                 // (its sectors hold their version before w), and w alone landed
                 // (every other pending sector durable); epochs that write the

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -126,9 +127,7 @@ uint64_t EnumerateAndCheck(const CrashTimeline& timeline, const EnumeratorSpec& 
   while (enumerator->Next(&state)) {
     ++count;
     const std::string id = FormatCrashStateId(state);
-    if (spec.kind != EnumeratorKind::kRandom) {
-      EXPECT_TRUE(ids.insert(id).second) << id;
-    }
+    EXPECT_TRUE(ids.insert(id).second) << id;  // random too: drawn without replacement
     EXPECT_TRUE(CrashTimeline::BuildView(enumerator->point(), state).ok()) << id;
     EXPECT_EQ(*ParseCrashStateId(id), state);
   }
@@ -248,6 +247,20 @@ TEST(Enumerators, EpochsLoseEachWriteAndLandEachAlone) {
                                       "p8:2=2", "p8:3=0,4=0",     // r5
                                       "p8:4=0", "p8:2=0,3=0"}));  // r7
   EXPECT_EQ(EnumerateAndCheck(timeline, {.kind = EnumeratorKind::kEpochs}), 9u);
+}
+
+// Sampling without replacement: asked for more states than there are, the
+// random enumerator draws each state of the space exactly once.
+TEST(Enumerators, RandomDrawsWithoutReplacement) {
+  CrashTimeline timeline(nullptr, ShapedLog());
+  std::vector<std::string> all = AllIds(timeline, {.kind = EnumeratorKind::kExhaustive});
+  std::vector<std::string> drawn =
+      AllIds(timeline, {.kind = EnumeratorKind::kRandom, .seed = 3, .samples = 1000});
+  EXPECT_EQ(drawn.size(), 64u);
+  EXPECT_EQ(CountCrashStates(timeline, {.kind = EnumeratorKind::kRandom, .samples = 1000}), 64u);
+  std::sort(all.begin(), all.end());
+  std::sort(drawn.begin(), drawn.end());
+  EXPECT_EQ(drawn, all);
 }
 
 TEST(Enumerators, RandomIsDeterministicPerSeed) {
