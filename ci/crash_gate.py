@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 POLICIES = ["writethrough", "ordered", "lazy", "extent", "journal", "unsafe"]
-ENUMERATORS = ["prefix", "drop-one", "tear-one", "bounded:2"]
+ENUMERATORS = ["epochs", "prefix", "drop-one", "tear-one", "bounded:2"]
 
 
 def switches(qcrash):
