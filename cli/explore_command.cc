@@ -33,7 +33,7 @@ const char kUsage[] =
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--bug SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
     "         [--cache-refcount N] [--nested E] [--no-minimize] [--violations N] [--quick]\n"
-    "         [--generated N] [--recovery-only]\n"
+    "         [--generated N] [--recovery-only] [--non-atomic]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
@@ -41,6 +41,7 @@ const char kUsage[] =
     "  --violations N: reproducers for the first state of up to N invariant x operation\n"
     "  classes (8; 4 with --bug)\n"
     "  --recovery-only: hold recovery alone to account (I3, I7, I8), for unsafe crash states\n"
+    "  --non-atomic: a pending sector may also hold two versions cut mid-sector, or garbage\n"
     "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n"
     "  no --workload: the suite (every built-in and generated workloads, every safe policy)\n"
     "  in --budget seconds (20; --quick 2), or with --generated N a fixed amount of work\n"
@@ -133,6 +134,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
                                     {"no-minimize", no_argument, nullptr, 'M'},
                                     {"violations", required_argument, nullptr, 'V'},
                                     {"recovery-only", no_argument, nullptr, 'O'},
+                                    {"non-atomic", no_argument, nullptr, 'A'},
                                     {"quick", no_argument, nullptr, 'q'},
                                     {"generated", required_argument, nullptr, 'G'},
                                     {"journal", required_argument, nullptr, 'J'},
@@ -195,6 +197,9 @@ int ParseArgs(int argc, char** argv, Args& args) {
         break;
       case 'O':
         args.config.recovery.recovery_invariants_only = true;
+        break;
+      case 'A':
+        args.config.run.non_atomic.enabled = true;
         break;
       case 'J':
         args.journal_given = true;

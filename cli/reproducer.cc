@@ -87,7 +87,9 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"bugs", r.bugs},
                       {"journal", JournalToJson(r.run.open.journal)},
                       {"nested_enumerator", r.recovery.nested_enumerator},
-                      {"recovery_only", r.recovery.recovery_invariants_only}};
+                      {"recovery_only", r.recovery.recovery_invariants_only},
+                      {"junk_free_clusters", r.run.junk_free_clusters},
+                      {"non_atomic", r.run.non_atomic.enabled}};
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
   QCRASH_RETURN_IF_ERROR(
       WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
@@ -120,6 +122,9 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
       crash.value("cache_refcount", r.run.open.refcount_cache_blocks);
   r.recovery.nested_enumerator = crash.value("nested_enumerator", "");
   r.recovery.recovery_invariants_only = crash.value("recovery_only", false);
+  // Reproducers written before the junk free space had none.
+  r.run.junk_free_clusters = crash.value("junk_free_clusters", 0u);
+  r.run.non_atomic.enabled = crash.value("non_atomic", false);
   if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
   // "faults" is what reproducers written before --bug called the switches.
   const char* key = crash.contains("bugs") ? "bugs" : "faults";

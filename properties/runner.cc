@@ -140,7 +140,8 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
     run.stats = Sum(earlier_sessions, image->stats());
   }  // destroyed without Close(): the log ends where the workload ended
   run.log = std::make_shared<const sim::WriteLog>(disk.log());
-  run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log);
+  run.timeline =
+      std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
   return run;
 }
 

@@ -23,6 +23,9 @@ struct RunOptions {
   // its cluster's contents exposes junk instead of the zeroes of a fresh
   // file end, which would read as an allowed old value.
   uint32_t junk_free_clusters = 64;
+  // M8: pending sectors may also hold a mix of two versions or garbage
+  // (`explore --non-atomic`).
+  sim::NonAtomicOptions non_atomic;
 };
 
 // Log positions of one guest operation: records [start, end) are its writes
