@@ -48,6 +48,19 @@ def journal_variants():
                             commit, recovery, terminator, checksum, size)
 
 
+# Violations found and not fixed yet, kept in the baseline so that the gate
+# still fails on anything new; each is printed on every run.
+KNOWN_OPEN = {
+    "journal-wrap, recovery=scan, 16k ring": (
+        lambda key: key.startswith("journal:journal-wrap/commit=header,recovery=scan,")
+        and "size=16k" in key,
+        "scan-only recovery loses a flushed write when a torn commit lands after a checkpoint "
+        "reused the ring (found once free space holds junk; rerun: qcrash explore --workload "
+        "builtin:journal-wrap --policy journal --journal "
+        "commit=header,recovery=scan,terminator=blank,checksum=crc32,size=16k --enumerator drop-one)"),
+}
+
+
 def expected_unsafe(key):
     """Cells whose violations are the point: the unsafe policy, and scan-only
     recovery without checksums."""
@@ -178,6 +191,10 @@ def main():
         print("  " + line)
     for switch, _, _, _ in known_bugs:
         print("  switch %-24s %s" % (switch, "caught" if caught(current, "fault:%s/" % switch) else "NOT caught"))
+    for name, (matches, why) in KNOWN_OPEN.items():
+        hit = sorted(k for k, c in current.items() if matches(k) and c.get("violating_states", 0))
+        if hit:
+            print("  known open finding (%s, %d cells): %s" % (name, len(hit), why))
     for line in failures:
         print("FAIL " + line)
     if failures:
