@@ -66,6 +66,7 @@ CrashResult RunCrashCheck(const properties::Workload& workload, const CrashConfi
   CrashResult result;
   properties::RunOptions run_options;
   run_options.open = config.open;
+  run_options.junk_free_clusters = config.junk_free_clusters;
   auto run = properties::RunWorkload(workload, run_options);
   if (!run.ok() || !run->workload_status.ok()) {
     result.violations = 1;
