@@ -22,7 +22,7 @@ constexpr KnownBug kBugs[] = {
      "I6", "2013-journal-revoke", OrderingPolicy::kJournal, ""},
     {"unchecksummed-journal", &BugSwitches::unchecksummed_journal,
      "2013 first journal proposal (no commit record: recovery scans for transactions)",
-     "a torn journal transaction replays as valid", "I4", "journal-wrap", OrderingPolicy::kJournal,
+     "a torn journal transaction replays as valid", "I1", "journal-wrap", OrderingPolicy::kJournal,
      "recovery=scan"},
 };
 

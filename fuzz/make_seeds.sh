@@ -186,29 +186,54 @@ for text in p0 p12:40=0,41=2 p5:1=1,2=0 p7:7=0/2@256 p9:3=g prefix drop-one tear
   printf '%s' "$text" > "corpus/crash_id_fuzzer/seed-$i"; i=$((i + 1))
 done
 
-# workload_crash_fuzzer: policy, format, size, op count, ops (kind, u16
-# sector, u8 length), crash point, per-sector choices. The canary has no
-# seeds (ci/fuzz-smoke.sh makes it find its bug from nothing); its
-# corpus/canary_fuzzer/crashes/ holds inputs that must keep failing.
+# workload_crash_fuzzer: policy, format, journal variant, size, op count,
+# ops (kind, u16 sector, u8 length), crash point, per-sector choices; the
+# layout is in fuzz/workload.h. The canary has no seeds (ci/fuzz-smoke.sh
+# makes it find its bug from nothing); its corpus/canary_fuzzer/crashes/
+# holds inputs that must keep failing.
 mkdir -p corpus/workload_crash_fuzzer
 find corpus/workload_crash_fuzzer -maxdepth 1 -name 'seed-*' -delete
 python3 - <<'PY'
 import struct
-def case(policy, fmt, size, ops, point=0xffff, choices=b""):
-    b = bytes([policy, fmt, size, len(ops)])
+WRITE, ZERO, ZERO_UNMAP, DISCARD, FLUSH, RESIZE, CLOSE = 0, 1, 2, 3, 4, 6, 7
+WRITETHROUGH, ORDERED, LAZY, EXTENT, JOURNAL = range(5)
+RING_64K = 3 << 5  # journal byte bits 5-6: 4k, 8k, 16k, 64k
+def case(policy, fmt, size, ops, journal=RING_64K, point=0xffff, choices=b""):
+    b = bytes([policy, fmt, journal, size, len(ops)])
     for kind, sector, length in ops:
         b += bytes([kind]) + struct.pack(">H", sector) + bytes([length])
     return b + struct.pack(">Q", point) + choices
-alloc = [(0, 0, 4), (4, 0, 0), (0, 8, 8), (0, 64, 2), (4, 0, 0), (2, 8, 8), (3, 0, 1), (0, 200, 3)]
+# format byte: bits 0-2 cluster bits - 9, bit 3 v2, bits 4-6 refcount order
+C512, C1K, C4K, C64K, V2 = 0, 1, 3, 7, 8
+alloc = [(WRITE, 0, 4), (FLUSH, 0, 0), (WRITE, 8, 8), (WRITE, 64, 2), (FLUSH, 0, 0),
+         (ZERO_UNMAP, 8, 8), (DISCARD, 0, 1), (WRITE, 200, 3)]
+# Kevin's revoke scenario (2013): the L1 grows, the old L1 is freed and
+# reused for guest data; with 512-byte clusters a resize by 255 clusters
+# grows the L1 of a 16-cluster disk.
+revoke = [(WRITE, 0, 1), (FLUSH, 0, 0), (RESIZE, 255, 0), (WRITE, 40, 1), (FLUSH, 0, 0),
+          (WRITE, 300, 2), (FLUSH, 0, 0)]
 seeds = {
-    "ordered-alloc": case(1, 0, 20, alloc),
-    "writethrough-4k": case(0, 2, 10, alloc[:5]),
-    "lazy-512": case(2, 0, 8, alloc, choices=bytes([0, 1] * 16)),
-    "extent-1k": case(3, 1, 12, alloc, point=3),
-    "ordered-v2": case(1, 4, 16, alloc[:4], choices=bytes([0] * 8)),
-    "ordered-64k": case(1, 3, 2, [(0, 0, 200), (4, 0, 0), (0, 300, 5)]),
-    "journal-1k": case(4, 1, 12, alloc, choices=bytes([1, 0] * 16)),
-    "journal-4k": case(4, 2, 6, alloc[:5]),
+    # The layout before issue 13, re-expressed (same options and operations).
+    "ordered-alloc": case(ORDERED, C512, 20, alloc),
+    "writethrough-4k": case(WRITETHROUGH, C4K, 10, alloc[:5]),
+    "lazy-512": case(LAZY, C512, 8, alloc, choices=bytes([0, 1] * 16)),
+    "extent-1k": case(EXTENT, C1K, 12, alloc, point=3),
+    "ordered-v2": case(ORDERED, C512 | V2, 16, alloc[:4], choices=bytes([0] * 8)),
+    "ordered-64k": case(ORDERED, C64K, 2, [(WRITE, 0, 200), (FLUSH, 0, 0), (WRITE, 300, 5)]),
+    "journal-1k": case(JOURNAL, C1K, 12, alloc, choices=bytes([1, 0] * 16)),
+    "journal-4k": case(JOURNAL, C4K, 6, alloc[:5]),
+    # What the layout reaches now: journal variants, resizes, close, other
+    # cluster sizes, refcount widths, caches and 4096-byte sectors.
+    "journal-descriptor-escape-8k": case(JOURNAL, C1K, 12, alloc, journal=0x01 | 0x04 | 1 << 5),
+    "journal-scan-bytesum-16k": case(JOURNAL, C4K, 8, alloc, journal=0x02 | 1 << 3 | 2 << 5),
+    "journal-unchecksummed-16k": case(JOURNAL, C512, 12, alloc[:5], journal=2 << 3 | 2 << 5),
+    "journal-revoke-512": case(JOURNAL, C512, 12, revoke),
+    "ordered-revoke-512": case(ORDERED, C512, 12, revoke, choices=bytes([0, 1, 1] * 8)),
+    "lazy-resize-close-2k": case(LAZY | 3 << 3 | 3 << 5, 2, 6,
+                                 alloc[:3] + [(RESIZE, 7, 0), (WRITE, 90, 6), (CLOSE, 0, 0),
+                                              (WRITE, 4, 2)]),
+    "extent-sector4096-8k": case(EXTENT | 0x80, 4 | 5 << 4, 5, alloc),
+    "writethrough-refcount64-32k": case(WRITETHROUGH | 1 << 3, 6 | 6 << 4, 4, alloc, point=7),
 }
 for name, data in seeds.items():
     open(f"corpus/workload_crash_fuzzer/seed-{name}", "wb").write(data)

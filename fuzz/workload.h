@@ -1,49 +1,61 @@
-// The workload + crash harness shared by workload_crash_fuzzer and the
-// canary: fuzz input -> image options, guest operations and one crash state
-// of the simulated disk; recovery (check, repair, check) and the invariants
-// of DESIGN.md (I1, I2, I4, I5, I7) asserted on that state.
+// The fuzz input of workload_crash_fuzzer and the canary as a crash-explorer
+// case: the front of the input decodes to a properties::Workload (image
+// options and guest operations) and properties::RunOptions (policy, journal
+// variant, caches, sector size); the rest picks one crash state of its run.
+// The state is recovered and checked by properties/ (RunWorkload,
+// GuestOracle, RecoverState), the same code as `qcrash explore`.
+//
+// Input layout (bytes past the end read as zero, so any input decodes):
+//   0      policy: bits 0-2 the policy (value % 5: writethrough, ordered,
+//          lazy, extent, journal), bits 3-4 L2 cache tables - 1, bits 5-6
+//          refcount cache blocks - 1, bit 7 4096-byte device sectors
+//   1      format: bits 0-2 cluster bits - 9 (512 B .. 64 KiB), bit 3 v2
+//          (not under lazy or journal), bits 4-6 refcount order (value % 7;
+//          v2: always 4)
+//   2      journal variant (journal policy only): bit 0 commit flag in the
+//          descriptor, bit 1 scan-only recovery, bit 2 escape flag instead of
+//          a blank terminator, bits 3-4 checksum (crc32, byte sum, none,
+//          crc32; scan-only recovery keeps crc32: without checksums it is
+//          known unsafe), bits 5-6 ring of 4, 8, 16 or 64 KiB
+//   3      disk size: clusters = 4 + value % 29 (at most 2 MiB)
+//   4      operation count (value % 17)
+//   5..    4 bytes per operation: kind (value % 8: write, write-zeroes,
+//          write-zeroes with unmap, discard, flush, write, resize, close),
+//          u16 first sector (% the disk's sectors at that point), u8 length
+//          (1 + value % (2 * sectors per cluster), clipped to the disk; a
+//          resize grows the disk by 1 + u16 % 256 clusters, to at most 8 MiB)
+//   then   u64 crash point (% the run's points), one byte per pending sector
+//          of that point choosing its version (missing bytes: latest)
 #pragma once
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
-#include "engine/options.h"
 #include "fuzz/fuzz_support.h"
+#include "properties/runner.h"
+#include "properties/workload.h"
 
 namespace qcrash::fuzz {
 
-enum class GuestOpKind : uint8_t { kWrite, kZeroKeep, kZeroUnmap, kDiscard, kFlush };
-
-// Sector-aligned guest operations (a sector is 512 guest bytes here), so the
-// oracle can track one tag per sector.
-struct GuestOp {
-  GuestOpKind kind = GuestOpKind::kWrite;
-  uint64_t first_sector = 0;
-  uint64_t sector_count = 0;
-};
-
 struct WorkloadCase {
-  engine::CreateOptions create;
-  engine::OpenOptions open;
-  uint32_t device_sector_bytes = 512;  // the simulated disk's atomic unit
-  std::vector<GuestOp> ops;
-  // Pre-repair check must find no corruption (I1, I2): the strict policies.
-  bool strict_before_repair = true;
+  properties::Workload workload;
+  properties::RunOptions run;
 };
 
 // Decodes options and operations from the front of the input; the reader is
-// left at the crash choices.
+// left at the crash choices. The workload always passes ValidateWorkload.
 WorkloadCase DecodeWorkload(ByteReader& reader);
 
-// Runs the case on a SimDisk, builds the crash state the remaining input
-// chooses, recovers it and checks the invariants. Returns "" when every
-// invariant holds, else the first violation (property name and detail).
+// Runs the case, builds the crash state the remaining input chooses and
+// recovers it (properties::RecoverState: raw check, open with journal replay,
+// repair, repair again, guest data against the oracle). `property` is empty
+// when every invariant holds, else the first violated invariant; `detail`
+// names every violation, the crash state and the operations.
 struct Violation {
   std::string property;
   std::string detail;
   bool found() const { return !property.empty(); }
 };
-Violation RunWorkloadCrashCase(const WorkloadCase& workload, ByteReader& crash_choices);
+Violation RunWorkloadCrashCase(const WorkloadCase& workload_case, ByteReader& crash_choices);
 
 }  // namespace qcrash::fuzz

@@ -59,6 +59,7 @@ void CheckRaw(BlockDevice& view, StateResult& result) {
     }
   }
   const bool marked_dirty = (header->incompatible_features & ~f::kIncompatCorrupt) != 0;
+  result.raw_refcounts_dirty = (header->incompatible_features & f::kIncompatDirty) != 0;
   result.raw_clean = !marked_dirty && result.raw_corruptions == 0 && result.raw_leaks == 0 &&
                      !(header->incompatible_features & f::kIncompatCorrupt);
   if (marked_dirty || result.raw_corruptions == 0) return;
@@ -102,6 +103,8 @@ void CheckReplay(engine::Image& image, StateResult& result, const std::string& t
     }
   }
   auto map = image.Map();
+  // An image that cannot be mapped has a corrupt L1 or L2 entry, which
+  // CheckReplayedConsistent reports (I1 after replay).
   if (!map.ok()) return;
   for (const engine::MapExtent& e : *map) {
     if (!e.data || !e.has_offset || e.depth != 0) continue;
@@ -123,6 +126,35 @@ bool IsCorruption(const engine::Finding& finding) {
          finding.severity == engine::Severity::kCheckError;
 }
 
+// I1 and I2 after journal replay: a journal-dirty raw image is exempt from
+// CheckRaw (its metadata is the journal's to complete), but once the recovery
+// open has replayed it, it must be as consistent as a raw image not marked
+// dirty: leaks allowed, nothing dangling or shared. `repair` is the first
+// `check -r all` after that open; its findings are what it found before it
+// fixed anything. (The journal policy never sets the lazy-refcounts dirty
+// bit, so a replayed image has no rebuild to excuse it.)
+void CheckReplayedConsistent(const engine::CheckReport& repair, StateResult& result,
+                             const std::string& tag) {
+  bool dangling = false, shared = false;
+  std::string first;
+  for (const engine::Finding& finding : repair.findings) {
+    if (!IsCorruption(finding)) continue;
+    (IsOverReference(finding.kind) ? shared : dangling) = true;
+    if (first.empty()) {
+      first = ": " + std::string(engine::FindingKindName(finding.kind)) + " at " +
+              HexOffset(finding.host_offset) + ": " + finding.message;
+    }
+  }
+  if (dangling)
+    result.violations.push_back(
+        {tag.empty() ? "I1" : tag,
+         "image after journal replay has a dangling or invalid pointer" + first});
+  if (shared)
+    result.violations.push_back(
+        {tag.empty() ? "I2" : tag, "image after journal replay has an over-referenced cluster" +
+                                       (dangling ? std::string() : first)});
+}
+
 // Steps 2-4. Returns false when the image could not be recovered. A raw
 // image that checked clean, is not marked dirty, and that the recovery open
 // did not write to needs no repair: its check already is the proof.
@@ -133,6 +165,7 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
   engine::OpenOptions open;  // recovery uses the default (ordered) engine
   open.policy = engine::OrderingPolicy::kOrdered;
   bool wrote = true;
+  bool replayed = false;
   {
     auto image = engine::Image::Open(view, open);
     if (!image.ok()) {
@@ -141,6 +174,7 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
       return false;
     }
     CheckReplay(**image, result, tag);
+    replayed = (*image)->replay_report().replayed;
     Status closed = (*image)->Close();
     if (!closed.ok()) {
       result.violations.push_back(
@@ -169,6 +203,7 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
     for (const engine::Finding& finding : repaired->findings)
       if (IsCorruption(finding)) started_from->insert(finding.cluster_index);
   }
+  if (replayed) CheckReplayedConsistent(*repaired, result, tag);
   // A second repair must find nothing and write nothing (I7, I3).
   auto again = engine::CheckImage(view, {engine::RepairMode::kAll});
   if (!again.ok() || again->corruptions || again->check_errors) {
@@ -185,6 +220,54 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
          "a second repair wrote " + std::to_string(again->bytes_written) + " bytes"});
   }
   return true;
+}
+
+// Step 5 beyond the touched clusters: a guest range no operation touched
+// must read zeroes (I4: its value since create). Reads `from`..`to` and
+// hands it to the oracle only when it is not all zeroes.
+Status CheckZeroes(engine::Image& image, const GuestOracle& oracle, uint64_t point, uint64_t from,
+                   uint64_t to, std::vector<ContentViolation>& content) {
+  std::vector<uint8_t> buffer;
+  for (uint64_t at = from; at < to;) {
+    // At most 1 MiB a read: a preallocated disk may map all of itself.
+    const uint64_t stop = std::min(to, at + (uint64_t{1} << 20));
+    buffer.resize(stop - at);
+    QCRASH_RETURN_IF_ERROR(image.Read(at, buffer));
+    if (!std::all_of(buffer.begin(), buffer.end(), [](uint8_t b) { return b == 0; }))
+      oracle.Check(point, at, buffer, content);
+    at = stop;
+  }
+  return Status::Ok();
+}
+
+// Every other range the image maps to host data: a pointer the refcount
+// rebuild accepted at a guest offset nobody wrote. Walks the whole mapping
+// (Map costs a lookup per guest cluster), so it runs only where no check
+// has accounted for every pointer with a refcount: a raw image with the
+// lazy-refcounts dirty bit (open rebuilds refcounts from whatever pointers
+// it finds) that did not check consistent as it was, and a crash of
+// recovery itself (I8). Any other raw image was checked for I1/I2 as it is,
+// or, journal-dirty, once replayed.
+Status CheckMappedUntouched(engine::Image& image, const GuestOracle& oracle, uint64_t point,
+                            std::vector<ContentViolation>& content) {
+  QCRASH_ASSIGN_OR_RETURN(std::vector<engine::MapExtent> map, image.Map());
+  const auto& touched = oracle.touched_ranges();  // sorted, merged
+  auto range = touched.begin();
+  for (const engine::MapExtent& e : map) {
+    if (!e.data) continue;
+    const uint64_t end = std::min(e.start + e.length, image.size_bytes());
+    for (uint64_t at = e.start; at < end;) {
+      while (range != touched.end() && range->first + range->second <= at) ++range;
+      if (range != touched.end() && range->first <= at) {
+        at = range->first + range->second;  // touched: read against the oracle already
+        continue;
+      }
+      const uint64_t stop = range == touched.end() ? end : std::min(end, range->first);
+      QCRASH_RETURN_IF_ERROR(CheckZeroes(image, oracle, point, at, stop, content));
+      at = stop;
+    }
+  }
+  return Status::Ok();
 }
 
 // Step 5, and I10.
@@ -216,6 +299,15 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
       return;
     }
     oracle.Check(point, offset, buffer, content);
+  }
+  const bool whole_map =
+      (result.raw_refcounts_dirty && result.raw_corruptions != 0) || !tag.empty();
+  const Status untouched =
+      whole_map ? CheckMappedUntouched(**image, oracle, point, content) : Status::Ok();
+  if (!untouched.ok()) {
+    result.violations.push_back(
+        {tag.empty() ? "I7" : tag, "guest read failed: " + untouched.ToString()});
+    return;
   }
   for (ContentViolation& v : content) {
     const bool stale =

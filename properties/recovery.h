@@ -6,9 +6,12 @@
 //  3. repair everything (`check -r all`);
 //  4. repair again: nothing found, nothing written (skipped, with step 3,
 //     when the raw image checked clean and the open wrote nothing);
-//  5. read the guest view back and hold it against the oracle.
+//  5. read the guest view back and hold it against the oracle: the touched
+//     ranges, the rest of their clusters (zeroes), and, after a refcount
+//     rebuild or a crash of recovery, every other range mapped to data.
 // Invariants (DESIGN.md): I1 no dangling pointer and I2 no over-reference in
-// a raw image that is not marked dirty; I3 leaks gone after repair; I4
+// a raw image that is not marked dirty, and in a journal-dirty one once its
+// journal is replayed; I6 replay wrote nothing stale; I3 leaks gone after repair; I4
 // flushed data intact; I5 old-or-new; I7 repair converges and is idempotent;
 // I8 a crash during recovery recovers too; I10 (ours, the 2017 reservation
 // thread) a preallocated cluster keeps its host cluster.
@@ -48,6 +51,7 @@ struct StateResult {
   uint64_t raw_leaks = 0;
   uint64_t raw_corruptions = 0;
   bool raw_clean = false;                 // the raw image checked clean and is not marked dirty
+  bool raw_refcounts_dirty = false;       // the raw image has the dirty bit (lazy refcounts)
   std::vector<std::string> raw_findings;  // the raw check's findings, one line each (at most 20)
 };
 

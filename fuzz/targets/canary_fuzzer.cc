@@ -11,12 +11,11 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace qcrash;
   fuzz::ByteReader reader(data, size);
-  fuzz::WorkloadCase workload = fuzz::DecodeWorkload(reader);
-  workload.open.policy = engine::OrderingPolicy::kOrdered;
-  workload.open.faults.skip_refcount_barrier = true;
-  workload.create.lazy_refcounts = false;
-  workload.strict_before_repair = true;
-  const fuzz::Violation violation = fuzz::RunWorkloadCrashCase(workload, reader);
+  fuzz::WorkloadCase workload_case = fuzz::DecodeWorkload(reader);
+  workload_case.run.open.policy = engine::OrderingPolicy::kOrdered;
+  workload_case.run.open.faults.skip_refcount_barrier = true;
+  workload_case.workload.image.lazy_refcounts = false;
+  const fuzz::Violation violation = fuzz::RunWorkloadCrashCase(workload_case, reader);
   if (violation.found()) fuzz::Fail("(canary, expected) " + violation.property, violation.detail);
   return 0;
 }
