@@ -270,6 +270,17 @@ Status CheckMappedUntouched(engine::Image& image, const GuestOracle& oracle, uin
   return Status::Ok();
 }
 
+// Whether every mapped range nobody wrote reads zeroes after a full
+// recovery (false also when the image cannot be opened or read).
+bool UntouchedReadZeroes(BlockDevice& view, const GuestOracle& oracle, uint64_t point) {
+  engine::OpenOptions open;
+  open.read_only = true;
+  auto image = engine::Image::Open(view, open);
+  if (!image.ok()) return false;
+  std::vector<ContentViolation> content;
+  return CheckMappedUntouched(**image, oracle, point, content).ok() && content.empty();
+}
+
 // Step 5, and I10.
 void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                   uint64_t point, StateResult& result, const std::string& tag) {
@@ -418,7 +429,15 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   if (repaired) CheckContent(**view, run, oracle, state.point, result, "");
   // A guest sector already wrong after a full recovery is not held against
   // a crash inside that recovery.
-  const bool content_ok = result.violations.size() == before_content;
+  bool content_ok = result.violations.size() == before_content;
+  // The nested check reads every mapped range, not only the touched ones (a
+  // crash of recovery may expose what a pointer maps). From a corrupt image,
+  // hold it to no more than the full recovery achieved there: under the
+  // unsafe policy a junk L2 table can pass repair with plausible pointers
+  // into junk clusters, the first crash's doing, not the nested one's. From
+  // a sound image every mapped range must read right after a nested crash.
+  if (repaired && nested && content_ok && !started_from.empty())
+    content_ok = UntouchedReadZeroes(**view, oracle, state.point);
   if (repaired && !options.nested_enumerator.empty()) {
     CheckNested(**view, run, oracle, state.point, options, started_from, content_ok, result);
   }
