@@ -17,7 +17,9 @@ import sys
 import tempfile
 
 POLICIES = ["writethrough", "ordered", "lazy", "extent", "journal", "unsafe"]
-ENUMERATORS = ["epochs", "prefix", "drop-one", "tear-one", "bounded:2"]
+ENUMERATORS = ["epochs", "prefix", "drop-one", "tear-one", "bounded:2", "eio"]
+# eio re-runs the workload per failed request: a stride of this many requests per cell.
+EIO_CASES_PER_CELL = 40
 
 
 def switches(qcrash):
@@ -81,7 +83,8 @@ def explore(qcrash, workload, policy, enumerator, extra, tmp):
     report = os.path.join(tmp, "report.json")
     cmd = [qcrash, "explore", "--workload", "builtin:" + workload, "--policy", policy,
            "--enumerator", enumerator, "--no-minimize", "--report", report,
-           "--states", str(STATES_PER_CELL), "--reproducers", os.path.join(tmp, "repro")] + extra
+           "--states", str(EIO_CASES_PER_CELL if enumerator == "eio" else STATES_PER_CELL),
+           "--reproducers", os.path.join(tmp, "repro")] + extra
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode == 2:
         return {"error": (run.stderr or run.stdout).strip().splitlines()[-1]}

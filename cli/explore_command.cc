@@ -37,7 +37,9 @@ const char kUsage[] =
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
-    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N] epochs\n"
+    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N] epochs eio\n"
+    "  eio: each read, write and flush of the run fails once in turn (EIO); the guest op must\n"
+    "    fail, and after a close the image must recover as a crash image does (I13)\n"
     "  --violations N: reproducers for the first state of up to N invariant x operation\n"
     "  classes (8; 4 with --bug)\n"
     "  --recovery-only: hold recovery alone to account (I3, I7, I8), for unsafe crash states\n"
@@ -305,8 +307,13 @@ int Prepare(Args& args) {
     if (!workload.ok()) return ReportError(args.workload, workload.status()) * kExitUsage;
     args.config.workload = *workload;
   }
-  auto spec = sim::ParseEnumeratorSpec(ExpandEnumerator(args.enumerator, args.seed) +
-                                       (args.shard.empty() ? "" : "@" + args.shard));
+  // eio is no crash enumerator (properties/eio.h): its cases shard as states do.
+  args.config.io_errors = args.enumerator == "eio";
+  // Under --states, eio takes a stride through every request, not the first N.
+  args.config.stride_to_cap = args.config.io_errors;
+  auto spec = sim::ParseEnumeratorSpec(
+      (args.config.io_errors ? "prefix" : ExpandEnumerator(args.enumerator, args.seed)) +
+      (args.shard.empty() ? "" : "@" + args.shard));
   if (!spec.ok()) return Usage(spec.status().message());
   args.config.enumerator = *spec;
   if (args.config.run.open.faults.any() && !args.violations_given) args.config.violations_kept = 4;
@@ -382,16 +389,17 @@ int ListBugs(bool json_output) {
                       {"invariant", bug.invariant},
                       {"workload", bug.workload},
                       {"policy", engine::PolicyName(bug.policy)},
-                      {"journal", bug.journal_options}});
+                      {"journal", bug.journal_options},
+                      {"enumerator", bug.enumerator}});
     }
     std::printf("%s\n", list.dump(2).c_str());
     return 0;
   }
   for (const engine::KnownBug& bug : engine::KnownBugs()) {
-    std::printf("%-22s %-4s builtin:%s --policy %s%s%s\n  %s\n  seed: %s\n", bug.name,
-                bug.invariant, bug.workload, engine::PolicyName(bug.policy),
-                *bug.journal_options ? " --journal " : "", bug.journal_options, bug.breaks,
-                bug.seed);
+    std::printf("%-23s %-4s builtin:%s --policy %s%s%s --enumerator %s\n  %s\n  seed: %s\n",
+                bug.name, bug.invariant, bug.workload, engine::PolicyName(bug.policy),
+                *bug.journal_options ? " --journal " : "", bug.journal_options, bug.enumerator,
+                bug.breaks, bug.seed);
   }
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include "engine/bug_catalogue.h"
 #include "engine/file_device.h"
+#include "properties/eio.h"
 #include "properties/json.h"
 #include "sim/crash_view.h"
 
@@ -56,14 +57,32 @@ Status WriteText(const std::string& path, const std::string& text) {
 }
 
 // The raw crash image (before any recovery write), as a file qemu-img opens.
+// For an eio state (properties/eio.h), the image the failed run left after
+// its close (or, when the engine swallowed the error, at the end of its log).
 Status WriteCrashImage(const std::string& path, const Reproducer& r) {
-  QCRASH_ASSIGN_OR_RETURN(properties::WorkloadRun run, properties::RunWorkload(r.workload, r.run));
-  QCRASH_ASSIGN_OR_RETURN(sim::CrashState state, sim::ParseCrashStateId(r.state_id));
+  properties::RunOptions options = r.run;
+  sim::CrashState state;
+  const bool eio = properties::IsIoErrorStateId(r.state_id);
+  if (eio) {
+    QCRASH_ASSIGN_OR_RETURN(properties::IoErrorCase c, properties::ParseIoErrorCase(r.state_id));
+    options.io_errors.rules = {{.op = c.op, .nth_op = c.nth}};
+  } else {
+    QCRASH_ASSIGN_OR_RETURN(state, sim::ParseCrashStateId(r.state_id));
+  }
+  QCRASH_ASSIGN_OR_RETURN(properties::WorkloadRun run,
+                          properties::RunWorkload(r.workload, options));
+  if (eio) state.point = run.timeline->PointCount() - 1;
   if (state.point >= run.timeline->PointCount())
     return Status::InvalidArgument("state point out of range");
-  QCRASH_ASSIGN_OR_RETURN(auto view, run.timeline->BuildView(state));
-  std::vector<uint8_t> bytes(view->SizeBytes());
-  QCRASH_RETURN_IF_ERROR(view->Read(0, bytes));
+  std::vector<uint8_t> bytes;
+  if (eio && run.after_close) {
+    bytes.resize(run.after_close->SizeBytes());
+    run.after_close->Read(0, bytes);
+  } else {
+    QCRASH_ASSIGN_OR_RETURN(auto view, run.timeline->BuildView(state));
+    bytes.resize(view->SizeBytes());
+    QCRASH_RETURN_IF_ERROR(view->Read(0, bytes));
+  }
   QCRASH_ASSIGN_OR_RETURN(auto file, FileDevice::Open(path, FileDevice::Mode::kCreate));
   QCRASH_RETURN_IF_ERROR(file->Write(0, bytes));
   return file->Flush();

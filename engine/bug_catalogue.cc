@@ -8,22 +8,28 @@ constexpr KnownBug kBugs[] = {
     {"skip-refcount-barrier", &BugSwitches::skip_refcount_barrier,
      "2010 revert of synchronous metadata writes (the ordered write-back caches)",
      "an L2 entry may reach the disk before its cluster's refcount: a pointer to a free cluster",
-     "I1", "2010-dangling-l2", OrderingPolicy::kOrdered, ""},
+     "I1", "2010-dangling-l2", OrderingPolicy::kOrdered, "", "drop-one"},
     {"early-free-reuse", &BugSwitches::early_free_reuse,
      "2010, same thread: the free-list discussion",
      "a freed cluster is reused before its old L2 entry is gone on disk: two owners, foreign data",
-     "I5", "free-reuse", OrderingPolicy::kLazy, ""},
+     "I5", "free-reuse", OrderingPolicy::kLazy, "", "drop-one"},
     {"zero-cluster-realloc", &BugSwitches::zero_cluster_realloc, "2017 cluster reservations",
      "a write into an allocated zero cluster moves it instead of reusing its reservation", "I10",
-     "2017-zero-realloc", OrderingPolicy::kOrdered, ""},
+     "2017-zero-realloc", OrderingPolicy::kOrdered, "", "drop-one"},
     {"no-revoke", &BugSwitches::no_revoke, "2013 journal draft review (Kevin's revoke scenario)",
      "a freed metadata cluster is reused while an older journal transaction still writes to it: "
      "stale replay",
-     "I6", "2013-journal-revoke", OrderingPolicy::kJournal, ""},
+     "I6", "2013-journal-revoke", OrderingPolicy::kJournal, "", "drop-one"},
     {"unchecksummed-journal", &BugSwitches::unchecksummed_journal,
      "2013 first journal proposal (no commit record: recovery scans for transactions)",
      "a torn journal transaction replays as valid", "I1", "journal-wrap", OrderingPolicy::kJournal,
-     "recovery=scan"},
+     "recovery=scan", "drop-one"},
+    {"failed-write-kept-clean", &BugSwitches::failed_write_kept_clean,
+     "2010 revert of synchronous metadata writes (the patch's error paths: a failed write "
+     "returns -EIO, and the table must still be written later)",
+     "a metadata table whose write failed is forgotten as clean: the close after the error "
+     "writes what depends on it, not the table",
+     "I13", "default", OrderingPolicy::kOrdered, "", "eio"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -25,6 +25,7 @@ struct KnownBug {
   const char* workload;         // the built-in workload that shows it
   OrderingPolicy policy;        // ... under this policy
   const char* journal_options;  // ... with these --journal options ("" for none)
+  const char* enumerator;       // ... and this enumerator (`explore --enumerator`)
 };
 
 std::span<const KnownBug> KnownBugs();

@@ -74,6 +74,8 @@ Status Image::Impl::Load() {
   refcount_cache_ =
       std::make_unique<MetadataCache>("refcount", io_, options_.refcount_cache_blocks,
                                       static_cast<uint32_t>(cluster_bytes()), writethrough);
+  l2_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
+  refcount_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
   if (!rules_.cache_dependencies()) {
     l2_cache_->set_ignore_dependencies(true);
     refcount_cache_->set_ignore_dependencies(true);

@@ -131,10 +131,14 @@ Status Image::Impl::AttachJournal() {
     if (loaded.ok()) {
       journal_ = std::move(loaded).value();
       if (!replay_report_.replayed) QCRASH_RETURN_IF_ERROR(journal_->Reinit());
-    } else {
-      // A clean journal whose header is unreadable: ours (valid bit), so format it again.
+    } else if (loaded.status().code() == StatusCode::kCorruption) {
+      // A clean journal whose header does not decode: ours (valid bit), so
+      // format it again. A device error is no such proof: it fails the open
+      // (found by the eio pass: an EIO here was swallowed).
       QCRASH_ASSIGN_OR_RETURN(journal_,
                               Journal::Format(io_, location, EffectiveJournalOptions(), set_dirty));
+    } else {
+      return loaded.status().WithContext("journal header");
     }
   } else {
     if (ext != nullptr) {

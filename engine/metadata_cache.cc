@@ -147,7 +147,12 @@ Status MetadataCache::SatisfyDependencies() {
 }
 
 Status MetadataCache::WriteEntry(Entry& entry) {
-  QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(entry.host_offset, entry.bytes));
+  Status written = io_.WriteMetadata(entry.host_offset, entry.bytes);
+  if (!written.ok()) {
+    // Why: the table on disk is not this one; a later write-back must try again.
+    if (!keep_dirty_on_failed_write_) entry.dirty = false;
+    return written;
+  }
   entry.dirty = false;
   unflushed_generation_ = io_.flush_generation();
   return Status::Ok();

@@ -95,6 +95,7 @@ class MetadataCache {
   void DependOnFlush() { depends_on_flush_ = true; }
   // Disables all dependencies (the unsafe policy and the skip-refcount-barrier switch).
   void set_ignore_dependencies(bool ignore) { ignore_dependencies_ = ignore; }
+  void set_keep_dirty_on_failed_write(bool keep) { keep_dirty_on_failed_write_ = keep; }
   bool has_dirty() const;
   size_t dirty_count() const;
   const std::string& name() const { return name_; }
@@ -116,6 +117,7 @@ class MetadataCache {
   uint32_t table_bytes_;
   bool writethrough_;
   bool ignore_dependencies_ = false;
+  bool keep_dirty_on_failed_write_ = true;  // OrderingRules::keep_dirty_on_failed_write
   MetadataCache* depends_on_ = nullptr;
   Rule depends_on_rule_ = Rule::kRefcountBeforePointer;
   bool depends_on_flush_ = false;

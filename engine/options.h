@@ -45,10 +45,11 @@ struct BugSwitches {
   bool early_free_reuse = false;       // a freed cluster is reused before its unlink is durable
   bool zero_cluster_realloc = false;  // writing an allocated zero cluster moves it to a new cluster
   bool no_revoke = false;             // journal: freeing journalled metadata issues no revoke
-  bool unchecksummed_journal = false;  // journal: transactions carry no checksums
+  bool unchecksummed_journal = false;    // journal: transactions carry no checksums
+  bool failed_write_kept_clean = false;  // a metadata write that fails leaves its table clean
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
-           unchecksummed_journal;
+           unchecksummed_journal || failed_write_kept_clean;
   }
 };
 

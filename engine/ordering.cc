@@ -146,6 +146,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.no_revoke) rules.Set(Rule::kRevokeBeforeReuse, Mechanism::kNone);
   if (switches.unchecksummed_journal) rules.journal_checksums = false;
   if (switches.zero_cluster_realloc) rules.reuse_zero_allocation = false;
+  if (switches.failed_write_kept_clean) rules.keep_dirty_on_failed_write = false;
   return rules;
 }
 

@@ -61,6 +61,10 @@ struct OrderingRules {
   // A write into an owned zero cluster reuses its host cluster, as the 2017
   // reservation thread asks (switch zero-cluster-realloc: moves it).
   bool reuse_zero_allocation = true;
+  // A metadata table whose write fails stays dirty in its cache, so that a
+  // later write-back (the close after the error) writes it again (switch
+  // failed-write-kept-clean: the cache forgets it; QEMU's iotest 026).
+  bool keep_dirty_on_failed_write = true;
 
   Mechanism Of(Rule rule) const { return how[static_cast<size_t>(rule)]; }
   void Set(Rule rule, Mechanism mechanism) { how[static_cast<size_t>(rule)] = mechanism; }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <set>
 
+#include "properties/eio.h"
 #include "sim/crash_view.h"
 
 namespace qcrash::properties {
@@ -97,9 +98,76 @@ void MinimizeState(const Workload& workload, const ExploreConfig& config, FoundV
   v.minimized_state_id = sim::FormatCrashStateId(*state);
 }
 
+// Counts a violating state and records one violation per invariant x
+// operation class (the first state of each), so that one bug's thousand
+// states do not hide a second bug.
+void Tally(const ExploreConfig& config, const StateResult& result, const std::string& state_id,
+           uint64_t state_index, const std::string& op_class, std::set<std::string>& classes,
+           ExploreReport& report) {
+  ++report.violating_states;
+  std::set<std::string> seen;
+  for (const Violation& v : result.violations) {
+    if (seen.insert(v.invariant).second) ++report.violations_by_invariant[v.invariant];
+  }
+  for (const Violation& v : result.violations) {
+    if (!classes.insert(v.invariant + "/" + op_class).second) continue;
+    if (report.violations.size() >= config.violations_kept) {
+      ++report.violation_classes_dropped;
+      continue;
+    }
+    FoundViolation found;
+    found.invariant = v.invariant;
+    found.message = v.message;
+    found.op_class = op_class;
+    found.state_id = state_id;
+    found.state_index = state_index;
+    found.raw_findings = result.raw_findings;
+    found.minimized_workload = config.workload;
+    found.minimized_state_id = found.state_id;
+    found.minimized_message = found.message;
+    found.minimized_raw_findings = found.raw_findings;
+    report.violations.push_back(std::move(found));
+  }
+}
+
+// The eio pass: each device request of the clean run fails in turn.
+Status ExploreIoErrors(const ExploreConfig& config, const WorkloadRun& run, Clock::time_point start,
+                       ExploreReport& report) {
+  std::vector<IoErrorCase> cases = IoErrorCases(run);
+  uint64_t stride = 1, offset = 0;
+  if (config.enumerator.shard_count > 1) {
+    stride = config.enumerator.shard_count;
+    offset = config.enumerator.shard_index;
+    report.enumerator = "eio@" + std::to_string(offset) + "/" + std::to_string(stride);
+  } else if (config.stride_to_cap && config.states_max > 0 && cases.size() > config.states_max) {
+    stride = (cases.size() + config.states_max - 1) / config.states_max;
+    offset = config.stride_offset % stride;
+    report.enumerator = "eio@" + std::to_string(offset) + "/" + std::to_string(stride);
+  }
+  report.states_total = cases.size() > offset ? (cases.size() - offset + stride - 1) / stride : 0;
+  std::set<std::string> classes;
+  for (uint64_t i = offset; i < cases.size(); i += stride) {
+    if ((config.states_max && report.states_checked >= config.states_max) ||
+        (config.budget_seconds > 0 && Seconds(start) > config.budget_seconds)) {
+      report.budget_exhausted = true;
+      break;
+    }
+    QCRASH_ASSIGN_OR_RETURN(IoErrorOutcome outcome,
+                            CheckIoErrorCase(config.workload, config.run, cases[i]));
+    ++report.states_checked;
+    ++report.verdicts[static_cast<int>(outcome.result.verdict)];
+    if (outcome.result.violations.empty()) continue;
+    Tally(config, outcome.result, FormatIoErrorCase(cases[i]), i, outcome.op_class, classes,
+          report);
+    if (config.stop_at_first_violation) break;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void Minimize(const ExploreConfig& config, FoundViolation& violation, uint64_t states_per_try) {
+  if (IsIoErrorStateId(violation.state_id)) return;  // the case names a request of this workload
   Workload best = violation.minimized_workload;
   // ddmin over operations: try removing chunks, halving the chunk size.
   for (size_t chunk = std::max<size_t>(best.ops.size() / 2, 1); chunk >= 1;) {
@@ -149,6 +217,12 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
   report.stats = run.stats;
   report.allocating_writes = run.allocating_writes;
   report.crash_points = run.timeline->PointCount();
+  if (config.io_errors) {
+    report.enumerator = "eio";
+    QCRASH_RETURN_IF_ERROR(ExploreIoErrors(config, run, start, report));
+    report.elapsed_seconds = Seconds(start);
+    return report;
+  }
   sim::EnumeratorSpec spec = config.enumerator;
   report.states_total = sim::CountCrashStates(*run.timeline, spec);
   if (config.stride_to_cap && config.states_max > 0 && spec.shard_count == 1 &&
@@ -173,35 +247,8 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
     ++report.states_checked;
     ++report.verdicts[static_cast<int>(result.verdict)];
     if (!result.violations.empty()) {
-      ++report.violating_states;
-      std::map<std::string, bool> seen;
-      for (const Violation& v : result.violations) {
-        if (!seen[v.invariant]) ++report.violations_by_invariant[v.invariant];
-        seen[v.invariant] = true;
-      }
-      // One recorded violation per invariant x operation class (the
-      // first state of each), so that one bug's thousand states do not
-      // hide a second bug.
-      const std::string op_class = OpClassAt(run, state.point);
-      for (const Violation& v : result.violations) {
-        if (!classes.insert(v.invariant + "/" + op_class).second) continue;
-        if (report.violations.size() >= config.violations_kept) {
-          ++report.violation_classes_dropped;
-          continue;
-        }
-        FoundViolation found;
-        found.invariant = v.invariant;
-        found.message = v.message;
-        found.op_class = op_class;
-        found.state_id = sim::FormatCrashStateId(state);
-        found.state_index = enumerator->index();
-        found.raw_findings = result.raw_findings;
-        found.minimized_workload = config.workload;
-        found.minimized_state_id = found.state_id;
-        found.minimized_message = found.message;
-        found.minimized_raw_findings = found.raw_findings;
-        report.violations.push_back(std::move(found));
-      }
+      Tally(config, result, sim::FormatCrashStateId(state), enumerator->index(),
+            OpClassAt(run, state.point), classes, report);
       if (config.stop_at_first_violation) break;
     }
     if (progress && std::chrono::duration<double>(Clock::now() - last_progress).count() > 0.25) {
@@ -217,6 +264,13 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
 
 Result<StateResult> ReplayState(const Workload& workload, const RunOptions& run_options,
                                 const RecoveryOptions& recovery, const std::string& state_id) {
+  if (IsIoErrorStateId(state_id)) {
+    QCRASH_ASSIGN_OR_RETURN(IoErrorCase c, ParseIoErrorCase(state_id));
+    QCRASH_ASSIGN_OR_RETURN(IoErrorOutcome outcome, CheckIoErrorCase(workload, run_options, c));
+    if (!outcome.fired)
+      return Status::InvalidArgument("state " + state_id + ": the workload makes fewer requests");
+    return outcome.result;
+  }
   QCRASH_ASSIGN_OR_RETURN(sim::CrashState state, sim::ParseCrashStateId(state_id));
   QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(workload, run_options));
   if (state.point >= run.timeline->PointCount()) {

@@ -38,6 +38,10 @@ struct ExploreConfig {
   // The workload already run with `run` (RunWorkload), shared by several
   // explorations of it with different enumerators; unset: Explore runs it.
   std::shared_ptr<const WorkloadRun> prepared;
+  // The eio pass (properties/eio.h): instead of crash states, each device
+  // request of the run fails in turn (`--enumerator eio`); states_max and
+  // stride_to_cap apply to the cases as to states.
+  bool io_errors = false;
 };
 
 // One violation, as found and as minimized.

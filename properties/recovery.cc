@@ -407,6 +407,24 @@ void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle
   }
 }
 
+// The verdict: the worst thing that happened.
+void SetVerdict(bool repaired, StateResult& result) {
+  bool data_loss = false, unrecoverable = !repaired;
+  for (const Violation& v : result.violations) {
+    data_loss |= v.invariant == "I4" || v.invariant == "I5" || v.invariant == "I6";
+    unrecoverable |= v.invariant == "I7";
+  }
+  if (unrecoverable) {
+    result.verdict = Verdict::kUnrecoverable;
+  } else if (data_loss) {
+    result.verdict = Verdict::kDataLoss;
+  } else if (result.verdict != Verdict::kStaleDataExposed) {
+    result.verdict = result.raw_corruptions ? Verdict::kRepaired
+                     : result.raw_leaks     ? Verdict::kLeaksOnly
+                                            : Verdict::kClean;
+  }
+}
+
 }  // namespace
 
 StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
@@ -441,26 +459,22 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   if (repaired && !options.nested_enumerator.empty()) {
     CheckNested(**view, run, oracle, state.point, options, started_from, content_ok, result);
   }
-  // The verdict: the worst thing that happened.
-  bool data_loss = false, unrecoverable = !repaired;
-  for (const Violation& v : result.violations) {
-    data_loss |= v.invariant == "I4" || v.invariant == "I5" || v.invariant == "I6";
-    unrecoverable |= v.invariant == "I7";
-  }
-  if (unrecoverable) {
-    result.verdict = Verdict::kUnrecoverable;
-  } else if (data_loss) {
-    result.verdict = Verdict::kDataLoss;
-  } else if (result.verdict != Verdict::kStaleDataExposed) {
-    result.verdict = result.raw_corruptions ? Verdict::kRepaired
-                     : result.raw_leaks     ? Verdict::kLeaksOnly
-                                            : Verdict::kClean;
-  }
+  SetVerdict(repaired, result);
   if (options.recovery_invariants_only) {
     std::erase_if(result.violations, [](const Violation& v) {
       return v.invariant != "I3" && v.invariant != "I7" && v.invariant != "I8";
     });
   }
+  return result;
+}
+
+StateResult RecoverImage(BlockDevice& image, const WorkloadRun& run, const GuestOracle& oracle,
+                         uint64_t point) {
+  StateResult result;
+  CheckRaw(image, result);
+  const bool repaired = Repair(image, result, "", result.raw_clean);
+  if (repaired) CheckContent(image, run, oracle, point, result, "");
+  SetVerdict(repaired, result);
   return result;
 }
 

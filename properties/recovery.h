@@ -72,4 +72,10 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
                          std::shared_ptr<const sim::CrashPoint> point, const sim::CrashState& state,
                          const RecoveryOptions& options);
 
+// The same recovery (steps 1-5, no nested crash) of an image that no crash
+// view produced: the disk after an injected I/O error and a close
+// (properties/eio.h). The oracle is asked at `point`.
+StateResult RecoverImage(BlockDevice& image, const WorkloadRun& run, const GuestOracle& oracle,
+                         uint64_t point);
+
 }  // namespace qcrash::properties

@@ -103,9 +103,34 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
   sim::SimDiskOptions disk_options;
   disk_options.sector_bytes = options.sector_bytes;
   disk_options.initial_size_bytes = created.SizeBytes();
+  disk_options.faults = options.io_errors;
   sim::SimDisk disk(disk_options, run.initial);
+  // Notes the operation during which the first injected error fired.
+  auto note_io_error = [&](size_t op) {
+    if (run.io_error_op < 0 && disk.faults().fired_count() > 0)
+      run.io_error_op = static_cast<int64_t>(op);
+  };
+  auto count_requests = [&] {
+    for (size_t k = 0; k < run.device_requests.size(); ++k)
+      run.device_requests[k] = disk.faults().op_count(static_cast<sim::IoOp>(k));
+  };
   {
-    QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(disk, options.open));
+    auto opened = engine::Image::Open(disk, options.open);
+    if (!opened.ok() && disk.faults().fired_count() > 0) {
+      // An injected error met the open: no operation ran.
+      run.io_error_op = 0;
+      run.opened = false;
+      run.workload_status = opened.status().WithContext("open");
+      run.spans.push_back({0, disk.log().size()});
+      count_requests();
+      run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
+      run.log = std::make_shared<const sim::WriteLog>(disk.log());
+      run.timeline =
+          std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
+      return run;
+    }
+    QCRASH_RETURN_IF_ERROR(opened.status());
+    auto image = std::move(opened).value();
     engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
@@ -116,6 +141,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
         image.reset();
         auto reopened = engine::Image::Open(disk, options.open);
         if (!reopened.ok()) {
+          note_io_error(i);
           run.workload_status =
               reopened.status().WithContext("reopen before operation " + std::to_string(i) + " (" +
                                             DescribeOp(workload.ops[i]) + ")");
@@ -126,6 +152,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1);
+      note_io_error(i);
       run.spans.push_back({start, disk.log().size()});
       if (workload.ops[i].kind == OpKind::kWrite &&
           image->stats().clusters_allocated > allocated_before) {
@@ -137,9 +164,17 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
         break;
       }
     }
-    run.stats = Sum(earlier_sessions, image->stats());
-  }  // destroyed without Close(): the log ends where the workload ended
-  run.log = std::make_shared<const sim::WriteLog>(disk.log());
+    run.stats = Sum(earlier_sessions, image ? image->stats() : engine::EngineStats{});
+    if (run.io_error_op >= 0 && !run.workload_status.ok()) {
+      // The guest gives up after the error and the image is closed; the
+      // log (and so the crash timeline) ends before the close.
+      run.log = std::make_shared<const sim::WriteLog>(disk.log());
+      if (image) run.close_status = image->Close();
+      run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
+    }
+  }  // otherwise destroyed without Close(): the log ends where the workload ended
+  count_requests();
+  if (!run.log) run.log = std::make_shared<const sim::WriteLog>(disk.log());
   run.timeline =
       std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
   return run;

@@ -3,6 +3,7 @@
 // started and ended in the log, and the engine's flush accounting.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "engine/options.h"
 #include "properties/workload.h"
 #include "sim/crash_model.h"
+#include "sim/fault_injection.h"
 
 namespace qcrash::properties {
 
@@ -26,6 +28,11 @@ struct RunOptions {
   // M8: pending sectors may also hold a mix of two versions or garbage
   // (`explore --non-atomic`).
   sim::NonAtomicOptions non_atomic;
+  // I/O errors the simulated disk injects into the workload's requests
+  // (properties/eio.h). The run stops at the first guest operation that
+  // fails; when an injected error fired, the image is then closed (the
+  // guest gave up, as qemu-io exits after an error) and the disk kept.
+  sim::FaultRules io_errors;
 };
 
 // Log positions of one guest operation: records [start, end) are its writes
@@ -47,6 +54,17 @@ struct WorkloadRun {
   // Host offset of every guest cluster right after create (0: none), for I10.
   std::vector<uint64_t> reserved_host_offsets;
   Status workload_status;  // the first failed operation (the run stops there)
+  // Device requests the run made (reads, writes and FUA writes, flushes),
+  // indexed by sim::IoOp, as the disk counted them (failed ones included).
+  std::array<uint64_t, 3> device_requests{};
+  // Injected I/O errors (RunOptions::io_errors): the first operation during
+  // which one fired (-1: none fired), and, when one fired and the run
+  // stopped, the disk's latest image after the close that followed, and
+  // that close's status.
+  int64_t io_error_op = -1;
+  bool opened = true;  // false: the first open failed (an injected error met it)
+  std::shared_ptr<const sim::ChunkedImage> after_close;
+  Status close_status;
 };
 
 // Creates the image on memory, then opens it over a SimDisk and runs the

@@ -119,7 +119,10 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     cell.workload = workload_name;
     cell.policy = v.Label();
     cell.enumerator = enumerator;
-    QCRASH_ASSIGN_OR_RETURN(explore.enumerator, sim::ParseEnumeratorSpec(enumerator));
+    // eio is no crash enumerator: each device request fails in turn (properties/eio.h).
+    explore.io_errors = enumerator == "eio";
+    QCRASH_ASSIGN_OR_RETURN(explore.enumerator,
+                            sim::ParseEnumeratorSpec(explore.io_errors ? "prefix" : enumerator));
     explore.stop_at_first_violation = true;
     explore.minimize = false;
     // A stride reaches late crash points under a cap; epochs puts the
@@ -176,7 +179,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     for (const PolicyVariant& v : variants)
       builtin_cells += Runs(name, workload, v.policy, !config.policies.empty());
   }
-  builtin_cells *= 6;
+  builtin_cells *= 7;
   // The repair pass: one cell per built-in workload (see below).
   const bool repair_pass = config.policies.empty();
   if (repair_pass) builtin_cells += builtins.size();
@@ -221,8 +224,9 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   // replay, the refcount rebuild of a dirty image or a repair must recover.
   // The repair pass runs after the two cheapest passes, so a short budget
   // reaches it.
+  // The eio pass (I13) fails each device request of the run in turn.
   for (const char* e :
-       {"epochs", "prefix", "repair", "drop-one", "tear-one", "bounded:2", "nested"}) {
+       {"epochs", "prefix", "eio", "repair", "drop-one", "tear-one", "bounded:2", "nested"}) {
     if (std::string(e) == "repair") {
       QCRASH_RETURN_IF_ERROR(run_repair_pass());
       continue;
@@ -250,6 +254,12 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
           QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
           explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
           check_close(name, v, explore);
+        }
+        if (std::string(e) == "eio") {
+          ExploreConfig eio = explore;
+          eio.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
+          QCRASH_RETURN_IF_ERROR(run_cell(name, v, eio, "eio"));
+          continue;
         }
         if (std::string(e) == "nested") {
           ExploreConfig nested = explore;
@@ -289,6 +299,9 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       for (const char* e : {"epochs", "prefix", "drop-one", "tear-one"}) {
         QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, explore, e));
       }
+      ExploreConfig eio = explore;
+      eio.states_max = std::max<uint64_t>(1, config.generated_states / 20);
+      QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, eio, "eio"));
       check_close(c.workload.name, v, explore);
     }
   }
