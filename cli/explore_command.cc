@@ -15,6 +15,7 @@
 #include <map>
 
 #include "cli/cli_common.h"
+#include "cli/explore_device_faults.h"
 #include "cli/explore_jobs.h"
 #include "cli/reproducer.h"
 #include "engine/bug_catalogue.h"
@@ -48,7 +49,9 @@ const char kUsage[] =
     "  no --workload: the suite (every built-in and generated workloads, every safe policy)\n"
     "  in --budget seconds (20; --quick 2), or with --generated N a fixed amount of work\n"
     "  --bug SWITCH (alias --fault): a known bug switched on; --list-bugs [--output=json]\n"
-    "  lists the catalogue\n";
+    "  lists the catalogue\n"
+    "  --device-fault lying-flush|misdirect [--workload W] [--policy P] [--report FILE]:\n"
+    "  measure a device that lies about flushes or misdirects a write (exit 0 when it ran)\n";
 
 struct Args {
   properties::ExploreConfig config;
@@ -621,6 +624,7 @@ int RunSuiteMode(Args& args) {
 }
 
 int RunExplore(int argc, char** argv) {
+  if (int rc = RunDeviceFaultIfAsked(argc, argv); rc >= 0) return rc;
   Args args;
   if (int rc = ParseArgs(argc, argv, args); rc != 0) return rc < 0 ? 0 : rc;
   if (args.list_bugs) return ListBugs(args.json_output);
