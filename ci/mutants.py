@@ -163,6 +163,20 @@ MUTANTS = [
      "  if (read_only_) return Status::Ok();\n  QCRASH_RETURN_IF_ERROR(ReleaseExtent());\n  QCRASH_RETURN_IF_ERROR(FlushAll());\n  if (journal_)",
      "  if (read_only_) return Status::Ok();\n  QCRASH_RETURN_IF_ERROR(FlushAll());\n  if (journal_)",
      "close keeps the extent policy's unused reservation: a clean close leaks"),
+    # I/O-error handling (the eio pass, I13).
+    ("device-flush-error-ignored", "engine/metadata_cache.cc",
+     "  QCRASH_RETURN_IF_ERROR(device_.Flush());\n  data_pending_ = false;",
+     "  (void)device_.Flush();\n  data_pending_ = false;",
+     "a failed device flush is taken for a good one: the guest's flush succeeds"),
+    ("failed-data-write-still-linked", "engine/cluster_io.cc",
+     "  QCRASH_RETURN_IF_ERROR(io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster)));",
+     "  const Status written = io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster));\n"
+     "  if (!written.ok()) {\n    (void)SetL2Entry(slot, host | f::kOflagCopied);\n    return written;\n  }",
+     "an allocating write whose data write failed still links the new cluster (error checked too late)"),
+    ("cow-read-error-ignored", "engine/cluster_io.cc",
+     "      QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));",
+     "      (void)ReadCluster(guest_cluster, 0, cluster);",
+     "copy-on-write goes on after its read of the old cluster failed"),
 ]
 
 

@@ -407,18 +407,6 @@ int ListBugs(bool json_output) {
   return 0;
 }
 
-// Writes the JSON report (when --report was given) and says where; false
-// when it could not be written.
-bool WriteReport(const std::string& path, const nlohmann::json& json) {
-  if (path.empty()) return true;
-  std::ofstream out(path, std::ios::trunc);
-  out << json.dump(2) << "\n";
-  out.close();
-  if (!out) return false;
-  std::printf("  report          %s\n", path.c_str());
-  return true;
-}
-
 // The command that reruns one cell of the suite on its own.
 std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwitches& bugs) {
   const bool builtin = cell.workload.rfind("random:", 0) != 0;

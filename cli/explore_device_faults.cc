@@ -107,16 +107,6 @@ int Plan(const Args& args, std::vector<engine::OrderingPolicy>& policies,
   return 0;
 }
 
-bool WriteJson(const std::string& path, const nlohmann::json& json) {
-  if (path.empty()) return true;
-  std::ofstream out(path, std::ios::trunc);
-  out << json.dump(2) << "\n";
-  out.close();
-  if (!out) return false;
-  std::printf("  report          %s\n", path.c_str());
-  return true;
-}
-
 std::string InvariantList(const std::map<std::string, uint64_t>& invariants) {
   std::string out;
   for (const auto& [name, count] : invariants) {
@@ -191,7 +181,7 @@ int RunLyingFlush(const Args& args, const std::vector<engine::OrderingPolicy>& p
                 static_cast<unsigned long long>(row.violating),
                 InvariantList(row.invariants).c_str(), row.violating == 0 ? "yes" : "no");
   }
-  if (!WriteJson(args.report_path, json)) {
+  if (!WriteReport(args.report_path, json)) {
     return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
   }
   return 0;
@@ -273,7 +263,7 @@ int RunMisdirect(const Args& args, const std::vector<engine::OrderingPolicy>& po
           static_cast<unsigned long long>(c.silent_wrong_data));
     }
   }
-  if (!WriteJson(args.report_path, json)) {
+  if (!WriteReport(args.report_path, json)) {
     return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
   }
   return 0;
@@ -328,6 +318,16 @@ int RunDeviceFaultIfAsked(int argc, char** argv) {
   if (int rc = Plan(args, policies, cells); rc != 0) return rc;
   return args.fault == "lying-flush" ? RunLyingFlush(args, policies, cells)
                                      : RunMisdirect(args, policies, cells);
+}
+
+bool WriteReport(const std::string& path, const nlohmann::json& json) {
+  if (path.empty()) return true;
+  std::ofstream out(path, std::ios::trunc);
+  out << json.dump(2) << "\n";
+  out.close();
+  if (!out) return false;
+  std::printf("  report          %s\n", path.c_str());
+  return true;
 }
 
 }  // namespace qcrash::cli

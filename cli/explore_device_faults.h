@@ -3,7 +3,14 @@
 // exploration proper.
 #pragma once
 
+#include <nlohmann/json.hpp>
+#include <string>
+
 namespace qcrash::cli {
+
+// Writes an explore JSON report to `path` (nothing when empty) and says
+// where; false when it could not be written (explore_device_faults.cc).
+bool WriteReport(const std::string& path, const nlohmann::json& json);
 
 // When argv holds --device-fault, runs the measurement and returns its exit
 // status (0 when it ran, 2 on bad usage or an I/O error); otherwise -1 and
