@@ -163,6 +163,17 @@ MUTANTS = [
      "  if (read_only_) return Status::Ok();\n  QCRASH_RETURN_IF_ERROR(ReleaseExtent());\n  QCRASH_RETURN_IF_ERROR(FlushAll());\n  if (journal_)",
      "  if (read_only_) return Status::Ok();\n  QCRASH_RETURN_IF_ERROR(FlushAll());\n  if (journal_)",
      "close keeps the extent policy's unused reservation: a clean close leaks"),
+    # The read path (read operations, checked as they run).
+    ("read-ignores-offset-in-cluster", "engine/cluster_io.cc",
+     "      const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + in_cluster;",
+     "      const uint64_t host = slot.entry & f::kL2EntryOffsetMask;",
+     "a read that starts inside an allocated cluster reads from the cluster's start"),
+    ("read-split-off-by-one", "engine/cluster_io.cc",
+     "    const uint64_t n = std::min<uint64_t>(out.size() - done, cb - at % cb);\n"
+     "    QCRASH_RETURN_IF_ERROR(impl_->ReadCluster(",
+     "    const uint64_t n = std::min<uint64_t>(out.size() - done, cb - at % cb + 512);\n"
+     "    QCRASH_RETURN_IF_ERROR(impl_->ReadCluster(",
+     "a read across a cluster boundary takes one sector too many from the first cluster"),
     # I/O-error handling (the eio pass, I13).
     ("device-flush-error-ignored", "engine/metadata_cache.cc",
      "  QCRASH_RETURN_IF_ERROR(device_.Flush());\n  data_pending_ = false;",

@@ -32,7 +32,8 @@ class Rng {
 };
 
 struct Swarm {
-  bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end, reopen;
+  bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end, reopen,
+      reads;
 };
 
 std::string Describe(const Swarm& s) {
@@ -49,6 +50,7 @@ std::string Describe(const Swarm& s) {
   add(s.rewrites, "rewrites");
   add(s.close_at_end, "close");
   add(s.reopen, "reopen");
+  add(s.reads, "reads");
   return out;
 }
 
@@ -72,7 +74,7 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
                        << 20;
 
   Swarm s{r.OneIn(2), r.OneIn(2), !r.OneIn(4), r.OneIn(3), r.OneIn(2), grow_refcounts || r.OneIn(2),
-          r.OneIn(2), r.OneIn(2), r.OneIn(3)};
+          r.OneIn(2), r.OneIn(2), r.OneIn(3),  r.OneIn(2)};
   c.features = Describe(s);
 
   RunOptions& run = c.run;
@@ -155,6 +157,11 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
       op.may_unmap = r.OneIn(2);
     } else if (s.discard && roll >= 6 && roll < 8) {
       op.kind = OpKind::kDiscard;
+      range(op);
+    } else if (s.reads && roll >= 8 && roll < 11) {
+      // Checked as it runs (GuestModel): often across cluster boundaries,
+      // over what earlier writes, discards and zero writes left.
+      op.kind = OpKind::kRead;
       range(op);
     } else {
       op.kind = OpKind::kWrite;

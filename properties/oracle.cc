@@ -67,30 +67,6 @@ uint64_t GuestOracle::MinSizeAt(uint64_t point) const {
   return size;
 }
 
-namespace {
-
-// The tag a 512-byte sector holds: 0 for zeroes, the repeated 8-byte tag,
-// or ~0 for anything else (garbage, or bytes of mixed origin).
-uint64_t TagOf(const uint8_t* sector) {
-  uint64_t first;
-  std::memcpy(&first, sector, 8);
-  for (uint64_t at = 8; at < kGuestSectorBytes; at += 8) {
-    uint64_t word;
-    std::memcpy(&word, sector + at, 8);
-    if (word != first) return ~uint64_t{0};
-  }
-  return first;
-}
-
-std::string DescribeTag(uint64_t tag) {
-  if (tag == 0) return "zeroes";
-  if (tag == ~uint64_t{0}) return "garbage";
-  return "op " + std::to_string((tag >> 40) - 1) + "'s data for guest sector " +
-         std::to_string(tag & ((uint64_t{1} << 40) - 1));
-}
-
-}  // namespace
-
 void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const uint8_t> bytes,
                         std::vector<ContentViolation>& out, size_t max) const {
   // The last guest flush (or close) acknowledged at the crash point.
@@ -104,7 +80,7 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
   const uint64_t first_sector = guest_offset / kGuestSectorBytes;
   for (uint64_t k = 0; k * kGuestSectorBytes < bytes.size() && out.size() < max; ++k) {
     const uint64_t sector = first_sector + k;
-    const uint64_t actual = TagOf(bytes.data() + k * kGuestSectorBytes);
+    const uint64_t actual = SectorTagOf(bytes.data() + k * kGuestSectorBytes);
     auto it = std::lower_bound(sectors_.begin(), sectors_.end(), sector);
     // The values the sector may hold as of the flush: one, or after a
     // discard also zeroes.
@@ -129,10 +105,11 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
     ContentViolation v;
     v.guest_offset = sector * kGuestSectorBytes;
     v.invariant = later_writes ? "I5" : "I4";
-    v.message = "guest sector at " + HexOffset(v.guest_offset) + " reads " + DescribeTag(actual) +
-                (later_writes ? "; allowed: its flushed value (" + DescribeTag(durable) +
+    v.message = "guest sector at " + HexOffset(v.guest_offset) + " reads " +
+                DescribeSectorTag(actual) +
+                (later_writes ? "; allowed: its flushed value (" + DescribeSectorTag(durable) +
                                     ") or a later write's"
-                              : "; expected its flushed value: " + DescribeTag(durable));
+                              : "; expected its flushed value: " + DescribeSectorTag(durable));
     out.push_back(std::move(v));
   }
 }

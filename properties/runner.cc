@@ -38,8 +38,49 @@ engine::EngineStats Sum(const engine::EngineStats& a, const engine::EngineStats&
 
 }  // namespace
 
-Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number) {
+void GuestModel::Apply(const GuestOp& op, uint64_t op_number) {
+  const uint64_t first = op.offset_bytes / kGuestSectorBytes;
+  const uint64_t end = first + op.length_bytes / kGuestSectorBytes;
   switch (op.kind) {
+    case OpKind::kWrite:
+      for (uint64_t s = first; s < end; ++s) sectors_[s] = {SectorTag(op_number, s), false};
+      return;
+    case OpKind::kWriteZeroes:
+      sectors_.erase(sectors_.lower_bound(first), sectors_.lower_bound(end));
+      return;
+    case OpKind::kDiscard:
+      for (auto it = sectors_.lower_bound(first); it != sectors_.end() && it->first < end; ++it)
+        it->second.or_zero = true;
+      return;
+    default:
+      return;  // flush, close, read; a resize only grows (zeroes)
+  }
+}
+
+Status GuestModel::CheckRead(uint64_t offset, std::span<const uint8_t> bytes) const {
+  for (uint64_t k = 0; k * kGuestSectorBytes < bytes.size(); ++k) {
+    const uint64_t sector = offset / kGuestSectorBytes + k;
+    const uint64_t actual = SectorTagOf(bytes.data() + k * kGuestSectorBytes);
+    auto it = sectors_.find(sector);
+    const Expected expected = it == sectors_.end() ? Expected{} : it->second;
+    if (actual == expected.tag || (expected.or_zero && actual == 0)) continue;
+    return Status::Corruption(
+        "read of " + std::to_string(bytes.size()) + " bytes at " + HexOffset(offset) +
+        ": guest sector at " + HexOffset(sector * kGuestSectorBytes) + " reads " +
+        DescribeSectorTag(actual) + "; the last write left " + DescribeSectorTag(expected.tag) +
+        (expected.or_zero ? " (or zeroes: discarded)" : ""));
+  }
+  return Status::Ok();
+}
+
+Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
+                  const GuestModel* model) {
+  switch (op.kind) {
+    case OpKind::kRead: {
+      std::vector<uint8_t> data(op.length_bytes);
+      QCRASH_RETURN_IF_ERROR(image.Read(op.offset_bytes, data));
+      return model != nullptr ? model->CheckRead(op.offset_bytes, data) : Status::Ok();
+    }
     case OpKind::kWrite: {
       std::vector<uint8_t> data(op.length_bytes);
       FillOpContent(op_number, op.offset_bytes / kGuestSectorBytes, data);
@@ -132,6 +173,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
     QCRASH_RETURN_IF_ERROR(opened.status());
     auto image = std::move(opened).value();
     engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
+    GuestModel model;                      // what reads must return
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
       if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
@@ -151,7 +193,8 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
         image = std::move(reopened).value();
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
-      run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1);
+      run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
+      if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
       note_io_error(i);
       run.spans.push_back({start, disk.log().size()});
       if (workload.ops[i].kind == OpKind::kWrite &&

@@ -5,7 +5,9 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/image.h"
@@ -67,13 +69,35 @@ struct WorkloadRun {
   Status close_status;
 };
 
+// What every guest sector reads while no crash intervenes: the last
+// write's content, zeroes, or, after a discard (which may keep a partial
+// cluster's bytes), its old content or zeroes. Read operations are held to
+// it as they run: a read the engine gets wrong stops the run with an error,
+// and a stopped run fails its cell.
+class GuestModel {
+ public:
+  // Records the effect of operation `op_number` (1-based), which succeeded.
+  void Apply(const GuestOp& op, uint64_t op_number);
+  // The first sector of a read at `offset` that holds what it may not.
+  Status CheckRead(uint64_t offset, std::span<const uint8_t> bytes) const;
+
+ private:
+  struct Expected {
+    uint64_t tag = 0;
+    bool or_zero = false;  // discarded: the old tag or zeroes
+  };
+  std::map<uint64_t, Expected> sectors_;  // absent: zeroes
+};
+
 // Creates the image on memory, then opens it over a SimDisk and runs the
 // operations; the log covers the operations only, not the create.
 Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& options);
 
 // Runs one guest operation on `image`; `op_number` (1-based) picks the
-// content a write carries (FillOpContent).
-Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number);
+// content a write carries (FillOpContent). A read is checked against
+// `model` when one is given.
+Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
+                  const GuestModel* model = nullptr);
 
 // The guest-cluster to host-offset map of an image (0 where unallocated).
 Result<std::vector<uint64_t>> HostOffsets(engine::Image& image);

@@ -19,17 +19,19 @@ const char* OpKindName(OpKind kind) {
       return "resize";
     case OpKind::kClose:
       return "close";
+    case OpKind::kRead:
+      return "read";
   }
   return "?";
 }
 
 Result<OpKind> ParseOpKind(const std::string& name) {
   for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
-                   OpKind::kResize, OpKind::kClose}) {
+                   OpKind::kResize, OpKind::kClose, OpKind::kRead}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
-                                 "' (write, write-zeroes, discard, flush, resize, close)");
+                                 "' (write, write-zeroes, discard, flush, resize, close, read)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -37,6 +39,7 @@ std::string DescribeOp(const GuestOp& op) {
   switch (op.kind) {
     case OpKind::kWrite:
     case OpKind::kDiscard:
+    case OpKind::kRead:
       return out + " " + HexOffset(op.offset_bytes) + "+" + std::to_string(op.length_bytes);
     case OpKind::kWriteZeroes:
       return out + (op.may_unmap ? " -u " : " ") + HexOffset(op.offset_bytes) + "+" +
@@ -94,6 +97,24 @@ void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& ou
   }
 }
 
+uint64_t SectorTagOf(const uint8_t* sector) {
+  uint64_t first;
+  std::memcpy(&first, sector, 8);
+  for (uint64_t at = 8; at < kGuestSectorBytes; at += 8) {
+    uint64_t word;
+    std::memcpy(&word, sector + at, 8);
+    if (word != first) return ~uint64_t{0};
+  }
+  return first;
+}
+
+std::string DescribeSectorTag(uint64_t tag) {
+  if (tag == 0) return "zeroes";
+  if (tag == ~uint64_t{0}) return "garbage";
+  return "op " + std::to_string((tag >> 40) - 1) + "'s data for guest sector " +
+         std::to_string(tag & ((uint64_t{1} << 40) - 1));
+}
+
 namespace {
 
 GuestOp W(uint64_t offset, uint64_t length) { return {OpKind::kWrite, offset, length, false}; }
@@ -104,6 +125,7 @@ GuestOp D(uint64_t offset, uint64_t length) { return {OpKind::kDiscard, offset, 
 GuestOp F() { return {OpKind::kFlush, 0, 0, false}; }
 GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
 GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
+GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
 
@@ -206,17 +228,20 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     // bytes or get explicit zeroes), partial writes into discarded clusters
     // (copy-on-write from zero), and a close with writes still unflushed:
     // the close itself must make them durable, the lazy dirty bit cleared
-    // last.
+    // last. Reads across cluster boundaries check the read path as it runs.
     w.image.size_bytes = 1 * kMiB;
     w.ops = {W(0, 24 * kKiB),
              F(),
              D(2 * kKiB, 9 * kKiB),
+             Rd(1 * kKiB, 6 * kKiB),
              Z(13 * kKiB, 7 * kKiB, true),
              W(5 * kKiB, 1 * kKiB),
              F(),
              Z(4 * kKiB, 4 * kKiB + 512, false),
              W(17 * kKiB + 512, 2 * kKiB),
+             Rd(3 * kKiB + 512, 20 * kKiB),
              W(64 * kKiB, 8 * kKiB),
+             Rd(60 * kKiB, 16 * kKiB),
              C()};
   } else if (name == "reopen") {
     // Two sessions: the second opens an image with data, L2 tables and

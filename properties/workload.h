@@ -14,7 +14,15 @@ namespace qcrash::properties {
 
 inline constexpr uint64_t kGuestSectorBytes = 512;
 
-enum class OpKind : uint8_t { kWrite, kWriteZeroes, kDiscard, kFlush, kResize, kClose };
+enum class OpKind : uint8_t {
+  kWrite,
+  kWriteZeroes,
+  kDiscard,
+  kFlush,
+  kResize,
+  kClose,
+  kRead,  // checked as it runs: it must return what the last writes left (GuestModel)
+};
 
 // One guest operation. Offsets and lengths are multiples of 512 bytes.
 struct GuestOp {
@@ -54,5 +62,11 @@ inline uint64_t SectorTag(uint64_t op_number, uint64_t sector) {
 // Fills `out` (a multiple of 512 bytes starting at guest sector `sector`)
 // with op `op_number`'s content.
 void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& out);
+
+// The tag a 512-byte sector holds: 0 for zeroes, the repeated 8-byte tag,
+// or ~0 for anything else (garbage, or bytes of mixed origin).
+uint64_t SectorTagOf(const uint8_t* sector);
+// "zeroes", "garbage" or "op N's data for guest sector S".
+std::string DescribeSectorTag(uint64_t tag);
 
 }  // namespace qcrash::properties

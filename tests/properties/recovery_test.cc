@@ -115,5 +115,36 @@ TEST(Recovery, AfterACrashOfRecoveryEveryMappedRangeIsRead) {
       << Describe(result);
 }
 
+// Read operations are held to the guest model as they run: what the last
+// write left, zeroes after write-zeroes, old-or-zero after a discard.
+TEST(GuestModel, AReadMustReturnWhatTheLastWritesLeft) {
+  GuestModel model;
+  model.Apply(W(0, 4 * kKiB), 1);
+  model.Apply({OpKind::kWriteZeroes, 1 * kKiB, 512, false}, 2);
+  model.Apply(D(2 * kKiB, 1 * kKiB), 3);
+  std::vector<uint8_t> bytes(5 * kKiB, 0);
+  FillOpContent(1, 0, bytes);  // op 1's data everywhere it wrote...
+  std::fill(bytes.begin() + 1 * kKiB, bytes.begin() + 1 * kKiB + 512, 0);  // ...zeroed by op 2
+  std::fill(bytes.begin() + 4 * kKiB, bytes.end(), 0);                     // never written
+  EXPECT_TRUE(model.CheckRead(0, bytes).ok());
+  // A discarded sector may read zeroes or its old data.
+  std::fill(bytes.begin() + 2 * kKiB, bytes.begin() + 3 * kKiB, 0);
+  EXPECT_TRUE(model.CheckRead(0, bytes).ok());
+  // Anything else is wrong: a zeroed sector with its old data, another
+  // sector's data, a sector nobody wrote with data.
+  std::vector<uint8_t> wrong(512);
+  FillOpContent(1, 2, wrong);
+  const Status zeroed = model.CheckRead(1 * kKiB, wrong);
+  EXPECT_FALSE(zeroed.ok());
+  EXPECT_NE(zeroed.ToString().find("guest sector at 0x400 reads op 0's data for guest sector 2"),
+            std::string::npos)
+      << zeroed.ToString();
+  EXPECT_FALSE(model.CheckRead(3 * kKiB, wrong).ok());
+  EXPECT_FALSE(model.CheckRead(8 * kKiB, wrong).ok());
+  std::vector<uint8_t> right(512);
+  FillOpContent(1, 7, right);
+  EXPECT_TRUE(model.CheckRead(7 * 512, right).ok());
+}
+
 }  // namespace
 }  // namespace qcrash::properties
