@@ -410,11 +410,15 @@ int ListBugs(bool json_output) {
 // The command that reruns one cell of the suite on its own.
 std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwitches& bugs) {
   const bool builtin = cell.workload.rfind("random:", 0) != 0;
+  // "journal/scan", "unsafe/repair", "lazy/qemu": a policy and its variants.
   std::string policy = cell.policy;
   std::string journal;
-  if (const size_t slash = policy.find('/'); slash != std::string::npos) {
-    journal =
-        policy.substr(slash + 1) == "repair" ? " --recovery-only" : " --journal recovery=scan";
+  for (size_t slash; (slash = policy.rfind('/')) != std::string::npos;) {
+    const std::string variant = policy.substr(slash + 1);
+    journal = (variant == "repair" ? " --recovery-only"
+               : variant == "qemu" ? " --data-ordering qemu"
+                                   : " --journal recovery=scan") +
+              journal;
     policy = policy.substr(0, slash);
   }
   std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") +

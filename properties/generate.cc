@@ -82,7 +82,7 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   run.open.l2_cache_tables = r.Pick<uint32_t>({1, 2, 4, 32});
   run.open.refcount_cache_blocks = r.Pick<uint32_t>({1, 2, 8});
   run.open.extent_clusters = r.Pick<uint32_t>({4, 32});
-  run.open.data_ordering = r.OneIn(5) ? engine::DataOrdering::kQemu : engine::DataOrdering::kStrict;
+  run.open.data_ordering = r.OneIn(3) ? engine::DataOrdering::kQemu : engine::DataOrdering::kStrict;
   run.sector_bytes = r.OneIn(4) ? 4096 : 512;
   if (policy == engine::OrderingPolicy::kJournal) {
     engine::JournalOptions& j = run.open.journal;

@@ -111,12 +111,22 @@ bool Odometer(std::vector<uint64_t>& digits, const std::vector<uint64_t>& radix)
   return false;
 }
 
-// Shared by bounded and exhaustive: walks points, and per point a sequence
-// of (subset of pending sectors, choice per member) in a fixed order.
+std::vector<uint64_t> EpochEnds(const CrashTimeline& timeline);
+
+// Shared by bounded, bounded-ends and exhaustive: walks points (every one,
+// or only `points` when given), and per point a sequence of (subset of
+// pending sectors, choice per member) in a fixed order.
 class SubsetEnumerator final : public CrashEnumerator {
  public:
-  SubsetEnumerator(const CrashTimeline& timeline, bool exhaustive, uint64_t bound, uint64_t limit)
-      : CrashEnumerator(timeline), exhaustive_(exhaustive), bound_(bound), limit_(limit) {}
+  SubsetEnumerator(const CrashTimeline& timeline, bool exhaustive, uint64_t bound, uint64_t limit,
+                   bool epoch_ends = false)
+      : CrashEnumerator(timeline),
+        exhaustive_(exhaustive),
+        bound_(bound),
+        limit_(limit),
+        only_points_(epoch_ends) {
+    if (epoch_ends) points_ = EpochEnds(timeline);
+  }
 
   bool NextUnsharded(CrashState* state) override {
     while (!has_state_) {
@@ -137,8 +147,9 @@ class SubsetEnumerator final : public CrashEnumerator {
 
  private:
   bool AdvancePoint() {
-    if (next_point_ >= timeline_.PointCount()) return false;
-    LoadPoint(next_point_++);
+    if (next_point_ >= (only_points_ ? points_.size() : timeline_.PointCount())) return false;
+    const uint64_t p = next_point_++;
+    LoadPoint(only_points_ ? points_[p] : p);
     const size_t m = point_->pending.size();
     if (exhaustive_) {
       uint64_t product = 1;
@@ -188,6 +199,8 @@ class SubsetEnumerator final : public CrashEnumerator {
   bool exhaustive_;
   uint64_t bound_;
   uint64_t limit_;
+  bool only_points_;
+  std::vector<uint64_t> points_;  // only_points_: the epochs' last points
   uint64_t next_point_ = 0;
   bool has_state_ = false;
   std::vector<size_t> subset_;
@@ -441,6 +454,9 @@ std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& ti
     case EnumeratorKind::kEpochs:
       result = std::make_unique<EpochEnumerator>(timeline);
       break;
+    case EnumeratorKind::kBoundedEnds:
+      result = std::make_unique<SubsetEnumerator>(timeline, false, spec.bound, 0, true);
+      break;
   }
   result->shard_count_ = spec.shard_count == 0 ? 1 : spec.shard_count;
   result->shard_index_ = spec.shard_index;
@@ -468,7 +484,13 @@ uint64_t CountCrashStates(const CrashTimeline& timeline, const EnumeratorSpec& s
       total += last - first;
     }
   } else {
-    for (uint64_t p = 0; p < timeline.PointCount(); ++p) {
+    std::vector<uint64_t> points;
+    if (spec.kind == EnumeratorKind::kBoundedEnds) {
+      points = EpochEnds(timeline);
+    } else {
+      for (uint64_t p = 0; p < timeline.PointCount(); ++p) points.push_back(p);
+    }
+    for (const uint64_t p : points) {
       const auto point = timeline.Point(p);
       const size_t m = point->pending.size();
       if (spec.kind == EnumeratorKind::kDropOne) {
@@ -517,9 +539,9 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
                 : name == "drop-one" ? EnumeratorKind::kDropOne
                 : name == "epochs"   ? EnumeratorKind::kEpochs
                                      : EnumeratorKind::kTearOne;
-  } else if (name == "bounded") {
-    spec.kind = EnumeratorKind::kBounded;
-    if (!ParseU64(args, &spec.bound)) return bad("expected bounded:<K>");
+  } else if (name == "bounded" || name == "bounded-ends") {
+    spec.kind = name == "bounded" ? EnumeratorKind::kBounded : EnumeratorKind::kBoundedEnds;
+    if (!ParseU64(args, &spec.bound)) return bad("expected bounded:<K> or bounded-ends:<K>");
   } else if (name == "exhaustive") {
     spec.kind = EnumeratorKind::kExhaustive;
     if (!ParseU64(args, &spec.limit)) return bad("expected exhaustive:<limit>");
@@ -531,7 +553,9 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
       return bad("expected random:<seed>:<N>");
     }
   } else {
-    return bad("unknown kind (prefix, drop-one, tear-one, bounded, exhaustive, random, epochs)");
+    return bad(
+        "unknown kind (prefix, drop-one, tear-one, bounded, exhaustive, random, epochs, "
+        "bounded-ends)");
   }
   return spec;
 }
@@ -559,6 +583,9 @@ std::string FormatEnumeratorSpec(const EnumeratorSpec& spec) {
       break;
     case EnumeratorKind::kEpochs:
       text = "epochs";
+      break;
+    case EnumeratorKind::kBoundedEnds:
+      text = "bounded-ends:" + std::to_string(spec.bound);
       break;
   }
   if (spec.shard_count > 1) {

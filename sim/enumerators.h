@@ -23,26 +23,30 @@
 namespace qcrash::sim {
 
 enum class EnumeratorKind : uint8_t {
-  kPrefix,      // one state per point: records [0, p) landed in order
-  kDropOne,     // per point and pending sector: that sector durable, the rest latest
-  kTearOne,     // per multi-sector (non-FUA) write w at point w+1: its first t sectors
-                // landed, the others hold their version before w (1 <= t < sectors)
-  kBounded,     // per point: every state with at most K sectors not at latest
-  kExhaustive,  // per point whose product of choices is <= limit: all of them
-  kRandom,      // N distinct states drawn uniformly from every state of every point
-                // (all of them when there are N or fewer), from a seed
-  kEpochs,      // per flush epoch, at its last point, per write w of it: w alone lost
-                // (its sectors hold their version before w), and w alone landed
-                // (every other pending sector durable); epochs that write the
-                // device's first sector (a header switch) come first
+  kPrefix,       // one state per point: records [0, p) landed in order
+  kDropOne,      // per point and pending sector: that sector durable, the rest latest
+  kTearOne,      // per multi-sector (non-FUA) write w at point w+1: its first t sectors
+                 // landed, the others hold their version before w (1 <= t < sectors)
+  kBounded,      // per point: every state with at most K sectors not at latest
+  kExhaustive,   // per point whose product of choices is <= limit: all of them
+  kRandom,       // N distinct states drawn uniformly from every state of every point
+                 // (all of them when there are N or fewer), from a seed
+  kEpochs,       // per flush epoch, at its last point, per write w of it: w alone lost
+                 // (its sectors hold their version before w), and w alone landed
+                 // (every other pending sector durable); epochs that write the
+                 // device's first sector (a header switch) come first
+  kBoundedEnds,  // bounded(K) at the last point of each flush epoch only (the epochs'
+                 // order): two writes of one epoch lost together, or a sector
+                 // written twice left at its middle version while another is lost
 };
 
 // Text form: "prefix", "drop-one", "tear-one", "bounded:<K>",
-// "exhaustive:<limit>", "random:<seed>:<N>", "epochs", each optionally followed by
+// "exhaustive:<limit>", "random:<seed>:<N>", "epochs", "bounded-ends:<K>", each
+// optionally followed by
 // "@<i>/<N>" for shard i of N (0 <= i < N).
 struct EnumeratorSpec {
   EnumeratorKind kind = EnumeratorKind::kPrefix;
-  uint64_t bound = 1;         // K for kBounded
+  uint64_t bound = 1;         // K for kBounded and kBoundedEnds
   uint64_t limit = 1u << 20;  // for kExhaustive
   uint64_t seed = 0;          // for kRandom
   uint64_t samples = 1000;    // N for kRandom
