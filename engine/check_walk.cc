@@ -550,7 +550,7 @@ Status MarkAllMetadata(CheckContext& ctx) {
   const Header& h = ctx.header;
   // Check reports no overlapping snapshot structures: the walk looks for
   // them only when repair would act on them.
-  if (PlansOverlapDiscards(ctx)) {
+  if (PlansDiscards(ctx)) {
     DiscardOverlappingSnapshotTable(ctx);
     QCRASH_RETURN_IF_ERROR(DiscardOverlappingSnapshots(ctx));
   }

@@ -10,8 +10,8 @@ namespace {
 
 namespace f = format;
 
-void AddDropped(CheckContext& ctx, std::string table, uint64_t guest_offset,
-                uint64_t length_bytes, std::string reason) {
+void AddDropped(CheckContext& ctx, std::string table, uint64_t guest_offset, uint64_t length_bytes,
+                std::string reason) {
   if (ctx.report.dropped.size() >= kMaxFindings) return;
   ctx.report.dropped.push_back({std::move(table), guest_offset, length_bytes, std::move(reason)});
 }
@@ -34,9 +34,8 @@ uint64_t ApplyDrop(CheckContext& ctx, const EntryProposal& p) {
     return 0;
   }
   const bool zero = (p.entry & f::kOflagZero) != 0 && (p.entry & f::kOflagCompressed) == 0;
-  const uint64_t guest =
-      (uint64_t{p.l1_index} * f::L2Entries(ctx.header.cluster_bits) + p.l2_index)
-      << ctx.header.cluster_bits;
+  const uint64_t guest = (uint64_t{p.l1_index} * f::L2Entries(ctx.header.cluster_bits) + p.l2_index)
+                         << ctx.header.cluster_bits;
   ctx.Report(
       p.kind, Severity::kCorruption, true, p.target, [&] { return OwnerOf(ctx, p); },
       [&] {
@@ -95,6 +94,33 @@ bool DecideSnapshotCut(CheckContext& ctx, const SnapshotCutProposal& p) {
   return true;
 }
 
-bool PlansOverlapDiscards(const CheckContext& ctx) { return ctx.repair() == RepairMode::kAll; }
+bool DecideDiscard(CheckContext& ctx, const DiscardProposal& p) {
+  if (ctx.repair() != RepairMode::kAll) {
+    ctx.Report(p.kind, p.unapplied_severity, false, p.offset, p.owner, p.unapplied_message);
+    return false;
+  }
+  if (p.structure == DiscardProposal::Structure::kBitmaps) {
+    ctx.Report(p.kind, Severity::kCorruption, true, p.offset, p.owner,
+               "Repairing: " + p.why + "; discarding all bitmaps (autoclear bit 0 cleared)");
+    ctx.discard_bitmaps = true;
+    return true;
+  }
+  // The engine allocates the journal area for itself (refcount 1), so an
+  // area over header-positioned metadata is not a journal: replaying it
+  // would write over that metadata. Clearing the journal-valid bit
+  // releases the area (an old tool's meaning: never used again), and the
+  // journal-dirty bit goes with it, since the engine refuses an image that
+  // is dirty without a valid journal.
+  const bool dirty = (ctx.header.incompatible_features & f::kIncompatJournalDirty) != 0;
+  ctx.Report(p.kind, Severity::kCorruption, true, p.offset, p.owner,
+             "Repairing: " + p.why + "; discarding the journal (journal-valid bit cleared" +
+                 (dirty ? ", journal-dirty bit cleared: its transactions are not replayed)" : ")"));
+  ctx.discard_journal = true;
+  ctx.header.autoclear_features &= ~f::kAutoclearJournalValid;
+  ctx.header.incompatible_features &= ~f::kIncompatJournalDirty;
+  return true;
+}
+
+bool PlansDiscards(const CheckContext& ctx) { return ctx.repair() == RepairMode::kAll; }
 
 }  // namespace qcrash::engine::check_internal

@@ -10,7 +10,9 @@
 // repair.cc writes the edited tables in step 1). Otherwise it records the
 // finding as check reports it ("ERROR ...", or nothing when a later step of
 // the walk reports the problem) and the walk goes on with the entry as
-// found. Used by check_walk.cc; internal to engine/check*.cc and repair*.cc.
+// found. The same holds for whole structures (the bitmaps, the journal)
+// that repair discards. Used by check_walk.cc, check_bitmaps.cc and
+// journal_check.cc; internal to engine/check*.cc and repair*.cc.
 #pragma once
 
 #include <cstdint>
@@ -71,10 +73,32 @@ struct SnapshotCutProposal {
 // reading it), false when check reports the entry as an error and goes on.
 bool DecideSnapshotCut(CheckContext& ctx, const SnapshotCutProposal& proposal);
 
-// Whether repair acts on structures that merely overlap (a snapshot table or
-// snapshot L1 table over other metadata): only then does the walk spend the
-// reads to look for them, since check alone reports none of them.
-bool PlansOverlapDiscards(const CheckContext& ctx);
+// A whole structure the walk found broken, proposed for a discard: the
+// bitmaps (a corrupt bitmap structure; they are only dirty tracking, so
+// they go rather than guest data) or the journal (an area over other
+// metadata cannot be ours; replaying it would write over that metadata).
+struct DiscardProposal {
+  enum class Structure : uint8_t { kBitmaps, kJournal };
+  Structure structure = Structure::kBitmaps;
+  FindingKind kind = FindingKind::kBitmap;
+  uint64_t offset = 0;  // host offset the finding names
+  std::string owner;
+  std::string why;
+  // The finding check reports when repair keeps the structure.
+  Severity unapplied_severity = Severity::kCorruption;
+  std::string unapplied_message;
+};
+
+// Decides a discard: true when repair discards the structure (recorded in
+// the context: discard_bitmaps, or discard_journal with the header bits
+// cleared), false when check reports the finding and the walk goes on.
+bool DecideDiscard(CheckContext& ctx, const DiscardProposal& proposal);
+
+// Whether repair acts on problems check alone does not look for (a snapshot
+// table or snapshot L1 table over other metadata, a bitmap over anything,
+// an invalid bitmap table entry before any bitmap counts): only then does
+// the walk spend the reads to look for them.
+bool PlansDiscards(const CheckContext& ctx);
 
 // The owner names findings use for an entry of an L1 or an L2 table.
 std::string L1Owner(const L1Source& source, uint32_t l1_index);
