@@ -20,12 +20,13 @@ namespace f = format;
 
 uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
-// True when some cluster of [offset, offset+size) holds metadata.
-ClusterUse MetadataIn(const CheckContext& ctx, uint64_t offset, uint64_t size) {
-  const uint64_t first = offset >> ctx.header.cluster_bits;
-  const uint64_t last = (offset + size - 1) >> ctx.header.cluster_bits;
+// The first metadata use found in [offset, offset+size), or kNone.
+ClusterUse MetadataIn(const ClusterLedger& ledger, uint32_t cluster_bits, uint64_t offset,
+                      uint64_t size) {
+  const uint64_t first = offset >> cluster_bits;
+  const uint64_t last = (offset + size - 1) >> cluster_bits;
   for (uint64_t k = first; k <= last; ++k) {
-    if (ctx.UseOf(k) != ClusterUse::kNone) return ctx.UseOf(k);
+    if (ledger.UseOf(k) != ClusterUse::kNone) return ledger.UseOf(k);
   }
   return ClusterUse::kNone;
 }
@@ -91,9 +92,10 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
                     extent.host_offset, "compressed range ends past the end of the file")) {
     return false;
   }
-  const ClusterUse meta = ctx.PastEnd(extent.host_offset, extent.bytes)
-                              ? ClusterUse::kNone
-                              : MetadataIn(ctx, extent.host_offset, extent.bytes);
+  const ClusterUse meta =
+      ctx.PastEnd(extent.host_offset, extent.bytes)
+          ? ClusterUse::kNone
+          : MetadataIn(ctx, ctx.header.cluster_bits, extent.host_offset, extent.bytes);
   if (meta != ClusterUse::kNone) {
     const std::string why = std::string("compressed range overlaps the ") + ClusterUseName(meta);
     if (ProposeL2Drop(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap,
@@ -135,7 +137,7 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
                           offset,
                           "data cluster " + HexOffset(offset) + " lies past the end of the file");
   }
-  const ClusterUse meta = MetadataIn(ctx, offset, ctx.cluster_bytes);
+  const ClusterUse meta = MetadataIn(ctx, ctx.header.cluster_bits, offset, ctx.cluster_bytes);
   if (meta != ClusterUse::kNone) {
     return !ProposeL2Drop(
         ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap, offset,
