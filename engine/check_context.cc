@@ -238,7 +238,7 @@ bool ClusterLedger::PastEnd(uint64_t offset, uint64_t size) const {
 }
 
 void ClusterLedger::NotePastEnd(uint64_t offset, uint64_t size) {
-  // Only repair rebuilds, and in kAll the walk drops every past-end L2
+  // Only repair rebuilds, and in kAll repair drops every past-end L2
   // pointer first, so this list holds header-level structures only.
   if (keeps_past_end_ranges_) {
     past_end_ranges.push_back(
