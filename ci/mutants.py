@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, file, old text, new text, the bug in words)
 MUTANTS = [
     ("l1-switch-before-table-durable", "engine/image.cc",
-     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));\n"
      "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n  const uint64_t old_offset = header_.l1_table_offset;",
      "  const uint64_t old_offset = header_.l1_table_offset;",
      "L1 growth: the header switches to the new L1 before its contents and refcounts are durable"),

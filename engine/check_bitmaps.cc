@@ -3,6 +3,7 @@
 // As in QEMU, bitmaps count only while autoclear bit 0 says they are valid.
 #include "engine/check_internal.h"
 #include "engine/endian.h"
+#include "engine/repair_plan.h"
 
 namespace qcrash::engine::check_internal {
 namespace {
@@ -24,23 +25,19 @@ bool InvalidTableEntry(const CheckContext& ctx, uint64_t entry) {
          (offset != 0 && (entry & 1));
 }
 
-// A corrupt bitmap structure. In kAll every bitmap is discarded (autoclear
-// bit 0 cleared, as a writer that does not know bitmaps would): they are
-// only dirty-tracking metadata, no guest data, and their clusters become
-// leaks. QEMU's check -r all leaves them; qcrash must leave a clean image.
-void BitmapCorruption(CheckContext& ctx, FindingKind kind, uint64_t offset, std::string owner,
+// A corrupt bitmap structure, proposed for a discard of every bitmap
+// (autoclear bit 0 cleared, as a writer that does not know bitmaps would):
+// they are only dirty-tracking metadata, no guest data, and their clusters
+// become leaks. QEMU's check -r all leaves them; qcrash must leave a clean
+// image. Returns true when repair discards them (DecideDiscard).
+bool BitmapCorruption(CheckContext& ctx, FindingKind kind, uint64_t offset, std::string owner,
                       const std::string& what) {
-  if (!ctx.fix_all()) {
-    ctx.Report(kind, Severity::kCorruption, false, offset, std::move(owner), "ERROR " + what);
-    return;
-  }
-  ctx.Report(kind, Severity::kCorruption, true, offset, std::move(owner),
-             "Repairing: " + what + "; discarding all bitmaps (autoclear bit 0 cleared)");
-  ctx.discard_bitmaps = true;
+  return DecideDiscard(ctx, {DiscardProposal::Structure::kBitmaps, kind, offset, std::move(owner),
+                             what, Severity::kCorruption, "ERROR " + what});
 }
 
-// kAll: every bitmap table entry is valid before any bitmap counts, since
-// one invalid entry discards them all.
+// Repair only (PlansDiscards): every bitmap table entry is valid before any
+// bitmap counts, since one invalid entry discards them all.
 Status ValidateBitmapTables(CheckContext& ctx) {
   for (const BitmapInfo& bitmap : ctx.bitmaps) {
     std::vector<uint8_t> table(uint64_t{bitmap.table_entries} * 8);
@@ -113,7 +110,7 @@ Status ReadBitmapEntries(CheckContext& ctx) {
 Status ReadBitmapDirectory(CheckContext& ctx) {
   if (!BitmapsValid(ctx)) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(ReadBitmapEntries(ctx));
-  if (ctx.fix_all() && !ctx.discard_bitmaps) QCRASH_RETURN_IF_ERROR(ValidateBitmapTables(ctx));
+  if (PlansDiscards(ctx) && !ctx.discard_bitmaps) QCRASH_RETURN_IF_ERROR(ValidateBitmapTables(ctx));
   if (ctx.discard_bitmaps) {
     // From here on the walk sees the image as it will be: no valid bitmaps.
     ctx.bitmaps.clear();
@@ -176,9 +173,9 @@ void MarkBitmaps(CheckContext& ctx) {
   // kAll: repair writes the other structure (or drops pointers into it), so
   // a bitmap sharing its clusters would change under it; bitmaps are only
   // dirty tracking, so they go rather than guest data or snapshots.
-  if (ctx.fix_all() && BitmapsOverlap(ctx)) {
-    BitmapCorruption(ctx, FindingKind::kOverlap, ctx.header.bitmaps->directory_offset,
-                     "bitmap directory", "a bitmap structure overlaps other metadata");
+  if (PlansDiscards(ctx) && BitmapsOverlap(ctx) &&
+      BitmapCorruption(ctx, FindingKind::kOverlap, ctx.header.bitmaps->directory_offset,
+                       "bitmap directory", "a bitmap structure overlaps other metadata")) {
     ctx.bitmaps.clear();
     ctx.header.autoclear_features &= ~f::kAutoclearBitmaps;
     return;
@@ -198,11 +195,11 @@ void MarkBitmaps(CheckContext& ctx) {
 Status CountBitmaps(CheckContext& ctx) {
   if (!BitmapsValid(ctx)) return Status::Ok();
   uint64_t shared = 0;
-  if (ctx.fix_all()) {
+  if (PlansDiscards(ctx)) {
     QCRASH_ASSIGN_OR_RETURN(const bool overlaps, BitmapDataOverlaps(ctx, &shared));
-    if (overlaps) {
-      BitmapCorruption(ctx, FindingKind::kOverlap, shared, "bitmap data",
-                       "bitmap data cluster " + HexOffset(shared) + " has another owner");
+    if (overlaps &&
+        BitmapCorruption(ctx, FindingKind::kOverlap, shared, "bitmap data",
+                         "bitmap data cluster " + HexOffset(shared) + " has another owner")) {
       ctx.bitmaps.clear();
       ctx.header.autoclear_features &= ~f::kAutoclearBitmaps;
       return Status::Ok();

@@ -160,12 +160,14 @@ std::vector<std::pair<uint64_t, const std::vector<uint8_t>*>> RefcountView::Dirt
 // ---- CheckContext -------------------------------------------------------------------
 
 CheckContext::CheckContext(BlockDevice& dev, const Header& h, const CheckOptions& options)
-    : device(dev),
+    : FindingLog(options.repair == RepairMode::kNone ? std::min(options.max_findings, kMaxFindings)
+                                                     : kMaxFindings,
+                 h.cluster_bits),
+      TableReader(dev),
+      ClusterLedger(*this, options.repair == RepairMode::kAll),
+      device(dev),
       header(h),
-      options_(options),
-      max_findings_(options.repair == RepairMode::kNone
-                        ? std::min(options.max_findings, kMaxFindings)
-                        : kMaxFindings) {}
+      options_(options) {}
 
 Status CheckContext::Init() {
   file_bytes = device.SizeBytes();
@@ -178,18 +180,19 @@ Status CheckContext::Init() {
   }
   refcount_max = std::min<uint64_t>(f::MaxRefcount(header.refcount_order),
                                     std::numeric_limits<uint32_t>::max());
-  // One extra cluster: a reference may end less than a cluster past EOF.
-  imrt_.assign(nb_clusters + 1, 0);
-  use_.assign(nb_clusters + 1, ClusterUse::kNone);
+  SetTableGeometry(file_bytes, cluster_bytes);
+  InitLedger(file_bytes, header.cluster_bits, nb_clusters, refcount_max);
   report.total_clusters = (header.size_bytes + cluster_bytes - 1) >> header.cluster_bits;
   return Status::Ok();
 }
 
-Status CheckContext::ReadZeroFilled(uint64_t offset, std::span<uint8_t> out) {
-  return ReadZeroFilledFrom(device, offset, out);
+// ---- TableReader ---------------------------------------------------------------------
+
+Status TableReader::ReadZeroFilled(uint64_t offset, std::span<uint8_t> out) {
+  return ReadZeroFilledFrom(table_device_, offset, out);
 }
 
-Status CheckContext::ReadTable(uint64_t offset, std::span<uint8_t> out) {
+Status TableReader::ReadTable(uint64_t offset, std::span<uint8_t> out) {
   auto it = edited_tables.find(offset);
   if (it != edited_tables.end() && it->second.size() == out.size()) {
     std::copy(it->second.begin(), it->second.end(), out.begin());
@@ -198,50 +201,63 @@ Status CheckContext::ReadTable(uint64_t offset, std::span<uint8_t> out) {
   return ReadZeroFilled(offset, out);
 }
 
-Status CheckContext::ReadL1(uint64_t offset, uint64_t entries, std::vector<uint8_t>& out) {
-  const uint64_t in_file = offset >= file_bytes ? 0 : (file_bytes - offset + 7) / 8;
+Status TableReader::ReadL1(uint64_t offset, uint64_t entries, std::vector<uint8_t>& out) {
+  const uint64_t in_file = offset >= table_file_bytes_ ? 0 : (table_file_bytes_ - offset + 7) / 8;
   out.resize(std::min(entries, in_file) * 8);
   return ReadTable(offset, out);
 }
 
-std::span<uint8_t> CheckContext::L2Scratch() {
+std::span<uint8_t> TableReader::L2Scratch() {
   // Not zero-initialised: every user fills it with ReadTable first.
   if (l2_scratch_ == nullptr)
-    l2_scratch_ = std::make_unique_for_overwrite<uint8_t[]>(cluster_bytes);
-  return std::span<uint8_t>(l2_scratch_.get(), cluster_bytes);
+    l2_scratch_ = std::make_unique_for_overwrite<uint8_t[]>(table_cluster_bytes_);
+  return std::span<uint8_t>(l2_scratch_.get(), table_cluster_bytes_);
 }
 
-void CheckContext::EditTable(uint64_t offset, std::span<const uint8_t> bytes) {
+void TableReader::EditTable(uint64_t offset, std::span<const uint8_t> bytes) {
   edited_tables[offset].assign(bytes.begin(), bytes.end());
 }
 
-bool CheckContext::PastEnd(uint64_t offset, uint64_t size) const {
-  // Offsets come from 56-bit fields and sizes are at most a few MiB: no overflow.
-  const uint64_t end = offset + size;
-  return end > file_bytes && end - file_bytes >= cluster_bytes;
+// ---- ClusterLedger -------------------------------------------------------------------
+
+void ClusterLedger::InitLedger(uint64_t file_bytes, uint32_t cluster_bits, uint64_t nb_clusters,
+                               uint64_t refcount_max) {
+  ledger_file_bytes_ = file_bytes;
+  ledger_cluster_bits_ = cluster_bits;
+  ledger_refcount_max_ = refcount_max;
+  // One extra cluster: a reference may end less than a cluster past EOF.
+  imrt_.assign(nb_clusters + 1, 0);
+  use_.assign(nb_clusters + 1, ClusterUse::kNone);
 }
 
-void CheckContext::NotePastEnd(uint64_t offset, uint64_t size) {
-  // Only repair rebuilds, and in kAll the walk drops every past-end L2
+bool ClusterLedger::PastEnd(uint64_t offset, uint64_t size) const {
+  // Offsets come from 56-bit fields and sizes are at most a few MiB: no overflow.
+  const uint64_t end = offset + size;
+  return end > ledger_file_bytes_ &&
+         end - ledger_file_bytes_ >= (uint64_t{1} << ledger_cluster_bits_);
+}
+
+void ClusterLedger::NotePastEnd(uint64_t offset, uint64_t size) {
+  // Only repair rebuilds, and in kAll repair drops every past-end L2
   // pointer first, so this list holds header-level structures only.
-  if (fix_all()) {
+  if (keeps_past_end_ranges_) {
     past_end_ranges.push_back(
-        {offset >> header.cluster_bits, (offset + size - 1) >> header.cluster_bits, true});
+        {offset >> ledger_cluster_bits_, (offset + size - 1) >> ledger_cluster_bits_, true});
   }
 }
 
-void CheckContext::SetImrt(uint64_t cluster, uint64_t count) {
+void ClusterLedger::SetImrt(uint64_t cluster, uint64_t count) {
   if (cluster >= imrt_.size()) {
     imrt_.resize(cluster + 1, 0);
     use_.resize(cluster + 1, ClusterUse::kNone);
   }
-  imrt_[cluster] = static_cast<uint32_t>(std::min(count, refcount_max));
+  imrt_[cluster] = static_cast<uint32_t>(std::min(count, ledger_refcount_max_));
 }
 
-ClusterUse CheckContext::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse use) {
+ClusterUse ClusterLedger::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse use) {
   if (size == 0) return ClusterUse::kNone;
-  const uint64_t first = offset >> header.cluster_bits;
-  const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+  const uint64_t first = offset >> ledger_cluster_bits_;
+  const uint64_t last = (offset + size - 1) >> ledger_cluster_bits_;
   ClusterUse conflict = ClusterUse::kNone;
   for (uint64_t k = first; k <= last && k < use_.size(); ++k) {
     if (use_[k] == ClusterUse::kNone) {
@@ -253,7 +269,9 @@ ClusterUse CheckContext::MarkMetadata(uint64_t offset, uint64_t size, ClusterUse
   return conflict;
 }
 
-bool CheckContext::CountFinding(FindingKind kind, Severity severity, bool repaired) {
+// ---- FindingLog ----------------------------------------------------------------------
+
+bool FindingLog::CountFinding(FindingKind kind, Severity severity, bool repaired) {
   switch (severity) {
     case Severity::kInfo:
       break;
@@ -275,14 +293,14 @@ bool CheckContext::CountFinding(FindingKind kind, Severity severity, bool repair
   return true;
 }
 
-void CheckContext::Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
-                        std::string owner, std::string message) {
+void FindingLog::Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+                      std::string owner, std::string message) {
   Finding finding;
   finding.kind = kind;
   finding.severity = severity;
   finding.repaired = repaired;
   finding.host_offset = host_offset;
-  finding.cluster_index = host_offset >> header.cluster_bits;
+  finding.cluster_index = host_offset >> cluster_bits_;
   finding.owner = std::move(owner);
   finding.message = std::move(message);
   report.findings.push_back(std::move(finding));

@@ -1,7 +1,9 @@
-// Shared state of one check/repair run: the in-memory refcount table (IMRT),
-// the per-cluster metadata map used for overlap detection, the on-disk
-// refcount view, and the table edits repair will write. Internal to
-// engine/check*.cc and engine/repair.cc.
+// Shared state of one check/repair run (CheckContext), reached through three
+// narrow interfaces: FindingLog (report a finding), TableReader (read a
+// table, keep repair's table edits) and ClusterLedger (record a reference
+// in the in-memory refcount table, IMRT; the per-cluster metadata map used
+// for overlap detection); plus the on-disk refcount view. Internal to
+// engine/check*.cc, engine/journal_check.cc and engine/repair*.cc.
 #pragma once
 
 #include <cstdint>
@@ -133,14 +135,68 @@ class RefcountView {
   std::vector<uint8_t>* last_block_ = nullptr;
 };
 
-class CheckContext {
+// ---- The narrow interfaces of a check run ---------------------------------------
+// CheckContext (below) is made of three parts, each a small interface with
+// its own state, so that a module that needs one reaches only that one:
+//   FindingLog    report a finding (every check module, the repair planner);
+//   TableReader   read a table, and keep repair's edits to tables (the walk,
+//                 the COPIED pass, repair step 1);
+//   ClusterLedger record a reference (the IMRT) and the metadata use of a
+//                 cluster (the walk, the bitmap and journal checks, the
+//                 refcount comparison and the rebuild).
+// What repair decides about a broken entry is not here: the walk proposes
+// and engine/repair_plan.h decides.
+
+// FindingLog: the findings of one run and their counts (CheckReport).
+class FindingLog {
  public:
-  CheckContext(BlockDevice& device, const Header& header, const CheckOptions& options);
+  // Records a finding and counts it. A repaired finding counts as fixed.
+  // Counts a finding and keeps it while fewer than the limit are kept.
+  // `owner` and `message` are strings, or callables returning one: those
+  // run only for a finding that is kept, so a walk over thousands of broken
+  // entries does not format thousands of messages nobody sees.
+  template <class Owner, class Message>
+  void Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+              Owner&& owner, Message&& message) {
+    if (!CountFinding(kind, severity, repaired)) return;
+    Keep(kind, severity, repaired, host_offset, Materialize(std::forward<Owner>(owner)),
+         Materialize(std::forward<Message>(message)));
+  }
+  // Whether the next finding would be kept (callers that build a finding
+  // in several steps can skip the work).
+  bool KeepsFindings() const { return report.findings.size() < max_findings_; }
 
-  // Setup: sizes the IMRT from the file size (bounded by kMaxClustersChecked).
-  Status Init();
+  CheckReport report;
+  // Findings counted but not kept, still unrepaired, by kind and severity:
+  // a rebuild fixes them too and moves their counts (repair.cc).
+  std::map<std::pair<FindingKind, Severity>, uint64_t> omitted_open;
 
-  // ---- reading -------------------------------------------------------------
+ protected:
+  FindingLog(size_t max_findings, uint32_t cluster_bits)
+      : max_findings_(max_findings), cluster_bits_(cluster_bits) {}
+
+ private:
+  // Counts a finding; returns whether it is kept.
+  bool CountFinding(FindingKind kind, Severity severity, bool repaired);
+  void Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
+            std::string owner, std::string message);
+  template <class T>
+  static std::string Materialize(T&& value) {
+    if constexpr (std::is_invocable_v<T&>) {
+      return value();
+    } else {
+      return std::string(std::forward<T>(value));
+    }
+  }
+
+  size_t max_findings_ = kMaxFindings;
+  uint32_t cluster_bits_ = 16;
+};
+
+// TableReader: bounded reads of the image's tables, as repair will leave
+// them: an L1 or L2 table repair edited in this run reads as edited.
+class TableReader {
+ public:
   // Reads [offset, offset + out.size()); bytes past the end of the file read
   // as zeroes, as QEMU's block layer returns them.
   Status ReadZeroFilled(uint64_t offset, std::span<uint8_t> out);
@@ -158,36 +214,61 @@ class CheckContext {
   // it and finish with it before any other table is read.
   std::span<uint8_t> L2Scratch();
 
-  // ---- counting ------------------------------------------------------------
+  // The storage L1Buffer lends (below).
+  std::vector<uint8_t> l1_pool;
+  // Edited L1/L2 tables by host offset, written by repair step 1.
+  std::map<uint64_t, std::vector<uint8_t>> edited_tables;
+
+ protected:
+  explicit TableReader(BlockDevice& device) : table_device_(device) {}
+  void SetTableGeometry(uint64_t file_bytes, uint64_t cluster_bytes) {
+    table_file_bytes_ = file_bytes;
+    table_cluster_bytes_ = cluster_bytes;
+  }
+
+ private:
+  BlockDevice& table_device_;
+  uint64_t table_file_bytes_ = 0;
+  uint64_t table_cluster_bytes_ = 0;
+  std::unique_ptr<uint8_t[]> l2_scratch_;  // cluster_bytes, see L2Scratch
+};
+
+// ClusterLedger: per host cluster, the references counted (the in-memory
+// refcount table, IMRT) and the first metadata use (for overlap detection).
+// A reference it cannot count is reported through the FindingLog.
+class ClusterLedger {
+ public:
   // qcow2_inc_refcounts_imrt: one reference for every cluster [offset, offset+size)
   // touches. A range ending one cluster or more past the end of the file is
   // a corruption and is not counted. Returns false when it was not counted.
-  // `owner` as in Report: a string or a callable, run only when a finding is kept.
+  // `owner` as in FindingLog::Report: a string or a callable, run only when a finding is kept.
   template <class Owner>
   bool AddReference(uint64_t offset, uint64_t size, Owner&& owner) {
     if (size == 0) return true;
     if (PastEnd(offset, size)) {
       NotePastEnd(offset, size);
-      Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner, [&] {
+      log_.Report(FindingKind::kPastEnd, Severity::kCorruption, false, offset, owner, [&] {
         return "ERROR: counting reference for region exceeding the end of the file by one cluster "
                "or more: offset " +
                HexOffset(offset) + " size " + HexOffset(size);
       });
       return false;
     }
-    const uint64_t first = offset >> header.cluster_bits;
-    const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+    const uint64_t first = offset >> ledger_cluster_bits_;
+    const uint64_t last = (offset + size - 1) >> ledger_cluster_bits_;
     for (uint64_t k = first; k <= last && k < imrt_.size(); ++k) {
-      if (imrt_[k] < refcount_max) {
+      if (imrt_[k] < ledger_refcount_max_) {
         ++imrt_[k];
         continue;
       }
       ++uncounted_[k];
-      Report(FindingKind::kRefcountOverflow, Severity::kCorruption, false, k << header.cluster_bits,
-             owner, [&] {
-               return "ERROR: overflow cluster offset=" + HexOffset(k << header.cluster_bits) +
-                      ": use a wider refcount_order (qemu-img amend) or convert to a clean copy";
-             });
+      log_.Report(
+          FindingKind::kRefcountOverflow, Severity::kCorruption, false, k << ledger_cluster_bits_,
+          owner, [&] {
+            return "ERROR: overflow cluster offset=" + HexOffset(k << ledger_cluster_bits_) +
+                   ": use a wider refcount_order (qemu-img amend) or convert to a clean "
+                   "copy";
+          });
     }
     return true;
   }
@@ -196,11 +277,11 @@ class CheckContext {
   // returns false (the caller then calls AddReference with the owner's name).
   bool TryAddReference(uint64_t offset, uint64_t size) {
     if (size == 0 || PastEnd(offset, size)) return size == 0;
-    const uint64_t first = offset >> header.cluster_bits;
-    const uint64_t last = (offset + size - 1) >> header.cluster_bits;
+    const uint64_t first = offset >> ledger_cluster_bits_;
+    const uint64_t last = (offset + size - 1) >> ledger_cluster_bits_;
     if (last >= imrt_.size()) return false;
     for (uint64_t k = first; k <= last; ++k) {
-      if (imrt_[k] >= refcount_max) return false;
+      if (imrt_[k] >= ledger_refcount_max_) return false;
     }
     for (uint64_t k = first; k <= last; ++k) ++imrt_[k];
     return true;
@@ -226,7 +307,6 @@ class CheckContext {
   void SetImrt(uint64_t cluster, uint64_t count);
   bool PastEnd(uint64_t offset, uint64_t size) const;
 
-  // ---- metadata map --------------------------------------------------------
   // Records the first metadata use of every cluster of [offset, offset+size)
   // inside the file; returns the use already recorded for a different kind,
   // or kNone. Same-kind reuse (a shared L2 table) is not an overlap.
@@ -235,27 +315,41 @@ class CheckContext {
     return cluster < use_.size() ? use_[cluster] : ClusterUse::kNone;
   }
 
-  // ---- findings ------------------------------------------------------------
-  // Records a finding and counts it. A repaired finding counts as fixed.
-  // Counts a finding and keeps it while fewer than the limit are kept.
-  // `owner` and `message` are strings, or callables returning one: those
-  // run only for a finding that is kept, so a walk over thousands of broken
-  // entries does not format thousands of messages nobody sees.
-  template <class Owner, class Message>
-  void Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
-              Owner&& owner, Message&& message) {
-    if (!CountFinding(kind, severity, repaired)) return;
-    Keep(kind, severity, repaired, host_offset, Materialize(std::forward<Owner>(owner)),
-         Materialize(std::forward<Message>(message)));
-  }
-  // Whether the next finding would be kept (callers that build a finding
-  // in several steps can skip the work).
-  bool KeepsFindings() const { return report.findings.size() < max_findings_; }
-  // The storage L1Buffer lends (below).
-  std::vector<uint8_t> l1_pool;
-  // Findings counted but not kept, still unrepaired, by kind and severity:
-  // a rebuild fixes them too and moves their counts (repair.cc).
-  std::map<std::pair<FindingKind, Severity>, uint64_t> omitted_open;
+  // kAll: references AddReference could not count because they lie past the end.
+  std::vector<PastEndRange> past_end_ranges;
+
+ protected:
+  ClusterLedger(FindingLog& log, bool keeps_past_end_ranges)
+      : log_(log), keeps_past_end_ranges_(keeps_past_end_ranges) {}
+  // Sizes the ledger for `nb_clusters` clusters of the file (one more: a
+  // reference may end less than a cluster past the end of the file).
+  void InitLedger(uint64_t file_bytes, uint32_t cluster_bits, uint64_t nb_clusters,
+                  uint64_t refcount_max);
+
+ private:
+  // AddReference's past-end bookkeeping (the ranges a rebuild must cover).
+  void NotePastEnd(uint64_t offset, uint64_t size);
+
+  FindingLog& log_;
+  bool keeps_past_end_ranges_ = false;
+  uint64_t ledger_file_bytes_ = 0;
+  uint32_t ledger_cluster_bits_ = 16;
+  uint64_t ledger_refcount_max_ = 0;
+  std::vector<uint32_t> imrt_;
+  std::map<uint64_t, uint64_t> uncounted_;  // overflowed references per cluster
+  std::vector<ClusterUse> use_;
+};
+
+// The state of one check/repair run: the three parts above, the image's
+// geometry, the on-disk refcounts and the structures the walk found, and
+// what repair will write besides edited tables.
+class CheckContext : public FindingLog, public TableReader, public ClusterLedger {
+ public:
+  CheckContext(BlockDevice& device, const Header& header, const CheckOptions& options);
+
+  // Setup: sizes the IMRT from the file size (bounded by kMaxClustersChecked).
+  Status Init();
+
   bool fix_leaks() const { return options_.repair != RepairMode::kNone; }
   bool fix_all() const { return options_.repair == RepairMode::kAll; }
   RepairMode repair() const { return options_.repair; }
@@ -266,7 +360,6 @@ class CheckContext {
   uint64_t cluster_bytes = 0;
   uint64_t nb_clusters = 0;  // clusters of the file, rounded up
   uint64_t refcount_max = 0;
-  CheckReport report;
   RefcountView refcounts;
   std::vector<SnapshotInfo> snapshots;
   uint64_t snapshot_table_bytes = 0;
@@ -276,8 +369,6 @@ class CheckContext {
   // Clusters the old refcount structure counted for itself (table and
   // blocks), so a rebuild can leave them out of the new counts.
   std::vector<uint64_t> old_refcount_clusters;
-  // Edited L1/L2 tables by host offset, written by repair step 1.
-  std::map<uint64_t, std::vector<uint8_t>> edited_tables;
   // kAll: the snapshot table keeps only its first entries, up to the first
   // broken one (QEMU discards the broken tail); written by repair step 1.
   std::optional<uint32_t> snapshots_kept;
@@ -289,31 +380,9 @@ class CheckContext {
   // table or the snapshot table, so it cannot be ours: it is discarded by
   // clearing the journal-valid and journal-dirty bits; written by repair step 1.
   bool discard_journal = false;
-  // kAll: references AddReference could not count because they lie past the end.
-  std::vector<PastEndRange> past_end_ranges;
 
  private:
-  // Counts a finding; returns whether it is kept.
-  bool CountFinding(FindingKind kind, Severity severity, bool repaired);
-  void Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
-            std::string owner, std::string message);
-  // AddReference's past-end bookkeeping (the ranges a rebuild must cover).
-  void NotePastEnd(uint64_t offset, uint64_t size);
-  template <class T>
-  static std::string Materialize(T&& value) {
-    if constexpr (std::is_invocable_v<T&>) {
-      return value();
-    } else {
-      return std::string(std::forward<T>(value));
-    }
-  }
-
   CheckOptions options_;
-  size_t max_findings_ = kMaxFindings;
-  std::vector<uint32_t> imrt_;
-  std::map<uint64_t, uint64_t> uncounted_;  // overflowed references per cluster
-  std::vector<ClusterUse> use_;
-  std::unique_ptr<uint8_t[]> l2_scratch_;  // cluster_bytes, see L2Scratch
 };
 
 // ---- the walk (check_walk.cc) ---------------------------------------------------
@@ -326,14 +395,14 @@ void CheckHeaderFields(CheckContext& ctx);
 // Contents are stale until ReadL1 fills them.
 class L1Buffer {
  public:
-  explicit L1Buffer(CheckContext& ctx) : ctx_(ctx), bytes_(std::move(ctx.l1_pool)) {}
-  ~L1Buffer() { ctx_.l1_pool = std::move(bytes_); }
+  explicit L1Buffer(TableReader& tables) : tables_(tables), bytes_(std::move(tables.l1_pool)) {}
+  ~L1Buffer() { tables_.l1_pool = std::move(bytes_); }
   L1Buffer(const L1Buffer&) = delete;
   L1Buffer& operator=(const L1Buffer&) = delete;
   std::vector<uint8_t>& bytes() { return bytes_; }
 
  private:
-  CheckContext& ctx_;
+  TableReader& tables_;
   std::vector<uint8_t> bytes_;
 };
 

@@ -1,12 +1,17 @@
 // The walk of check: header fields, snapshot table, the metadata map
 // (phase 1) and the reference count of every owner (phase 2, QEMU's
-// calculate_refcounts). In RepairMode::kAll the walk also decides which
-// pointers cannot be trusted and edits the tables in memory; repair.cc
-// writes those edits before any refcount changes.
+// calculate_refcounts). The walk decides nothing about repair: each broken
+// entry it finds goes to the repair planner (engine/repair_plan.h) as a
+// proposal, and the walk goes on with the entry the planner returns (in
+// RepairMode::kAll, the edited one, kept in the walk's copy of the table;
+// repair.cc writes those edits before any refcount changes).
 #include <algorithm>
+#include <optional>
+#include <utility>
 
 #include "engine/check_internal.h"
 #include "engine/endian.h"
+#include "engine/repair_plan.h"
 
 namespace qcrash::engine::check_internal {
 namespace {
@@ -15,51 +20,59 @@ namespace f = format;
 
 uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
-std::string L1Owner(const L1Source& source, uint32_t l1_index) {
-  return source.table + " L1[" + std::to_string(l1_index) + "]";
-}
-
-std::string L2Owner(const CheckContext& ctx, const L1Source& source, uint32_t l1_index,
-                    uint64_t l2_offset, uint32_t l2_index) {
-  const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
-                         << ctx.header.cluster_bits;
-  return L1Owner(source, l1_index) + " -> L2 " + HexOffset(l2_offset) + "[" +
-         std::to_string(l2_index) + "] (" + GuestRange(guest) + ")";
-}
-
-void AddDropped(CheckContext& ctx, const L1Source& source, uint64_t guest_offset,
-                uint64_t length_bytes, std::string reason) {
-  if (ctx.report.dropped.size() >= kMaxFindings) return;
-  ctx.report.dropped.push_back({source.table, guest_offset, length_bytes, std::move(reason)});
-}
-
-// True when some cluster of [offset, offset+size) holds metadata.
-ClusterUse MetadataIn(const CheckContext& ctx, uint64_t offset, uint64_t size) {
-  const uint64_t first = offset >> ctx.header.cluster_bits;
-  const uint64_t last = (offset + size - 1) >> ctx.header.cluster_bits;
+// The first metadata use found in [offset, offset+size), or kNone.
+ClusterUse MetadataIn(const ClusterLedger& ledger, uint32_t cluster_bits, uint64_t offset,
+                      uint64_t size) {
+  const uint64_t first = offset >> cluster_bits;
+  const uint64_t last = (offset + size - 1) >> cluster_bits;
   for (uint64_t k = first; k <= last; ++k) {
-    if (ctx.UseOf(k) != ClusterUse::kNone) return ctx.UseOf(k);
+    if (ledger.UseOf(k) != ClusterUse::kNone) return ledger.UseOf(k);
   }
   return ClusterUse::kNone;
 }
 
-// Drops an L2 entry in repair mode: the finding, the guest range, the edit.
-void DropL2Entry(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
-                 uint32_t l2_index, uint64_t& entry, FindingKind kind, uint64_t target,
-                 const std::string& why) {
-  const bool zero = (entry & f::kOflagZero) != 0 && (entry & f::kOflagCompressed) == 0;
-  const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
-                         << ctx.header.cluster_bits;
-  ctx.Report(
-      kind, Severity::kCorruption, true, target,
-      [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); },
-      [&] {
-        return "Repairing: " + why + "; L2 entry " + HexOffset(entry) +
-               (zero ? " made a plain zero cluster" : " dropped");
-      });
-  if (!zero) AddDropped(ctx, source, guest, ctx.cluster_bytes, why);
-  // A zero cluster stays zero without its preallocated host cluster.
-  entry = zero && ctx.header.version == 3 ? f::kOflagZero : 0;
+// An L2 entry's proposal, with the fields every L2 proposal shares.
+EntryProposal L2Proposal(const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
+                         uint32_t l2_index, uint64_t entry, EntryProposal::Edit edit,
+                         FindingKind kind, uint64_t target, std::string why) {
+  EntryProposal p;
+  p.table = EntryProposal::Table::kL2;
+  p.edit = edit;
+  p.source = &source;
+  p.l1_index = l1_index;
+  p.l2_offset = l2_offset;
+  p.l2_index = l2_index;
+  p.entry = entry;
+  p.kind = kind;
+  p.target = target;
+  p.why = std::move(why);
+  return p;
+}
+
+// Proposes dropping an L2 entry; returns true (with `entry` replaced) when
+// repair dropped it. `unapplied` is the finding check reports otherwise.
+bool ProposeL2Drop(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
+                   uint32_t l2_index, uint64_t& entry, FindingKind kind, uint64_t target,
+                   std::string why, std::optional<Severity> unapplied = {},
+                   std::string unapplied_message = {}) {
+  EntryProposal p = L2Proposal(source, l1_index, l2_offset, l2_index, entry,
+                               EntryProposal::Edit::kDropPointer, kind, target, std::move(why));
+  p.unapplied_severity = unapplied;
+  p.unapplied_message = std::move(unapplied_message);
+  const std::optional<uint64_t> replacement = DecideEntryEdit(ctx, p);
+  if (!replacement) return false;
+  entry = *replacement;
+  return true;
+}
+
+// Proposes clearing `bits` of an L2 entry; `entry` loses them when repair agrees.
+void ProposeL2ClearBits(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
+                        uint64_t l2_offset, uint32_t l2_index, uint64_t& entry, uint64_t bits,
+                        FindingKind kind, uint64_t target, std::string why) {
+  EntryProposal p = L2Proposal(source, l1_index, l2_offset, l2_index, entry,
+                               EntryProposal::Edit::kClearBits, kind, target, std::move(why));
+  p.bits = bits;
+  if (const std::optional<uint64_t> replacement = DecideEntryEdit(ctx, p)) entry = *replacement;
 }
 
 // Counts a compressed entry; returns false when repair dropped it.
@@ -67,32 +80,28 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
                      uint64_t l2_offset, uint32_t l2_index, uint64_t& entry, bool frag_info) {
   auto owner_of = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
   if (entry & f::kOflagCopied) {
-    ctx.Report(FindingKind::kCompressedInvalid, Severity::kCorruption, ctx.fix_all(),
-               entry & ~(f::kOflagCopied | f::kOflagCompressed), owner_of, [&] {
-                 return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                        ": copied flag must never be set for compressed clusters";
-               });
-    if (ctx.fix_all()) entry &= ~f::kOflagCopied;
+    ProposeL2ClearBits(ctx, source, l1_index, l2_offset, l2_index, entry, f::kOflagCopied,
+                       FindingKind::kCompressedInvalid,
+                       entry & ~(f::kOflagCopied | f::kOflagCompressed),
+                       ": copied flag must never be set for compressed clusters");
   }
   const f::CompressedExtent extent = f::DecodeCompressed(entry, ctx.header.cluster_bits);
-  if (ctx.fix_all() && ctx.PastEnd(extent.host_offset, extent.bytes)) {
-    DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kPastEnd,
-                extent.host_offset, "compressed range ends past the end of the file");
+  // Past the end: check reports it when the range is counted.
+  if (ctx.PastEnd(extent.host_offset, extent.bytes) &&
+      ProposeL2Drop(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kPastEnd,
+                    extent.host_offset, "compressed range ends past the end of the file")) {
     return false;
   }
-  const ClusterUse meta = ctx.PastEnd(extent.host_offset, extent.bytes)
-                              ? ClusterUse::kNone
-                              : MetadataIn(ctx, extent.host_offset, extent.bytes);
+  const ClusterUse meta =
+      ctx.PastEnd(extent.host_offset, extent.bytes)
+          ? ClusterUse::kNone
+          : MetadataIn(ctx, ctx.header.cluster_bits, extent.host_offset, extent.bytes);
   if (meta != ClusterUse::kNone) {
-    if (ctx.fix_all()) {
-      DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap,
-                  extent.host_offset,
-                  std::string("compressed range overlaps the ") + ClusterUseName(meta));
+    const std::string why = std::string("compressed range overlaps the ") + ClusterUseName(meta);
+    if (ProposeL2Drop(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap,
+                      extent.host_offset, why, Severity::kInfo, why)) {
       return false;
     }
-    ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, extent.host_offset, owner_of, [&] {
-      return std::string("compressed range overlaps the ") + ClusterUseName(meta);
-    });
   }
   if (!ctx.TryAddReference(extent.host_offset, extent.bytes)) {
     ctx.AddReference(extent.host_offset, extent.bytes, owner_of);
@@ -105,45 +114,35 @@ bool CountCompressed(CheckContext& ctx, const L1Source& source, uint32_t l1_inde
   return true;
 }
 
-// Checks a standard entry with a host offset before it is counted; in repair
-// mode drops it when it cannot be trusted. Returns false when dropped.
+// Checks a standard entry with a host offset before it is counted: a
+// misaligned offset, a cluster past the end of the file or over metadata is
+// proposed for a drop. Returns false when repair dropped it.
 bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
                          uint64_t l2_offset, uint32_t l2_index, uint64_t& entry) {
   const uint64_t offset = entry & f::kL2EntryOffsetMask;
   const bool zero = (entry & f::kOflagZero) != 0;
-  auto owner = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
   if ((offset & (ctx.cluster_bytes - 1)) != 0) {
     const std::string what = zero ? "Preallocated cluster is not properly aligned"
                                   : "Data cluster is not properly aligned";
-    if (ctx.fix_all()) {
-      DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kMisaligned,
-                  offset, "offset=" + HexOffset(offset) + ": " + what);
+    if (ProposeL2Drop(
+            ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kMisaligned, offset,
+            "offset=" + HexOffset(offset) + ": " + what, Severity::kCorruption,
+            "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted.")) {
       return false;
     }
-    ctx.Report(FindingKind::kMisaligned, Severity::kCorruption, false, offset, owner, [&] {
-      return "ERROR offset=" + HexOffset(offset) + ": " + what + "; L2 entry corrupted.";
-    });
   }
-  if (!ctx.fix_all()) {
-    const ClusterUse meta = ctx.PastEnd(offset, ctx.cluster_bytes)
-                                ? ClusterUse::kNone
-                                : MetadataIn(ctx, offset, ctx.cluster_bytes);
-    if (meta != ClusterUse::kNone) {
-      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, offset, owner,
-                 [&] { return std::string("data cluster overlaps the ") + ClusterUseName(meta); });
-    }
-    return true;
-  }
+  // Past the end: check reports it when the cluster is counted.
   if (ctx.PastEnd(offset, ctx.cluster_bytes)) {
-    DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kPastEnd, offset,
-                "data cluster " + HexOffset(offset) + " lies past the end of the file");
-    return false;
+    return !ProposeL2Drop(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kPastEnd,
+                          offset,
+                          "data cluster " + HexOffset(offset) + " lies past the end of the file");
   }
-  const ClusterUse meta = MetadataIn(ctx, offset, ctx.cluster_bytes);
+  const ClusterUse meta = MetadataIn(ctx, ctx.header.cluster_bits, offset, ctx.cluster_bytes);
   if (meta != ClusterUse::kNone) {
-    DropL2Entry(ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap, offset,
-                "data cluster " + HexOffset(offset) + " overlaps the " + ClusterUseName(meta));
-    return false;
+    return !ProposeL2Drop(
+        ctx, source, l1_index, l2_offset, l2_index, entry, FindingKind::kOverlap, offset,
+        "data cluster " + HexOffset(offset) + " overlaps the " + ClusterUseName(meta),
+        Severity::kInfo, std::string("data cluster overlaps the ") + ClusterUseName(meta));
   }
   return true;
 }
@@ -167,14 +166,9 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
       CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
     } else {
       if (entry & f::kL2EntryReservedMask) {
-        ctx.Report(
-            FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(), l2_offset + j * 8,
-            [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
-            [&] {
-              return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                     " found l2 entry with reserved bits set: " + HexOffset(entry);
-            });
-        if (ctx.fix_all()) entry &= ~f::kL2EntryReservedMask;
+        ProposeL2ClearBits(ctx, source, l1_index, l2_offset, j, entry, f::kL2EntryReservedMask,
+                           FindingKind::kReservedBits, l2_offset + j * 8,
+                           " found l2 entry with reserved bits set: " + HexOffset(entry));
       }
       if ((entry & f::kOflagZero) && ctx.header.version == 2) {
         ctx.Report(
@@ -204,6 +198,22 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
   return Status::Ok();
 }
 
+// An L1 entry's proposal, with the fields every L1 proposal shares.
+EntryProposal L1Proposal(const L1Source& source, uint32_t l1_index, uint64_t entry,
+                         EntryProposal::Edit edit, FindingKind kind, uint64_t target,
+                         std::string why) {
+  EntryProposal p;
+  p.table = EntryProposal::Table::kL1;
+  p.edit = edit;
+  p.source = &source;
+  p.l1_index = l1_index;
+  p.entry = entry;
+  p.kind = kind;
+  p.target = target;
+  p.why = std::move(why);
+  return p;
+}
+
 // check_refcounts_l1: the table itself, then every L2 table it points to.
 Status CountL1(CheckContext& ctx, const L1Source& source) {
   if (source.entries == 0) return Status::Ok();
@@ -217,30 +227,28 @@ Status CountL1(CheckContext& ctx, const L1Source& source) {
     uint64_t entry = LoadBe64(&table[i * 8]);
     const uint64_t original = entry;
     if (entry & f::kL1EntryReservedMask) {
-      ctx.Report(
-          FindingKind::kReservedBits, Severity::kCorruption, ctx.fix_all(), source.offset + i * 8,
-          [&] { return L1Owner(source, i); },
-          [&] {
-            return std::string(ctx.fix_all() ? "Repairing" : "ERROR") +
-                   " found L1 entry with reserved bits set: " + HexOffset(entry);
-          });
-      if (ctx.fix_all()) entry &= ~f::kL1EntryReservedMask;
+      EntryProposal p = L1Proposal(source, i, entry, EntryProposal::Edit::kClearBits,
+                                   FindingKind::kReservedBits, source.offset + i * 8,
+                                   " found L1 entry with reserved bits set: " + HexOffset(entry));
+      p.bits = f::kL1EntryReservedMask;
+      if (const std::optional<uint64_t> replacement = DecideEntryEdit(ctx, p)) entry = *replacement;
     }
     const uint64_t l2_offset = entry & f::kL1EntryOffsetMask;
     const bool misaligned = (l2_offset & (ctx.cluster_bytes - 1)) != 0;
     const bool past_end = ctx.PastEnd(l2_offset, ctx.cluster_bytes);
-    if (l2_offset != 0 && ctx.fix_all() && (misaligned || past_end)) {
-      const std::string why =
+    std::optional<uint64_t> replacement;
+    if (l2_offset != 0 && (misaligned || past_end)) {
+      // When repair keeps the entry, check reports the table below, after counting it.
+      EntryProposal p = L1Proposal(
+          source, i, entry, EntryProposal::Edit::kDropPointer,
+          misaligned ? FindingKind::kMisaligned : FindingKind::kPastEnd, l2_offset,
           misaligned ? "L2 table " + HexOffset(l2_offset) + " is not cluster aligned"
-                     : "L2 table " + HexOffset(l2_offset) + " lies past the end of the file";
-      ctx.Report(misaligned ? FindingKind::kMisaligned : FindingKind::kPastEnd,
-                 Severity::kCorruption, true, l2_offset, L1Owner(source, i),
-                 "Repairing: " + why + "; L1 entry dropped");
-      if (misaligned) {
-        AddDropped(ctx, source, uint64_t{i} * f::L1EntryCoverBytes(ctx.header.cluster_bits),
-                   f::L1EntryCoverBytes(ctx.header.cluster_bits), why);
-      }
-      entry = 0;
+                     : "L2 table " + HexOffset(l2_offset) + " lies past the end of the file");
+      p.record_dropped = misaligned;
+      replacement = DecideEntryEdit(ctx, p);
+    }
+    if (replacement) {
+      entry = *replacement;
     } else if (l2_offset != 0) {
       if (!ctx.TryAddReference(l2_offset, ctx.cluster_bytes)) {
         ctx.AddReference(l2_offset, ctx.cluster_bytes,
@@ -359,28 +367,12 @@ void CheckHeaderFields(CheckContext& ctx) {
 
 namespace {
 
-// A snapshot table entry that cannot be used. In kAll the table keeps only
-// the entries before it, as QEMU's check -r all discards a broken table
-// tail; the discarded snapshots' clusters become leaks. Returns true when the
-// walk must stop reading the table there.
+// A snapshot table entry that cannot be used, proposed as the place where
+// repair cuts the table (DecideSnapshotCut). Returns true when the walk must
+// stop reading the table there.
 bool BrokenSnapshotEntry(CheckContext& ctx, uint32_t index, uint64_t offset,
                          const std::string& owner, const std::string& what) {
-  if (!ctx.fix_all()) {
-    ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, false, offset, owner,
-               "ERROR " + what);
-    return false;
-  }
-  const uint32_t total = ctx.header.nb_snapshots;
-  ctx.Report(FindingKind::kSnapshotTable, Severity::kCorruption, true, offset, owner,
-             "Repairing: " + what + "; discarding snapshot table entries " + std::to_string(index) +
-                 ".." + std::to_string(total - 1));
-  if (ctx.report.dropped.size() < kMaxFindings) {
-    ctx.report.dropped.push_back(
-        {"snapshot table entries " + std::to_string(index) + ".." + std::to_string(total - 1), 0,
-         ctx.header.size_bytes, what});
-  }
-  ctx.snapshots_kept = index;
-  return true;
+  return DecideSnapshotCut(ctx, {index, offset, owner, what});
 }
 
 }  // namespace
@@ -483,18 +475,10 @@ void DiscardOverlappingSnapshotTable(CheckContext& ctx) {
     }
   }
   if (other == nullptr) return;
-  const uint32_t total = h.nb_snapshots;
   const std::string what = std::string("the snapshot table overlaps the ") + other;
-  ctx.Report(
-      FindingKind::kSnapshotTable, Severity::kCorruption, true, table_offset, "snapshot table",
-      "Repairing: " + what + "; discarding snapshot table entries 0.." + std::to_string(total - 1));
-  if (ctx.report.dropped.size() < kMaxFindings) {
-    ctx.report.dropped.push_back(
-        {"snapshot table entries 0.." + std::to_string(total - 1), 0, h.size_bytes, what});
-  }
+  if (!DecideSnapshotCut(ctx, {0, table_offset, "snapshot table", what})) return;
   ctx.snapshots.clear();
   ctx.snapshot_table_bytes = 0;
-  ctx.snapshots_kept = 0;
 }
 
 // kAll: a snapshot whose L1 table shares a cluster with the header, the
@@ -549,10 +533,12 @@ Status DiscardOverlappingSnapshots(CheckContext& ctx) {
     }
     if (other.empty()) continue;
     const uint64_t start = i == 0 ? 0 : ctx.snapshots[i - 1].entry_end;
-    BrokenSnapshotEntry(ctx, static_cast<uint32_t>(i), h.snapshots_offset + start,
-                        "snapshot " + s.id + " (" + s.name + ")",
-                        "snapshot " + s.id + " L1 table " + HexOffset(s.l1_table_offset) +
-                            " overlaps the " + other);
+    if (!BrokenSnapshotEntry(ctx, static_cast<uint32_t>(i), h.snapshots_offset + start,
+                             "snapshot " + s.id + " (" + s.name + ")",
+                             "snapshot " + s.id + " L1 table " + HexOffset(s.l1_table_offset) +
+                                 " overlaps the " + other)) {
+      continue;
+    }
     ctx.snapshots.resize(i);
     ctx.snapshot_table_bytes = start;
     break;
@@ -564,7 +550,9 @@ Status DiscardOverlappingSnapshots(CheckContext& ctx) {
 
 Status MarkAllMetadata(CheckContext& ctx) {
   const Header& h = ctx.header;
-  if (ctx.fix_all()) {
+  // Check reports no overlapping snapshot structures: the walk looks for
+  // them only when repair would act on them.
+  if (PlansDiscards(ctx)) {
     DiscardOverlappingSnapshotTable(ctx);
     QCRASH_RETURN_IF_ERROR(DiscardOverlappingSnapshots(ctx));
   }
@@ -611,15 +599,13 @@ Status MarkAllMetadata(CheckContext& ctx) {
       }
       const ClusterUse other = ctx.MarkMetadata(l2_offset, ctx.cluster_bytes, ClusterUse::kL2);
       if (other == ClusterUse::kNone) continue;
-      const std::string why =
-          "L2 table " + HexOffset(l2_offset) + " overlaps the " + ClusterUseName(other);
-      ctx.Report(FindingKind::kOverlap, ctx.fix_all() ? Severity::kCorruption : Severity::kInfo,
-                 ctx.fix_all(), l2_offset, L1Owner(s, i),
-                 ctx.fix_all() ? "Repairing: " + why + "; L1 entry dropped" : why);
-      if (ctx.fix_all()) {
-        AddDropped(ctx, s, uint64_t{i} * f::L1EntryCoverBytes(h.cluster_bits),
-                   f::L1EntryCoverBytes(h.cluster_bits), why);
-        StoreBe64(&table[i * 8], 0);
+      EntryProposal p = L1Proposal(
+          s, i, LoadBe64(&table[i * 8]), EntryProposal::Edit::kDropPointer, FindingKind::kOverlap,
+          l2_offset, "L2 table " + HexOffset(l2_offset) + " overlaps the " + ClusterUseName(other));
+      p.unapplied_severity = Severity::kInfo;
+      p.unapplied_message = p.why;
+      if (const std::optional<uint64_t> replacement = DecideEntryEdit(ctx, p)) {
+        StoreBe64(&table[i * 8], *replacement);
         edited = true;
       }
     }

@@ -52,7 +52,7 @@ Result<L2Slot> Image::Impl::LookupL2(uint64_t guest_cluster) {
   slot.l2_table_offset = l1_entry & f::kL1EntryOffsetMask;
   if (slot.l2_table_offset == 0) return slot;
   const uint64_t end_bytes =
-      std::max((device_.SizeBytes() + cluster_bytes() - 1) / cluster_bytes(), allocated_end_) *
+      std::max((device_.SizeBytes() + cluster_bytes() - 1) / cluster_bytes(), allocated_end()) *
       cluster_bytes();
   if ((slot.l2_table_offset & (cluster_bytes() - 1)) || slot.l2_table_offset >= end_bytes) {
     return MarkCorrupt(Status::Corruption("L1 entry " + std::to_string(l1_index) +

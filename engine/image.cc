@@ -18,10 +18,8 @@ Image::Impl::Impl(BlockDevice& device, const OpenOptions& options)
       rules_(options.rules ? *options.rules : RulesFor(options.policy, options.faults)),
       io_(device, stats_) {}
 
-namespace {
-
-Result<std::vector<uint64_t>> ReadTable(CountingIo& io, uint64_t offset, uint64_t entries,
-                                        uint64_t cluster_bytes, const char* what) {
+Result<std::vector<uint64_t>> ReadTableEntries(CountingIo& io, uint64_t offset, uint64_t entries,
+                                               uint64_t cluster_bytes, const char* what) {
   const uint64_t bytes = entries * 8;
   // Like QEMU, a table may end in the file's last partial cluster (the rest
   // reads as zeroes); one that starts past it is corrupt.
@@ -36,8 +34,6 @@ Result<std::vector<uint64_t>> ReadTable(CountingIo& io, uint64_t offset, uint64_
   for (uint64_t i = 0; i < entries; ++i) table[i] = LoadBe64(&raw[i * 8]);
   return table;
 }
-
-}  // namespace
 
 // Open steps:
 //  1. decode the header from cluster 0;
@@ -61,26 +57,14 @@ Status Image::Impl::Load() {
   read_only_ = options_.read_only;
   if (header_.incompatible_features & f::kIncompatCorrupt) read_only_ = true;
   QCRASH_RETURN_IF_ERROR(RecoverJournal());  // a dirty journal replays before any table is read
-  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTable(io_, header_.l1_table_offset, header_.l1_size,
-                                               cluster_bytes(), "L1 table"));
-  QCRASH_ASSIGN_OR_RETURN(
-      refcount_table_,
-      ReadTable(io_, header_.refcount_table_offset,
-                (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
-                cluster_bytes(), "refcount table"));
+  QCRASH_ASSIGN_OR_RETURN(l1_table_, ReadTableEntries(io_, header_.l1_table_offset, header_.l1_size,
+                                                      cluster_bytes(), "L1 table"));
   const bool writethrough = rules_.Of(Rule::kEveryWrite) == Mechanism::kFlush;
+  QCRASH_RETURN_IF_ERROR(LoadRefcounts(file_size, writethrough));
   l2_cache_ = std::make_unique<MetadataCache>("L2", io_, options_.l2_cache_tables,
                                               static_cast<uint32_t>(cluster_bytes()), writethrough);
-  refcount_cache_ =
-      std::make_unique<MetadataCache>("refcount", io_, options_.refcount_cache_blocks,
-                                      static_cast<uint32_t>(cluster_bytes()), writethrough);
   l2_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
-  refcount_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
-  if (!rules_.cache_dependencies()) {
-    l2_cache_->set_ignore_dependencies(true);
-    refcount_cache_->set_ignore_dependencies(true);
-  }
-  allocated_end_ = (file_size + cluster_bytes() - 1) / cluster_bytes();
+  if (!rules_.cache_dependencies()) l2_cache_->set_ignore_dependencies(true);
   if (!read_only_ && (header_.autoclear_features & ~f::kAutoclearKnown) != 0) {
     header_.autoclear_features &= f::kAutoclearKnown;
     QCRASH_RETURN_IF_ERROR(WriteHeader());
@@ -229,7 +213,7 @@ Status Image::Impl::GrowL1(uint64_t l1_entries) {
   for (size_t i = 0; i < l1_table_.size(); ++i) StoreBe64(&bytes[i * 8], l1_table_[i]);
   QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(new_offset, bytes));  // step 2
   // Step 3. Why: a header naming an unwritten or unreferenced L1 is corrupt.
-  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache_.get()));
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
   const uint64_t old_offset = header_.l1_table_offset;
   const uint64_t old_clusters =
@@ -285,7 +269,7 @@ Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes,
     QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateCluster());
     QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied));
   }
-  const uint64_t end_bytes = allocated_end_ * cb;
+  const uint64_t end_bytes = allocated_end() * cb;
   if (preallocation == Preallocation::kFull) {
     const std::vector<uint8_t> zeroes(std::min<uint64_t>(cb * 16, uint64_t{4} << 20), 0);
     for (uint64_t at = device_.SizeBytes(); at < end_bytes;) {
@@ -311,11 +295,11 @@ Status Image::Impl::FlushAll() {
   // the L2 entries using them; unlinks before the frees); the rest share
   // the one flush below. Without dependencies the third does nothing.
   QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
-  QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(WriteBackRefcounts());
   QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());  // frees made the refcount cache wait on us
   // Why: the guest's flush makes every acknowledged write durable (I4).
   if (io_.writes_pending()) QCRASH_RETURN_IF_ERROR(Barrier(Rule::kGuestFlush));
-  quarantine_.clear();
+  ReleaseQuarantine();
   return Status::Ok();
 }
 

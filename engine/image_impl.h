@@ -1,7 +1,12 @@
 // Image::Impl: the state of an open qcow2 image and the members that the
 // engine's .cc files share (image.cc: open, create, header, L1, resize;
 // refcounts.cc: refcounts and the cluster allocator; cluster_io.cc: the
-// guest read, write, zero and discard paths and the map).
+// guest read, write, zero and discard paths and the map; journal_image.cc:
+// the journal hooks). Each section below is one module's interface to the
+// others. The allocator (refcounts.cc) is the narrowest: the other modules
+// reach refcounts only through its functions (get, update, allocate, free,
+// release the quarantine, write back or flush the refcount cache), never
+// its table, cache, free hint, quarantine or extent batch.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +32,12 @@ struct L2Slot {
   uint32_t index = 0;            // entry index inside it
   uint64_t entry = 0;            // its value (host order)
 };
+
+// Reads a table of `entries` big-endian 8-byte entries (the L1 or refcount
+// table at open, image.cc and refcounts.cc); Corruption when it starts past
+// the file's last partial cluster.
+Result<std::vector<uint64_t>> ReadTableEntries(CountingIo& io, uint64_t offset, uint64_t entries,
+                                               uint64_t cluster_bytes, const char* what);
 
 class Image::Impl {
  public:
@@ -56,18 +67,41 @@ class Image::Impl {
   Mechanism MechanismOf(Rule rule) const;
   bool quarantine_frees() const;
 
-  // ---- refcounts.cc ----
+  // ---- refcounts.cc: refcounts and the cluster allocator ----
+  // The allocator's interface: what the other modules use (image.cc: open,
+  // L1 growth, preallocation, flush and close; cluster_io.cc: copy-on-write
+  // and the frees of unlinked clusters; journal_image.cc: the journal area
+  // and commits). They never touch the allocator's state (below): the
+  // refcount table and cache, the free hint, the quarantine, the extent batch.
+  // Open: reads the refcount table and sets up the refcount cache.
+  Status LoadRefcounts(uint64_t file_size_bytes, bool writethrough);
   Result<uint64_t> GetRefcount(uint64_t cluster_index);
   Status UpdateRefcount(uint64_t cluster_index, int64_t delta);
-  Result<uint64_t> EnsureRefcountBlock(uint64_t table_index);
-  Status GrowRefcountTable(uint64_t needed_table_index);
-  Result<uint64_t> FindFreeClusters(uint64_t count);
   // Allocates `count` contiguous clusters with refcount 1; returns the host offset.
   Result<uint64_t> AllocateClusters(uint64_t count);
   // One cluster for data or an L2 table; the extent policy serves it from its batch.
   Result<uint64_t> AllocateCluster();
+  // Decreases the refcounts; a cluster that reaches 0 is quarantined until
+  // the next durable flush when the policy says so (R5).
   Status FreeClusters(uint64_t host_offset, uint64_t count);
   Status ReleaseExtent();
+  // After a durable flush or journal commit: the unlinks and refcount
+  // decreases of the quarantined clusters are durable, so they may be reused.
+  void ReleaseQuarantine();
+  // The refcount cache, for the flush protocols: its dirty blocks written
+  // back (in dependency order), flushed under `rule`, their count, and the
+  // barrier that orders them (Barrier(rule, refcount_cache())).
+  Status WriteBackRefcounts();
+  Status FlushRefcounts(Rule rule);
+  void IgnoreRefcountDependencies();
+  uint64_t dirty_refcount_blocks() const;
+  MetadataCache* refcount_cache() { return refcount_cache_.get(); }
+  // One past the highest cluster index the image uses.
+  uint64_t allocated_end() const { return allocated_end_; }
+  // Internal to refcounts.cc.
+  Result<uint64_t> EnsureRefcountBlock(uint64_t table_index);
+  Status GrowRefcountTable(uint64_t needed_table_index);
+  Result<uint64_t> FindFreeClusters(uint64_t count);
 
   // ---- journal_image.cc ----
   Status RecoverJournal();  // open, before the tables load: replay a dirty journal
@@ -112,11 +146,12 @@ class Image::Impl {
   CountingIo io_;
   Header header_;
   bool read_only_ = false;
-  std::vector<uint64_t> l1_table_;        // active L1, host byte order
-  std::vector<uint64_t> refcount_table_;  // host byte order
+  std::vector<uint64_t> l1_table_;  // active L1, host byte order
   std::unique_ptr<MetadataCache> l2_cache_;
-  std::unique_ptr<MetadataCache> refcount_cache_;
 
+  // The allocator's state: refcounts.cc only (the interface is above).
+  std::vector<uint64_t> refcount_table_;  // host byte order
+  std::unique_ptr<MetadataCache> refcount_cache_;
   uint64_t free_cluster_hint_ = 0;  // no free cluster below this index (except quarantined ones)
   uint64_t allocated_end_ = 0;      // one past the highest cluster index the image uses
   // Clusters freed since the last flush: not reused until their unlink and

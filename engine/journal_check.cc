@@ -8,6 +8,7 @@
 #include "engine/check_internal.h"
 #include "engine/journal_format.h"
 #include "engine/qcow2_format.h"
+#include "engine/repair_plan.h"
 
 namespace qcrash::engine::check_internal {
 namespace {
@@ -53,24 +54,8 @@ void MarkJournal(CheckContext& ctx) {
   const ClusterUse other = MetadataUnderJournal(ctx, *location);
   if (other != ClusterUse::kNone) {
     const std::string what = std::string("the journal overlaps the ") + ClusterUseName(other);
-    if (!ctx.fix_all()) {
-      ctx.Report(FindingKind::kOverlap, Severity::kInfo, false, location->offset_bytes, "journal",
-                 what);
-    } else {
-      // The engine allocates the journal area for itself (refcount 1), so an
-      // area over header-positioned metadata is not a journal: replaying it
-      // would write over that metadata. Clearing the journal-valid bit
-      // releases the area (an old tool's meaning: never used again), and the
-      // journal-dirty bit goes with it, since the engine refuses an image that
-      // is dirty without a valid journal.
-      const bool dirty = (ctx.header.incompatible_features & f::kIncompatJournalDirty) != 0;
-      ctx.Report(
-          FindingKind::kOverlap, Severity::kCorruption, true, location->offset_bytes, "journal",
-          "Repairing: " + what + "; discarding the journal (journal-valid bit cleared" +
-              (dirty ? ", journal-dirty bit cleared: its transactions are not replayed)" : ")"));
-      ctx.discard_journal = true;
-      ctx.header.autoclear_features &= ~f::kAutoclearJournalValid;
-      ctx.header.incompatible_features &= ~f::kIncompatJournalDirty;
+    if (DecideDiscard(ctx, {DiscardProposal::Structure::kJournal, FindingKind::kOverlap,
+                            location->offset_bytes, "journal", what, Severity::kInfo, what})) {
       return;
     }
   }

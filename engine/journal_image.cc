@@ -100,7 +100,7 @@ Status Image::Impl::CreateJournal() {
   const j::JournalLocation location{offset, clusters * cluster_bytes()};
   // Step 2. Why: the extension must never name clusters whose refcount or
   // contents are not durable.
-  QCRASH_RETURN_IF_ERROR(refcount_cache_->Flush(Rule::kJournalProtocol));
+  QCRASH_RETURN_IF_ERROR(FlushRefcounts(Rule::kJournalProtocol));
   auto set_dirty = [this](bool d) { return SetJournalDirtyInPlace(d); };
   QCRASH_ASSIGN_OR_RETURN(journal_, Journal::Format(io_, location, o, set_dirty));
   header_.unknown_extensions.push_back({j::kExtJournal, j::EncodeLocation(location)});  // step 3
@@ -150,7 +150,7 @@ Status Image::Impl::AttachJournal() {
   io_.set_sink(journal_.get());
   // The transaction is atomic: cache dependencies have nothing left to order.
   l2_cache_->set_ignore_dependencies(true);
-  refcount_cache_->set_ignore_dependencies(true);
+  IgnoreRefcountDependencies();
   return Status::Ok();
 }
 
@@ -159,9 +159,9 @@ Status Image::Impl::AttachJournal() {
 // may freed clusters be reused (their revokes are committed).
 Status Image::Impl::FlushJournal() {
   QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
-  QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(WriteBackRefcounts());
   QCRASH_RETURN_IF_ERROR(journal_->Commit());
-  quarantine_.clear();
+  ReleaseQuarantine();
   return Status::Ok();
 }
 
@@ -171,12 +171,11 @@ Status Image::Impl::AfterGuestOp() {
                                    << journal_->header().block_order;
   // An upper bound first (a dirty table journals at most all its sectors),
   // so a large ring costs nothing per operation.
-  const uint64_t bound =
-      journal_->open_bytes() +
-      (l2_cache_->dirty_count() + refcount_cache_->dirty_count()) * cluster_bytes();
+  const uint64_t bound = journal_->open_bytes() +
+                         (l2_cache_->dirty_count() + dirty_refcount_blocks()) * cluster_bytes();
   if (bound <= half_ring_bytes / 2) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
-  QCRASH_RETURN_IF_ERROR(refcount_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(WriteBackRefcounts());
   QCRASH_ASSIGN_OR_RETURN(const uint32_t blocks, journal_->BlocksToCommit());
   // Why: committing at an operation boundary is always allowed (the
   // metadata is consistent and the commit flushes the data it names first);

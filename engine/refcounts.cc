@@ -11,6 +11,31 @@ namespace qcrash::engine {
 
 namespace f = format;
 
+Status Image::Impl::LoadRefcounts(uint64_t file_size_bytes, bool writethrough) {
+  QCRASH_ASSIGN_OR_RETURN(
+      refcount_table_,
+      ReadTableEntries(io_, header_.refcount_table_offset,
+                       (uint64_t{header_.refcount_table_clusters} << header_.cluster_bits) / 8,
+                       cluster_bytes(), "refcount table"));
+  refcount_cache_ =
+      std::make_unique<MetadataCache>("refcount", io_, options_.refcount_cache_blocks,
+                                      static_cast<uint32_t>(cluster_bytes()), writethrough);
+  refcount_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
+  if (!rules_.cache_dependencies()) refcount_cache_->set_ignore_dependencies(true);
+  allocated_end_ = (file_size_bytes + cluster_bytes() - 1) / cluster_bytes();
+  return Status::Ok();
+}
+
+Status Image::Impl::WriteBackRefcounts() { return refcount_cache_->WriteBack(); }
+
+Status Image::Impl::FlushRefcounts(Rule rule) { return refcount_cache_->Flush(rule); }
+
+void Image::Impl::IgnoreRefcountDependencies() { refcount_cache_->set_ignore_dependencies(true); }
+
+uint64_t Image::Impl::dirty_refcount_blocks() const { return refcount_cache_->dirty_count(); }
+
+void Image::Impl::ReleaseQuarantine() { quarantine_.clear(); }
+
 Result<uint64_t> Image::Impl::GetRefcount(uint64_t cluster_index) {
   const uint64_t per = refcount_block_entries();
   const uint64_t table_index = cluster_index / per;
