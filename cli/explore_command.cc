@@ -514,14 +514,14 @@ int RunSuiteMode(Args& args) {
       static_cast<unsigned long long>(suite->states_checked), suite->elapsed_seconds,
       suite->budget_exhausted ? " (budget exhausted before the built-ins ended)" : "",
       bugs.empty() ? "" : (", bugs:" + bugs).c_str());
-  std::printf("  %-20s %-13s %9s %9s  %s\n", "workload", "policy", "states", "failing",
+  std::printf("  %-20s %-17s %8s %9s  %s\n", "workload", "policy", "states", "failing",
               "clean/leaks/repaired/stale/loss/unrecoverable");
   for (const auto& key : order) {
     const Row& row = rows[key];
     std::string verdicts;
     for (int i = 0; i < properties::kVerdictCount; ++i)
       verdicts += (i ? "/" : "") + std::to_string(row.verdicts[i]);
-    std::printf("  %-20s %-13s %9llu %9llu  %s\n", key.first.c_str(), key.second.c_str(),
+    std::printf("  %-20s %-17s %8llu %9llu  %s\n", key.first.c_str(), key.second.c_str(),
                 static_cast<unsigned long long>(row.states),
                 static_cast<unsigned long long>(row.violating + row.failures), verdicts.c_str());
   }

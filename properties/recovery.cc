@@ -121,6 +121,11 @@ void CheckReplay(engine::Image& image, StateResult& result, const std::string& t
   }
 }
 
+// The corruption a check found, per cluster and kind: a crash of recovery
+// may leave a cluster corrupt that was corrupt before, but not corrupt in a
+// new way (a refcount lowered under a pointer repair had not yet removed).
+using CorruptionSet = std::set<std::pair<uint64_t, engine::FindingKind>>;
+
 bool IsCorruption(const engine::Finding& finding) {
   return finding.severity == engine::Severity::kCorruption ||
          finding.severity == engine::Severity::kCheckError;
@@ -158,10 +163,10 @@ void CheckReplayedConsistent(const engine::CheckReport& repair, StateResult& res
 // Steps 2-4. Returns false when the image could not be recovered. A raw
 // image that checked clean, is not marked dirty, and that the recovery open
 // did not write to needs no repair: its check already is the proof.
-// `started_from` (when given) receives the clusters repair found corrupt:
+// `started_from` (when given) receives the corruption repair found, by cluster and kind:
 // the state repair started from, as a plain open + check sees it.
 bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool raw_clean,
-            std::set<uint64_t>* started_from = nullptr) {
+            CorruptionSet* started_from = nullptr) {
   engine::OpenOptions open;  // recovery uses the default (ordered) engine
   open.policy = engine::OrderingPolicy::kOrdered;
   bool wrote = true;
@@ -190,7 +195,7 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
     auto before = engine::CheckImage(view, {engine::RepairMode::kNone});
     if (before.ok()) {
       for (const engine::Finding& finding : before->findings)
-        if (IsCorruption(finding)) started_from->insert(finding.cluster_index);
+        if (IsCorruption(finding)) started_from->insert({finding.cluster_index, finding.kind});
     }
   }
   auto repaired = engine::CheckImage(view, {engine::RepairMode::kAll});
@@ -201,7 +206,7 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
   }
   if (started_from != nullptr) {
     for (const engine::Finding& finding : repaired->findings)
-      if (IsCorruption(finding)) started_from->insert(finding.cluster_index);
+      if (IsCorruption(finding)) started_from->insert({finding.cluster_index, finding.kind});
   }
   if (replayed) CheckReplayedConsistent(*repaired, result, tag);
   // A second repair must find nothing and write nothing (I7, I3).
@@ -351,7 +356,7 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
 // it, without a second repair: no corrupt cluster that was not corrupt
 // before, and, when nothing was corrupt, every guest sector allowed.
 void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
-                  uint64_t point, const std::set<uint64_t>& started_from, bool content_ok,
+                  uint64_t point, const CorruptionSet& started_from, bool content_ok,
                   StateResult& result) {
   engine::OpenOptions open;
   open.policy = engine::OrderingPolicy::kOrdered;
@@ -372,7 +377,8 @@ void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
     return;
   }
   for (const engine::Finding& finding : checked->findings) {
-    if (!IsCorruption(finding) || started_from.count(finding.cluster_index)) continue;
+    if (!IsCorruption(finding) || started_from.count({finding.cluster_index, finding.kind}))
+      continue;
     result.violations.push_back(
         {"I8", "worse than before recovery, without a second repair: " +
                    std::string(engine::FindingKindName(finding.kind)) + " at " +
@@ -384,8 +390,8 @@ void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
 }
 
 void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle& oracle,
-                 uint64_t point, const RecoveryOptions& options,
-                 const std::set<uint64_t>& started_from, bool content_ok, StateResult& result) {
+                 uint64_t point, const RecoveryOptions& options, const CorruptionSet& started_from,
+                 bool content_ok, StateResult& result) {
   auto timeline = view.NestedTimeline();
   auto spec = sim::ParseEnumeratorSpec(options.nested_enumerator);
   if (!timeline.ok() || !spec.ok()) return;
@@ -440,7 +446,7 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   CheckRaw(**view, result);
   if (!options.nested_enumerator.empty()) (*view)->StartLog();
   const bool raw_clean = result.raw_clean;
-  std::set<uint64_t> started_from;
+  CorruptionSet started_from;
   const bool nested = !options.nested_enumerator.empty();
   const bool repaired = Repair(**view, result, "", raw_clean, nested ? &started_from : nullptr);
   const size_t before_content = result.violations.size();
