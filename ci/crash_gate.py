@@ -95,6 +95,11 @@ def explore(qcrash, workload, policy, enumerator, extra, tmp):
             "violations_by_invariant": r["violations_by_invariant"]}
     if r["violations"]:
         cell["first_violation"] = r["violations"][0]["state_id"] + " " + r["violations"][0]["invariant"]
+    if r.get("workload_error"):
+        # An engine error stopped the workload (a read that returned wrong
+        # data included): counted as a violating state of the cell.
+        cell["workload_error"] = r["workload_error"]
+        cell["violating_states"] += 1
     return cell
 
 

@@ -672,7 +672,9 @@ int RunExplore(int argc, char** argv) {
   if (!WriteReport(args.report_path, json)) {
     return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
   }
-  return report->violating_states > 0 ? 1 : 0;
+  // A workload an engine error stopped (a read that returned wrong data
+  // included) fails as a violation does.
+  return report->violating_states > 0 || !report->workload_error.empty() ? 1 : 0;
 }
 
 }  // namespace qcrash::cli

@@ -115,6 +115,14 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
   std::string findings;
   for (const std::string& line : r.findings) findings += line + "\n";
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/findings.txt", findings));
+  if (r.workload.backing) {
+    // image.qcow2 names it: qemu-img opens the reproducer as it is.
+    const std::vector<uint8_t> backing = properties::BackingFileBytes(r.workload);
+    QCRASH_ASSIGN_OR_RETURN(auto file, FileDevice::Open(dir + "/" + properties::kBackingFileName,
+                                                        FileDevice::Mode::kCreate));
+    QCRASH_RETURN_IF_ERROR(file->Write(0, backing));
+    QCRASH_RETURN_IF_ERROR(file->Flush());
+  }
   return WriteCrashImage(dir + "/image.qcow2", r);
 }
 

@@ -250,10 +250,12 @@ Result<std::vector<Zone>> ClusterZones(BlockDevice& device) {
 
 // What a user gets back: open the image (a journal replays, a dirty image's
 // refcounts are rebuilt) and read the whole guest disk.
-Result<std::vector<uint8_t>> GuestView(const std::vector<uint8_t>& bytes, uint32_t sector_bytes) {
+Result<std::vector<uint8_t>> GuestView(const std::vector<uint8_t>& bytes, uint32_t sector_bytes,
+                                       const engine::BackingOpener& open_backing) {
   MemoryDevice device(bytes, {sector_bytes, true});
   engine::OpenOptions open;
   open.policy = engine::OrderingPolicy::kOrdered;
+  open.open_backing = open_backing;  // the workload's backing file
   QCRASH_ASSIGN_OR_RETURN(std::unique_ptr<engine::Image> image, engine::Image::Open(device, open));
   std::vector<uint8_t> out(image->size_bytes());
   constexpr uint64_t kPiece = uint64_t{1} << 20;
@@ -304,7 +306,8 @@ Result<MisdirectReport> MeasureMisdirect(const WorkloadRun& run, const Misdirect
     for (const engine::Finding& f : check.findings)
       if (Counts(f)) baseline.insert({static_cast<int>(f.kind), f.host_offset});
   }
-  QCRASH_ASSIGN_OR_RETURN(const std::vector<uint8_t> guest, GuestView(final_bytes, sector_bytes));
+  QCRASH_ASSIGN_OR_RETURN(const std::vector<uint8_t> guest,
+                          GuestView(final_bytes, sector_bytes, run.options.open.open_backing));
 
   // Pick the records: per zone, a stride through its writes.
   std::array<std::vector<uint64_t>, kZoneCount> by_zone;
@@ -362,7 +365,7 @@ Result<MisdirectReport> MeasureMisdirect(const WorkloadRun& run, const Misdirect
       }
     }
     if (!c.detected) {
-      auto view = GuestView(bytes, sector_bytes);
+      auto view = GuestView(bytes, sector_bytes, run.options.open.open_backing);
       if (!view.ok()) {
         c.detected = true;
         c.how = "open or read fails: " + view.status().ToString();

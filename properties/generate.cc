@@ -33,7 +33,7 @@ class Rng {
 
 struct Swarm {
   bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end, reopen,
-      reads;
+      reads, backing;
 };
 
 std::string Describe(const Swarm& s) {
@@ -51,6 +51,7 @@ std::string Describe(const Swarm& s) {
   add(s.close_at_end, "close");
   add(s.reopen, "reopen");
   add(s.reads, "reads");
+  add(s.backing, "backing");
   return out;
 }
 
@@ -74,7 +75,9 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
                        << 20;
 
   Swarm s{r.OneIn(2), r.OneIn(2), !r.OneIn(4), r.OneIn(3), r.OneIn(2), grow_refcounts || r.OneIn(2),
-          r.OneIn(2), r.OneIn(2), r.OneIn(3),  r.OneIn(2)};
+          r.OneIn(2), r.OneIn(2), r.OneIn(3),  r.OneIn(2), r.OneIn(4)};
+  // A raw backing file under the image: partial writes copy from it.
+  if (s.backing) SetBacking(w);
   c.features = Describe(s);
 
   RunOptions& run = c.run;

@@ -83,8 +83,8 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
     const uint64_t actual = SectorTagOf(bytes.data() + k * kGuestSectorBytes);
     auto it = std::lower_bound(sectors_.begin(), sectors_.end(), sector);
     // The values the sector may hold as of the flush: one, or after a
-    // discard also zeroes.
-    uint64_t durable = 0;
+    // discard also zeroes. Before any write: its initial content.
+    uint64_t durable = InitialSectorTag(run_.workload, sector);  // a backing file's, or zeroes
     bool durable_or_zero = false, later_writes = false, allowed = false;
     if (it != sectors_.end() && *it == sector) {
       for (const Write& w : history_[static_cast<size_t>(it - sectors_.begin())]) {

@@ -277,9 +277,11 @@ Status CheckMappedUntouched(engine::Image& image, const GuestOracle& oracle, uin
 
 // Whether every mapped range nobody wrote reads zeroes after a full
 // recovery (false also when the image cannot be opened or read).
-bool UntouchedReadZeroes(BlockDevice& view, const GuestOracle& oracle, uint64_t point) {
+bool UntouchedReadZeroes(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
+                         uint64_t point) {
   engine::OpenOptions open;
   open.read_only = true;
+  open.open_backing = run.options.open.open_backing;
   auto image = engine::Image::Open(view, open);
   if (!image.ok()) return false;
   std::vector<ContentViolation> content;
@@ -291,6 +293,7 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
                   uint64_t point, StateResult& result, const std::string& tag) {
   engine::OpenOptions open;
   open.read_only = true;
+  open.open_backing = run.options.open.open_backing;  // the workload's backing file
   auto image = engine::Image::Open(view, open);
   if (!image.ok()) {
     result.violations.push_back(
@@ -461,7 +464,7 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   // into junk clusters, the first crash's doing, not the nested one's. From
   // a sound image every mapped range must read right after a nested crash.
   if (repaired && nested && content_ok && !started_from.empty())
-    content_ok = UntouchedReadZeroes(**view, oracle, state.point);
+    content_ok = UntouchedReadZeroes(**view, run, oracle, state.point);
   if (repaired && !options.nested_enumerator.empty()) {
     CheckNested(**view, run, oracle, state.point, options, started_from, content_ok, result);
   }

@@ -46,11 +46,13 @@ void GuestModel::Apply(const GuestOp& op, uint64_t op_number) {
       for (uint64_t s = first; s < end; ++s) sectors_[s] = {SectorTag(op_number, s), false};
       return;
     case OpKind::kWriteZeroes:
-      sectors_.erase(sectors_.lower_bound(first), sectors_.lower_bound(end));
+      for (uint64_t s = first; s < end; ++s) sectors_[s] = {0, false};
       return;
     case OpKind::kDiscard:
-      for (auto it = sectors_.lower_bound(first); it != sectors_.end() && it->first < end; ++it)
+      for (uint64_t s = first; s < end; ++s) {
+        auto [it, fresh] = sectors_.try_emplace(s, Expected{InitialSectorTag(workload_, s), false});
         it->second.or_zero = true;
+      }
       return;
     default:
       return;  // flush, close, read; a resize only grows (zeroes)
@@ -62,7 +64,8 @@ Status GuestModel::CheckRead(uint64_t offset, std::span<const uint8_t> bytes) co
     const uint64_t sector = offset / kGuestSectorBytes + k;
     const uint64_t actual = SectorTagOf(bytes.data() + k * kGuestSectorBytes);
     auto it = sectors_.find(sector);
-    const Expected expected = it == sectors_.end() ? Expected{} : it->second;
+    const Expected expected =
+        it == sectors_.end() ? Expected{InitialSectorTag(workload_, sector), false} : it->second;
     if (actual == expected.tag || (expected.or_zero && actual == 0)) continue;
     return Status::Corruption(
         "read of " + std::to_string(bytes.size()) + " bytes at " + HexOffset(offset) +
@@ -100,8 +103,18 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
   return Status::InvalidArgument("unknown operation");
 }
 
-Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& options) {
+RunOptions WithBacking(const Workload& workload, RunOptions options) {
+  if (!workload.backing) return options;
+  auto bytes = std::make_shared<const std::vector<uint8_t>>(BackingFileBytes(workload));
+  options.open.open_backing = [bytes](const std::string&) -> Result<std::unique_ptr<BlockDevice>> {
+    return std::unique_ptr<BlockDevice>(std::make_unique<MemoryDevice>(*bytes));
+  };
+  return options;
+}
+
+Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& given) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
+  const RunOptions options = WithBacking(workload, given);
   WorkloadRun run;
   run.workload = workload;
   run.options = options;
@@ -173,7 +186,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& opti
     QCRASH_RETURN_IF_ERROR(opened.status());
     auto image = std::move(opened).value();
     engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
-    GuestModel model;                      // what reads must return
+    GuestModel model(workload);            // what reads must return
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
       if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {

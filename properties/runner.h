@@ -76,6 +76,7 @@ struct WorkloadRun {
 // and a stopped run fails its cell.
 class GuestModel {
  public:
+  explicit GuestModel(const Workload& workload) : workload_(workload) {}
   // Records the effect of operation `op_number` (1-based), which succeeded.
   void Apply(const GuestOp& op, uint64_t op_number);
   // The first sector of a read at `offset` that holds what it may not.
@@ -86,8 +87,13 @@ class GuestModel {
     uint64_t tag = 0;
     bool or_zero = false;  // discarded: the old tag or zeroes
   };
-  std::map<uint64_t, Expected> sectors_;  // absent: zeroes
+  const Workload& workload_;              // the initial content (a backing file)
+  std::map<uint64_t, Expected> sectors_;  // absent: the initial content
 };
+
+// `options` with an opener for the workload's backing file, when it has one
+// (every open of the image, the recovery's included, reads it through this).
+RunOptions WithBacking(const Workload& workload, RunOptions options);
 
 // Creates the image on memory, then opens it over a SimDisk and runs the
 // operations; the log covers the operations only, not the create.

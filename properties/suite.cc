@@ -68,8 +68,9 @@ size_t SuiteReport::failed_cells() const {
   return n;
 }
 
-std::string CheckCleanClose(const Workload& workload, const RunOptions& run) {
+std::string CheckCleanClose(const Workload& workload, const RunOptions& given) {
   if (workload.ops.empty() || workload.ops.back().kind != OpKind::kClose) return "";
+  const RunOptions run = WithBacking(workload, given);
   MemoryDevice device;
   engine::OpenOptions create_open;
   if (run.open.policy == engine::OrderingPolicy::kJournal) {

@@ -108,9 +108,29 @@ uint64_t SectorTagOf(const uint8_t* sector) {
   return first;
 }
 
+uint64_t InitialSectorTag(const Workload& workload, uint64_t sector) {
+  const bool in_backing = sector < workload.image.size_bytes / kGuestSectorBytes;
+  return workload.backing && in_backing ? SectorTag(kBackingOpNumber, sector) : 0;
+}
+
+std::vector<uint8_t> BackingFileBytes(const Workload& workload) {
+  std::vector<uint8_t> bytes(workload.backing ? workload.image.size_bytes : 0);
+  FillOpContent(kBackingOpNumber, 0, bytes);
+  return bytes;
+}
+
+void SetBacking(Workload& workload) {
+  workload.backing = true;
+  workload.image.backing_file = kBackingFileName;
+  workload.image.backing_format = "raw";
+}
+
 std::string DescribeSectorTag(uint64_t tag) {
   if (tag == 0) return "zeroes";
   if (tag == ~uint64_t{0}) return "garbage";
+  if ((tag >> 40) == kBackingOpNumber)
+    return "the backing file's data for guest sector " +
+           std::to_string(tag & ((uint64_t{1} << 40) - 1));
   return "op " + std::to_string((tag >> 40) - 1) + "'s data for guest sector " +
          std::to_string(tag & ((uint64_t{1} << 40) - 1));
 }
@@ -243,6 +263,27 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              W(64 * kKiB, 8 * kKiB),
              Rd(60 * kKiB, 16 * kKiB),
              C()};
+  } else if (name == "backing") {
+    // A raw backing file under the image: partial writes into unallocated
+    // clusters copy the rest of the cluster from it (copy-on-write), whole
+    // clusters are written without reading it, a discard and a zero write
+    // must hide it (zero clusters), and reads cross allocated and
+    // unallocated clusters.
+    w.image.size_bytes = 1 * kMiB;
+    SetBacking(w);
+    w.ops = {W(2 * kKiB, 1 * kKiB),
+             Rd(0, 12 * kKiB),
+             F(),
+             W(8 * kKiB + 512, 512),
+             W(12 * kKiB, 4 * kKiB),
+             D(16 * kKiB, 4 * kKiB),
+             Z(20 * kKiB, 4 * kKiB, false),
+             Z(24 * kKiB + 1 * kKiB, 1 * kKiB, true),
+             F(),
+             W(3 * kKiB, 2 * kKiB),
+             Rd(0, 32 * kKiB),
+             W(64 * kKiB + 3 * kKiB, 3 * kKiB),
+             C()};
   } else if (name == "reopen") {
     // Two sessions: the second opens an image with data, L2 tables and
     // freed clusters, so its allocator starts from what open read back
@@ -287,6 +328,7 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "refcount-growth",
           "refcount-table-growth",
           "unaligned",
+          "backing",
           "reopen",
           "v2"};
 }

@@ -40,7 +40,16 @@ struct Workload {
   // Tests the 2017 reservation rule: every guest cluster allocated at create
   // time (preallocation) must keep its host cluster (invariant I10).
   bool check_reservations = false;
+  // The image has a raw backing file (`kBackingFileName`) as large as the
+  // image, every sector of it holding the backing tag: unallocated clusters
+  // read it, and a partial write copies the rest of its cluster from it.
+  bool backing = false;
 };
+
+inline constexpr const char* kBackingFileName = "backing.raw";
+// The "operation number" of the backing file's content (its sectors hold
+// SectorTag(kBackingOpNumber, sector)).
+inline constexpr uint64_t kBackingOpNumber = (uint64_t{1} << 24) - 1;
 
 const char* OpKindName(OpKind kind);
 Result<OpKind> ParseOpKind(const std::string& name);
@@ -62,6 +71,14 @@ inline uint64_t SectorTag(uint64_t op_number, uint64_t sector) {
 // Fills `out` (a multiple of 512 bytes starting at guest sector `sector`)
 // with op `op_number`'s content.
 void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& out);
+
+// What guest sector `sector` holds before any operation: the backing
+// file's tag within its size, zeroes elsewhere.
+uint64_t InitialSectorTag(const Workload& workload, uint64_t sector);
+// The backing file's bytes (empty without one).
+std::vector<uint8_t> BackingFileBytes(const Workload& workload);
+// Turns the backing file on: the flag and the image's backing file name.
+void SetBacking(Workload& workload);
 
 // The tag a 512-byte sector holds: 0 for zeroes, the repeated 8-byte tag,
 // or ~0 for anything else (garbage, or bytes of mixed origin).

@@ -30,6 +30,7 @@ json WorkloadToJson(const Workload& w) {
             {"preallocation", engine::PreallocationName(w.image.preallocation)},
             {"lazy_refcounts", w.image.lazy_refcounts}}},
           {"check_reservations", w.check_reservations},
+          {"backing", w.backing},
           {"ops", ops}};
 }
 
@@ -89,6 +90,7 @@ Result<Workload> DecodeWorkload(const json& j) {
   if (!j.contains("image")) return Status::InvalidArgument("workload: missing 'image'");
   QCRASH_RETURN_IF_ERROR(ImageFromJson(j["image"], w.image));
   w.check_reservations = j.value("check_reservations", false);
+  if (j.value("backing", false)) SetBacking(w);
   if (!j.contains("ops") || !j["ops"].is_array())
     return Status::InvalidArgument("workload: 'ops' must be an array");
   for (size_t i = 0; i < j["ops"].size(); ++i) {

@@ -115,10 +115,43 @@ TEST(Recovery, AfterACrashOfRecoveryEveryMappedRangeIsRead) {
       << Describe(result);
 }
 
+// With a backing file, the rest of a partially written cluster must read
+// the backing file's data (copy-on-write): a run on an image without one
+// (so that the copy brings zeroes, as a copy-on-write that skips the read
+// would) fails an oracle that knows of the backing file; the same run held
+// to its own oracle passes.
+TEST(Recovery, TheRestOfAClusterWrittenOverABackingFileMustReadTheBackingFile) {
+  RunOptions options;
+  options.open.policy = engine::OrderingPolicy::kOrdered;
+  Workload workload = FourKiBClusters({W(2 * kKiB, 512), F()});
+  SetBacking(workload);
+  auto with = RunWorkload(workload, options);
+  ASSERT_TRUE(with.ok()) << with.status().ToString();
+  EXPECT_TRUE(RecoverEnd(*with, nullptr).violations.empty())
+      << Describe(RecoverEnd(*with, nullptr));
+  workload.backing = false;
+  workload.image.backing_file.clear();
+  workload.image.backing_format.clear();
+  auto without = RunWorkload(workload, options);
+  ASSERT_TRUE(without.ok()) << without.status().ToString();
+  WorkloadRun believed = *without;
+  believed.workload.backing = true;
+  const GuestOracle oracle(believed);
+  sim::CrashState end;
+  end.point = without->timeline->PointCount() - 1;
+  const StateResult result =
+      RecoverState(believed, oracle, without->timeline->Point(end.point), end, {});
+  EXPECT_TRUE(Mentions(result, "I4",
+                       "guest sector at 0x0 reads zeroes; expected its flushed value: the backing "
+                       "file's data for guest sector 0"))
+      << Describe(result);
+}
+
 // Read operations are held to the guest model as they run: what the last
 // write left, zeroes after write-zeroes, old-or-zero after a discard.
 TEST(GuestModel, AReadMustReturnWhatTheLastWritesLeft) {
-  GuestModel model;
+  const Workload no_backing;
+  GuestModel model(no_backing);
   model.Apply(W(0, 4 * kKiB), 1);
   model.Apply({OpKind::kWriteZeroes, 1 * kKiB, 512, false}, 2);
   model.Apply(D(2 * kKiB, 1 * kKiB), 3);
