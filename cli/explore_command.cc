@@ -421,6 +421,10 @@ std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwit
               journal;
     policy = policy.substr(0, slash);
   }
+  const engine::JournalOptions& ring = cell.config.run.open.journal;
+  if (builtin && policy == "journal" && ring.size_bytes != engine::JournalOptions{}.size_bytes) {
+    journal += " --journal size=" + std::to_string(ring.size_bytes);  // the suite's small ring
+  }
   std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") +
                         cell.workload + " --policy " + policy + journal;
   if (builtin) command += " --cache-l2 2";
