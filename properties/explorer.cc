@@ -148,7 +148,8 @@ Status ExploreIoErrors(const ExploreConfig& config, const WorkloadRun& run, Cloc
   std::set<std::string> classes;
   for (uint64_t i = offset; i < cases.size(); i += stride) {
     if ((config.states_max && report.states_checked >= config.states_max) ||
-        (config.budget_seconds > 0 && Seconds(start) > config.budget_seconds)) {
+        (config.budget_seconds > 0 && Seconds(start) > config.budget_seconds &&
+         report.states_checked >= config.states_min)) {
       report.budget_exhausted = true;
       break;
     }
@@ -239,7 +240,8 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
   auto last_progress = start;
   while (enumerator->Next(&state)) {
     if ((config.states_max && report.states_checked >= config.states_max) ||
-        (config.budget_seconds > 0 && Seconds(start) > config.budget_seconds)) {
+        (config.budget_seconds > 0 && Seconds(start) > config.budget_seconds &&
+         report.states_checked >= config.states_min)) {
       report.budget_exhausted = true;
       break;
     }

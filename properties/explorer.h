@@ -25,6 +25,7 @@ struct ExploreConfig {
   RecoveryOptions recovery;
   double budget_seconds = 0;  // 0: no limit
   uint64_t states_max = 0;    // 0: no limit
+  uint64_t states_min = 0;    // the budget stops the run only after this many states
   bool stop_at_first_violation = false;
   bool minimize = true;
   // Violations recorded (and minimized) in full: the first state of each
