@@ -31,21 +31,30 @@ ClusterUse MetadataIn(const ClusterLedger& ledger, uint32_t cluster_bits, uint64
   return ClusterUse::kNone;
 }
 
-// An L2 entry's proposal, with the fields every L2 proposal shares.
-EntryProposal L2Proposal(const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
-                         uint32_t l2_index, uint64_t entry, EntryProposal::Edit edit,
-                         FindingKind kind, uint64_t target, std::string why) {
+// An L1 entry's proposal, with the fields every L1 proposal shares.
+EntryProposal L1Proposal(const L1Source& source, uint32_t l1_index, uint64_t entry,
+                         EntryProposal::Edit edit, FindingKind kind, uint64_t target,
+                         std::string why) {
   EntryProposal p;
-  p.table = EntryProposal::Table::kL2;
+  p.table = EntryProposal::Table::kL1;
   p.edit = edit;
   p.source = &source;
   p.l1_index = l1_index;
-  p.l2_offset = l2_offset;
-  p.l2_index = l2_index;
   p.entry = entry;
   p.kind = kind;
   p.target = target;
   p.why = std::move(why);
+  return p;
+}
+
+// An L2 entry's proposal: an L1 entry's, located further in its L2 table.
+EntryProposal L2Proposal(const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
+                         uint32_t l2_index, uint64_t entry, EntryProposal::Edit edit,
+                         FindingKind kind, uint64_t target, std::string why) {
+  EntryProposal p = L1Proposal(source, l1_index, entry, edit, kind, target, std::move(why));
+  p.table = EntryProposal::Table::kL2;
+  p.l2_offset = l2_offset;
+  p.l2_index = l2_index;
   return p;
 }
 
@@ -196,22 +205,6 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
   }
   if (edited) ctx.EditTable(l2_offset, table);
   return Status::Ok();
-}
-
-// An L1 entry's proposal, with the fields every L1 proposal shares.
-EntryProposal L1Proposal(const L1Source& source, uint32_t l1_index, uint64_t entry,
-                         EntryProposal::Edit edit, FindingKind kind, uint64_t target,
-                         std::string why) {
-  EntryProposal p;
-  p.table = EntryProposal::Table::kL1;
-  p.edit = edit;
-  p.source = &source;
-  p.l1_index = l1_index;
-  p.entry = entry;
-  p.kind = kind;
-  p.target = target;
-  p.why = std::move(why);
-  return p;
 }
 
 // check_refcounts_l1: the table itself, then every L2 table it points to.
