@@ -24,9 +24,11 @@ Status MemoryDevice::Write(uint64_t offset_bytes, std::span<const uint8_t> data)
   if (offset_bytes > max_size_bytes_ || data.size() > max_size_bytes_ - offset_bytes) {
     return Status::NoSpace("write at " + HexOffset(offset_bytes) + " past the device limit");
   }
+  // An empty write is a no-op, as pwrite(2) of zero bytes is: it does not grow the device.
+  if (data.empty()) return Status::Ok();
   const uint64_t end = offset_bytes + data.size();
   if (end > bytes_.size()) bytes_.resize(end, 0);
-  if (!data.empty()) std::memcpy(bytes_.data() + offset_bytes, data.data(), data.size());
+  std::memcpy(bytes_.data() + offset_bytes, data.data(), data.size());
   return Status::Ok();
 }
 

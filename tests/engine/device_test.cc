@@ -62,6 +62,21 @@ TEST(FileDevice, ReadOnlyRefusesWritesAndMissingFileIsOneClearError) {
   std::filesystem::remove(path);
 }
 
+// The case RapidCheck found in CI: an empty write past the end grew the file
+// device's size but not the file, so a read of that size failed.
+TEST(FileDevice, AnEmptyWritePastTheEndGrowsNeitherDevice) {
+  const std::string path = TempPath("empty");
+  auto file = FileDevice::Open(path, FileDevice::Mode::kCreate);
+  ASSERT_TRUE(file.ok());
+  MemoryDevice memory;
+  ASSERT_TRUE((*file)->Write(1, {}).ok());
+  ASSERT_TRUE(memory.Write(1, {}).ok());
+  EXPECT_EQ((*file)->SizeBytes(), 0u);
+  EXPECT_EQ(memory.SizeBytes(), 0u);
+  file.value().reset();
+  std::filesystem::remove(path);
+}
+
 // A random sequence of writes and resizes leaves a FileDevice and a
 // MemoryDevice with the same size and bytes: the file device is a faithful
 // BlockDevice, so tests on memory speak for files too.
