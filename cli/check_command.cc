@@ -266,7 +266,7 @@ int RunCheck(int argc, char** argv) {
   if (!args.quiet) {
     if (args.json) {
       std::printf("%s\n",
-                  CheckJson(args.path, report, repaired ? &*first : nullptr).dump(4).c_str());
+                  DumpJson(CheckJson(args.path, report, repaired ? &*first : nullptr), 4).c_str());
     } else {
       PrintHumanSummary(report);
     }

@@ -19,6 +19,10 @@
 
 namespace qcrash::cli {
 
+std::string DumpJson(const nlohmann::json& value, int indent) {
+  return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 int ReportError(const std::string& file, const Status& status) {
   // One line, always: some messages (QEMU's lock wording) carry a newline.
   std::string text = status.ToString();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,11 @@ namespace qcrash::cli {
 int ReportError(const std::string& file, const Status& status);
 // Prints "qcrash: <message>" on stderr and returns the exit code 1.
 int ReportUsage(const std::string& message);
+
+// `value` as JSON text (`indent` as nlohmann's dump). Strings taken from an
+// image (snapshot names, backing file names) need not be UTF-8: an invalid
+// byte becomes U+FFFD instead of an exception that ends the process.
+std::string DumpJson(const nlohmann::json& value, int indent = -1);
 
 // qemu_strtosz: "4096", "64k", "1.5G", "0x1000"; the suffix is case-insensitive
 // (b, k, M, G, T, P, E) and a bare number is bytes.

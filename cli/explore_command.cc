@@ -395,7 +395,7 @@ int ListBugs(bool json_output) {
                       {"journal", bug.journal_options},
                       {"enumerator", bug.enumerator}});
     }
-    std::printf("%s\n", list.dump(2).c_str());
+    std::printf("%s\n", DumpJson(list, 2).c_str());
     return 0;
   }
   for (const engine::KnownBug& bug : engine::KnownBugs()) {

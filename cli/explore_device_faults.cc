@@ -323,7 +323,7 @@ int RunDeviceFaultIfAsked(int argc, char** argv) {
 bool WriteReport(const std::string& path, const nlohmann::json& json) {
   if (path.empty()) return true;
   std::ofstream out(path, std::ios::trunc);
-  out << json.dump(2) << "\n";
+  out << DumpJson(json, 2) << "\n";
   out.close();
   if (!out) return false;
   std::printf("  report          %s\n", path.c_str());

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cli/cli_common.h"
 #include "sim/isolation.h"
 
 namespace qcrash::cli {
@@ -14,7 +15,7 @@ namespace {
 using nlohmann::json;
 
 std::string Encode(const Result<properties::ExploreReport>& result) {
-  if (!result.ok()) return json{{"error", result.status().ToString()}}.dump();
+  if (!result.ok()) return DumpJson(json{{"error", result.status().ToString()}});
   const properties::ExploreReport& r = *result;
   json violations = json::array();
   for (const properties::FoundViolation& v : r.violations) {
@@ -25,17 +26,16 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
                           {"op_class", v.op_class},
                           {"raw_findings", v.raw_findings}});
   }
-  return json{{"states_total", r.states_total},
-              {"states_checked", r.states_checked},
-              {"skipped_points", r.skipped_points},
-              {"elapsed", r.elapsed_seconds},
-              {"budget_exhausted", r.budget_exhausted},
-              {"verdicts", r.verdicts},
-              {"by_invariant", r.violations_by_invariant},
-              {"violating_states", r.violating_states},
-              {"classes_dropped", r.violation_classes_dropped},
-              {"violations", violations}}
-      .dump();
+  return DumpJson(json{{"states_total", r.states_total},
+                       {"states_checked", r.states_checked},
+                       {"skipped_points", r.skipped_points},
+                       {"elapsed", r.elapsed_seconds},
+                       {"budget_exhausted", r.budget_exhausted},
+                       {"verdicts", r.verdicts},
+                       {"by_invariant", r.violations_by_invariant},
+                       {"violating_states", r.violating_states},
+                       {"classes_dropped", r.violation_classes_dropped},
+                       {"violations", violations}});
 }
 
 Status Decode(const std::string& text, const properties::Workload& workload,

@@ -79,7 +79,7 @@ void PrintHuman(const nlohmann::ordered_json& info) {
   for (const auto& [key, value] : info["format-specific"]["data"].items()) {
     std::string label = key;
     for (char& c : label) c = c == '-' ? ' ' : c;
-    const std::string text = value.is_string() ? value.get<std::string>() : value.dump();
+    const std::string text = value.is_string() ? value.get<std::string>() : DumpJson(value);
     std::printf("    %s: %s\n", label.c_str(), text.c_str());
   }
 }
@@ -105,7 +105,7 @@ int RunInfo(int argc, char** argv) {
   const int64_t actual_size = ::stat(path.c_str(), &st) == 0 ? int64_t{st.st_blocks} * 512 : -1;
   const nlohmann::ordered_json info = InfoJson(path, *header, actual_size);
   if (json) {
-    std::printf("%s\n", info.dump(4).c_str());
+    std::printf("%s\n", DumpJson(info, 4).c_str());
   } else {
     PrintHuman(info);
   }

@@ -279,7 +279,7 @@ void PrintStats(const engine::EngineStats& stats) {
                                        {"eviction_writes", stats.eviction_writes},
                                        {"flushes_by_rule", properties::FlushesByRuleToJson(stats)},
                                        {"transaction_barriers", stats.transaction_barriers}};
-  std::printf("stats: %s\n", json.dump().c_str());
+  std::printf("stats: %s\n", DumpJson(json).c_str());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cli/cli_common.h"
 #include "engine/bug_catalogue.h"
 #include "engine/file_device.h"
 #include "properties/eio.h"
@@ -109,9 +110,9 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"recovery_only", r.recovery.recovery_invariants_only},
                       {"junk_free_clusters", r.run.junk_free_clusters},
                       {"non_atomic", r.run.non_atomic.enabled}};
-  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", crash.dump(2) + "\n"));
-  QCRASH_RETURN_IF_ERROR(
-      WriteText(dir + "/workload.json", properties::WorkloadToJson(r.workload).dump(2) + "\n"));
+  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", DumpJson(crash, 2) + "\n"));
+  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/workload.json",
+                                   DumpJson(properties::WorkloadToJson(r.workload), 2) + "\n"));
   std::string findings;
   for (const std::string& line : r.findings) findings += line + "\n";
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/findings.txt", findings));

@@ -48,7 +48,7 @@ std::string LogSummaryJson(const WriteLog& log, size_t max_records_listed) {
   summary["max_pending_writes"] = max_pending;
   summary["records"] = std::move(records);
   summary["records_truncated"] = log.size() > max_records_listed;
-  return summary.dump(2);
+  return summary.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Status SaveLogSummary(const WriteLog& log, const std::string& path, size_t max_records_listed) {

@@ -243,5 +243,28 @@ TEST(IoInterop, ReportLinesAndExitCodesMatchQemuIo) {
   }
 }
 
+// A snapshot name is bytes from the image, not necessarily UTF-8. JSON output
+// replaces an invalid byte (U+FFFD) rather than ending the process (found in
+// the repair fuzzer's corpus: regress-leak-active-LN-7f30cfcc).
+TEST(JsonOutput, ASnapshotNameThatIsNotUtf8StillGivesJson) {
+  ScratchDir dir;
+  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 s.qcow2 1M && "
+                    "qemu-img snapshot -c snapXYZ s.qcow2")
+                .exit_code,
+            0);
+  std::string image = ReadFileBytes(dir.File("s.qcow2"));
+  const size_t at = image.find("snapXYZ");
+  ASSERT_NE(at, std::string::npos);
+  image[at + 4] = '\xff';
+  image[at + 5] = '\xc3';
+  WriteFileBytes(dir.File("s.qcow2"), image);
+  for (const std::string command : {"info --output=json ", "check --output=json "}) {
+    const RunResult ours = dir.Qcrash(command + "s.qcow2");
+    EXPECT_EQ(ours.exit_code, 0) << command << ours.err;
+    EXPECT_TRUE(nlohmann::json::accept(ours.out)) << command << ours.out;
+  }
+  EXPECT_TRUE(ReadFileBytes(dir.File("s.qcow2")) == image);
+}
+
 }  // namespace
 }  // namespace qcrash::interop
