@@ -18,15 +18,25 @@ std::vector<uint8_t> Bytes(const sim::ChunkedImage& image) {
   return bytes;
 }
 
+constexpr std::string_view kBackingRead = "backing-read";
+
 RunOptions WithError(RunOptions options, const IoErrorCase& c) {
-  options.io_errors.rules = {{.op = c.op, .nth_op = c.nth}};
+  if (c.backing) {
+    options.backing_read_error = c.nth;
+  } else {
+    options.io_errors.rules = {{.op = c.op, .nth_op = c.nth}};
+  }
   return options;
+}
+
+std::string RequestName(const IoErrorCase& c) {
+  return c.backing ? std::string(kBackingRead) : kOpNames[static_cast<size_t>(c.op)];
 }
 
 }  // namespace
 
 std::string FormatIoErrorCase(const IoErrorCase& c) {
-  return std::string("eio:") + kOpNames[static_cast<size_t>(c.op)] + "#" + std::to_string(c.nth);
+  return "eio:" + RequestName(c) + "#" + std::to_string(c.nth);
 }
 
 bool IsIoErrorStateId(std::string_view id) { return id.starts_with("eio:"); }
@@ -38,6 +48,11 @@ Result<IoErrorCase> ParseIoErrorCase(std::string_view id) {
   const size_t hash = id.find('#');
   IoErrorCase c;
   bool known = false;
+  if (hash != std::string_view::npos && id.substr(0, hash) == kBackingRead) {
+    c.op = sim::IoOp::kRead;
+    c.backing = true;
+    known = true;
+  }
   for (size_t k = 0; k < 3 && hash != std::string_view::npos; ++k) {
     if (id.substr(0, hash) == kOpNames[k]) {
       c.op = static_cast<sim::IoOp>(k);
@@ -47,8 +62,9 @@ Result<IoErrorCase> ParseIoErrorCase(std::string_view id) {
   const std::string_view number = known ? id.substr(hash + 1) : std::string_view();
   const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), c.nth);
   if (!known || error != std::errc() || end != number.data() + number.size() || c.nth == 0) {
-    return Status::InvalidArgument("bad eio state '" + std::string(text) +
-                                   "': want eio:read#N, eio:write#N or eio:flush#N (N >= 1)");
+    return Status::InvalidArgument(
+        "bad eio state '" + std::string(text) +
+        "': want eio:read#N, eio:write#N, eio:flush#N or eio:backing-read#N (N >= 1)");
   }
   return c;
 }
@@ -59,6 +75,8 @@ std::vector<IoErrorCase> IoErrorCases(const WorkloadRun& clean_run) {
     for (uint64_t n = 1; n <= clean_run.device_requests[static_cast<size_t>(op)]; ++n)
       cases.push_back({op, n});
   }
+  for (uint64_t n = 1; n <= clean_run.backing_reads; ++n)
+    cases.push_back({sim::IoOp::kRead, n, true});
   return cases;
 }
 
@@ -74,8 +92,7 @@ Result<IoErrorOutcome> CheckIoErrorCase(const Workload& workload, const RunOptio
   const std::string where =
       !run.opened ? "the open"
                   : "operation " + std::to_string(op) + " (" + DescribeOp(workload.ops[op]) + ")";
-  const std::string what = FormatIoErrorCase(c) + " (EIO on " +
-                           kOpNames[static_cast<size_t>(c.op)] + " request " +
+  const std::string what = FormatIoErrorCase(c) + " (EIO on " + RequestName(c) + " request " +
                            std::to_string(c.nth) + ", during " + where + ")";
   // The guest operation that met the error must fail: the run stops at
   // its first failed operation, so that is the last one run.

@@ -20,18 +20,21 @@
 namespace qcrash::properties {
 
 // One injected error: the nth (1-based) request of its kind fails once.
+// With `backing`, the nth read of the backing file (a copy-on-write's).
 struct IoErrorCase {
   sim::IoOp op = sim::IoOp::kWrite;
   uint64_t nth = 1;
+  bool backing = false;  // op is kRead
 };
 
-// "eio:write#12", "eio:flush#3", "eio:read#40": the state id of a case.
+// "eio:write#12", "eio:flush#3", "eio:read#40", "eio:backing-read#2": the
+// state id of a case.
 std::string FormatIoErrorCase(const IoErrorCase& c);
 bool IsIoErrorStateId(std::string_view id);
 Result<IoErrorCase> ParseIoErrorCase(std::string_view id);
 
 // Every case of a run that met no error: each flush, write and read it
-// made, in that order.
+// made, then each read of the backing file, in that order.
 std::vector<IoErrorCase> IoErrorCases(const WorkloadRun& clean_run);
 
 struct IoErrorOutcome {

@@ -103,21 +103,73 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
   return Status::InvalidArgument("unknown operation");
 }
 
-RunOptions WithBacking(const Workload& workload, RunOptions options) {
+namespace {
+
+// The backing file's reads as one run counts them, across every open.
+struct BackingReads {
+  uint64_t fail_nth = 0;  // RunOptions::backing_read_error
+  uint64_t count = 0;
+  bool fired = false;
+};
+
+// A backing file whose nth read fails once with EIO.
+class CountedBacking final : public BlockDevice {
+ public:
+  CountedBacking(std::vector<uint8_t> bytes, std::shared_ptr<BackingReads> reads)
+      : device_(std::move(bytes)), reads_(std::move(reads)) {}
+  Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override {
+    if (++reads_->count == reads_->fail_nth) {
+      reads_->fired = true;
+      return Status::IoError("injected EIO on backing file read " + std::to_string(reads_->count) +
+                             " at " + HexOffset(offset_bytes));
+    }
+    return device_.Read(offset_bytes, out);
+  }
+  Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    return device_.Write(offset_bytes, data);
+  }
+  Status WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    return device_.WriteFua(offset_bytes, data);
+  }
+  Status Flush() override { return device_.Flush(); }
+  uint64_t SizeBytes() const override { return device_.SizeBytes(); }
+  Status Resize(uint64_t size_bytes, ResizeMode mode) override {
+    return device_.Resize(size_bytes, mode);
+  }
+  DeviceGeometry Geometry() const override { return device_.Geometry(); }
+
+ private:
+  MemoryDevice device_;
+  std::shared_ptr<BackingReads> reads_;
+};
+
+RunOptions WithCountedBacking(const Workload& workload, RunOptions options,
+                              std::shared_ptr<BackingReads> reads) {
   if (!workload.backing) return options;
   auto bytes = std::make_shared<const std::vector<uint8_t>>(BackingFileBytes(workload));
-  options.open.open_backing = [bytes](const std::string&) -> Result<std::unique_ptr<BlockDevice>> {
-    return std::unique_ptr<BlockDevice>(std::make_unique<MemoryDevice>(*bytes));
+  options.open.open_backing = [bytes,
+                               reads](const std::string&) -> Result<std::unique_ptr<BlockDevice>> {
+    if (!reads) return std::unique_ptr<BlockDevice>(std::make_unique<MemoryDevice>(*bytes));
+    return std::unique_ptr<BlockDevice>(std::make_unique<CountedBacking>(*bytes, reads));
   };
   return options;
 }
 
+}  // namespace
+
+RunOptions WithBacking(const Workload& workload, RunOptions options) {
+  return WithCountedBacking(workload, std::move(options), nullptr);
+}
+
 Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& given) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
-  const RunOptions options = WithBacking(workload, given);
+  auto backing_reads = std::make_shared<BackingReads>();
+  backing_reads->fail_nth = given.backing_read_error;
+  const RunOptions options = WithCountedBacking(workload, given, backing_reads);
   WorkloadRun run;
   run.workload = workload;
-  run.options = options;
+  // Opens after the run (recovery, replays) read the backing file plainly.
+  run.options = WithBacking(workload, given);
   MemoryDevice created;
   // The create is not under test; under the journal policy it also formats
   // the journal, so the log holds the workload's transactions, not the
@@ -161,16 +213,17 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   sim::SimDisk disk(disk_options, run.initial);
   // Notes the operation during which the first injected error fired.
   auto note_io_error = [&](size_t op) {
-    if (run.io_error_op < 0 && disk.faults().fired_count() > 0)
+    if (run.io_error_op < 0 && (disk.faults().fired_count() > 0 || backing_reads->fired))
       run.io_error_op = static_cast<int64_t>(op);
   };
   auto count_requests = [&] {
     for (size_t k = 0; k < run.device_requests.size(); ++k)
       run.device_requests[k] = disk.faults().op_count(static_cast<sim::IoOp>(k));
+    run.backing_reads = backing_reads->count;
   };
   {
     auto opened = engine::Image::Open(disk, options.open);
-    if (!opened.ok() && disk.faults().fired_count() > 0) {
+    if (!opened.ok() && (disk.faults().fired_count() > 0 || backing_reads->fired)) {
       // An injected error met the open: no operation ran.
       run.io_error_op = 0;
       run.opened = false;

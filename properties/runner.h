@@ -35,6 +35,9 @@ struct RunOptions {
   // fails; when an injected error fired, the image is then closed (the
   // guest gave up, as qemu-io exits after an error) and the disk kept.
   sim::FaultRules io_errors;
+  // The nth (1-based) read of the backing file fails once with EIO (0: none):
+  // a copy-on-write that reads the backing file meets it (properties/eio.h).
+  uint64_t backing_read_error = 0;
 };
 
 // Log positions of one guest operation: records [start, end) are its writes
@@ -59,6 +62,7 @@ struct WorkloadRun {
   // Device requests the run made (reads, writes and FUA writes, flushes),
   // indexed by sim::IoOp, as the disk counted them (failed ones included).
   std::array<uint64_t, 3> device_requests{};
+  uint64_t backing_reads = 0;  // reads of the backing file, over every open of the run
   // Injected I/O errors (RunOptions::io_errors): the first operation during
   // which one fired (-1: none fired), and, when one fired and the run
   // stopped, the disk's latest image after the close that followed, and

@@ -15,16 +15,19 @@ namespace qcrash::properties {
 namespace {
 
 TEST(IoErrorCase, StateIdsRoundTripAndBadOnesAreRefused) {
-  for (const IoErrorCase c : {IoErrorCase{sim::IoOp::kRead, 1}, IoErrorCase{sim::IoOp::kWrite, 12},
-                              IoErrorCase{sim::IoOp::kFlush, 3}}) {
+  for (const IoErrorCase c :
+       {IoErrorCase{sim::IoOp::kRead, 1}, IoErrorCase{sim::IoOp::kWrite, 12},
+        IoErrorCase{sim::IoOp::kFlush, 3}, IoErrorCase{sim::IoOp::kRead, 2, true}}) {
     const std::string id = FormatIoErrorCase(c);
     EXPECT_TRUE(IsIoErrorStateId(id));
     auto parsed = ParseIoErrorCase(id);
     ASSERT_TRUE(parsed.ok()) << id;
     EXPECT_EQ(parsed->op, c.op);
     EXPECT_EQ(parsed->nth, c.nth);
+    EXPECT_EQ(parsed->backing, c.backing);
   }
   EXPECT_EQ(FormatIoErrorCase({sim::IoOp::kWrite, 12}), "eio:write#12");
+  EXPECT_EQ(FormatIoErrorCase({sim::IoOp::kRead, 2, true}), "eio:backing-read#2");
   for (const char* bad : {"eio:", "eio:write", "eio:write#0", "eio:write#x", "eio:trim#1",
                           "eio:write#1x", "p3:1=0"}) {
     EXPECT_FALSE(ParseIoErrorCase(bad).ok()) << bad;
@@ -48,6 +51,29 @@ TEST(IoErrorCase, EveryRequestOfTheRunIsACaseThatFires) {
   }
 }
 
+// A copy-on-write reads the backing file: each of those reads is a case,
+// each fires, and the engine fails the guest operation that met it (the
+// mutant cow-read-error-ignored, which wrote the cluster anyway, was
+// missed before these cases existed).
+TEST(IoErrorCase, EachBackingFileReadIsACaseTheEngineReports) {
+  RunOptions options;
+  options.open.policy = engine::OrderingPolicy::kOrdered;
+  auto run = RunWorkload(*BuiltinWorkload("backing"), options);
+  ASSERT_TRUE(run.ok());
+  ASSERT_GT(run->backing_reads, 0u);
+  size_t backing_cases = 0;
+  for (const IoErrorCase& c : IoErrorCases(*run)) {
+    if (!c.backing) continue;
+    ++backing_cases;
+    auto outcome = CheckIoErrorCase(run->workload, options, c);
+    ASSERT_TRUE(outcome.ok());
+    EXPECT_TRUE(outcome->fired) << FormatIoErrorCase(c);
+    EXPECT_EQ(outcome->result.violations.size(), 0u)
+        << FormatIoErrorCase(c) << ": " << outcome->result.violations.front().message;
+  }
+  EXPECT_EQ(backing_cases, run->backing_reads);
+}
+
 // The engine passes under every safe policy. Under the journal this failed
 // before the fix in AttachJournal: an EIO reading a clean journal's header
 // at open was taken for a header that does not decode, and the journal was
@@ -57,7 +83,7 @@ TEST(IoErrorCase, EverySafePolicyReportsEveryErrorAndLeavesLeaksAtMost) {
        {engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
         engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent,
         engine::OrderingPolicy::kJournal}) {
-    for (const char* name : {"default", "free-reuse", "reopen"}) {
+    for (const char* name : {"default", "free-reuse", "reopen", "backing"}) {
       ExploreConfig config;
       config.workload = *BuiltinWorkload(name);
       config.run.open.policy = policy;
