@@ -23,6 +23,10 @@ std::string DumpJson(const nlohmann::json& value, int indent) {
   return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+std::string DumpJson(const nlohmann::ordered_json& value, int indent) {
+  return value.dump(indent, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 int ReportError(const std::string& file, const Status& status) {
   // One line, always: some messages (QEMU's lock wording) carry a newline.
   std::string text = status.ToString();

@@ -28,6 +28,7 @@ int ReportUsage(const std::string& message);
 // image (snapshot names, backing file names) need not be UTF-8: an invalid
 // byte becomes U+FFFD instead of an exception that ends the process.
 std::string DumpJson(const nlohmann::json& value, int indent = -1);
+std::string DumpJson(const nlohmann::ordered_json& value, int indent = -1);  // keeps key order
 
 // qemu_strtosz: "4096", "64k", "1.5G", "0x1000"; the suffix is case-insensitive
 // (b, k, M, G, T, P, E) and a bare number is bytes.

@@ -34,6 +34,7 @@ class Rng {
 struct Swarm {
   bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end, reopen,
       reads, backing;
+  bool bytes = false;  // ranges that start or end inside a sector
 };
 
 std::string Describe(const Swarm& s) {
@@ -52,6 +53,7 @@ std::string Describe(const Swarm& s) {
   add(s.reopen, "reopen");
   add(s.reads, "reads");
   add(s.backing, "backing");
+  add(s.bytes, "bytes");
   return out;
 }
 
@@ -76,6 +78,10 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
 
   Swarm s{r.OneIn(2), r.OneIn(2), !r.OneIn(4), r.OneIn(3), r.OneIn(2), grow_refcounts || r.OneIn(2),
           r.OneIn(2), r.OneIn(2), r.OneIn(3),  r.OneIn(2), r.OneIn(4)};
+  // Byte-granular ranges come from a stream of their own, so a seed
+  // without them generates what it did before they existed.
+  Rng byte_rng(seed ^ 0x6279746573ull);
+  s.bytes = s.unaligned && byte_rng.OneIn(2);
   // A raw backing file under the image: partial writes copy from it.
   if (s.backing) SetBacking(w);
   c.features = Describe(s);
@@ -138,6 +144,15 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     length = std::max<uint64_t>(1, std::min({length, sectors - first, uint64_t{16} << 20 >> 9}));
     op.offset_bytes = first * kGuestSectorBytes;
     op.length_bytes = length * kGuestSectorBytes;
+    if (s.bytes && byte_rng.OneIn(2)) {
+      // Start and end inside a sector: the engine merges the rest of the
+      // sector (and of its cluster) itself.
+      const uint64_t head = byte_rng.Below(kGuestSectorBytes);
+      const uint64_t tail = byte_rng.Below(kGuestSectorBytes);
+      op.offset_bytes += head;
+      op.length_bytes = std::max<uint64_t>(
+          1, op.length_bytes - head - std::min(tail, op.length_bytes - head - 1));
+    }
   };
   for (size_t i = 0; i < count; ++i) {
     GuestOp op;

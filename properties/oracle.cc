@@ -2,6 +2,7 @@
 #include "properties/oracle.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 
@@ -17,11 +18,14 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
         op.kind != OpKind::kDiscard) {
       continue;
     }
-    const uint64_t first = op.offset_bytes / kGuestSectorBytes;
-    const uint64_t count = op.length_bytes / kGuestSectorBytes;
-    for (uint64_t s = first; s < first + count; ++s) {
+    const uint64_t end_bytes = op.offset_bytes + op.length_bytes;
+    for (uint64_t s = op.offset_bytes / kGuestSectorBytes; s * kGuestSectorBytes < end_bytes; ++s) {
+      const uint64_t base = s * kGuestSectorBytes;
       const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(i + 1, s) : 0;
-      by_sector[s].push_back({static_cast<uint32_t>(i), tag, op.kind == OpKind::kDiscard});
+      by_sector[s].push_back(
+          {static_cast<uint32_t>(i), tag, op.kind == OpKind::kDiscard,
+           static_cast<uint16_t>(std::max(op.offset_bytes, base) - base),
+           static_cast<uint16_t>(std::min(end_bytes, base + kGuestSectorBytes) - base)});
     }
     // Whole clusters are read back: the sectors of a touched cluster that
     // no operation wrote must still read zero, so a copy-on-write that
@@ -45,6 +49,9 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
   ranges_ = std::move(merged);
   for (auto& [sector, writes] : by_sector) {
     sectors_.push_back(sector);
+    partial_.push_back(std::any_of(writes.begin(), writes.end(), [](const Write& w) {
+      return w.lo != 0 || w.hi != kGuestSectorBytes;
+    }));
     history_.push_back(std::move(writes));
   }
 }
@@ -86,6 +93,12 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
     // discard also zeroes. Before any write: its initial content.
     uint64_t durable = InitialSectorTag(run_.workload, sector);  // a backing file's, or zeroes
     bool durable_or_zero = false, later_writes = false, allowed = false;
+    if (it != sectors_.end() && *it == sector &&
+        partial_[static_cast<size_t>(it - sectors_.begin())]) {
+      CheckBytes(point, flush_index, sector, history_[static_cast<size_t>(it - sectors_.begin())],
+                 bytes.data() + k * kGuestSectorBytes, out);
+      continue;
+    }
     if (it != sectors_.end() && *it == sector) {
       for (const Write& w : history_[static_cast<size_t>(it - sectors_.begin())]) {
         if (static_cast<int64_t>(w.op_index) < flush_index) {
@@ -111,6 +124,44 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
                                     ") or a later write's"
                               : "; expected its flushed value: " + DescribeSectorTag(durable));
     out.push_back(std::move(v));
+  }
+}
+
+void GuestOracle::CheckBytes(uint64_t point, int64_t flush_index, uint64_t sector,
+                             const std::vector<Write>& writes, const uint8_t* bytes,
+                             std::vector<ContentViolation>& out) const {
+  // The rule of Check, byte by byte: each byte holds its byte of some tag.
+  const uint64_t initial = InitialSectorTag(run_.workload, sector);
+  for (uint64_t b = 0; b < kGuestSectorBytes; ++b) {
+    uint8_t durable = TagByte(initial, b);
+    bool durable_or_zero = false, later_writes = false, allowed = false;
+    for (const Write& w : writes) {
+      if (b < w.lo || b >= w.hi) continue;
+      if (static_cast<int64_t>(w.op_index) < flush_index) {
+        if (w.discard) {
+          durable_or_zero = durable_or_zero || durable != 0;
+        } else {
+          durable = TagByte(w.tag, b);
+          durable_or_zero = false;
+        }
+      } else if (run_.spans[w.op_index].start < point) {
+        later_writes = true;
+        allowed |= bytes[b] == TagByte(w.tag, b);
+      }
+    }
+    if (bytes[b] == durable || allowed || (durable_or_zero && bytes[b] == 0)) continue;
+    ContentViolation v;
+    v.guest_offset = sector * kGuestSectorBytes + b;
+    v.invariant = later_writes ? "I5" : "I4";
+    char text[96];
+    std::snprintf(text, sizeof(text), "reads 0x%02x; %s 0x%02x", bytes[b],
+                  later_writes ? "allowed: its flushed value" : "expected its flushed value",
+                  durable);
+    v.message = "guest byte at " + HexOffset(v.guest_offset) + " (in a sector written in part) " +
+                text + (later_writes ? " or a later write's" : "") + "; the sector reads " +
+                DescribeSectorTag(SectorTagOf(bytes));
+    out.push_back(std::move(v));
+    return;  // one violation per sector
   }
 }
 

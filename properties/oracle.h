@@ -46,12 +46,21 @@ class GuestOracle {
     uint32_t op_index;
     uint64_t tag;  // 0 = zeroes
     bool discard;  // a discard may leave the old value (partial clusters) or zeroes
+    // The bytes of the sector it covers, [lo, hi): all of it but for an
+    // operation that starts or ends inside the sector.
+    uint16_t lo = 0;
+    uint16_t hi = kGuestSectorBytes;
   };
+  // A sector some operation covered in part, checked byte by byte.
+  void CheckBytes(uint64_t point, int64_t flush_index, uint64_t sector,
+                  const std::vector<Write>& writes, const uint8_t* bytes,
+                  std::vector<ContentViolation>& out) const;
   const WorkloadRun& run_;
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;
   // Per touched sector (indexed through sector_index_), its writes in order.
   std::vector<uint64_t> sectors_;            // sorted guest sector numbers
   std::vector<std::vector<Write>> history_;  // parallel to sectors_
+  std::vector<bool> partial_;                // parallel to sectors_: a write covers it in part
 };
 
 }  // namespace qcrash::properties

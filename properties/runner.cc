@@ -1,6 +1,9 @@
 // RunWorkload: create on memory, replay the operations over a SimDisk.
 #include "properties/runner.h"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "engine/memory_device.h"
 #include "sim/sim_disk.h"
 
@@ -38,40 +41,88 @@ engine::EngineStats Sum(const engine::EngineStats& a, const engine::EngineStats&
 
 }  // namespace
 
+GuestModel::Expected GuestModel::WholeSector(uint64_t sector) const {
+  auto it = sectors_.find(sector);
+  return it == sectors_.end() ? Expected{InitialSectorTag(workload_, sector), false} : it->second;
+}
+
+GuestModel::PartialSector& GuestModel::Partial(uint64_t sector) {
+  auto [it, fresh] = partial_.try_emplace(sector);
+  if (fresh) {
+    const Expected whole = WholeSector(sector);
+    for (uint64_t b = 0; b < kGuestSectorBytes; ++b) it->second.bytes[b] = TagByte(whole.tag, b);
+    if (whole.or_zero) it->second.or_zero.set();
+  }
+  return it->second;
+}
+
 void GuestModel::Apply(const GuestOp& op, uint64_t op_number) {
-  const uint64_t first = op.offset_bytes / kGuestSectorBytes;
-  const uint64_t end = first + op.length_bytes / kGuestSectorBytes;
-  switch (op.kind) {
-    case OpKind::kWrite:
-      for (uint64_t s = first; s < end; ++s) sectors_[s] = {SectorTag(op_number, s), false};
-      return;
-    case OpKind::kWriteZeroes:
-      for (uint64_t s = first; s < end; ++s) sectors_[s] = {0, false};
-      return;
-    case OpKind::kDiscard:
-      for (uint64_t s = first; s < end; ++s) {
-        auto [it, fresh] = sectors_.try_emplace(s, Expected{InitialSectorTag(workload_, s), false});
+  if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
+    return;  // flush, close, read; a resize only grows (zeroes)
+  }
+  const uint64_t end_bytes = op.offset_bytes + op.length_bytes;
+  for (uint64_t s = op.offset_bytes / kGuestSectorBytes; s * kGuestSectorBytes < end_bytes; ++s) {
+    const uint64_t lo = std::max(op.offset_bytes, s * kGuestSectorBytes) - s * kGuestSectorBytes;
+    const uint64_t hi = std::min(end_bytes, (s + 1) * kGuestSectorBytes) - s * kGuestSectorBytes;
+    const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(op_number, s) : 0;
+    auto part_it = partial_.find(s);
+    if (lo == 0 && hi == kGuestSectorBytes && op.kind == OpKind::kDiscard &&
+        part_it != partial_.end()) {
+      part_it->second.or_zero.set();  // its bytes as they are, or zeroes
+      continue;
+    }
+    if (lo == 0 && hi == kGuestSectorBytes) {  // the whole sector
+      partial_.erase(s);
+      if (op.kind == OpKind::kDiscard) {
+        auto [it, fresh] = sectors_.try_emplace(s, WholeSector(s));
         it->second.or_zero = true;
+      } else {
+        sectors_[s] = {tag, false};
       }
-      return;
-    default:
-      return;  // flush, close, read; a resize only grows (zeroes)
+      continue;
+    }
+    PartialSector& part = Partial(s);
+    for (uint64_t b = lo; b < hi; ++b) {
+      if (op.kind == OpKind::kDiscard) {
+        part.or_zero.set(b);
+      } else {
+        part.bytes[b] = TagByte(tag, b);
+        part.or_zero.reset(b);
+      }
+    }
   }
 }
 
 Status GuestModel::CheckRead(uint64_t offset, std::span<const uint8_t> bytes) const {
-  for (uint64_t k = 0; k * kGuestSectorBytes < bytes.size(); ++k) {
-    const uint64_t sector = offset / kGuestSectorBytes + k;
-    const uint64_t actual = SectorTagOf(bytes.data() + k * kGuestSectorBytes);
-    auto it = sectors_.find(sector);
-    const Expected expected =
-        it == sectors_.end() ? Expected{InitialSectorTag(workload_, sector), false} : it->second;
-    if (actual == expected.tag || (expected.or_zero && actual == 0)) continue;
-    return Status::Corruption(
-        "read of " + std::to_string(bytes.size()) + " bytes at " + HexOffset(offset) +
-        ": guest sector at " + HexOffset(sector * kGuestSectorBytes) + " reads " +
-        DescribeSectorTag(actual) + "; the last write left " + DescribeSectorTag(expected.tag) +
-        (expected.or_zero ? " (or zeroes: discarded)" : ""));
+  const uint64_t end_bytes = offset + bytes.size();
+  for (uint64_t s = offset / kGuestSectorBytes; s * kGuestSectorBytes < end_bytes; ++s) {
+    const uint64_t base = s * kGuestSectorBytes;
+    const uint64_t lo = std::max(offset, base) - base;
+    const uint64_t hi = std::min(end_bytes, base + kGuestSectorBytes) - base;
+    const uint8_t* got = bytes.data() + (base + lo - offset);
+    auto part = partial_.find(s);
+    const Expected whole = WholeSector(s);
+    if (part == partial_.end() && lo == 0 && hi == kGuestSectorBytes) {
+      const uint64_t actual = SectorTagOf(got);
+      if (actual == whole.tag || (whole.or_zero && actual == 0)) continue;
+      return Status::Corruption("read of " + std::to_string(bytes.size()) + " bytes at " +
+                                HexOffset(offset) + ": guest sector at " + HexOffset(base) +
+                                " reads " + DescribeSectorTag(actual) + "; the last write left " +
+                                DescribeSectorTag(whole.tag) +
+                                (whole.or_zero ? " (or zeroes: discarded)" : ""));
+    }
+    for (uint64_t b = lo; b < hi; ++b) {
+      const uint8_t want = part != partial_.end() ? part->second.bytes[b] : TagByte(whole.tag, b);
+      const bool or_zero = part != partial_.end() ? part->second.or_zero.test(b) : whole.or_zero;
+      const uint8_t actual = got[b - lo];
+      if (actual == want || (or_zero && actual == 0)) continue;
+      char text[64];
+      std::snprintf(text, sizeof(text), "0x%02x where the last write left 0x%02x", actual, want);
+      return Status::Corruption("read of " + std::to_string(bytes.size()) + " bytes at " +
+                                HexOffset(offset) + ": guest byte at " + HexOffset(base + b) +
+                                " reads " + text + (or_zero ? " (or zero: discarded)" : "") +
+                                " (sector of " + DescribeSectorTag(whole.tag) + " before)");
+    }
   }
   return Status::Ok();
 }
@@ -86,7 +137,7 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
     }
     case OpKind::kWrite: {
       std::vector<uint8_t> data(op.length_bytes);
-      FillOpContent(op_number, op.offset_bytes / kGuestSectorBytes, data);
+      FillOpBytes(op_number, op.offset_bytes, data);
       return image.Write(op.offset_bytes, data);
     }
     case OpKind::kWriteZeroes:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <bitset>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -91,8 +92,16 @@ class GuestModel {
     uint64_t tag = 0;
     bool or_zero = false;  // discarded: the old tag or zeroes
   };
-  const Workload& workload_;              // the initial content (a backing file)
-  std::map<uint64_t, Expected> sectors_;  // absent: the initial content
+  // A sector that operations covered in part: what each byte may read.
+  struct PartialSector {
+    std::array<uint8_t, kGuestSectorBytes> bytes{};
+    std::bitset<kGuestSectorBytes> or_zero;
+  };
+  Expected WholeSector(uint64_t sector) const;
+  PartialSector& Partial(uint64_t sector);     // made from the whole sector's value
+  const Workload& workload_;                   // the initial content (a backing file)
+  std::map<uint64_t, Expected> sectors_;       // absent: the initial content
+  std::map<uint64_t, PartialSector> partial_;  // wins over sectors_
 };
 
 // `options` with an opener for the workload's backing file, when it has one

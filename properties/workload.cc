@@ -74,11 +74,7 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       continue;
     }
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) continue;
-    if (op.offset_bytes % kGuestSectorBytes || op.length_bytes % kGuestSectorBytes ||
-        op.length_bytes == 0) {
-      return Status::InvalidArgument(where +
-                                     ": offset and length must be non-zero multiples of 512");
-    }
+    if (op.length_bytes == 0) return Status::InvalidArgument(where + ": length must not be 0");
     if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
       return Status::InvalidArgument(where + ": goes past the end of the disk (" +
                                      std::to_string(size) + " bytes)");
@@ -95,6 +91,19 @@ void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& ou
     const uint64_t tag = SectorTag(op_number, sector + at / kGuestSectorBytes);
     std::memcpy(&out[at], &tag, 8);
   }
+}
+
+void FillOpBytes(uint64_t op_number, uint64_t offset_bytes, std::vector<uint8_t>& out) {
+  const uint64_t head = offset_bytes % kGuestSectorBytes;
+  if (head == 0 && out.size() % 8 == 0) {
+    FillOpContent(op_number, offset_bytes / kGuestSectorBytes, out);
+    return;
+  }
+  // The whole sectors it covers, then the part it writes.
+  std::vector<uint8_t> sectors((head + out.size() + kGuestSectorBytes - 1) / kGuestSectorBytes *
+                               kGuestSectorBytes);
+  FillOpContent(op_number, offset_bytes / kGuestSectorBytes, sectors);
+  std::memcpy(out.data(), sectors.data() + head, out.size());
 }
 
 uint64_t SectorTagOf(const uint8_t* sector) {

@@ -24,7 +24,9 @@ enum class OpKind : uint8_t {
   kRead,  // checked as it runs: it must return what the last writes left (GuestModel)
 };
 
-// One guest operation. Offsets and lengths are multiples of 512 bytes.
+// One guest operation. Writes, zero writes, discards and reads take any
+// byte offset and length (QEMU's qcow2 driver does too); a resize is a
+// multiple of 512 bytes.
 struct GuestOp {
   OpKind kind = OpKind::kWrite;
   uint64_t offset_bytes = 0;
@@ -71,6 +73,17 @@ inline uint64_t SectorTag(uint64_t op_number, uint64_t sector) {
 // Fills `out` (a multiple of 512 bytes starting at guest sector `sector`)
 // with op `op_number`'s content.
 void FillOpContent(uint64_t op_number, uint64_t sector, std::vector<uint8_t>& out);
+// Op `op_number`'s content for the bytes at guest offset `offset_bytes` (any
+// alignment): each byte is the one its sector would hold, so a write that
+// covers part of a sector leaves that part of the sector's tag.
+void FillOpBytes(uint64_t op_number, uint64_t offset_bytes, std::vector<uint8_t>& out);
+// Byte `byte_in_sector` of a sector holding `tag` (the tag repeated).
+inline uint8_t TagByte(uint64_t tag, uint64_t byte_in_sector) {
+  uint8_t bytes[8];
+  static_assert(sizeof(bytes) == sizeof(tag));
+  __builtin_memcpy(bytes, &tag, 8);
+  return bytes[byte_in_sector % 8];
+}
 
 // What guest sector `sector` holds before any operation: the backing
 // file's tag within its size, zeroes elsewhere.
