@@ -188,6 +188,14 @@ MUTANTS = [
      "      QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));",
      "      (void)ReadCluster(guest_cluster, 0, cluster);",
      "copy-on-write goes on after its read of the old cluster failed"),
+    ("in-place-write-sector-rounded", "engine/cluster_io.cc",
+     "    return io_.WriteData(old_host + in_cluster, data);",
+     "    return io_.WriteData(old_host + in_cluster / 512 * 512, data);",
+     "a write inside an owned cluster lands at the start of its sector"),
+    ("cow-merge-sector-rounded", "engine/cluster_io.cc",
+     "    std::memcpy(cluster.data() + in_cluster, data.data(), data.size());",
+     "    std::memcpy(cluster.data() + in_cluster / 512 * 512, data.data(), data.size());",
+     "copy-on-write merges the guest's bytes at the start of their sector"),
 ]
 
 

@@ -272,6 +272,30 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              W(64 * kKiB, 8 * kKiB),
              Rd(60 * kKiB, 16 * kKiB),
              C()};
+  } else if (name == "bytes") {
+    // Requests that start or end inside a sector, over a backing file: a
+    // write into an allocated cluster rewrites part of a sector in place,
+    // one into an unallocated cluster copies the rest of the cluster (the
+    // sector's other bytes included) from the backing file, a zero write
+    // and a discard with byte edges, and reads with byte edges check every
+    // byte as they run.
+    w.image.size_bytes = 1 * kMiB;
+    SetBacking(w);
+    w.ops = {W(0, 8 * kKiB),
+             F(),
+             W(100, 1000),
+             W(4 * kKiB + 7, 3),
+             W(20 * kKiB + 300, 5000),
+             Rd(90, 6000),
+             Z(300, 77, false),
+             F(),
+             D(10, 9000),
+             W(40 * kKiB + 511, 2),
+             W(64 * kKiB + 1, 4 * kKiB - 2),
+             Rd(0, 48 * kKiB + 5),
+             F(),
+             W(2 * kKiB + 13, 100),
+             C()};
   } else if (name == "backing") {
     // A raw backing file under the image: partial writes into unallocated
     // clusters copy the rest of the cluster from it (copy-on-write), whole
@@ -337,6 +361,7 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "refcount-growth",
           "refcount-table-growth",
           "unaligned",
+          "bytes",
           "backing",
           "reopen",
           "v2"};
