@@ -196,6 +196,22 @@ MUTANTS = [
      "    std::memcpy(cluster.data() + in_cluster, data.data(), data.size());",
      "    std::memcpy(cluster.data() + in_cluster / 512 * 512, data.data(), data.size());",
      "copy-on-write merges the guest's bytes at the start of their sector"),
+    ("shrink-header-before-tail-durable", "engine/image.cc",
+     "  return FlushAll();  // step 3",
+     "  return Status::Ok();  // step 3",
+     "a shrink names the smaller size before the dropped tail is durable"),
+    ("shrink-drops-the-partial-cluster", "engine/image.cc",
+     "  const uint64_t first = (new_size_bytes + cb - 1) / cb;",
+     "  const uint64_t first = new_size_bytes / cb;",
+     "a shrink inside a cluster drops that whole cluster (off by one)"),
+    ("shrink-keeps-the-partial-tail", "engine/image.cc",
+     "  if (new_size_bytes % cb != 0) {  // step 1",
+     "  if (false) {  // step 1",
+     "a shrink inside a cluster leaves the bytes past the new end for a later growth"),
+    ("shrink-leaks-the-tail", "engine/image.cc",
+     "    QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));\n    if (gc + 1 < end)",
+     "    (void)type;\n    if (gc + 1 < end)",
+     "a shrink unmaps the tail without freeing its host clusters"),
 ]
 
 

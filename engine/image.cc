@@ -233,18 +233,7 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
   if (read_only_) return WriteRefused();
   if (new_size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("size too large");
   const uint64_t old_size = header_.size_bytes;
-  if (new_size_bytes < old_size) {
-    const uint64_t first = (new_size_bytes + cluster_bytes() - 1) / cluster_bytes();
-    const uint64_t end = (old_size + cluster_bytes() - 1) / cluster_bytes();
-    for (uint64_t gc = first; gc < end; ++gc) {
-      QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(gc));
-      if (slot.entry != 0) {
-        return Status::NotSupported("cannot shrink: guest cluster at " +
-                                    HexOffset(gc * cluster_bytes()) +
-                                    " past the new end is allocated");
-      }
-    }
-  }
+  if (new_size_bytes < old_size) QCRASH_RETURN_IF_ERROR(DropTail(new_size_bytes, old_size));
   const uint64_t needed = f::L1EntriesFor(new_size_bytes, header_.cluster_bits);
   if (needed > l1_table_.size()) QCRASH_RETURN_IF_ERROR(GrowL1(needed));
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
@@ -256,6 +245,56 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
     return Preallocate(old_size, new_size_bytes, preallocation);
   }
   return Status::Ok();
+}
+
+// Shrinking, before the header names the new size: what lies past the new
+// end must read as zeroes if the disk grows again, as on a fresh disk.
+//  1. the part of the last cluster past the new end gets explicit zeroes;
+//  2. each whole cluster past it loses its mapping and its host cluster is
+//     freed (unlink before free, R4, as a discard); with a backing file the
+//     entry becomes a zero cluster instead, so the backing file's bytes do
+//     not show through (v2 has no zero flag: refused);
+//  3. all of it durable before the header shrinks (a guest flush): a crash
+//     after the smaller size is durable must not leave the tail mapped.
+// The L1 table keeps its size (the format allows a larger one).
+Status Image::Impl::DropTail(uint64_t new_size_bytes, uint64_t old_size_bytes) {
+  const uint64_t cb = cluster_bytes();
+  const bool has_backing = !header_.backing_file.empty();
+  if (has_backing && header_.version < 3) {
+    return Status::NotSupported(
+        "cannot shrink a version 2 image with a backing file (no zero clusters)");
+  }
+  const uint64_t first = (new_size_bytes + cb - 1) / cb;
+  const uint64_t end = (old_size_bytes + cb - 1) / cb;
+  if (new_size_bytes % cb != 0) {  // step 1
+    const uint64_t gc = new_size_bytes / cb;
+    QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(gc));
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
+                            Classify(slot.entry, slot.l2_table_offset, slot.index));
+    const bool reads_zero =
+        type == ClusterType::kZeroPlain || type == ClusterType::kZeroAlloc ||
+        (type == ClusterType::kUnallocated && !(has_backing && gc * cb < backing_size_bytes_));
+    if (!reads_zero) {
+      const uint64_t tail = std::min(first * cb, old_size_bytes) - new_size_bytes;
+      const std::vector<uint8_t> zeroes(tail, 0);
+      QCRASH_RETURN_IF_ERROR(WriteCluster(gc, new_size_bytes % cb, zeroes));
+    }
+  }
+  for (uint64_t gc = first; gc < end; ++gc) {  // step 2
+    QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(gc));
+    // Past the backing file's end an unallocated cluster reads zeroes.
+    const bool shows_backing = has_backing && gc * cb < backing_size_bytes_;
+    if (slot.l2_table_offset == 0 && !shows_backing) continue;
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
+                            Classify(slot.entry, slot.l2_table_offset, slot.index));
+    const uint64_t new_entry = shows_backing ? f::kOflagZero : 0;
+    if (slot.entry == new_entry) continue;
+    QCRASH_ASSIGN_OR_RETURN(slot, LookupL2ForWrite(gc));
+    QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, new_entry));
+    QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));
+    if (gc + 1 < end) QCRASH_RETURN_IF_ERROR(AtClusterBoundary());
+  }
+  return FlushAll();  // step 3
 }
 
 // Allocates every cluster in [from, to) with a normal L2 entry (metadata),

@@ -54,6 +54,7 @@ class Image::Impl {
   Status GrowL1(uint64_t l1_entries);
   Status WriteL1Entry(uint64_t l1_index);
   Status Truncate(uint64_t new_size_bytes, Preallocation preallocation);
+  Status DropTail(uint64_t new_size_bytes, uint64_t old_size_bytes);  // a shrink's first part
   Status Preallocate(uint64_t from_bytes, uint64_t to_bytes, Preallocation preallocation);
   Status FlushAll();
   Status Close();

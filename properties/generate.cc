@@ -113,6 +113,10 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
                 ",sector=" + std::to_string(run.sector_bytes);
 
   const uint64_t cluster = uint64_t{1} << w.image.cluster_bits;
+  // Shrinks come from a stream of their own too (a v2 image over a backing
+  // file cannot shrink: no zero clusters to hide the backing file with).
+  Rng shrink_rng(seed ^ 0x736872696e6bull);
+  const bool can_shrink = !(s.backing && w.image.version < 3);
   const uint64_t cluster_sectors = cluster / kGuestSectorBytes;
   const size_t count = ops ? ops : 8 + r.Below(grow_refcounts ? 56 : 32);
   uint64_t size = w.image.size_bytes;
@@ -165,6 +169,15 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
       op.kind = OpKind::kClose;
     } else if (s.flush && roll < 3) {
       op.kind = OpKind::kFlush;
+    } else if (s.resize && roll == 3 && size > cluster && can_shrink && shrink_rng.OneIn(3)) {
+      // A shrink to any sector, often inside a cluster: the tail is
+      // dropped, and a later growth must read zeroes there.
+      size = std::max<uint64_t>(
+          kGuestSectorBytes,
+          (1 + shrink_rng.Below(size / kGuestSectorBytes - 1)) * kGuestSectorBytes);
+      op.kind = OpKind::kResize;
+      op.length_bytes = size;
+      written.clear();
     } else if (s.resize && roll == 3 && size < (uint64_t{64} << 20)) {
       size *= 2;
       op.kind = OpKind::kResize;

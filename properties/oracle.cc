@@ -12,8 +12,28 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
   std::map<uint64_t, std::vector<Write>> by_sector;
   const auto& ops = run.workload.ops;
   const uint64_t cluster_bytes = uint64_t{1} << run.workload.image.cluster_bits;
+  uint64_t size = run.workload.image.size_bytes;
   for (size_t i = 0; i < run.spans.size() && i < ops.size(); ++i) {
     const GuestOp& op = ops[i];
+    if (op.kind == OpKind::kResize) {
+      // A shrink: what lies past the new end reads zeroes if the disk
+      // grows again, as if zeroes were written there.
+      // Only sectors that held something else need the entry: those
+      // written before, and a backing file's.
+      const uint64_t backing_end =
+          run.workload.backing ? std::min(size, run.workload.image.size_bytes) : 0;
+      for (uint64_t s = op.length_bytes / kGuestSectorBytes; s < size / kGuestSectorBytes; ++s) {
+        if (s * kGuestSectorBytes < backing_end || by_sector.count(s))
+          by_sector[s].push_back({static_cast<uint32_t>(i), 0, false, 0, kGuestSectorBytes, true});
+      }
+      if (op.length_bytes < backing_end) {
+        const uint64_t begin = op.length_bytes / cluster_bytes * cluster_bytes;
+        ranges_.push_back(
+            {begin, (backing_end + cluster_bytes - 1) / cluster_bytes * cluster_bytes - begin});
+      }
+      size = op.length_bytes;
+      continue;
+    }
     if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes &&
         op.kind != OpKind::kDiscard) {
       continue;
@@ -64,14 +84,22 @@ bool GuestOracle::AcknowledgedAt(size_t op_index, uint64_t point) const {
   return !failed && run_.spans[op_index].end <= point;
 }
 
-uint64_t GuestOracle::MinSizeAt(uint64_t point) const {
-  uint64_t size = run_.workload.image.size_bytes;
+bool GuestOracle::DurableAt(const Write& w, int64_t flush_index, uint64_t point) const {
+  return static_cast<int64_t>(w.op_index) < flush_index ||
+         (w.durable_at_ack && AcknowledgedAt(w.op_index, point));
+}
+
+std::vector<uint64_t> GuestOracle::SizesAt(uint64_t point) const {
+  std::vector<uint64_t> sizes = {run_.workload.image.size_bytes};
   for (size_t i = 0; i < run_.spans.size(); ++i) {
-    if (run_.workload.ops[i].kind == OpKind::kResize && AcknowledgedAt(i, point)) {
-      size = run_.workload.ops[i].length_bytes;
+    if (run_.workload.ops[i].kind != OpKind::kResize) continue;
+    if (AcknowledgedAt(i, point)) {
+      sizes = {run_.workload.ops[i].length_bytes};
+    } else if (run_.spans[i].start < point) {
+      sizes.push_back(run_.workload.ops[i].length_bytes);
     }
   }
-  return size;
+  return sizes;
 }
 
 void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const uint8_t> bytes,
@@ -101,13 +129,14 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
     }
     if (it != sectors_.end() && *it == sector) {
       for (const Write& w : history_[static_cast<size_t>(it - sectors_.begin())]) {
-        if (static_cast<int64_t>(w.op_index) < flush_index) {
+        if (DurableAt(w, flush_index, point)) {
           if (w.discard) {
             durable_or_zero = durable_or_zero || durable != 0;
           } else {
             durable = w.tag;
             durable_or_zero = false;
           }
+          allowed = later_writes = false;  // what came before it is gone
         } else if (run_.spans[w.op_index].start < point) {
           later_writes = true;  // issued after the flush, before the crash
           allowed |= actual == w.tag;
@@ -137,13 +166,14 @@ void GuestOracle::CheckBytes(uint64_t point, int64_t flush_index, uint64_t secto
     bool durable_or_zero = false, later_writes = false, allowed = false;
     for (const Write& w : writes) {
       if (b < w.lo || b >= w.hi) continue;
-      if (static_cast<int64_t>(w.op_index) < flush_index) {
+      if (DurableAt(w, flush_index, point)) {
         if (w.discard) {
           durable_or_zero = durable_or_zero || durable != 0;
         } else {
           durable = TagByte(w.tag, b);
           durable_or_zero = false;
         }
+        allowed = later_writes = false;
       } else if (run_.spans[w.op_index].start < point) {
         later_writes = true;
         allowed |= bytes[b] == TagByte(w.tag, b);

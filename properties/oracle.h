@@ -30,9 +30,10 @@ class GuestOracle {
   // differ from zero, and the clusters around them.
   const std::vector<std::pair<uint64_t, uint64_t>>& touched_ranges() const { return ranges_; }
 
-  // The guest size the disk must have at point p (acknowledged resizes),
-  // and the largest it may have.
-  uint64_t MinSizeAt(uint64_t point) const;
+  // The guest sizes the disk may have after a crash at point p: the last
+  // acknowledged resize's (a resize is durable once it returns), or the
+  // size of a resize in flight at p. The first is the acknowledged one.
+  std::vector<uint64_t> SizesAt(uint64_t point) const;
 
   // Checks the bytes of `guest_offset` .. (a multiple of 512 bytes) as read
   // after a crash at `point`; appends violations (at most `max` of them).
@@ -50,7 +51,11 @@ class GuestOracle {
     // operation that starts or ends inside the sector.
     uint16_t lo = 0;
     uint16_t hi = kGuestSectorBytes;
+    // A shrink's zeroes: durable once the resize returns, as its size is.
+    bool durable_at_ack = false;
   };
+  // `w` is durable at `point`: before the last flush, or a shrink that had returned.
+  bool DurableAt(const Write& w, int64_t flush_index, uint64_t point) const;
   // A sector some operation covered in part, checked byte by byte.
   void CheckBytes(uint64_t point, int64_t flush_index, uint64_t sector,
                   const std::vector<Write>& writes, const uint8_t* bytes,

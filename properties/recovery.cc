@@ -301,10 +301,12 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
     return;
   }
   const uint64_t size = (*image)->size_bytes();
-  if (size < oracle.MinSizeAt(point)) {
-    result.violations.push_back({tag.empty() ? "I4" : tag,
-                                 "an acknowledged resize to " +
-                                     std::to_string(oracle.MinSizeAt(point)) + " bytes was lost"});
+  const std::vector<uint64_t> sizes = oracle.SizesAt(point);
+  if (std::find(sizes.begin(), sizes.end(), size) == sizes.end()) {
+    result.violations.push_back(
+        {tag.empty() ? "I4" : tag, "the disk is " + std::to_string(size) +
+                                       " bytes: an acknowledged resize to " +
+                                       std::to_string(sizes.front()) + " bytes was lost"});
   }
   std::vector<ContentViolation> content;
   std::vector<uint8_t> buffer;

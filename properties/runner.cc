@@ -43,7 +43,10 @@ engine::EngineStats Sum(const engine::EngineStats& a, const engine::EngineStats&
 
 GuestModel::Expected GuestModel::WholeSector(uint64_t sector) const {
   auto it = sectors_.find(sector);
-  return it == sectors_.end() ? Expected{InitialSectorTag(workload_, sector), false} : it->second;
+  if (it != sectors_.end()) return it->second;
+  // A sector a shrink dropped (and nothing wrote since) reads zeroes.
+  if (sector >= zero_from_) return Expected{0, false};
+  return Expected{InitialSectorTag(workload_, sector), false};
 }
 
 GuestModel::PartialSector& GuestModel::Partial(uint64_t sector) {
@@ -57,6 +60,17 @@ GuestModel::PartialSector& GuestModel::Partial(uint64_t sector) {
 }
 
 void GuestModel::Apply(const GuestOp& op, uint64_t op_number) {
+  if (op.kind == OpKind::kResize) {
+    // A shrink: past the new end reads zeroes if the disk grows again.
+    const uint64_t first = op.length_bytes / kGuestSectorBytes;
+    if (first < size_ / kGuestSectorBytes) {
+      sectors_.erase(sectors_.lower_bound(first), sectors_.end());
+      partial_.erase(partial_.lower_bound(first), partial_.end());
+      zero_from_ = std::min(zero_from_, first);
+    }
+    size_ = op.length_bytes;
+    return;
+  }
   if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
     return;  // flush, close, read; a resize only grows (zeroes)
   }

@@ -81,7 +81,8 @@ struct WorkloadRun {
 // and a stopped run fails its cell.
 class GuestModel {
  public:
-  explicit GuestModel(const Workload& workload) : workload_(workload) {}
+  explicit GuestModel(const Workload& workload)
+      : workload_(workload), size_(workload.image.size_bytes) {}
   // Records the effect of operation `op_number` (1-based), which succeeded.
   void Apply(const GuestOp& op, uint64_t op_number);
   // The first sector of a read at `offset` that holds what it may not.
@@ -102,6 +103,8 @@ class GuestModel {
   const Workload& workload_;                   // the initial content (a backing file)
   std::map<uint64_t, Expected> sectors_;       // absent: the initial content
   std::map<uint64_t, PartialSector> partial_;  // wins over sectors_
+  uint64_t size_;                              // the disk's size now
+  uint64_t zero_from_ = UINT64_MAX;            // sectors from here on that no write set read zeroes
 };
 
 // `options` with an opener for the workload's backing file, when it has one

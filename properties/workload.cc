@@ -65,10 +65,14 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     const GuestOp& op = workload.ops[i];
     const std::string where = "operation " + std::to_string(i) + " (" + DescribeOp(op) + ")";
     if (op.kind == OpKind::kResize) {
-      if (op.length_bytes < size || op.length_bytes % kGuestSectorBytes != 0 ||
+      if (op.length_bytes == 0 || op.length_bytes % kGuestSectorBytes != 0 ||
           op.length_bytes > (uint64_t{1} << 40)) {
-        return Status::InvalidArgument(where +
-                                       ": resize must grow to a multiple of 512 up to 1 TiB");
+        return Status::InvalidArgument(
+            where + ": resize must be to a non-zero multiple of 512 up to 1 TiB");
+      }
+      if (op.length_bytes < size && workload.backing && workload.image.version < 3) {
+        return Status::InvalidArgument(
+            where + ": a version 2 image with a backing file cannot shrink (no zero clusters)");
       }
       size = op.length_bytes;
       continue;
@@ -295,6 +299,29 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Rd(0, 48 * kKiB + 5),
              F(),
              W(2 * kKiB + 13, 100),
+             R(10 * kKiB + 512),  // a shrink over the backing file: zero clusters hide it
+             R(1 * kMiB),
+             Rd(8 * kKiB, 8 * kKiB),
+             C()};
+  } else if (name == "shrink") {
+    // Shrinks: what lies past the new end is dropped (host clusters freed,
+    // the part of the last cluster past the end zeroed) and durable before
+    // the header names the smaller size; grown again, the disk reads
+    // zeroes there. Once to a size inside a cluster, once to a small disk.
+    w.image.size_bytes = 2 * kMiB;
+    w.ops = {W(0, 20 * kKiB),
+             W(1 * kMiB, 64 * kKiB),
+             F(),
+             R(1 * kMiB + 1536),
+             W(1 * kMiB - 8 * kKiB, 9 * kKiB),
+             R(2 * kMiB),
+             Rd(1 * kMiB - 8 * kKiB, 96 * kKiB),
+             W(1 * kMiB + 48 * kKiB, 4 * kKiB),
+             F(),
+             R(8 * kKiB),
+             R(64 * kKiB),
+             Rd(0, 64 * kKiB),
+             W(16 * kKiB, 8 * kKiB),
              C()};
   } else if (name == "backing") {
     // A raw backing file under the image: partial writes into unallocated
@@ -362,6 +389,7 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "refcount-table-growth",
           "unaligned",
           "bytes",
+          "shrink",
           "backing",
           "reopen",
           "v2"};

@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "engine/check.h"
 #include "engine/endian.h"
 #include "engine/memory_device.h"
 #include "engine/qcow2_format.h"
@@ -141,14 +142,28 @@ TEST(Image, UnknownAutoclearBitsAreClearedUnknownExtensionsKept) {
   EXPECT_EQ(reread->unknown_extensions[0].data, (std::vector<uint8_t>{1, 2, 3}));
 }
 
-TEST(Image, ShrinkOnlyWhenTheTailIsFree) {
+// A shrink drops what lies past the new end: the host clusters are freed,
+// and a disk grown again reads zeroes there (the part of the last cluster
+// past the new end included).
+TEST(Image, ShrinkDropsTheTailAndAGrowthReadsZeroes) {
   MemoryDevice device;
   auto image = MustCreate(device);
-  const std::vector<uint8_t> data(512, 3);
-  ASSERT_TRUE(image->Write(8 << 20, data).ok());
-  EXPECT_EQ(image->Truncate(4 << 20, Preallocation::kOff).code(), StatusCode::kNotSupported);
+  const std::vector<uint8_t> data(256 << 10, 3);
+  ASSERT_TRUE(image->Write(4 << 20, data).ok());
+  const uint64_t allocated = image->stats().clusters_allocated;
+  ASSERT_TRUE(image->Truncate((4 << 20) + 1536, Preallocation::kOff).ok());
+  EXPECT_EQ(image->size_bytes(), (4u << 20) + 1536);
   ASSERT_TRUE(image->Truncate(12 << 20, Preallocation::kOff).ok());
-  EXPECT_EQ(image->size_bytes(), 12u << 20);
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(image->Read(4 << 20, back).ok());
+  for (size_t i = 0; i < back.size(); ++i) {
+    ASSERT_EQ(back[i], i < 1536 ? 3 : 0) << "byte " << i;
+  }
+  ASSERT_TRUE(image->Close().ok());
+  auto report = CheckImage(device, {RepairMode::kNone});
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->corruptions + report->leaks, 0u);
+  EXPECT_GT(allocated, 1u);
 }
 
 TEST(Image, GrowingPastTheL1RelocatesIt) {
