@@ -53,8 +53,13 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
   op.kind = kKinds[kind_byte % std::size(kKinds)];
   op.may_unmap = kind_byte % std::size(kKinds) == 2;
   if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) return op;
+  // Bit 3 of the kind byte: a resize shrinks, other requests get byte
+  // edges (bits 4-7 pick how far inside a sector they start and end).
+  const bool variant = (kind_byte & 0x08) != 0;
   if (op.kind == OpKind::kResize) {
-    size_bytes = std::min(kMaxResizeBytes, size_bytes + cluster_bytes * (1 + sector_field % 256));
+    const uint64_t step = (1 + sector_field % 256) * (variant ? 3 * kGuestSectorBytes : cluster_bytes);
+    size_bytes = variant ? std::max(kGuestSectorBytes, size_bytes - std::min(size_bytes, step))
+                         : std::min(kMaxResizeBytes, size_bytes + step);
     op.length_bytes = size_bytes;
     return op;
   }
@@ -65,6 +70,13 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
       std::min<uint64_t>(1 + length_field % (2 * cluster_sectors), sectors - first);
   op.offset_bytes = first * kGuestSectorBytes;
   op.length_bytes = count * kGuestSectorBytes;
+  if (variant) {
+    const uint64_t edge = (kind_byte >> 4) * 31;  // 0..465 bytes
+    const uint64_t head = std::min(edge, op.length_bytes - 1);
+    op.offset_bytes += head;
+    op.length_bytes -= head;
+    op.length_bytes -= std::min(edge / 2, op.length_bytes - 1);
+  }
   return op;
 }
 
