@@ -34,7 +34,7 @@ const char kUsage[] =
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--bug SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
     "         [--cache-refcount N] [--nested E] [--no-minimize] [--violations N] [--quick]\n"
-    "         [--generated N] [--recovery-only] [--non-atomic]\n"
+    "         [--generated N] [--recovery-only] [--corrupt CLASS[:N]] [--non-atomic]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
@@ -44,6 +44,8 @@ const char kUsage[] =
     "  --violations N: reproducers for the first state of up to N invariant x operation\n"
     "  classes (8; 4 with --bug)\n"
     "  --recovery-only: hold recovery alone to account (I3, I7, I8), for unsafe crash states\n"
+    "  --corrupt CLASS[:N]: corrupt the image after the workload (dangling-free, shared-cluster,\n"
+    "  ...; entry N) and crash its repair (--nested, epochs by default): I8\n"
     "  --non-atomic: a pending sector may also hold two versions cut mid-sector, or garbage\n"
     "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n"
     "  no --workload: the suite (every built-in and generated workloads, every safe policy)\n"
@@ -139,6 +141,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
                                     {"no-minimize", no_argument, nullptr, 'M'},
                                     {"violations", required_argument, nullptr, 'V'},
                                     {"recovery-only", no_argument, nullptr, 'O'},
+                                    {"corrupt", required_argument, nullptr, 'K'},
                                     {"non-atomic", no_argument, nullptr, 'A'},
                                     {"quick", no_argument, nullptr, 'q'},
                                     {"generated", required_argument, nullptr, 'G'},
@@ -203,6 +206,31 @@ int ParseArgs(int argc, char** argv, Args& args) {
       case 'O':
         args.config.recovery.recovery_invariants_only = true;
         break;
+      case 'K': {
+        // CLASS[:N]: the image after the workload, corrupted (entry N of
+        // the class); the crash states are those of its repair (I8).
+        const size_t colon = value.find(':');
+        auto corruption = properties::ParseCorruption(value.substr(0, colon));
+        char* end = nullptr;
+        const unsigned long long choice =
+            colon == std::string::npos ? 0 : std::strtoull(value.c_str() + colon + 1, &end, 10);
+        if (!corruption ||
+            (colon != std::string::npos &&
+             (colon + 1 == value.size() || *end != '\0' || value[colon + 1] == '-'))) {
+          std::string names;
+          for (int k = 0; k < properties::kCorruptionCount; ++k)
+            names += std::string(k ? ", " : "") +
+                     properties::CorruptionName(static_cast<properties::Corruption>(k));
+          return Usage("bad --corrupt '" + value + "': want CLASS[:N], CLASS one of " + names);
+        }
+        args.config.run.corruption = corruption;
+        args.config.run.corruption_choice = choice;
+        args.config.recovery.recovery_invariants_only = true;
+        args.config.recovery.nested_states_max = 4096;  // every crash state of the repair
+        if (args.config.recovery.nested_enumerator.empty())
+          args.config.recovery.nested_enumerator = "epochs";
+        break;
+      }
       case 'A':
         args.config.run.non_atomic.enabled = true;
         break;
@@ -415,9 +443,10 @@ std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwit
   std::string journal;
   for (size_t slash; (slash = policy.rfind('/')) != std::string::npos;) {
     const std::string variant = policy.substr(slash + 1);
-    journal = (variant == "repair" ? " --recovery-only"
-               : variant == "qemu" ? " --data-ordering qemu"
-                                   : " --journal recovery=scan") +
+    journal = (variant == "repair"    ? " --recovery-only"
+               : variant == "qemu"    ? " --data-ordering qemu"
+               : variant == "corrupt" ? ""
+                                      : " --journal recovery=scan") +
               journal;
     policy = policy.substr(0, slash);
   }
@@ -428,8 +457,15 @@ std::string CellCommand(const properties::SuiteCell& cell, const engine::BugSwit
   std::string command = "qcrash explore --workload " + std::string(builtin ? "builtin:" : "") +
                         cell.workload + " --policy " + policy + journal;
   if (builtin) command += " --cache-l2 2";
+  if (cell.config.run.corruption) {
+    command += " --corrupt " +
+               std::string(properties::CorruptionName(*cell.config.run.corruption)) + ":" +
+               std::to_string(cell.config.run.corruption_choice);
+  }
   if (cell.enumerator != "close") {
     std::string enumerator = cell.enumerator;
+    if (enumerator.rfind("corrupt:", 0) == 0)
+      enumerator = "prefix" + enumerator.substr(enumerator.find('+'));
     std::string nested;
     if (const size_t plus = enumerator.find("+nested:"); plus != std::string::npos) {
       nested = " --nested " + enumerator.substr(plus + 8);

@@ -110,7 +110,13 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"recovery_only", r.recovery.recovery_invariants_only},
                       {"junk_free_clusters", r.run.junk_free_clusters},
                       {"non_atomic", r.run.non_atomic.enabled}};
-  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", DumpJson(crash, 2) + "\n"));
+  json crash_with = crash;
+  if (r.run.corruption) {
+    crash_with["corruption"] = properties::CorruptionName(*r.run.corruption);
+    crash_with["corruption_choice"] = r.run.corruption_choice;
+    crash_with["nested_states_max"] = r.recovery.nested_states_max;
+  }
+  QCRASH_RETURN_IF_ERROR(WriteText(dir + "/crash.json", DumpJson(crash_with, 2) + "\n"));
   QCRASH_RETURN_IF_ERROR(WriteText(dir + "/workload.json",
                                    DumpJson(properties::WorkloadToJson(r.workload), 2) + "\n"));
   std::string findings;
@@ -153,6 +159,14 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
   // Reproducers written before the junk free space had none.
   r.run.junk_free_clusters = crash.value("junk_free_clusters", 0u);
   r.run.non_atomic.enabled = crash.value("non_atomic", false);
+  if (crash.contains("corruption")) {
+    const std::string name = crash.value("corruption", "");
+    r.run.corruption = properties::ParseCorruption(name);
+    if (!r.run.corruption)
+      return Status::InvalidArgument(dir + "/crash.json: unknown corruption '" + name + "'");
+    r.run.corruption_choice = crash.value("corruption_choice", uint64_t{0});
+    r.recovery.nested_states_max = crash.value("nested_states_max", r.recovery.nested_states_max);
+  }
   if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
   // "faults" is what reproducers written before --bug called the switches.
   const char* key = crash.contains("bugs") ? "bugs" : "faults";

@@ -57,7 +57,8 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
   // edges (bits 4-7 pick how far inside a sector they start and end).
   const bool variant = (kind_byte & 0x08) != 0;
   if (op.kind == OpKind::kResize) {
-    const uint64_t step = (1 + sector_field % 256) * (variant ? 3 * kGuestSectorBytes : cluster_bytes);
+    const uint64_t step =
+        (1 + sector_field % 256) * (variant ? 3 * kGuestSectorBytes : cluster_bytes);
     size_bytes = variant ? std::max(kGuestSectorBytes, size_bytes - std::min(size_bytes, step))
                          : std::min(kMaxResizeBytes, size_bytes + step);
     op.length_bytes = size_bytes;

@@ -254,6 +254,37 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       QCRASH_ASSIGN_OR_RETURN(run.reserved_host_offsets, HostOffsets(*image));
     }
   }
+  if (options.corruption) {
+    // The operations run on the created image directly (no crash), then
+    // the corruption; what follows logs nothing but the open and close.
+    {
+      QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, options.open));
+      GuestModel model(workload);
+      for (size_t i = 0; i < workload.ops.size(); ++i) {
+        if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
+          image.reset();
+          QCRASH_ASSIGN_OR_RETURN(image, engine::Image::Open(created, options.open));
+        }
+        QCRASH_RETURN_IF_ERROR(RunGuestOp(*image, workload.ops[i], i + 1, &model)
+                                   .WithContext("operation " + std::to_string(i)));
+        model.Apply(workload.ops[i], i + 1);
+      }
+      QCRASH_RETURN_IF_ERROR(image->Close());
+    }
+    std::vector<uint8_t> bytes = created.bytes();
+    if (!ApplyCorruption(bytes, *options.corruption, options.corruption_choice).ok) {
+      return Status::InvalidArgument(std::string("corruption ") +
+                                     CorruptionName(*options.corruption) +
+                                     " does not apply to this workload's image");
+    }
+    run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(bytes));
+    run.log = std::make_shared<const sim::WriteLog>(options.sector_bytes, bytes.size());
+    run.timeline =
+        std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
+    // Every operation had returned before the log starts.
+    run.spans.assign(workload.ops.size(), OpSpan{0, 0});
+    return run;
+  }
   if (options.junk_free_clusters > 0) {
     const uint64_t cluster_bytes = uint64_t{1} << workload.image.cluster_bits;
     const uint64_t start = created.SizeBytes();

@@ -8,11 +8,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "engine/image.h"
 #include "engine/options.h"
+#include "properties/corruptions.h"
 #include "properties/workload.h"
 #include "sim/crash_model.h"
 #include "sim/fault_injection.h"
@@ -39,6 +41,13 @@ struct RunOptions {
   // The nth (1-based) read of the backing file fails once with EIO (0: none):
   // a copy-on-write that reads the backing file meets it (properties/eio.h).
   uint64_t backing_read_error = 0;
+  // Corrupt start (`explore --corrupt CLASS[:N]`): the operations run to a
+  // clean close without a crash, the image is corrupted (properties/
+  // corruptions.h, entry N of the class), and the log holds no operation:
+  // its one crash state is the corrupt image, whose repair the nested
+  // enumerator crashes (I8: no crash state worse than the corrupt image).
+  std::optional<Corruption> corruption;
+  uint64_t corruption_choice = 0;
 };
 
 // Log positions of one guest operation: records [start, end) are its writes

@@ -2,6 +2,7 @@
 // deterministic enumerator), then generated workloads until the budget ends.
 #include "properties/suite.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -20,9 +21,11 @@ struct PolicyVariant {
   bool scan_recovery = false;  // the journal with scan-only recovery (Stefan's proposal)
   bool repair_only = false;    // the repair pass: recovery of unsafe crash states
   bool qemu_order = false;     // QEMU's data ordering: no flush between data and its L2 entry
+  bool corrupt = false;        // the corrupt-start pass: repair of a corrupted image, crashed
   std::string Label() const {
     return std::string(engine::PolicyName(policy)) + (scan_recovery ? "/scan" : "") +
-           (repair_only ? "/repair" : "") + (qemu_order ? "/qemu" : "");
+           (repair_only ? "/repair" : "") + (qemu_order ? "/qemu" : "") +
+           (corrupt ? "/corrupt" : "");
   }
 };
 
@@ -214,7 +217,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   builtin_cells *= 10;
   // The repair pass: one cell per built-in workload (see below).
   const bool repair_pass = config.policies.empty();
-  if (repair_pass) builtin_cells += builtins.size();
+  if (repair_pass) builtin_cells += builtins.size() + 4 * kCorruptionCount;
   if (config.budget_seconds > 0) {
     builtin_cells_left = builtin_cells;
     builtin_deadline = start + std::chrono::duration_cast<Clock::duration>(
@@ -247,6 +250,47 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
       QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, "drop-one"));
       suite.cells.back().enumerator += "+nested:epochs";
+    }
+    return Status::Ok();
+  };
+
+  // The corrupt-start pass: the repair pass meets what an unsafe crash
+  // leaves, mostly refcounts too low, which a rebuild fixes; this one meets
+  // each corruption class of properties/corruptions.h on the image a
+  // built-in workload leaves after a clean close (a dangling pointer, a
+  // shared cluster, a wrong OFLAG_COPIED, refcounts one off, a leak, a
+  // pointer into metadata, ...), so repair's other steps (table edits,
+  // refcount fixes, COPIED fixes, the header bits) are crashed too: every
+  // crash state of the repair (epochs) must be no worse than the corrupt
+  // image (I8). A class that does not apply to an image is no cell.
+  auto run_corrupt_pass = [&]() -> Status {
+    for (const char* name : {"default", "free-reuse", "unaligned", "v2"}) {
+      const auto found = std::find_if(builtins.begin(), builtins.end(),
+                                      [&](const auto& b) { return b.first == name; });
+      if (!repair_pass || found == builtins.end()) continue;
+      for (int k = 0; k < kCorruptionCount; ++k) {
+        if (over_budget()) {
+          suite.budget_exhausted = true;
+          return Status::Ok();
+        }
+        const PolicyVariant v{engine::OrderingPolicy::kOrdered, false, false, false, true};
+        ExploreConfig explore;
+        explore.workload = found->second;
+        explore.run.open.policy = v.policy;
+        explore.run.open.faults = config.bugs;
+        explore.run.open.l2_cache_tables = 2;
+        explore.run.corruption = static_cast<Corruption>(k);
+        explore.run.corruption_choice = config.seed;
+        explore.recovery.nested_enumerator = "epochs";
+        explore.recovery.nested_states_max = 4096;
+        explore.recovery.recovery_invariants_only = true;
+        auto run = RunWorkload(explore.workload, explore.run);
+        if (!run.ok()) continue;  // the class does not apply to this image
+        explore.prepared = std::make_shared<const WorkloadRun>(std::move(run).value());
+        QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, "prefix"));
+        suite.cells.back().enumerator =
+            std::string("corrupt:") + CorruptionName(static_cast<Corruption>(k)) + "+nested:epochs";
+      }
     }
     return Status::Ok();
   };
@@ -291,10 +335,14 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   // The repair pass runs after the two cheapest passes, so a short budget
   // reaches it.
   // The eio pass (I13) fails each device request of the run in turn.
-  for (const char* e : {"epochs", "prefix", "eio", "qemu-order", "repair", "bounded-ends:2",
-                        "drop-one", "tear-one", "bounded:2", "nested"}) {
+  for (const char* e : {"epochs", "prefix", "eio", "qemu-order", "repair", "corrupt",
+                        "bounded-ends:2", "drop-one", "tear-one", "bounded:2", "nested"}) {
     if (std::string(e) == "repair") {
       QCRASH_RETURN_IF_ERROR(run_repair_pass());
+      continue;
+    }
+    if (std::string(e) == "corrupt") {
+      QCRASH_RETURN_IF_ERROR(run_corrupt_pass());
       continue;
     }
     if (std::string(e) == "qemu-order") {

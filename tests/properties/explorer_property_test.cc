@@ -103,6 +103,34 @@ TEST(Explorer, ARefcountBlockOutsideTheImageIsNotNewOnceTheFileGrows) {
   EXPECT_TRUE(result->violations.empty()) << result->violations.front().message;
 }
 
+// The corrupt-start pass: the workload runs to a clean close, a corruption
+// class is applied, and the one crash state is the corrupt image, whose
+// repair is crashed at every epoch of its own writes (I8). A class with
+// nothing to corrupt in the image is an error, not an empty pass.
+TEST(Explorer, ACorruptStartCrashesTheRepairAtEveryEpoch) {
+  ExploreConfig config;
+  config.workload = *BuiltinWorkload("default");
+  config.run.corruption = Corruption::kMisalignedData;
+  config.recovery.nested_enumerator = "epochs";
+  config.recovery.nested_states_max = 4096;
+  config.recovery.recovery_invariants_only = true;
+  auto run = RunWorkload(config.workload, config.run);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->log->size(), 0u);
+  EXPECT_EQ(run->timeline->PointCount(), 1u);
+  auto report = Explore(config);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->states_checked, 1u);
+  EXPECT_EQ(report->verdicts[static_cast<size_t>(Verdict::kRepaired)] +
+                report->verdicts[static_cast<size_t>(Verdict::kDataLoss)],
+            1u);
+  EXPECT_EQ(report->violating_states, 0u)
+      << (report->violations.empty() ? "" : report->violations[0].message);
+  RunOptions compressed;
+  compressed.corruption = Corruption::kCompressedCopied;  // the engine writes no compressed cluster
+  EXPECT_FALSE(RunWorkload(config.workload, compressed).ok());
+}
+
 // The harness must not pass a broken engine: the unsafe policy fails.
 TEST(Explorer, UnsafePolicyIsCaught) {
   ExploreConfig config;
