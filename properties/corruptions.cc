@@ -63,9 +63,7 @@ void Store64(std::vector<uint8_t>& image, uint64_t offset, uint64_t value) {
   StoreBe64(&image[offset], value);
 }
 
-
-uint64_t RefcountAt(const std::vector<uint8_t>& image, uint64_t cluster, bool set,
-                           uint64_t value) {
+uint64_t RefcountAt(const std::vector<uint8_t>& image, uint64_t cluster, bool set, uint64_t value) {
   const ImageLayout l = LayoutOf(image);
   const uint64_t per = f::RefcountBlockEntries(l.cluster_bits, l.refcount_order);
   const uint64_t entry = Load64(image, l.refcount_table_offset + (cluster / per) * 8);
@@ -113,7 +111,6 @@ bool Leak(std::vector<uint8_t>& image) {
   const uint64_t offset = AppendCluster(image, 0);
   return RefcountAt(image, offset >> l.cluster_bits, true, 1) == 1;
 }
-
 
 }  // namespace
 
@@ -231,6 +228,11 @@ Applied ApplyCorruption(std::vector<uint8_t>& image, Corruption c, uint64_t choi
       if (l.version < 3) break;
       image[f::kOffIncompatibleFeatures + 7] |= 1;
       a.ok = Leak(image);
+      break;
+    case Corruption::kMarkedCorrupt:
+      if (l.version < 3) break;
+      a = ApplyCorruption(image, Corruption::kSharedCluster, choice);
+      if (a.ok) image[f::kOffIncompatibleFeatures + 7] |= 2;
       break;
     case Corruption::kCompressedCopied: {
       const std::vector<L2Slot> compressed = CompressedSlots(image);

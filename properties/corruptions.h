@@ -32,8 +32,9 @@ enum class Corruption : uint8_t {
   kRefcountIncrement,        // a data cluster's refcount one too high
   kDirtyLeak,                // dirty bit (lazy refcounts) plus a leak
   kCompressedCopied,         // OFLAG_COPIED on a compressed entry
+  kMarkedCorrupt,  // a shared cluster, and the corrupt bit set (as QEMU sets it on an overlap)
 };
-inline constexpr int kCorruptionCount = 18;
+inline constexpr int kCorruptionCount = 19;
 
 inline const char* CorruptionName(Corruption c) {
   static const char* const kNames[kCorruptionCount] = {"leak",
@@ -53,7 +54,8 @@ inline const char* CorruptionName(Corruption c) {
                                                        "refcount-decrement",
                                                        "refcount-increment",
                                                        "dirty-leak",
-                                                       "compressed-copied"};
+                                                       "compressed-copied",
+                                                       "marked-corrupt"};
   return kNames[static_cast<int>(c)];
 }
 

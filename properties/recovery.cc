@@ -5,6 +5,7 @@
 #include <set>
 
 #include "engine/check.h"
+#include "engine/endian.h"
 #include "engine/image.h"
 #include "engine/journal.h"
 #include "engine/qcow2_format.h"
@@ -124,7 +125,28 @@ void CheckReplay(engine::Image& image, StateResult& result, const std::string& t
 // The corruption a check found, per cluster and kind: a crash of recovery
 // may leave a cluster corrupt that was corrupt before, but not corrupt in a
 // new way (a refcount lowered under a pointer repair had not yet removed).
-using CorruptionSet = std::set<std::pair<uint64_t, engine::FindingKind>>;
+// With it, the raw header's incompatible bits where recovery started: a
+// crash of recovery may not leave the corrupt or dirty bit cleared while
+// what the bit warned about is still there.
+struct CorruptionSet {
+  using Key = std::pair<uint64_t, engine::FindingKind>;
+  std::set<Key> findings;
+  uint64_t incompatible = 0;
+  void insert(const Key& key) { findings.insert(key); }
+  size_t count(const Key& key) const { return findings.count(key); }
+  bool empty() const { return findings.empty(); }
+  auto begin() const { return findings.begin(); }
+  auto end() const { return findings.end(); }
+};
+
+// The incompatible feature bits of a raw image (0 for version 2 or an
+// unreadable header).
+uint64_t RawIncompatibleBits(BlockDevice& view) {
+  uint8_t header[80];
+  if (view.SizeBytes() < sizeof(header) || !view.Read(0, header).ok()) return 0;
+  if (LoadBe32(&header[engine::format::kOffVersion]) < 3) return 0;
+  return LoadBe64(&header[engine::format::kOffIncompatibleFeatures]);
+}
 
 bool IsCorruption(const engine::Finding& finding) {
   return finding.severity == engine::Severity::kCorruption ||
@@ -169,6 +191,7 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
             CorruptionSet* started_from = nullptr) {
   engine::OpenOptions open;  // recovery uses the default (ordered) engine
   open.policy = engine::OrderingPolicy::kOrdered;
+  if (started_from != nullptr) started_from->incompatible = RawIncompatibleBits(view);
   bool wrote = true;
   bool replayed = false;
   {
@@ -363,6 +386,9 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
 void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                   uint64_t point, const CorruptionSet& started_from, bool content_ok,
                   StateResult& result) {
+  // The bits recovery cleared (the open of a dirty image, repair's last step).
+  const uint64_t cleared = started_from.incompatible & ~RawIncompatibleBits(view) &
+                           (engine::format::kIncompatDirty | engine::format::kIncompatCorrupt);
   engine::OpenOptions open;
   open.policy = engine::OrderingPolicy::kOrdered;
   {
@@ -379,6 +405,19 @@ void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
   auto checked = engine::CheckImage(view, {engine::RepairMode::kNone});
   if (!checked.ok()) {
     result.violations.push_back({"I8", "check fails: " + checked.status().ToString()});
+    return;
+  }
+  // A cleared corrupt bit lets writers at metadata still corrupt; a cleared
+  // dirty bit stops the open from rebuilding refcounts still wrong.
+  const auto corrupt = std::find_if(checked->findings.begin(), checked->findings.end(),
+                                    [](const engine::Finding& f) { return IsCorruption(f); });
+  if (cleared != 0 && corrupt != checked->findings.end()) {
+    const engine::Finding& first = *corrupt;
+    result.violations.push_back(
+        {"I8", std::string("worse than before recovery: the ") +
+                   ((cleared & engine::format::kIncompatCorrupt) ? "corrupt" : "dirty") +
+                   " bit is cleared while " + engine::FindingKindName(first.kind) + " at " +
+                   HexOffset(first.host_offset) + " remains: " + first.message});
     return;
   }
   for (const engine::Finding& finding : checked->findings) {
