@@ -11,51 +11,6 @@ namespace {
 
 namespace f = engine::format;
 
-// Raw header fields and the active L2 entries of an image held as bytes.
-struct ImageLayout {
-  uint32_t version = 0;
-  uint32_t cluster_bits = 0;
-  uint64_t cluster_bytes = 0;
-  uint64_t l1_offset = 0;
-  uint32_t l1_size = 0;
-  uint64_t refcount_table_offset = 0;
-  uint32_t refcount_order = 4;
-};
-
-ImageLayout LayoutOf(const std::vector<uint8_t>& image) {
-  ImageLayout l;
-  l.version = LoadBe32(&image[f::kOffVersion]);
-  l.cluster_bits = LoadBe32(&image[f::kOffClusterBits]);
-  l.cluster_bytes = uint64_t{1} << l.cluster_bits;
-  l.l1_size = LoadBe32(&image[f::kOffL1Size]);
-  l.l1_offset = LoadBe64(&image[f::kOffL1TableOffset]);
-  l.refcount_table_offset = LoadBe64(&image[f::kOffRefcountTableOffset]);
-  l.refcount_order = l.version >= 3 ? LoadBe32(&image[f::kOffRefcountOrder]) : 4;
-  return l;
-}
-
-struct L2Slot {
-  uint64_t entry_offset = 0;  // host offset of the L2 entry
-  uint64_t entry = 0;
-  uint64_t guest_cluster = 0;
-};
-
-std::vector<L2Slot> ActiveL2Slots(const std::vector<uint8_t>& image) {
-  const ImageLayout l = LayoutOf(image);
-  std::vector<L2Slot> slots;
-  const uint64_t per_table = l.cluster_bytes / 8;
-  for (uint32_t i = 0; i < l.l1_size; ++i) {
-    if (l.l1_offset + i * 8 + 8 > image.size()) break;
-    const uint64_t l2 = LoadBe64(&image[l.l1_offset + i * 8]) & f::kL1EntryOffsetMask;
-    if (l2 == 0 || l2 + l.cluster_bytes > image.size()) continue;
-    for (uint64_t j = 0; j < per_table; ++j) {
-      const uint64_t entry = LoadBe64(&image[l2 + j * 8]);
-      if (entry != 0) slots.push_back({l2 + j * 8, entry, i * per_table + j});
-    }
-  }
-  return slots;
-}
-
 uint64_t Load64(const std::vector<uint8_t>& image, uint64_t offset) {
   return LoadBe64(&image[offset]);
 }
@@ -113,6 +68,34 @@ bool Leak(std::vector<uint8_t>& image) {
 }
 
 }  // namespace
+
+ImageLayout LayoutOf(const std::vector<uint8_t>& image) {
+  ImageLayout l;
+  l.version = LoadBe32(&image[f::kOffVersion]);
+  l.cluster_bits = LoadBe32(&image[f::kOffClusterBits]);
+  l.cluster_bytes = uint64_t{1} << l.cluster_bits;
+  l.l1_size = LoadBe32(&image[f::kOffL1Size]);
+  l.l1_offset = LoadBe64(&image[f::kOffL1TableOffset]);
+  l.refcount_table_offset = LoadBe64(&image[f::kOffRefcountTableOffset]);
+  l.refcount_order = l.version >= 3 ? LoadBe32(&image[f::kOffRefcountOrder]) : 4;
+  return l;
+}
+
+std::vector<L2Slot> ActiveL2Slots(const std::vector<uint8_t>& image) {
+  const ImageLayout l = LayoutOf(image);
+  std::vector<L2Slot> slots;
+  const uint64_t per_table = l.cluster_bytes / 8;
+  for (uint32_t i = 0; i < l.l1_size; ++i) {
+    if (l.l1_offset + i * 8 + 8 > image.size()) break;
+    const uint64_t l2 = LoadBe64(&image[l.l1_offset + i * 8]) & f::kL1EntryOffsetMask;
+    if (l2 == 0 || l2 + l.cluster_bytes > image.size()) continue;
+    for (uint64_t j = 0; j < per_table; ++j) {
+      const uint64_t entry = LoadBe64(&image[l2 + j * 8]);
+      if (entry != 0) slots.push_back({l2 + j * 8, entry, i * per_table + j});
+    }
+  }
+  return slots;
+}
 
 std::optional<Corruption> ParseCorruption(const std::string& name) {
   for (int i = 0; i < kCorruptionCount; ++i) {

@@ -64,6 +64,27 @@ struct Applied {
   std::vector<uint64_t> affected_clusters;  // guest clusters whose content the corruption changes
 };
 
+// Raw header fields of an image held as bytes.
+struct ImageLayout {
+  uint32_t version = 0;
+  uint32_t cluster_bits = 0;
+  uint64_t cluster_bytes = 0;
+  uint64_t l1_offset = 0;
+  uint32_t l1_size = 0;
+  uint64_t refcount_table_offset = 0;
+  uint32_t refcount_order = 4;
+};
+ImageLayout LayoutOf(const std::vector<uint8_t>& image);
+
+// One non-zero entry of an active L2 table.
+struct L2Slot {
+  uint64_t entry_offset = 0;  // host offset of the L2 entry
+  uint64_t entry = 0;
+  uint64_t guest_cluster = 0;
+};
+// Every non-zero entry of the active L2 tables.
+std::vector<L2Slot> ActiveL2Slots(const std::vector<uint8_t>& image);
+
 // "dangling-free" -> Corruption::kDanglingFree; nullopt for an unknown name.
 std::optional<Corruption> ParseCorruption(const std::string& name);
 

@@ -18,6 +18,7 @@
 #include "engine/block_device.h"
 #include "engine/endian.h"
 #include "engine/qcow2_format.h"
+#include "properties/corruptions.h"
 
 namespace qcrash::check_test {
 
@@ -93,50 +94,11 @@ inline std::vector<uint8_t> GuestBytes(const std::string& image, const std::stri
   return ReadFileBytes(scratch);
 }
 
-// Raw header fields an image test needs.
-struct ImageLayout {
-  uint32_t version = 0;
-  uint32_t cluster_bits = 0;
-  uint64_t cluster_bytes = 0;
-  uint64_t l1_offset = 0;
-  uint32_t l1_size = 0;
-  uint64_t refcount_table_offset = 0;
-  uint32_t refcount_order = 4;
-};
-
-inline ImageLayout LayoutOf(const std::vector<uint8_t>& image) {
-  ImageLayout l;
-  l.version = LoadBe32(&image[f::kOffVersion]);
-  l.cluster_bits = LoadBe32(&image[f::kOffClusterBits]);
-  l.cluster_bytes = uint64_t{1} << l.cluster_bits;
-  l.l1_size = LoadBe32(&image[f::kOffL1Size]);
-  l.l1_offset = LoadBe64(&image[f::kOffL1TableOffset]);
-  l.refcount_table_offset = LoadBe64(&image[f::kOffRefcountTableOffset]);
-  l.refcount_order = l.version >= 3 ? LoadBe32(&image[f::kOffRefcountOrder]) : 4;
-  return l;
-}
-
-struct L2Slot {
-  uint64_t entry_offset = 0;  // host offset of the L2 entry
-  uint64_t entry = 0;
-  uint64_t guest_cluster = 0;
-};
-
-// Every non-zero entry of the active L2 tables.
-inline std::vector<L2Slot> ActiveL2Slots(const std::vector<uint8_t>& image) {
-  const ImageLayout l = LayoutOf(image);
-  std::vector<L2Slot> slots;
-  const uint64_t per_table = l.cluster_bytes / 8;
-  for (uint32_t i = 0; i < l.l1_size; ++i) {
-    const uint64_t l2 = LoadBe64(&image[l.l1_offset + i * 8]) & f::kL1EntryOffsetMask;
-    if (l2 == 0 || l2 + l.cluster_bytes > image.size()) continue;
-    for (uint64_t j = 0; j < per_table; ++j) {
-      const uint64_t entry = LoadBe64(&image[l2 + j * 8]);
-      if (entry != 0) slots.push_back({l2 + j * 8, entry, i * per_table + j});
-    }
-  }
-  return slots;
-}
+// The image layout and the active L2 entries: properties/corruptions.h.
+using properties::ActiveL2Slots;
+using properties::ImageLayout;
+using properties::L2Slot;
+using properties::LayoutOf;
 
 inline uint64_t Load64(const std::vector<uint8_t>& image, uint64_t offset) {
   return LoadBe64(&image[offset]);
