@@ -254,10 +254,17 @@ def main():
                 start = time.time()
                 explored = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
                 seconds = time.time() - start
-                with open(report) as f:
-                    r = json.load(f)
+                if not os.path.exists(report):
+                    # The suite itself died (the mutant crashed the engine): a
+                    # user sees it, so it is caught, with no time to report.
+                    tail = (explored.stderr or explored.stdout).strip().splitlines()[-1:] or [""]
+                    r = {"failures": [{"failure": "the suite exited %d: %s" % (explored.returncode, tail[0])}],
+                         "first_failure_seconds": seconds}
+                else:
+                    with open(report) as f:
+                        r = json.load(f)
             first = r["failures"][0] if r["failures"] else {}
-            result = {"name": name, "bug": what, "caught": explored.returncode == 1,
+            result = {"name": name, "bug": what, "caught": explored.returncode != 0,
                       "exit": explored.returncode, "suite_seconds": round(seconds, 1),
                       "first_failure_seconds": round(r["first_failure_seconds"], 1),
                       "failing_cells": len(r["failures"]),
