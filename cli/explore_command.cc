@@ -17,6 +17,7 @@
 #include "cli/cli_common.h"
 #include "cli/explore_device_faults.h"
 #include "cli/explore_jobs.h"
+#include "cli/explore_qemu.h"
 #include "cli/reproducer.h"
 #include "engine/bug_catalogue.h"
 #include "properties/generate.h"
@@ -52,6 +53,13 @@ const char kUsage[] =
     "  in --budget seconds (20; --quick 2), or with --generated N a fixed amount of work\n"
     "  --bug SWITCH (alias --fault): a known bug switched on; --list-bugs [--output=json]\n"
     "  lists the catalogue\n"
+    "  --engine qemu [--qemu-io PATH] [--qemu-img PATH] [--qemu-cache MODE] [--qemu-opts OPTS]\n"
+    "    [--qemu-create-opts OPTS] [--qemu-check-sample N]: crash-test QEMU's own qcow2 driver:\n"
+    "    the workload runs through qemu-io over blklogwrites; its log is explored (no --workload:\n"
+    "    every built-in workload); qemu-img check judges each violating state too\n"
+    "    MODE: writeback none writethrough directsync unsafe; OPTS: qcow2 runtime options\n"
+    "  --log FILE --base IMAGE: explore a dm-log-writes log (blklogwrites, Linux dm-log-writes)\n"
+    "    written over IMAGE, with the structural invariants only (no workload, no data verdicts)\n"
     "  --device-fault lying-flush|misdirect [--workload W] [--policy P] [--report FILE]:\n"
     "  measure a device that lies about flushes or misdirects a write (exit 0 when it ran)\n";
 
@@ -72,6 +80,10 @@ struct Args {
   std::string reproducers_dir;
   bool list_bugs = false;    // --list-bugs (--list-faults)
   bool json_output = false;  // --output=json (with --list-bugs)
+  bool qemu = false;         // --engine qemu
+  properties::QemuEngineOptions qemu_options;
+  uint64_t qemu_check_sample = 0;
+  std::string log_path, base_path;  // --log, --base
 };
 
 // --journal commit=header|descriptor,recovery=header|scan,terminator=blank|escape,
@@ -146,6 +158,15 @@ int ParseArgs(int argc, char** argv, Args& args) {
                                     {"quick", no_argument, nullptr, 'q'},
                                     {"generated", required_argument, nullptr, 'G'},
                                     {"journal", required_argument, nullptr, 'J'},
+                                    {"engine", required_argument, nullptr, 1000},
+                                    {"qemu-io", required_argument, nullptr, 1001},
+                                    {"qemu-img", required_argument, nullptr, 1002},
+                                    {"qemu-cache", required_argument, nullptr, 1003},
+                                    {"qemu-opts", required_argument, nullptr, 1004},
+                                    {"qemu-create-opts", required_argument, nullptr, 1005},
+                                    {"qemu-check-sample", required_argument, nullptr, 1006},
+                                    {"log", required_argument, nullptr, 1007},
+                                    {"base", required_argument, nullptr, 1008},
                                     {"help", no_argument, nullptr, 'h'},
                                     {nullptr, 0, nullptr, 0}};
   ResetGetopt();
@@ -155,6 +176,45 @@ int ParseArgs(int argc, char** argv, Args& args) {
     switch (c) {
       case 'w':
         args.workload = value;
+        break;
+      case 1000:
+        if (value != "qemu" && value != "qcrash")
+          return Usage("bad --engine '" + value + "': want qcrash (ours) or qemu");
+        args.qemu = value == "qemu";
+        break;
+      case 1001:
+        args.qemu_options.qemu_io = value;
+        break;
+      case 1002:
+        args.qemu_options.qemu_img = value;
+        break;
+      case 1003:
+        if (value != "writeback" && value != "none" && value != "writethrough" &&
+            value != "directsync" && value != "unsafe") {
+          return Usage("bad --qemu-cache '" + value +
+                       "': want writeback, none, writethrough, directsync or unsafe");
+        }
+        args.qemu_options.cache = value;
+        break;
+      case 1004:
+        args.qemu_options.runtime_opts = value;
+        break;
+      case 1005:
+        args.qemu_options.create_opts = value;
+        break;
+      case 1006: {
+        char* end = nullptr;
+        const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || value[0] == '-')
+          return Usage("bad --qemu-check-sample '" + value + "': want a count of states");
+        args.qemu_check_sample = n;
+        break;
+      }
+      case 1007:
+        args.log_path = value;
+        break;
+      case 1008:
+        args.base_path = value;
         break;
       case 'e':
         args.enumerator = value;
@@ -303,6 +363,18 @@ int ParseArgs(int argc, char** argv, Args& args) {
     }
   }
   if (optind != argc) return Usage(std::string("unexpected argument '") + argv[optind] + "'");
+  if (args.log_path.empty() != args.base_path.empty())
+    return Usage("--log and --base go together: the log, and the image it was written over");
+  if (!args.log_path.empty() && (args.qemu || !args.workload.empty()))
+    return Usage("--log explores a log as it is: no --engine qemu, no --workload");
+  if ((args.qemu || !args.log_path.empty()) &&
+      (args.config.run.open.faults.any() || args.journal_given || args.config.run.corruption ||
+       args.enumerator == "eio")) {
+    return Usage(
+        "--bug, --journal, --corrupt and the eio enumerator change our engine; they do not "
+        "apply to --engine qemu or --log");
+  }
+  if (args.qemu) args.config.run.qemu = std::make_shared<properties::QemuEngineOptions>(args.qemu_options);
   return 0;
 }
 
@@ -660,8 +732,44 @@ int RunExplore(int argc, char** argv) {
   Args args;
   if (int rc = ParseArgs(argc, argv, args); rc != 0) return rc < 0 ? 0 : rc;
   if (args.list_bugs) return ListBugs(args.json_output);
-  if (args.workload.empty()) return RunSuiteMode(args);
-  if (int rc = Prepare(args); rc != 0) return rc;
+  if (args.workload.empty() && args.qemu) {
+    QemuSuiteArgs suite;
+    suite.qemu = args.qemu_options;
+    suite.run = args.config.run;
+    suite.run.qemu = nullptr;
+    if (args.config.states_max > 0) suite.states = args.config.states_max;
+    suite.generated = args.generated > 0 ? static_cast<uint64_t>(args.generated) : 0;
+    suite.seed = args.seed;
+    suite.quick = args.quick;
+    suite.report_path = args.report_path;
+    suite.reproducers_dir = args.reproducers_dir;
+    return RunQemuSuite(suite);
+  }
+  const bool log_mode = !args.log_path.empty();
+  if (args.workload.empty() && !log_mode) return RunSuiteMode(args);
+  std::string qemu_version;
+  if (log_mode) {
+    auto run = properties::RunFromDmLog(args.log_path, args.base_path);
+    if (!run.ok()) return ReportError(args.log_path, run.status()) * kExitUsage;
+    args.config.workload = run->workload;
+    args.config.minimize = false;
+    args.config.prepared = std::make_shared<const properties::WorkloadRun>(std::move(run).value());
+    auto spec = sim::ParseEnumeratorSpec(ExpandEnumerator(args.enumerator, args.seed) +
+                                         (args.shard.empty() ? "" : "@" + args.shard));
+    if (!spec.ok()) return Usage(spec.status().message());
+    args.config.enumerator = *spec;
+  } else {
+    if (int rc = Prepare(args); rc != 0) return rc;
+  }
+  if (args.qemu) {
+    auto version = properties::QemuVersion(args.qemu_options.qemu_io);
+    if (!version.ok()) return ReportError(args.qemu_options.qemu_io, version.status()) * kExitUsage;
+    qemu_version = *version;
+    // The workload runs through qemu-io once; every worker explores that log.
+    auto run = properties::RunWorkload(args.config.workload, args.config.run);
+    if (!run.ok()) return ReportError(args.config.workload.name, run.status()) * kExitUsage;
+    args.config.prepared = std::make_shared<const properties::WorkloadRun>(std::move(run).value());
+  }
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto report = RunExploreJobs(
       args.config, args.jobs, [tty](const properties::ExploreReport& r) { PrintProgress(r, tty); });
@@ -672,12 +780,32 @@ int RunExplore(int argc, char** argv) {
   json["jobs"] = args.jobs;
   json["sector_bytes"] = args.config.run.sector_bytes;
   json["bugs"] = engine::EnabledBugNames(args.config.run.open.faults);
+  json["engine"] = args.qemu ? "qemu" : log_mode ? "log" : "qcrash";
+  if (args.qemu) {
+    json["qemu_version"] = qemu_version;
+    json["qemu_cache"] = args.qemu_options.cache;
+    json["qemu_opts"] = args.qemu_options.runtime_opts;
+  }
+  if (log_mode) {
+    json["log"] = args.log_path;
+    json["base"] = args.base_path;
+    json["log_records"] = args.config.prepared->log->size();
+  }
   std::string base = args.reproducers_dir;
   if (base.empty()) {
     base = args.report_path.empty() ? "qcrash-reproducers" : args.report_path + ".reproducers";
   }
   for (size_t i = 0; i < report->violations.size(); ++i) {
     properties::FoundViolation& v = report->violations[i];
+    if (log_mode) {
+      // No workload to rerun: the reproducer is the crash image itself.
+      const std::string dir = base + "/violation-" + std::to_string(i);
+      Status written = WriteStateImage(*args.config.prepared, v.state_id, dir + "/image.qcow2");
+      if (!written.ok()) return ReportError(dir, written) * kExitUsage;
+      json["violations"][i]["reproducer"] = std::filesystem::absolute(dir).string();
+      json["violations"][i]["minimized"] = {{"ops", 0}, {"state_id", v.state_id}, {"message", v.message}};
+      continue;
+    }
     if (args.config.minimize) properties::Minimize(args.config, v);
     Reproducer r{v.minimized_workload,
                  args.config.run,
@@ -695,7 +823,33 @@ int RunExplore(int argc, char** argv) {
                                           {"state_id", v.minimized_state_id},
                                           {"message", v.minimized_message}};
   }
+  std::vector<std::string> qemu_checks;
+  if (args.qemu || log_mode) {
+    // The differential verdict: QEMU's own check of each state we call violating.
+    qemu_checks = QemuCheckViolations(args.qemu_options.qemu_img, json["violations"]);
+    if (args.qemu_check_sample > 0) {
+      auto sample = QemuCheckSample(args.config, *args.config.prepared, args.qemu_check_sample,
+                                    args.qemu_options.qemu_img);
+      if (!sample.ok()) return ReportError("qemu-img check", sample.status()) * kExitUsage;
+      json["qemu_img_check_sample"] = *sample;
+    }
+  }
+  if (args.qemu) {
+    std::printf("qcrash explore: engine QEMU %s (qemu-io -t %s%s%s)\n", qemu_version.c_str(),
+                args.qemu_options.cache.c_str(), args.qemu_options.runtime_opts.empty() ? "" : ", ",
+                args.qemu_options.runtime_opts.c_str());
+  }
+  if (log_mode) {
+    std::printf("qcrash explore: log %s over %s: %zu records (structural invariants only)\n",
+                args.log_path.c_str(), args.base_path.c_str(), args.config.prepared->log->size());
+  }
   PrintSummary(*report);
+  if (json.contains("qemu_img_check_sample")) {
+    const nlohmann::json& s = json["qemu_img_check_sample"];
+    std::printf("  qemu-img check  %llu sampled states: %llu corrupt by QEMU, %llu by qcrash, %llu disagree\n",
+                s.value("states", 0ull), s.value("qemu_corrupt", 0ull),
+                s.value("qcrash_corrupt", 0ull), s.value("disagree", 0ull));
+  }
   for (size_t i = 0; i < report->violations.size(); ++i) {
     const properties::FoundViolation& v = report->violations[i];
     std::printf(
@@ -705,7 +859,9 @@ int RunExplore(int argc, char** argv) {
         v.message.c_str(), v.minimized_workload.ops.size(),
         ShortStateId(v.minimized_state_id).c_str(),
         json["violations"][i]["reproducer"].get<std::string>().c_str());
-    if (!args.report_path.empty()) {
+    if (i < qemu_checks.size() && !qemu_checks[i].empty())
+      std::printf("    %s\n", qemu_checks[i].c_str());
+    if (!args.report_path.empty() && !log_mode) {
       std::printf("    replay: qcrash replay %s#%zu\n", args.report_path.c_str(), i);
     }
   }

@@ -111,6 +111,15 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
                       {"junk_free_clusters", r.run.junk_free_clusters},
                       {"non_atomic", r.run.non_atomic.enabled}};
   json crash_with = crash;
+  if (r.run.qemu) {
+    // The engine under test was QEMU's: replays run qemu-io again.
+    crash_with["engine"] = "qemu";
+    crash_with["qemu"] = {{"qemu_io", r.run.qemu->qemu_io},
+                          {"qemu_img", r.run.qemu->qemu_img},
+                          {"cache", r.run.qemu->cache},
+                          {"opts", r.run.qemu->runtime_opts},
+                          {"create_opts", r.run.qemu->create_opts}};
+  }
   if (r.run.corruption) {
     crash_with["corruption"] = properties::CorruptionName(*r.run.corruption);
     crash_with["corruption_choice"] = r.run.corruption_choice;
@@ -166,6 +175,16 @@ Result<Reproducer> ReadReproducer(const std::string& dir) {
       return Status::InvalidArgument(dir + "/crash.json: unknown corruption '" + name + "'");
     r.run.corruption_choice = crash.value("corruption_choice", uint64_t{0});
     r.recovery.nested_states_max = crash.value("nested_states_max", r.recovery.nested_states_max);
+  }
+  if (crash.value("engine", "qcrash") == "qemu") {
+    const json q = crash.contains("qemu") && crash["qemu"].is_object() ? crash["qemu"] : json{};
+    auto qemu = std::make_shared<properties::QemuEngineOptions>();
+    qemu->qemu_io = q.value("qemu_io", qemu->qemu_io);
+    qemu->qemu_img = q.value("qemu_img", qemu->qemu_img);
+    qemu->cache = q.value("cache", qemu->cache);
+    qemu->runtime_opts = q.value("opts", "");
+    qemu->create_opts = q.value("create_opts", "");
+    r.run.qemu = qemu;
   }
   if (crash.contains("journal")) r.run.open.journal = JournalFromJson(crash["journal"]);
   // "faults" is what reproducers written before --bug called the switches.

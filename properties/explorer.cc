@@ -46,6 +46,12 @@ double Seconds(Clock::time_point since) {
 // The guest operation in flight at crash point `point`: the first whose
 // span ends after it ("end" past the last one).
 std::string OpClassAt(const WorkloadRun& run, uint64_t point) {
+  if (!run.span_labels.empty()) {  // an imported log: its marks
+    for (size_t i = 0; i < run.spans.size() && i < run.span_labels.size(); ++i) {
+      if (point < run.spans[i].end) return run.span_labels[i];
+    }
+    return "end";
+  }
   for (size_t i = 0; i < run.spans.size() && i < run.workload.ops.size(); ++i) {
     if (point < run.spans[i].end) return OpKindName(run.workload.ops[i].kind);
   }
@@ -214,6 +220,9 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
     prepared = std::make_shared<const WorkloadRun>(std::move(fresh));
   }
   const WorkloadRun& run = *prepared;
+  if (run.engine != "qcrash") {
+    report.policy = run.options.qemu ? "qemu/" + run.options.qemu->cache : run.engine;
+  }
   if (!run.workload_status.ok()) report.workload_error = run.workload_status.ToString();
   report.stats = run.stats;
   report.allocating_writes = run.allocating_writes;

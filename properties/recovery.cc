@@ -323,6 +323,7 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
         {tag.empty() ? "I7" : tag, "repaired image does not open: " + image.status().ToString()});
     return;
   }
+  if (run.structural_only) return;  // no workload: no guest data to hold it to
   const uint64_t size = (*image)->size_bytes();
   const std::vector<uint64_t> sizes = oracle.SizesAt(point);
   if (std::find(sizes.begin(), sizes.end(), size) == sizes.end()) {
@@ -521,7 +522,7 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   // unsafe policy a junk L2 table can pass repair with plausible pointers
   // into junk clusters, the first crash's doing, not the nested one's. From
   // a sound image every mapped range must read right after a nested crash.
-  if (repaired && nested && content_ok && !started_from.empty())
+  if (repaired && nested && content_ok && !started_from.empty() && !run.structural_only)
     content_ok = UntouchedReadZeroes(**view, run, oracle, state.point);
   if (repaired && !options.nested_enumerator.empty()) {
     CheckNested(**view, run, oracle, state.point, options, started_from, content_ok, result);

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "engine/memory_device.h"
+#include "properties/qemu_engine.h"
 #include "sim/sim_disk.h"
 
 namespace qcrash::properties {
@@ -226,7 +227,21 @@ RunOptions WithBacking(const Workload& workload, RunOptions options) {
   return WithCountedBacking(workload, std::move(options), nullptr);
 }
 
+void AppendJunkClusters(std::vector<uint8_t>& image, uint64_t cluster_bytes, uint32_t count) {
+  const uint64_t start = image.size();
+  const uint64_t end =
+      (start + cluster_bytes - 1) / cluster_bytes * cluster_bytes + uint64_t{count} * cluster_bytes;
+  image.resize(end);
+  // Not a sector of one repeated word (no guest tag, no zeroes), and not
+  // valid metadata: every 8-byte word differs.
+  for (uint64_t at = start; at < end; ++at) {
+    image[at] =
+        static_cast<uint8_t>(((at >> 3) * 0x9e3779b97f4a7c15ULL) >> (56 - 8 * (at & 7) % 56));
+  }
+}
+
 Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& given) {
+  if (given.qemu) return RunWorkloadOnQemu(workload, given);
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
   auto backing_reads = std::make_shared<BackingReads>();
   backing_reads->fail_nth = given.backing_read_error;
@@ -286,19 +301,12 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     return run;
   }
   if (options.junk_free_clusters > 0) {
-    const uint64_t cluster_bytes = uint64_t{1} << workload.image.cluster_bits;
-    const uint64_t start = created.SizeBytes();
-    const uint64_t end = (start + cluster_bytes - 1) / cluster_bytes * cluster_bytes +
-                         uint64_t{options.junk_free_clusters} * cluster_bytes;
-    std::vector<uint8_t> junk(end - start);
-    // Not a sector of one repeated word (no guest tag, no zeroes), and not
-    // valid metadata: every 8-byte word differs.
-    for (uint64_t i = 0; i < junk.size(); ++i) {
-      const uint64_t at = start + i;
-      junk[i] =
-          static_cast<uint8_t>(((at >> 3) * 0x9e3779b97f4a7c15ULL) >> (56 - 8 * (at & 7) % 56));
-    }
-    QCRASH_RETURN_IF_ERROR(created.Write(start, junk));
+    std::vector<uint8_t> bytes = created.bytes();
+    const uint64_t start = bytes.size();
+    AppendJunkClusters(bytes, uint64_t{1} << workload.image.cluster_bits,
+                       options.junk_free_clusters);
+    QCRASH_RETURN_IF_ERROR(
+        created.Write(start, std::span<const uint8_t>(bytes).subspan(start)));
   }
   run.initial =
       std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created.bytes()));

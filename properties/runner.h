@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/image.h"
@@ -21,7 +22,20 @@
 
 namespace qcrash::properties {
 
+// The engine under test is QEMU's qcow2 driver, run by qemu-io over its
+// blklogwrites driver (properties/qemu_engine.h); unset: ours.
+struct QemuEngineOptions {
+  std::string qemu_io = "qemu-io";
+  std::string qemu_img = "qemu-img";
+  std::string cache = "writeback";  // qemu-io -t: writeback none writethrough directsync unsafe
+  std::string runtime_opts;         // qcow2 runtime options, "lazy-refcounts=on,l2-cache-size=1M"
+  std::string create_opts;          // more qemu-img create -o options
+};
+
 struct RunOptions {
+  // Set: the workload runs through qemu-io instead of our engine, whose
+  // open options below then serve recovery alone.
+  std::shared_ptr<const QemuEngineOptions> qemu;
   engine::OpenOptions open;     // policy, data ordering, cache sizes, bug switches
   uint32_t sector_bytes = 512;  // the simulated disk's atomic unit: 512 or 4096
   // Free clusters filled with junk appended to the created image (refcount
@@ -81,6 +95,12 @@ struct WorkloadRun {
   bool opened = true;  // false: the first open failed (an injected error met it)
   std::shared_ptr<const sim::ChunkedImage> after_close;
   Status close_status;
+  // Imported from a log with no workload (`explore --log`): only the
+  // structural invariants hold, no guest data is known. span_labels name
+  // the spans (the log's marks).
+  bool structural_only = false;
+  std::vector<std::string> span_labels;
+  std::string engine = "qcrash";  // or "qemu"
 };
 
 // What every guest sector reads while no crash intervenes: the last
@@ -119,6 +139,10 @@ class GuestModel {
 // `options` with an opener for the workload's backing file, when it has one
 // (every open of the image, the recovery's included, reads it through this).
 RunOptions WithBacking(const Workload& workload, RunOptions options);
+
+// Appends `count` free clusters of junk to `image` (from the next cluster
+// boundary): RunOptions::junk_free_clusters.
+void AppendJunkClusters(std::vector<uint8_t>& image, uint64_t cluster_bytes, uint32_t count);
 
 // Creates the image on memory, then opens it over a SimDisk and runs the
 // operations; the log covers the operations only, not the create.
