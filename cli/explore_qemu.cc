@@ -203,6 +203,7 @@ int RunQemuSuite(const QemuSuiteArgs& args) {
       std::printf("  %-22s %-10s %8llu %9llu  %s\n", label.c_str(), enumerator,
                   static_cast<unsigned long long>(report->states_checked),
                   static_cast<unsigned long long>(report->violating_states), verdicts.c_str());
+      std::fflush(stdout);
       nlohmann::json cell = properties::ReportToJson(*report);
       cell["workload"] = workload.name;
       cell["policy"] = policy;

@@ -22,9 +22,17 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       // written before, and a backing file's.
       const uint64_t backing_end =
           run.workload.backing ? std::min(size, run.workload.image.size_bytes) : 0;
+      // QEMU's driver does not zero the last cluster past the new end on a
+      // shrink: grown again without a backing file, the disk shows its old
+      // bytes there. The whole clusters past it are dropped, and a growth
+      // over a longer backing file zeroes what it adds, so those read
+      // zeroes as with ours (docs/qemu-driver.md).
+      const bool qemu = run.engine == "qemu";
+      const uint64_t kept_end = (op.length_bytes + cluster_bytes - 1) / cluster_bytes * cluster_bytes;
       for (uint64_t s = op.length_bytes / kGuestSectorBytes; s < size / kGuestSectorBytes; ++s) {
+        const bool kept = qemu && s * kGuestSectorBytes < kept_end;
         if (s * kGuestSectorBytes < backing_end || by_sector.count(s))
-          by_sector[s].push_back({static_cast<uint32_t>(i), 0, false, 0, kGuestSectorBytes, true});
+          by_sector[s].push_back({static_cast<uint32_t>(i), 0, kept, 0, kGuestSectorBytes, true});
       }
       if (op.length_bytes < backing_end) {
         const uint64_t begin = op.length_bytes / cluster_bytes * cluster_bytes;

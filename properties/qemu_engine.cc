@@ -232,16 +232,14 @@ Status CreateImage(const Workload& workload, const QemuEngineOptions& q, const s
   return Status::Ok();
 }
 
-// An error line of qemu-io's answer to one command ("" when it succeeded).
+// qemu-io's answer to one command: every command runs quiet (-q) or
+// prints nothing when it succeeds, so any line is an error ("" when none).
 std::string ErrorIn(const std::string& answer) {
   size_t from = 0;
   while (from < answer.size()) {
     const size_t end = std::min(answer.find('\n', from), answer.size());
     const std::string line = answer.substr(from, end - from);
-    if (line.find(" failed: ") != std::string::npos || line.rfind("qemu-io: ", 0) == 0 ||
-        line.find("Error") != std::string::npos || line.find("error") != std::string::npos) {
-      return line;
-    }
+    if (!line.empty()) return line;
     from = end + 1;
   }
   return "";
@@ -300,7 +298,8 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     const GuestOp& op = workload.ops[i];
     std::string command;
     if (!open) {
-      command = "open -t " + q.cache + " -o " + ImageOpts(q, image, log, true) + "\n";
+      // Under --image-opts, open takes the options as its argument.
+      command = "open -t " + q.cache + " " + ImageOpts(q, image, log, true) + "\n";
       open = true;
     }
     if (op.kind == OpKind::kWrite) {
@@ -313,7 +312,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     // A reopen answers with its own prompt first.
     std::string answer;
     for (size_t prompts = 1 + (command.rfind("open ", 0) == 0); prompts > 0; --prompts) {
-      QCRASH_ASSIGN_OR_RETURN(std::string part, qemu.ReadUntil(kPrompt, prompt, 600000));
+      QCRASH_ASSIGN_OR_RETURN(std::string part, qemu.ReadUntil(kPrompt, prompt, 120000));
       answer += part;
       if (!prompt) break;
     }
