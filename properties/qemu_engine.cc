@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -294,12 +295,24 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
   std::vector<uint64_t> entries_after;  // the log's entry count after each operation
   const std::string data_file = dir / "data.bin";
   bool open = true;
+  // QCRASH_QEMU_TRACE=1: the conversation with qemu-io on stderr.
+  const bool trace = std::getenv("QCRASH_QEMU_TRACE") != nullptr;
   for (size_t i = 0; i < workload.ops.size(); ++i) {
     const GuestOp& op = workload.ops[i];
-    std::string command;
+    // One command, then its answer, up to the next prompt.
+    auto ask = [&](const std::string& command, std::string& answer) -> Status {
+      if (trace) std::fprintf(stderr, "qemu-io< %s", command.c_str());
+      QCRASH_RETURN_IF_ERROR(qemu.Send(command));
+      QCRASH_ASSIGN_OR_RETURN(answer, qemu.ReadUntil(kPrompt, prompt, 120000));
+      if (trace)
+        std::fprintf(stderr, "qemu-io> [%s]%s\n", answer.c_str(), prompt ? "" : " (no prompt)");
+      return Status::Ok();
+    };
+    std::string answer;
     if (!open) {
       // Under --image-opts, open takes the options as its argument.
-      command = "open -t " + q.cache + " " + ImageOpts(q, image, log, true) + "\n";
+      QCRASH_RETURN_IF_ERROR(
+          ask("open -t " + q.cache + " " + ImageOpts(q, image, log, true) + "\n", answer));
       open = true;
     }
     if (op.kind == OpKind::kWrite) {
@@ -307,14 +320,8 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
       FillOpBytes(i + 1, op.offset_bytes, bytes);
       QCRASH_RETURN_IF_ERROR(WriteFile(data_file, bytes));
     }
-    command += Command(op, data_file) + "\n";
-    QCRASH_RETURN_IF_ERROR(qemu.Send(command));
-    // A reopen answers with its own prompt first.
-    std::string answer;
-    for (size_t prompts = 1 + (command.rfind("open ", 0) == 0); prompts > 0; --prompts) {
-      QCRASH_ASSIGN_OR_RETURN(std::string part, qemu.ReadUntil(kPrompt, prompt, 120000));
-      answer += part;
-      if (!prompt) break;
+    if (answer.empty() && prompt) {
+      QCRASH_RETURN_IF_ERROR(ask(Command(op, data_file) + "\n", answer));
     }
     QCRASH_ASSIGN_OR_RETURN(uint64_t entries, sim::DmLogEntryCount(log));
     entries_after.push_back(entries);
