@@ -42,6 +42,7 @@ done
 dict_for() {
   case "$1" in
     write_log_fuzzer) echo fuzz/dicts/write_log.dict ;;
+    dm_log_fuzzer) echo fuzz/dicts/dm_log.dict ;;
     crash_id_fuzzer) echo fuzz/dicts/crash_id.dict ;;
     workload_crash_fuzzer | canary_fuzzer) echo "" ;;
     *) echo fuzz/dicts/qcow2.dict ;;

@@ -30,6 +30,7 @@ cmake --build "$build" --target $targets
 dict_for() {
   case "$1" in
     write_log_fuzzer) echo write_log.dict ;;
+    dm_log_fuzzer) echo dm_log.dict ;;
     crash_id_fuzzer) echo crash_id.dict ;;
     workload_crash_fuzzer) echo "" ;;
     *) echo qcow2.dict ;;

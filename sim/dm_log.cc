@@ -13,6 +13,11 @@ uint64_t GetU64(const uint8_t* p) {
   return value;
 }
 
+uint32_t GetU32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
 // A discard becomes zeroes held in memory: bound it, so that a hostile
 // entry cannot ask for terabytes.
 constexpr uint64_t kMaxDiscardBytes = uint64_t{1} << 30;
@@ -38,7 +43,7 @@ Result<DmLogImport> ImportDmLog(std::span<const uint8_t> bytes, uint64_t initial
     return Status::Corruption("superblock at offset 8: version " + std::to_string(version) +
                               " (only 1 is known)");
   const uint64_t count = GetU64(bytes.data() + 16);
-  const uint32_t sector = static_cast<uint32_t>(GetU64(bytes.data() + 24) & 0xffffffffu);
+  const uint32_t sector = GetU32(bytes.data() + 24);  // the superblock's last field
   if (sector < 512 || sector > (1u << 20) || (sector & (sector - 1)) != 0) {
     return Status::Corruption("superblock at offset 24: sectorsize " + std::to_string(sector) +
                               " (want a power of two from 512 to 1 MiB)");
@@ -122,9 +127,10 @@ Result<DmLogImport> ImportDmLogFile(const std::string& path, uint64_t initial_si
 
 Result<uint64_t> DmLogEntryCount(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::IoError("cannot open " + path);
   uint8_t super[kSuperBytes] = {};
-  if (!in || !in.read(reinterpret_cast<char*>(super), sizeof super))
-    return Status::IoError("cannot read the superblock of " + path);
+  // A writer that has logged nothing yet has written no superblock either.
+  if (!in.read(reinterpret_cast<char*>(super), sizeof super)) return uint64_t{0};
   if (GetU64(super) != kDmLogMagic)
     return Status::Corruption(path + ": superblock at offset 0: not a dm-log-writes log");
   return GetU64(super + 16);

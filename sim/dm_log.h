@@ -57,7 +57,7 @@ Result<DmLogImport> ImportDmLogFile(const std::string& path, uint64_t initial_si
 
 // The superblock's entry count (what a writer has logged so far, when it
 // updates the superblock after every entry: blklogwrites with
-// log-super-update-interval=1).
+// log-super-update-interval=1); 0 for a file too short to hold one.
 Result<uint64_t> DmLogEntryCount(const std::string& path);
 
 }  // namespace qcrash::sim
