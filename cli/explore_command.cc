@@ -402,7 +402,9 @@ int Prepare(Args& args) {
     const engine::BugSwitches bugs = args.config.run.open.faults;
     const engine::JournalOptions journal = args.config.run.open.journal;
     args.config.workload = generated.workload;
+    const auto qemu = args.config.run.qemu;
     args.config.run = generated.run;
+    args.config.run.qemu = qemu;  // --engine qemu runs the generated workload too
     args.config.run.open.faults = bugs;
     if (args.journal_given) args.config.run.open.journal = journal;
   } else {
