@@ -374,7 +374,8 @@ int ParseArgs(int argc, char** argv, Args& args) {
         "--bug, --journal, --corrupt and the eio enumerator change our engine; they do not "
         "apply to --engine qemu or --log");
   }
-  if (args.qemu) args.config.run.qemu = std::make_shared<properties::QemuEngineOptions>(args.qemu_options);
+  if (args.qemu)
+    args.config.run.qemu = std::make_shared<properties::QemuEngineOptions>(args.qemu_options);
   return 0;
 }
 
@@ -805,7 +806,8 @@ int RunExplore(int argc, char** argv) {
       Status written = WriteStateImage(*args.config.prepared, v.state_id, dir + "/image.qcow2");
       if (!written.ok()) return ReportError(dir, written) * kExitUsage;
       json["violations"][i]["reproducer"] = std::filesystem::absolute(dir).string();
-      json["violations"][i]["minimized"] = {{"ops", 0}, {"state_id", v.state_id}, {"message", v.message}};
+      json["violations"][i]["minimized"] = {
+          {"ops", 0}, {"state_id", v.state_id}, {"message", v.message}};
       continue;
     }
     if (args.config.minimize) properties::Minimize(args.config, v);
@@ -848,9 +850,11 @@ int RunExplore(int argc, char** argv) {
   PrintSummary(*report);
   if (json.contains("qemu_img_check_sample")) {
     const nlohmann::json& s = json["qemu_img_check_sample"];
-    std::printf("  qemu-img check  %llu sampled states: %llu corrupt by QEMU, %llu by qcrash, %llu disagree\n",
-                s.value("states", 0ull), s.value("qemu_corrupt", 0ull),
-                s.value("qcrash_corrupt", 0ull), s.value("disagree", 0ull));
+    std::printf(
+        "  qemu-img check  %llu sampled states: %llu corrupt by QEMU, %llu by qcrash, %llu "
+        "disagree\n",
+        s.value("states", 0ull), s.value("qemu_corrupt", 0ull), s.value("qcrash_corrupt", 0ull),
+        s.value("disagree", 0ull));
   }
   for (size_t i = 0; i < report->violations.size(); ++i) {
     const properties::FoundViolation& v = report->violations[i];

@@ -28,9 +28,9 @@ nlohmann::json CheckToJson(const properties::QemuCheck& c) {
 }
 
 std::string DescribeCheck(const properties::QemuCheck& c) {
-  return std::to_string(c.corruptions) + " corruptions, " + std::to_string(c.leaks) +
-         " leaks, " + std::to_string(c.check_errors) + " check errors (exit " +
-         std::to_string(c.exit_code) + ")";
+  return std::to_string(c.corruptions) + " corruptions, " + std::to_string(c.leaks) + " leaks, " +
+         std::to_string(c.check_errors) + " check errors (exit " + std::to_string(c.exit_code) +
+         ")";
 }
 
 }  // namespace
@@ -46,7 +46,8 @@ Status WriteStateImage(const properties::WorkloadRun& run, const std::string& st
   std::error_code error;
   fs::create_directories(fs::path(path).parent_path(), error);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   if (run.workload.backing) {
     const std::vector<uint8_t> backing = properties::BackingFileBytes(run.workload);
     std::ofstream b((fs::path(path).parent_path() / properties::kBackingFileName).string(),
@@ -130,12 +131,9 @@ Result<nlohmann::json> QemuCheckSample(const properties::ExploreConfig& config,
   std::error_code ignored;
   fs::remove_all(dir, ignored);
   QCRASH_RETURN_IF_ERROR(failed);
-  return nlohmann::json{{"states", checked},
-                        {"qemu_corrupt", qemu_corrupt},
-                        {"qcrash_corrupt", ours_corrupt},
-                        {"qemu_leaks", qemu_leaks},
-                        {"disagree", disagree},
-                        {"disagreements", disagreements}};
+  return nlohmann::json{
+      {"states", checked},        {"qemu_corrupt", qemu_corrupt}, {"qcrash_corrupt", ours_corrupt},
+      {"qemu_leaks", qemu_leaks}, {"disagree", disagree},         {"disagreements", disagreements}};
 }
 
 int RunQemuSuite(const QemuSuiteArgs& args) {
@@ -157,8 +155,7 @@ int RunQemuSuite(const QemuSuiteArgs& args) {
   run_options.qemu = std::make_shared<properties::QemuEngineOptions>(args.qemu);
   const std::string policy = "qemu/" + args.qemu.cache;
   std::printf("qcrash explore: QEMU %s, cache=%s%s%s\n", version->c_str(), args.qemu.cache.c_str(),
-              args.qemu.runtime_opts.empty() ? "" : ", ",
-              args.qemu.runtime_opts.c_str());
+              args.qemu.runtime_opts.empty() ? "" : ", ", args.qemu.runtime_opts.c_str());
   std::printf("  %-22s %-10s %8s %9s  %s\n", "workload", "enumerator", "states", "failing",
               "clean/leaks/repaired/stale/loss/unrecoverable");
   nlohmann::json json = {{"suite", true},
@@ -178,7 +175,8 @@ int RunQemuSuite(const QemuSuiteArgs& args) {
     const properties::Workload& workload = workloads[w];
     const auto run_start = std::chrono::steady_clock::now();
     auto run = properties::RunWorkload(workload, run_options);
-    run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    run_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     if (!run.ok() && run.status().code() == StatusCode::kInvalidArgument) {
       // QEMU refuses this configuration (lazy refcounts on a v2 image, say).
       std::printf("  %-22s skipped: %s\n", workload.name.c_str(), run.status().message().c_str());
@@ -220,7 +218,8 @@ int RunQemuSuite(const QemuSuiteArgs& args) {
       for (const properties::FoundViolation& v : report->violations) {
         Reproducer r{workload,  run_options, config.recovery, v.state_id, v.invariant,
                      v.message, {},          v.raw_findings};
-        std::string name = workload.name + "-" + args.qemu.cache + "-" + enumerator + "-" + v.invariant;
+        std::string name =
+            workload.name + "-" + args.qemu.cache + "-" + enumerator + "-" + v.invariant;
         for (char& ch : name) ch = ch == ':' || ch == '/' ? '_' : ch;
         const std::string dir = base + "/" + name;
         nlohmann::json failure = {{"workload", workload.name}, {"policy", policy},

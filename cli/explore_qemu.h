@@ -5,9 +5,8 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "properties/explorer.h"
 #include "properties/qemu_engine.h"
@@ -17,7 +16,8 @@ namespace qcrash::cli {
 // `qemu-img check` of each violation's image (violations[i]["reproducer"]
 // + "/image.qcow2"): adds violations[i]["qemu_img_check"] and returns one
 // summary line per violation.
-std::vector<std::string> QemuCheckViolations(const std::string& qemu_img, nlohmann::json& violations);
+std::vector<std::string> QemuCheckViolations(const std::string& qemu_img,
+                                             nlohmann::json& violations);
 
 // `qemu-img check` of `count` states spread over the run's enumeration,
 // each beside our own raw check: where the two disagree on "corrupt".

@@ -28,7 +28,8 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       // over a longer backing file zeroes what it adds, so those read
       // zeroes as with ours (docs/qemu-driver.md).
       const bool qemu = run.engine == "qemu";
-      const uint64_t kept_end = (op.length_bytes + cluster_bytes - 1) / cluster_bytes * cluster_bytes;
+      const uint64_t kept_end =
+          (op.length_bytes + cluster_bytes - 1) / cluster_bytes * cluster_bytes;
       for (uint64_t s = op.length_bytes / kGuestSectorBytes; s < size / kGuestSectorBytes; ++s) {
         const bool kept = qemu && s * kGuestSectorBytes < kept_end;
         if (s * kGuestSectorBytes < backing_end || by_sector.count(s))

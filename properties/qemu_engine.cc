@@ -16,7 +16,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-
 #include <nlohmann/json.hpp>
 
 #include "engine/endian.h"
@@ -62,7 +61,8 @@ Result<std::vector<uint8_t>> ReadFile(const std::string& path) {
 
 Status WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   return out ? Status::Ok() : Status::IoError("cannot write " + path);
 }
 
@@ -203,8 +203,8 @@ std::string ImageOpts(const QemuEngineOptions& q, const std::string& image, cons
                       bool append) {
   std::string opts = "driver=qcow2";
   if (!q.runtime_opts.empty()) opts += "," + q.runtime_opts;
-  opts += ",file.driver=blklogwrites,file.file.filename=" + image +
-          ",file.log.filename=" + log + ",file.log-super-update-interval=1";
+  opts += ",file.driver=blklogwrites,file.file.filename=" + image + ",file.log.filename=" + log +
+          ",file.log-super-update-interval=1";
   // The log's own flushes cost an fsync per entry and order nothing that
   // is under test: the log is read once qemu-io has answered.
   opts += ",file.log.cache.no-flush=on";
@@ -284,8 +284,8 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
   run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created));
 
   Child qemu;
-  QCRASH_RETURN_IF_ERROR(qemu.Start({q.qemu_io, "-t", q.cache, "--image-opts",
-                                     ImageOpts(q, image, log, false)}));
+  QCRASH_RETURN_IF_ERROR(
+      qemu.Start({q.qemu_io, "-t", q.cache, "--image-opts", ImageOpts(q, image, log, false)}));
   bool prompt = false;
   QCRASH_ASSIGN_OR_RETURN(std::string banner, qemu.ReadUntil(kPrompt, prompt, 60000));
   if (!prompt) {
@@ -331,9 +331,9 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     }
     const std::string error = prompt ? ErrorIn(answer) : FirstLine(answer);
     if (!error.empty()) {
-      run.workload_status = Status::IoError("qemu-io: " + error)
-                                .WithContext("operation " + std::to_string(i) + " (" +
-                                             DescribeOp(op) + ")");
+      run.workload_status =
+          Status::IoError("qemu-io: " + error)
+              .WithContext("operation " + std::to_string(i) + " (" + DescribeOp(op) + ")");
       break;
     }
     if (op.kind == OpKind::kClose) open = false;
@@ -346,8 +346,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     QCRASH_RETURN_IF_ERROR(qemu.Send("quit\n"));
     qemu.Wait();
   }
-  QCRASH_ASSIGN_OR_RETURN(sim::DmLogImport imported,
-                          sim::ImportDmLogFile(log, created.size()));
+  QCRASH_ASSIGN_OR_RETURN(sim::DmLogImport imported, sim::ImportDmLogFile(log, created.size()));
   auto records_at = [&](uint64_t entries) -> uint64_t {
     if (entries == 0) return 0;
     return entries <= imported.records_after.size() ? imported.records_after[entries - 1]
@@ -360,8 +359,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     start = end;
   }
   for (const GuestOp& op : workload.ops) {
-    if (op.kind == OpKind::kWrite || op.kind == OpKind::kWriteZeroes ||
-        op.kind == OpKind::kDiscard)
+    if (op.kind == OpKind::kWrite || op.kind == OpKind::kWriteZeroes || op.kind == OpKind::kDiscard)
       ++run.stats.guest_writes;
     if (op.kind == OpKind::kFlush) ++run.stats.guest_flushes;
   }
@@ -369,8 +367,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     if (r.kind == sim::RecordKind::kFlush) ++run.stats.device_flushes;
   }
   run.log = std::make_shared<const sim::WriteLog>(std::move(imported.log));
-  run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log,
-                                                            given.non_atomic);
+  run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log, given.non_atomic);
   return run;
 }
 
@@ -399,8 +396,8 @@ Result<WorkloadRun> RunFromDmLog(const std::string& log_path, const std::string&
 
 Result<QemuCheck> QemuImgCheck(const std::string& qemu_img, const std::string& path) {
   // -U: a crash image is nobody's; no lock is needed to read it.
-  QCRASH_ASSIGN_OR_RETURN(auto done,
-                          RunToEnd({qemu_img, "check", "-U", "--output=json", "-f", "qcow2", path}));
+  QCRASH_ASSIGN_OR_RETURN(
+      auto done, RunToEnd({qemu_img, "check", "-U", "--output=json", "-f", "qcow2", path}));
   QemuCheck check;
   check.exit_code = done.first;
   check.output = done.second;

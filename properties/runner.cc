@@ -305,8 +305,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     const uint64_t start = bytes.size();
     AppendJunkClusters(bytes, uint64_t{1} << workload.image.cluster_bits,
                        options.junk_free_clusters);
-    QCRASH_RETURN_IF_ERROR(
-        created.Write(start, std::span<const uint8_t>(bytes).subspan(start)));
+    QCRASH_RETURN_IF_ERROR(created.Write(start, std::span<const uint8_t>(bytes).subspan(start)));
   }
   run.initial =
       std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(created.bytes()));

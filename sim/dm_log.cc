@@ -37,7 +37,8 @@ Result<DmLogImport> ImportDmLog(std::span<const uint8_t> bytes, uint64_t initial
                               " bytes, shorter than a superblock (28)");
   }
   if (GetU64(bytes.data()) != kDmLogMagic)
-    return Status::Corruption("superblock at offset 0: magic is not dm-log-writes' (0x6a736677736872)");
+    return Status::Corruption(
+        "superblock at offset 0: magic is not dm-log-writes' (0x6a736677736872)");
   const uint64_t version = GetU64(bytes.data() + 8);
   if (version != 1)
     return Status::Corruption("superblock at offset 8: version " + std::to_string(version) +
@@ -85,8 +86,8 @@ Result<DmLogImport> ImportDmLog(std::span<const uint8_t> bytes, uint64_t initial
                                   " bytes and " + std::to_string(sectors) +
                                   " sectors (a mark fits its entry's sector and has no data)");
       }
-      out.marks.push_back({std::string(reinterpret_cast<const char*>(e + kEntryBytes), data_len),
-                           out.log.size()});
+      out.marks.push_back(
+          {std::string(reinterpret_cast<const char*>(e + kEntryBytes), data_len), out.log.size()});
     } else if (flags & kDmLogDiscard) {
       if (length > kMaxDiscardBytes) {
         return Status::Corruption(Where(k, at) + ": a discard of " + std::to_string(length) +
@@ -121,7 +122,8 @@ Result<DmLogImport> ImportDmLog(std::span<const uint8_t> bytes, uint64_t initial
 Result<DmLogImport> ImportDmLogFile(const std::string& path, uint64_t initial_size_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::IoError("cannot open " + path);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   return ImportDmLog(bytes, initial_size_bytes);
 }
 

@@ -114,8 +114,8 @@ TEST(QemuEngine, AHandRunLogImportsWithLogAndBase) {
       "log.bin,file.log-sector-size=512,file.log-super-update-interval=1";
   for (const std::string cache : {"writeback", "unsafe"}) {
     ASSERT_EQ(dir.Run("rm -f img.qcow2 log.bin && qemu-img create -q -f qcow2 img.qcow2 4M && "
-                      "cp img.qcow2 base.qcow2 && : > log.bin && qemu-io -t " + cache +
-                      " --image-opts " + commands + " '" + opts + "'")
+                      "cp img.qcow2 base.qcow2 && : > log.bin && qemu-io -t " +
+                      cache + " --image-opts " + commands + " '" + opts + "'")
                   .exit_code,
               0);
     const RunResult r =

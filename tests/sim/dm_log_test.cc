@@ -31,7 +31,8 @@ class LogBuilder {
     Put64(bytes_, at + 16, flags);
     Put64(bytes_, at + 24, mark.size());
     std::memcpy(bytes_.data() + at + 32, mark.data(), mark.size());
-    if (!(flags & (kDmLogDiscard | kDmLogMark))) bytes_.resize(bytes_.size() + sectors * sector_, fill);
+    if (!(flags & (kDmLogDiscard | kDmLogMark)))
+      bytes_.resize(bytes_.size() + sectors * sector_, fill);
     Put64(bytes_, 16, ++count_);
   }
   std::vector<uint8_t>& bytes() { return bytes_; }
@@ -44,11 +45,11 @@ class LogBuilder {
 
 TEST(DmLog, EachEntryKindBecomesItsRecords) {
   LogBuilder b;
-  b.Entry(2, 1, 0, 0xab);                   // a write
-  b.Entry(0, 0, kDmLogFlush);               // a flush
-  b.Entry(0, 0, kDmLogMark, 0, "op 1");     // a mark
-  b.Entry(4, 2, kDmLogFua, 0xcd);           // a FUA write
-  b.Entry(8, 1, kDmLogDiscard);             // a discard: zeroes
+  b.Entry(2, 1, 0, 0xab);                        // a write
+  b.Entry(0, 0, kDmLogFlush);                    // a flush
+  b.Entry(0, 0, kDmLogMark, 0, "op 1");          // a mark
+  b.Entry(4, 2, kDmLogFua, 0xcd);                // a FUA write
+  b.Entry(8, 1, kDmLogDiscard);                  // a discard: zeroes
   b.Entry(6, 1, kDmLogFlush | kDmLogFua, 0xee);  // preflush + FUA write
   auto imported = ImportDmLog(b.bytes(), 1 << 20);
   ASSERT_TRUE(imported.ok()) << imported.status().ToString();
@@ -109,7 +110,10 @@ TEST(DmLog, ForeignOrHostileFieldsAreOneError) {
             std::string::npos);
   LogBuilder flags;
   flags.Entry(0, 0, 1u << 7);
-  EXPECT_NE(ImportDmLog(flags.bytes(), 0).status().message().find("entry 0 at offset 512: unknown flags 0x80"),
+  EXPECT_NE(ImportDmLog(flags.bytes(), 0)
+                .status()
+                .message()
+                .find("entry 0 at offset 512: unknown flags 0x80"),
             std::string::npos);
   LogBuilder huge_discard;
   huge_discard.Entry(0, uint64_t{1} << 40, kDmLogDiscard);
@@ -119,8 +123,9 @@ TEST(DmLog, ForeignOrHostileFieldsAreOneError) {
   EXPECT_FALSE(ImportDmLog(overflow.bytes(), 0).ok());
   LogBuilder counted;
   Put64(counted.bytes(), 16, UINT64_MAX);  // counts entries the file does not hold
-  EXPECT_NE(ImportDmLog(counted.bytes(), 0).status().message().find("entry 0 at offset 512: truncated"),
-            std::string::npos);
+  EXPECT_NE(
+      ImportDmLog(counted.bytes(), 0).status().message().find("entry 0 at offset 512: truncated"),
+      std::string::npos);
   LogBuilder sector;
   sector.bytes()[24] = 3;  // sectorsize 515
   EXPECT_NE(ImportDmLog(sector.bytes(), 0).status().message().find("sectorsize"),
