@@ -135,6 +135,45 @@ TEST(QemuEngine, AHandRunLogImportsWithLogAndBase) {
   }
 }
 
+// A log with MARK entries (as a harness over Linux's dm-log-writes writes
+// them): the marks bound the spans a violation is reported in.
+TEST(QemuEngine, MarksInALogNameTheSpanOfAViolation) {
+  ScratchDir dir;
+  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 base.qcow2 4M && cp base.qcow2 img.qcow2 && : > "
+                    "log.bin && qemu-io -t unsafe --image-opts -c 'write -P 0xab 0 64k' -c flush "
+                    "-c 'write -P 0xcd 1M 128k' -c flush "
+                    "'driver=qcow2,file.driver=blklogwrites,file.file.filename=img.qcow2,"
+                    "file.log.filename=log.bin,file.log-sector-size=512,"
+                    "file.log-super-update-interval=1'")
+                .exit_code,
+            0);
+  // Re-lays the log with a mark after every entry: "entry-K".
+  const RunResult marked = dir.Run(
+      "python3 -c \"\n"
+      "import struct\n"
+      "d = open('log.bin', 'rb').read()\n"
+      "magic, version, n, ss = struct.unpack('<QQQI', d[:28])\n"
+      "out, at = [], ss\n"
+      "for k in range(n):\n"
+      "    first, sectors, flags, dl = struct.unpack('<QQQQ', d[at:at + 32])\n"
+      "    size = ss + (0 if flags & 12 else sectors * ss)\n"
+      "    out.append(d[at:at + size])\n"
+      "    name = ('entry-%d' % k).encode()\n"
+      "    out.append((struct.pack('<QQQQ', 0, 0, 8, len(name)) + name).ljust(ss, b'\\0'))\n"
+      "    at += size\n"
+      "head = struct.pack('<QQQI', magic, version, 2 * n, ss).ljust(ss, b'\\0')\n"
+      "open('marked.bin', 'wb').write(head + b''.join(out))\n"
+      "\"");
+  ASSERT_EQ(marked.exit_code, 0) << marked.err;
+  const RunResult r = dir.Qcrash(
+      "explore --log marked.bin --base base.qcow2 --enumerator drop-one --report r.json");
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const auto report = nlohmann::json::parse(interop::ReadFileBytes(dir.File("r.json")));
+  ASSERT_FALSE(report["violations"].empty());
+  EXPECT_EQ(report["violations"][0]["op_class"].get<std::string>().rfind("mark entry-", 0), 0u)
+      << report["violations"][0].dump();
+}
+
 TEST(QemuEngine, ABadLogIsOneLineNamingTheEntryAndOffset) {
   ScratchDir dir;
   ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 base.qcow2 4M && cp base.qcow2 img.qcow2 && : > "
