@@ -9,6 +9,7 @@
 
 #include "engine/memory_device.h"
 #include "fuzz/fuzz_support.h"
+#include "fuzz/log_view.h"
 #include "sim/crash_model.h"
 #include "sim/crash_view.h"
 #include "sim/dm_log.h"
@@ -38,14 +39,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!device.Resize(log.initial_size_bytes(), ResizeMode::kSparse).ok()) return 0;
   if (Status replayed = sim::ReplayLog(log, log.size(), device); !replayed.ok())
     fuzz::Fail("an imported log replays", replayed.ToString());
-  auto shared = std::make_shared<const sim::WriteLog>(log);
-  const sim::CrashTimeline timeline(nullptr, shared);
-  const auto point = timeline.Point(timeline.PointCount() - 1);
-  sim::CrashState state{point->point, {}};
-  for (size_t i = 0; i < point->pending.size() && i < 64; ++i) {
-    if (point->ChoiceCount(i) > 1) state.deviations.push_back(point->ChoiceAt(i, 0));
-  }
-  auto view = sim::CrashTimeline::BuildView(point, state);
-  if (!view.ok()) fuzz::Fail("a state of the timeline builds", view.status().ToString());
+  fuzz::BuildLastPointView(log);
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "engine/memory_device.h"
 #include "fuzz/fuzz_support.h"
+#include "fuzz/log_view.h"
 #include "sim/crash_model.h"
 #include "sim/crash_view.h"
 #include "sim/write_log.h"
@@ -60,14 +61,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)sim::ReplayLog(log, log.size(), device);
   if (MaxExtent(log) > fuzz::kMaxDeviceBytes) return 0;
   if (log.sector_bytes() != 512 && log.sector_bytes() != 4096) return 0;
-  auto shared = std::make_shared<const sim::WriteLog>(log);
-  const sim::CrashTimeline timeline(nullptr, shared);
-  const auto point = timeline.Point(timeline.PointCount() - 1);
-  sim::CrashState state{point->point, {}};
-  for (size_t i = 0; i < point->pending.size() && i < 64; ++i) {
-    if (point->ChoiceCount(i) > 1) state.deviations.push_back(point->ChoiceAt(i, 0));
-  }
-  auto view = sim::CrashTimeline::BuildView(point, state);
-  if (!view.ok()) fuzz::Fail("a state of the timeline builds", view.status().ToString());
+  fuzz::BuildLastPointView(log);
   return 0;
 }

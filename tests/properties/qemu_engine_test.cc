@@ -102,6 +102,17 @@ TEST(QemuEngine, CacheNoneIsExploredEndToEnd) {
   EXPECT_EQ(sample["disagree"], 0) << sample.dump();
 }
 
+// The shell command of a hand run: a fresh 4 MiB image (base.qcow2 keeps
+// it as it was), then qemu-io -t CACHE with `commands` over blklogwrites,
+// logging to log.bin.
+std::string HandRunQemuIo(const std::string& cache, const std::string& commands) {
+  return "rm -f img.qcow2 log.bin && qemu-img create -q -f qcow2 img.qcow2 4M && "
+         "cp img.qcow2 base.qcow2 && : > log.bin && qemu-io -t " +
+         cache + " --image-opts " + commands +
+         " 'driver=qcow2,file.driver=blklogwrites,file.file.filename=img.qcow2,"
+         "file.log.filename=log.bin,file.log-sector-size=512,file.log-super-update-interval=1'";
+}
+
 // qemu-io run by hand over blklogwrites: its log and the image it started
 // on explore with --log; with cache=unsafe the same commands leave states
 // with dangling pointers, and qemu-img check says so too.
@@ -109,15 +120,8 @@ TEST(QemuEngine, AHandRunLogImportsWithLogAndBase) {
   ScratchDir dir;
   const std::string commands =
       "-c 'write -P 0xab 0 64k' -c flush -c 'write -P 0xcd 1M 128k' -c 'discard 0 64k' -c flush";
-  const std::string opts =
-      "driver=qcow2,file.driver=blklogwrites,file.file.filename=img.qcow2,file.log.filename="
-      "log.bin,file.log-sector-size=512,file.log-super-update-interval=1";
   for (const std::string cache : {"writeback", "unsafe"}) {
-    ASSERT_EQ(dir.Run("rm -f img.qcow2 log.bin && qemu-img create -q -f qcow2 img.qcow2 4M && "
-                      "cp img.qcow2 base.qcow2 && : > log.bin && qemu-io -t " +
-                      cache + " --image-opts " + commands + " '" + opts + "'")
-                  .exit_code,
-              0);
+    ASSERT_EQ(dir.Run(HandRunQemuIo(cache, commands)).exit_code, 0);
     const RunResult r =
         dir.Qcrash("explore --log log.bin --base base.qcow2 --enumerator drop-one --report r.json");
     const auto report = nlohmann::json::parse(interop::ReadFileBytes(dir.File("r.json")));
@@ -139,12 +143,9 @@ TEST(QemuEngine, AHandRunLogImportsWithLogAndBase) {
 // them): the marks bound the spans a violation is reported in.
 TEST(QemuEngine, MarksInALogNameTheSpanOfAViolation) {
   ScratchDir dir;
-  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 base.qcow2 4M && cp base.qcow2 img.qcow2 && : > "
-                    "log.bin && qemu-io -t unsafe --image-opts -c 'write -P 0xab 0 64k' -c flush "
-                    "-c 'write -P 0xcd 1M 128k' -c flush "
-                    "'driver=qcow2,file.driver=blklogwrites,file.file.filename=img.qcow2,"
-                    "file.log.filename=log.bin,file.log-sector-size=512,"
-                    "file.log-super-update-interval=1'")
+  ASSERT_EQ(dir.Run(HandRunQemuIo("unsafe",
+                                  "-c 'write -P 0xab 0 64k' -c flush -c 'write -P 0xcd 1M 128k' "
+                                  "-c flush"))
                 .exit_code,
             0);
   // Re-lays the log with a mark after every entry: "entry-K".
@@ -176,13 +177,10 @@ TEST(QemuEngine, MarksInALogNameTheSpanOfAViolation) {
 
 TEST(QemuEngine, ABadLogIsOneLineNamingTheEntryAndOffset) {
   ScratchDir dir;
-  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 base.qcow2 4M && cp base.qcow2 img.qcow2 && : > "
-                    "log.bin && qemu-io --image-opts -c 'write 0 64k' "
-                    "'driver=qcow2,file.driver=blklogwrites,file.file.filename=img.qcow2,"
-                    "file.log.filename=log.bin,file.log-super-update-interval=1' && "
-                    "head -c 5000 log.bin > cut.bin")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      dir.Run(HandRunQemuIo("writeback", "-c 'write 0 64k'") + " && head -c 5000 log.bin > cut.bin")
+          .exit_code,
+      0);
   const RunResult r = dir.Qcrash("explore --log cut.bin --base base.qcow2");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
