@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/cli_common.h"
 #include "engine/qcow2_format.h"
+#include "engine/snapshot_table.h"
 
 namespace qcrash::cli {
 namespace {
@@ -18,12 +20,25 @@ namespace format = engine::format;
 constexpr const char* kUsage = "usage: qcrash info [--output=human|json] [-f qcow2] [-U] FILE\n";
 
 // The "format-specific" data as qemu-img reports it for qcow2.
-nlohmann::ordered_json FormatSpecificData(const engine::Header& header) {
+nlohmann::ordered_json FormatSpecificData(const engine::Header& header,
+                                          const std::vector<engine::BitmapEntry>& bitmaps) {
   nlohmann::ordered_json data;
   const bool v3 = header.version >= 3;
   data["compat"] = v3 ? "1.1" : "0.10";
   data["compression-type"] = header.compression_type == 1 ? "zstd" : "zlib";
   if (v3) data["lazy-refcounts"] = (header.compatible_features & format::kCompatLazyRefcounts) != 0;
+  if (!bitmaps.empty()) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const engine::BitmapEntry& b : bitmaps) {
+      nlohmann::ordered_json flags = nlohmann::ordered_json::array();
+      if (b.flags & engine::kBitmapInUse) flags.push_back("in-use");
+      if (b.flags & engine::kBitmapAuto) flags.push_back("auto");
+      list.push_back({{"flags", flags},
+                      {"name", b.name},
+                      {"granularity", uint64_t{1} << (b.granularity_bits & 63)}});
+    }
+    data["bitmaps"] = list;
+  }
   data["refcount-bits"] = 1u << header.refcount_order;
   if (v3) {
     data["corrupt"] = (header.incompatible_features & format::kIncompatCorrupt) != 0;
@@ -33,8 +48,27 @@ nlohmann::ordered_json FormatSpecificData(const engine::Header& header) {
 }
 
 nlohmann::ordered_json InfoJson(const std::string& path, const engine::Header& header,
-                                int64_t actual_size) {
+                                int64_t actual_size,
+                                const std::vector<engine::SnapshotEntry>& snapshots,
+                                const std::vector<engine::BitmapEntry>& bitmaps) {
   nlohmann::ordered_json info;
+  if (!snapshots.empty()) {
+    // qemu-img's field order; icount only when the entry has one.
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const engine::SnapshotEntry& s : snapshots) {
+      nlohmann::ordered_json e;
+      if (s.icount && *s.icount != ~uint64_t{0}) e["icount"] = *s.icount;
+      e["vm-clock-nsec"] = s.vm_clock_nsec % 1000000000;
+      e["name"] = s.name;
+      e["date-sec"] = s.date_sec;
+      e["date-nsec"] = s.date_nsec;
+      e["vm-clock-sec"] = s.vm_clock_nsec / 1000000000;
+      e["id"] = s.id;
+      e["vm-state-size"] = s.vm_state_size;
+      list.push_back(e);
+    }
+    info["snapshots"] = list;
+  }
   if (!header.backing_file.empty() && header.backing_format) {
     info["backing-filename-format"] = *header.backing_format;
   }
@@ -43,13 +77,58 @@ nlohmann::ordered_json InfoJson(const std::string& path, const engine::Header& h
   info["cluster-size"] = header.cluster_bytes();
   info["format"] = "qcow2";
   if (actual_size >= 0) info["actual-size"] = actual_size;
-  info["format-specific"] = {{"type", "qcow2"}, {"data", FormatSpecificData(header)}};
+  info["format-specific"] = {{"type", "qcow2"}, {"data", FormatSpecificData(header, bitmaps)}};
   if (!header.backing_file.empty()) {
     info["full-backing-filename"] = PathCombine(path, header.backing_file);
     info["backing-filename"] = header.backing_file;
   }
   info["dirty-flag"] = (header.incompatible_features & format::kIncompatDirty) != 0;
   return info;
+}
+
+// One snapshot row as qemu-img prints it (the header row with `header`).
+std::string SnapshotRow(const nlohmann::ordered_json* s) {
+  char line[512];
+  if (s == nullptr) {
+    std::snprintf(line, sizeof line, "%-10s%-17s%8s%20s%13s%11s", "ID", "TAG", "VM SIZE", "DATE",
+                  "VM CLOCK", "ICOUNT");
+    return line;
+  }
+  const time_t when = static_cast<time_t>((*s)["date-sec"].get<uint64_t>());
+  struct tm tm {};
+  localtime_r(&when, &tm);
+  char date[64];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+  const uint64_t secs = (*s)["vm-clock-sec"].get<uint64_t>();
+  char clock[64];
+  std::snprintf(clock, sizeof clock, "%02d:%02d:%02d.%03d", static_cast<int>(secs / 3600),
+                static_cast<int>((secs / 60) % 60), static_cast<int>(secs % 60),
+                static_cast<int>(((*s)["vm-clock-nsec"].get<uint64_t>() / 1000000) % 1000));
+  const std::string icount =
+      s->contains("icount") ? std::to_string((*s)["icount"].get<uint64_t>()) : "";
+  std::snprintf(line, sizeof line, "%-9s %-16s %8s%20s%13s%11s",
+                (*s)["id"].get<std::string>().c_str(), (*s)["name"].get<std::string>().c_str(),
+                SizeToStr((*s)["vm-state-size"].get<uint64_t>()).c_str(), date, clock,
+                icount.c_str());
+  return line;
+}
+
+// qemu-img's dump of a value: scalars after "key: ", lists and dicts as
+// nested blocks ("[i]:" for list items), four spaces deeper each level.
+void PrintValue(int indent, const std::string& key, const nlohmann::ordered_json& value) {
+  std::string label = key;
+  for (char& c : label) c = c == '-' ? ' ' : c;
+  if (value.is_object() || value.is_array()) {
+    std::printf("%*s%s:\n", indent, "", label.c_str());
+    size_t i = 0;
+    for (const auto& [k, v] : value.items()) {
+      PrintValue(indent + 4, value.is_array() ? "[" + std::to_string(i) + "]" : k, v);
+      ++i;
+    }
+    return;
+  }
+  const std::string text = value.is_string() ? value.get<std::string>() : DumpJson(value);
+  std::printf("%*s%s: %s\n", indent, "", label.c_str(), text.c_str());
 }
 
 void PrintHuman(const nlohmann::ordered_json& info) {
@@ -75,13 +154,35 @@ void PrintHuman(const nlohmann::ordered_json& info) {
                   info["backing-filename-format"].get<std::string>().c_str());
     }
   }
-  std::printf("Format specific information:\n");
-  for (const auto& [key, value] : info["format-specific"]["data"].items()) {
-    std::string label = key;
-    for (char& c : label) c = c == '-' ? ' ' : c;
-    const std::string text = value.is_string() ? value.get<std::string>() : DumpJson(value);
-    std::printf("    %s: %s\n", label.c_str(), text.c_str());
+  if (info.contains("snapshots")) {
+    std::printf("Snapshot list:\n%s\n", SnapshotRow(nullptr).c_str());
+    for (const auto& s : info["snapshots"]) std::printf("%s\n", SnapshotRow(&s).c_str());
   }
+  std::printf("Format specific information:\n");
+  for (const auto& [key, value] : info["format-specific"]["data"].items())
+    PrintValue(4, key, value);
+}
+
+// qemu-img writes an empty list over two lines ("[" then "]" at the
+// key's indentation); nlohmann writes "[]".
+std::string QemuStyleEmptyLists(const std::string& text) {
+  std::string out;
+  size_t from = 0;
+  while (from < text.size()) {
+    size_t end = text.find('\n', from);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(from, end - from);
+    const size_t at = line.find("[]");
+    if (at != std::string::npos && line.find('"', at) == std::string::npos) {
+      const size_t indent = line.find_first_not_of(' ');
+      out += line.substr(0, at + 1) + "\n" + std::string(indent, ' ') + line.substr(at + 1);
+    } else {
+      out += line;
+    }
+    if (end < text.size()) out += '\n';
+    from = end + 1;
+  }
+  return out;
 }
 
 }  // namespace
@@ -103,9 +204,15 @@ int RunInfo(int argc, char** argv) {
   if (!opened->warning.empty()) ReportDescribeWarning(path, opened->warning);
   struct stat st {};
   const int64_t actual_size = ::stat(path.c_str(), &st) == 0 ? int64_t{st.st_blocks} * 512 : -1;
-  const nlohmann::ordered_json info = InfoJson(path, *header, actual_size);
+  BlockDevice& device =
+      opened->past_eof_view ? *opened->past_eof_view : static_cast<BlockDevice&>(*opened->device);
+  auto snapshots = engine::ReadSnapshotTable(device, *header);
+  if (!snapshots.ok()) return ReportError(path, snapshots.status());
+  auto bitmaps = engine::ReadBitmapDirectory(device, *header);
+  if (!bitmaps.ok()) return ReportError(path, bitmaps.status());
+  const nlohmann::ordered_json info = InfoJson(path, *header, actual_size, *snapshots, *bitmaps);
   if (json) {
-    std::printf("%s\n", DumpJson(info, 4).c_str());
+    std::printf("%s\n", QemuStyleEmptyLists(DumpJson(info, 4)).c_str());
   } else {
     PrintHuman(info);
   }

@@ -100,6 +100,23 @@ std::vector<QemuImageCase> AllCases() {
            "qemu-img create -q -f qcow2 -b ../a/mid.qcow2 -F qcow2 sub/top.qcow2 8M && " +
            Io("sub/top.qcow2", over_backing) + "true",
        "sub/top.qcow2", true},
+      // Snapshots and persistent bitmaps: info lists them as qemu-img does
+      // (a name with spaces, a disabled bitmap, writes after a snapshot).
+      {"snapshots_bitmaps",
+       "qemu-img create -q -f qcow2 img.qcow2 4M && "
+       "qemu-io -c 'write -P 0x41 0 64k' img.qcow2 >/dev/null && "
+       "qemu-img snapshot -c first img.qcow2 && "
+       "qemu-io -c 'write -P 0x42 32k 64k' img.qcow2 >/dev/null && "
+       "qemu-img snapshot -c 'second one' img.qcow2 && "
+       "qemu-img bitmap --add -g 128k img.qcow2 b1 && qemu-img bitmap --add img.qcow2 b2 && "
+       "qemu-img bitmap --disable img.qcow2 b2",
+       "img.qcow2", true},
+      {"snapshots_v2",
+       "qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 img.qcow2 4M && "
+       "qemu-io -c 'write -P 0x43 0 16k' img.qcow2 >/dev/null && "
+       "qemu-img snapshot -c old img.qcow2 && "
+       "qemu-io -c 'write -P 0x44 4k 4k' img.qcow2 >/dev/null",
+       "img.qcow2", true},
   };
 }
 
