@@ -10,6 +10,7 @@
 #include "engine/header.h"
 #include "engine/image.h"
 #include "engine/qcow2_format.h"
+#include "engine/snapshot_table.h"
 
 namespace qcrash::fuzz {
 
@@ -126,6 +127,22 @@ std::string DescribeReport(const engine::CheckReport& report) {
 
 bool IsClean(const engine::CheckReport& report) {
   return report.check_errors == 0 && report.leaks == 0 && report.corruptions == 0;
+}
+
+void TablesListInsideTheFile(std::span<const uint8_t> image) {
+  auto header =
+      engine::DecodeHeader(image.first(std::min<size_t>(image.size(), 2u << 20)), image.size());
+  if (!header.ok()) return;
+  MemoryDevice device;
+  if (!device.Write(0, image).ok()) return;
+  if (auto snapshots = engine::ReadSnapshotTable(device, *header); snapshots.ok()) {
+    for (const engine::SnapshotEntry& s : *snapshots)
+      if (s.offset >= image.size()) Fail("a snapshot entry starts inside the file", s.name);
+  }
+  if (auto bitmaps = engine::ReadBitmapDirectory(device, *header); bitmaps.ok()) {
+    for (const engine::BitmapEntry& b : *bitmaps)
+      if (b.offset >= image.size()) Fail("a bitmap entry starts inside the file", b.name);
+  }
 }
 
 void CheckWritesNothing(std::span<const uint8_t> image) {

@@ -89,6 +89,11 @@ std::string DescribeReport(const engine::CheckReport& report);
 // True when the report shows no corruption, leak or check error.
 bool IsClean(const engine::CheckReport& report);
 
+// What `info` lists (engine/snapshot_table.h): the snapshot table and the
+// bitmap directory decode or fail with a status; every entry starts inside
+// the file.
+void TablesListInsideTheFile(std::span<const uint8_t> image);
+
 // The properties of check_fuzzer: a check without repair of `image` (on a
 // device of its own) writes no byte.
 void CheckWritesNothing(std::span<const uint8_t> image);

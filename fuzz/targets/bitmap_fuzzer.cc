@@ -12,6 +12,7 @@
 #include "fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  qcrash::fuzz::TablesListInsideTheFile({data, size});
   qcrash::fuzz::CheckWritesNothing({data, size});
   qcrash::fuzz::RepairLeavesCleanImage({data, size});
   return 0;
