@@ -20,6 +20,7 @@
 #include "engine/metadata_cache.h"
 #include "engine/ordering.h"
 #include "engine/qcow2_format.h"
+#include "engine/snapshot_table.h"
 
 namespace qcrash::engine {
 
@@ -119,6 +120,12 @@ class Image::Impl {
   Status AtClusterBoundary() { return AfterGuestOp(); }
   Status SetJournalDirtyInPlace(bool dirty);
   JournalOptions EffectiveJournalOptions() const;
+
+  // ---- snapshots.cc ----
+  Status CreateSnapshot(const std::string& name);
+  Status DeleteSnapshot(const std::string& name);
+  Status ShareEntryClusters(uint64_t entry, int64_t delta);
+  Status WriteSnapshotTable(const std::vector<SnapshotEntry>& entries);
 
   // ---- cluster_io.cc ----
   Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);

@@ -29,7 +29,8 @@ Result<std::vector<SnapshotEntry>> ReadSnapshotTable(BlockDevice& device, const 
   for (uint32_t i = 0; i < header.nb_snapshots; ++i) {
     uint8_t fixed[40];
     if (at > file || file - at < sizeof fixed || at - header.snapshots_offset > kMaxTableBytes)
-      return Status::Corruption(Where("snapshot table entry", i, at) + ": past the end of the file");
+      return Status::Corruption(Where("snapshot table entry", i, at) +
+                                ": past the end of the file");
     QCRASH_RETURN_IF_ERROR(device.Read(at, fixed));
     SnapshotEntry s;
     s.offset = at;
@@ -70,10 +71,9 @@ Result<std::vector<BitmapEntry>> ReadBitmapDirectory(BlockDevice& device, const 
   const uint64_t file = device.SizeBytes();
   if (ext.directory_size > kMaxTableBytes || ext.directory_offset > file ||
       file - ext.directory_offset < ext.directory_size) {
-    return Status::Corruption("bitmaps extension: directory at offset " +
-                              std::to_string(ext.directory_offset) + " of " +
-                              std::to_string(ext.directory_size) +
-                              " bytes runs past the end of the file");
+    return Status::Corruption(
+        "bitmaps extension: directory at offset " + std::to_string(ext.directory_offset) + " of " +
+        std::to_string(ext.directory_size) + " bytes runs past the end of the file");
   }
   std::vector<uint8_t> dir(ext.directory_size);
   QCRASH_RETURN_IF_ERROR(device.Read(ext.directory_offset, dir));
