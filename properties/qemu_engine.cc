@@ -194,6 +194,9 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
       return "close";
     case OpKind::kRead:
       return "read -q " + Bytes(op.offset_bytes) + " " + Bytes(op.length_bytes);
+    case OpKind::kSnapshotCreate:
+    case OpKind::kSnapshotDelete:
+      return "snapshot";  // qemu-io has no snapshot command: an error line
   }
   return "";
 }

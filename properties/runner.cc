@@ -145,6 +145,13 @@ Status GuestModel::CheckRead(uint64_t offset, std::span<const uint8_t> bytes) co
 Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
                   const GuestModel* model) {
   switch (op.kind) {
+    case OpKind::kSnapshotCreate:
+      return image.CreateSnapshot("s" + std::to_string(op_number));
+    case OpKind::kSnapshotDelete: {
+      QCRASH_ASSIGN_OR_RETURN(auto snapshots, image.Snapshots());
+      if (snapshots.empty()) return Status::InvalidArgument("no snapshot to delete");
+      return image.DeleteSnapshot(snapshots.front().name);
+    }
     case OpKind::kRead: {
       std::vector<uint8_t> data(op.length_bytes);
       QCRASH_RETURN_IF_ERROR(image.Read(op.offset_bytes, data));

@@ -21,13 +21,18 @@ const char* OpKindName(OpKind kind) {
       return "close";
     case OpKind::kRead:
       return "read";
+    case OpKind::kSnapshotCreate:
+      return "snapshot-create";
+    case OpKind::kSnapshotDelete:
+      return "snapshot-delete";
   }
   return "?";
 }
 
 Result<OpKind> ParseOpKind(const std::string& name) {
-  for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
-                   OpKind::kResize, OpKind::kClose, OpKind::kRead}) {
+  for (OpKind k :
+       {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
+        OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
@@ -77,7 +82,9 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       size = op.length_bytes;
       continue;
     }
-    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) continue;
+    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose ||
+        op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
+      continue;
     if (op.length_bytes == 0) return Status::InvalidArgument(where + ": length must not be 0");
     if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
       return Status::InvalidArgument(where + ": goes past the end of the disk (" +
