@@ -90,11 +90,13 @@ Status Image::Impl::WriteSnapshotTable(const std::vector<SnapshotEntry>& entries
   // Why: a header naming an unwritten or unreferenced table is corrupt.
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
-  QCRASH_ASSIGN_OR_RETURN(const std::vector<SnapshotEntry> old, ReadSnapshotTable(device_, header_));
+  QCRASH_ASSIGN_OR_RETURN(const std::vector<SnapshotEntry> old,
+                          ReadSnapshotTable(device_, header_));
   const uint64_t old_offset = header_.snapshots_offset;
   uint64_t old_bytes = 0;
   for (const SnapshotEntry& s : old) {
-    old_bytes = Align8(s.offset - old_offset + 40 + s.extra_data_size + s.id.size() + s.name.size());
+    old_bytes =
+        Align8(s.offset - old_offset + 40 + s.extra_data_size + s.id.size() + s.name.size());
   }
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
   header_.nb_snapshots = static_cast<uint32_t>(entries.size());
@@ -178,9 +180,8 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
   if (read_only_) return WriteRefused();
   if (rules_.journal()) return Status::NotSupported("snapshots under the journal policy");
   QCRASH_ASSIGN_OR_RETURN(std::vector<SnapshotEntry> table, ReadSnapshotTable(device_, header_));
-  auto found = std::find_if(table.begin(), table.end(), [&](const SnapshotEntry& s) {
-    return s.name == name || s.id == name;
-  });
+  auto found = std::find_if(table.begin(), table.end(),
+                            [&](const SnapshotEntry& s) { return s.name == name || s.id == name; });
   if (found == table.end()) return Status::InvalidArgument("snapshot '" + name + "' not found");
   const SnapshotEntry gone = *found;
   table.erase(found);
@@ -188,8 +189,8 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
   QCRASH_RETURN_IF_ERROR(WriteSnapshotTable(table));  // step 1 (ends with a barrier)
   // Step 2: the snapshot's L1 and what it reaches lose one reference.
   QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
-                          ReadTableEntries(io_, gone.l1_table_offset, gone.l1_size,
-                                           cluster_bytes(), "snapshot L1 table"));
+                          ReadTableEntries(io_, gone.l1_table_offset, gone.l1_size, cluster_bytes(),
+                                           "snapshot L1 table"));
   const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
   for (const uint64_t l1_entry : l1) {
     const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
