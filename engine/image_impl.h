@@ -126,6 +126,8 @@ class Image::Impl {
   Status DeleteSnapshot(const std::string& name);
   Status ShareEntryClusters(uint64_t entry, int64_t delta);
   Status WriteSnapshotTable(const std::vector<SnapshotEntry>& entries);
+  Status BeginSharingChange();
+  Status EndSharingChange();
 
   // ---- cluster_io.cc ----
   Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);

@@ -121,6 +121,7 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
   }
   if (table.size() >= f::kMaxSnapshots) return Status::Limit("too many snapshots");
   QCRASH_RETURN_IF_ERROR(FlushAll());  // step 1
+  QCRASH_RETURN_IF_ERROR(BeginSharingChange());
   // Step 2: share every cluster the active L1 reaches.
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
   const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
@@ -173,7 +174,27 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
   entry.disk_size = header_.size_bytes;
   entry.icount = ~uint64_t{0};
   table.push_back(entry);
-  return WriteSnapshotTable(table);
+  QCRASH_RETURN_IF_ERROR(WriteSnapshotTable(table));
+  return EndSharingChange();
+}
+
+// R8: refcounts and COPIED flags live in different structures, so no write
+// order keeps them in step across a crash (a crash between the two leaves
+// COPIED set on a shared cluster, or clear on an owned one; QEMU's check
+// calls both corrupt). On v3 the change runs under the dirty bit, durable
+// first: a crash inside it leaves an image whose open rebuilds refcounts
+// and COPIED. The bit is cleared once everything is durable (the lazy
+// policy keeps it until close, as always).
+Status Image::Impl::BeginSharingChange() {
+  if (header_.version < 3) return Status::Ok();
+  return SetDirtyBit(true);
+}
+
+Status Image::Impl::EndSharingChange() {
+  if (header_.version < 3 || rules_.Of(Rule::kDirtyBitFirst) != Mechanism::kNone)
+    return Status::Ok();
+  QCRASH_RETURN_IF_ERROR(FlushAll());
+  return SetDirtyBit(false);
 }
 
 Status Image::Impl::DeleteSnapshot(const std::string& name) {
@@ -186,6 +207,7 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
   const SnapshotEntry gone = *found;
   table.erase(found);
   QCRASH_RETURN_IF_ERROR(FlushAll());
+  QCRASH_RETURN_IF_ERROR(BeginSharingChange());
   QCRASH_RETURN_IF_ERROR(WriteSnapshotTable(table));  // step 1 (ends with a barrier)
   // Step 2: the snapshot's L1 and what it reaches lose one reference.
   QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
@@ -234,7 +256,7 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
       QCRASH_RETURN_IF_ERROR(WriteL1Entry(i));
     }
   }
-  return Status::Ok();
+  return EndSharingChange();
 }
 
 Status Image::CreateSnapshot(const std::string& name) { return impl_->CreateSnapshot(name); }
