@@ -66,6 +66,8 @@ class Image {
   Status CreateSnapshot(const std::string& name);
   Status DeleteSnapshot(const std::string& name_or_id);
   Result<std::vector<SnapshotEntry>> Snapshots();
+  // Reads the guest view a snapshot holds.
+  Status ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset, std::span<uint8_t> out);
 
   const Header& header() const;
   uint64_t size_bytes() const;

@@ -259,6 +259,25 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
   return EndSharingChange();
 }
 
+Status Image::ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset,
+                           std::span<uint8_t> out) {
+  QCRASH_ASSIGN_OR_RETURN(const std::vector<SnapshotEntry> table,
+                          ReadSnapshotTable(impl_->device_, impl_->header_));
+  auto found = std::find_if(table.begin(), table.end(), [&](const SnapshotEntry& s) {
+    return s.name == name_or_id || s.id == name_or_id;
+  });
+  if (found == table.end())
+    return Status::InvalidArgument("snapshot '" + name_or_id + "' not found");
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
+                          ReadTableEntries(impl_->io_, found->l1_table_offset, found->l1_size,
+                                           impl_->cluster_bytes(), "snapshot L1 table"));
+  // The read path walks l1_table_: lend it the snapshot's for this read.
+  std::swap(impl_->l1_table_, l1);
+  const Status read = Read(guest_offset, out);
+  std::swap(impl_->l1_table_, l1);
+  return read;
+}
+
 Status Image::CreateSnapshot(const std::string& name) { return impl_->CreateSnapshot(name); }
 Status Image::DeleteSnapshot(const std::string& name) { return impl_->DeleteSnapshot(name); }
 Result<std::vector<SnapshotEntry>> Image::Snapshots() {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "engine/memory_device.h"
 #include "properties/qemu_engine.h"
@@ -47,7 +48,7 @@ GuestModel::Expected GuestModel::WholeSector(uint64_t sector) const {
   if (it != sectors_.end()) return it->second;
   // A sector a shrink dropped (and nothing wrote since) reads zeroes.
   if (sector >= zero_from_) return Expected{0, false};
-  return Expected{InitialSectorTag(workload_, sector), false};
+  return Expected{InitialSectorTag(backing_, sector), false};
 }
 
 GuestModel::PartialSector& GuestModel::Partial(uint64_t sector) {
@@ -369,8 +370,20 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         image = std::move(reopened).value();
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
+      std::vector<engine::SnapshotEntry> before;
+      if (workload.ops[i].kind == OpKind::kSnapshotDelete) {
+        auto listed = image->Snapshots();
+        if (listed.ok()) before = *listed;
+      }
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
       if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
+      if (run.workload_status.ok() && workload.ops[i].kind == OpKind::kSnapshotCreate)
+        run.snapshot_models.emplace(i, model);
+      if (run.workload_status.ok() && !before.empty()) {
+        // The delete removed the oldest: "s<op number>" names its create.
+        const uint64_t by = std::strtoull(before.front().name.c_str() + 1, nullptr, 10);
+        if (by > 0) run.snapshot_deleted_by[i] = by - 1;
+      }
       note_io_error(i);
       run.spans.push_back({start, disk.log().size()});
       if (workload.ops[i].kind == OpKind::kWrite &&
