@@ -169,6 +169,9 @@ class Image::Impl {
   std::set<uint64_t> quarantine_;
   std::vector<uint64_t> extent_;  // clusters reserved (refcount 1, durable) by the extent policy
 
+  // A snapshot's sharing change is under way (R8): the dirty bit must stay.
+  bool sharing_change_open_ = false;
+
   std::unique_ptr<Journal> journal_;  // set under the journal policy (or a read-only replay)
   ReplayReport replay_report_;        // what replay on open did (I6)
 

@@ -186,14 +186,18 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
 // and COPIED. The bit is cleared once everything is durable (the lazy
 // policy keeps it until close, as always).
 Status Image::Impl::BeginSharingChange() {
-  if (header_.version < 3) return Status::Ok();
-  return SetDirtyBit(true);
+  if (header_.version < 3 || MechanismOf(Rule::kSharingChange) != Mechanism::kDirtyBit)
+    return Status::Ok();
+  QCRASH_RETURN_IF_ERROR(SetDirtyBit(true));
+  sharing_change_open_ = true;
+  return Status::Ok();
 }
 
 Status Image::Impl::EndSharingChange() {
-  if (header_.version < 3 || rules_.Of(Rule::kDirtyBitFirst) != Mechanism::kNone)
-    return Status::Ok();
+  if (!sharing_change_open_) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(FlushAll());
+  sharing_change_open_ = false;
+  if (rules_.Of(Rule::kDirtyBitFirst) != Mechanism::kNone) return Status::Ok();  // lazy: at close
   return SetDirtyBit(false);
 }
 

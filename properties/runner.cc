@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 
 #include "engine/memory_device.h"
 #include "properties/qemu_engine.h"
@@ -351,6 +352,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     auto image = std::move(opened).value();
     engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
     GuestModel model(workload);            // what reads must return
+    std::deque<size_t> live_snapshots;     // snapshot-create operations not deleted yet
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
       if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
@@ -370,19 +372,19 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         image = std::move(reopened).value();
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
-      std::vector<engine::SnapshotEntry> before;
-      if (workload.ops[i].kind == OpKind::kSnapshotDelete) {
-        auto listed = image->Snapshots();
-        if (listed.ok()) before = *listed;
-      }
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
       if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
-      if (run.workload_status.ok() && workload.ops[i].kind == OpKind::kSnapshotCreate)
+      // The snapshots the run holds, oldest first (a delete removes the
+      // oldest), tracked without reading the image: a read here would be
+      // one more device request, and an eio case of its own.
+      if (run.workload_status.ok() && workload.ops[i].kind == OpKind::kSnapshotCreate) {
         run.snapshot_models.emplace(i, model);
-      if (run.workload_status.ok() && !before.empty()) {
-        // The delete removed the oldest: "s<op number>" names its create.
-        const uint64_t by = std::strtoull(before.front().name.c_str() + 1, nullptr, 10);
-        if (by > 0) run.snapshot_deleted_by[i] = by - 1;
+        live_snapshots.push_back(i);
+      }
+      if (run.workload_status.ok() && workload.ops[i].kind == OpKind::kSnapshotDelete &&
+          !live_snapshots.empty()) {
+        run.snapshot_deleted_by[i] = live_snapshots.front();
+        live_snapshots.pop_front();
       }
       note_io_error(i);
       run.spans.push_back({start, disk.log().size()});

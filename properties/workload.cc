@@ -165,6 +165,8 @@ GuestOp D(uint64_t offset, uint64_t length) { return {OpKind::kDiscard, offset, 
 GuestOp F() { return {OpKind::kFlush, 0, 0, false}; }
 GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
 GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
+GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
+GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
@@ -368,6 +370,25 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              W(3 * kMiB, 4 * kKiB),
              Z(8 * kKiB, 4 * kKiB, true),
              C()};
+  } else if (name == "snapshots") {
+    // Internal snapshots (issue 15): two snapshots sharing clusters with
+    // the active state, writes that copy shared L2 tables and clusters,
+    // then both deleted (COPIED restored where a count is back to 1). I12:
+    // each snapshot reads what the guest saw at its create.
+    w.image.size_bytes = 4 * kMiB;
+    w.image.cluster_bits = 12;
+    w.ops = {W(0, 16 * kKiB),
+             F(),
+             Snap(),
+             W(4 * kKiB, 8 * kKiB),
+             F(),
+             Snap(),
+             W(0, 4 * kKiB),
+             Unsnap(),
+             W(12 * kKiB, 4 * kKiB),
+             F(),
+             Unsnap(),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -399,7 +420,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "shrink",
           "backing",
           "reopen",
-          "v2"};
+          "v2",
+          "snapshots"};
 }
 
 }  // namespace qcrash::properties
