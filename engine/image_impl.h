@@ -127,6 +127,7 @@ class Image::Impl {
   Status ShareEntryClusters(uint64_t entry, int64_t delta);
   Status WriteSnapshotTable(const std::vector<SnapshotEntry>& entries);
   Status BeginSharingChange();
+  Status CheckSharingFits();
   Status EndSharingChange();
 
   // ---- cluster_io.cc ----

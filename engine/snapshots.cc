@@ -75,6 +75,35 @@ Status Image::Impl::ShareEntryClusters(uint64_t entry, int64_t delta) {
   return UpdateRefcount(host / cluster_bytes(), delta);
 }
 
+// Refuses a create that would overflow a refcount, before anything is
+// written (a refcount width of 1 bit cannot share a cluster at all).
+Status Image::Impl::CheckSharingFits() {
+  const uint64_t max = f::MaxRefcount(header_.refcount_order);
+  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  auto fits = [&](uint64_t host) -> Status {
+    QCRASH_ASSIGN_OR_RETURN(const uint64_t count, GetRefcount(host / cluster_bytes()));
+    if (count >= max)
+      return Status::Limit(
+          "snapshot: the refcount of host cluster " + HexOffset(host) +
+          " would overflow refcount_bits=" + std::to_string(1u << header_.refcount_order));
+    return Status::Ok();
+  };
+  for (const uint64_t l1_entry : l1_table_) {
+    const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
+    if (l2 == 0) continue;
+    QCRASH_RETURN_IF_ERROR(fits(l2));
+    QCRASH_ASSIGN_OR_RETURN(const uint8_t* cached, l2_cache_->Get(l2));
+    std::vector<uint64_t> entries(per_l2);
+    for (uint64_t k = 0; k < per_l2; ++k) entries[k] = LoadBe64(cached + k * 8);
+    for (const uint64_t entry : entries) {
+      if (entry & f::kOflagCompressed) continue;  // compressed: several users per host cluster
+      const uint64_t host = entry & f::kL2EntryOffsetMask;
+      if (host != 0) QCRASH_RETURN_IF_ERROR(fits(host));
+    }
+  }
+  return Status::Ok();
+}
+
 // Replaces the snapshot table with `entries` (R6: the new table durable,
 // the header switch durable, the old table freed).
 Status Image::Impl::WriteSnapshotTable(const std::vector<SnapshotEntry>& entries) {
@@ -121,6 +150,7 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
   }
   if (table.size() >= f::kMaxSnapshots) return Status::Limit("too many snapshots");
   QCRASH_RETURN_IF_ERROR(FlushAll());  // step 1
+  QCRASH_RETURN_IF_ERROR(CheckSharingFits());
   QCRASH_RETURN_IF_ERROR(BeginSharingChange());
   // Step 2: share every cluster the active L1 reaches.
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());

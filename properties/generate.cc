@@ -163,9 +163,11 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   // Snapshots come from a stream of their own, so that other seeds' cases
   // stay as they were. v3 only (the sharing change runs under the dirty
   // bit), and not under the journal policy, which writes no snapshot yet.
+  // Each snapshot adds a reference to every shared cluster: refcounts of
+  // 16 bits and more (a create that would overflow is refused).
   Rng snap_rng(seed ^ 0x736e617073686f74ull);
-  s.snapshots =
-      w.image.version >= 3 && policy != engine::OrderingPolicy::kJournal && snap_rng.OneIn(4);
+  s.snapshots = w.image.version >= 3 && policy != engine::OrderingPolicy::kJournal &&
+                w.image.refcount_order >= 4 && snap_rng.OneIn(4);
   if (s.snapshots) c.features += std::string(c.features.empty() ? "" : ",") + "snapshots";
   size_t live_snapshots = 0;
   for (size_t i = 0; i < count; ++i) {
