@@ -263,6 +263,11 @@ Result<std::string> QemuVersion(const std::string& qemu_io) {
 Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions& given,
                                       std::vector<std::vector<uint8_t>>* after_ops) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
+  for (const GuestOp& op : workload.ops) {
+    if (op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
+      return Status::InvalidArgument("qemu-io has no internal snapshot command (" +
+                                     DescribeOp(op) + ")");
+  }
   const QemuEngineOptions& q = *given.qemu;
   ScratchDir dir;
   if (!dir.ok()) return Status::IoError("cannot make a scratch directory");
