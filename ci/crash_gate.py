@@ -82,6 +82,9 @@ def workloads(qcrash):
 
 
 QEMU_CELLS = shutil.which("qemu-io") is not None
+# Built-in workloads an engine cannot run yet: snapshots under the journal
+# policy (create and delete refuse), and through qemu-io (no snapshot command).
+UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu")}
 QEMU_CACHES = ["writeback", "unsafe"]
 STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 
@@ -116,6 +119,8 @@ def run_matrix(qcrash, jobs, known_bugs):
     jobs_list = []
     for workload in workloads(qcrash):
         for policy in POLICIES:
+            if (workload, policy) in UNSUPPORTED:
+                continue
             for enumerator in ENUMERATORS:
                 jobs_list.append(("%s/%s/%s" % (workload, policy, enumerator), workload, policy, enumerator, []))
     for workload in JOURNAL_WORKLOADS:
@@ -129,6 +134,8 @@ def run_matrix(qcrash, jobs, known_bugs):
     # workloads vary by a few records from run to run.
     if QEMU_CELLS:
         for workload in workloads(qcrash):
+            if (workload, "qemu") in UNSUPPORTED:
+                continue
             for cache in QEMU_CACHES:
                 for enumerator in [e for e in ENUMERATORS if e != "eio"]:  # eio fails our engine's requests
                     jobs_list.append(("qemu:%s/%s/%s" % (workload, cache, enumerator), workload, "ordered",

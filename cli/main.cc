@@ -16,7 +16,8 @@
   X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")                \
   X("check", RunCheck, "check and repair an image (qemu-img check)")                  \
   X("explore", RunExplore, "enumerate crash states of a workload and check each one") \
-  X("replay", RunReplay, "rebuild and re-check one crash state from a report")
+  X("replay", RunReplay, "rebuild and re-check one crash state from a report")        \
+  X("snapshot", RunSnapshot, "create, delete or list internal snapshots (work in progress)")
 
 namespace qcrash::cli {
 

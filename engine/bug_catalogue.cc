@@ -30,6 +30,11 @@ constexpr KnownBug kBugs[] = {
      "a metadata table whose write failed is forgotten as clean: the close after the error "
      "writes what depends on it, not the table",
      "I13", "default", OrderingPolicy::kOrdered, "", "eio"},
+    {"snapshot-without-dirty-bit", &BugSwitches::snapshot_without_dirty_bit,
+     "2015 dirty bitmaps spec thread (snapshots and the COPIED flag they clear)",
+     "a snapshot's refcount raises and COPIED clears land separately: a crash leaves COPIED set "
+     "on a shared cluster, or clear on an owned one",
+     "I1", "snapshots", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -83,7 +83,7 @@ Result<L2Slot> Image::Impl::LookupL2ForWrite(uint64_t guest_cluster) {
 //  3. flush the L2 cache (and, through its dependency, the refcounts):
 //     the table must be on disk before the L1 entry points at it (R2);
 //  4. write the L1 entry with COPIED set;
-//  5. drop our reference to a shared old table.
+//  5. the L1 entry durable (R4), then drop our reference to a shared old table.
 Result<uint64_t> Image::Impl::AllocateL2Table(uint64_t l1_index) {
   const uint64_t old_offset = l1_table_[l1_index] & f::kL1EntryOffsetMask;
   std::vector<uint8_t> old_table;
@@ -100,7 +100,18 @@ Result<uint64_t> Image::Impl::AllocateL2Table(uint64_t l1_index) {
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, l2_cache_.get()));
   l1_table_[l1_index] = new_offset | f::kOflagCopied;  // step 4
   QCRASH_RETURN_IF_ERROR(WriteL1Entry(l1_index));
-  if (old_offset != 0) QCRASH_RETURN_IF_ERROR(FreeClusters(old_offset, 1));  // step 5
+  if (old_offset != 0) {
+    // Step 5. Why (R4): the L1 entry is written directly, outside the cache
+    // dependencies that order a refcount decrease after its unlink; a crash
+    // must not find the shared table still named here with its count
+    // already lowered.
+    if (MechanismOf(Rule::kUnlinkBeforeFree) == Mechanism::kDependency) {
+      QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kUnlinkBeforeFree));
+    } else {
+      QCRASH_RETURN_IF_ERROR(Barrier(Rule::kUnlinkBeforeFree));
+    }
+    QCRASH_RETURN_IF_ERROR(FreeClusters(old_offset, 1));
+  }
   return new_offset;
 }
 

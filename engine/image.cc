@@ -347,6 +347,9 @@ Status Image::Impl::Close() {
   QCRASH_RETURN_IF_ERROR(ReleaseExtent());
   QCRASH_RETURN_IF_ERROR(FlushAll());
   if (journal_) return journal_->Checkpoint(/*clear_dirty=*/true);
+  // A sharing change that failed half-way keeps the bit (R8): refcounts and
+  // COPIED may disagree, and the next open rebuilds them.
+  if (sharing_change_open_) return Status::Ok();
   // Clearing the dirty bit comes last, after the caches are durable (R7).
   return SetDirtyBit(false);
 }

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/block_device.h"
 #include "engine/header.h"
 #include "engine/options.h"
+#include "engine/snapshot_table.h"
 #include "engine/status.h"
 
 namespace qcrash::engine {
@@ -58,6 +60,14 @@ class Image {
   Status Close();
 
   Result<std::vector<MapExtent>> Map();
+
+  // Internal snapshots (engine/snapshots.cc): create one of the active
+  // state, delete one by name or id, list them.
+  Status CreateSnapshot(const std::string& name);
+  Status DeleteSnapshot(const std::string& name_or_id);
+  Result<std::vector<SnapshotEntry>> Snapshots();
+  // Reads the guest view a snapshot holds.
+  Status ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset, std::span<uint8_t> out);
 
   const Header& header() const;
   uint64_t size_bytes() const;

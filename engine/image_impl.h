@@ -20,6 +20,7 @@
 #include "engine/metadata_cache.h"
 #include "engine/ordering.h"
 #include "engine/qcow2_format.h"
+#include "engine/snapshot_table.h"
 
 namespace qcrash::engine {
 
@@ -120,6 +121,15 @@ class Image::Impl {
   Status SetJournalDirtyInPlace(bool dirty);
   JournalOptions EffectiveJournalOptions() const;
 
+  // ---- snapshots.cc ----
+  Status CreateSnapshot(const std::string& name);
+  Status DeleteSnapshot(const std::string& name);
+  Status ShareEntryClusters(uint64_t entry, int64_t delta);
+  Status WriteSnapshotTable(const std::vector<SnapshotEntry>& entries);
+  Status BeginSharingChange();
+  Status CheckSharingFits();
+  Status EndSharingChange();
+
   // ---- cluster_io.cc ----
   Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);
   Result<L2Slot> LookupL2(uint64_t guest_cluster);  // entry 0 when no L2 table
@@ -159,6 +169,9 @@ class Image::Impl {
   // refcount decrease are durable (R5).
   std::set<uint64_t> quarantine_;
   std::vector<uint64_t> extent_;  // clusters reserved (refcount 1, durable) by the extent policy
+
+  // A snapshot's sharing change is under way (R8): the dirty bit must stay.
+  bool sharing_change_open_ = false;
 
   std::unique_ptr<Journal> journal_;  // set under the journal policy (or a read-only replay)
   ReplayReport replay_report_;        // what replay on open did (I6)

@@ -38,18 +38,19 @@ enum class Preallocation : uint8_t { kOff, kMetadata, kFalloc, kFull };
 struct OrderingRules;  // engine/ordering.h
 
 // The number of ordering rules (engine/ordering.h Rule).
-inline constexpr size_t kOrderingRuleCount = 14;
+inline constexpr size_t kOrderingRuleCount = 15;
 
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
   bool early_free_reuse = false;       // a freed cluster is reused before its unlink is durable
   bool zero_cluster_realloc = false;  // writing an allocated zero cluster moves it to a new cluster
   bool no_revoke = false;             // journal: freeing journalled metadata issues no revoke
-  bool unchecksummed_journal = false;    // journal: transactions carry no checksums
-  bool failed_write_kept_clean = false;  // a metadata write that fails leaves its table clean
+  bool unchecksummed_journal = false;       // journal: transactions carry no checksums
+  bool failed_write_kept_clean = false;     // a metadata write that fails leaves its table clean
+  bool snapshot_without_dirty_bit = false;  // snapshot create/delete outside the dirty bit (R8)
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
-           unchecksummed_journal || failed_write_kept_clean;
+           unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit;
   }
 };
 

@@ -14,20 +14,20 @@ struct Row {
 };
 
 // clang-format off
-//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal
+//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8
 constexpr Row kTable[] = {
   {OrderingPolicy::kWritethrough,
-                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush}},
+                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
   {OrderingPolicy::kOrdered,
-                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush}},
+                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
   {OrderingPolicy::kLazy,
-                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush}},
+                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
   {OrderingPolicy::kExtent,
-                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush}},
+                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
   {OrderingPolicy::kJournal,
-                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush}},
+                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone}},
   {OrderingPolicy::kUnsafe,
-                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush}},
+                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone}},
 };
 // clang-format on
 
@@ -63,6 +63,8 @@ const char* RuleName(Rule rule) {
       return "header feature bits";
     case Rule::kJournalProtocol:
       return "journal protocol";
+    case Rule::kSharingChange:
+      return "R8 sharing change under the dirty bit (snapshots)";
   }
   return "?";
 }
@@ -97,6 +99,8 @@ const char* RuleKey(Rule rule) {
       return "header_features";
     case Rule::kJournalProtocol:
       return "journal_protocol";
+    case Rule::kSharingChange:
+      return "sharing_change";
   }
   return "?";
 }
@@ -147,6 +151,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.unchecksummed_journal) rules.journal_checksums = false;
   if (switches.zero_cluster_realloc) rules.reuse_zero_allocation = false;
   if (switches.failed_write_kept_clean) rules.keep_dirty_on_failed_write = false;
+  if (switches.snapshot_without_dirty_bit) rules.Set(Rule::kSharingChange, Mechanism::kNone);
   return rules;
 }
 

@@ -14,8 +14,8 @@
 
 namespace qcrash::engine {
 
-// What must be durable before what. R8-R10 (snapshots, COPIED, bitmaps)
-// join when the engine writes snapshots and bitmaps.
+// What must be durable before what. R9-R10 (bitmaps) join when the engine
+// writes bitmaps.
 enum class Rule : uint8_t {
   kRefcountBeforePointer,  // R1: refcount +1 before any pointer to the cluster
   kContentsBeforePointer,  // R2: a new table's contents before the pointer to it
@@ -32,6 +32,7 @@ enum class Rule : uint8_t {
   kGuestFlush,          // the guest's flush: every acknowledged write durable (I4)
   kHeaderFeatures,      // feature bits changed at open, durable before they are relied on
   kJournalProtocol,     // the journal's own steps (commit, checkpoint, replay; QCOW2-NOTES §12)
+  kSharingChange,       // R8: a snapshot's refcount and COPIED changes, under the dirty bit
 };
 inline constexpr size_t kRuleCount = kOrderingRuleCount;
 

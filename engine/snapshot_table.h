@@ -37,6 +37,8 @@ struct SnapshotEntry {
 };
 
 Result<std::vector<SnapshotEntry>> ReadSnapshotTable(BlockDevice& device, const Header& header);
+// The table's bytes (entries padded to 8; extra data: 8, 16 or 24 bytes).
+std::vector<uint8_t> EncodeSnapshotTable(const std::vector<SnapshotEntry>& entries);
 
 // One bitmap directory entry.
 //   bytes 0-7 bitmap_table_offset, 8-11 bitmap_table_size, 12-15 flags,

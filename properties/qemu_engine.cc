@@ -194,6 +194,9 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
       return "close";
     case OpKind::kRead:
       return "read -q " + Bytes(op.offset_bytes) + " " + Bytes(op.length_bytes);
+    case OpKind::kSnapshotCreate:
+    case OpKind::kSnapshotDelete:
+      return "snapshot";  // qemu-io has no snapshot command: an error line
   }
   return "";
 }
@@ -260,6 +263,11 @@ Result<std::string> QemuVersion(const std::string& qemu_io) {
 Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions& given,
                                       std::vector<std::vector<uint8_t>>* after_ops) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
+  for (const GuestOp& op : workload.ops) {
+    if (op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
+      return Status::InvalidArgument("qemu-io has no internal snapshot command (" +
+                                     DescribeOp(op) + ")");
+  }
   const QemuEngineOptions& q = *given.qemu;
   ScratchDir dir;
   if (!dir.ok()) return Status::IoError("cannot make a scratch directory");

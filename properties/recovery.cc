@@ -379,6 +379,60 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
   }
 }
 
+// I12: a snapshot whose create returned exists (until a delete of it
+// returns), and every snapshot there reads exactly what the guest saw when
+// it was taken (the touched clusters, against the model kept at its create).
+void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
+                    uint64_t point, StateResult& result) {
+  if (run.snapshot_models.empty()) return;
+  engine::OpenOptions open;
+  open.read_only = true;
+  open.open_backing = run.options.open.open_backing;
+  auto image = engine::Image::Open(view, open);
+  if (!image.ok()) return;  // CheckContent reported it
+  auto listed = (*image)->Snapshots();
+  if (!listed.ok()) {
+    result.violations.push_back(
+        {"I12", "snapshot table unreadable: " + listed.status().ToString()});
+    return;
+  }
+  std::set<std::string> names;
+  for (const engine::SnapshotEntry& s : *listed) names.insert(s.name);
+  for (const auto& [create_op, model] : run.snapshot_models) {
+    const std::string name = "s" + std::to_string(create_op + 1);
+    const bool created = create_op < run.spans.size() && run.spans[create_op].end <= point;
+    bool deleted = false, deleting = false;
+    for (const auto& [delete_op, target] : run.snapshot_deleted_by) {
+      if (target != create_op || delete_op >= run.spans.size()) continue;
+      deleted |= run.spans[delete_op].end <= point;
+      deleting |= run.spans[delete_op].start <= point && point < run.spans[delete_op].end;
+    }
+    const bool present = names.count(name) != 0;
+    if (created && !deleted && !deleting && !present) {
+      result.violations.push_back(
+          {"I12", "snapshot " + name + " is gone, though its create returned"});
+      continue;
+    }
+    if (deleted && present) {
+      result.violations.push_back(
+          {"I12", "snapshot " + name + " is back, though its delete returned"});
+      continue;
+    }
+    if (!present) continue;
+    std::vector<uint8_t> buffer;
+    for (const auto& [offset, length] : oracle.touched_ranges()) {
+      if (offset >= (*image)->size_bytes()) continue;
+      buffer.resize(std::min(length, (*image)->size_bytes() - offset));
+      Status read = (*image)->ReadSnapshot(name, offset, buffer);
+      if (read.ok()) read = model.CheckRead(offset, buffer);
+      if (!read.ok()) {
+        result.violations.push_back({"I12", "snapshot " + name + ": " + read.ToString()});
+        break;
+      }
+    }
+  }
+}
+
 // I8, repair's own ordering: a crash inside the recovery (journal replay,
 // the rebuild of a dirty image's refcounts, repair) leaves an image no worse
 // than the one recovery started from, as a plain open + read + check sees
@@ -513,6 +567,7 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   const bool repaired = Repair(**view, result, "", raw_clean, nested ? &started_from : nullptr);
   const size_t before_content = result.violations.size();
   if (repaired) CheckContent(**view, run, oracle, state.point, result, "");
+  if (repaired && !run.structural_only) CheckSnapshots(**view, run, oracle, state.point, result);
   // A guest sector already wrong after a full recovery is not held against
   // a crash inside that recovery.
   bool content_ok = result.violations.size() == before_content;

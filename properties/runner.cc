@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <deque>
 
 #include "engine/memory_device.h"
 #include "properties/qemu_engine.h"
@@ -47,7 +49,7 @@ GuestModel::Expected GuestModel::WholeSector(uint64_t sector) const {
   if (it != sectors_.end()) return it->second;
   // A sector a shrink dropped (and nothing wrote since) reads zeroes.
   if (sector >= zero_from_) return Expected{0, false};
-  return Expected{InitialSectorTag(workload_, sector), false};
+  return Expected{InitialSectorTag(backing_, sector), false};
 }
 
 GuestModel::PartialSector& GuestModel::Partial(uint64_t sector) {
@@ -145,6 +147,13 @@ Status GuestModel::CheckRead(uint64_t offset, std::span<const uint8_t> bytes) co
 Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
                   const GuestModel* model) {
   switch (op.kind) {
+    case OpKind::kSnapshotCreate:
+      return image.CreateSnapshot("s" + std::to_string(op_number));
+    case OpKind::kSnapshotDelete: {
+      QCRASH_ASSIGN_OR_RETURN(auto snapshots, image.Snapshots());
+      if (snapshots.empty()) return Status::InvalidArgument("no snapshot to delete");
+      return image.DeleteSnapshot(snapshots.front().name);
+    }
     case OpKind::kRead: {
       std::vector<uint8_t> data(op.length_bytes);
       QCRASH_RETURN_IF_ERROR(image.Read(op.offset_bytes, data));
@@ -343,6 +352,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     auto image = std::move(opened).value();
     engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
     GuestModel model(workload);            // what reads must return
+    std::deque<size_t> live_snapshots;     // snapshot-create operations not deleted yet
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
       if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
@@ -364,6 +374,18 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       const uint64_t allocated_before = image->stats().clusters_allocated;
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
       if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
+      // The snapshots the run holds, oldest first (a delete removes the
+      // oldest), tracked without reading the image: a read here would be
+      // one more device request, and an eio case of its own.
+      if (run.workload_status.ok() && workload.ops[i].kind == OpKind::kSnapshotCreate) {
+        run.snapshot_models.emplace(i, model);
+        live_snapshots.push_back(i);
+      }
+      if (run.workload_status.ok() && workload.ops[i].kind == OpKind::kSnapshotDelete &&
+          !live_snapshots.empty()) {
+        run.snapshot_deleted_by[i] = live_snapshots.front();
+        live_snapshots.pop_front();
+      }
       note_io_error(i);
       run.spans.push_back({start, disk.log().size()});
       if (workload.ops[i].kind == OpKind::kWrite &&

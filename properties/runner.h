@@ -64,6 +64,41 @@ struct RunOptions {
   uint64_t corruption_choice = 0;
 };
 
+// What every guest sector reads while no crash intervenes: the last
+// write's content, zeroes, or, after a discard (which may keep a partial
+// cluster's bytes), its old content or zeroes. Read operations are held to
+// it as they run: a read the engine gets wrong stops the run with an error,
+// and a stopped run fails its cell.
+class GuestModel {
+ public:
+  explicit GuestModel(const Workload& workload)
+      : backing_(workload), size_(workload.image.size_bytes) {
+    backing_.ops.clear();  // only the image and backing options are needed
+  }
+  // Records the effect of operation `op_number` (1-based), which succeeded.
+  void Apply(const GuestOp& op, uint64_t op_number);
+  // The first sector of a read at `offset` that holds what it may not.
+  Status CheckRead(uint64_t offset, std::span<const uint8_t> bytes) const;
+
+ private:
+  struct Expected {
+    uint64_t tag = 0;
+    bool or_zero = false;  // discarded: the old tag or zeroes
+  };
+  // A sector that operations covered in part: what each byte may read.
+  struct PartialSector {
+    std::array<uint8_t, kGuestSectorBytes> bytes{};
+    std::bitset<kGuestSectorBytes> or_zero;
+  };
+  Expected WholeSector(uint64_t sector) const;
+  PartialSector& Partial(uint64_t sector);     // made from the whole sector's value
+  Workload backing_;                           // the initial content (a backing file)
+  std::map<uint64_t, Expected> sectors_;       // absent: the initial content
+  std::map<uint64_t, PartialSector> partial_;  // wins over sectors_
+  uint64_t size_;                              // the disk's size now
+  uint64_t zero_from_ = UINT64_MAX;            // sectors from here on that no write set read zeroes
+};
+
 // Log positions of one guest operation: records [start, end) are its writes
 // and flushes. Crash point p < end means it was not acknowledged at p.
 struct OpSpan {
@@ -101,39 +136,11 @@ struct WorkloadRun {
   bool structural_only = false;
   std::vector<std::string> span_labels;
   std::string engine = "qcrash";  // or "qemu"
-};
-
-// What every guest sector reads while no crash intervenes: the last
-// write's content, zeroes, or, after a discard (which may keep a partial
-// cluster's bytes), its old content or zeroes. Read operations are held to
-// it as they run: a read the engine gets wrong stops the run with an error,
-// and a stopped run fails its cell.
-class GuestModel {
- public:
-  explicit GuestModel(const Workload& workload)
-      : workload_(workload), size_(workload.image.size_bytes) {}
-  // Records the effect of operation `op_number` (1-based), which succeeded.
-  void Apply(const GuestOp& op, uint64_t op_number);
-  // The first sector of a read at `offset` that holds what it may not.
-  Status CheckRead(uint64_t offset, std::span<const uint8_t> bytes) const;
-
- private:
-  struct Expected {
-    uint64_t tag = 0;
-    bool or_zero = false;  // discarded: the old tag or zeroes
-  };
-  // A sector that operations covered in part: what each byte may read.
-  struct PartialSector {
-    std::array<uint8_t, kGuestSectorBytes> bytes{};
-    std::bitset<kGuestSectorBytes> or_zero;
-  };
-  Expected WholeSector(uint64_t sector) const;
-  PartialSector& Partial(uint64_t sector);     // made from the whole sector's value
-  const Workload& workload_;                   // the initial content (a backing file)
-  std::map<uint64_t, Expected> sectors_;       // absent: the initial content
-  std::map<uint64_t, PartialSector> partial_;  // wins over sectors_
-  uint64_t size_;                              // the disk's size now
-  uint64_t zero_from_ = UINT64_MAX;            // sectors from here on that no write set read zeroes
+  // Internal snapshots (I12): what the guest saw when each snapshot-create
+  // operation (index) ran, and which create's snapshot each
+  // snapshot-delete operation (index) removed.
+  std::map<size_t, GuestModel> snapshot_models;
+  std::map<size_t, size_t> snapshot_deleted_by;
 };
 
 // `options` with an opener for the workload's backing file, when it has one

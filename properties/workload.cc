@@ -21,13 +21,18 @@ const char* OpKindName(OpKind kind) {
       return "close";
     case OpKind::kRead:
       return "read";
+    case OpKind::kSnapshotCreate:
+      return "snapshot-create";
+    case OpKind::kSnapshotDelete:
+      return "snapshot-delete";
   }
   return "?";
 }
 
 Result<OpKind> ParseOpKind(const std::string& name) {
-  for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
-                   OpKind::kResize, OpKind::kClose, OpKind::kRead}) {
+  for (OpKind k :
+       {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
+        OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
@@ -77,7 +82,9 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       size = op.length_bytes;
       continue;
     }
-    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) continue;
+    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose ||
+        op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
+      continue;
     if (op.length_bytes == 0) return Status::InvalidArgument(where + ": length must not be 0");
     if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
       return Status::InvalidArgument(where + ": goes past the end of the disk (" +
@@ -158,6 +165,8 @@ GuestOp D(uint64_t offset, uint64_t length) { return {OpKind::kDiscard, offset, 
 GuestOp F() { return {OpKind::kFlush, 0, 0, false}; }
 GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
 GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
+GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
+GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
@@ -361,6 +370,25 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              W(3 * kMiB, 4 * kKiB),
              Z(8 * kKiB, 4 * kKiB, true),
              C()};
+  } else if (name == "snapshots") {
+    // Internal snapshots (issue 15): two snapshots sharing clusters with
+    // the active state, writes that copy shared L2 tables and clusters,
+    // then both deleted (COPIED restored where a count is back to 1). I12:
+    // each snapshot reads what the guest saw at its create.
+    w.image.size_bytes = 4 * kMiB;
+    w.image.cluster_bits = 12;
+    w.ops = {W(0, 16 * kKiB),
+             F(),
+             Snap(),
+             W(4 * kKiB, 8 * kKiB),
+             F(),
+             Snap(),
+             W(0, 4 * kKiB),
+             Unsnap(),
+             W(12 * kKiB, 4 * kKiB),
+             F(),
+             Unsnap(),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -392,7 +420,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "shrink",
           "backing",
           "reopen",
-          "v2"};
+          "v2",
+          "snapshots"};
 }
 
 }  // namespace qcrash::properties

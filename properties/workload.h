@@ -21,7 +21,9 @@ enum class OpKind : uint8_t {
   kFlush,
   kResize,
   kClose,
-  kRead,  // checked as it runs: it must return what the last writes left (GuestModel)
+  kRead,            // checked as it runs: it must return what the last writes left (GuestModel)
+  kSnapshotCreate,  // an internal snapshot "s<op number>" of the active state (WIP, issue 15)
+  kSnapshotDelete,  // deletes the oldest internal snapshot (WIP, issue 15)
 };
 
 // One guest operation. Writes, zero writes, discards and reads take any
