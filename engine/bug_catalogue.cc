@@ -35,6 +35,10 @@ constexpr KnownBug kBugs[] = {
      "a snapshot's refcount raises and COPIED clears land separately: a crash leaves COPIED set "
      "on a shared cluster, or clear on an owned one",
      "I1", "snapshots", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"bitmap-no-inuse", &BugSwitches::bitmap_no_inuse, "2015 persistent dirty bitmap spec thread",
+     "a bitmap's in_use flag is written but not made durable before the guest writes it tracks: "
+     "a crash leaves a bitmap that looks consistent and misses those writes",
+     "I11", "bitmaps", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -394,6 +394,7 @@ Status Image::Read(uint64_t guest_offset, std::span<uint8_t> out) {
 Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
   if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, data.size(), size_bytes()));
+  QCRASH_RETURN_IF_ERROR(impl_->BeforeGuestChange(guest_offset, data.size()));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
   for (uint64_t done = 0; done < data.size();) {
@@ -409,6 +410,7 @@ Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
 Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap) {
   if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
+  QCRASH_RETURN_IF_ERROR(impl_->BeforeGuestChange(guest_offset, length_bytes));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
   const bool v3 = impl_->header_.version >= 3;
@@ -433,6 +435,7 @@ Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may
 Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
   if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
+  QCRASH_RETURN_IF_ERROR(impl_->BeforeGuestChange(guest_offset, length_bytes));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
   // Only whole clusters are discarded (the tail cluster counts as whole).

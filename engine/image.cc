@@ -40,7 +40,9 @@ Result<std::vector<uint64_t>> ReadTableEntries(CountingIo& io, uint64_t offset, 
 //  2. read-write with the dirty bit set (a crash under lazy refcounts):
 //     rebuild the refcounts with a full repair, which clears the bit;
 //  3. load the L1 and refcount tables;
-//  4. read-write: clear unknown autoclear bits.
+//  4. read-write: load the persistent bitmaps (engine/bitmaps.cc) and clear
+//     the autoclear bits we do not keep (bit 0, bitmaps, under the journal
+//     policy and on v2, as an older writer would).
 Status Image::Impl::Load() {
   QCRASH_ASSIGN_OR_RETURN(header_, ReadHeader(device_));  // step 1
   const bool corrupt = (header_.incompatible_features & f::kIncompatCorrupt) != 0;
@@ -65,8 +67,10 @@ Status Image::Impl::Load() {
                                               static_cast<uint32_t>(cluster_bytes()), writethrough);
   l2_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
   if (!rules_.cache_dependencies()) l2_cache_->set_ignore_dependencies(true);
-  if (!read_only_ && (header_.autoclear_features & ~f::kAutoclearKnown) != 0) {
-    header_.autoclear_features &= f::kAutoclearKnown;
+  QCRASH_RETURN_IF_ERROR(LoadBitmaps());
+  const uint64_t known = f::kAutoclearKnown | (bitmaps_kept() ? f::kAutoclearBitmaps : 0);
+  if (!read_only_ && (header_.autoclear_features & ~known) != 0) {
+    header_.autoclear_features &= known;
     QCRASH_RETURN_IF_ERROR(WriteHeader());
     QCRASH_RETURN_IF_ERROR(Barrier(Rule::kHeaderFeatures));
   }
@@ -233,6 +237,7 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
   if (read_only_) return WriteRefused();
   if (new_size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("size too large");
   const uint64_t old_size = header_.size_bytes;
+  if (new_size_bytes != old_size) QCRASH_RETURN_IF_ERROR(ResizeBitmaps(old_size, new_size_bytes));
   if (new_size_bytes < old_size) QCRASH_RETURN_IF_ERROR(DropTail(new_size_bytes, old_size));
   const uint64_t needed = f::L1EntriesFor(new_size_bytes, header_.cluster_bits);
   if (needed > l1_table_.size()) QCRASH_RETURN_IF_ERROR(GrowL1(needed));
@@ -344,6 +349,7 @@ Status Image::Impl::FlushAll() {
 
 Status Image::Impl::Close() {
   if (read_only_) return Status::Ok();
+  QCRASH_RETURN_IF_ERROR(StoreBitmaps());
   QCRASH_RETURN_IF_ERROR(ReleaseExtent());
   QCRASH_RETURN_IF_ERROR(FlushAll());
   if (journal_) return journal_->Checkpoint(/*clear_dirty=*/true);

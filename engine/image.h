@@ -33,6 +33,14 @@ struct MapExtent {
   uint64_t offset = 0;      // host offset in the file at `depth`
 };
 
+// A bitmap's entry and bits (bit g of byte g / 8, least significant first:
+// granule g, of 2^granularity_bits bytes, was written).
+struct BitmapContent {
+  BitmapEntry entry;
+  std::vector<uint8_t> bits;
+  bool Marked(uint64_t guest_offset) const;  // the granule holding this byte
+};
+
 class Image {
  public:
   // Formats `device` as a new qcow2 image and opens it with `open_options`.
@@ -68,6 +76,20 @@ class Image {
   Result<std::vector<SnapshotEntry>> Snapshots();
   // Reads the guest view a snapshot holds.
   Status ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset, std::span<uint8_t> out);
+
+  // Persistent dirty bitmaps (engine/bitmaps.cc), as qemu-img bitmap:
+  // held in memory while the image is open, stored at Close().
+  // granularity_bytes 0: the default (64 KiB, or the cluster size if larger).
+  Status AddBitmap(const std::string& name, uint64_t granularity_bytes, bool enabled);
+  Status RemoveBitmap(const std::string& name);
+  Status ClearBitmap(const std::string& name);
+  Status EnableBitmap(const std::string& name, bool enabled);
+  // Marks in `target` every granule `source` marks.
+  Status MergeBitmap(const std::string& target, const std::string& source);
+  // The directory entries (as they will be stored, on a read-write open).
+  Result<std::vector<BitmapEntry>> Bitmaps();
+  // A bitmap's bits; NotSupported when it is in_use (inconsistent).
+  Result<BitmapContent> ReadBitmap(const std::string& name);
 
   const Header& header() const;
   uint64_t size_bytes() const;

@@ -130,6 +130,27 @@ class Image::Impl {
   Status CheckSharingFits();
   Status EndSharingChange();
 
+  // ---- bitmaps.cc ----
+  struct LoadedBitmap {
+    BitmapEntry entry;          // flags as they will be stored
+    std::vector<uint8_t> bits;  // loaded: one bit per granule of the disk
+    bool loaded = false;        // false: kept as found (in_use at open, too large, unparsable)
+  };
+  bool bitmaps_kept() const;  // read-write, v3, not under the journal policy
+  Status LoadBitmaps();
+  Status MarkBitmapsInUse();
+  Status BeforeGuestChange(uint64_t offset, uint64_t length);
+  void SetBitmapRange(LoadedBitmap& bitmap, uint64_t offset, uint64_t length);
+  Status ResizeBitmaps(uint64_t old_size, uint64_t new_size);
+  Status StoreBitmaps();
+  LoadedBitmap* FindBitmap(const std::string& name);
+  Result<LoadedBitmap*> UsableBitmap(const std::string& name);
+  Status AddBitmap(const std::string& name, uint64_t granularity_bytes, bool enabled);
+  Status RemoveBitmap(const std::string& name);
+  Status ClearBitmap(const std::string& name);
+  Status EnableBitmap(const std::string& name, bool enabled);
+  Status MergeBitmap(const std::string& target, const std::string& source);
+
   // ---- cluster_io.cc ----
   Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);
   Result<L2Slot> LookupL2(uint64_t guest_cluster);  // entry 0 when no L2 table
@@ -172,6 +193,13 @@ class Image::Impl {
 
   // A snapshot's sharing change is under way (R8): the dirty bit must stay.
   bool sharing_change_open_ = false;
+
+  // Persistent bitmaps (bitmaps.cc): in memory, the directory on disk, and
+  // whether this session set in_use on it or changed a bitmap.
+  std::vector<LoadedBitmap> bitmaps_;
+  std::vector<BitmapEntry> stored_bitmaps_;
+  bool bitmaps_in_use_ = false;
+  bool bitmaps_changed_ = false;
 
   std::unique_ptr<Journal> journal_;  // set under the journal policy (or a read-only replay)
   ReplayReport replay_report_;        // what replay on open did (I6)

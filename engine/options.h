@@ -38,7 +38,7 @@ enum class Preallocation : uint8_t { kOff, kMetadata, kFalloc, kFull };
 struct OrderingRules;  // engine/ordering.h
 
 // The number of ordering rules (engine/ordering.h Rule).
-inline constexpr size_t kOrderingRuleCount = 15;
+inline constexpr size_t kOrderingRuleCount = 16;
 
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
@@ -48,9 +48,11 @@ struct BugSwitches {
   bool unchecksummed_journal = false;       // journal: transactions carry no checksums
   bool failed_write_kept_clean = false;     // a metadata write that fails leaves its table clean
   bool snapshot_without_dirty_bit = false;  // snapshot create/delete outside the dirty bit (R8)
+  bool bitmap_no_inuse = false;  // tracked guest writes may land before a bitmap's in_use (R10)
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
-           unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit;
+           unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
+           bitmap_no_inuse;
   }
 };
 

@@ -14,20 +14,20 @@ struct Row {
 };
 
 // clang-format off
-//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8
+//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8          R10
 constexpr Row kTable[] = {
   {OrderingPolicy::kWritethrough,
-                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
+                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush}},
   {OrderingPolicy::kOrdered,
-                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
+                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush}},
   {OrderingPolicy::kLazy,
-                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
+                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush}},
   {OrderingPolicy::kExtent,
-                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit}},
+                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush}},
   {OrderingPolicy::kJournal,
-                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone}},
+                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone, M::kNone}},
   {OrderingPolicy::kUnsafe,
-                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone}},
+                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kNone}},
 };
 // clang-format on
 
@@ -65,6 +65,8 @@ const char* RuleName(Rule rule) {
       return "journal protocol";
     case Rule::kSharingChange:
       return "R8 sharing change under the dirty bit (snapshots)";
+    case Rule::kBitmapTracking:
+      return "R10 bitmap in_use around tracked writes";
   }
   return "?";
 }
@@ -101,6 +103,8 @@ const char* RuleKey(Rule rule) {
       return "journal_protocol";
     case Rule::kSharingChange:
       return "sharing_change";
+    case Rule::kBitmapTracking:
+      return "bitmap_in_use";
   }
   return "?";
 }
@@ -152,6 +156,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.zero_cluster_realloc) rules.reuse_zero_allocation = false;
   if (switches.failed_write_kept_clean) rules.keep_dirty_on_failed_write = false;
   if (switches.snapshot_without_dirty_bit) rules.Set(Rule::kSharingChange, Mechanism::kNone);
+  if (switches.bitmap_no_inuse) rules.Set(Rule::kBitmapTracking, Mechanism::kNone);
   return rules;
 }
 

@@ -14,8 +14,7 @@
 
 namespace qcrash::engine {
 
-// What must be durable before what. R9-R10 (bitmaps) join when the engine
-// writes bitmaps.
+// What must be durable before what.
 enum class Rule : uint8_t {
   kRefcountBeforePointer,  // R1: refcount +1 before any pointer to the cluster
   kContentsBeforePointer,  // R2: a new table's contents before the pointer to it
@@ -33,6 +32,8 @@ enum class Rule : uint8_t {
   kHeaderFeatures,      // feature bits changed at open, durable before they are relied on
   kJournalProtocol,     // the journal's own steps (commit, checkpoint, replay; QCOW2-NOTES §12)
   kSharingChange,       // R8: a snapshot's refcount and COPIED changes, under the dirty bit
+  kBitmapTracking,  // R10: a bitmap's in_use before the writes it tracks; its data before in_use
+                    // clears
 };
 inline constexpr size_t kRuleCount = kOrderingRuleCount;
 

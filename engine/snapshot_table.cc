@@ -96,9 +96,29 @@ Result<std::vector<BitmapEntry>> ReadBitmapDirectory(BlockDevice& device, const 
     if (dir.size() - at < used)
       return Status::Corruption(Where("bitmap directory entry", i, b.offset) +
                                 ": runs past the end of the directory");
+    b.extra.assign(e + 24, e + 24 + extra_bytes);
     b.name.assign(e + 24 + extra_bytes, e + 24 + extra_bytes + name_bytes);
     out.push_back(std::move(b));
     at += Align8(used);
+  }
+  return out;
+}
+
+std::vector<uint8_t> EncodeBitmapDirectory(const std::vector<BitmapEntry>& entries) {
+  std::vector<uint8_t> out;
+  for (const BitmapEntry& b : entries) {
+    const size_t at = out.size();
+    out.resize(at + Align8(24 + b.extra.size() + b.name.size()), 0);
+    uint8_t* e = out.data() + at;
+    StoreBe64(e, b.table_offset);
+    StoreBe32(e + 8, b.table_size);
+    StoreBe32(e + 12, b.flags);
+    e[16] = b.type;
+    e[17] = b.granularity_bits;
+    StoreBe16(e + 18, static_cast<uint16_t>(b.name.size()));
+    StoreBe32(e + 20, static_cast<uint32_t>(b.extra.size()));
+    std::copy(b.extra.begin(), b.extra.end(), e + 24);
+    std::copy(b.name.begin(), b.name.end(), e + 24 + b.extra.size());
   }
   return out;
 }

@@ -51,9 +51,12 @@ struct BitmapEntry {
   uint8_t type = 1;
   uint8_t granularity_bits = 16;
   std::string name;
+  std::vector<uint8_t> extra;  // the extra data, kept as found
   uint64_t offset = 0;
 };
 inline constexpr uint32_t kBitmapInUse = 1, kBitmapAuto = 2;
+// The directory's bytes (entries padded to 8).
+std::vector<uint8_t> EncodeBitmapDirectory(const std::vector<BitmapEntry>& entries);
 
 // The bitmap directory the header's bitmaps extension names (empty without
 // one, or when the autoclear bit says the extension is stale).

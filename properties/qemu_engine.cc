@@ -196,7 +196,12 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
       return "read -q " + Bytes(op.offset_bytes) + " " + Bytes(op.length_bytes);
     case OpKind::kSnapshotCreate:
     case OpKind::kSnapshotDelete:
-      return "snapshot";  // qemu-io has no snapshot command: an error line
+    case OpKind::kBitmapAdd:
+    case OpKind::kBitmapRemove:
+    case OpKind::kBitmapClear:
+    case OpKind::kBitmapEnable:
+    case OpKind::kBitmapDisable:
+      return "snapshot";  // qemu-io has no such command: an error line (refused before)
   }
   return "";
 }
@@ -264,9 +269,12 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
                                       std::vector<std::vector<uint8_t>>* after_ops) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
   for (const GuestOp& op : workload.ops) {
+    if (IsBitmapOp(op.kind))
+      return Status::InvalidArgument("qemu-io has no persistent bitmap command (" + DescribeOp(op) +
+                                     ")");
     if (op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
-      return Status::InvalidArgument("qemu-io has no internal snapshot command (" +
-                                     DescribeOp(op) + ")");
+      return Status::InvalidArgument("qemu-io has no internal snapshot command (" + DescribeOp(op) +
+                                     ")");
   }
   const QemuEngineOptions& q = *given.qemu;
   ScratchDir dir;

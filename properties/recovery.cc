@@ -2,6 +2,7 @@
 #include "properties/recovery.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "engine/check.h"
@@ -433,6 +434,108 @@ void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle
   }
 }
 
+// I11: a bitmap the recovered image has without in_use marks every
+// granule that shows data written since the bitmap was empty (its add or
+// its last clear), except where it was disabled. Written data is known by
+// its tag (op number and sector in every 8-byte word), so a granule that
+// reads differently only because an earlier unflushed write was lost is
+// not held against the bitmap (zeroes name no operation, so zero writes
+// and discards are not checked). Which epoch of a bitmap the disk holds
+// is not known (a clear is stored only at a close): the bitmap passes if
+// it is sound for one epoch begun by the crash point.
+namespace {
+
+// The first 8-byte word of `bytes` (starting at guest sector `sector`)
+// that operation index > `after` wrote, as its guest offset; npos if none.
+uint64_t FirstWordWrittenAfter(std::span<const uint8_t> bytes, uint64_t offset, size_t after) {
+  for (uint64_t at = 0; at + 8 <= bytes.size(); at += 8) {
+    uint64_t word;
+    std::memcpy(&word, &bytes[at], 8);
+    const uint64_t op_number = word >> 40;
+    const uint64_t sector = (offset + at) / kGuestSectorBytes;
+    if (op_number != 0 && op_number != kBackingOpNumber && op_number > after + 1 &&
+        word == SectorTag(op_number, sector))
+      return offset + at;
+  }
+  return UINT64_MAX;
+}
+
+}  // namespace
+
+void CheckBitmaps(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
+                  uint64_t point, StateResult& result) {
+  if (run.bitmap_epochs.empty()) return;
+  engine::OpenOptions open;
+  open.read_only = true;
+  open.open_backing = run.options.open.open_backing;
+  auto image = engine::Image::Open(view, open);
+  if (!image.ok()) return;  // CheckContent reported it
+  auto listed = (*image)->Bitmaps();
+  if (!listed.ok()) {
+    result.violations.push_back(
+        {"I11", "bitmap directory unreadable: " + listed.status().ToString()});
+    return;
+  }
+  const uint64_t size = (*image)->size_bytes();
+  // The touched ranges as the recovered image reads them.
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> ranges;
+  for (const auto& [offset, length] : oracle.touched_ranges()) {
+    if (offset >= size) continue;
+    std::vector<uint8_t> bytes(std::min(length, size - offset));
+    if (!(*image)->Read(offset, bytes).ok()) return;  // CheckContent reported it
+    ranges.push_back({offset, std::move(bytes)});
+  }
+  for (const engine::BitmapEntry& entry : *listed) {
+    if (entry.flags & engine::kBitmapInUse) continue;  // inconsistent: nobody trusts it
+    auto content = (*image)->ReadBitmap(entry.name);
+    if (!content.ok()) {
+      result.violations.push_back(
+          {"I11", "bitmap " + entry.name + " unreadable: " + content.status().ToString()});
+      continue;
+    }
+    const uint64_t granule = uint64_t{1} << entry.granularity_bits;
+    std::string miss;  // the first epoch's first unmarked granule
+    bool sound = false, any = false;
+    for (const WorkloadRun::BitmapEpoch& epoch : run.bitmap_epochs) {
+      if ("b" + std::to_string(epoch.number) != entry.name || epoch.op >= run.spans.size() ||
+          run.spans[epoch.op].start > point)
+        continue;
+      any = true;
+      std::string first_miss;
+      for (const auto& [offset, bytes] : ranges) {
+        const uint64_t end = offset + bytes.size();
+        for (uint64_t at = offset; at < end && first_miss.empty();) {
+          const uint64_t next = std::min(end, (at / granule + 1) * granule);
+          const bool untracked =
+              std::any_of(epoch.untracked.begin(), epoch.untracked.end(),
+                          [&](const auto& r) { return r.first < next && at < r.second; });
+          if (!content->Marked(at) && !untracked) {
+            const uint64_t word = FirstWordWrittenAfter(
+                std::span<const uint8_t>(bytes).subspan(at - offset, next - at), at, epoch.op);
+            if (word != UINT64_MAX) {
+              uint64_t tag;
+              std::memcpy(&tag, &bytes[word - offset], 8);
+              first_miss = "granule at " + HexOffset(at / granule * granule) + " holds " +
+                           DescribeSectorTag(tag) + " (at " + HexOffset(word) +
+                           "), written after operation " + std::to_string(epoch.op) +
+                           ", but is not marked";
+            }
+          }
+          at = next;
+        }
+        if (!first_miss.empty()) break;
+      }
+      if (first_miss.empty()) {
+        sound = true;
+        break;
+      }
+      if (miss.empty()) miss = first_miss;
+    }
+    if (any && !sound)
+      result.violations.push_back({"I11", "bitmap " + entry.name + " (not in use): " + miss});
+  }
+}
+
 // I8, repair's own ordering: a crash inside the recovery (journal replay,
 // the rebuild of a dirty image's refcounts, repair) leaves an image no worse
 // than the one recovery started from, as a plain open + read + check sees
@@ -568,6 +671,7 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
   const size_t before_content = result.violations.size();
   if (repaired) CheckContent(**view, run, oracle, state.point, result, "");
   if (repaired && !run.structural_only) CheckSnapshots(**view, run, oracle, state.point, result);
+  if (repaired && !run.structural_only) CheckBitmaps(**view, run, oracle, state.point, result);
   // A guest sector already wrong after a full recovery is not held against
   // a crash inside that recovery.
   bool content_ok = result.violations.size() == before_content;

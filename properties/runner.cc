@@ -144,6 +144,50 @@ Status GuestModel::CheckRead(uint64_t offset, std::span<const uint8_t> bytes) co
   return Status::Ok();
 }
 
+namespace {
+
+// Keeps WorkloadRun::bitmap_epochs up to date after operation `index`
+// returned (the model already has its effect).
+void NoteBitmapOp(const GuestOp& op, size_t index, uint64_t size_before, const GuestModel& model,
+                  std::map<uint64_t, size_t>& current,
+                  std::vector<WorkloadRun::BitmapEpoch>& epochs) {
+  auto found = current.find(op.offset_bytes);
+  switch (op.kind) {
+    case OpKind::kBitmapAdd:
+    case OpKind::kBitmapClear: {
+      const bool enabled = op.kind == OpKind::kBitmapAdd ||
+                           (found != current.end() && epochs[found->second].enabled);
+      epochs.push_back({op.offset_bytes, index, model, enabled, {}});
+      current[op.offset_bytes] = epochs.size() - 1;
+      return;
+    }
+    case OpKind::kBitmapRemove:
+      if (found != current.end()) current.erase(found);
+      return;
+    case OpKind::kBitmapEnable:
+    case OpKind::kBitmapDisable:
+      if (found != current.end()) epochs[found->second].enabled = op.kind == OpKind::kBitmapEnable;
+      return;
+    case OpKind::kWrite:
+    case OpKind::kWriteZeroes:
+    case OpKind::kDiscard:
+    case OpKind::kResize: {
+      const uint64_t begin =
+          op.kind == OpKind::kResize ? std::min(size_before, op.length_bytes) : op.offset_bytes;
+      const uint64_t end = op.kind == OpKind::kResize ? std::max(size_before, op.length_bytes)
+                                                      : op.offset_bytes + op.length_bytes;
+      for (const auto& [number, epoch] : current) {
+        if (!epochs[epoch].enabled && end > begin) epochs[epoch].untracked.push_back({begin, end});
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+}  // namespace
+
 Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
                   const GuestModel* model) {
   switch (op.kind) {
@@ -154,6 +198,16 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
       if (snapshots.empty()) return Status::InvalidArgument("no snapshot to delete");
       return image.DeleteSnapshot(snapshots.front().name);
     }
+    case OpKind::kBitmapAdd:
+      return image.AddBitmap("b" + std::to_string(op.offset_bytes), op.length_bytes, true);
+    case OpKind::kBitmapRemove:
+      return image.RemoveBitmap("b" + std::to_string(op.offset_bytes));
+    case OpKind::kBitmapClear:
+      return image.ClearBitmap("b" + std::to_string(op.offset_bytes));
+    case OpKind::kBitmapEnable:
+    case OpKind::kBitmapDisable:
+      return image.EnableBitmap("b" + std::to_string(op.offset_bytes),
+                                op.kind == OpKind::kBitmapEnable);
     case OpKind::kRead: {
       std::vector<uint8_t> data(op.length_bytes);
       QCRASH_RETURN_IF_ERROR(image.Read(op.offset_bytes, data));
@@ -350,9 +404,10 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     }
     QCRASH_RETURN_IF_ERROR(opened.status());
     auto image = std::move(opened).value();
-    engine::EngineStats earlier_sessions;  // the stats of sessions a close ended
-    GuestModel model(workload);            // what reads must return
-    std::deque<size_t> live_snapshots;     // snapshot-create operations not deleted yet
+    engine::EngineStats earlier_sessions;      // the stats of sessions a close ended
+    GuestModel model(workload);                // what reads must return
+    std::deque<size_t> live_snapshots;         // snapshot-create operations not deleted yet
+    std::map<uint64_t, size_t> current_epoch;  // bitmap number -> its epoch in run.bitmap_epochs
     for (size_t i = 0; i < workload.ops.size(); ++i) {
       const uint64_t start = disk.log().size();
       if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
@@ -372,8 +427,11 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         image = std::move(reopened).value();
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
+      const uint64_t size_before = image->size_bytes();
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
       if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
+      if (run.workload_status.ok())
+        NoteBitmapOp(workload.ops[i], i, size_before, model, current_epoch, run.bitmap_epochs);
       // The snapshots the run holds, oldest first (a delete removes the
       // oldest), tracked without reading the image: a read here would be
       // one more device request, and an eio case of its own.

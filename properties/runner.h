@@ -141,6 +141,18 @@ struct WorkloadRun {
   // snapshot-delete operation (index) removed.
   std::map<size_t, GuestModel> snapshot_models;
   std::map<size_t, size_t> snapshot_deleted_by;
+  // Persistent bitmaps (I11): one epoch per bitmap-add and bitmap-clear
+  // operation that returned, when the bitmap "b<number>" was empty: what
+  // the guest saw then, and the guest ranges changed while the bitmap was
+  // disabled, which it need not mark.
+  struct BitmapEpoch {
+    uint64_t number = 0;
+    size_t op = 0;
+    GuestModel baseline;
+    bool enabled = true;
+    std::vector<std::pair<uint64_t, uint64_t>> untracked;  // [offset, end)
+  };
+  std::vector<BitmapEpoch> bitmap_epochs;
 };
 
 // `options` with an opener for the workload's backing file, when it has one

@@ -25,14 +25,25 @@ const char* OpKindName(OpKind kind) {
       return "snapshot-create";
     case OpKind::kSnapshotDelete:
       return "snapshot-delete";
+    case OpKind::kBitmapAdd:
+      return "bitmap-add";
+    case OpKind::kBitmapRemove:
+      return "bitmap-remove";
+    case OpKind::kBitmapClear:
+      return "bitmap-clear";
+    case OpKind::kBitmapEnable:
+      return "bitmap-enable";
+    case OpKind::kBitmapDisable:
+      return "bitmap-disable";
   }
   return "?";
 }
 
 Result<OpKind> ParseOpKind(const std::string& name) {
-  for (OpKind k :
-       {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
-        OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete}) {
+  for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
+                   OpKind::kResize, OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate,
+                   OpKind::kSnapshotDelete, OpKind::kBitmapAdd, OpKind::kBitmapRemove,
+                   OpKind::kBitmapClear, OpKind::kBitmapEnable, OpKind::kBitmapDisable}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
@@ -51,6 +62,14 @@ std::string DescribeOp(const GuestOp& op) {
              std::to_string(op.length_bytes);
     case OpKind::kResize:
       return out + " " + std::to_string(op.length_bytes);
+    case OpKind::kBitmapAdd:
+      return out + " b" + std::to_string(op.offset_bytes) +
+             (op.length_bytes ? " -g " + std::to_string(op.length_bytes) : "");
+    case OpKind::kBitmapRemove:
+    case OpKind::kBitmapClear:
+    case OpKind::kBitmapEnable:
+    case OpKind::kBitmapDisable:
+      return out + " b" + std::to_string(op.offset_bytes);
     default:
       return out;
   }
@@ -85,6 +104,17 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose ||
         op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
       continue;
+    if (IsBitmapOp(op.kind)) {
+      if (op.offset_bytes > 65535 ||
+          (op.kind == OpKind::kBitmapAdd && op.length_bytes != 0 &&
+           (op.length_bytes < 512 || op.length_bytes > (uint64_t{1} << 31) ||
+            (op.length_bytes & (op.length_bytes - 1)) != 0)))
+        return Status::InvalidArgument(
+            where + ": a bitmap number is 0-65535, a granularity a power of two 512 B-2 GiB");
+      if (op.kind != OpKind::kBitmapAdd && op.length_bytes != 0)
+        return Status::InvalidArgument(where + ": takes no length");
+      continue;
+    }
     if (op.length_bytes == 0) return Status::InvalidArgument(where + ": length must not be 0");
     if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
       return Status::InvalidArgument(where + ": goes past the end of the disk (" +
@@ -168,6 +198,9 @@ GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
 GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
 GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
+GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
+  return {kind, number, granularity, false};
+}
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
 
@@ -389,6 +422,41 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              F(),
              Unsnap(),
              C()};
+  } else if (name == "bitmaps") {
+    // Persistent dirty bitmaps (the 2015 spec thread): an incremental
+    // backup's bitmap tracks writes across flushes and closes; a second one
+    // at the default granularity is disabled, enabled again and removed;
+    // the first is cleared (a backup taken). The first write after a reopen
+    // rewrites a cluster in place, so only R10 (in_use durable first) keeps
+    // it from landing under a bitmap that looks consistent. I11: a bitmap
+    // the recovered image has without in_use marks every granule that
+    // shows data written since it was added or cleared.
+    w.image.size_bytes = 4 * kMiB;
+    w.ops = {W(0, 8 * kKiB),
+             Bitmap(OpKind::kBitmapAdd, 0, 4 * kKiB),
+             C(),
+             W(4 * kKiB, 4 * kKiB),  // in place: no metadata write orders it
+             W(16 * kKiB, 4 * kKiB),
+             W(1 * kMiB, 8 * kKiB),
+             F(),
+             Bitmap(OpKind::kBitmapAdd, 1),
+             W(0, 4 * kKiB),
+             C(),
+             Bitmap(OpKind::kBitmapDisable, 1),
+             W(2 * kMiB, 4 * kKiB),
+             Bitmap(OpKind::kBitmapClear, 0),
+             W(24 * kKiB, 4 * kKiB),
+             F(),
+             Bitmap(OpKind::kBitmapEnable, 1),
+             D(16 * kKiB, 4 * kKiB),
+             Z(1 * kMiB, 4 * kKiB, true),
+             C(),
+             Bitmap(OpKind::kBitmapRemove, 1),
+             W(3 * kMiB, 4 * kKiB),
+             R(6 * kMiB),
+             W(5 * kMiB, 4 * kKiB),
+             F(),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -421,7 +489,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "backing",
           "reopen",
           "v2",
-          "snapshots"};
+          "snapshots",
+          "bitmaps"};
 }
 
 }  // namespace qcrash::properties

@@ -24,7 +24,20 @@ enum class OpKind : uint8_t {
   kRead,            // checked as it runs: it must return what the last writes left (GuestModel)
   kSnapshotCreate,  // an internal snapshot "s<op number>" of the active state (WIP, issue 15)
   kSnapshotDelete,  // deletes the oldest internal snapshot (WIP, issue 15)
+  // Persistent dirty bitmaps "b<offset_bytes>" (qemu-img bitmap): add takes
+  // length_bytes as the granularity (0: the default) and adds it enabled.
+  kBitmapAdd,
+  kBitmapRemove,
+  kBitmapClear,
+  kBitmapEnable,
+  kBitmapDisable,
 };
+// The bitmap operations carry no guest range.
+inline bool IsBitmapOp(OpKind kind) {
+  return kind == OpKind::kBitmapAdd || kind == OpKind::kBitmapRemove ||
+         kind == OpKind::kBitmapClear || kind == OpKind::kBitmapEnable ||
+         kind == OpKind::kBitmapDisable;
+}
 
 // One guest operation. Writes, zero writes, discards and reads take any
 // byte offset and length (QEMU's qcow2 driver does too); a resize is a

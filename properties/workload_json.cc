@@ -14,6 +14,9 @@ json WorkloadToJson(const Workload& w) {
     json o = {{"op", OpKindName(op.kind)}};
     if (op.kind == OpKind::kResize) {
       o["size"] = op.length_bytes;
+    } else if (IsBitmapOp(op.kind)) {
+      o["bitmap"] = op.offset_bytes;
+      if (op.kind == OpKind::kBitmapAdd && op.length_bytes != 0) o["granularity"] = op.length_bytes;
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       o["offset"] = op.offset_bytes;
       o["length"] = op.length_bytes;
@@ -103,6 +106,11 @@ Result<Workload> DecodeWorkload(const json& j) {
     QCRASH_ASSIGN_OR_RETURN(op.kind, ParseOpKind(o["op"].get<std::string>()));
     if (op.kind == OpKind::kResize) {
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "size", where));
+    } else if (IsBitmapOp(op.kind)) {
+      QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "bitmap", where));
+      if (op.kind == OpKind::kBitmapAdd && o.contains("granularity")) {
+        QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "granularity", where));
+      }
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "offset", where));
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "length", where));
