@@ -38,10 +38,10 @@ int RunBitmap(int argc, char** argv) {
       "                      --enable | --disable | --merge SOURCE)... [-f qcow2] FILE BITMAP\n";
   enum : int { kAdd = 256, kRemove, kClear, kEnable, kDisable, kMerge };
   static const option kLong[] = {
-      {"add", no_argument, nullptr, kAdd},          {"remove", no_argument, nullptr, kRemove},
-      {"clear", no_argument, nullptr, kClear},      {"enable", no_argument, nullptr, kEnable},
-      {"disable", no_argument, nullptr, kDisable},  {"merge", required_argument, nullptr, kMerge},
-      {"help", no_argument, nullptr, 'h'},          {nullptr, 0, nullptr, 0},
+      {"add", no_argument, nullptr, kAdd},         {"remove", no_argument, nullptr, kRemove},
+      {"clear", no_argument, nullptr, kClear},     {"enable", no_argument, nullptr, kEnable},
+      {"disable", no_argument, nullptr, kDisable}, {"merge", required_argument, nullptr, kMerge},
+      {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0},
   };
   ResetGetopt();
   std::vector<BitmapAction> actions;
@@ -116,8 +116,8 @@ int RunBitmap(int argc, char** argv) {
   for (const BitmapAction& action : actions) {
     const Status done = RunAction(image, action, name, granularity, add_disabled);
     if (!done.ok()) {
-      return ReportError(path, done.WithContext("Operation " + action.op + " on bitmap " + name +
-                                                " failed"));
+      return ReportError(
+          path, done.WithContext("Operation " + action.op + " on bitmap " + name + " failed"));
     }
   }
   if (Status closed = image.Close(); !closed.ok()) return ReportError(path, closed);

@@ -98,7 +98,17 @@ Status Image::Impl::LoadBitmaps() {
   bitmaps_.clear();
   stored_bitmaps_.clear();
   if (read_only_ || rules_.journal() || header_.version < 3) return Status::Ok();
-  QCRASH_ASSIGN_OR_RETURN(stored_bitmaps_, ReadBitmapDirectory(device_, header_));
+  auto directory = ReadBitmapDirectory(device_, header_);
+  if (!directory.ok() && directory.status().code() == StatusCode::kCorruption) {
+    // A directory that does not parse: the bitmaps are dropped, as a
+    // writer that does not know them drops them (autoclear bit 0 cleared
+    // below; their clusters become leaks). QEMU refuses such an image;
+    // check -r all discards them the same way.
+    header_.autoclear_features &= ~f::kAutoclearBitmaps;
+    QCRASH_RETURN_IF_ERROR(WriteHeader());
+    return Barrier(Rule::kHeaderFeatures);
+  }
+  QCRASH_ASSIGN_OR_RETURN(stored_bitmaps_, std::move(directory));
   const uint64_t file_bytes = device_.SizeBytes();
   for (const BitmapEntry& entry : stored_bitmaps_) {
     LoadedBitmap bitmap;
@@ -147,7 +157,9 @@ Status Image::Impl::MarkBitmapsInUse() {
 // Marks [offset, offset + length) in every enabled bitmap, after in_use
 // is durable on disk.
 Status Image::Impl::BeforeGuestChange(uint64_t offset, uint64_t length) {
-  if (bitmaps_.empty() || length == 0) return Status::Ok();
+  // A bitmap removed in memory is still on disk until the close: it needs
+  // in_use too (the generated workloads found this).
+  if ((bitmaps_.empty() && stored_bitmaps_.empty()) || length == 0) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(MarkBitmapsInUse());
   for (LoadedBitmap& bitmap : bitmaps_) {
     if (!bitmap.loaded || !(bitmap.entry.flags & kBitmapAuto)) continue;
@@ -166,7 +178,7 @@ void Image::Impl::SetBitmapRange(LoadedBitmap& bitmap, uint64_t offset, uint64_t
 // A resize: the bits follow the new size; a growth marks the new area, as
 // QEMU marks the range a truncate adds.
 Status Image::Impl::ResizeBitmaps(uint64_t old_size, uint64_t new_size) {
-  if (bitmaps_.empty()) return Status::Ok();
+  if (bitmaps_.empty() && stored_bitmaps_.empty()) return Status::Ok();
   QCRASH_RETURN_IF_ERROR(MarkBitmapsInUse());
   for (LoadedBitmap& bitmap : bitmaps_) {
     if (!bitmap.loaded) continue;
@@ -203,10 +215,9 @@ Status Image::Impl::StoreBitmaps() {
       const uint64_t table_entries = DivUp(bitmap.bits.size(), cb);
       std::vector<uint8_t> table(table_entries * 8, 0);
       for (uint64_t i = 0; i < table_entries; ++i) {
-        const std::span<const uint8_t> chunk = std::span<const uint8_t>(bitmap.bits)
-                                                   .subspan(i * cb, std::min<uint64_t>(
-                                                                        cb, bitmap.bits.size() -
-                                                                                i * cb));
+        const std::span<const uint8_t> chunk =
+            std::span<const uint8_t>(bitmap.bits)
+                .subspan(i * cb, std::min<uint64_t>(cb, bitmap.bits.size() - i * cb));
         if (std::all_of(chunk.begin(), chunk.end(), [](uint8_t b) { return b == 0; })) continue;
         QCRASH_ASSIGN_OR_RETURN(const uint64_t data, AllocateClusters(1));
         std::vector<uint8_t> padded(cb, 0);
@@ -246,8 +257,8 @@ Status Image::Impl::StoreBitmaps() {
     header_.bitmaps.reset();
     header_.autoclear_features &= ~f::kAutoclearBitmaps;
   } else {
-    header_.bitmaps = BitmapsExtension{static_cast<uint32_t>(entries.size()), directory.size(),
-                                       directory_offset};
+    header_.bitmaps =
+        BitmapsExtension{static_cast<uint32_t>(entries.size()), directory.size(), directory_offset};
     header_.autoclear_features |= f::kAutoclearBitmaps;
   }
   QCRASH_RETURN_IF_ERROR(WriteHeader());
@@ -356,8 +367,8 @@ Status Image::Impl::ClearBitmap(const std::string& name) {
 
 Status Image::Impl::EnableBitmap(const std::string& name, bool enabled) {
   QCRASH_ASSIGN_OR_RETURN(LoadedBitmap * bitmap, UsableBitmap(name));
-  bitmap->entry.flags = enabled ? (bitmap->entry.flags | kBitmapAuto)
-                                : (bitmap->entry.flags & ~kBitmapAuto);
+  bitmap->entry.flags =
+      enabled ? (bitmap->entry.flags | kBitmapAuto) : (bitmap->entry.flags & ~kBitmapAuto);
   bitmaps_changed_ = true;
   return Status::Ok();
 }
@@ -418,8 +429,8 @@ Result<BitmapContent> Image::ReadBitmap(const std::string& name) {
   for (const BitmapEntry& entry : entries) {
     if (entry.name != name) continue;
     out.entry = entry;
-    QCRASH_ASSIGN_OR_RETURN(out.bits, ReadBitmapBits(impl_->io_, impl_->header_,
-                                                     impl_->device_.SizeBytes(), entry));
+    QCRASH_ASSIGN_OR_RETURN(
+        out.bits, ReadBitmapBits(impl_->io_, impl_->header_, impl_->device_.SizeBytes(), entry));
     return out;
   }
   return Status::InvalidArgument("Dirty bitmap '" + name + "' not found");

@@ -304,9 +304,14 @@ Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
     out.insert(out.end(), h.backing_file.begin(), h.backing_file.end());
     StoreBe64(out.data() + f::kOffBackingFileOffset, at);
   }
-  if (out.size() > h.cluster_bytes() && !h.feature_names.empty()) {
-    // The feature name table only names bits for humans: small clusters
-    // drop it rather than the extensions that matter.
+  if (out.size() > 512 && !h.feature_names.empty()) {
+    // The feature name table only names bits for humans (384 bytes). A
+    // header that would need more than its first sector with it drops it:
+    // an extension added or removed later (bitmaps) shifts what follows,
+    // and a header write torn at the sector boundary would join a new
+    // first sector to a stale second one (the crash explorer found a
+    // torn write naming a freed bitmap directory that way). Within one
+    // sector, the disk writes the header atomically.
     Header without_names = h;
     without_names.feature_names.clear();
     return EncodeHeader(without_names);

@@ -36,6 +36,7 @@ struct Swarm {
       reads, backing;
   bool bytes = false;      // ranges that start or end inside a sector
   bool snapshots = false;  // internal snapshots created and deleted between operations
+  bool bitmaps = false;    // persistent dirty bitmaps added, cleared, toggled, removed
 };
 
 std::string Describe(const Swarm& s) {
@@ -56,6 +57,7 @@ std::string Describe(const Swarm& s) {
   add(s.backing, "backing");
   add(s.bytes, "bytes");
   add(s.snapshots, "snapshots");
+  add(s.bitmaps, "bitmaps");
   return out;
 }
 
@@ -170,7 +172,44 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
                 w.image.refcount_order >= 4 && snap_rng.OneIn(4);
   if (s.snapshots) c.features += std::string(c.features.empty() ? "" : ",") + "snapshots";
   size_t live_snapshots = 0;
+  // Bitmaps come from their own stream too: v3 only (the autoclear bit),
+  // not under the journal policy, which keeps no bitmap yet. The first is
+  // added and stored by a close before anything else, so that later
+  // sessions write under a bitmap that is on disk (R10, I11).
+  Rng bitmap_rng(seed ^ 0x6269746d61707321ull);
+  s.bitmaps =
+      w.image.version >= 3 && policy != engine::OrderingPolicy::kJournal && bitmap_rng.OneIn(4);
+  if (s.bitmaps) c.features += std::string(c.features.empty() ? "" : ",") + "bitmaps";
+  std::vector<std::pair<uint64_t, bool>> live_bitmaps;  // number, enabled
+  uint64_t next_bitmap = 0;
+  auto add_bitmap = [&] {
+    const uint64_t granularity = bitmap_rng.Pick<uint64_t>({0, 512, 4096, 65536, 1 << 20});
+    w.ops.push_back({OpKind::kBitmapAdd, next_bitmap, granularity, false});
+    live_bitmaps.push_back({next_bitmap++, true});
+  };
+  if (s.bitmaps) {
+    add_bitmap();
+    w.ops.push_back({OpKind::kClose, 0, 0, false});
+  }
   for (size_t i = 0; i < count; ++i) {
+    if (s.bitmaps && bitmap_rng.OneIn(4)) {
+      const uint64_t roll = bitmap_rng.Below(8);
+      if (live_bitmaps.empty() || (roll == 0 && live_bitmaps.size() < 4)) {
+        add_bitmap();
+      } else {
+        auto& [number, enabled] = live_bitmaps[bitmap_rng.Below(live_bitmaps.size())];
+        if (roll <= 2) {
+          w.ops.push_back({OpKind::kBitmapClear, number, 0, false});
+        } else if (roll <= 5) {
+          w.ops.push_back(
+              {enabled ? OpKind::kBitmapDisable : OpKind::kBitmapEnable, number, 0, false});
+          enabled = !enabled;
+        } else {
+          w.ops.push_back({OpKind::kBitmapRemove, number, 0, false});
+          std::erase_if(live_bitmaps, [n = number](const auto& b) { return b.first == n; });
+        }
+      }
+    }
     if (s.snapshots && snap_rng.OneIn(6)) {
       w.ops.push_back({OpKind::kSnapshotCreate, 0, 0, false});
       ++live_snapshots;

@@ -445,17 +445,46 @@ void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle
 // it is sound for one epoch begun by the crash point.
 namespace {
 
-// The first 8-byte word of `bytes` (starting at guest sector `sector`)
-// that operation index > `after` wrote, as its guest offset; npos if none.
-uint64_t FirstWordWrittenAfter(std::span<const uint8_t> bytes, uint64_t offset, size_t after) {
-  for (uint64_t at = 0; at + 8 <= bytes.size(); at += 8) {
+// The first 8-byte word of `bytes` (at guest offset `offset`) that a
+// write with operation index > `after` wrote whole, as its guest offset;
+// npos if none. A word that byte-granular writes left mixed can decode to
+// any op number: only a write that covers the word counts.
+uint64_t FirstWordWrittenAfter(std::span<const uint8_t> bytes, uint64_t offset, size_t after,
+                               const std::vector<GuestOp>& ops) {
+  for (uint64_t at = (8 - offset % 8) % 8; at + 8 <= bytes.size(); at += 8) {
     uint64_t word;
     std::memcpy(&word, &bytes[at], 8);
     const uint64_t op_number = word >> 40;
     const uint64_t sector = (offset + at) / kGuestSectorBytes;
-    if (op_number != 0 && op_number != kBackingOpNumber && op_number > after + 1 &&
-        word == SectorTag(op_number, sector))
+    if (op_number <= after + 1 || op_number > ops.size() || word != SectorTag(op_number, sector))
+      continue;
+    const GuestOp& op = ops[op_number - 1];
+    if (op.kind == OpKind::kWrite && op.offset_bytes <= offset + at &&
+        offset + at + 8 <= op.offset_bytes + op.length_bytes)
       return offset + at;
+  }
+  return UINT64_MAX;
+}
+
+// The first whole sector of `bytes` (at guest offset `offset`, sector
+// aligned) that reads zeroes where the epoch's baseline holds data made
+// durable before the epoch began (a flush or close between its write and
+// the epoch's operation): only a zero write or discard since can have
+// zeroed it (or a data loss, which I4 reports). npos if none.
+uint64_t FirstZeroedAfter(std::span<const uint8_t> bytes, uint64_t offset,
+                          const WorkloadRun::BitmapEpoch& epoch, const std::vector<GuestOp>& ops) {
+  for (uint64_t at = (kGuestSectorBytes - offset % kGuestSectorBytes) % kGuestSectorBytes;
+       at + kGuestSectorBytes <= bytes.size(); at += kGuestSectorBytes) {
+    if (std::any_of(bytes.begin() + at, bytes.begin() + at + kGuestSectorBytes,
+                    [](uint8_t b) { return b != 0; }))
+      continue;
+    const std::optional<uint64_t> tag = epoch.baseline.WholeTag((offset + at) / kGuestSectorBytes);
+    if (!tag || *tag == 0) continue;
+    const uint64_t writer = *tag >> 40;  // op number; the backing file's is durable from the start
+    bool durable = writer == kBackingOpNumber;
+    for (size_t f = writer; !durable && f < epoch.op && f < ops.size(); ++f)
+      durable = ops[f].kind == OpKind::kFlush || ops[f].kind == OpKind::kClose;
+    if (durable) return offset + at;
   }
   return UINT64_MAX;
 }
@@ -510,8 +539,14 @@ void CheckBitmaps(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
               std::any_of(epoch.untracked.begin(), epoch.untracked.end(),
                           [&](const auto& r) { return r.first < next && at < r.second; });
           if (!content->Marked(at) && !untracked) {
-            const uint64_t word = FirstWordWrittenAfter(
-                std::span<const uint8_t>(bytes).subspan(at - offset, next - at), at, epoch.op);
+            const std::span<const uint8_t> piece =
+                std::span<const uint8_t>(bytes).subspan(at - offset, next - at);
+            const uint64_t word = FirstWordWrittenAfter(piece, at, epoch.op, run.workload.ops);
+            const uint64_t zeroed = FirstZeroedAfter(piece, at, epoch, run.workload.ops);
+            if (word == UINT64_MAX && zeroed != UINT64_MAX)
+              first_miss = "granule at " + HexOffset(at / granule * granule) + " reads zeroes at " +
+                           HexOffset(zeroed) + " where data durable before operation " +
+                           std::to_string(epoch.op) + " was, but is not marked";
             if (word != UINT64_MAX) {
               uint64_t tag;
               std::memcpy(&tag, &bytes[word - offset], 8);

@@ -52,6 +52,13 @@ GuestModel::Expected GuestModel::WholeSector(uint64_t sector) const {
   return Expected{InitialSectorTag(backing_, sector), false};
 }
 
+std::optional<uint64_t> GuestModel::WholeTag(uint64_t sector) const {
+  if (partial_.count(sector)) return std::nullopt;
+  const Expected whole = WholeSector(sector);
+  if (whole.or_zero) return std::nullopt;
+  return whole.tag;
+}
+
 GuestModel::PartialSector& GuestModel::Partial(uint64_t sector) {
   auto [it, fresh] = partial_.try_emplace(sector);
   if (fresh) {

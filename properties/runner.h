@@ -79,6 +79,9 @@ class GuestModel {
   void Apply(const GuestOp& op, uint64_t op_number);
   // The first sector of a read at `offset` that holds what it may not.
   Status CheckRead(uint64_t offset, std::span<const uint8_t> bytes) const;
+  // The tag a whole guest sector holds (0: zeroes), or nullopt when it may
+  // also read zeroes (discarded) or operations covered only part of it.
+  std::optional<uint64_t> WholeTag(uint64_t sector) const;
 
  private:
   struct Expected {

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "tests/interop/interop_util.h"
@@ -19,7 +18,8 @@ using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;  // [start, start + l
 // The dirty ranges of bitmap `name` in `image`, as QEMU reads them.
 Ranges DirtyRanges(const ScratchDir& dir, const std::string& image, const std::string& name) {
   const RunResult map = dir.Run(
-      "qemu-nbd -r -B " + name + " --socket=$PWD/nbd.sock --pid-file=nbd.pid --fork -f qcow2 " + image +
+      "qemu-nbd -r -B " + name + " --socket=$PWD/nbd.sock --pid-file=nbd.pid --fork -f qcow2 " +
+      image +
       " && qemu-img map --output=json --image-opts "
       "driver=nbd,server.type=unix,server.path=$PWD/nbd.sock,x-dirty-bitmap=qemu:dirty-bitmap:" +
       name);
