@@ -196,6 +196,50 @@ void RepairLeavesCleanImage(std::span<const uint8_t> image) {
   }
   ReadGuestView(*device, SmallOpenOptions(true));
 }
+
+namespace {
+
+// Opens read-write, writes one sector at 0 (a change every enabled bitmap
+// marks), closes. The first error ends it.
+Status WriteSession(BlockDevice& device) {
+  QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(device, SmallOpenOptions(false)));
+  if (image->size_bytes() >= 512) {
+    const std::vector<uint8_t> sector(512, 0x5a);
+    QCRASH_RETURN_IF_ERROR(image->Write(0, sector));
+  }
+  return image->Close();
+}
+
+}  // namespace
+
+void BitmapsSurviveAWriteSession(std::span<const uint8_t> image) {
+  {
+    auto hostile = MakeDevice(image);
+    (void)WriteSession(*hostile);
+  }
+  auto device = MakeDevice(image);
+  auto repair = engine::CheckImage(*device, {engine::RepairMode::kAll});
+  if (!repair.ok()) return;
+  auto before = engine::CheckImage(*device, {engine::RepairMode::kNone});
+  if (!before.ok() || !IsClean(*before)) return;  // RepairLeavesCleanImage's business
+  if (!WriteSession(*device).ok()) return;        // e.g. a limit, or a read-only image
+  auto after = engine::CheckImage(*device, {engine::RepairMode::kNone});
+  if (!after.ok() || !IsClean(*after)) {
+    Fail("a write session on a clean image with bitmaps leaves it clean",
+         after.ok() ? DescribeReport(*after) : after.status().ToString());
+  }
+  auto opened = engine::Image::Open(*device, SmallOpenOptions(true));
+  if (!opened.ok()) Fail("the image opens after a write session", opened.status().ToString());
+  auto bitmaps = (*opened)->Bitmaps();
+  if (!bitmaps.ok())
+    Fail("the bitmap directory reads after a write session", bitmaps.status().ToString());
+  for (const engine::BitmapEntry& entry : *bitmaps) {
+    if (entry.flags & engine::kBitmapInUse) continue;
+    auto content = (*opened)->ReadBitmap(entry.name);
+    if (!content.ok() && content.status().code() != StatusCode::kNotSupported)
+      Fail("a stored bitmap reads back", entry.name + ": " + content.status().ToString());
+  }
+}
 #endif
 
 }  // namespace qcrash::fuzz

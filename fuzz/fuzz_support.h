@@ -102,6 +102,11 @@ void CheckWritesNothing(std::span<const uint8_t> image);
 // refcount_order) and a second repair writes nothing; the repaired guest view
 // then reads without crashing.
 void RepairLeavesCleanImage(std::span<const uint8_t> image);
+// Persistent bitmaps through a write session (engine/bitmaps.cc): on
+// `image` as it is, a read-write open, a write and a close fail or succeed
+// without crashing; on the repaired image, they leave check clean and
+// every bitmap without in_use readable.
+void BitmapsSurviveAWriteSession(std::span<const uint8_t> image);
 #endif
 
 }  // namespace qcrash::fuzz

@@ -5,7 +5,9 @@
 // bitmaps. The engine parses the directory in check and repair, so the
 // properties are check_fuzzer's and repair_fuzzer's: a check writes
 // nothing; after `check -r all` check is clean, a second repair writes
-// nothing and the guest view reads.
+// nothing and the guest view reads. The engine also loads and stores
+// bitmaps: a write session on the image as it is never crashes, and on the
+// repaired image leaves check clean with every stored bitmap readable.
 #include <cstddef>
 #include <cstdint>
 
@@ -15,5 +17,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   qcrash::fuzz::TablesListInsideTheFile({data, size});
   qcrash::fuzz::CheckWritesNothing({data, size});
   qcrash::fuzz::RepairLeavesCleanImage({data, size});
+  qcrash::fuzz::BitmapsSurviveAWriteSession({data, size});
   return 0;
 }
