@@ -253,6 +253,11 @@ Status Image::Impl::StoreBitmaps() {
   const std::vector<BitmapEntry> old = stored_bitmaps_;
   const std::optional<BitmapsExtension> old_ext = header_.bitmaps;
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
+  // An extension written longer than 24 bytes is kept verbatim by the
+  // header encoder, which would write the old directory back (bitmap_fuzzer
+  // found it): the new one is written in the 24-byte form.
+  std::erase_if(header_.unknown_extensions,
+                [](const HeaderExtension& e) { return e.type == f::kExtBitmaps; });
   if (entries.empty()) {
     header_.bitmaps.reset();
     header_.autoclear_features &= ~f::kAutoclearBitmaps;

@@ -105,7 +105,7 @@ void RepairLeavesCleanImage(std::span<const uint8_t> image);
 // Persistent bitmaps through a write session (engine/bitmaps.cc): on
 // `image` as it is, a read-write open, a write and a close fail or succeed
 // without crashing; on the repaired image, they leave check clean and
-// every bitmap without in_use readable.
+// every bitmap that read before and is not in_use readable.
 void BitmapsSurviveAWriteSession(std::span<const uint8_t> image);
 #endif
 
