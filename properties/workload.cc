@@ -432,31 +432,17 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     // the recovered image has without in_use marks every granule that
     // shows data written since it was added or cleared.
     w.image.size_bytes = 4 * kMiB;
-    w.ops = {W(0, 8 * kKiB),
-             Bitmap(OpKind::kBitmapAdd, 0, 4 * kKiB),
-             C(),
+    w.ops = {W(0, 8 * kKiB), Bitmap(OpKind::kBitmapAdd, 0, 4 * kKiB), C(),
              W(4 * kKiB, 4 * kKiB),  // in place: no metadata write orders it
-             W(16 * kKiB, 4 * kKiB),
-             W(1 * kMiB, 8 * kKiB),
-             F(),
-             Bitmap(OpKind::kBitmapAdd, 1),
-             W(0, 4 * kKiB),
-             C(),
-             Bitmap(OpKind::kBitmapDisable, 1),
-             W(2 * kMiB, 4 * kKiB),
-             Bitmap(OpKind::kBitmapClear, 0),
-             W(24 * kKiB, 4 * kKiB),
-             F(),
-             Bitmap(OpKind::kBitmapEnable, 1),
-             D(16 * kKiB, 4 * kKiB),
-             Z(1 * kMiB, 4 * kKiB, true),
-             C(),
-             Bitmap(OpKind::kBitmapRemove, 1),
-             W(3 * kMiB, 4 * kKiB),
-             R(6 * kMiB),
-             W(5 * kMiB, 4 * kKiB),
-             F(),
-             C()};
+             W(16 * kKiB, 4 * kKiB), W(1 * kMiB, 8 * kKiB), F(), Bitmap(OpKind::kBitmapAdd, 1),
+             W(0, 4 * kKiB), C(), Bitmap(OpKind::kBitmapDisable, 1), W(2 * kMiB, 4 * kKiB),
+             Bitmap(OpKind::kBitmapClear, 0), W(24 * kKiB, 4 * kKiB), F(),
+             Bitmap(OpKind::kBitmapEnable, 1), D(16 * kKiB, 4 * kKiB), Z(1 * kMiB, 4 * kKiB, true),
+             C(), Bitmap(OpKind::kBitmapRemove, 1), W(3 * kMiB, 4 * kKiB), R(6 * kMiB),
+             W(5 * kMiB, 4 * kKiB), F(), C(),
+             // The last bitmap removed: on disk until the close, so the
+             // rewrite in place after it still needs its in_use.
+             Bitmap(OpKind::kBitmapRemove, 0), W(0, 4 * kKiB), F(), C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
