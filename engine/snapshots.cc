@@ -407,9 +407,14 @@ Status Image::ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset,
   QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
                           ReadTableEntries(impl_->io_, found->l1_table_offset, found->l1_size,
                                            impl_->cluster_bytes(), "snapshot L1 table"));
-  // The read path walks l1_table_: lend it the snapshot's for this read.
+  // The read path walks l1_table_ and checks the range against the disk
+  // size: lend it the snapshot's L1 and size for this read (a snapshot of
+  // a disk resized since reads as large as the disk was).
+  uint64_t size_bytes = found->disk_size.value_or(impl_->header_.size_bytes);
   std::swap(impl_->l1_table_, l1);
+  std::swap(impl_->header_.size_bytes, size_bytes);
   const Status read = Read(guest_offset, out);
+  std::swap(impl_->header_.size_bytes, size_bytes);
   std::swap(impl_->l1_table_, l1);
   return read;
 }
