@@ -99,6 +99,13 @@ MUTANTS = [
      "a partial write into a new cluster does not copy the rest of the old cluster (needs a backing file)"),
     # (Dropping only the flush between the rebuild's blocks and its table is
     # an equivalent mutant: the flush before the header switch covers both.)
+    ("snapshot-apply-switch-before-l1-durable", "engine/snapshots.cc",
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRefcountBeforePointer, refcount_cache()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, l2_cache_.get()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n  // Step 5: the switch.",
+     "  // Step 5: the switch.",
+     "snapshot apply: the header names the new active L1 before it (and the refcounts it relies on) is durable"),
     ("repair-switch-before-table-durable", "engine/repair.cc",
      "  // The table must be durable before the header switches to it (R6).\n  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());",
      "  // The table must be durable before the header switches to it (R6).",

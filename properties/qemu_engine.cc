@@ -196,6 +196,7 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
       return "read -q " + Bytes(op.offset_bytes) + " " + Bytes(op.length_bytes);
     case OpKind::kSnapshotCreate:
     case OpKind::kSnapshotDelete:
+    case OpKind::kSnapshotRevert:
       return "snapshot";  // qemu-io has no snapshot command: an error line
   }
   return "";
@@ -264,9 +265,9 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
                                       std::vector<std::vector<uint8_t>>* after_ops) {
   QCRASH_RETURN_IF_ERROR(ValidateWorkload(workload));
   for (const GuestOp& op : workload.ops) {
-    if (op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
-      return Status::InvalidArgument("qemu-io has no internal snapshot command (" +
-                                     DescribeOp(op) + ")");
+    if (IsSnapshotOp(op.kind))
+      return Status::InvalidArgument("qemu-io has no internal snapshot command (" + DescribeOp(op) +
+                                     ")");
   }
   const QemuEngineOptions& q = *given.qemu;
   ScratchDir dir;

@@ -154,6 +154,11 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
       if (snapshots.empty()) return Status::InvalidArgument("no snapshot to delete");
       return image.DeleteSnapshot(snapshots.front().name);
     }
+    case OpKind::kSnapshotRevert: {
+      QCRASH_ASSIGN_OR_RETURN(auto snapshots, image.Snapshots());
+      if (snapshots.empty()) return Status::InvalidArgument("no snapshot to revert to");
+      return image.ApplySnapshot(snapshots.back().name);
+    }
     case OpKind::kRead: {
       std::vector<uint8_t> data(op.length_bytes);
       QCRASH_RETURN_IF_ERROR(image.Read(op.offset_bytes, data));
@@ -284,6 +289,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     {
       QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, options.open));
       GuestModel model(workload);
+      std::deque<GuestModel> snapshots;  // the live snapshots' models, oldest first
       for (size_t i = 0; i < workload.ops.size(); ++i) {
         if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
           image.reset();
@@ -292,6 +298,10 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         QCRASH_RETURN_IF_ERROR(RunGuestOp(*image, workload.ops[i], i + 1, &model)
                                    .WithContext("operation " + std::to_string(i)));
         model.Apply(workload.ops[i], i + 1);
+        const OpKind kind = workload.ops[i].kind;
+        if (kind == OpKind::kSnapshotCreate) snapshots.push_back(model);
+        if (kind == OpKind::kSnapshotDelete && !snapshots.empty()) snapshots.pop_front();
+        if (kind == OpKind::kSnapshotRevert && !snapshots.empty()) model = snapshots.back();
       }
       QCRASH_RETURN_IF_ERROR(image->Close());
     }
@@ -372,8 +382,14 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         image = std::move(reopened).value();
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
+      const bool reverts =
+          workload.ops[i].kind == OpKind::kSnapshotRevert && !live_snapshots.empty();
+      if (reverts) run.snapshot_reverted_to[i] = live_snapshots.back();
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
       if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
+      // A revert: the guest sees what it saw at the snapshot's create.
+      if (run.workload_status.ok() && reverts)
+        model = run.snapshot_models.at(live_snapshots.back());
       // The snapshots the run holds, oldest first (a delete removes the
       // oldest), tracked without reading the image: a read here would be
       // one more device request, and an eio case of its own.

@@ -56,10 +56,8 @@ bool Runs(const std::string& name, const Workload& workload, engine::OrderingPol
           bool policy_asked) {
   if (workload.image.version < 3 && NeedsV3(p)) return false;
   // The engine writes no snapshot under the journal policy yet (issue 15).
-  const bool snapshots =
-      std::any_of(workload.ops.begin(), workload.ops.end(), [](const GuestOp& op) {
-        return op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete;
-      });
+  const bool snapshots = std::any_of(workload.ops.begin(), workload.ops.end(),
+                                     [](const GuestOp& op) { return IsSnapshotOp(op.kind); });
   if (snapshots && p == engine::OrderingPolicy::kJournal) return false;
   return policy_asked || name != "refcount-table-growth" ||
          p != engine::OrderingPolicy::kWritethrough;

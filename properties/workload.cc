@@ -2,6 +2,7 @@
 #include "properties/workload.h"
 
 #include <cstring>
+#include <deque>
 
 namespace qcrash::properties {
 
@@ -25,18 +26,21 @@ const char* OpKindName(OpKind kind) {
       return "snapshot-create";
     case OpKind::kSnapshotDelete:
       return "snapshot-delete";
+    case OpKind::kSnapshotRevert:
+      return "snapshot-revert";
   }
   return "?";
 }
 
 Result<OpKind> ParseOpKind(const std::string& name) {
-  for (OpKind k :
-       {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
-        OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete}) {
+  for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
+                   OpKind::kResize, OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate,
+                   OpKind::kSnapshotDelete, OpKind::kSnapshotRevert}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
-                                 "' (write, write-zeroes, discard, flush, resize, close, read)");
+                                 "' (write, write-zeroes, discard, flush, resize, close, read, "
+                                 "snapshot-create, snapshot-delete, snapshot-revert)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -66,6 +70,7 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     return Status::InvalidArgument("image size must be a non-zero multiple of 512 up to 1 TiB");
   }
   uint64_t size = workload.image.size_bytes;
+  std::deque<uint64_t> snapshot_sizes;
   for (size_t i = 0; i < workload.ops.size(); ++i) {
     const GuestOp& op = workload.ops[i];
     const std::string where = "operation " + std::to_string(i) + " (" + DescribeOp(op) + ")";
@@ -82,9 +87,12 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       size = op.length_bytes;
       continue;
     }
-    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose ||
-        op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
-      continue;
+    // The disk sizes of the live snapshots, oldest first: a revert takes
+    // the newest one's (a delete removes the oldest).
+    if (op.kind == OpKind::kSnapshotCreate) snapshot_sizes.push_back(size);
+    if (op.kind == OpKind::kSnapshotDelete && !snapshot_sizes.empty()) snapshot_sizes.pop_front();
+    if (op.kind == OpKind::kSnapshotRevert && !snapshot_sizes.empty()) size = snapshot_sizes.back();
+    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose || IsSnapshotOp(op.kind)) continue;
     if (op.length_bytes == 0) return Status::InvalidArgument(where + ": length must not be 0");
     if (op.offset_bytes > size || op.length_bytes > size - op.offset_bytes) {
       return Status::InvalidArgument(where + ": goes past the end of the disk (" +
@@ -167,6 +175,7 @@ GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
 GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
 GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
 GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
+GuestOp Revert() { return {OpKind::kSnapshotRevert, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
@@ -372,9 +381,12 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              C()};
   } else if (name == "snapshots") {
     // Internal snapshots (issue 15): two snapshots sharing clusters with
-    // the active state, writes that copy shared L2 tables and clusters,
-    // then both deleted (COPIED restored where a count is back to 1). I12:
-    // each snapshot reads what the guest saw at its create.
+    // the active state, writes that copy shared L2 tables and clusters, a
+    // revert over an unflushed write and one over a flushed L2 table that
+    // only the active state held (freed), then both deleted (COPIED
+    // restored where a count is back to 1). I12: each snapshot reads what
+    // the guest saw at its create; a revert reads old or the snapshot's
+    // content while it runs, the snapshot's once it returned.
     w.image.size_bytes = 4 * kMiB;
     w.image.cluster_bits = 12;
     w.ops = {W(0, 16 * kKiB),
@@ -384,10 +396,14 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              F(),
              Snap(),
              W(0, 4 * kKiB),
-             Unsnap(),
+             Revert(),
              W(12 * kKiB, 4 * kKiB),
-             F(),
              Unsnap(),
+             W(2 * kMiB, 4 * kKiB),
+             F(),
+             Revert(),
+             Unsnap(),
+             W(0, 4 * kKiB),
              C()};
   } else if (name == "v2") {
     w.image.version = 2;

@@ -22,9 +22,16 @@ enum class OpKind : uint8_t {
   kResize,
   kClose,
   kRead,            // checked as it runs: it must return what the last writes left (GuestModel)
-  kSnapshotCreate,  // an internal snapshot "s<op number>" of the active state (WIP, issue 15)
-  kSnapshotDelete,  // deletes the oldest internal snapshot (WIP, issue 15)
+  kSnapshotCreate,  // an internal snapshot "s<op number>" of the active state
+  kSnapshotDelete,  // deletes the oldest internal snapshot
+  kSnapshotRevert,  // applies the newest internal snapshot (qemu-img snapshot -a): the guest
+                    // content and disk size become the snapshot's, which stays
 };
+// Create, delete and revert: the engine writes none under the journal policy.
+inline bool IsSnapshotOp(OpKind kind) {
+  return kind == OpKind::kSnapshotCreate || kind == OpKind::kSnapshotDelete ||
+         kind == OpKind::kSnapshotRevert;
+}
 
 // One guest operation. Writes, zero writes, discards and reads take any
 // byte offset and length (QEMU's qcow2 driver does too); a resize is a

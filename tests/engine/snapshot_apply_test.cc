@@ -80,7 +80,9 @@ TEST_P(ApplySnapshotTest, TheActiveStateReadsTheSnapshotAgainAndTheSnapshotStays
 INSTANTIATE_TEST_SUITE_P(Policies, ApplySnapshotTest,
                          ::testing::Values(OrderingPolicy::kWritethrough, OrderingPolicy::kOrdered,
                                            OrderingPolicy::kLazy, OrderingPolicy::kExtent),
-                         [](const auto& param_info) { return std::string(PolicyName(param_info.param)); });
+                         [](const auto& param_info) {
+                           return std::string(PolicyName(param_info.param));
+                         });
 
 TEST(ApplySnapshot, TheDiskTakesTheSnapshotsSize) {
   MemoryDevice device;
