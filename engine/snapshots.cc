@@ -383,8 +383,8 @@ Status Image::Impl::ApplySnapshot(const std::string& name_or_id) {
   const uint64_t old_offset = header_.l1_table_offset;
   const uint64_t old_clusters =
       (uint64_t{header_.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes();
-  std::vector<uint64_t> old_l1 = std::move(l1_table_);
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
+  std::vector<uint64_t> old_l1 = std::move(l1_table_);
   header_.l1_table_offset = new_l1;
   header_.l1_size = static_cast<uint32_t>(l1.size());
   header_.size_bytes = size_bytes;
