@@ -142,7 +142,8 @@ TEST(SnapshotInterop, SnapshotListPrintsQemuImgsTable) {
   EXPECT_EQ(own.out, qemu.out);
   EXPECT_EQ(own.exit_code, 0);
   ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 none.qcow2 1M").exit_code, 0);
-  EXPECT_EQ(dir.Qcrash("snapshot -l none.qcow2").out, dir.Run("qemu-img snapshot -l none.qcow2").out);
+  EXPECT_EQ(dir.Qcrash("snapshot -l none.qcow2").out,
+            dir.Run("qemu-img snapshot -l none.qcow2").out);
 }
 
 }  // namespace
