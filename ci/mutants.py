@@ -129,6 +129,18 @@ MUTANTS = [
      "a partial write into a new cluster does not copy the rest of the old cluster (needs a backing file)"),
     # (Dropping only the flush between the rebuild's blocks and its table is
     # an equivalent mutant: the flush before the header switch covers both.)
+    ("snapshot-apply-switch-before-l1-durable", "engine/snapshots.cc",
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRefcountBeforePointer, refcount_cache()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, l2_cache_.get()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));\n"
+     "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n  // Step 5: the switch.",
+     "  // Step 5: the switch.",
+     "snapshot apply: the header names the new active L1 before it (and the refcounts it relies on) is durable"),
+    # (Dropping the barrier after apply's header switch is an equivalent
+    # mutant today: the old tree's decreases run under the dirty bit (R8),
+    # so a crash rebuilds refcounts from the tree on disk, and its freed
+    # clusters wait in quarantine (R5) or, under writethrough, the switch
+    # is flushed as it is written.)
     ("repair-switch-before-table-durable", "engine/repair.cc",
      "  // The table must be durable before the header switches to it (R6).\n  QCRASH_RETURN_IF_ERROR(ctx.device.Flush());",
      "  // The table must be durable before the header switches to it (R6).",

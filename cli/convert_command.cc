@@ -1,11 +1,13 @@
-// `qcrash convert`: copies an image's guest view into a new raw or qcow2
-// file. Ranges that read as zeroes are skipped (holes in raw, unallocated
-// clusters in qcow2).
+// `qcrash convert`: copies an image's guest view (or, with -l, an internal
+// snapshot's) into a new raw or qcow2 file. Ranges that read as zeroes are
+// skipped (holes in raw, unallocated clusters in qcow2).
 #include <getopt.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +19,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: qcrash convert [-q] [-f qcow2|raw] [-O raw|qcow2] [-o OPTIONS] [--policy P]\n"
-    "                      SRC DST\n";
+    "                      [-l snapshot.id=ID,snapshot.name=NAME | -l ID_OR_NAME] SRC DST\n";
 constexpr uint64_t kChunkBytes = uint64_t{1} << 20;
 
 struct ConvertArgs {
@@ -28,7 +30,34 @@ struct ConvertArgs {
   std::string source;
   std::string target;
   bool force_share = false;
+  // -l: the snapshot to copy instead of the active state, as qemu-img
+  // takes it: by id, by name, both (both must match), or one word that is
+  // an id or a name.
+  std::optional<std::string> snapshot_id;
+  std::optional<std::string> snapshot_name;
+  std::optional<std::string> snapshot_id_or_name;
 };
+
+// -l's argument: "snapshot.id=ID,snapshot.name=NAME" (either or both) or
+// "ID_OR_NAME".
+int ParseSnapshotParam(const char* text, ConvertArgs& args) {
+  if (std::strchr(text, '=') == nullptr) {
+    args.snapshot_id_or_name = text;
+    return 0;
+  }
+  auto list = ParseOptionList(text);
+  if (!list.ok()) return ReportUsage("convert: " + list.status().message());
+  for (auto& [key, value] : *list) {
+    if (key == "snapshot.id") {
+      args.snapshot_id = value;
+    } else if (key == "snapshot.name") {
+      args.snapshot_name = value;
+    } else {
+      return ReportUsage("Invalid parameter '" + key + "'");
+    }
+  }
+  return 0;
+}
 
 int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
@@ -39,7 +68,7 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   ResetGetopt();
   int opt;
   int index = 0;
-  while ((opt = getopt_long(argc, argv, "+hqpUf:O:o:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "+hqpUf:O:o:l:", kLong, &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);
@@ -55,6 +84,9 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
         break;
       case 'O':
         args.target_format = optarg;
+        break;
+      case 'l':
+        if (const int code = ParseSnapshotParam(optarg, args); code != 0) return code;
         break;
       case 'o': {
         auto list = ParseOptionList(optarg);
@@ -118,6 +150,37 @@ struct Source {
   std::unique_ptr<FileDevice> raw;
 };
 
+// The snapshot -l names, as the guest view to copy: its size, its reads, no
+// extents known to be zero (every range is read, zeroes are skipped).
+Status OpenSnapshotSource(const ConvertArgs& args, Source& source) {
+  QCRASH_ASSIGN_OR_RETURN(const std::vector<engine::SnapshotEntry> table,
+                          source.image.image->Snapshots());
+  auto found = table.end();
+  if (args.snapshot_id_or_name) {
+    found = engine::FindSnapshot(table, *args.snapshot_id_or_name);
+  } else {
+    found = std::find_if(table.begin(), table.end(), [&](const engine::SnapshotEntry& s) {
+      return (!args.snapshot_id || s.id == *args.snapshot_id) &&
+             (!args.snapshot_name || s.name == *args.snapshot_name);
+    });
+  }
+  // qemu-img's words.
+  if (found == table.end())
+    return Status::InvalidArgument("Failed to load snapshot: Can't find snapshot");
+  // As qemu-img: the output has the disk's size now, whatever the
+  // snapshot's; past the snapshot's size it reads zeroes.
+  source.size_bytes = source.image.image->size_bytes();
+  const uint64_t snapshot_bytes = found->disk_size.value_or(source.size_bytes);
+  source.read = [&source, id = found->id, snapshot_bytes](uint64_t offset, std::span<uint8_t> out) {
+    const uint64_t inside =
+        offset < snapshot_bytes ? std::min(out.size(), snapshot_bytes - offset) : 0;
+    std::fill(out.begin() + inside, out.end(), 0);
+    if (inside == 0) return Status::Ok();
+    return source.image.image->ReadSnapshot(id, offset, out.first(inside));
+  };
+  return Status::Ok();
+}
+
 Status OpenSource(const ConvertArgs& args, Source& source) {
   if (args.source_format == "raw") {
     QCRASH_ASSIGN_OR_RETURN(source.raw, FileDevice::Open(args.source, FileDevice::Mode::kReadOnly));
@@ -130,6 +193,8 @@ Status OpenSource(const ConvertArgs& args, Source& source) {
   engine::OpenOptions options;
   options.read_only = true;
   QCRASH_ASSIGN_OR_RETURN(source.image, OpenImage(args.source, options, args.force_share));
+  if (args.snapshot_id || args.snapshot_name || args.snapshot_id_or_name)
+    return OpenSnapshotSource(args, source);
   source.size_bytes = source.image.image->size_bytes();
   QCRASH_ASSIGN_OR_RETURN(auto extents, source.image.image->Map());
   for (const engine::MapExtent& extent : extents) {
@@ -175,6 +240,8 @@ int RunConvert(int argc, char** argv) {
   if (const int code = ParseConvertArgs(argc, argv, args); code != 0) return code < 0 ? 0 : code;
   Source source;
   if (const Status status = OpenSource(args, source); !status.ok()) {
+    if (status.message().starts_with("Failed to load snapshot"))
+      return ReportUsage(status.message());
     return ReportError(args.source, status);
   }
   // The source (and its backing chain) is open for reading: the destination

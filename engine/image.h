@@ -70,9 +70,12 @@ class Image {
   Result<std::vector<MapExtent>> Map();
 
   // Internal snapshots (engine/snapshots.cc): create one of the active
-  // state, delete one by name or id, list them.
+  // state, delete one by id or name, list them. Apply (qemu-img snapshot
+  // -a) makes the active state a copy of the snapshot's, which stays; the
+  // disk takes the snapshot's size.
   Status CreateSnapshot(const std::string& name);
   Status DeleteSnapshot(const std::string& name_or_id);
+  Status ApplySnapshot(const std::string& name_or_id);
   Result<std::vector<SnapshotEntry>> Snapshots();
   // Reads the guest view a snapshot holds.
   Status ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset, std::span<uint8_t> out);

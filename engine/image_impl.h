@@ -124,10 +124,15 @@ class Image::Impl {
   // ---- snapshots.cc ----
   Status CreateSnapshot(const std::string& name);
   Status DeleteSnapshot(const std::string& name);
+  Status ApplySnapshot(const std::string& name_or_id);
   Status ShareEntryClusters(uint64_t entry, int64_t delta);
+  Status ShareL2Tables(const std::vector<uint64_t>& l1);
+  Result<uint64_t> WriteL1Copy(const std::vector<uint64_t>& l1);
+  Status ReleaseTree(const std::vector<uint64_t>& l1, uint64_t l1_offset, uint64_t l1_clusters);
+  Status RestoreCopied();
   Status WriteSnapshotTable(const std::vector<SnapshotEntry>& entries);
   Status BeginSharingChange();
-  Status CheckSharingFits();
+  Status CheckSharingFits(const std::vector<uint64_t>& l1);
   Status EndSharingChange();
 
   // ---- bitmaps.cc ----

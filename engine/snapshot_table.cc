@@ -1,6 +1,8 @@
 // ReadSnapshotTable, ReadBitmapDirectory: bounds-checked decoding.
 #include "engine/snapshot_table.h"
 
+#include <algorithm>
+
 #include "engine/endian.h"
 #include "engine/qcow2_format.h"
 
@@ -62,6 +64,15 @@ Result<std::vector<SnapshotEntry>> ReadSnapshotTable(BlockDevice& device, const 
     at += Align8(used);
   }
   return out;
+}
+
+std::vector<SnapshotEntry>::const_iterator FindSnapshot(const std::vector<SnapshotEntry>& table,
+                                                        const std::string& name_or_id) {
+  auto found = std::find_if(table.begin(), table.end(),
+                            [&](const SnapshotEntry& s) { return s.id == name_or_id; });
+  if (found != table.end()) return found;
+  return std::find_if(table.begin(), table.end(),
+                      [&](const SnapshotEntry& s) { return s.name == name_or_id; });
 }
 
 Result<std::vector<BitmapEntry>> ReadBitmapDirectory(BlockDevice& device, const Header& header) {

@@ -37,6 +37,11 @@ struct SnapshotEntry {
 };
 
 Result<std::vector<SnapshotEntry>> ReadSnapshotTable(BlockDevice& device, const Header& header);
+// The entry `name_or_id` names, as QEMU looks one up: by id first, then by
+// name (a snapshot named "2" does not hide the one whose id is 2); end()
+// when none does.
+std::vector<SnapshotEntry>::const_iterator FindSnapshot(const std::vector<SnapshotEntry>& table,
+                                                        const std::string& name_or_id);
 // The table's bytes (entries padded to 8; extra data: 8, 16 or 24 bytes).
 std::vector<uint8_t> EncodeSnapshotTable(const std::vector<SnapshotEntry>& entries);
 

@@ -1,6 +1,7 @@
-// Internal snapshots written by the engine: create and delete (QCOW2-NOTES
-// "Snapshots"). Both are built from the rules the rest of the engine uses
-// (engine/ordering.h); every step that a crash may cut leaves leaks at worst.
+// Internal snapshots written by the engine: create, delete and apply
+// (QCOW2-NOTES "Snapshots"). All three are built from the rules the rest of
+// the engine uses (engine/ordering.h); every step that a crash may cut
+// leaves leaks at worst.
 //
 // Create:
 //  1. write everything back (the snapshot shares the L2 tables as they are
@@ -19,6 +20,19 @@
 //  2. lower the refcount of every cluster the snapshot's L1 reaches, free
 //     the L1 copy; where an active L1 or L2 entry's cluster is back to
 //     refcount 1, set COPIED again.
+// Apply (qemu-img snapshot -a; the snapshot stays):
+//  1. write everything back and flush (the old active tree as on disk);
+//  2. raise the refcount of every cluster the snapshot's L1 reaches and
+//     clear COPIED in its L2 tables: the active state shares them now;
+//  3. the new active L1, a copy of the snapshot's (COPIED clear), in new
+//     clusters;
+//  4. R1 + R2 + R6: refcounts, COPIED clears and the new L1 durable before
+//     the header names it (a crash so far: leaks);
+//  5. R6: the header switch (l1_table_offset, l1_size and the snapshot's
+//     disk size, one sector: atomic), durable;
+//  6. R4: the old active tree unlinked by that switch, its references
+//     dropped (lower refcounts, free the old L1); COPIED set again where a
+//     count is back to 1.
 #include <ctime>
 
 #include "engine/endian.h"
@@ -31,6 +45,10 @@ namespace f = format;
 namespace {
 
 uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+Status NotFound(const std::string& name_or_id) {
+  return Status::InvalidArgument("snapshot '" + name_or_id + "' not found");
+}
 
 }  // namespace
 
@@ -75,9 +93,10 @@ Status Image::Impl::ShareEntryClusters(uint64_t entry, int64_t delta) {
   return UpdateRefcount(host / cluster_bytes(), delta);
 }
 
-// Refuses a create that would overflow a refcount, before anything is
-// written (a refcount width of 1 bit cannot share a cluster at all).
-Status Image::Impl::CheckSharingFits() {
+// Refuses a create or apply that would overflow a refcount, before anything
+// is written (a refcount width of 1 bit cannot share a cluster at all):
+// every cluster `l1` reaches gains one reference.
+Status Image::Impl::CheckSharingFits(const std::vector<uint64_t>& l1) {
   const uint64_t max = f::MaxRefcount(header_.refcount_order);
   const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
   auto fits = [&](uint64_t host) -> Status {
@@ -88,7 +107,7 @@ Status Image::Impl::CheckSharingFits() {
           " would overflow refcount_bits=" + std::to_string(1u << header_.refcount_order));
     return Status::Ok();
   };
-  for (const uint64_t l1_entry : l1_table_) {
+  for (const uint64_t l1_entry : l1) {
     const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
     if (l2 == 0) continue;
     QCRASH_RETURN_IF_ERROR(fits(l2));
@@ -150,40 +169,18 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
   }
   if (table.size() >= f::kMaxSnapshots) return Status::Limit("too many snapshots");
   QCRASH_RETURN_IF_ERROR(FlushAll());  // step 1
-  QCRASH_RETURN_IF_ERROR(CheckSharingFits());
+  QCRASH_RETURN_IF_ERROR(CheckSharingFits(l1_table_));
   QCRASH_RETURN_IF_ERROR(BeginSharingChange());
   // Step 2: share every cluster the active L1 reaches.
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
-  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  QCRASH_RETURN_IF_ERROR(ShareL2Tables(l1_table_));
   for (uint64_t i = 0; i < l1_table_.size(); ++i) {
-    const uint64_t l2 = l1_table_[i] & f::kL1EntryOffsetMask;
-    if (l2 == 0) continue;
-    QCRASH_RETURN_IF_ERROR(UpdateRefcount(l2 / cluster_bytes(), +1));
-    QCRASH_ASSIGN_OR_RETURN(uint8_t * table_bytes, l2_cache_->Get(l2));
-    bool changed = false;
-    for (uint64_t k = 0; k < per_l2; ++k) {
-      const uint64_t entry = LoadBe64(table_bytes + k * 8);
-      QCRASH_RETURN_IF_ERROR(ShareEntryClusters(entry, +1));
-      if (entry & f::kOflagCopied) {
-        // Get again: the refcount update may have evicted the table.
-        QCRASH_ASSIGN_OR_RETURN(table_bytes, l2_cache_->Get(l2));
-        StoreBe64(table_bytes + k * 8, entry & ~f::kOflagCopied);
-        changed = true;
-      }
-    }
-    if (changed) QCRASH_RETURN_IF_ERROR(l2_cache_->MarkDirty(l2));
-    if (l1_table_[i] & f::kOflagCopied) {
-      l1_table_[i] &= ~f::kOflagCopied;
-      QCRASH_RETURN_IF_ERROR(WriteL1Entry(i));
-    }
+    if ((l1_table_[i] & f::kL1EntryOffsetMask) == 0 || !(l1_table_[i] & f::kOflagCopied)) continue;
+    l1_table_[i] &= ~f::kOflagCopied;
+    QCRASH_RETURN_IF_ERROR(WriteL1Entry(i));
   }
   // Step 3: the L1 copy.
-  const uint64_t l1_clusters =
-      std::max<uint64_t>(1, (l1_table_.size() * 8 + cluster_bytes() - 1) / cluster_bytes());
-  QCRASH_ASSIGN_OR_RETURN(const uint64_t copy, AllocateClusters(l1_clusters));
-  std::vector<uint8_t> bytes(l1_clusters * cluster_bytes(), 0);
-  for (size_t i = 0; i < l1_table_.size(); ++i) StoreBe64(&bytes[i * 8], l1_table_[i]);
-  QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(copy, bytes));
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t copy, WriteL1Copy(l1_table_));
   // Step 4. Why: the table must not name a copy whose clusters are not
   // counted, nor leave COPIED set on a cluster it shares (a writer would
   // then write into the snapshot in place).
@@ -206,6 +203,48 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
   table.push_back(entry);
   QCRASH_RETURN_IF_ERROR(WriteSnapshotTable(table));
   return EndSharingChange();
+}
+
+// One more reference to every L2 table `l1` names and every cluster those
+// tables name, and COPIED cleared in the tables (they are shared now). The
+// tables stay dirty in the L2 cache: the caller orders their write-back.
+Status Image::Impl::ShareL2Tables(const std::vector<uint64_t>& l1) {
+  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  std::vector<uint8_t> l2_bytes(cluster_bytes());
+  for (const uint64_t l1_entry : l1) {
+    const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
+    if (l2 == 0) continue;
+    QCRASH_RETURN_IF_ERROR(UpdateRefcount(l2 / cluster_bytes(), +1));
+    // A copy: the refcount updates below may evict the table from the cache.
+    QCRASH_ASSIGN_OR_RETURN(const uint8_t* cached, l2_cache_->Get(l2));
+    std::copy(cached, cached + cluster_bytes(), l2_bytes.begin());
+    bool changed = false;
+    for (uint64_t k = 0; k < per_l2; ++k) {
+      const uint64_t entry = LoadBe64(&l2_bytes[k * 8]);
+      QCRASH_RETURN_IF_ERROR(ShareEntryClusters(entry, +1));
+      if (entry & f::kOflagCopied) {
+        StoreBe64(&l2_bytes[k * 8], entry & ~f::kOflagCopied);
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    QCRASH_ASSIGN_OR_RETURN(uint8_t * table_bytes, l2_cache_->Get(l2));
+    std::copy(l2_bytes.begin(), l2_bytes.end(), table_bytes);
+    QCRASH_RETURN_IF_ERROR(l2_cache_->MarkDirty(l2));
+  }
+  return Status::Ok();
+}
+
+// `l1` in new clusters (at least one, as QEMU allocates for an empty
+// table), not yet durable; returns their host offset.
+Result<uint64_t> Image::Impl::WriteL1Copy(const std::vector<uint64_t>& l1) {
+  const uint64_t l1_clusters =
+      std::max<uint64_t>(1, (l1.size() * 8 + cluster_bytes() - 1) / cluster_bytes());
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t copy, AllocateClusters(l1_clusters));
+  std::vector<uint8_t> bytes(l1_clusters * cluster_bytes(), 0);
+  for (size_t i = 0; i < l1.size(); ++i) StoreBe64(&bytes[i * 8], l1[i]);
+  QCRASH_RETURN_IF_ERROR(io_.WriteMetadata(copy, bytes));
+  return copy;
 }
 
 // R8: refcounts and COPIED flags live in different structures, so no write
@@ -235,9 +274,8 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
   if (read_only_) return WriteRefused();
   if (rules_.journal()) return Status::NotSupported("snapshots under the journal policy");
   QCRASH_ASSIGN_OR_RETURN(std::vector<SnapshotEntry> table, ReadSnapshotTable(device_, header_));
-  auto found = std::find_if(table.begin(), table.end(),
-                            [&](const SnapshotEntry& s) { return s.name == name || s.id == name; });
-  if (found == table.end()) return Status::InvalidArgument("snapshot '" + name + "' not found");
+  auto found = FindSnapshot(table, name);
+  if (found == table.end()) return NotFound(name);
   const SnapshotEntry gone = *found;
   table.erase(found);
   QCRASH_RETURN_IF_ERROR(FlushAll());
@@ -247,21 +285,36 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
   QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
                           ReadTableEntries(io_, gone.l1_table_offset, gone.l1_size, cluster_bytes(),
                                            "snapshot L1 table"));
+  const uint64_t l1_clusters =
+      std::max<uint64_t>(1, (uint64_t{gone.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes());
+  QCRASH_RETURN_IF_ERROR(ReleaseTree(l1, gone.l1_table_offset, l1_clusters));
+  QCRASH_RETURN_IF_ERROR(RestoreCopied());
+  return EndSharingChange();
+}
+
+// Drops the references of an unlinked tree (R4: the caller made the unlink
+// durable): every L2 table `l1` names and every cluster they name lose one,
+// and the L1's own `l1_clusters` clusters at `l1_offset` are freed.
+Status Image::Impl::ReleaseTree(const std::vector<uint64_t>& l1, uint64_t l1_offset,
+                                uint64_t l1_clusters) {
   const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  std::vector<uint8_t> l2_bytes(cluster_bytes());
   for (const uint64_t l1_entry : l1) {
     const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
     if (l2 == 0) continue;
-    std::vector<uint8_t> l2_bytes(cluster_bytes());
     QCRASH_ASSIGN_OR_RETURN(const uint8_t* cached, l2_cache_->Get(l2));
     std::copy(cached, cached + cluster_bytes(), l2_bytes.begin());
     for (uint64_t k = 0; k < per_l2; ++k)
       QCRASH_RETURN_IF_ERROR(ShareEntryClusters(LoadBe64(&l2_bytes[k * 8]), -1));
     QCRASH_RETURN_IF_ERROR(FreeClusters(l2, 1));
   }
-  const uint64_t l1_clusters =
-      std::max<uint64_t>(1, (uint64_t{gone.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes());
-  QCRASH_RETURN_IF_ERROR(FreeClusters(gone.l1_table_offset, l1_clusters));
-  // COPIED again where the active tree owns a cluster alone.
+  if (l1_offset == 0 || l1_clusters == 0) return Status::Ok();
+  return FreeClusters(l1_offset, l1_clusters);
+}
+
+// COPIED again where the active tree owns a cluster alone (refcount 1).
+Status Image::Impl::RestoreCopied() {
+  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
   for (uint64_t i = 0; i < l1_table_.size(); ++i) {
     const uint64_t l2 = l1_table_[i] & f::kL1EntryOffsetMask;
     if (l2 == 0) continue;
@@ -290,6 +343,63 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
       QCRASH_RETURN_IF_ERROR(WriteL1Entry(i));
     }
   }
+  return Status::Ok();
+}
+
+Status Image::Impl::ApplySnapshot(const std::string& name_or_id) {
+  if (read_only_) return WriteRefused();
+  if (rules_.journal()) return Status::NotSupported("snapshots under the journal policy");
+  QCRASH_ASSIGN_OR_RETURN(const std::vector<SnapshotEntry> table,
+                          ReadSnapshotTable(device_, header_));
+  auto found = FindSnapshot(table, name_or_id);
+  if (found == table.end()) return NotFound(name_or_id);
+  const uint64_t size_bytes = found->disk_size.value_or(header_.size_bytes);
+  if (size_bytes > f::kMaxGuestSizeBytes)
+    return Status::Corruption("snapshot '" + found->name + "': disk_size " +
+                              std::to_string(size_bytes) + " is too large");
+  QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
+                          ReadTableEntries(io_, found->l1_table_offset, found->l1_size,
+                                           cluster_bytes(), "snapshot L1 table"));
+  // The active L1 must cover the snapshot's disk size even if its L1 is short.
+  l1.resize(std::max<uint64_t>(l1.size(), f::L1EntriesFor(size_bytes, header_.cluster_bits)), 0);
+  if (l1.size() * 8 > f::kMaxL1TableBytes) return Status::Limit("L1 table would exceed 32 MiB");
+  for (uint64_t& entry : l1) entry &= ~f::kOflagCopied;  // shared with the snapshot
+  QCRASH_RETURN_IF_ERROR(FlushAll());                    // step 1
+  QCRASH_RETURN_IF_ERROR(CheckSharingFits(l1));
+  // The guest content changes everywhere: every enabled bitmap marks the
+  // whole disk (after in_use is durable, R10), at both sizes.
+  if (size_bytes != header_.size_bytes)
+    QCRASH_RETURN_IF_ERROR(ResizeBitmaps(header_.size_bytes, size_bytes));
+  QCRASH_RETURN_IF_ERROR(BeforeGuestChange(0, size_bytes));
+  QCRASH_RETURN_IF_ERROR(BeginSharingChange());
+  QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
+  QCRASH_RETURN_IF_ERROR(ShareL2Tables(l1));                        // step 2
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t new_l1, WriteL1Copy(l1));  // step 3
+  // Step 4. Why: a header naming an L1 whose contents, or the refcounts of
+  // what it reaches, are not durable is corrupt; so is COPIED still set on
+  // a cluster the new active state shares (a write would go in place, into
+  // the snapshot).
+  QCRASH_RETURN_IF_ERROR(l2_cache_->WriteBack());
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRefcountBeforePointer, refcount_cache()));
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kContentsBeforePointer, l2_cache_.get()));
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
+  // Step 5: the switch.
+  const uint64_t old_offset = header_.l1_table_offset;
+  const uint64_t old_clusters =
+      (uint64_t{header_.l1_size} * 8 + cluster_bytes() - 1) / cluster_bytes();
+  QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
+  std::vector<uint64_t> old_l1 = std::move(l1_table_);
+  header_.l1_table_offset = new_l1;
+  header_.l1_size = static_cast<uint32_t>(l1.size());
+  header_.size_bytes = size_bytes;
+  l1_table_ = std::move(l1);
+  QCRASH_RETURN_IF_ERROR(WriteHeader());
+  // Why: the old tree's clusters are freed next and may be reused at once;
+  // the header must no longer name them on disk (R4).
+  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
+  QCRASH_RETURN_IF_ERROR(ReleaseTree(old_l1, old_offset, old_clusters));  // step 6
+  QCRASH_RETURN_IF_ERROR(RestoreCopied());
   return EndSharingChange();
 }
 
@@ -297,23 +407,28 @@ Status Image::ReadSnapshot(const std::string& name_or_id, uint64_t guest_offset,
                            std::span<uint8_t> out) {
   QCRASH_ASSIGN_OR_RETURN(const std::vector<SnapshotEntry> table,
                           ReadSnapshotTable(impl_->device_, impl_->header_));
-  auto found = std::find_if(table.begin(), table.end(), [&](const SnapshotEntry& s) {
-    return s.name == name_or_id || s.id == name_or_id;
-  });
-  if (found == table.end())
-    return Status::InvalidArgument("snapshot '" + name_or_id + "' not found");
+  auto found = FindSnapshot(table, name_or_id);
+  if (found == table.end()) return NotFound(name_or_id);
   QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
                           ReadTableEntries(impl_->io_, found->l1_table_offset, found->l1_size,
                                            impl_->cluster_bytes(), "snapshot L1 table"));
-  // The read path walks l1_table_: lend it the snapshot's for this read.
+  // The read path walks l1_table_ and checks the range against the disk
+  // size: lend it the snapshot's L1 and size for this read (a snapshot of
+  // a disk resized since reads as large as the disk was).
+  uint64_t size_bytes = found->disk_size.value_or(impl_->header_.size_bytes);
   std::swap(impl_->l1_table_, l1);
+  std::swap(impl_->header_.size_bytes, size_bytes);
   const Status read = Read(guest_offset, out);
+  std::swap(impl_->header_.size_bytes, size_bytes);
   std::swap(impl_->l1_table_, l1);
   return read;
 }
 
 Status Image::CreateSnapshot(const std::string& name) { return impl_->CreateSnapshot(name); }
 Status Image::DeleteSnapshot(const std::string& name) { return impl_->DeleteSnapshot(name); }
+Status Image::ApplySnapshot(const std::string& name_or_id) {
+  return impl_->ApplySnapshot(name_or_id);
+}
 Result<std::vector<SnapshotEntry>> Image::Snapshots() {
   return ReadSnapshotTable(impl_->device_, impl_->header_);
 }

@@ -4,6 +4,7 @@
 #include "fuzz/workload.h"
 
 #include <algorithm>
+#include <deque>
 #include <iterator>
 #include <utility>
 
@@ -41,8 +42,11 @@ engine::JournalOptions DecodeJournal(uint8_t variant) {
   return journal;
 }
 
-// One 4-byte operation record on a disk of `size_bytes` (updated by a resize).
-GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_bytes) {
+// One 4-byte operation record on a disk of `size_bytes` (updated by a resize
+// or a revert). `snapshot_sizes` (the live snapshots' disk sizes, oldest
+// first) is null where the case writes no snapshot.
+GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_bytes,
+                 std::deque<uint64_t>* snapshot_sizes) {
   static constexpr OpKind kKinds[] = {OpKind::kWrite,   OpKind::kWriteZeroes, OpKind::kWriteZeroes,
                                       OpKind::kDiscard, OpKind::kFlush,       OpKind::kWrite,
                                       OpKind::kResize,  OpKind::kClose};
@@ -52,10 +56,27 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
   GuestOp op;
   op.kind = kKinds[kind_byte % std::size(kKinds)];
   op.may_unmap = kind_byte % std::size(kKinds) == 2;
-  if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) return op;
-  // Bit 3 of the kind byte: a resize shrinks, other requests get byte
-  // edges (bits 4-7 pick how far inside a sector they start and end).
+  // Bit 3 of the kind byte: a resize shrinks, a flush is a snapshot
+  // operation (where the case allows them), other requests get byte edges
+  // (bits 4-7 pick how far inside a sector they start and end).
   const bool variant = (kind_byte & 0x08) != 0;
+  if (op.kind == OpKind::kFlush && variant && snapshot_sizes != nullptr) {
+    // The length byte picks create, delete (the oldest) or revert (to the
+    // newest); without a live snapshot, a create.
+    const uint8_t pick = snapshot_sizes->empty() ? 0 : length_field % 3;
+    if (pick == 0) {
+      op.kind = OpKind::kSnapshotCreate;
+      snapshot_sizes->push_back(size_bytes);
+    } else if (pick == 1) {
+      op.kind = OpKind::kSnapshotDelete;
+      snapshot_sizes->pop_front();
+    } else {
+      op.kind = OpKind::kSnapshotRevert;
+      size_bytes = snapshot_sizes->back();
+    }
+    return op;
+  }
+  if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) return op;
   if (op.kind == OpKind::kResize) {
     const uint64_t step =
         (1 + sector_field % 256) * (variant ? 3 * kGuestSectorBytes : cluster_bytes);
@@ -101,7 +122,7 @@ std::string PropertyName(const std::string& invariant) {
       {"I3", "no leak left after repair"}, {"I4", "flushed data intact"},
       {"I5", "old-or-new guest data"},     {"I6", "no stale journal replay"},
       {"I7", "recovery converges"},        {"I8", "a crash during recovery recovers"},
-      {"I10", "reserved clusters kept"}};
+      {"I10", "reserved clusters kept"},   {"I12", "snapshot immutability"}};
   for (const auto& [id, name] : kNames) {
     if (invariant == id) return invariant + " " + name;
   }
@@ -163,9 +184,15 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
   const uint64_t cluster_bytes = uint64_t{1} << image.cluster_bits;
   image.size_bytes = std::min(kMaxGuestBytes, cluster_bytes * (4 + reader.U8() % 29));
   uint64_t size_bytes = image.size_bytes;
+  // Snapshots as generate.cc allows them: v3 (the sharing change runs
+  // under the dirty bit), refcounts of 16 bits or more (each snapshot adds
+  // a reference), not under the journal policy (which writes none).
+  std::deque<uint64_t> snapshot_sizes;
+  const bool snapshots = image.version >= 3 && image.refcount_order >= 4 && !journal;
   const size_t op_count = reader.U8() % (kMaxOps + 1);
   for (size_t i = 0; i < op_count; ++i) {
-    c.workload.ops.push_back(DecodeOp(reader, cluster_bytes, size_bytes));
+    c.workload.ops.push_back(
+        DecodeOp(reader, cluster_bytes, size_bytes, snapshots ? &snapshot_sizes : nullptr));
   }
   return c;
 }

@@ -23,7 +23,11 @@
 //          write-zeroes with unmap, discard, flush, write, resize, close),
 //          u16 first sector (% the disk's sectors at that point), u8 length
 //          (1 + value % (2 * sectors per cluster), clipped to the disk; a
-//          resize grows the disk by 1 + u16 % 256 clusters, to at most 8 MiB)
+//          resize grows the disk by 1 + u16 % 256 clusters, to at most 8 MiB).
+//          A flush with bit 3 of the kind byte set is a snapshot operation
+//          on v3 images with refcounts of 16 bits or more, not under the
+//          journal policy: the length byte % 3 picks snapshot-create,
+//          snapshot-delete or snapshot-revert (a create while none is live)
 //   then   u64 crash point (% the run's points), one byte per pending sector
 //          of that point choosing its version (missing bytes: latest)
 #pragma once

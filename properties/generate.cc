@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <initializer_list>
 #include <vector>
 
@@ -35,7 +36,7 @@ struct Swarm {
   bool zeroes, discard, flush, resize, unaligned, multi_cluster, rewrites, close_at_end, reopen,
       reads, backing;
   bool bytes = false;      // ranges that start or end inside a sector
-  bool snapshots = false;  // internal snapshots created and deleted between operations
+  bool snapshots = false;  // internal snapshots created, deleted and reverted to between operations
   bool bitmaps = false;    // persistent dirty bitmaps added, cleared, toggled, removed
 };
 
@@ -171,7 +172,6 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   s.snapshots = w.image.version >= 3 && policy != engine::OrderingPolicy::kJournal &&
                 w.image.refcount_order >= 4 && snap_rng.OneIn(4);
   if (s.snapshots) c.features += std::string(c.features.empty() ? "" : ",") + "snapshots";
-  size_t live_snapshots = 0;
   // Bitmaps come from their own stream too: v3 only (the autoclear bit),
   // not under the journal policy, which keeps no bitmap yet. The first is
   // added and stored by a close before anything else, so that later
@@ -191,6 +191,11 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     add_bitmap();
     w.ops.push_back({OpKind::kClose, 0, 0, false});
   }
+  // Reverts from a third stream, so that the creates and deletes stay
+  // where they were. A revert applies the newest snapshot: the disk takes
+  // its size, and the ranges written since may lie past that end.
+  Rng revert_rng(seed ^ 0x726576657274ull);
+  std::deque<uint64_t> snapshot_sizes;  // the live snapshots' disk sizes, oldest first
   for (size_t i = 0; i < count; ++i) {
     if (s.bitmaps && bitmap_rng.OneIn(4)) {
       const uint64_t roll = bitmap_rng.Below(8);
@@ -212,10 +217,14 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     }
     if (s.snapshots && snap_rng.OneIn(6)) {
       w.ops.push_back({OpKind::kSnapshotCreate, 0, 0, false});
-      ++live_snapshots;
-    } else if (s.snapshots && live_snapshots > 0 && snap_rng.OneIn(8)) {
+      snapshot_sizes.push_back(size);
+    } else if (s.snapshots && !snapshot_sizes.empty() && snap_rng.OneIn(8)) {
       w.ops.push_back({OpKind::kSnapshotDelete, 0, 0, false});
-      --live_snapshots;
+      snapshot_sizes.pop_front();
+    } else if (s.snapshots && !snapshot_sizes.empty() && revert_rng.OneIn(8)) {
+      w.ops.push_back({OpKind::kSnapshotRevert, 0, 0, false});
+      if (snapshot_sizes.back() < size) written.clear();
+      size = snapshot_sizes.back();
     }
     GuestOp op;
     const uint64_t roll = r.Below(20);

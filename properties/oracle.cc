@@ -43,6 +43,20 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       size = op.length_bytes;
       continue;
     }
+    if (op.kind == OpKind::kSnapshotRevert) {
+      // Every sector written so far may change: each gets the value it
+      // held at the snapshot's create (one never written holds its
+      // initial content in both states). The disk takes the snapshot's size.
+      auto target = run.snapshot_reverted_to.find(i);
+      if (target == run.snapshot_reverted_to.end()) continue;  // no snapshot: it failed
+      for (auto& [sector, writes] : by_sector) {
+        Write w{static_cast<uint32_t>(i), 0, false, 0, kGuestSectorBytes, true};
+        w.snapshot_op = static_cast<uint32_t>(target->second);
+        writes.push_back(w);
+      }
+      size = SizeBefore(target->second);
+      continue;
+    }
     if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes &&
         op.kind != OpKind::kDiscard) {
       continue;
@@ -101,14 +115,65 @@ bool GuestOracle::DurableAt(const Write& w, int64_t flush_index, uint64_t point)
 std::vector<uint64_t> GuestOracle::SizesAt(uint64_t point) const {
   std::vector<uint64_t> sizes = {run_.workload.image.size_bytes};
   for (size_t i = 0; i < run_.spans.size(); ++i) {
-    if (run_.workload.ops[i].kind != OpKind::kResize) continue;
+    uint64_t size = 0;
+    if (run_.workload.ops[i].kind == OpKind::kResize) {
+      size = run_.workload.ops[i].length_bytes;
+    } else if (auto target = run_.snapshot_reverted_to.find(i);
+               target != run_.snapshot_reverted_to.end()) {
+      size = SizeBefore(target->second);
+    } else {
+      continue;
+    }
     if (AcknowledgedAt(i, point)) {
-      sizes = {run_.workload.ops[i].length_bytes};
+      sizes = {size};
     } else if (run_.spans[i].start < point) {
-      sizes.push_back(run_.workload.ops[i].length_bytes);
+      sizes.push_back(size);
     }
   }
   return sizes;
+}
+
+uint64_t GuestOracle::SizeBefore(size_t op_index) const {
+  uint64_t size = run_.workload.image.size_bytes;
+  for (size_t i = 0; i < op_index && i < run_.workload.ops.size(); ++i) {
+    if (run_.workload.ops[i].kind == OpKind::kResize) size = run_.workload.ops[i].length_bytes;
+    auto target = run_.snapshot_reverted_to.find(i);
+    if (target != run_.snapshot_reverted_to.end()) size = SizeBefore(target->second);
+  }
+  return size;
+}
+
+GuestOracle::Value GuestOracle::ValueAt(const std::vector<Write>& writes, uint64_t sector,
+                                        uint32_t create_op) const {
+  Value value{InitialSectorTag(run_.workload, sector), false};
+  for (const Write& w : writes) {
+    if (w.op_index >= create_op) break;  // in operation order
+    if (w.snapshot_op != kNoSnapshot) {
+      value = ValueAt(writes, sector, w.snapshot_op);
+    } else if (w.discard) {
+      value.or_zero = value.or_zero || value.tag != 0;
+    } else {
+      value = {w.tag, false};
+    }
+  }
+  return value;
+}
+
+GuestOracle::Value GuestOracle::ByteAt(const std::vector<Write>& writes, uint64_t sector,
+                                       uint32_t create_op, uint64_t b) const {
+  Value value{TagByte(InitialSectorTag(run_.workload, sector), b), false};
+  for (const Write& w : writes) {
+    if (w.op_index >= create_op) break;
+    if (b < w.lo || b >= w.hi) continue;
+    if (w.snapshot_op != kNoSnapshot) {
+      value = ByteAt(writes, sector, w.snapshot_op, b);
+    } else if (w.discard) {
+      value.or_zero = value.or_zero || value.tag != 0;
+    } else {
+      value = {TagByte(w.tag, b), false};
+    }
+  }
+  return value;
 }
 
 void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const uint8_t> bytes,
@@ -137,18 +202,21 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
       continue;
     }
     if (it != sectors_.end() && *it == sector) {
-      for (const Write& w : history_[static_cast<size_t>(it - sectors_.begin())]) {
+      const std::vector<Write>& writes = history_[static_cast<size_t>(it - sectors_.begin())];
+      for (const Write& w : writes) {
+        const Value reverted = w.snapshot_op != kNoSnapshot ? ValueAt(writes, sector, w.snapshot_op)
+                                                            : Value{w.tag, false};
         if (DurableAt(w, flush_index, point)) {
           if (w.discard) {
             durable_or_zero = durable_or_zero || durable != 0;
           } else {
-            durable = w.tag;
-            durable_or_zero = false;
+            durable = reverted.tag;
+            durable_or_zero = reverted.or_zero;
           }
           allowed = later_writes = false;  // what came before it is gone
         } else if (run_.spans[w.op_index].start < point) {
           later_writes = true;  // issued after the flush, before the crash
-          allowed |= actual == w.tag;
+          allowed |= actual == reverted.tag || (reverted.or_zero && actual == 0);
         }
       }
     }
@@ -175,17 +243,19 @@ void GuestOracle::CheckBytes(uint64_t point, int64_t flush_index, uint64_t secto
     bool durable_or_zero = false, later_writes = false, allowed = false;
     for (const Write& w : writes) {
       if (b < w.lo || b >= w.hi) continue;
+      const Value reverted = w.snapshot_op != kNoSnapshot ? ByteAt(writes, sector, w.snapshot_op, b)
+                                                          : Value{TagByte(w.tag, b), false};
       if (DurableAt(w, flush_index, point)) {
         if (w.discard) {
           durable_or_zero = durable_or_zero || durable != 0;
         } else {
-          durable = TagByte(w.tag, b);
-          durable_or_zero = false;
+          durable = static_cast<uint8_t>(reverted.tag);
+          durable_or_zero = reverted.or_zero;
         }
         allowed = later_writes = false;
       } else if (run_.spans[w.op_index].start < point) {
         later_writes = true;
-        allowed |= bytes[b] == TagByte(w.tag, b);
+        allowed |= bytes[b] == reverted.tag || (reverted.or_zero && bytes[b] == 0);
       }
     }
     if (bytes[b] == durable || allowed || (durable_or_zero && bytes[b] == 0)) continue;

@@ -2,7 +2,9 @@
 // point (STYLE.md habit 10). A sector must read exactly its value as of the
 // last completed guest flush (I4) unless an operation issued after that
 // flush touched it; then it may also read any value those operations wrote
-// (old-or-new, I5). Anything else is foreign data or garbage.
+// (old-or-new, I5). Anything else is foreign data or garbage. A snapshot
+// revert is one more value per sector, durable once it returns: what the
+// sector held when the snapshot was created (old-or-new while it runs).
 #pragma once
 
 #include <cstdint>
@@ -52,8 +54,26 @@ class GuestOracle {
     uint16_t lo = 0;
     uint16_t hi = kGuestSectorBytes;
     // A shrink's zeroes: durable once the resize returns, as its size is.
+    // A revert too.
     bool durable_at_ack = false;
+    // A revert: the sector's value is what it was when snapshot-create
+    // operation `snapshot_op` ran (tag and discard unused).
+    uint32_t snapshot_op = kNoSnapshot;
   };
+  static constexpr uint32_t kNoSnapshot = UINT32_MAX;
+  // What a sector (or byte `b` of it) held when snapshot-create operation
+  // `create_op` ran: every earlier write had been made durable by the
+  // create. A value, or after a discard that value or zeroes.
+  struct Value {
+    uint64_t tag = 0;  // ValueAt: the sector's tag; ByteAt: the byte
+    bool or_zero = false;
+  };
+  Value ValueAt(const std::vector<Write>& writes, uint64_t sector, uint32_t create_op) const;
+  Value ByteAt(const std::vector<Write>& writes, uint64_t sector, uint32_t create_op,
+               uint64_t b) const;
+  // The disk's size when operation `op_index` started, every earlier
+  // operation complete.
+  uint64_t SizeBefore(size_t op_index) const;
   // `w` is durable at `point`: before the last flush, or a shrink that had returned.
   bool DurableAt(const Write& w, int64_t flush_index, uint64_t point) const;
   // A sector some operation covered in part, checked byte by byte.

@@ -196,6 +196,7 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
       return "read -q " + Bytes(op.offset_bytes) + " " + Bytes(op.length_bytes);
     case OpKind::kSnapshotCreate:
     case OpKind::kSnapshotDelete:
+    case OpKind::kSnapshotRevert:
     case OpKind::kBitmapAdd:
     case OpKind::kBitmapRemove:
     case OpKind::kBitmapClear:
@@ -272,7 +273,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     if (IsBitmapOp(op.kind))
       return Status::InvalidArgument("qemu-io has no persistent bitmap command (" + DescribeOp(op) +
                                      ")");
-    if (op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
+    if (IsSnapshotOp(op.kind))
       return Status::InvalidArgument("qemu-io has no internal snapshot command (" + DescribeOp(op) +
                                      ")");
   }

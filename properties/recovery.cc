@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "engine/check.h"
@@ -397,8 +398,9 @@ void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle
         {"I12", "snapshot table unreadable: " + listed.status().ToString()});
     return;
   }
-  std::set<std::string> names;
-  for (const engine::SnapshotEntry& s : *listed) names.insert(s.name);
+  std::map<std::string, uint64_t> names;  // each snapshot's disk size
+  for (const engine::SnapshotEntry& s : *listed)
+    names[s.name] = s.disk_size.value_or((*image)->size_bytes());
   for (const auto& [create_op, model] : run.snapshot_models) {
     const std::string name = "s" + std::to_string(create_op + 1);
     const bool created = create_op < run.spans.size() && run.spans[create_op].end <= point;
@@ -421,9 +423,12 @@ void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle
     }
     if (!present) continue;
     std::vector<uint8_t> buffer;
+    // As large as the disk was at the create (a revert or resize since
+    // may have changed the active size).
+    const uint64_t snapshot_bytes = names.at(name);
     for (const auto& [offset, length] : oracle.touched_ranges()) {
-      if (offset >= (*image)->size_bytes()) continue;
-      buffer.resize(std::min(length, (*image)->size_bytes() - offset));
+      if (offset >= snapshot_bytes) continue;
+      buffer.resize(std::min(length, snapshot_bytes - offset));
       Status read = (*image)->ReadSnapshot(name, offset, buffer);
       if (read.ok()) read = model.CheckRead(offset, buffer);
       if (!read.ok()) {

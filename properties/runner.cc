@@ -178,11 +178,17 @@ void NoteBitmapOp(const GuestOp& op, size_t index, uint64_t size_before, const G
     case OpKind::kWrite:
     case OpKind::kWriteZeroes:
     case OpKind::kDiscard:
-    case OpKind::kResize: {
-      const uint64_t begin =
-          op.kind == OpKind::kResize ? std::min(size_before, op.length_bytes) : op.offset_bytes;
-      const uint64_t end = op.kind == OpKind::kResize ? std::max(size_before, op.length_bytes)
-                                                      : op.offset_bytes + op.length_bytes;
+    case OpKind::kResize:
+    case OpKind::kSnapshotRevert: {
+      // A revert changes the whole disk.
+      uint64_t begin = op.offset_bytes, end = op.offset_bytes + op.length_bytes;
+      if (op.kind == OpKind::kResize) {
+        begin = std::min(size_before, op.length_bytes);
+        end = std::max(size_before, op.length_bytes);
+      } else if (op.kind == OpKind::kSnapshotRevert) {
+        begin = 0;
+        end = UINT64_MAX;
+      }
       for (const auto& [number, epoch] : current) {
         if (!epochs[epoch].enabled && end > begin) epochs[epoch].untracked.push_back({begin, end});
       }
@@ -215,6 +221,11 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
     case OpKind::kBitmapDisable:
       return image.EnableBitmap("b" + std::to_string(op.offset_bytes),
                                 op.kind == OpKind::kBitmapEnable);
+    case OpKind::kSnapshotRevert: {
+      QCRASH_ASSIGN_OR_RETURN(auto snapshots, image.Snapshots());
+      if (snapshots.empty()) return Status::InvalidArgument("no snapshot to revert to");
+      return image.ApplySnapshot(snapshots.back().name);
+    }
     case OpKind::kRead: {
       std::vector<uint8_t> data(op.length_bytes);
       QCRASH_RETURN_IF_ERROR(image.Read(op.offset_bytes, data));
@@ -345,6 +356,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     {
       QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, options.open));
       GuestModel model(workload);
+      std::deque<GuestModel> snapshots;  // the live snapshots' models, oldest first
       for (size_t i = 0; i < workload.ops.size(); ++i) {
         if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
           image.reset();
@@ -353,6 +365,10 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         QCRASH_RETURN_IF_ERROR(RunGuestOp(*image, workload.ops[i], i + 1, &model)
                                    .WithContext("operation " + std::to_string(i)));
         model.Apply(workload.ops[i], i + 1);
+        const OpKind kind = workload.ops[i].kind;
+        if (kind == OpKind::kSnapshotCreate) snapshots.push_back(model);
+        if (kind == OpKind::kSnapshotDelete && !snapshots.empty()) snapshots.pop_front();
+        if (kind == OpKind::kSnapshotRevert && !snapshots.empty()) model = snapshots.back();
       }
       QCRASH_RETURN_IF_ERROR(image->Close());
     }
@@ -435,8 +451,14 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       }
       const uint64_t allocated_before = image->stats().clusters_allocated;
       const uint64_t size_before = image->size_bytes();
+      const bool reverts =
+          workload.ops[i].kind == OpKind::kSnapshotRevert && !live_snapshots.empty();
+      if (reverts) run.snapshot_reverted_to[i] = live_snapshots.back();
       run.workload_status = RunGuestOp(*image, workload.ops[i], i + 1, &model);
       if (run.workload_status.ok()) model.Apply(workload.ops[i], i + 1);
+      // A revert: the guest sees what it saw at the snapshot's create.
+      if (run.workload_status.ok() && reverts)
+        model = run.snapshot_models.at(live_snapshots.back());
       if (run.workload_status.ok())
         NoteBitmapOp(workload.ops[i], i, size_before, model, current_epoch, run.bitmap_epochs);
       // The snapshots the run holds, oldest first (a delete removes the

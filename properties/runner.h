@@ -140,10 +140,13 @@ struct WorkloadRun {
   std::vector<std::string> span_labels;
   std::string engine = "qcrash";  // or "qemu"
   // Internal snapshots (I12): what the guest saw when each snapshot-create
-  // operation (index) ran, and which create's snapshot each
-  // snapshot-delete operation (index) removed.
+  // operation (index) ran, which create's snapshot each snapshot-delete
+  // operation (index) removed, and which one each snapshot-revert
+  // operation (index) ran to apply (set before it ran: one that failed or
+  // was cut may have taken effect too).
   std::map<size_t, GuestModel> snapshot_models;
   std::map<size_t, size_t> snapshot_deleted_by;
+  std::map<size_t, size_t> snapshot_reverted_to;
   // Persistent bitmaps (I11): one epoch per bitmap-add and bitmap-clear
   // operation that returned, when the bitmap "b<number>" was empty: what
   // the guest saw then, and the guest ranges changed while the bitmap was

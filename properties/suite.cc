@@ -58,10 +58,8 @@ bool Runs(const std::string& name, const Workload& workload, engine::OrderingPol
   // The engine writes no snapshot and keeps no bitmap under the journal
   // policy yet (issue 15).
   const bool snapshots =
-      std::any_of(workload.ops.begin(), workload.ops.end(), [](const GuestOp& op) {
-        return op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete ||
-               IsBitmapOp(op.kind);
-      });
+      std::any_of(workload.ops.begin(), workload.ops.end(),
+                  [](const GuestOp& op) { return IsSnapshotOp(op.kind) || IsBitmapOp(op.kind); });
   if (snapshots && p == engine::OrderingPolicy::kJournal) return false;
   return policy_asked || name != "refcount-table-growth" ||
          p != engine::OrderingPolicy::kWritethrough;

@@ -2,6 +2,7 @@
 #include "properties/workload.h"
 
 #include <cstring>
+#include <deque>
 
 namespace qcrash::properties {
 
@@ -25,6 +26,8 @@ const char* OpKindName(OpKind kind) {
       return "snapshot-create";
     case OpKind::kSnapshotDelete:
       return "snapshot-delete";
+    case OpKind::kSnapshotRevert:
+      return "snapshot-revert";
     case OpKind::kBitmapAdd:
       return "bitmap-add";
     case OpKind::kBitmapRemove:
@@ -40,14 +43,17 @@ const char* OpKindName(OpKind kind) {
 }
 
 Result<OpKind> ParseOpKind(const std::string& name) {
-  for (OpKind k : {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush,
-                   OpKind::kResize, OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate,
-                   OpKind::kSnapshotDelete, OpKind::kBitmapAdd, OpKind::kBitmapRemove,
-                   OpKind::kBitmapClear, OpKind::kBitmapEnable, OpKind::kBitmapDisable}) {
+  for (OpKind k :
+       {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
+        OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
+        OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
+        OpKind::kBitmapEnable, OpKind::kBitmapDisable}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
-                                 "' (write, write-zeroes, discard, flush, resize, close, read)");
+                                 "' (write, write-zeroes, discard, flush, resize, close, read, "
+                                 "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
+                                 "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -85,6 +91,7 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     return Status::InvalidArgument("image size must be a non-zero multiple of 512 up to 1 TiB");
   }
   uint64_t size = workload.image.size_bytes;
+  std::deque<uint64_t> snapshot_sizes;
   for (size_t i = 0; i < workload.ops.size(); ++i) {
     const GuestOp& op = workload.ops[i];
     const std::string where = "operation " + std::to_string(i) + " (" + DescribeOp(op) + ")";
@@ -101,9 +108,12 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       size = op.length_bytes;
       continue;
     }
-    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose ||
-        op.kind == OpKind::kSnapshotCreate || op.kind == OpKind::kSnapshotDelete)
-      continue;
+    // The disk sizes of the live snapshots, oldest first: a revert takes
+    // the newest one's (a delete removes the oldest).
+    if (op.kind == OpKind::kSnapshotCreate) snapshot_sizes.push_back(size);
+    if (op.kind == OpKind::kSnapshotDelete && !snapshot_sizes.empty()) snapshot_sizes.pop_front();
+    if (op.kind == OpKind::kSnapshotRevert && !snapshot_sizes.empty()) size = snapshot_sizes.back();
+    if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose || IsSnapshotOp(op.kind)) continue;
     if (IsBitmapOp(op.kind)) {
       if (op.offset_bytes > 65535 ||
           (op.kind == OpKind::kBitmapAdd && op.length_bytes != 0 &&
@@ -197,6 +207,7 @@ GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
 GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
 GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
 GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
+GuestOp Revert() { return {OpKind::kSnapshotRevert, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
 GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
   return {kind, number, granularity, false};
@@ -405,9 +416,12 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              C()};
   } else if (name == "snapshots") {
     // Internal snapshots (issue 15): two snapshots sharing clusters with
-    // the active state, writes that copy shared L2 tables and clusters,
-    // then both deleted (COPIED restored where a count is back to 1). I12:
-    // each snapshot reads what the guest saw at its create.
+    // the active state, writes that copy shared L2 tables and clusters, a
+    // revert over an unflushed write and one over a flushed L2 table that
+    // only the active state held (freed), then both deleted (COPIED
+    // restored where a count is back to 1). I12: each snapshot reads what
+    // the guest saw at its create; a revert reads old or the snapshot's
+    // content while it runs, the snapshot's once it returned.
     w.image.size_bytes = 4 * kMiB;
     w.image.cluster_bits = 12;
     w.ops = {W(0, 16 * kKiB),
@@ -417,10 +431,14 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              F(),
              Snap(),
              W(0, 4 * kKiB),
-             Unsnap(),
+             Revert(),
              W(12 * kKiB, 4 * kKiB),
-             F(),
              Unsnap(),
+             W(2 * kMiB, 4 * kKiB),
+             F(),
+             Revert(),
+             Unsnap(),
+             W(0, 4 * kKiB),
              C()};
   } else if (name == "bitmaps") {
     // Persistent dirty bitmaps (the 2015 spec thread): an incremental

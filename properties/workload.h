@@ -22,8 +22,10 @@ enum class OpKind : uint8_t {
   kResize,
   kClose,
   kRead,            // checked as it runs: it must return what the last writes left (GuestModel)
-  kSnapshotCreate,  // an internal snapshot "s<op number>" of the active state (WIP, issue 15)
-  kSnapshotDelete,  // deletes the oldest internal snapshot (WIP, issue 15)
+  kSnapshotCreate,  // an internal snapshot "s<op number>" of the active state
+  kSnapshotDelete,  // deletes the oldest internal snapshot
+  kSnapshotRevert,  // applies the newest internal snapshot (qemu-img snapshot -a): the guest
+                    // content and disk size become the snapshot's, which stays
   // Persistent dirty bitmaps "b<offset_bytes>" (qemu-img bitmap): add takes
   // length_bytes as the granularity (0: the default) and adds it enabled.
   kBitmapAdd,
@@ -32,6 +34,11 @@ enum class OpKind : uint8_t {
   kBitmapEnable,
   kBitmapDisable,
 };
+// Create, delete and revert: the engine writes none under the journal policy.
+inline bool IsSnapshotOp(OpKind kind) {
+  return kind == OpKind::kSnapshotCreate || kind == OpKind::kSnapshotDelete ||
+         kind == OpKind::kSnapshotRevert;
+}
 // The bitmap operations carry no guest range.
 inline bool IsBitmapOp(OpKind kind) {
   return kind == OpKind::kBitmapAdd || kind == OpKind::kBitmapRemove ||

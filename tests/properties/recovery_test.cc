@@ -11,6 +11,7 @@
 
 #include <string>
 
+#include "properties/generate.h"
 #include "properties/oracle.h"
 #include "properties/runner.h"
 
@@ -177,6 +178,62 @@ TEST(GuestModel, AReadMustReturnWhatTheLastWritesLeft) {
   std::vector<uint8_t> right(512);
   FillOpContent(1, 7, right);
   EXPECT_TRUE(model.CheckRead(7 * 512, right).ok());
+}
+
+// A snapshot revert, once returned, is durable: the guest reads what it saw
+// at the snapshot's create. An oracle that believes no revert happened sees
+// the image's reverted sectors as lost writes (I4), and one that believes a
+// revert happened where none did sees the old content as wrong (I4).
+TEST(Oracle, ARevertThatReturnedReadsTheSnapshotsContent) {
+  Workload w = FourKiBClusters({W(0, 8 * kKiB),
+                                F(),
+                                {OpKind::kSnapshotCreate, 0, 0, false},
+                                W(0, 4 * kKiB),
+                                W(64 * kKiB, 4 * kKiB),
+                                F(),
+                                {OpKind::kSnapshotRevert, 0, 0, false}});
+  RunOptions options;
+  options.open.policy = engine::OrderingPolicy::kOrdered;
+  auto run = RunWorkload(w, options);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  ASSERT_TRUE(run->workload_status.ok()) << run->workload_status.ToString();
+  ASSERT_EQ(run->snapshot_reverted_to.at(6), 2u);
+  const StateResult reverted = RecoverEnd(*run, nullptr);
+  EXPECT_TRUE(reverted.violations.empty()) << Describe(reverted);
+
+  WorkloadRun no_revert = *run;
+  no_revert.snapshot_reverted_to.clear();
+  const GuestOracle believes_none(no_revert);
+  sim::CrashState end;
+  end.point = run->timeline->PointCount() - 1;
+  const StateResult lost = RecoverState(no_revert, believes_none, run->timeline->Point(end.point),
+                                        end, RecoveryOptions{});
+  EXPECT_TRUE(Mentions(lost, "I4", "guest sector at 0x0")) << Describe(lost);
+
+  Workload kept = w;
+  kept.ops.back() = F();  // the same run without the revert
+  auto old_run = RunWorkload(kept, options);
+  ASSERT_TRUE(old_run.ok());
+  WorkloadRun believes_revert = *old_run;
+  believes_revert.workload.ops.back() = {OpKind::kSnapshotRevert, 0, 0, false};
+  believes_revert.snapshot_reverted_to[6] = 2;
+  const GuestOracle oracle(believes_revert);
+  end.point = old_run->timeline->PointCount() - 1;
+  const StateResult wrong = RecoverState(
+      believes_revert, oracle, old_run->timeline->Point(end.point), end, RecoveryOptions{});
+  EXPECT_TRUE(Mentions(wrong, "I4", "guest sector at 0x0")) << Describe(wrong);
+}
+
+// The snapshots swarm feature reverts too, and its cases stay valid
+// workloads (a revert takes the snapshot's disk size).
+TEST(Generate, TheSnapshotsFeatureReverts) {
+  size_t reverts = 0;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    const GeneratedCase c = GenerateCase(seed, 0, engine::OrderingPolicy::kOrdered);
+    ASSERT_TRUE(ValidateWorkload(c.workload).ok()) << "seed " << seed;
+    for (const GuestOp& op : c.workload.ops) reverts += op.kind == OpKind::kSnapshotRevert;
+  }
+  EXPECT_GT(reverts, 10u);
 }
 
 }  // namespace
