@@ -266,6 +266,15 @@ seeds = {
                                               (WRITE, 4, 2)]),
     "extent-sector4096-8k": case(EXTENT | 0x80, 4 | 5 << 4, 5, alloc),
     "writethrough-refcount64-32k": case(WRITETHROUGH | 1 << 3, 6 | 6 << 4, 4, alloc, point=7),
+    # A flush with bit 3 is a snapshot operation (create, delete, revert).
+    "ordered-snapshots-4k": bytes.fromhex(
+        "0143000806000000" "0f0c000000000400" "070c000002000800" "030c000001280000"
+        "0000000000000000" "0000000000000000" "0000000000"),
+    # A close with bit 3 is a bitmap operation: add (4 KiB granules), a
+    # close that stores it, a rewrite in place, clear, more writes.
+    "ordered-bitmaps-4k": case(ORDERED, C4K | 4 << 4, 8,
+                               [(WRITE, 0, 8), (CLOSE | 8, 2, 0), (CLOSE, 0, 0), (WRITE, 0, 2),
+                                (CLOSE | 8, 0, 2), (WRITE, 16, 4), (FLUSH, 0, 0), (CLOSE, 0, 0)]),
 }
 for name, data in seeds.items():
     open(f"corpus/workload_crash_fuzzer/seed-{name}", "wb").write(data)

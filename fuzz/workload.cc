@@ -44,9 +44,10 @@ engine::JournalOptions DecodeJournal(uint8_t variant) {
 
 // One 4-byte operation record on a disk of `size_bytes` (updated by a resize
 // or a revert). `snapshot_sizes` (the live snapshots' disk sizes, oldest
-// first) is null where the case writes no snapshot.
+// first) is null where the case writes no snapshot; `bitmaps` (the live
+// bitmaps' numbers) null where it keeps no bitmap.
 GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_bytes,
-                 std::deque<uint64_t>* snapshot_sizes) {
+                 std::deque<uint64_t>* snapshot_sizes, std::vector<uint64_t>* bitmaps) {
   static constexpr OpKind kKinds[] = {OpKind::kWrite,   OpKind::kWriteZeroes, OpKind::kWriteZeroes,
                                       OpKind::kDiscard, OpKind::kFlush,       OpKind::kWrite,
                                       OpKind::kResize,  OpKind::kClose};
@@ -74,6 +75,29 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
       op.kind = OpKind::kSnapshotRevert;
       size_bytes = snapshot_sizes->back();
     }
+    return op;
+  }
+  if (op.kind == OpKind::kClose && variant && bitmaps != nullptr) {
+    // A close with bit 3 is a bitmap operation: the length byte picks add
+    // (the sector field its granularity), remove, clear, enable or
+    // disable of a live bitmap the sector field picks; without a live
+    // bitmap, an add.
+    static constexpr uint64_t kGranularities[] = {0, 512, 4096, 65536, 1 << 20};
+    static constexpr OpKind kBitmapKinds[] = {OpKind::kBitmapRemove, OpKind::kBitmapClear,
+                                              OpKind::kBitmapEnable, OpKind::kBitmapDisable};
+    const uint8_t pick = bitmaps->empty() ? 0 : length_field % 5;
+    if (pick == 0) {
+      op.kind = OpKind::kBitmapAdd;
+      op.offset_bytes =
+          bitmaps->empty() ? 0 : *std::max_element(bitmaps->begin(), bitmaps->end()) + 1;
+      op.length_bytes = kGranularities[sector_field % std::size(kGranularities)];
+      bitmaps->push_back(op.offset_bytes);
+      return op;
+    }
+    const size_t which = sector_field % bitmaps->size();
+    op.kind = kBitmapKinds[pick - 1];
+    op.offset_bytes = (*bitmaps)[which];
+    if (op.kind == OpKind::kBitmapRemove) bitmaps->erase(bitmaps->begin() + which);
     return op;
   }
   if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose) return op;
@@ -122,7 +146,8 @@ std::string PropertyName(const std::string& invariant) {
       {"I3", "no leak left after repair"}, {"I4", "flushed data intact"},
       {"I5", "old-or-new guest data"},     {"I6", "no stale journal replay"},
       {"I7", "recovery converges"},        {"I8", "a crash during recovery recovers"},
-      {"I10", "reserved clusters kept"},   {"I12", "snapshot immutability"}};
+      {"I10", "reserved clusters kept"},   {"I11", "bitmap soundness"},
+      {"I12", "snapshot immutability"}};
   for (const auto& [id, name] : kNames) {
     if (invariant == id) return invariant + " " + name;
   }
@@ -189,10 +214,15 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
   // a reference), not under the journal policy (which writes none).
   std::deque<uint64_t> snapshot_sizes;
   const bool snapshots = image.version >= 3 && image.refcount_order >= 4 && !journal;
+  // Bitmaps as generate.cc allows them: v3 (the autoclear bit), not under
+  // the journal policy (which keeps none).
+  std::vector<uint64_t> bitmaps;
+  const bool bitmaps_allowed = image.version >= 3 && !journal;
   const size_t op_count = reader.U8() % (kMaxOps + 1);
   for (size_t i = 0; i < op_count; ++i) {
-    c.workload.ops.push_back(
-        DecodeOp(reader, cluster_bytes, size_bytes, snapshots ? &snapshot_sizes : nullptr));
+    c.workload.ops.push_back(DecodeOp(reader, cluster_bytes, size_bytes,
+                                      snapshots ? &snapshot_sizes : nullptr,
+                                      bitmaps_allowed ? &bitmaps : nullptr));
   }
   return c;
 }
