@@ -8,10 +8,12 @@
 #include <bit>
 #include <cctype>
 #include <cerrno>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "cli/destination.h"
 #include "engine/bug_catalogue.h"
@@ -413,6 +415,37 @@ int ParseReadCommandArgs(const char* command, const char* usage, int argc, char*
   }
   args.path = argv[optind];
   return -1;
+}
+
+// One row of qemu-img snapshot -l (the header row for nullptr): fixed
+// columns that a long id or name pushes right, the date in local time, the
+// instruction count blank when the entry has none.
+std::string SnapshotListRow(const engine::SnapshotEntry* s) {
+  char line[256];
+  if (s == nullptr) {
+    std::snprintf(line, sizeof line, "%-10s%-17s%8s%20s%13s%11s", "ID", "TAG", "VM SIZE", "DATE",
+                  "VM CLOCK", "ICOUNT");
+    return line;
+  }
+  const time_t when = static_cast<time_t>(s->date_sec);
+  struct tm tm {};
+  localtime_r(&when, &tm);
+  char date[64];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+  const uint64_t secs = s->vm_clock_nsec / 1000000000;
+  char clock[64];
+  std::snprintf(clock, sizeof clock, "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%03" PRIu64,
+                secs / 3600, (secs / 60) % 60, secs % 60, (s->vm_clock_nsec / 1000000) % 1000);
+  const std::string icount =
+      s->icount && *s->icount != ~uint64_t{0} ? std::to_string(*s->icount) : "";
+  // The id and name are printed apart: either may be longer than any buffer.
+  std::string row = s->id;
+  row.resize(std::max<size_t>(row.size(), 9), ' ');
+  row += ' ' + s->name;
+  row.resize(std::max<size_t>(row.size(), 9 + 1 + 16), ' ');
+  std::snprintf(line, sizeof line, " %8s%20s%13s%11s", SizeToStr(s->vm_state_size).c_str(), date,
+                clock, icount.c_str());
+  return row + line;
 }
 
 }  // namespace qcrash::cli

@@ -40,6 +40,9 @@ Result<std::map<std::string, std::string>> ParseOptionList(std::string_view text
 
 // qemu's size_to_str: "1 MiB", "324 KiB", "1.5 GiB".
 std::string SizeToStr(uint64_t bytes);
+// One row of qemu-img's snapshot table (`snapshot -l`, `info`); the header
+// row for nullptr.
+std::string SnapshotListRow(const engine::SnapshotEntry* s);
 
 // QEMU's path_combine: a relative backing name is taken relative to the
 // directory of the image naming it ("sub/a.qcow2" + "b.qcow2" = "sub/b.qcow2").

@@ -86,31 +86,19 @@ nlohmann::ordered_json InfoJson(const std::string& path, const engine::Header& h
   return info;
 }
 
-// One snapshot row as qemu-img prints it (the header row with `header`).
+// One snapshot row as qemu-img prints it (the header row for nullptr),
+// from the entry's JSON fields.
 std::string SnapshotRow(const nlohmann::ordered_json* s) {
-  char line[512];
-  if (s == nullptr) {
-    std::snprintf(line, sizeof line, "%-10s%-17s%8s%20s%13s%11s", "ID", "TAG", "VM SIZE", "DATE",
-                  "VM CLOCK", "ICOUNT");
-    return line;
-  }
-  const time_t when = static_cast<time_t>((*s)["date-sec"].get<uint64_t>());
-  struct tm tm {};
-  localtime_r(&when, &tm);
-  char date[64];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
-  const uint64_t secs = (*s)["vm-clock-sec"].get<uint64_t>();
-  char clock[64];
-  std::snprintf(clock, sizeof clock, "%02d:%02d:%02d.%03d", static_cast<int>(secs / 3600),
-                static_cast<int>((secs / 60) % 60), static_cast<int>(secs % 60),
-                static_cast<int>(((*s)["vm-clock-nsec"].get<uint64_t>() / 1000000) % 1000));
-  const std::string icount =
-      s->contains("icount") ? std::to_string((*s)["icount"].get<uint64_t>()) : "";
-  std::snprintf(line, sizeof line, "%-9s %-16s %8s%20s%13s%11s",
-                (*s)["id"].get<std::string>().c_str(), (*s)["name"].get<std::string>().c_str(),
-                SizeToStr((*s)["vm-state-size"].get<uint64_t>()).c_str(), date, clock,
-                icount.c_str());
-  return line;
+  if (s == nullptr) return SnapshotListRow(nullptr);
+  engine::SnapshotEntry entry;
+  entry.id = (*s)["id"].get<std::string>();
+  entry.name = (*s)["name"].get<std::string>();
+  entry.vm_state_size = (*s)["vm-state-size"].get<uint64_t>();
+  entry.date_sec = static_cast<uint32_t>((*s)["date-sec"].get<uint64_t>());
+  entry.vm_clock_nsec =
+      (*s)["vm-clock-sec"].get<uint64_t>() * 1000000000 + (*s)["vm-clock-nsec"].get<uint64_t>();
+  if (s->contains("icount")) entry.icount = (*s)["icount"].get<uint64_t>();
+  return SnapshotListRow(&entry);
 }
 
 // qemu-img's dump of a value: scalars after "key: ", lists and dicts as
