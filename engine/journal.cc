@@ -300,25 +300,9 @@ Result<uint32_t> Journal::BlocksToCommit() {
   return BlocksFor(group);
 }
 
-// The commit protocol (QCOW2-NOTES §12.7, one flush per commit):
-//  1. pack the open transaction into on-disk transactions (an atomic group);
-//  2. make room in the ring (a checkpoint when it is full);
-//  3. write them at the ring head, wrapping with a padding transaction, then
-//     a zeroed terminator block, and set the journal-dirty bit in place;
-//  4. flush;
-//  5. write the commit record: the journal header's committed_seq with FUA
-//     (variant: a FUA rewrite of each descriptor with its commit flag, the
-//     padding's too, since recovery stops at the first descriptor without
-//     it; scan-only: nothing, a valid checksum is the commit).
-Status Journal::Commit() {
-  if (open_.empty() && open_revokes_.empty() && open_frees_.empty()) {
-    // Why: a guest flush makes acknowledged guest data durable even when no
-    // metadata changed.
-    return io_.DeviceFlush(Rule::kGuestFlush);
-  }
-  QCRASH_ASSIGN_OR_RETURN(std::vector<Txn> group, BuildGroup());  // step 1
+// Commit steps 3-5 for `group` (see Commit).
+Status Journal::WriteGroup(std::vector<Txn>& group) {
   const bool blank = (header_.variant & j::kVariantEscape) == 0;
-  QCRASH_RETURN_IF_ERROR(EnsureSpace(BlocksFor(group)));  // step 2
   if (header_.variant & j::kVariantScanOnly) {
     // Why (scan-only): a transaction is found by its checksum alone, so the
     // guest data it exposes must be durable before any of its blocks.
@@ -348,8 +332,46 @@ Status Journal::Commit() {
   // the guest data written since the last flush must all be durable before
   // the commit record can name them.
   QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kGuestFlush));
-  QCRASH_RETURN_IF_ERROR(CommitRecord(written));  // step 5
-  for (const auto& [from, to] : open_frees_) {    // the frees are committed: forget those bytes
+  return CommitRecord(written);  // step 5
+}
+
+// The commit protocol (QCOW2-NOTES §12.7, one flush per commit):
+//  1. pack the open transaction into on-disk transactions (an atomic group);
+//  2. make room in the ring (a checkpoint when it is full);
+//  3. write them at the ring head, wrapping with a padding transaction, then
+//     a zeroed terminator block, and set the journal-dirty bit in place;
+//  4. flush;
+//  5. write the commit record: the journal header's committed_seq with FUA
+//     (variant: a FUA rewrite of each descriptor with its commit flag, the
+//     padding's too, since recovery stops at the first descriptor without
+//     it; scan-only: nothing, a valid checksum is the commit).
+Status Journal::Commit() {
+  if (open_.empty() && open_revokes_.empty() && open_frees_.empty()) {
+    // Why: a guest flush makes acknowledged guest data durable even when no
+    // metadata changed.
+    return io_.DeviceFlush(Rule::kGuestFlush);
+  }
+  QCRASH_ASSIGN_OR_RETURN(std::vector<Txn> group, BuildGroup());  // step 1
+  QCRASH_RETURN_IF_ERROR(EnsureSpace(BlocksFor(group)));          // step 2
+  // A failure in steps 3-5 leaves the ring as it was: what was written is
+  // not committed, and the next commit writes over it with the same
+  // sequence numbers. (Without this, a checkpoint after a failed flush
+  // named an uncommitted sequence number as synced, and the image did not
+  // open again: explore --workload random:215 --policy journal --enumerator
+  // eio, I13.)
+  const auto saved_head = head_, saved_tail = tail_, saved_seq = next_seq_;
+  const auto saved_committed_index = last_committed_index_;
+  const auto saved_committed_seq = header_.committed_seq;
+  const Status written = WriteGroup(group);
+  if (!written.ok()) {
+    head_ = saved_head;
+    tail_ = saved_tail;
+    next_seq_ = saved_seq;
+    last_committed_index_ = saved_committed_index;
+    header_.committed_seq = saved_committed_seq;
+    return written;
+  }
+  for (const auto& [from, to] : open_frees_) {  // the frees are committed: forget those bytes
     for (auto it = overlay_.lower_bound(from); it != overlay_.end() && it->first < to;)
       it = overlay_.erase(it);
   }

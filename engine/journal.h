@@ -106,6 +106,7 @@ class Journal final : public MetadataSink {
   Status WriteTxn(Txn& txn);
   Status EnsureSpace(uint32_t blocks);
   uint32_t BlocksFor(const std::vector<Txn>& group) const;
+  Status WriteGroup(std::vector<Txn>& group);
   Status CommitRecord(std::vector<Txn>& group);
   Result<std::vector<Txn>> CollectChain();
   Result<std::vector<Txn>> CollectScan();

@@ -9,6 +9,7 @@
 
 #include "engine/bug_catalogue.h"
 #include "properties/explorer.h"
+#include "properties/generate.h"
 #include "properties/workload.h"
 
 namespace qcrash::properties {
@@ -98,6 +99,25 @@ TEST(IoErrorCase, EverySafePolicyReportsEveryErrorAndLeavesLeaksAtMost) {
           << report->violations.front().state_id << " " << report->violations.front().message;
     }
   }
+}
+
+// A journal commit whose flush fails leaves the ring as it was. Before, the
+// written but uncommitted transactions kept their sequence numbers, a
+// checkpoint in the close's retry named one of them as synced, and the
+// image did not open again (generated case 215: I13 in 4 eio states,
+// "synced descriptor 7 does not carry synced_seq 180").
+TEST(IoErrorCase, AFailedJournalCommitLeavesTheRingAsItWas) {
+  const GeneratedCase generated = GenerateCase(215, 0, engine::OrderingPolicy::kJournal);
+  ExploreConfig config;
+  config.workload = generated.workload;
+  config.run = generated.run;
+  config.run.open.policy = engine::OrderingPolicy::kJournal;
+  config.io_errors = true;
+  auto report = Explore(config);
+  ASSERT_TRUE(report.ok());
+  EXPECT_GT(report->states_checked, 100u);
+  EXPECT_EQ(report->violating_states, 0u)
+      << report->violations.front().state_id << " " << report->violations.front().message;
 }
 
 // A replay of an eio state reruns the case.
