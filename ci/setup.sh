@@ -12,7 +12,7 @@ packages=(
   librapidcheck-dev                                  # RapidCheck (CMake config, no version file)
   nlohmann-json3-dev                                 # nlohmann/json
   libboost-dev                                       # Boost.Interprocess (header-only)
-  zlib1g-dev                                         # compressed clusters
+  zlib1g-dev libzstd-dev                             # compressed clusters (zlib, zstd)
   libbenchmark-dev                                   # Google Benchmark (bench/)
   qemu-utils                                         # qemu-img / qemu-io: the reference implementation
   python3 zip                                        # test helpers, OSS-Fuzz seed zips
