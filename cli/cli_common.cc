@@ -252,7 +252,9 @@ Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
         return Status::NotSupported("backing format '" + value + "' (qcow2 or raw)");
       }
       options.backing_format = value;
-    } else if (key == "extended_l2" || key == "compression_type" || key == "encrypt") {
+    } else if (key == "extended_l2") {
+      QCRASH_ASSIGN_OR_RETURN(options.extended_l2, ParseOnOff(key, value));
+    } else if (key == "compression_type" || key == "encrypt") {
       const bool default_value = (key == "compression_type") ? value == "zlib" : value == "off";
       if (!default_value) return Status::NotSupported(key + "=" + value + " is not implemented");
     } else {

@@ -88,6 +88,15 @@ Status ValidateCreateOptions(const engine::CreateOptions& options) {
         "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 "
         "or greater)");
   }
+  if (options.extended_l2 && options.version == 2) {
+    return Status::InvalidArgument(
+        "Extended L2 entries are only supported with compatibility level 1.1 and above (use "
+        "version=v3 or greater)");
+  }
+  if (options.extended_l2 && options.cluster_bits < 14) {
+    return Status::InvalidArgument(
+        "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+  }
   if (!options.backing_file.empty() && options.preallocation != engine::Preallocation::kOff) {
     return Status::InvalidArgument(
         "Backing file and preallocation can only be used at the same time if extended_l2 is on");
@@ -102,7 +111,8 @@ Status ValidateCreateOptions(const engine::CreateOptions& options) {
 void PrintFormatting(const CreateArgs& args, const engine::CreateOptions& options) {
   const auto given = [&args](const char* key) { return args.options.count(key) != 0; };
   std::string line = "Formatting '" + args.file + "', fmt=qcow2 cluster_size=" +
-                     std::to_string(uint64_t{1} << options.cluster_bits) + " extended_l2=off";
+                     std::to_string(uint64_t{1} << options.cluster_bits) +
+                     (options.extended_l2 ? " extended_l2=on" : " extended_l2=off");
   if (given("preallocation")) line += " preallocation=" + args.options.at("preallocation");
   line += " compression_type=zlib size=" + std::to_string(options.size_bytes);
   if (given("compat")) line += " compat=" + args.options.at("compat");

@@ -39,6 +39,12 @@ constexpr KnownBug kBugs[] = {
      "a bitmap's in_use flag is written but not made durable before the guest writes it tracks: "
      "a crash leaves a bitmap that looks consistent and misses those writes",
      "I11", "bitmaps", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"subcluster-bit-before-data", &BugSwitches::subcluster_bit_before_data,
+     "2017 cluster reservations thread (subclusters: no copy-on-write of untouched data)",
+     "a write that allocates subclusters in an already allocated host cluster sets their "
+     "allocation bits without waiting for the data: a crash exposes what the host cluster held "
+     "there before (a discarded subcluster's old data)",
+     "I5", "subclusters", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -66,7 +66,7 @@ Status ResolveOwners(CheckContext& ctx) {
       [&](const L1Source& source, uint32_t l1_index, uint64_t l2_offset, uint32_t l2_index,
           uint64_t entry) -> Status {
         auto who = [&] {
-          const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(bits) + l2_index) << bits;
+          const uint64_t guest = (uint64_t{l1_index} * ctx.header.l2_entries() + l2_index) << bits;
           return source.table + " L1[" + std::to_string(l1_index) + "] -> L2 " +
                  HexOffset(l2_offset) + "[" + std::to_string(l2_index) + "] (" + GuestRange(guest) +
                  ")";
@@ -113,9 +113,10 @@ Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset,
   const std::span<uint8_t> table = ctx.L2Scratch();
   QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
   bool edited = false;
-  for (uint32_t j = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); j < table.size() / 8;
-       j = static_cast<uint32_t>(NextNonZeroEntry(table, j + 1))) {
-    uint64_t entry = LoadBe64(&table[j * 8]);
+  const uint32_t eb = ctx.header.l2_entry_bytes();
+  for (uint32_t j = static_cast<uint32_t>(NextNonZeroL2Entry(table, 0, eb)); j < table.size() / eb;
+       j = static_cast<uint32_t>(NextNonZeroL2Entry(table, j + 1, eb))) {
+    uint64_t entry = LoadBe64(&table[j * eb]);
     const uint64_t offset = entry & f::kL2EntryOffsetMask;
     if ((entry & f::kOflagCompressed) || offset == 0) continue;
     QCRASH_ASSIGN_OR_RETURN(std::optional<uint64_t> refcount,
@@ -127,7 +128,7 @@ Status CheckCopiedInL2(CheckContext& ctx, uint32_t l1_index, uint64_t l2_offset,
     };
     if (CopiedMismatch(ctx, entry, *refcount, repair, offset, owner, "data cluster: l2_entry=") &&
         repair) {
-      StoreBe64(&table[j * 8], entry);
+      StoreBe64(&table[j * eb], entry);
       edited = true;
     }
   }
@@ -338,6 +339,8 @@ const char* FindingKindName(FindingKind kind) {
       return "zero-flag-on-v2";
     case FindingKind::kCompressedInvalid:
       return "compressed-invalid";
+    case FindingKind::kSubclusterBitmap:
+      return "subcluster-bitmap";
     case FindingKind::kHeader:
       return "header";
     case FindingKind::kSnapshotTable:

@@ -62,12 +62,13 @@ enum class FindingKind : uint8_t {
   kOverlap,               // one cluster used by metadata and by something else
   kInvalidRefcountEntry,  // refcount table entry: reserved bits, misaligned, past EOF, count != 1
   kZeroFlagOnV2,          // the zero flag is not defined for version 2 images
-  kCompressedInvalid,     // compressed entry with OFLAG_COPIED set
-  kHeader,                // header or header extension inconsistency
-  kSnapshotTable,         // snapshot table entry unusable
-  kBitmap,                // bitmap directory or table problem
-  kIoError,               // a read failed: the check could not complete
-  kLimit,                 // a walk limit was reached
+  kCompressedInvalid,     // compressed entry with OFLAG_COPIED set (or a subcluster bitmap)
+  kSubclusterBitmap,  // extended L2: a subcluster both allocated and zero, or allocated unmapped
+  kHeader,            // header or header extension inconsistency
+  kSnapshotTable,     // snapshot table entry unusable
+  kBitmap,            // bitmap directory or table problem
+  kIoError,           // a read failed: the check could not complete
+  kLimit,             // a walk limit was reached
 };
 
 // How a finding counts in the qemu-img style counters.

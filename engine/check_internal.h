@@ -483,4 +483,13 @@ inline size_t NextNonZeroEntry(std::span<const uint8_t> table, size_t index) {
   return index;
 }
 
+// The same for L2 tables of `entry_bytes` entries (16 with extended L2): the
+// index of the first entry at or after `index` whose descriptor or bitmap
+// word is non-zero, or the number of entries when there is none.
+inline size_t NextNonZeroL2Entry(std::span<const uint8_t> table, size_t index,
+                                 uint32_t entry_bytes) {
+  const size_t words = entry_bytes / 8;
+  return NextNonZeroEntry(table, index * words) / words;
+}
+
 }  // namespace qcrash::engine::check_internal

@@ -6,6 +6,8 @@
 // RepairMode::kAll, the edited one, kept in the walk's copy of the table;
 // repair.cc writes those edits before any refcount changes).
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <optional>
 #include <utility>
 
@@ -156,6 +158,32 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
   return true;
 }
 
+// Extended L2 (QEMU's classes), reported and not repaired, as QEMU does: an
+// allocated cluster whose bitmap marks a subcluster both allocated and zero
+// (which half is right is unknowable), and an unallocated one with
+// allocation bits (no host cluster to read).
+void CheckSubclusterBitmap(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
+                           uint64_t l2_offset, uint32_t l2_index, uint64_t entry, uint64_t bitmap) {
+  const uint64_t offset = entry & f::kL2EntryOffsetMask;
+  const uint64_t target = l2_offset + uint64_t{l2_index} * f::kExtendedL2EntryBytes + 8;
+  auto owner = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
+  if (offset != 0) {
+    if ((bitmap >> 32) & bitmap) {
+      ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, false, target, owner, [&] {
+        char hex[24];
+        std::snprintf(hex, sizeof(hex), "%" PRIx64, offset);  // QEMU prints no 0x here
+        return "ERROR offset=" + std::string(hex) +
+               ": Allocated cluster has corrupted subcluster allocation bitmap";
+      });
+    }
+    return;
+  }
+  if ((bitmap & f::kL2BitmapAllocMask) == 0) return;
+  // QEMU (7.2) reports it and leaves it, even under -r all.
+  ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, false, target, owner,
+             "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+}
+
 // check_refcounts_l2: one reference per data cluster or compressed range.
 Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uint64_t l2_offset,
                bool frag_info) {
@@ -166,22 +194,38 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
   QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, table));
   bool edited = false;
   uint64_t next_contiguous = 0;
-  const uint32_t entries = static_cast<uint32_t>(f::L2Entries(ctx.header.cluster_bits));
-  for (uint32_t j = static_cast<uint32_t>(NextNonZeroEntry(table, 0)); j < entries;
-       j = static_cast<uint32_t>(NextNonZeroEntry(table, j + 1))) {
-    uint64_t entry = LoadBe64(&table[j * 8]);
+  const uint32_t eb = ctx.header.l2_entry_bytes();
+  const bool extended = ctx.header.extended_l2();
+  const uint32_t entries = static_cast<uint32_t>(ctx.header.l2_entries());
+  for (uint32_t j = static_cast<uint32_t>(NextNonZeroL2Entry(table, 0, eb)); j < entries;
+       j = static_cast<uint32_t>(NextNonZeroL2Entry(table, j + 1, eb))) {
+    uint64_t entry = LoadBe64(&table[j * eb]);
     const uint64_t original = entry;
+    uint64_t bitmap = extended ? LoadBe64(&table[j * eb + 8]) : 0;
+    const uint64_t original_bitmap = bitmap;
     if (entry & f::kOflagCompressed) {
-      CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
+      if (bitmap != 0) {
+        // QEMU counts no reference for such an entry.
+        ctx.Report(
+            FindingKind::kCompressedInvalid, Severity::kCorruption, false, l2_offset + j * eb,
+            [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
+            [&] {
+              return "ERROR compressed cluster " + std::to_string(j) +
+                     " with non-zero subcluster allocation bitmap, entry=" + HexOffset(entry);
+            });
+      } else {
+        CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
+      }
     } else {
       if (entry & f::kL2EntryReservedMask) {
         ProposeL2ClearBits(ctx, source, l1_index, l2_offset, j, entry, f::kL2EntryReservedMask,
-                           FindingKind::kReservedBits, l2_offset + j * 8,
+                           FindingKind::kReservedBits, l2_offset + j * eb,
                            " found l2 entry with reserved bits set: " + HexOffset(entry));
       }
+      if (extended) CheckSubclusterBitmap(ctx, source, l1_index, l2_offset, j, entry, bitmap);
       if ((entry & f::kOflagZero) && ctx.header.version == 2) {
         ctx.Report(
-            FindingKind::kZeroFlagOnV2, Severity::kInfo, false, l2_offset + j * 8,
+            FindingKind::kZeroFlagOnV2, Severity::kInfo, false, l2_offset + j * eb,
             [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
             "zero flag set in a version 2 image (reads as zeroes in QEMU)");
       }
@@ -198,8 +242,14 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
         }
       }
     }
-    if (entry != original) {
-      StoreBe64(&table[j * 8], entry);
+    if (extended && (original & f::kL2EntryOffsetMask) != 0 &&
+        (entry & f::kL2EntryOffsetMask) == 0 && !(entry & f::kOflagCompressed)) {
+      // A dropped data cluster: its allocated subclusters now read as zeroes.
+      bitmap = (bitmap & f::kL2BitmapZeroMask) | ((bitmap & f::kL2BitmapAllocMask) << 32);
+    }
+    if (entry != original || bitmap != original_bitmap) {
+      StoreBe64(&table[j * eb], entry);
+      if (extended) StoreBe64(&table[j * eb + 8], bitmap);
       edited = true;
     }
   }
@@ -655,9 +705,10 @@ Status ForEachL2Entry(CheckContext& ctx, bool active_only, const L2Visitor& visi
       if (l2_offset == 0) continue;
       if (++visits > kMaxL2Visits) return Status::Limit("too many L2 tables to visit");
       QCRASH_RETURN_IF_ERROR(ctx.ReadTable(l2_offset, l2));
-      for (uint32_t j = static_cast<uint32_t>(NextNonZeroEntry(l2, 0)); j < l2.size() / 8;
-           j = static_cast<uint32_t>(NextNonZeroEntry(l2, j + 1))) {
-        const uint64_t entry = LoadBe64(&l2[j * 8]);
+      const uint32_t eb = ctx.header.l2_entry_bytes();
+      for (uint32_t j = static_cast<uint32_t>(NextNonZeroL2Entry(l2, 0, eb)); j < l2.size() / eb;
+           j = static_cast<uint32_t>(NextNonZeroL2Entry(l2, j + 1, eb))) {
+        const uint64_t entry = LoadBe64(&l2[j * eb]);
         QCRASH_RETURN_IF_ERROR(visit(source, i, l2_offset, j, entry));
       }
     }

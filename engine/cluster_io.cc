@@ -13,20 +13,32 @@ namespace qcrash::engine {
 
 namespace f = format;
 
-Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offset,
-                                          uint32_t index) {
+Result<ClusterType> Image::Impl::Classify(const L2Slot& slot) {
+  const uint64_t entry = slot.entry;
   auto bad = [&](const std::string& what) {
-    return MarkCorrupt(Status::Corruption("L2 table at " + HexOffset(l2_table_offset) + " entry " +
-                                          std::to_string(index) + " (" + HexOffset(entry) +
-                                          "): " + what));
+    return MarkCorrupt(Status::Corruption("L2 table at " + HexOffset(slot.l2_table_offset) +
+                                          " entry " + std::to_string(slot.index) + " (" +
+                                          HexOffset(entry) + "): " + what));
   };
+  const bool extended = header_.extended_l2();
   if (entry & f::kOflagCompressed) {
     if (entry & f::kOflagCopied) return bad("compressed entry with the COPIED flag");
+    if (slot.bitmap != 0) return bad("compressed entry with a subcluster bitmap");
     return ClusterType::kCompressed;
   }
   if (entry & f::kL2EntryReservedMask) return bad("reserved bits set");
   const uint64_t host = entry & f::kL2EntryOffsetMask;
   if (host & (cluster_bytes() - 1)) return bad("host offset not cluster-aligned");
+  if (extended) {
+    // Bit 0 means nothing with extended L2 (QEMU ignores it too).
+    if ((slot.bitmap >> 32) & slot.bitmap) return bad("a subcluster both allocated and zero");
+    if (host == 0) {
+      if (entry & f::kOflagCopied) return bad("COPIED flag without a host offset");
+      if (slot.bitmap & f::kL2BitmapAllocMask) return bad("allocated subclusters without a host");
+      return ClusterType::kUnallocated;
+    }
+    return ClusterType::kNormal;
+  }
   if (entry & f::kOflagZero) {
     if (header_.version < 3) return bad("zero flag on a v2 image");
     return host != 0 ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
@@ -39,7 +51,7 @@ Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offs
 }
 
 Result<L2Slot> Image::Impl::LookupL2(uint64_t guest_cluster) {
-  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  const uint64_t per_l2 = header_.l2_entries();
   const uint64_t l1_index = guest_cluster / per_l2;
   L2Slot slot;
   slot.index = static_cast<uint32_t>(guest_cluster % per_l2);
@@ -60,20 +72,24 @@ Result<L2Slot> Image::Impl::LookupL2(uint64_t guest_cluster) {
                                           " is unaligned or past the end of the file"));
   }
   QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
-  slot.entry = LoadBe64(table + uint64_t{slot.index} * 8);
+  const uint64_t at = uint64_t{slot.index} * header_.l2_entry_bytes();
+  slot.entry = LoadBe64(table + at);
+  if (header_.extended_l2()) slot.bitmap = LoadBe64(table + at + 8);
   return slot;
 }
 
 Result<L2Slot> Image::Impl::LookupL2ForWrite(uint64_t guest_cluster) {
   QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
-  const uint64_t l1_index = guest_cluster / f::L2Entries(header_.cluster_bits);
+  const uint64_t l1_index = guest_cluster / header_.l2_entries();
   if (l1_index >= l1_table_.size()) {
     return Status::InvalidArgument("guest cluster beyond the L1 table");
   }
   if (slot.l2_table_offset != 0 && (l1_table_[l1_index] & f::kOflagCopied)) return slot;
   QCRASH_ASSIGN_OR_RETURN(slot.l2_table_offset, AllocateL2Table(l1_index));
   QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
-  slot.entry = LoadBe64(table + uint64_t{slot.index} * 8);
+  const uint64_t at = uint64_t{slot.index} * header_.l2_entry_bytes();
+  slot.entry = LoadBe64(table + at);
+  if (header_.extended_l2()) slot.bitmap = LoadBe64(table + at + 8);
   return slot;
 }
 
@@ -115,10 +131,12 @@ Result<uint64_t> Image::Impl::AllocateL2Table(uint64_t l1_index) {
   return new_offset;
 }
 
-Status Image::Impl::SetL2Entry(const L2Slot& slot, uint64_t entry) {
+Status Image::Impl::SetL2Entry(const L2Slot& slot, uint64_t entry, uint64_t bitmap) {
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
   QCRASH_ASSIGN_OR_RETURN(uint8_t * table, l2_cache_->Get(slot.l2_table_offset));
-  StoreBe64(table + uint64_t{slot.index} * 8, entry);
+  const uint64_t at = uint64_t{slot.index} * header_.l2_entry_bytes();
+  StoreBe64(table + at, entry);
+  if (header_.extended_l2()) StoreBe64(table + at + 8, bitmap);
   return l2_cache_->MarkDirty(slot.l2_table_offset);
 }
 
@@ -161,11 +179,40 @@ Status Image::Impl::ReadCompressed(uint64_t entry, uint64_t in_cluster, std::spa
   return Status::Ok();
 }
 
+// A cluster allocated past the end of the file (metadata preallocation on a
+// file that was shrunk) reads as zeroes, as a short pread does.
+Status Image::Impl::ReadHost(uint64_t host, std::span<uint8_t> out) {
+  const uint64_t file_size = device_.SizeBytes();
+  std::fill(out.begin(), out.end(), 0);
+  if (host >= file_size) return Status::Ok();
+  const uint64_t n = std::min<uint64_t>(out.size(), file_size - host);
+  return io_.ReadData(host, out.first(n));
+}
+
 Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
                                 std::span<uint8_t> out) {
   QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(guest_cluster));
-  QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
-                          Classify(slot.entry, slot.l2_table_offset, slot.index));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
+  if (header_.extended_l2() && type != ClusterType::kCompressed) {
+    // Per subcluster: allocated (host data), zero, or neither (from below).
+    const uint64_t scb = header_.subcluster_bytes();
+    const uint64_t host = slot.entry & f::kL2EntryOffsetMask;
+    for (uint64_t done = 0; done < out.size();) {
+      const uint64_t at = in_cluster + done;
+      const uint64_t sc = at / scb;
+      const uint64_t n = std::min<uint64_t>(out.size() - done, (sc + 1) * scb - at);
+      const std::span<uint8_t> part = out.subspan(done, n);
+      if (slot.bitmap & (uint64_t{1} << sc)) {
+        QCRASH_RETURN_IF_ERROR(ReadHost(host + at, part));
+      } else if (slot.bitmap & (uint64_t{1} << (32 + sc))) {
+        std::fill(part.begin(), part.end(), 0);
+      } else {
+        QCRASH_RETURN_IF_ERROR(ReadFromBacking(guest_cluster * cluster_bytes() + at, part));
+      }
+      done += n;
+    }
+    return Status::Ok();
+  }
   switch (type) {
     case ClusterType::kUnallocated:
       return ReadFromBacking(guest_cluster * cluster_bytes() + in_cluster, out);
@@ -175,16 +222,8 @@ Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
       return Status::Ok();
     case ClusterType::kCompressed:
       return ReadCompressed(slot.entry, in_cluster, out);
-    case ClusterType::kNormal: {
-      const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + in_cluster;
-      // A cluster allocated past the end of the file (metadata preallocation
-      // on a file that was shrunk) reads as zeroes, as a short pread does.
-      const uint64_t file_size = device_.SizeBytes();
-      std::fill(out.begin(), out.end(), 0);
-      if (host >= file_size) return Status::Ok();
-      const uint64_t n = std::min<uint64_t>(out.size(), file_size - host);
-      return io_.ReadData(host, out.first(n));
-    }
+    case ClusterType::kNormal:
+      return ReadHost((slot.entry & f::kL2EntryOffsetMask) + in_cluster, out);
   }
   return Status::Ok();
 }
@@ -211,11 +250,14 @@ Status Image::Impl::FreeEntryClusters(uint64_t entry, ClusterType type) {
 //  4. data before pointer: strict ordering makes the L2 cache wait for a
 //     flush after any allocating write; qemu ordering only after a COW;
 //  5. point the L2 entry at the cluster, then free what it replaced (R4).
+// With extended L2, WriteSubclusters does it per subcluster.
 Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
                                  std::span<const uint8_t> data) {
   QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2ForWrite(guest_cluster));
-  QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
-                          Classify(slot.entry, slot.l2_table_offset, slot.index));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
+  if (header_.extended_l2() && type != ClusterType::kCompressed) {
+    return WriteSubclusters(slot, type, guest_cluster, in_cluster, data);
+  }
   const uint64_t old_host = slot.entry & f::kL2EntryOffsetMask;
   const bool owned = (slot.entry & f::kOflagCopied) != 0;
   if (type == ClusterType::kNormal && owned) {  // step 1
@@ -239,29 +281,99 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
   if (options_.data_ordering == DataOrdering::kStrict || !full || reuse) {
     l2_cache_->DependOnFlush();  // step 4
   }
-  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied));  // step 5
+  // A compressed cluster rewritten under extended L2: all 32 subclusters.
+  const uint64_t bitmap = header_.extended_l2() ? f::kL2BitmapAllocMask : 0;
+  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied, bitmap));  // step 5
   if (!reuse) QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));
   return Status::Ok();
 }
 
+// Extended L2 write steps for one guest cluster: no copy-on-write of the
+// subclusters the write does not touch (the point of the 2017 thread).
+//  1. the write covers subclusters [first, last]; one only partly covered
+//     and not allocated yet gets its old contents (zeroes, or the backing
+//     file's) around the data;
+//  2. all of them allocated in a host cluster we own alone: write in place;
+//  3. a host cluster we own: write the covered subclusters into it; none:
+//     allocate one and write only those; one a snapshot shares: allocate
+//     one and copy the whole cluster (its old allocated subclusters);
+//  4. data before the allocation bits (R3): strict ordering makes the L2
+//     cache wait for a flush; qemu ordering only when old contents were
+//     copied (switch subcluster-bit-before-data: never, in step 3's first case);
+//  5. the covered subclusters allocated (their zero bits cleared); a
+//     replaced shared cluster loses our reference after (R4).
+Status Image::Impl::WriteSubclusters(const L2Slot& slot, ClusterType type, uint64_t guest_cluster,
+                                     uint64_t in_cluster, std::span<const uint8_t> data) {
+  const uint64_t scb = header_.subcluster_bytes();
+  const uint64_t first = in_cluster / scb;
+  const uint64_t last = (in_cluster + data.size() - 1) / scb;
+  const uint64_t covered = ((uint64_t{1} << (last + 1)) - 1) & ~((uint64_t{1} << first) - 1);
+  const uint64_t old_host = slot.entry & f::kL2EntryOffsetMask;
+  const bool owned = type == ClusterType::kNormal && (slot.entry & f::kOflagCopied) != 0;
+  const uint64_t newly_allocated = covered & ~slot.bitmap;
+  if (owned && newly_allocated == 0) {  // step 2
+    return io_.WriteData(old_host + in_cluster, data);
+  }
+  const uint64_t bitmap = (slot.bitmap | covered) & ~(covered << 32);  // step 5's bits
+  if (owned || type == ClusterType::kUnallocated) {
+    const uint64_t start = first * scb;
+    const uint64_t end = (last + 1) * scb;
+    const uint64_t data_end = in_cluster + data.size();
+    std::vector<uint8_t> region(end - start);
+    const bool copied = in_cluster > start || data_end < end;
+    if (in_cluster > start) {  // step 1
+      QCRASH_RETURN_IF_ERROR(
+          ReadCluster(guest_cluster, start, std::span(region).first(in_cluster - start)));
+    }
+    if (data_end < end) {
+      QCRASH_RETURN_IF_ERROR(
+          ReadCluster(guest_cluster, data_end, std::span(region).subspan(data_end - start)));
+    }
+    std::memcpy(region.data() + (in_cluster - start), data.data(), data.size());
+    uint64_t host = old_host;
+    if (!owned) {
+      QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());  // step 3
+    }
+    QCRASH_RETURN_IF_ERROR(io_.WriteData(host + start, region));
+    const bool ordered = !owned || rules_.order_subcluster_data;
+    if (ordered && (options_.data_ordering == DataOrdering::kStrict || copied)) {
+      l2_cache_->DependOnFlush();  // step 4
+    }
+    return SetL2Entry(slot, host | f::kOflagCopied, bitmap);
+  }
+  // Step 3, shared: copy the whole cluster (its unallocated subclusters
+  // stay unallocated: their bytes in the copy are never read).
+  std::vector<uint8_t> cluster(cluster_bytes());
+  QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));
+  std::memcpy(cluster.data() + in_cluster, data.data(), data.size());
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateCluster());
+  QCRASH_RETURN_IF_ERROR(io_.WriteData(host, cluster));
+  l2_cache_->DependOnFlush();  // step 4
+  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied, bitmap));
+  return FreeEntryClusters(slot.entry, type);
+}
+
 // Zero writes and discards of one whole guest cluster (v3). The new entry:
-//  - keep allocation: an owned host cluster stays, with the zero flag;
+//  - keep allocation: an owned host cluster stays, with the zero flag
+//    (extended L2: every subcluster zero);
 //  - unmap / discard: the host cluster is freed; the entry reads as zero
 //    (a discard without a backing file may simply unallocate).
 Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
   QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
-  QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
-                          Classify(slot.entry, slot.l2_table_offset, slot.index));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
   const bool has_backing = !header_.backing_file.empty();
   if (slot.l2_table_offset == 0 && !has_backing) return Status::Ok();  // reads as zero already
+  const bool extended = header_.extended_l2();
   const bool allocated = type == ClusterType::kNormal || type == ClusterType::kZeroAlloc ||
                          type == ClusterType::kCompressed;
   const bool owned = (slot.entry & f::kOflagCopied) != 0;
-  uint64_t new_entry = f::kOflagZero;
+  uint64_t new_entry = extended ? 0 : f::kOflagZero;
+  const uint64_t new_bitmap = extended ? f::kL2BitmapZeroMask : 0;
   bool free_old = allocated;
   if (mode == ZeroMode::kKeepAllocation && owned &&
       (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc)) {
-    new_entry = (slot.entry & (f::kL2EntryOffsetMask | f::kOflagCopied)) | f::kOflagZero;
+    new_entry =
+        (slot.entry & (f::kL2EntryOffsetMask | f::kOflagCopied)) | (extended ? 0 : f::kOflagZero);
     free_old = false;
   }
   if (header_.version < 3) {
@@ -271,11 +383,32 @@ Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
     new_entry = 0;
   }
   if (mode == ZeroMode::kDiscard && !has_backing && !allocated) return Status::Ok();
-  if (new_entry == slot.entry) return Status::Ok();
+  if (new_entry == slot.entry && new_bitmap == slot.bitmap) return Status::Ok();
   QCRASH_ASSIGN_OR_RETURN(slot, LookupL2ForWrite(guest_cluster));
-  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, new_entry));
+  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, new_entry, new_bitmap));
   if (free_old) QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));
   return Status::Ok();
+}
+
+// Extended L2: subclusters [first, first + count) of one cluster read as
+// zeroes from now on: their zero bits set, their allocation bits cleared.
+// The host cluster stays (other subclusters may use it; its bytes there are
+// never read until a write allocates the subcluster again, R3).
+Result<bool> Image::Impl::ZeroSubclusters(uint64_t guest_cluster, uint32_t first, uint32_t count,
+                                          ZeroMode mode) {
+  QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
+  QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
+  const bool owned = (slot.entry & f::kOflagCopied) != 0;
+  if (type == ClusterType::kCompressed || (type == ClusterType::kNormal && !owned)) return false;
+  const bool has_backing = !header_.backing_file.empty();
+  if (slot.l2_table_offset == 0 && !has_backing) return true;  // reads as zero already
+  const uint64_t mask = ((uint64_t{1} << (first + count)) - 1) & ~((uint64_t{1} << first) - 1);
+  if (mode == ZeroMode::kDiscard && !has_backing && (slot.bitmap & mask) == 0) return true;
+  const uint64_t bitmap = (slot.bitmap & ~mask) | (mask << 32);
+  if (bitmap == slot.bitmap) return true;
+  QCRASH_ASSIGN_OR_RETURN(slot, LookupL2ForWrite(guest_cluster));
+  QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, slot.entry, bitmap));
+  return true;
 }
 
 // ---- block status for `map` -------------------------------------------------
@@ -302,7 +435,7 @@ void Push(std::vector<MapExtent>& out, MapExtent e) {
 Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth,
                               std::vector<MapExtent>& out) {
   const uint64_t cb = cluster_bytes();
-  const uint64_t cover = f::L1EntryCoverBytes(header_.cluster_bits);
+  const uint64_t cover = f::L1EntryCoverBytes(header_.cluster_bits, header_.extended_l2());
   for (uint64_t at = start; at < start + length;) {
     const uint64_t gc = at / cb;
     const uint64_t l1_index = at / cover;
@@ -317,25 +450,52 @@ Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth,
     }
     const uint64_t n = std::min(start + length - at, cb - at % cb);
     QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(gc));
-    QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
-                            Classify(slot.entry, slot.l2_table_offset, slot.index));
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
     MapExtent e{at, n, depth, true, false, false, false, false, 0};
     const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + at % cb;
+    // What lies below an unallocated range: the backing file, or nothing.
+    auto below = [&](uint64_t from, uint64_t count) -> Status {
+      if (backing_image_ && from < backing_size_bytes_) {
+        const uint64_t m = std::min(count, backing_size_bytes_ - from);
+        std::vector<MapExtent> sub;
+        QCRASH_RETURN_IF_ERROR(backing_image_->impl_->AppendMap(from, m, depth + 1, sub));
+        for (const MapExtent& s : sub) Push(out, s);
+        if (m < count) Push(out, {from + m, count - m, depth, false, true, false, false, false, 0});
+      } else if (backing_device_ && from < backing_size_bytes_) {
+        const uint64_t m = std::min(count, backing_size_bytes_ - from);
+        Push(out, {from, m, depth + 1, true, false, true, false, true, from});
+        if (m < count) Push(out, {from + m, count - m, depth, false, true, false, false, false, 0});
+      } else {
+        Push(out, {from, count, depth, false, true, false, false, false, 0});
+      }
+      return Status::Ok();
+    };
+    if (header_.extended_l2() && type != ClusterType::kCompressed) {
+      // Per subcluster, as QEMU's block status reports them.
+      const uint64_t scb = header_.subcluster_bytes();
+      const uint64_t cluster_host = slot.entry & f::kL2EntryOffsetMask;
+      for (uint64_t pos = at; pos < at + n;) {
+        const uint64_t sc = (pos % cb) / scb;
+        const uint64_t m = std::min(at + n - pos, scb - pos % scb);
+        if (slot.bitmap & (uint64_t{1} << sc)) {
+          Push(out, {pos, m, depth, true, false, true, false, true, cluster_host + pos % cb});
+        } else if (slot.bitmap & (uint64_t{1} << (32 + sc))) {
+          Push(out, {pos, m, depth, true, true, false, false, cluster_host != 0,
+                     cluster_host != 0 ? cluster_host + pos % cb : 0});
+        } else if (cluster_host != 0 && !(backing_device_ && pos < backing_size_bytes_)) {
+          // Nothing below: QEMU still reports where the subcluster would lie.
+          Push(out, {pos, m, depth, false, true, false, false, true, cluster_host + pos % cb});
+        } else {
+          QCRASH_RETURN_IF_ERROR(below(pos, m));
+        }
+        pos += m;
+      }
+      at += n;
+      continue;
+    }
     switch (type) {
       case ClusterType::kUnallocated:
-        if (backing_image_ && at < backing_size_bytes_) {
-          const uint64_t m = std::min(n, backing_size_bytes_ - at);
-          std::vector<MapExtent> sub;
-          QCRASH_RETURN_IF_ERROR(backing_image_->impl_->AppendMap(at, m, depth + 1, sub));
-          for (const MapExtent& s : sub) Push(out, s);
-          if (m < n) Push(out, {at + m, n - m, depth, false, true, false, false, false, 0});
-        } else if (backing_device_ && at < backing_size_bytes_) {
-          const uint64_t m = std::min(n, backing_size_bytes_ - at);
-          Push(out, {at, m, depth + 1, true, false, true, false, true, at});
-          if (m < n) Push(out, {at + m, n - m, depth, false, true, false, false, false, 0});
-        } else {
-          Push(out, {at, n, depth, false, true, false, false, false, 0});
-        }
+        QCRASH_RETURN_IF_ERROR(below(at, n));
         break;
       case ClusterType::kZeroPlain:
         e.zero = true;
@@ -407,24 +567,63 @@ Status Image::Write(uint64_t guest_offset, std::span<const uint8_t> data) {
   return impl_->AfterGuestOp();
 }
 
+namespace {
+
+// The whole subclusters of [in_cluster, in_cluster + n) in one cluster (the
+// disk's last subcluster counts as whole when the range reaches the end).
+struct SubclusterSpan {
+  uint64_t first = 0;  // first whole subcluster
+  uint64_t count = 0;  // how many
+};
+SubclusterSpan WholeSubclusters(uint64_t in_cluster, uint64_t n, uint64_t scb, bool to_disk_end) {
+  const uint64_t first = (in_cluster + scb - 1) / scb;
+  const uint64_t end = to_disk_end ? (in_cluster + n + scb - 1) / scb : (in_cluster + n) / scb;
+  return end > first ? SubclusterSpan{first, end - first} : SubclusterSpan{first, 0};
+}
+
+}  // namespace
+
 Status Image::WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap) {
   if (impl_->read_only_) return impl_->WriteRefused();
   QCRASH_RETURN_IF_ERROR(CheckRange(guest_offset, length_bytes, size_bytes()));
   QCRASH_RETURN_IF_ERROR(impl_->BeforeGuestChange(guest_offset, length_bytes));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
+  const uint64_t scb = impl_->header_.subcluster_bytes();
   const bool v3 = impl_->header_.version >= 3;
+  const Impl::ZeroMode mode = may_unmap ? Impl::ZeroMode::kUnmap : Impl::ZeroMode::kKeepAllocation;
+  auto explicit_zeroes = [&](uint64_t at, uint64_t n) -> Status {
+    if (n == 0) return Status::Ok();
+    const std::vector<uint8_t> zeroes(n, 0);
+    return impl_->WriteCluster(at / cb, at % cb, zeroes);
+  };
   for (uint64_t at = guest_offset; at < guest_offset + length_bytes;) {
     const uint64_t n = std::min(guest_offset + length_bytes - at, cb - at % cb);
     // A whole cluster (or the tail cluster of the disk) becomes a zero
-    // cluster; a partial one gets explicit zeroes, as QEMU falls back to.
-    const bool whole = at % cb == 0 && (n == cb || at + n == size_bytes());
+    // cluster; with extended L2 whole subclusters become zero subclusters;
+    // the rest gets explicit zeroes, as QEMU falls back to.
+    const bool to_end = at + n == size_bytes();
+    const bool whole = at % cb == 0 && (n == cb || to_end);
     if (whole && v3) {
-      QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(
-          at / cb, may_unmap ? Impl::ZeroMode::kUnmap : Impl::ZeroMode::kKeepAllocation));
+      QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(at / cb, mode));
+    } else if (impl_->header_.extended_l2()) {
+      const SubclusterSpan span = WholeSubclusters(at % cb, n, scb, to_end);
+      const uint64_t zero_from = at - at % cb + span.first * scb;
+      const uint64_t zero_to = std::min(at + n, zero_from + span.count * scb);
+      bool done = span.count == 0;
+      if (!done) {
+        QCRASH_ASSIGN_OR_RETURN(done,
+                                impl_->ZeroSubclusters(at / cb, static_cast<uint32_t>(span.first),
+                                                       static_cast<uint32_t>(span.count), mode));
+      }
+      if (done && span.count != 0) {
+        QCRASH_RETURN_IF_ERROR(explicit_zeroes(at, zero_from - at));
+        QCRASH_RETURN_IF_ERROR(explicit_zeroes(zero_to, at + n - zero_to));
+      } else {
+        QCRASH_RETURN_IF_ERROR(explicit_zeroes(at, n));
+      }
     } else {
-      const std::vector<uint8_t> zeroes(n, 0);
-      QCRASH_RETURN_IF_ERROR(impl_->WriteCluster(at / cb, at % cb, zeroes));
+      QCRASH_RETURN_IF_ERROR(explicit_zeroes(at, n));
     }
     at += n;
     if (at < guest_offset + length_bytes) QCRASH_RETURN_IF_ERROR(impl_->AtClusterBoundary());
@@ -438,13 +637,27 @@ Status Image::Discard(uint64_t guest_offset, uint64_t length_bytes) {
   QCRASH_RETURN_IF_ERROR(impl_->BeforeGuestChange(guest_offset, length_bytes));
   ++impl_->stats_.guest_writes;
   const uint64_t cb = impl_->cluster_bytes();
-  // Only whole clusters are discarded (the tail cluster counts as whole).
-  uint64_t first = (guest_offset + cb - 1) / cb;
+  // Only whole clusters are discarded (the tail cluster counts as whole);
+  // with extended L2, whole subclusters.
+  const uint64_t unit = impl_->header_.subcluster_bytes();
   const uint64_t end_bytes = guest_offset + length_bytes;
-  uint64_t end = end_bytes == size_bytes() ? (end_bytes + cb - 1) / cb : end_bytes / cb;
-  for (uint64_t gc = first; gc < end; ++gc) {
-    QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(gc, Impl::ZeroMode::kDiscard));
-    if (gc + 1 < end) QCRASH_RETURN_IF_ERROR(impl_->AtClusterBoundary());
+  const uint64_t from = (guest_offset + unit - 1) / unit * unit;
+  const uint64_t to =
+      end_bytes == size_bytes() ? (end_bytes + unit - 1) / unit * unit : end_bytes / unit * unit;
+  for (uint64_t at = from; at < to;) {
+    const uint64_t n = std::min(to - at, cb - at % cb);
+    if (n == cb) {
+      QCRASH_RETURN_IF_ERROR(impl_->ZeroCluster(at / cb, Impl::ZeroMode::kDiscard));
+    } else {
+      // Compressed or shared: left as it is (a discard is a hint).
+      QCRASH_RETURN_IF_ERROR(impl_
+                                 ->ZeroSubclusters(at / cb, static_cast<uint32_t>(at % cb / unit),
+                                                   static_cast<uint32_t>(n / unit),
+                                                   Impl::ZeroMode::kDiscard)
+                                 .status());
+    }
+    at += n;
+    if (at < to) QCRASH_RETURN_IF_ERROR(impl_->AtClusterBoundary());
   }
   return impl_->AfterGuestOp();
 }

@@ -34,7 +34,7 @@ Status ValidateFixedFields(const Header& h, uint64_t file_size_bytes) {
     return Status::Limit("header offset 0x24 (l1_size): " + std::to_string(h.l1_size) +
                          " entries exceed the 32 MiB L1 limit");
   }
-  if (h.l1_size < f::L1EntriesFor(h.size_bytes, h.cluster_bits)) {
+  if (h.l1_size < f::L1EntriesFor(h.size_bytes, h.cluster_bits, h.extended_l2())) {
     return Bad(f::kOffL1Size, "l1_size",
                "L1 table too small for a disk of " + std::to_string(h.size_bytes) + " bytes");
   }
@@ -86,6 +86,10 @@ Status ValidateV3Fields(const Header& h) {
     return Status::NotSupported(
         "header offset 0x48 (incompatible_features): unsupported feature(s): " +
         DescribeFeatureBits(unknown_incompatible, 0, h.feature_names));
+  }
+  if (h.extended_l2() && h.cluster_bits < f::kMinExtendedL2ClusterBits) {
+    return Bad(f::kOffClusterBits, "cluster_bits",
+               std::to_string(h.cluster_bits) + " is below 14, the least extended L2 allows");
   }
   if (h.compression_type != 0) {
     return Status::NotSupported("header offset 0x68 (compression_type): type " +

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/block_device.h"
+#include "engine/qcow2_format.h"
 #include "engine/status.h"
 
 namespace qcrash::engine {
@@ -65,6 +66,13 @@ struct Header {
   std::vector<HeaderExtension> unknown_extensions;  // in the order found
 
   uint64_t cluster_bytes() const { return uint64_t{1} << cluster_bits; }
+  // Extended L2 entries (incompatible bit 4): 128-bit L2 entries, 32 subclusters.
+  bool extended_l2() const { return (incompatible_features & format::kIncompatExtendedL2) != 0; }
+  uint32_t l2_entry_bytes() const { return format::L2EntryBytes(extended_l2()); }
+  uint64_t l2_entries() const { return format::L2Entries(cluster_bits, extended_l2()); }
+  uint64_t subcluster_bytes() const {
+    return extended_l2() ? cluster_bytes() / format::kSubclusters : cluster_bytes();
+  }
   bool operator==(const Header&) const = default;
 };
 

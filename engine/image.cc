@@ -239,7 +239,8 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
   const uint64_t old_size = header_.size_bytes;
   if (new_size_bytes != old_size) QCRASH_RETURN_IF_ERROR(ResizeBitmaps(old_size, new_size_bytes));
   if (new_size_bytes < old_size) QCRASH_RETURN_IF_ERROR(DropTail(new_size_bytes, old_size));
-  const uint64_t needed = f::L1EntriesFor(new_size_bytes, header_.cluster_bits);
+  const uint64_t needed =
+      f::L1EntriesFor(new_size_bytes, header_.cluster_bits, header_.extended_l2());
   if (needed > l1_table_.size()) QCRASH_RETURN_IF_ERROR(GrowL1(needed));
   QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());
   header_.size_bytes = new_size_bytes;
@@ -274,8 +275,7 @@ Status Image::Impl::DropTail(uint64_t new_size_bytes, uint64_t old_size_bytes) {
   if (new_size_bytes % cb != 0) {  // step 1
     const uint64_t gc = new_size_bytes / cb;
     QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, LookupL2(gc));
-    QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
-                            Classify(slot.entry, slot.l2_table_offset, slot.index));
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
     const bool reads_zero =
         type == ClusterType::kZeroPlain || type == ClusterType::kZeroAlloc ||
         (type == ClusterType::kUnallocated && !(has_backing && gc * cb < backing_size_bytes_));
@@ -290,12 +290,14 @@ Status Image::Impl::DropTail(uint64_t new_size_bytes, uint64_t old_size_bytes) {
     // Past the backing file's end an unallocated cluster reads zeroes.
     const bool shows_backing = has_backing && gc * cb < backing_size_bytes_;
     if (slot.l2_table_offset == 0 && !shows_backing) continue;
-    QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
-                            Classify(slot.entry, slot.l2_table_offset, slot.index));
-    const uint64_t new_entry = shows_backing ? f::kOflagZero : 0;
-    if (slot.entry == new_entry) continue;
+    QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
+    // With extended L2 the bitmap carries the zero flag, per subcluster.
+    const bool extended = header_.extended_l2();
+    const uint64_t new_entry = shows_backing && !extended ? f::kOflagZero : 0;
+    const uint64_t new_bitmap = shows_backing && extended ? f::kL2BitmapZeroMask : 0;
+    if (slot.entry == new_entry && slot.bitmap == new_bitmap) continue;
     QCRASH_ASSIGN_OR_RETURN(slot, LookupL2ForWrite(gc));
-    QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, new_entry));
+    QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, new_entry, new_bitmap));
     QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));
     if (gc + 1 < end) QCRASH_RETURN_IF_ERROR(AtClusterBoundary());
   }
@@ -309,9 +311,10 @@ Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes,
   const uint64_t cb = cluster_bytes();
   for (uint64_t gc = from_bytes / cb; gc < (to_bytes + cb - 1) / cb; ++gc) {
     QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2ForWrite(gc));
-    if (slot.entry != 0) continue;
+    if (slot.entry != 0 || slot.bitmap != 0) continue;
     QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateCluster());
-    QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied));
+    // Extended L2: the subclusters stay unallocated (they read as before).
+    QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied, 0));
   }
   const uint64_t end_bytes = allocated_end() * cb;
   if (preallocation == Preallocation::kFull) {
@@ -390,6 +393,14 @@ Status ValidateCreateOptions(const CreateOptions& o) {
     return Status::InvalidArgument(
         "lazy refcounts only supported with compatibility level 1.1 and above");
   }
+  if (o.extended_l2 && o.version == 2) {
+    return Status::InvalidArgument(
+        "Extended L2 entries are only supported with compatibility level 1.1 and above");
+  }
+  if (o.extended_l2 && o.cluster_bits < f::kMinExtendedL2ClusterBits) {
+    return Status::InvalidArgument(
+        "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+  }
   if (o.size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("image size too large");
   if (o.backing_file.size() > f::kMaxBackingFileNameBytes) {
     return Status::InvalidArgument("backing file name too long");
@@ -414,6 +425,7 @@ Result<std::unique_ptr<Image>> Image::Create(BlockDevice& device, const CreateOp
   h.refcount_table_offset = h.cluster_bytes();
   h.refcount_table_clusters = 1;
   if (options.lazy_refcounts) h.compatible_features |= f::kCompatLazyRefcounts;
+  if (options.extended_l2) h.incompatible_features |= f::kIncompatExtendedL2;
   if (options.version == 3) h.feature_names = DefaultFeatureNames();
   h.backing_file = options.backing_file;
   if (!options.backing_format.empty()) h.backing_format = options.backing_format;

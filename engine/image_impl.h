@@ -32,6 +32,7 @@ struct L2Slot {
   uint64_t l2_table_offset = 0;  // host offset of the L2 table
   uint32_t index = 0;            // entry index inside it
   uint64_t entry = 0;            // its value (host order)
+  uint64_t bitmap = 0;           // extended L2: the subcluster bitmap word (else 0)
 };
 
 // Reads a table of `entries` big-endian 8-byte entries (the L1 or refcount
@@ -157,17 +158,30 @@ class Image::Impl {
   Status MergeBitmap(const std::string& target, const std::string& source);
 
   // ---- cluster_io.cc ----
-  Result<ClusterType> Classify(uint64_t entry, uint64_t l2_table_offset, uint32_t index);
+  // The entry's cluster type. With extended L2 a non-compressed entry is
+  // kUnallocated (no host cluster) or kNormal (a host cluster); its bitmap
+  // says, per subcluster, allocated, zero or neither (read from below).
+  Result<ClusterType> Classify(const L2Slot& slot);
   Result<L2Slot> LookupL2(uint64_t guest_cluster);  // entry 0 when no L2 table
   Result<L2Slot> LookupL2ForWrite(uint64_t guest_cluster);
   Result<uint64_t> AllocateL2Table(uint64_t l1_index);
-  Status SetL2Entry(const L2Slot& slot, uint64_t entry);
+  // Sets the entry (and, with extended L2, its bitmap word).
+  Status SetL2Entry(const L2Slot& slot, uint64_t entry, uint64_t bitmap);
   Status ReadCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> out);
   Status ReadFromBacking(uint64_t guest_offset, std::span<uint8_t> out);
   Status ReadCompressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> out);
   Status WriteCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<const uint8_t> data);
+  // Extended L2: a write into the clusters' subclusters.
+  Status WriteSubclusters(const L2Slot& slot, ClusterType type, uint64_t guest_cluster,
+                          uint64_t in_cluster, std::span<const uint8_t> data);
+  Status ReadHost(uint64_t host, std::span<uint8_t> out);
   enum class ZeroMode : uint8_t { kKeepAllocation, kUnmap, kDiscard };
   Status ZeroCluster(uint64_t guest_cluster, ZeroMode mode);
+  // Extended L2: whole subclusters [first, first + count) of one cluster read
+  // as zeroes. false: the cluster is compressed or shared, so the caller
+  // must write explicit zeroes (a discard may simply skip it).
+  Result<bool> ZeroSubclusters(uint64_t guest_cluster, uint32_t first, uint32_t count,
+                               ZeroMode mode);
   Status FreeEntryClusters(uint64_t entry, ClusterType type);
   Status AppendMap(uint64_t start, uint64_t length, uint32_t depth, std::vector<MapExtent>& out);
 

@@ -49,10 +49,11 @@ struct BugSwitches {
   bool failed_write_kept_clean = false;     // a metadata write that fails leaves its table clean
   bool snapshot_without_dirty_bit = false;  // snapshot create/delete outside the dirty bit (R8)
   bool bitmap_no_inuse = false;  // tracked guest writes may land before a bitmap's in_use (R10)
+  bool subcluster_bit_before_data = false;  // extended L2: allocation bits before the data (R3)
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
-           bitmap_no_inuse;
+           bitmap_no_inuse || subcluster_bit_before_data;
   }
 };
 
@@ -112,6 +113,7 @@ struct CreateOptions {
   uint32_t cluster_bits = 16;   // 9..21
   uint32_t refcount_order = 4;  // 0..6 (v2: 4 only)
   bool lazy_refcounts = false;
+  bool extended_l2 = false;  // 128-bit L2 entries, 32 subclusters (v3, clusters >= 16 KiB)
   Preallocation preallocation = Preallocation::kOff;
   std::string backing_file;
   std::string backing_format;  // "raw", "qcow2" or empty

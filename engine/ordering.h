@@ -63,6 +63,10 @@ struct OrderingRules {
   // A write into an owned zero cluster reuses its host cluster, as the 2017
   // reservation thread asks (switch zero-cluster-realloc: moves it).
   bool reuse_zero_allocation = true;
+  // Extended L2: a write that allocates subclusters in a host cluster the
+  // entry already names orders its data before the new allocation bits (R3)
+  // under strict data ordering (switch subcluster-bit-before-data: not).
+  bool order_subcluster_data = true;
   // A metadata table whose write fails stays dirty in its cache, so that a
   // later write-back (the close after the error) writes it again (switch
   // failed-write-kept-clean: the cache forgets it; QEMU's iotest 026).

@@ -49,8 +49,8 @@ inline constexpr uint64_t kIncompatCompressionType = uint64_t{1} << 3;
 inline constexpr uint64_t kIncompatExtendedL2 = uint64_t{1} << 4;
 // qcrash's journal bit, taken from the high end (see engine/FORMAT.md).
 inline constexpr uint64_t kIncompatJournalDirty = uint64_t{1} << 63;
-inline constexpr uint64_t kIncompatKnown =
-    kIncompatDirty | kIncompatCorrupt | kIncompatJournalDirty;  // what we implement
+inline constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt | kIncompatExtendedL2 |
+                                           kIncompatJournalDirty;  // what we implement
 
 inline constexpr uint64_t kCompatLazyRefcounts = uint64_t{1} << 0;
 
@@ -85,7 +85,14 @@ static_assert((kL1EntryOffsetMask | kL1EntryReservedMask | kOflagCopied) == ~uin
 static_assert((kL2EntryOffsetMask | kL2EntryReservedMask | kOflagCopied | kOflagCompressed |
                kOflagZero) == ~uint64_t{0});
 inline constexpr uint32_t kL1EntryBytes = 8;
-inline constexpr uint32_t kL2EntryBytes = 8;  // no extended L2
+inline constexpr uint32_t kL2EntryBytes = 8;           // a standard entry; with extended L2 ...
+inline constexpr uint32_t kExtendedL2EntryBytes = 16;  // ... it is followed by a bitmap word
+// Extended L2 (incompatible bit 4): 32 subclusters per cluster; bitmap bits
+// 0..31 say "allocated", bits 32..63 "reads as zeroes"; never both.
+inline constexpr uint32_t kSubclusters = 32;
+inline constexpr uint64_t kL2BitmapAllocMask = 0xFFFFFFFFULL;
+inline constexpr uint64_t kL2BitmapZeroMask = 0xFFFFFFFF00000000ULL;
+inline constexpr uint32_t kMinExtendedL2ClusterBits = 14;  // QEMU: 16 KiB clusters at least
 inline constexpr uint32_t kRefcountTableEntryBytes = 8;
 inline constexpr uint32_t kCompressedSectorBytes = 512;
 
@@ -106,8 +113,11 @@ inline constexpr uint64_t kMaxGuestSizeBytes = uint64_t{1} << 55;
 inline constexpr uint64_t ClusterBytes(uint32_t cluster_bits) {
   return uint64_t{1} << cluster_bits;
 }
-inline constexpr uint64_t L2Entries(uint32_t cluster_bits) {
-  return ClusterBytes(cluster_bits) / kL2EntryBytes;
+inline constexpr uint32_t L2EntryBytes(bool extended_l2) {
+  return extended_l2 ? kExtendedL2EntryBytes : kL2EntryBytes;
+}
+inline constexpr uint64_t L2Entries(uint32_t cluster_bits, bool extended_l2) {
+  return ClusterBytes(cluster_bits) / L2EntryBytes(extended_l2);
 }
 inline constexpr uint64_t RefcountBlockEntries(uint32_t cluster_bits, uint32_t refcount_order) {
   return (ClusterBytes(cluster_bits) * 8) >> refcount_order;
@@ -116,12 +126,13 @@ inline constexpr uint64_t MaxRefcount(uint32_t refcount_order) {
   return refcount_order == 6 ? ~uint64_t{0} : (uint64_t{1} << (1u << refcount_order)) - 1;
 }
 // Guest bytes one L1 entry covers.
-inline constexpr uint64_t L1EntryCoverBytes(uint32_t cluster_bits) {
-  return L2Entries(cluster_bits) << cluster_bits;
+inline constexpr uint64_t L1EntryCoverBytes(uint32_t cluster_bits, bool extended_l2) {
+  return L2Entries(cluster_bits, extended_l2) << cluster_bits;
 }
 // L1 entries a guest size needs.
-inline constexpr uint64_t L1EntriesFor(uint64_t size_bytes, uint32_t cluster_bits) {
-  const uint64_t cover = L1EntryCoverBytes(cluster_bits);
+inline constexpr uint64_t L1EntriesFor(uint64_t size_bytes, uint32_t cluster_bits,
+                                       bool extended_l2) {
+  const uint64_t cover = L1EntryCoverBytes(cluster_bits, extended_l2);
   return size_bytes / cover + (size_bytes % cover != 0 ? 1 : 0);
 }
 

@@ -28,13 +28,14 @@ uint64_t ApplyDrop(CheckContext& ctx, const EntryProposal& p) {
     ctx.Report(p.kind, Severity::kCorruption, true, p.target, OwnerOf(ctx, p),
                "Repairing: " + p.why + "; L1 entry dropped");
     if (p.record_dropped) {
-      const uint64_t cover = f::L1EntryCoverBytes(ctx.header.cluster_bits);
+      const uint64_t cover =
+          f::L1EntryCoverBytes(ctx.header.cluster_bits, ctx.header.extended_l2());
       AddDropped(ctx, p.source->table, uint64_t{p.l1_index} * cover, cover, p.why);
     }
     return 0;
   }
   const bool zero = (p.entry & f::kOflagZero) != 0 && (p.entry & f::kOflagCompressed) == 0;
-  const uint64_t guest = (uint64_t{p.l1_index} * f::L2Entries(ctx.header.cluster_bits) + p.l2_index)
+  const uint64_t guest = (uint64_t{p.l1_index} * ctx.header.l2_entries() + p.l2_index)
                          << ctx.header.cluster_bits;
   ctx.Report(
       p.kind, Severity::kCorruption, true, p.target, [&] { return OwnerOf(ctx, p); },
@@ -43,8 +44,10 @@ uint64_t ApplyDrop(CheckContext& ctx, const EntryProposal& p) {
                (zero ? " made a plain zero cluster" : " dropped");
       });
   if (!zero) AddDropped(ctx, p.source->table, guest, ctx.cluster_bytes, p.why);
-  // A zero cluster stays zero without its preallocated host cluster.
-  return zero && ctx.header.version == 3 ? f::kOflagZero : 0;
+  // A zero cluster stays zero without its preallocated host cluster (with
+  // extended L2 the bitmap says so: CountL2 turns allocated subclusters of
+  // a dropped entry into zero ones).
+  return zero && ctx.header.version == 3 && !ctx.header.extended_l2() ? f::kOflagZero : 0;
 }
 
 }  // namespace
@@ -55,7 +58,7 @@ std::string L1Owner(const L1Source& source, uint32_t l1_index) {
 
 std::string L2Owner(const CheckContext& ctx, const L1Source& source, uint32_t l1_index,
                     uint64_t l2_offset, uint32_t l2_index) {
-  const uint64_t guest = (uint64_t{l1_index} * f::L2Entries(ctx.header.cluster_bits) + l2_index)
+  const uint64_t guest = (uint64_t{l1_index} * ctx.header.l2_entries() + l2_index)
                          << ctx.header.cluster_bits;
   return L1Owner(source, l1_index) + " -> L2 " + HexOffset(l2_offset) + "[" +
          std::to_string(l2_index) + "] (" + GuestRange(guest) + ")";

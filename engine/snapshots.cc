@@ -98,7 +98,8 @@ Status Image::Impl::ShareEntryClusters(uint64_t entry, int64_t delta) {
 // every cluster `l1` reaches gains one reference.
 Status Image::Impl::CheckSharingFits(const std::vector<uint64_t>& l1) {
   const uint64_t max = f::MaxRefcount(header_.refcount_order);
-  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  const uint64_t per_l2 = header_.l2_entries();
+  const uint64_t eb = header_.l2_entry_bytes();
   auto fits = [&](uint64_t host) -> Status {
     QCRASH_ASSIGN_OR_RETURN(const uint64_t count, GetRefcount(host / cluster_bytes()));
     if (count >= max)
@@ -113,7 +114,7 @@ Status Image::Impl::CheckSharingFits(const std::vector<uint64_t>& l1) {
     QCRASH_RETURN_IF_ERROR(fits(l2));
     QCRASH_ASSIGN_OR_RETURN(const uint8_t* cached, l2_cache_->Get(l2));
     std::vector<uint64_t> entries(per_l2);
-    for (uint64_t k = 0; k < per_l2; ++k) entries[k] = LoadBe64(cached + k * 8);
+    for (uint64_t k = 0; k < per_l2; ++k) entries[k] = LoadBe64(cached + k * eb);
     for (const uint64_t entry : entries) {
       if (entry & f::kOflagCompressed) continue;  // compressed: several users per host cluster
       const uint64_t host = entry & f::kL2EntryOffsetMask;
@@ -209,7 +210,8 @@ Status Image::Impl::CreateSnapshot(const std::string& name) {
 // tables name, and COPIED cleared in the tables (they are shared now). The
 // tables stay dirty in the L2 cache: the caller orders their write-back.
 Status Image::Impl::ShareL2Tables(const std::vector<uint64_t>& l1) {
-  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  const uint64_t per_l2 = header_.l2_entries();
+  const uint64_t eb = header_.l2_entry_bytes();
   std::vector<uint8_t> l2_bytes(cluster_bytes());
   for (const uint64_t l1_entry : l1) {
     const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
@@ -220,10 +222,10 @@ Status Image::Impl::ShareL2Tables(const std::vector<uint64_t>& l1) {
     std::copy(cached, cached + cluster_bytes(), l2_bytes.begin());
     bool changed = false;
     for (uint64_t k = 0; k < per_l2; ++k) {
-      const uint64_t entry = LoadBe64(&l2_bytes[k * 8]);
+      const uint64_t entry = LoadBe64(&l2_bytes[k * eb]);
       QCRASH_RETURN_IF_ERROR(ShareEntryClusters(entry, +1));
       if (entry & f::kOflagCopied) {
-        StoreBe64(&l2_bytes[k * 8], entry & ~f::kOflagCopied);
+        StoreBe64(&l2_bytes[k * eb], entry & ~f::kOflagCopied);
         changed = true;
       }
     }
@@ -297,7 +299,8 @@ Status Image::Impl::DeleteSnapshot(const std::string& name) {
 // and the L1's own `l1_clusters` clusters at `l1_offset` are freed.
 Status Image::Impl::ReleaseTree(const std::vector<uint64_t>& l1, uint64_t l1_offset,
                                 uint64_t l1_clusters) {
-  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  const uint64_t per_l2 = header_.l2_entries();
+  const uint64_t eb = header_.l2_entry_bytes();
   std::vector<uint8_t> l2_bytes(cluster_bytes());
   for (const uint64_t l1_entry : l1) {
     const uint64_t l2 = l1_entry & f::kL1EntryOffsetMask;
@@ -305,7 +308,7 @@ Status Image::Impl::ReleaseTree(const std::vector<uint64_t>& l1, uint64_t l1_off
     QCRASH_ASSIGN_OR_RETURN(const uint8_t* cached, l2_cache_->Get(l2));
     std::copy(cached, cached + cluster_bytes(), l2_bytes.begin());
     for (uint64_t k = 0; k < per_l2; ++k)
-      QCRASH_RETURN_IF_ERROR(ShareEntryClusters(LoadBe64(&l2_bytes[k * 8]), -1));
+      QCRASH_RETURN_IF_ERROR(ShareEntryClusters(LoadBe64(&l2_bytes[k * eb]), -1));
     QCRASH_RETURN_IF_ERROR(FreeClusters(l2, 1));
   }
   if (l1_offset == 0 || l1_clusters == 0) return Status::Ok();
@@ -314,7 +317,8 @@ Status Image::Impl::ReleaseTree(const std::vector<uint64_t>& l1, uint64_t l1_off
 
 // COPIED again where the active tree owns a cluster alone (refcount 1).
 Status Image::Impl::RestoreCopied() {
-  const uint64_t per_l2 = f::L2Entries(header_.cluster_bits);
+  const uint64_t per_l2 = header_.l2_entries();
+  const uint64_t eb = header_.l2_entry_bytes();
   for (uint64_t i = 0; i < l1_table_.size(); ++i) {
     const uint64_t l2 = l1_table_[i] & f::kL1EntryOffsetMask;
     if (l2 == 0) continue;
@@ -324,12 +328,12 @@ Status Image::Impl::RestoreCopied() {
     std::vector<uint8_t> copy_bytes(table_bytes, table_bytes + cluster_bytes());
     bool changed = false;
     for (uint64_t k = 0; k < per_l2; ++k) {
-      const uint64_t entry = LoadBe64(&copy_bytes[k * 8]);
+      const uint64_t entry = LoadBe64(&copy_bytes[k * eb]);
       const uint64_t host = entry & f::kL2EntryOffsetMask;
       if (host == 0 || (entry & (f::kOflagCopied | f::kOflagCompressed))) continue;
       QCRASH_ASSIGN_OR_RETURN(const uint64_t refs, GetRefcount(host / cluster_bytes()));
       if (refs == 1) {
-        StoreBe64(&copy_bytes[k * 8], entry | f::kOflagCopied);
+        StoreBe64(&copy_bytes[k * eb], entry | f::kOflagCopied);
         changed = true;
       }
     }
@@ -361,7 +365,9 @@ Status Image::Impl::ApplySnapshot(const std::string& name_or_id) {
                           ReadTableEntries(io_, found->l1_table_offset, found->l1_size,
                                            cluster_bytes(), "snapshot L1 table"));
   // The active L1 must cover the snapshot's disk size even if its L1 is short.
-  l1.resize(std::max<uint64_t>(l1.size(), f::L1EntriesFor(size_bytes, header_.cluster_bits)), 0);
+  l1.resize(std::max<uint64_t>(l1.size(), f::L1EntriesFor(size_bytes, header_.cluster_bits,
+                                                          header_.extended_l2())),
+            0);
   if (l1.size() * 8 > f::kMaxL1TableBytes) return Status::Limit("L1 table would exceed 32 MiB");
   for (uint64_t& entry : l1) entry &= ~f::kOflagCopied;  // shared with the snapshot
   QCRASH_RETURN_IF_ERROR(FlushAll());                    // step 1

@@ -61,7 +61,8 @@ void ReadCluster(engine::Image& image, uint64_t guest_cluster, std::vector<uint8
 void ReadMappedClusters(BlockDevice& device, engine::Image& image, std::vector<uint8_t>& buffer) {
   const engine::Header& h = image.header();
   const uint64_t cluster_bytes = h.cluster_bytes();
-  const uint64_t l2_entries = f::L2Entries(h.cluster_bits);
+  const uint64_t l2_entries = h.l2_entries();
+  const uint64_t entry_bytes = h.l2_entry_bytes();
   uint64_t budget = kMaxMappedVisits;
   // Open() read the whole L1 table, so it lies inside the (bounded) device.
   std::vector<uint8_t> l1_table(uint64_t{h.l1_size} * 8);
@@ -73,7 +74,10 @@ void ReadMappedClusters(BlockDevice& device, engine::Image& image, std::vector<u
     --budget;
     if (!device.Read(l2_offset, l2_table).ok()) continue;
     for (uint64_t i = 0; i < l2_entries && budget > 0; ++i) {
-      if (LoadBe64(&l2_table[i * 8]) == 0) continue;
+      if (LoadBe64(&l2_table[i * entry_bytes]) == 0 &&
+          (entry_bytes == 8 || LoadBe64(&l2_table[i * entry_bytes + 8]) == 0)) {
+        continue;
+      }
       --budget;
       ReadCluster(image, l1_index * l2_entries + i, buffer);
     }

@@ -47,6 +47,7 @@ constexpr uint32_t kExtensionTypes[] = {
 // The image as far as the mutator needs it: where the tables are.
 struct Layout {
   uint32_t cluster_bits = 16;
+  bool extended_l2 = false;  // 16-byte L2 entries: descriptor, then subcluster bitmap
   uint64_t cluster_bytes = 0;
   uint64_t l1_offset = 0;
   uint64_t l1_entries = 0;  // clipped to the input
@@ -128,6 +129,7 @@ class Mutator {
   uint64_t NewTableEntry(uint64_t old, bool l2);
   void MutateHeaderField();
   void MutateTableEntry(uint64_t table, uint64_t entries, bool l2);
+  uint64_t NewSubclusterBitmap(uint64_t old);
   void MutateRefcount();
   void MutateExtension();
   void MutateField(uint64_t at, const Field& field);
@@ -147,6 +149,8 @@ void Mutator::Scan() {
   l.cluster_bits = std::clamp<uint32_t>(LoadBe32(data_ + f::kOffClusterBits), f::kMinClusterBits,
                                         f::kMaxClusterBits);
   l.cluster_bytes = uint64_t{1} << l.cluster_bits;
+  l.extended_l2 = LoadBe32(data_ + f::kOffVersion) >= 3 && Fits(f::kOffIncompatibleFeatures, 8) &&
+                  (LoadBe64(data_ + f::kOffIncompatibleFeatures) & f::kIncompatExtendedL2) != 0;
   l.l1_offset = LoadBe64(data_ + f::kOffL1TableOffset);
   l.l1_entries = Fits(l.l1_offset, 0) ? std::min<uint64_t>(LoadBe32(data_ + f::kOffL1Size),
                                                            (size_ - l.l1_offset) / 8)
@@ -295,8 +299,32 @@ void Mutator::MutateHeaderField() {
 
 void Mutator::MutateTableEntry(uint64_t table, uint64_t entries, bool l2) {
   if (entries == 0) return;
-  const uint64_t at = table + Rand(entries) * 8;
-  if (Fits(at, 8)) Store(at, 8, NewTableEntry(Load(at, 8), l2));
+  const uint64_t word = Rand(entries);
+  const uint64_t at = table + word * 8;
+  if (!Fits(at, 8)) return;
+  if (l2 && layout_.extended_l2 && word % 2 == 1) {
+    Store(at, 8, NewSubclusterBitmap(Load(at, 8)));
+    return;
+  }
+  Store(at, 8, NewTableEntry(Load(at, 8), l2));
+}
+
+// An extended L2 entry's bitmap word: a subcluster both allocated and zero,
+// all allocated, all zero, empty, or one bit flipped.
+uint64_t Mutator::NewSubclusterBitmap(uint64_t old) {
+  const uint64_t sc = Rand(f::kSubclusters);
+  switch (Rand(5)) {
+    case 0:
+      return old | (uint64_t{1} << sc) | (uint64_t{1} << (32 + sc));
+    case 1:
+      return f::kL2BitmapAllocMask;
+    case 2:
+      return f::kL2BitmapZeroMask;
+    case 3:
+      return 0;
+    default:
+      return old ^ (uint64_t{1} << Rand(64));
+  }
 }
 
 // Refcounts: bytes of a refcount block set to 0, 1, 2, all ones, or nudged.

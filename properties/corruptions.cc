@@ -84,14 +84,18 @@ ImageLayout LayoutOf(const std::vector<uint8_t>& image) {
 std::vector<L2Slot> ActiveL2Slots(const std::vector<uint8_t>& image) {
   const ImageLayout l = LayoutOf(image);
   std::vector<L2Slot> slots;
-  const uint64_t per_table = l.cluster_bytes / 8;
+  // Extended L2 entries are 16 bytes: the descriptor, then the bitmap.
+  const bool extended = l.version >= 3 && (LoadBe64(&image[f::kOffIncompatibleFeatures]) &
+                                           f::kIncompatExtendedL2) != 0;
+  const uint64_t entry_bytes = f::L2EntryBytes(extended);
+  const uint64_t per_table = l.cluster_bytes / entry_bytes;
   for (uint32_t i = 0; i < l.l1_size; ++i) {
     if (l.l1_offset + i * 8 + 8 > image.size()) break;
     const uint64_t l2 = LoadBe64(&image[l.l1_offset + i * 8]) & f::kL1EntryOffsetMask;
     if (l2 == 0 || l2 + l.cluster_bytes > image.size()) continue;
     for (uint64_t j = 0; j < per_table; ++j) {
-      const uint64_t entry = LoadBe64(&image[l2 + j * 8]);
-      if (entry != 0) slots.push_back({l2 + j * 8, entry, i * per_table + j});
+      const uint64_t entry = LoadBe64(&image[l2 + j * entry_bytes]);
+      if (entry != 0) slots.push_back({l2 + j * entry_bytes, entry, i * per_table + j});
     }
   }
   return slots;

@@ -235,8 +235,10 @@ Result<std::vector<Zone>> ClusterZones(BlockDevice& device) {
   }
   for (uint64_t l2 : l2_tables) {
     QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> entries,
-                            ReadEntries(device, l2, engine::format::L2Entries(bits)));
-    for (uint64_t e : entries) {
+                            ReadEntries(device, l2, engine::format::ClusterBytes(bits) / 8));
+    const size_t stride = header.l2_entry_bytes() / 8;  // skip extended L2's bitmap words
+    for (size_t k = 0; k < entries.size(); k += stride) {
+      const uint64_t e = entries[k];
       if (e & engine::format::kOflagCompressed) {
         const auto extent = engine::format::DecodeCompressed(e, bits);
         mark(extent.host_offset, extent.bytes, Zone::kGuestData);
