@@ -158,30 +158,36 @@ bool CheckStandardTarget(CheckContext& ctx, const L1Source& source, uint32_t l1_
   return true;
 }
 
-// Extended L2 (QEMU's classes), reported and not repaired, as QEMU does: an
-// allocated cluster whose bitmap marks a subcluster both allocated and zero
-// (which half is right is unknowable), and an unallocated one with
-// allocation bits (no host cluster to read).
+// Extended L2 (QEMU's classes): an allocated cluster whose bitmap marks a
+// subcluster both allocated and zero, and an unallocated one with
+// allocation bits. Check prints QEMU's lines. QEMU (7.2) repairs neither;
+// qcrash's repair does, so that a crash image converges (I7): both-set
+// subclusters read as zeroes (never possibly stale host data), and
+// allocation bits without a host cluster are dropped.
 void CheckSubclusterBitmap(CheckContext& ctx, const L1Source& source, uint32_t l1_index,
-                           uint64_t l2_offset, uint32_t l2_index, uint64_t entry, uint64_t bitmap) {
+                           uint64_t l2_offset, uint32_t l2_index, uint64_t entry,
+                           uint64_t& bitmap) {
   const uint64_t offset = entry & f::kL2EntryOffsetMask;
   const uint64_t target = l2_offset + uint64_t{l2_index} * f::kExtendedL2EntryBytes + 8;
   auto owner = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
+  const bool fix = ctx.repair() == RepairMode::kAll;
   if (offset != 0) {
-    if ((bitmap >> 32) & bitmap) {
-      ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, false, target, owner, [&] {
-        char hex[24];
-        std::snprintf(hex, sizeof(hex), "%" PRIx64, offset);  // QEMU prints no 0x here
-        return "ERROR offset=" + std::string(hex) +
-               ": Allocated cluster has corrupted subcluster allocation bitmap";
-      });
-    }
+    const uint64_t both = (bitmap >> 32) & bitmap;
+    if (both == 0) return;
+    ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, fix, target, owner, [&] {
+      char hex[24];
+      std::snprintf(hex, sizeof(hex), "%" PRIx64, offset);  // QEMU prints no 0x here
+      return std::string(fix ? "Repairing" : "ERROR") + " offset=" + hex +
+             ": Allocated cluster has corrupted subcluster allocation bitmap";
+    });
+    if (fix) bitmap &= ~both;
     return;
   }
   if ((bitmap & f::kL2BitmapAllocMask) == 0) return;
-  // QEMU (7.2) reports it and leaves it, even under -r all.
-  ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, false, target, owner,
-             "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+  ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, fix, target, owner,
+             std::string(fix ? "Repairing" : "ERROR") +
+                 ": Unallocated cluster has non-zero subcluster allocation map");
+  if (fix) bitmap &= ~f::kL2BitmapAllocMask;
 }
 
 // check_refcounts_l2: one reference per data cluster or compressed range.
@@ -204,15 +210,22 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
     uint64_t bitmap = extended ? LoadBe64(&table[j * eb + 8]) : 0;
     const uint64_t original_bitmap = bitmap;
     if (entry & f::kOflagCompressed) {
+      const bool fix = ctx.repair() == RepairMode::kAll;
       if (bitmap != 0) {
-        // QEMU counts no reference for such an entry.
+        // QEMU counts no reference for such an entry (and does not repair
+        // it); qcrash's repair drops it.
         ctx.Report(
-            FindingKind::kCompressedInvalid, Severity::kCorruption, false, l2_offset + j * eb,
+            FindingKind::kCompressedInvalid, Severity::kCorruption, fix, l2_offset + j * eb,
             [&] { return L2Owner(ctx, source, l1_index, l2_offset, j); },
             [&] {
-              return "ERROR compressed cluster " + std::to_string(j) +
+              return std::string(fix ? "Repairing" : "ERROR") + " compressed cluster " +
+                     std::to_string(j) +
                      " with non-zero subcluster allocation bitmap, entry=" + HexOffset(entry);
             });
+        if (fix) {
+          entry = 0;  // dropped: which of the two words is wrong is unknowable
+          bitmap = 0;
+        }
       } else {
         CountCompressed(ctx, source, l1_index, l2_offset, j, entry, frag_info);
       }

@@ -38,6 +38,7 @@ struct Swarm {
   bool bytes = false;      // ranges that start or end inside a sector
   bool snapshots = false;  // internal snapshots created, deleted and reverted to between operations
   bool bitmaps = false;    // persistent dirty bitmaps added, cleared, toggled, removed
+  bool subclusters = false;  // extended L2 entries: 32 subclusters per cluster
 };
 
 std::string Describe(const Swarm& s) {
@@ -59,6 +60,7 @@ std::string Describe(const Swarm& s) {
   add(s.bytes, "bytes");
   add(s.snapshots, "snapshots");
   add(s.bitmaps, "bitmaps");
+  add(s.subclusters, "subclusters");
   return out;
 }
 
@@ -89,6 +91,16 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   s.bytes = s.unaligned && byte_rng.OneIn(2);
   // A raw backing file under the image: partial writes copy from it.
   if (s.backing) SetBacking(w);
+  // Extended L2 entries from a stream of their own (v3, clusters of 16 KiB
+  // and more, so subclusters of 512 bytes and more): writes, zero writes
+  // and discards then work per subcluster.
+  Rng subcluster_rng(seed ^ 0x737562636c757374ull);
+  s.subclusters = w.image.version >= 3 && subcluster_rng.OneIn(4);
+  if (s.subclusters) {
+    w.image.extended_l2 = true;
+    w.image.cluster_bits =
+        std::max(w.image.cluster_bits, static_cast<uint32_t>(14 + subcluster_rng.Below(3)));
+  }
   c.features = Describe(s);
 
   RunOptions& run = c.run;

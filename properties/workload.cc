@@ -461,6 +461,39 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              // The last bitmap removed: on disk until the close, so the
              // rewrite in place after it still needs its in_use.
              Bitmap(OpKind::kBitmapRemove, 0), W(0, 4 * kKiB), F(), C()};
+  } else if (name == "subclusters") {
+    // Extended L2 entries (issue 16, the 2017 reservation thread): 32 KiB
+    // clusters of 32 subclusters of 1 KiB over a raw backing file. Writes
+    // allocate only the subclusters they touch (a partial one gets the rest
+    // from the backing file), zero writes and discards clear subclusters,
+    // and writes allocate them again in the host cluster that already holds
+    // their old data: only R3 (data before the allocation bits) keeps a
+    // crash from exposing it (I5). A snapshot makes a cluster shared, so
+    // the next write into it copies the whole cluster.
+    w.image.size_bytes = 2 * kMiB;
+    w.image.cluster_bits = 15;
+    w.image.extended_l2 = true;
+    SetBacking(w);
+    w.ops = {W(0, 6 * kKiB),
+             W(64 * kKiB + 1 * kKiB, 3 * kKiB),
+             F(),
+             Z(2 * kKiB, 2 * kKiB, false),
+             D(4 * kKiB, 2 * kKiB),
+             F(),
+             W(2 * kKiB, 4 * kKiB),  // subclusters 2 to 5 again, in place
+             W(8 * kKiB, 2 * kKiB),
+             F(),
+             Snap(),
+             W(10 * kKiB + 512, 1 * kKiB),  // the cluster is shared now: a copy
+             Z(128 * kKiB, 64 * kKiB, true),
+             W(128 * kKiB + 2 * kKiB, 2 * kKiB),
+             F(),
+             Z(64 * kKiB, 64 * kKiB, false),  // the host cluster stays, all subclusters zero
+             W(64 * kKiB + 4 * kKiB, 2 * kKiB),
+             D(70 * kKiB, 10 * kKiB),
+             Unsnap(),
+             W(2 * kKiB, 2 * kKiB),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -494,7 +527,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "reopen",
           "v2",
           "snapshots",
-          "bitmaps"};
+          "bitmaps",
+          "subclusters"};
 }
 
 }  // namespace qcrash::properties

@@ -31,7 +31,8 @@ json WorkloadToJson(const Workload& w) {
             {"compat", w.image.version == 2 ? "0.10" : "1.1"},
             {"refcount_bits", 1u << w.image.refcount_order},
             {"preallocation", engine::PreallocationName(w.image.preallocation)},
-            {"lazy_refcounts", w.image.lazy_refcounts}}},
+            {"lazy_refcounts", w.image.lazy_refcounts},
+            {"extended_l2", w.image.extended_l2}}},
           {"check_reservations", w.check_reservations},
           {"backing", w.backing},
           {"ops", ops}};
@@ -79,6 +80,10 @@ Status ImageFromJson(const json& image, engine::CreateOptions& out) {
   QCRASH_ASSIGN_OR_RETURN(out.preallocation,
                           engine::ParsePreallocation(image.value("preallocation", "off")));
   out.lazy_refcounts = image.value("lazy_refcounts", false);
+  out.extended_l2 = image.value("extended_l2", false);
+  if (out.extended_l2 && (out.version < 3 || out.cluster_bits < 14))
+    return Status::InvalidArgument(
+        "workload image: extended_l2 needs compat 1.1 and a cluster_size of 16 KiB or more");
   return Status::Ok();
 }
 
