@@ -48,6 +48,15 @@ qio -f qcow2 -c "write -P 0x30 0 2048" "$img/qemu-1k-bitmap.qcow2"
 for _ in $(seq 64); do printf 'compressible data, cluster one. '; done > "$work/raw.bin"
 q convert -c -f raw -O qcow2 -o cluster_size=1024 "$work/raw.bin" "$img/qemu-1k-compressed.qcow2"
 q create -f qcow2 -o cluster_size=512 -u -b base.raw -F raw "$img/qemu-512-backing.qcow2" 64K
+# Extended L2 entries (16-byte L2 entries, 32 subclusters of 512 bytes).
+q create -f qcow2 -o cluster_size=16k,extended_l2=on "$img/qemu-16k-subclusters.qcow2" 256K
+qio -f qcow2 -c "write -P 0x61 0 1536" -c "write -z 1024 512" -c "write -P 0x62 20480 4096" \
+  -c "discard 16384 4096" "$img/qemu-16k-subclusters.qcow2"
+q create -f qcow2 -o cluster_size=16k,extended_l2=on -u -b base.raw -F raw \
+  "$img/qemu-16k-subclusters-backing.qcow2" 128K
+"$qcrash" create -q -o cluster_size=16k,extended_l2=on "$img/qcrash-16k-subclusters.qcow2" 256K
+"$qcrash" io -c "write -P 0x64 0 2560" -c "write -z 2048 1024" -c "discard 16384 16384" \
+  -c "write -P 0x65 33280 700" "$img/qcrash-16k-subclusters.qcow2" >/dev/null
 
 # Several snapshots and bitmaps, for snapshot_fuzzer and bitmap_fuzzer (v2
 # and resized images end the file inside the unpadded snapshot table).

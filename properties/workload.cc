@@ -475,7 +475,7 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     w.image.extended_l2 = true;
     SetBacking(w);
     w.ops = {W(0, 6 * kKiB),
-             W(64 * kKiB + 1 * kKiB, 3 * kKiB),
+             W(64 * kKiB + 1536, 3 * kKiB),  // starts and ends inside subclusters
              F(),
              Z(2 * kKiB, 2 * kKiB, false),
              D(4 * kKiB, 2 * kKiB),
@@ -484,7 +484,7 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              W(8 * kKiB, 2 * kKiB),
              F(),
              Snap(),
-             W(10 * kKiB + 512, 1 * kKiB),  // the cluster is shared now: a copy
+             W(4 * kKiB + 512, 1 * kKiB),  // allocated, but shared now: a copy
              Z(128 * kKiB, 64 * kKiB, true),
              W(128 * kKiB + 2 * kKiB, 2 * kKiB),
              F(),

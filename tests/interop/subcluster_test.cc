@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 
@@ -48,8 +47,7 @@ void ExpectSameContent(const ScratchDir& dir, const std::string& image) {
   ASSERT_EQ(dir.Run("rm -f q.raw c.raw && qemu-img convert -O raw " + image + " q.raw").exit_code,
             0);
   ASSERT_EQ(dir.Qcrash("convert -O raw " + image + " c.raw").exit_code, 0);
-  EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("c.raw")), ReadFileBytes(dir.File("q.raw"))),
-            "")
+  EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("c.raw")), ReadFileBytes(dir.File("q.raw"))), "")
       << image;
 }
 
@@ -61,8 +59,8 @@ TEST(SubclusterInterop, QemuWrittenImagesReadMapAndCheckAsInQemuImg) {
             0);
   for (const std::string& backing : {std::string(), std::string(" -b base.qcow2 -F qcow2")}) {
     SCOPED_TRACE(backing.empty() ? "no backing file" : "over a backing file");
-    ASSERT_EQ(dir.Run("rm -f img.qcow2 && qemu-img create -q -f qcow2 -o extended_l2=on" +
-                      backing + " img.qcow2 4M && qemu-io " + IoArgs(SubclusterWorkload()) +
+    ASSERT_EQ(dir.Run("rm -f img.qcow2 && qemu-img create -q -f qcow2 -o extended_l2=on" + backing +
+                      " img.qcow2 4M && qemu-io " + IoArgs(SubclusterWorkload()) +
                       " img.qcow2 >/dev/null")
                   .exit_code,
               0);
@@ -79,17 +77,18 @@ TEST(SubclusterInterop, QcrashWrittenImagesPassQemuImgCheckAndReadAsTheModel) {
   ScratchDir dir;
   for (const std::string& cluster : {std::string("16k"), std::string("64k"), std::string("2M")}) {
     SCOPED_TRACE("cluster_size=" + cluster);
-    ASSERT_EQ(dir.Qcrash("create -q -f qcow2 -o extended_l2=on,cluster_size=" + cluster +
-                         " img.qcow2 4M")
-                  .exit_code,
-              0);
+    ASSERT_EQ(
+        dir.Qcrash("create -q -f qcow2 -o extended_l2=on,cluster_size=" + cluster + " img.qcow2 4M")
+            .exit_code,
+        0);
     const RunResult info = dir.Run("qemu-img info img.qcow2");
     EXPECT_NE(info.out.find("extended l2: true"), std::string::npos) << info.out;
     // The model reads a discard as zeroes: only discards of whole
     // subclusters do that (a smaller one is left alone, as QEMU leaves any
     // discard smaller than a cluster).
-    const uint64_t subcluster = (cluster == "16k" ? 16 * kKiB : cluster == "64k" ? 64 * kKiB
-                                                                                : 2 * kMiB) /
+    const uint64_t subcluster = (cluster == "16k"   ? 16 * kKiB
+                                 : cluster == "64k" ? 64 * kKiB
+                                                    : 2 * kMiB) /
                                 32;
     std::vector<GuestOp> ops;
     for (const GuestOp& op : SubclusterWorkload()) {
@@ -106,9 +105,9 @@ TEST(SubclusterInterop, QcrashWrittenImagesPassQemuImgCheckAndReadAsTheModel) {
     std::vector<uint8_t> model(4 * kMiB, 0);
     ApplyToModel(ops, model);
     ASSERT_EQ(dir.Run("rm -f q.raw && qemu-img convert -O raw img.qcow2 q.raw").exit_code, 0);
-    EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("q.raw")),
-                              std::string(model.begin(), model.end())),
-              "");
+    EXPECT_EQ(
+        FirstDifference(ReadFileBytes(dir.File("q.raw")), std::string(model.begin(), model.end())),
+        "");
     ExpectSameOutput(dir, "map --output=json img.qcow2");
     ASSERT_EQ(dir.Run("rm -f img.qcow2").exit_code, 0);
   }
@@ -141,8 +140,7 @@ TEST(SubclusterInterop, WritesOverABackingFileCopyOnlyWhatTheyTouch) {
 
 // Edits L2 entry 1 of the first L2 table: `python_edit` changes its
 // descriptor `e` and bitmap word `b`.
-void CorruptEntry(const ScratchDir& dir, const std::string& image,
-                  const std::string& python_edit) {
+void CorruptEntry(const ScratchDir& dir, const std::string& image, const std::string& python_edit) {
   WriteFileBytes(dir.File("corrupt.py"),
                  "import struct\n"
                  "d = bytearray(open('" +
