@@ -51,13 +51,29 @@ void Touch(engine::Image& image, SectorModel& model, uint64_t offset, uint64_t l
   }
 }
 
-void Apply(SectorModel& model, const Op& op, uint64_t cluster_bytes, uint64_t size_bytes) {
+// A discard zeroes whole clusters (and the tail cluster); with extended L2
+// it zeroes whole subclusters too, except in a compressed or shared cluster,
+// which it leaves alone: those sectors become unknown.
+void Apply(SectorModel& model, const Op& op, uint64_t cluster_bytes, uint64_t subcluster_bytes,
+           uint64_t size_bytes) {
   uint64_t begin = op.offset;
   uint64_t end = op.offset + op.length;
-  if (op.kind == 3) {  // only whole clusters (and the tail cluster) are discarded
-    begin = (op.offset + cluster_bytes - 1) / cluster_bytes * cluster_bytes;
-    end = end == size_bytes ? end : end / cluster_bytes * cluster_bytes;
-    if (begin >= end) return;
+  if (op.kind == 3) {
+    const uint64_t unit = subcluster_bytes;
+    begin = (op.offset + unit - 1) / unit * unit;
+    end = end == size_bytes ? end : end / unit * unit;
+    for (uint64_t at = begin; at < end; ++at) {
+      const uint64_t cluster = at / cluster_bytes * cluster_bytes;
+      const bool whole = cluster >= begin && (cluster + cluster_bytes <= end || end == size_bytes);
+      auto& sector = model[at / 512];
+      if (!sector) continue;
+      if (whole) {
+        (*sector)[at % 512] = 0;
+      } else {
+        sector.reset();
+      }
+    }
+    return;
   }
   for (uint64_t at = begin; at < end; ++at) {
     auto& sector = model[at / 512];
@@ -148,7 +164,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       all_ok = false;
       break;
     }
-    if (model_data) Apply(model, op, cluster_bytes, size_bytes);
+    if (model_data) {
+      Apply(model, op, cluster_bytes, image.header().subcluster_bytes(), size_bytes);
+    }
   }
   if (!image.Close().ok()) all_ok = false;
   for (const auto& [sector, expected] : model) {
