@@ -97,7 +97,8 @@ Status ValidateCreateOptions(const engine::CreateOptions& options) {
     return Status::InvalidArgument(
         "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
   }
-  if (!options.backing_file.empty() && options.preallocation != engine::Preallocation::kOff) {
+  if (!options.backing_file.empty() && options.preallocation != engine::Preallocation::kOff &&
+      !options.extended_l2) {
     return Status::InvalidArgument(
         "Backing file and preallocation can only be used at the same time if extended_l2 is on");
   }
