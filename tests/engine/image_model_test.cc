@@ -41,6 +41,8 @@ Options GenerateOptions() {
   }
   o.create.refcount_order = o.create.version == 2 ? 4 : *rc::gen::inRange<uint32_t>(0, 7);
   o.create.lazy_refcounts = o.create.version == 3 && *rc::gen::arbitrary<bool>();
+  o.create.extended_l2 =
+      o.create.version == 3 && o.create.cluster_bits >= 14 && *rc::gen::arbitrary<bool>();
   o.create.preallocation = *rc::gen::element(Preallocation::kOff, Preallocation::kMetadata);
   o.create.size_bytes = *rc::gen::inRange<uint64_t>(1, 4096) * 512;  // up to 2 MiB
   o.open.l2_cache_tables = *rc::gen::inRange<uint32_t>(1, 5);
@@ -54,6 +56,7 @@ std::string Describe(const Options& o) {
          " cluster_bits=" + std::to_string(o.create.cluster_bits) +
          " refcount_order=" + std::to_string(o.create.refcount_order) +
          " lazy=" + std::to_string(o.create.lazy_refcounts) +
+         " extended_l2=" + std::to_string(o.create.extended_l2) +
          " prealloc=" + PreallocationName(o.create.preallocation) +
          " size=" + std::to_string(o.create.size_bytes) + " policy=" + PolicyName(o.open.policy) +
          " l2_cache=" + std::to_string(o.open.l2_cache_tables) +
@@ -111,13 +114,15 @@ RC_GTEST_PROP(ImageModel, RandomOpsReadBackLikeAFlatModel, ()) {
       RC_ASSERT(image->WriteZeroes(offset, length, unmap).ok());
       std::fill_n(model.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
     } else if (kind < 75) {
-      // Whole clusters only: like QEMU, a partial-cluster discard may do nothing.
-      const uint64_t clusters = (size + cluster - 1) / cluster;
-      const uint64_t first = *rc::gen::inRange<uint64_t>(0, clusters);
+      // Whole clusters only: like QEMU, a partial-cluster discard may do
+      // nothing. With extended L2, whole subclusters.
+      const uint64_t unit = o.create.extended_l2 ? cluster / 32 : cluster;
+      const uint64_t units = (size + unit - 1) / unit;
+      const uint64_t first = *rc::gen::inRange<uint64_t>(0, units);
       const uint64_t count =
-          *rc::gen::inRange<uint64_t>(1, std::min<uint64_t>(clusters - first, 4) + 1);
-      const uint64_t offset = first * cluster;
-      const uint64_t length = std::min(size - offset, count * cluster);
+          *rc::gen::inRange<uint64_t>(1, std::min<uint64_t>(units - first, 70) + 1);
+      const uint64_t offset = first * unit;
+      const uint64_t length = std::min(size - offset, count * unit);
       RC_LOG() << "discard " << offset << " " << length << "\n";
       RC_ASSERT(image->Discard(offset, length).ok());
       std::fill_n(model.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
