@@ -30,7 +30,9 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/block_device.h"
@@ -46,6 +48,10 @@ struct CheckOptions {
   // one is counted; the rest only add to findings_omitted). Repair keeps up
   // to kMaxFindings whatever this says: it marks its findings fixed.
   size_t max_findings = 10000;
+  // Also list every corruption and check error, kept or not, by cluster and
+  // kind (CheckReport::corrupt_clusters): a caller comparing two images'
+  // corruption must not mistake a finding past the limit for a new one.
+  bool list_corrupt_clusters = false;
 };
 
 // What a finding is about.
@@ -114,6 +120,10 @@ struct CheckReport {
 
   std::vector<Finding> findings;  // at most kMaxFindings; see findings_omitted
   uint64_t findings_omitted = 0;
+  // With CheckOptions::list_corrupt_clusters: (cluster_index, kind) of every
+  // finding of severity kCorruption or kCheckError, repaired or not, the
+  // ones past kMaxFindings included (16 bytes each, one per distinct pair).
+  std::set<std::pair<uint64_t, FindingKind>> corrupt_clusters;
   std::vector<DroppedRange> dropped;  // guest ranges whose data repair dropped
   bool refcounts_rebuilt = false;     // the refcount structure was rebuilt
   bool header_bits_cleared = false;   // dirty / corrupt bits cleared after repair

@@ -162,7 +162,7 @@ std::vector<std::pair<uint64_t, const std::vector<uint8_t>*>> RefcountView::Dirt
 CheckContext::CheckContext(BlockDevice& dev, const Header& h, const CheckOptions& options)
     : FindingLog(options.repair == RepairMode::kNone ? std::min(options.max_findings, kMaxFindings)
                                                      : kMaxFindings,
-                 h.cluster_bits),
+                 h.cluster_bits, options.list_corrupt_clusters),
       TableReader(dev),
       ClusterLedger(*this, options.repair == RepairMode::kAll),
       device(dev),

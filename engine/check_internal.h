@@ -158,6 +158,7 @@ class FindingLog {
   template <class Owner, class Message>
   void Report(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
               Owner&& owner, Message&& message) {
+    ListCorruptCluster(kind, severity, host_offset);
     if (!CountFinding(kind, severity, repaired)) return;
     Keep(kind, severity, repaired, host_offset, Materialize(std::forward<Owner>(owner)),
          Materialize(std::forward<Message>(message)));
@@ -172,10 +173,19 @@ class FindingLog {
   std::map<std::pair<FindingKind, Severity>, uint64_t> omitted_open;
 
  protected:
-  FindingLog(size_t max_findings, uint32_t cluster_bits)
-      : max_findings_(max_findings), cluster_bits_(cluster_bits) {}
+  FindingLog(size_t max_findings, uint32_t cluster_bits, bool list_corrupt_clusters)
+      : max_findings_(max_findings),
+        cluster_bits_(cluster_bits),
+        list_corrupt_clusters_(list_corrupt_clusters) {}
 
  private:
+  // CheckOptions::list_corrupt_clusters: every corruption, past the limit too.
+  void ListCorruptCluster(FindingKind kind, Severity severity, uint64_t host_offset) {
+    if (list_corrupt_clusters_ &&
+        (severity == Severity::kCorruption || severity == Severity::kCheckError)) {
+      report.corrupt_clusters.emplace(host_offset >> cluster_bits_, kind);
+    }
+  }
   // Counts a finding; returns whether it is kept.
   bool CountFinding(FindingKind kind, Severity severity, bool repaired);
   void Keep(FindingKind kind, Severity severity, bool repaired, uint64_t host_offset,
@@ -191,6 +201,7 @@ class FindingLog {
 
   size_t max_findings_ = kMaxFindings;
   uint32_t cluster_bits_ = 16;
+  bool list_corrupt_clusters_ = false;
 };
 
 // TableReader: bounded reads of the image's tables, as repair will leave

@@ -139,7 +139,20 @@ struct CorruptionSet {
   bool empty() const { return findings.empty(); }
   auto begin() const { return findings.begin(); }
   auto end() const { return findings.end(); }
+  // Every corruption and check error of a report made with ListingCorruption.
+  void InsertAll(const engine::CheckReport& report) {
+    findings.insert(report.corrupt_clusters.begin(), report.corrupt_clusters.end());
+  }
 };
+
+// Check options that list every corruption by cluster and kind, the ones
+// past the report's limit on kept findings included.
+engine::CheckOptions ListingCorruption(engine::RepairMode repair) {
+  engine::CheckOptions options;
+  options.repair = repair;
+  options.list_corrupt_clusters = true;
+  return options;
+}
 
 // The incompatible feature bits of a raw image (0 for version 2 or an
 // unreadable header).
@@ -217,22 +230,19 @@ bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool
   if (started_from != nullptr) {
     // What a plain check sees in the image repair starts from (repair's own
     // report names what it fixes, not every finding a check would show).
-    auto before = engine::CheckImage(view, {engine::RepairMode::kNone});
-    if (before.ok()) {
-      for (const engine::Finding& finding : before->findings)
-        if (IsCorruption(finding)) started_from->insert({finding.cluster_index, finding.kind});
-    }
+    // Every corruption, not only the findings the report keeps: a junk L2
+    // table of 64 KiB clusters alone gives over kMaxFindings, and the
+    // refcount findings come after the walk's.
+    auto before = engine::CheckImage(view, ListingCorruption(engine::RepairMode::kNone));
+    if (before.ok()) started_from->InsertAll(*before);
   }
-  auto repaired = engine::CheckImage(view, {engine::RepairMode::kAll});
+  auto repaired = engine::CheckImage(view, ListingCorruption(engine::RepairMode::kAll));
   if (!repaired.ok()) {
     result.violations.push_back(
         {tag.empty() ? "I7" : tag, "repair failed: " + repaired.status().ToString()});
     return false;
   }
-  if (started_from != nullptr) {
-    for (const engine::Finding& finding : repaired->findings)
-      if (IsCorruption(finding)) started_from->insert({finding.cluster_index, finding.kind});
-  }
+  if (started_from != nullptr) started_from->InsertAll(*repaired);
   if (replayed) CheckReplayedConsistent(*repaired, result, tag);
   // A second repair must find nothing and write nothing (I7, I3).
   auto again = engine::CheckImage(view, {engine::RepairMode::kAll});
@@ -576,6 +586,41 @@ void CheckBitmaps(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
   }
 }
 
+// Whether a corruption (cluster, kind) a check of a crashed recovery finds
+// is new: not found where recovery started, nor explained by it.
+bool NewCorruption(const CorruptionSet& started_from, uint64_t cluster, engine::FindingKind kind) {
+  if (started_from.count({cluster, kind})) return false;
+  // A refcount block the table placed outside the image before recovery
+  // is inside it once recovery grew the file (the rebuild writes there):
+  // the same broken entry, now seen as a block of wrong counts.
+  if (started_from.count({cluster, engine::FindingKind::kInvalidRefcountEntry})) return false;
+  // A cluster whose refcount cannot be read sits under a broken refcount
+  // table entry; when one was broken before recovery, the clusters the
+  // recovery wrote past the old end of the file (a rebuilt structure not
+  // yet switched to) fall under it too. A newly broken entry is reported
+  // as an invalid-refcount-entry of its own.
+  return kind != engine::FindingKind::kRefcountUnreadable ||
+         std::none_of(started_from.begin(), started_from.end(), [](const auto& c) {
+           return c.second == engine::FindingKind::kRefcountUnreadable ||
+                  c.second == engine::FindingKind::kInvalidRefcountEntry;
+         });
+}
+
+// "KIND at OFFSET: MESSAGE (OWNER)" from the first kept finding of that
+// cluster and kind, or "KIND in cluster N" when the report did not keep it.
+std::string DescribeCorruption(const engine::CheckReport& report, uint64_t cluster,
+                               engine::FindingKind kind, bool with_owner) {
+  const std::string name = engine::FindingKindName(kind);
+  for (const engine::Finding& finding : report.findings) {
+    if (!IsCorruption(finding) || finding.cluster_index != cluster || finding.kind != kind)
+      continue;
+    return name + " at " + HexOffset(finding.host_offset) + ": " + finding.message +
+           (with_owner && !finding.owner.empty() ? " (" + finding.owner + ")" : "");
+  }
+  return name + " in cluster " + std::to_string(cluster) + " (a finding past the " +
+         std::to_string(report.findings.size()) + " the report kept)";
+}
+
 // I8, repair's own ordering: a crash inside the recovery (journal replay,
 // the rebuild of a dirty image's refcounts, repair) leaves an image no worse
 // than the one recovery started from, as a plain open + read + check sees
@@ -600,49 +645,29 @@ void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
       return;
     }
   }
-  auto checked = engine::CheckImage(view, {engine::RepairMode::kNone});
+  auto checked = engine::CheckImage(view, ListingCorruption(engine::RepairMode::kNone));
   if (!checked.ok()) {
     result.violations.push_back({"I8", "check fails: " + checked.status().ToString()});
     return;
   }
   // A cleared corrupt bit lets writers at metadata still corrupt; a cleared
   // dirty bit stops the open from rebuilding refcounts still wrong.
-  const auto corrupt = std::find_if(checked->findings.begin(), checked->findings.end(),
-                                    [](const engine::Finding& f) { return IsCorruption(f); });
-  if (cleared != 0 && corrupt != checked->findings.end()) {
-    const engine::Finding& first = *corrupt;
+  if (cleared != 0 && !checked->corrupt_clusters.empty()) {
+    const auto& [cluster, kind] = *checked->corrupt_clusters.begin();
     result.violations.push_back(
         {"I8", std::string("worse than before recovery: the ") +
                    ((cleared & engine::format::kIncompatCorrupt) ? "corrupt" : "dirty") +
-                   " bit is cleared while " + engine::FindingKindName(first.kind) + " at " +
-                   HexOffset(first.host_offset) + " remains: " + first.message});
+                   " bit is cleared while " +
+                   DescribeCorruption(*checked, cluster, kind, /*with_owner=*/false) + " remains"});
     return;
   }
-  for (const engine::Finding& finding : checked->findings) {
-    if (!IsCorruption(finding) || started_from.count({finding.cluster_index, finding.kind}))
-      continue;
-    // A refcount block the table placed outside the image before recovery
-    // is inside it once recovery grew the file (the rebuild writes there):
-    // the same broken entry, now seen as a block of wrong counts.
-    if (started_from.count({finding.cluster_index, engine::FindingKind::kInvalidRefcountEntry}))
-      continue;
-    // A cluster whose refcount cannot be read sits under a broken refcount
-    // table entry; when one was broken before recovery, the clusters the
-    // recovery wrote past the old end of the file (a rebuilt structure not
-    // yet switched to) fall under it too. A newly broken entry is reported
-    // as an invalid-refcount-entry of its own.
-    if (finding.kind == engine::FindingKind::kRefcountUnreadable &&
-        std::any_of(started_from.begin(), started_from.end(), [](const auto& c) {
-          return c.second == engine::FindingKind::kRefcountUnreadable ||
-                 c.second == engine::FindingKind::kInvalidRefcountEntry;
-        })) {
-      continue;
-    }
-    result.violations.push_back(
-        {"I8", "worse than before recovery, without a second repair: " +
-                   std::string(engine::FindingKindName(finding.kind)) + " at " +
-                   HexOffset(finding.host_offset) + ": " + finding.message +
-                   (finding.owner.empty() ? "" : " (" + finding.owner + ")")});
+  // Every corruption counts, the findings past the report's limit included
+  // (CheckReport::corrupt_clusters), as the starting set does.
+  for (const auto& [cluster, kind] : checked->corrupt_clusters) {
+    if (!NewCorruption(started_from, cluster, kind)) continue;
+    result.violations.push_back({"I8", "worse than before recovery, without a second repair: " +
+                                           DescribeCorruption(*checked, cluster, kind,
+                                                              /*with_owner=*/true)});
     return;
   }
   if (started_from.empty() && content_ok) CheckContent(view, run, oracle, point, result, "I8");

@@ -258,6 +258,40 @@ TEST(Repair, RebuildFixesFindingsBeyondTheKeptOnes) {
   ExpectRepairConverges(repair, "many findings");
 }
 
+// A caller comparing corruption (I8's "no worse than before recovery") needs
+// every corruption, not the first kMaxFindings: here a junk L2 table of 64 KiB
+// clusters (8192 entries, each with reserved bits and a misaligned offset past
+// the end of the file) gives more findings than are kept, and the L2 table's
+// own refcount of 0, found after the walk, is only in the listed set.
+TEST(Check, ListsEveryCorruptClusterPastTheKeptFindings) {
+  TempDir dir;
+  const std::string path = dir.File("junk-l2.qcow2");
+  ASSERT_TRUE(MakeImage(path, "-o cluster_size=64k", "2M", {"write -P 0x5a 0 4k"}));
+  std::vector<uint8_t> image = ReadFileBytes(path);
+  const uint64_t l1 = LoadBe64(&image[f::kOffL1TableOffset]);
+  const uint64_t l2 = LoadBe64(&image[l1]) & f::kL1EntryOffsetMask;
+  for (uint64_t i = 0; i < 8192; ++i) StoreBe64(&image[l2 + i * 8], 0x8100fffffff00200);
+  const uint64_t table = LoadBe64(&image[f::kOffRefcountTableOffset]);
+  const uint64_t block = LoadBe64(&image[table]);
+  StoreBe16(&image[block + (l2 >> 16) * 2], 0);  // the L2 table's refcount
+  MemoryDevice device(image);
+  engine::CheckOptions options;
+  options.list_corrupt_clusters = true;
+  auto listed = CheckImage(device, options);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_GT(listed->findings_omitted, 0u);
+  const std::pair<uint64_t, engine::FindingKind> l2_refcount{
+      l2 >> 16, engine::FindingKind::kUnreferencedInUse};
+  EXPECT_TRUE(std::none_of(
+      listed->findings.begin(), listed->findings.end(), [&](const engine::Finding& finding) {
+        return finding.cluster_index == l2_refcount.first && finding.kind == l2_refcount.second;
+      }));
+  EXPECT_EQ(listed->corrupt_clusters.count(l2_refcount), 1u);
+  const CheckReport unlisted = Check(device, RepairMode::kNone);
+  EXPECT_TRUE(unlisted.corrupt_clusters.empty());
+  EXPECT_EQ(unlisted.corruptions, listed->corruptions);
+}
+
 // F1: check -r all discards a broken snapshot table tail (an entry too large
 // or past the end of the file, a misaligned or oversized snapshot L1), as
 // QEMU does: nb_snapshots drops to the entries before it and the discarded
