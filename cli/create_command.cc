@@ -7,6 +7,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/destination.h"
+#include "engine/compression.h"
 
 namespace qcrash::cli {
 namespace {
@@ -88,6 +89,11 @@ Status ValidateCreateOptions(const engine::CreateOptions& options) {
         "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 "
         "or greater)");
   }
+  if (options.version == 2 && options.compression_type != engine::CompressionType::kZlib) {
+    return Status::InvalidArgument(
+        "Non-zlib compression type is only supported with compatibility level 1.1 and above (use "
+        "version=v3 or greater)");
+  }
   if (!options.backing_file.empty() && options.preallocation != engine::Preallocation::kOff) {
     return Status::InvalidArgument(
         "Backing file and preallocation can only be used at the same time if extended_l2 is on");
@@ -104,7 +110,9 @@ void PrintFormatting(const CreateArgs& args, const engine::CreateOptions& option
   std::string line = "Formatting '" + args.file + "', fmt=qcow2 cluster_size=" +
                      std::to_string(uint64_t{1} << options.cluster_bits) + " extended_l2=off";
   if (given("preallocation")) line += " preallocation=" + args.options.at("preallocation");
-  line += " compression_type=zlib size=" + std::to_string(options.size_bytes);
+  line += std::string(" compression_type=") +
+          engine::CompressionTypeName(static_cast<uint8_t>(options.compression_type)) +
+          " size=" + std::to_string(options.size_bytes);
   if (given("compat")) line += " compat=" + args.options.at("compat");
   if (!options.backing_file.empty()) line += " backing_file=" + options.backing_file;
   if (!options.backing_format.empty()) line += " backing_fmt=" + options.backing_format;

@@ -39,6 +39,11 @@ constexpr KnownBug kBugs[] = {
      "a bitmap's in_use flag is written but not made durable before the guest writes it tracks: "
      "a crash leaves a bitmap that looks consistent and misses those writes",
      "I11", "bitmaps", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"compressed-sole-user", &BugSwitches::compressed_sole_user,
+     "qcow2 compressed clusters (QEMU's byte allocator packs several into one host cluster)",
+     "freeing a compressed cluster treats it as its host cluster's only user: the refcount "
+     "drops to 0 while other compressed clusters still live there",
+     "I1", "compressed", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

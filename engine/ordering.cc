@@ -157,6 +157,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.failed_write_kept_clean) rules.keep_dirty_on_failed_write = false;
   if (switches.snapshot_without_dirty_bit) rules.Set(Rule::kSharingChange, Mechanism::kNone);
   if (switches.bitmap_no_inuse) rules.Set(Rule::kBitmapTracking, Mechanism::kNone);
+  if (switches.compressed_sole_user) rules.count_compressed_users = false;
   return rules;
 }
 

@@ -464,7 +464,7 @@ uint64_t FirstWordWrittenAfter(std::span<const uint8_t> bytes, uint64_t offset, 
     if (op_number <= after + 1 || op_number > ops.size() || word != SectorTag(op_number, sector))
       continue;
     const GuestOp& op = ops[op_number - 1];
-    if (op.kind == OpKind::kWrite && op.offset_bytes <= offset + at &&
+    if (WritesData(op.kind) && op.offset_bytes <= offset + at &&
         offset + at + 8 <= op.offset_bytes + op.length_bytes)
       return offset + at;
   }

@@ -38,6 +38,8 @@ const char* OpKindName(OpKind kind) {
       return "bitmap-enable";
     case OpKind::kBitmapDisable:
       return "bitmap-disable";
+    case OpKind::kWriteCompressed:
+      return "write-compressed";
   }
   return "?";
 }
@@ -47,19 +49,21 @@ Result<OpKind> ParseOpKind(const std::string& name) {
        {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
         OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
         OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
-        OpKind::kBitmapEnable, OpKind::kBitmapDisable}) {
+        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
                                  "' (write, write-zeroes, discard, flush, resize, close, read, "
                                  "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
-                                 "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable)");
+                                 "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable, "
+                                 "write-compressed)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
   std::string out = OpKindName(op.kind);
   switch (op.kind) {
     case OpKind::kWrite:
+    case OpKind::kWriteCompressed:
     case OpKind::kDiscard:
     case OpKind::kRead:
       return out + " " + HexOffset(op.offset_bytes) + "+" + std::to_string(op.length_bytes);
@@ -132,6 +136,14 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     }
     if (op.length_bytes > (uint64_t{16} << 20)) {
       return Status::Limit(where + ": operations are limited to 16 MiB");
+    }
+    const uint64_t cluster_bytes = uint64_t{1} << workload.image.cluster_bits;
+    if (IsCompressedOp(op.kind) &&
+        (op.offset_bytes % cluster_bytes != 0 ||
+         (op.length_bytes % cluster_bytes != 0 && op.offset_bytes + op.length_bytes != size))) {
+      return Status::InvalidArgument(where +
+                                     ": a compressed write covers whole clusters (the disk's "
+                                     "last one may be partial)");
     }
   }
   return Status::Ok();
@@ -209,6 +221,9 @@ GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
 GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
 GuestOp Revert() { return {OpKind::kSnapshotRevert, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
+GuestOp Wc(uint64_t offset, uint64_t length) {
+  return {OpKind::kWriteCompressed, offset, length, false};
+}
 GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
   return {kind, number, granularity, false};
 }
@@ -461,6 +476,39 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              // The last bitmap removed: on disk until the close, so the
              // rewrite in place after it still needs its in_use.
              Bitmap(OpKind::kBitmapRemove, 0), W(0, 4 * kKiB), F(), C()};
+  } else if (name == "compressed" || name == "compressed-zstd") {
+    // Compressed clusters packed several to a host cluster (its refcount
+    // counts them): one is overwritten whole, one in part (copy-on-write
+    // from the compressed data), one discarded, one zero-written, and both
+    // compressed again (a compressed write fills only clusters without a
+    // host cluster, as QEMU's); each free drops only its share of the host
+    // cluster, the others must still read back. Then a run long enough to
+    // straddle into the next host cluster, half of it discarded and part of
+    // that compressed again, and the disk's last clusters in a new session
+    // (a fresh host cluster). "compressed-zstd" does the same on an image
+    // with compression_type=zstd.
+    w.image.size_bytes = 1 * kMiB;
+    if (name == "compressed-zstd") w.image.compression_type = engine::CompressionType::kZstd;
+    w.ops = {Wc(0, 32 * kKiB),
+             F(),
+             W(8 * kKiB, 4 * kKiB),
+             W(12 * kKiB + 512, 1 * kKiB),
+             D(16 * kKiB, 4 * kKiB),
+             Z(24 * kKiB, 4 * kKiB, false),
+             F(),
+             Wc(16 * kKiB, 4 * kKiB),
+             Wc(24 * kKiB, 4 * kKiB),
+             Rd(0, 32 * kKiB),
+             C(),
+             Wc(64 * kKiB, 384 * kKiB),
+             F(),
+             D(64 * kKiB, 192 * kKiB),
+             Wc(128 * kKiB, 8 * kKiB),
+             F(),
+             C(),
+             Wc(1 * kMiB - 8 * kKiB, 8 * kKiB),
+             Rd(0, 1 * kMiB),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -494,7 +542,9 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "reopen",
           "v2",
           "snapshots",
-          "bitmaps"};
+          "bitmaps",
+          "compressed",
+          "compressed-zstd"};
 }
 
 }  // namespace qcrash::properties
