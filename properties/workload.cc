@@ -478,36 +478,38 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Bitmap(OpKind::kBitmapRemove, 0), W(0, 4 * kKiB), F(), C()};
   } else if (name == "compressed" || name == "compressed-zstd") {
     // Compressed clusters packed several to a host cluster (its refcount
-    // counts them): one is overwritten whole, one in part (copy-on-write
-    // from the compressed data), one discarded, one zero-written, and both
-    // compressed again (a compressed write fills only clusters without a
-    // host cluster, as QEMU's); each free drops only its share of the host
-    // cluster, the others must still read back. Then a run long enough to
-    // straddle into the next host cluster, half of it discarded and part of
-    // that compressed again, and the disk's last clusters in a new session
-    // (a fresh host cluster). "compressed-zstd" does the same on an image
-    // with compression_type=zstd.
-    w.image.size_bytes = 1 * kMiB;
+    // counts them; 512-byte clusters: a cluster of this data compresses to
+    // about 13 bytes, so some 35 share a host cluster): one is overwritten
+    // whole, one in part (copy-on-write from the compressed data), one
+    // discarded, one zero-written, and both compressed again (a compressed
+    // write fills only clusters without a host cluster, as QEMU's); each
+    // free drops only its share of the host cluster, the others must still
+    // read back. Then, in a new session, a run that fills a host cluster
+    // and straddles into the next one (inside one existing L2 table, so
+    // nothing else is allocated between them), part of it discarded and
+    // compressed again. "compressed-zstd" does the same on an image with
+    // compression_type=zstd.
+    w.image.size_bytes = 256 * kKiB;
+    w.image.cluster_bits = 9;
     if (name == "compressed-zstd") w.image.compression_type = engine::CompressionType::kZstd;
-    w.ops = {Wc(0, 32 * kKiB),
+    w.ops = {Wc(0, 8 * kKiB),
              F(),
-             W(8 * kKiB, 4 * kKiB),
-             W(12 * kKiB + 512, 1 * kKiB),
-             D(16 * kKiB, 4 * kKiB),
-             Z(24 * kKiB, 4 * kKiB, false),
+             W(1 * kKiB, 512),
+             W(1536 + 128, 256),
+             D(2 * kKiB, 512),
+             Z(2 * kKiB + 512, 512, false),
              F(),
-             Wc(16 * kKiB, 4 * kKiB),
-             Wc(24 * kKiB, 4 * kKiB),
-             Rd(0, 32 * kKiB),
+             Wc(2 * kKiB, 1 * kKiB),
+             Rd(0, 8 * kKiB),
              C(),
-             Wc(64 * kKiB, 384 * kKiB),
+             Wc(8 * kKiB, 24 * kKiB),
              F(),
-             D(64 * kKiB, 192 * kKiB),
-             Wc(128 * kKiB, 8 * kKiB),
+             D(12 * kKiB, 8 * kKiB),
+             Wc(14 * kKiB, 2 * kKiB),
              F(),
              C(),
-             Wc(1 * kMiB - 8 * kKiB, 8 * kKiB),
-             Rd(0, 1 * kMiB),
+             Wc(256 * kKiB - 1 * kKiB, 1 * kKiB),
+             Rd(0, 256 * kKiB),
              C()};
   } else if (name == "v2") {
     w.image.version = 2;
