@@ -280,6 +280,14 @@ MUTANTS = [
      "    QCRASH_RETURN_IF_ERROR(FreeEntryClusters(slot.entry, type));\n    if (gc + 1 < end)",
      "    (void)type;\n    if (gc + 1 < end)",
      "a shrink unmaps the tail without freeing its host clusters"),
+    ("compressed-bytes-not-before-entry", "engine/compression.cc",
+     "  l2_cache_->DependOnFlush();                               // step 5\n",
+     "",
+     "compressed write: the L2 entry may reach the disk before the compressed bytes it names"),
+    ("compressed-packing-off-by-a-sector", "engine/compression.cc",
+     "  compressed_cursor_ = (at + bytes) % cb == 0 ? 0 : at + bytes;",
+     "  compressed_cursor_ = (at + bytes) % cb == 0 ? 0 : std::max(at + 1, at + bytes - 512);",
+     "compressed packing: the next compressed cluster starts a sector before the end of the last"),
 ]
 
 

@@ -17,6 +17,7 @@
 
 #include "cli/destination.h"
 #include "engine/bug_catalogue.h"
+#include "engine/compression.h"
 #include "engine/qcow2_format.h"
 
 namespace qcrash::cli {
@@ -254,9 +255,15 @@ Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
       options.backing_format = value;
     } else if (key == "extended_l2") {
       QCRASH_ASSIGN_OR_RETURN(options.extended_l2, ParseOnOff(key, value));
-    } else if (key == "compression_type" || key == "encrypt") {
-      const bool default_value = (key == "compression_type") ? value == "zlib" : value == "off";
-      if (!default_value) return Status::NotSupported(key + "=" + value + " is not implemented");
+    } else if (key == "compression_type") {
+      auto type = engine::ParseCompressionType(value);
+      if (!type.ok()) {  // qemu-img's words
+        return Status::InvalidArgument("Parameter 'compression-type' does not accept value '" +
+                                       value + "'");
+      }
+      options.compression_type = *type;
+    } else if (key == "encrypt") {
+      if (value != "off") return Status::NotSupported(key + "=" + value + " is not implemented");
     } else {
       return Status::InvalidArgument("Invalid parameter '" + key + "'");
     }

@@ -18,7 +18,7 @@ namespace qcrash::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: qcrash convert [-q] [-f qcow2|raw] [-O raw|qcow2] [-o OPTIONS] [--policy P]\n"
+    "usage: qcrash convert [-q] [-c] [-f qcow2|raw] [-O raw|qcow2] [-o OPTIONS] [--policy P]\n"
     "                      [-l snapshot.id=ID,snapshot.name=NAME | -l ID_OR_NAME] SRC DST\n";
 constexpr uint64_t kChunkBytes = uint64_t{1} << 20;
 
@@ -30,6 +30,7 @@ struct ConvertArgs {
   std::string source;
   std::string target;
   bool force_share = false;
+  bool compress = false;  // -c: every cluster that is not all zeroes is written compressed
   // -l: the snapshot to copy instead of the active state, as qemu-img
   // takes it: by id, by name, both (both must match), or one word that is
   // an id or a name.
@@ -68,7 +69,7 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   ResetGetopt();
   int opt;
   int index = 0;
-  while ((opt = getopt_long(argc, argv, "+hqpUf:O:o:l:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "+hqpcUf:O:o:l:", kLong, &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);
@@ -78,6 +79,9 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
         break;
       case 'U':
         args.force_share = true;
+        break;
+      case 'c':
+        args.compress = true;
         break;
       case 'f':
         args.source_format = optarg;
@@ -112,6 +116,9 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   if (argc - optind != 2) {
     std::fputs(kUsage, stderr);
     return 1;
+  }
+  if (args.compress && args.target_format != "qcow2") {
+    return ReportUsage("Compression not supported for this file format");  // qemu-img's words
   }
   args.source = argv[optind];
   args.target = argv[optind + 1];
@@ -233,6 +240,20 @@ Status CopyGuestView(Source& source, uint64_t granule, const Writer& write) {
   return Status::Ok();
 }
 
+// convert -c: the guest view cluster by cluster (target clusters), each one
+// that is not all zeroes written compressed, as qemu-img convert -c does.
+Status CopyCompressed(Source& source, engine::Image& output) {
+  const uint64_t cb = uint64_t{1} << output.header().cluster_bits;
+  std::vector<uint8_t> cluster(cb);
+  for (uint64_t offset = 0; offset < source.size_bytes; offset += cb) {
+    const std::span<uint8_t> chunk(cluster.data(), std::min(cb, source.size_bytes - offset));
+    QCRASH_RETURN_IF_ERROR(source.read(offset, chunk));
+    if (std::all_of(chunk.begin(), chunk.end(), [](uint8_t b) { return b == 0; })) continue;
+    QCRASH_RETURN_IF_ERROR(output.WriteCompressed(offset, chunk));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 int RunConvert(int argc, char** argv) {
@@ -273,10 +294,12 @@ int RunConvert(int argc, char** argv) {
   auto image = engine::Image::Create(target, create, args.open_options);
   if (!image.ok()) return ReportError(args.target, image.status());
   engine::Image& output = **image;
-  Status status = CopyGuestView(source, uint64_t{1} << create.cluster_bits,
-                                [&output](uint64_t offset, std::span<const uint8_t> data) {
-                                  return output.Write(offset, data);
-                                });
+  Status status = args.compress
+                      ? CopyCompressed(source, output)
+                      : CopyGuestView(source, uint64_t{1} << create.cluster_bits,
+                                      [&output](uint64_t offset, std::span<const uint8_t> data) {
+                                        return output.Write(offset, data);
+                                      });
   if (status.ok()) status = output.Close();
   if (status.ok()) status = (*destination)->Commit();
   return status.ok() ? 0 : ReportError(args.target, status);

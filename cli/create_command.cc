@@ -7,6 +7,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/destination.h"
+#include "engine/compression.h"
 
 namespace qcrash::cli {
 namespace {
@@ -97,6 +98,11 @@ Status ValidateCreateOptions(const engine::CreateOptions& options) {
     return Status::InvalidArgument(
         "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
   }
+  if (options.version == 2 && options.compression_type != engine::CompressionType::kZlib) {
+    return Status::InvalidArgument(
+        "Non-zlib compression type is only supported with compatibility level 1.1 and above (use "
+        "version=v3 or greater)");
+  }
   if (!options.backing_file.empty() && options.preallocation != engine::Preallocation::kOff &&
       !options.extended_l2) {
     return Status::InvalidArgument(
@@ -115,7 +121,9 @@ void PrintFormatting(const CreateArgs& args, const engine::CreateOptions& option
                      std::to_string(uint64_t{1} << options.cluster_bits) +
                      (options.extended_l2 ? " extended_l2=on" : " extended_l2=off");
   if (given("preallocation")) line += " preallocation=" + args.options.at("preallocation");
-  line += " compression_type=zlib size=" + std::to_string(options.size_bytes);
+  line += std::string(" compression_type=") +
+          engine::CompressionTypeName(static_cast<uint8_t>(options.compression_type)) +
+          " size=" + std::to_string(options.size_bytes);
   if (given("compat")) line += " compat=" + args.options.at("compat");
   if (!options.backing_file.empty()) line += " backing_file=" + options.backing_file;
   if (!options.backing_format.empty()) line += " backing_fmt=" + options.backing_format;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli/cli_common.h"
+#include "engine/compression.h"
 #include "engine/qcow2_format.h"
 #include "engine/snapshot_table.h"
 
@@ -25,7 +26,8 @@ nlohmann::ordered_json FormatSpecificData(const engine::Header& header,
   nlohmann::ordered_json data;
   const bool v3 = header.version >= 3;
   data["compat"] = v3 ? "1.1" : "0.10";
-  data["compression-type"] = header.compression_type == 1 ? "zstd" : "zlib";
+  const char* compression = engine::CompressionTypeName(header.compression_type);
+  data["compression-type"] = compression != nullptr ? compression : "unknown";
   if (v3) data["lazy-refcounts"] = (header.compatible_features & format::kCompatLazyRefcounts) != 0;
   if (!bitmaps.empty()) {
     nlohmann::ordered_json list = nlohmann::ordered_json::array();

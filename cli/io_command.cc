@@ -21,10 +21,18 @@ constexpr const char* kUsage =
     "usage: qcrash io [-r] [-f qcow2] [--policy P] [--data-ordering strict|qemu]\n"
     "                 [--cache-l2 N] [--cache-refcount N] [--bug SWITCH]... [--stats]\n"
     "                 [-c CMD]... FILE\n"
-    "  CMD: write [-P pattern] [-z [-u]] [-q] OFF LEN | read [-P pattern] [-q] OFF LEN |\n"
+    "  CMD: write [-P pattern] [-c | -z [-u]] [-q] OFF LEN | read [-P pattern] [-q] OFF LEN |\n"
     "       discard [-q] OFF LEN | flush | truncate SIZE\n";
 
-enum class Op : uint8_t { kWrite, kWriteZeroes, kRead, kDiscard, kFlush, kTruncate };
+enum class Op : uint8_t {
+  kWrite,
+  kWriteCompressed,
+  kWriteZeroes,
+  kRead,
+  kDiscard,
+  kFlush,
+  kTruncate
+};
 
 struct IoCommand {
   Op op = Op::kFlush;
@@ -63,6 +71,7 @@ Result<IoCommand> ParseIoCommand(const std::string& line) {
   const std::string& name = words[0];
   IoCommand command;
   bool zero = false;
+  bool compressed = false;
   std::vector<std::string> positional;
   for (size_t i = 1; i < words.size(); ++i) {
     const std::string& word = words[i];
@@ -72,6 +81,8 @@ Result<IoCommand> ParseIoCommand(const std::string& line) {
       QCRASH_ASSIGN_OR_RETURN(command.pattern, ParsePattern(words[++i]));
     } else if (word == "-z") {
       zero = true;
+    } else if (word == "-c") {
+      compressed = true;
     } else if (word == "-u") {
       command.unmap = true;
     } else if (word == "-q") {
@@ -91,7 +102,9 @@ Result<IoCommand> ParseIoCommand(const std::string& line) {
     if (zero && command.pattern >= 0)
       return Status::InvalidArgument("-z and -P cannot be specified at the same time");
     if (command.unmap && !zero) return Status::InvalidArgument("-u requires -z to be specified");
-    command.op = zero ? Op::kWriteZeroes : Op::kWrite;
+    if (zero && compressed)
+      return Status::InvalidArgument("-z and -c cannot be specified at the same time");
+    command.op = zero ? Op::kWriteZeroes : compressed ? Op::kWriteCompressed : Op::kWrite;
   } else if (name == "read" || name == "r") {
     command.op = Op::kRead;
   } else if (name == "discard" || name == "d") {
@@ -110,6 +123,9 @@ Result<IoCommand> ParseIoCommand(const std::string& line) {
   }
   if ((zero || command.unmap) && command.op != Op::kWriteZeroes) {
     return Status::InvalidArgument("-z/-u only apply to write");
+  }
+  if (compressed && command.op != Op::kWriteCompressed) {
+    return Status::InvalidArgument("-c only applies to write");
   }
   QCRASH_RETURN_IF_ERROR(want(2));
   QCRASH_ASSIGN_OR_RETURN(command.offset, ParseSize(positional[0]));
@@ -164,6 +180,11 @@ bool RunIoCommand(engine::Image& image, const IoCommand& command, std::vector<ui
       buffer.assign(command.length,
                     static_cast<uint8_t>(command.pattern >= 0 ? command.pattern : 0xcd));
       status = image.Write(command.offset, buffer);
+      break;
+    case Op::kWriteCompressed:
+      buffer.assign(command.length,
+                    static_cast<uint8_t>(command.pattern >= 0 ? command.pattern : 0xcd));
+      status = image.WriteCompressed(command.offset, buffer);
       break;
     case Op::kWriteZeroes:
       status = image.WriteZeroes(command.offset, command.length, command.unmap);

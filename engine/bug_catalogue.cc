@@ -45,6 +45,11 @@ constexpr KnownBug kBugs[] = {
      "allocation bits without waiting for the data: a crash exposes what the host cluster held "
      "there before (a discarded subcluster's old data)",
      "I5", "subclusters", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"compressed-sole-user", &BugSwitches::compressed_sole_user,
+     "qcow2 compressed clusters (QEMU's byte allocator packs several into one host cluster)",
+     "freeing a compressed cluster treats it as its host cluster's only user: the refcount "
+     "drops to 0 while other compressed clusters still live there",
+     "I1", "compressed", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -1,8 +1,6 @@
 // The guest I/O paths: L2 lookup and allocation, reads (backing files, zero
 // and compressed clusters), allocating writes with copy-on-write, zero
 // writes, discards, and the block-status map.
-#include <zlib.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -152,33 +150,6 @@ Status Image::Impl::ReadFromBacking(uint64_t guest_offset, std::span<uint8_t> ou
   return backing_device_->Read(guest_offset, out.first(n));
 }
 
-Status Image::Impl::ReadCompressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> out) {
-  const f::CompressedExtent extent = f::DecodeCompressed(entry, header_.cluster_bits);
-  const uint64_t file_size = device_.SizeBytes();
-  if (extent.host_offset >= file_size) {
-    return MarkCorrupt(Status::Corruption("compressed cluster at " + HexOffset(extent.host_offset) +
-                                          " lies past the end of the file"));
-  }
-  std::vector<uint8_t> compressed(std::min(extent.bytes, file_size - extent.host_offset));
-  QCRASH_RETURN_IF_ERROR(io_.ReadData(extent.host_offset, compressed));
-  std::vector<uint8_t> cluster(cluster_bytes());
-  z_stream z{};
-  if (inflateInit2(&z, -15) != Z_OK) return Status::IoError("zlib inflateInit2 failed");
-  z.next_in = compressed.data();
-  z.avail_in = static_cast<uInt>(compressed.size());
-  z.next_out = cluster.data();
-  z.avail_out = static_cast<uInt>(cluster.size());
-  const int rc = inflate(&z, Z_FINISH);
-  const bool complete = z.avail_out == 0 && (rc == Z_STREAM_END || rc == Z_OK || rc == Z_BUF_ERROR);
-  inflateEnd(&z);
-  if (!complete) {
-    return MarkCorrupt(Status::Corruption("compressed cluster at " + HexOffset(extent.host_offset) +
-                                          " does not decompress to a full cluster"));
-  }
-  std::memcpy(out.data(), cluster.data() + in_cluster, out.size());
-  return Status::Ok();
-}
-
 // A cluster allocated past the end of the file (metadata preallocation on a
 // file that was shrunk) reads as zeroes, as a short pread does.
 Status Image::Impl::ReadHost(uint64_t host, std::span<uint8_t> out) {
@@ -232,12 +203,7 @@ Status Image::Impl::FreeEntryClusters(uint64_t entry, ClusterType type) {
   if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
     return FreeClusters(entry & f::kL2EntryOffsetMask, 1);
   }
-  if (type == ClusterType::kCompressed) {
-    const f::CompressedExtent extent = f::DecodeCompressed(entry, header_.cluster_bits);
-    const uint64_t first = extent.host_offset / cluster_bytes();
-    const uint64_t last = (extent.host_offset + extent.bytes - 1) / cluster_bytes();
-    return FreeClusters(first * cluster_bytes(), last - first + 1);
-  }
+  if (type == ClusterType::kCompressed) return FreeCompressedEntry(entry);
   return Status::Ok();
 }
 

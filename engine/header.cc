@@ -91,9 +91,17 @@ Status ValidateV3Fields(const Header& h) {
     return Bad(f::kOffClusterBits, "cluster_bits",
                std::to_string(h.cluster_bits) + " is below 14, the least extended L2 allows");
   }
-  if (h.compression_type != 0) {
+  if (h.compression_type != f::kCompressionZlib && h.compression_type != f::kCompressionZstd) {
     return Status::NotSupported("header offset 0x68 (compression_type): type " +
-                                std::to_string(h.compression_type) + " is not supported");
+                                std::to_string(h.compression_type) +
+                                " is not supported (0 zlib, 1 zstd)");
+  }
+  // The incompatible bit says "compression_type is not zlib": both or neither.
+  const bool bit_set = (h.incompatible_features & f::kIncompatCompressionType) != 0;
+  if (bit_set != (h.compression_type != f::kCompressionZlib)) {
+    return Bad(f::kOffIncompatibleFeatures, "incompatible_features",
+               bit_set ? "compression type bit 3 is set but compression_type is zlib"
+                       : "compression_type is zstd but compression type bit 3 is clear");
   }
   return Status::Ok();
 }

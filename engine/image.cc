@@ -402,6 +402,10 @@ Status ValidateCreateOptions(const CreateOptions& o) {
         "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
   }
   if (o.size_bytes > f::kMaxGuestSizeBytes) return Status::InvalidArgument("image size too large");
+  if (o.version == 2 && o.compression_type != CompressionType::kZlib) {
+    return Status::InvalidArgument(
+        "compression_type other than zlib needs compatibility level 1.1 (v3)");
+  }
   if (o.backing_file.size() > f::kMaxBackingFileNameBytes) {
     return Status::InvalidArgument("backing file name too long");
   }
@@ -426,6 +430,10 @@ Result<std::unique_ptr<Image>> Image::Create(BlockDevice& device, const CreateOp
   h.refcount_table_clusters = 1;
   if (options.lazy_refcounts) h.compatible_features |= f::kCompatLazyRefcounts;
   if (options.extended_l2) h.incompatible_features |= f::kIncompatExtendedL2;
+  h.compression_type = static_cast<uint8_t>(options.compression_type);
+  if (options.compression_type != CompressionType::kZlib) {
+    h.incompatible_features |= f::kIncompatCompressionType;
+  }
   if (options.version == 3) h.feature_names = DefaultFeatureNames();
   h.backing_file = options.backing_file;
   if (!options.backing_format.empty()) h.backing_format = options.backing_format;

@@ -56,6 +56,14 @@ class Image {
 
   Status Read(uint64_t guest_offset, std::span<uint8_t> out);
   Status Write(uint64_t guest_offset, std::span<const uint8_t> data);
+  // Like qemu-io's `write -c`: whole clusters, each stored compressed with
+  // the image's compression_type (engine/compression.cc), several packed
+  // into one host cluster. The disk's last cluster may be partial (padded
+  // with zeroes). A cluster that does not compress is written normally.
+  // As QEMU, only clusters without a host cluster (unallocated or plain
+  // zero) may be written so: InvalidArgument otherwise, nothing written.
+  // NotSupported under the journal policy.
+  Status WriteCompressed(uint64_t guest_offset, std::span<const uint8_t> data);
   // may_unmap: like qemu-io's `write -z -u`: the host clusters may be freed.
   // Without it, allocated clusters keep their host cluster (zero-alloc).
   Status WriteZeroes(uint64_t guest_offset, uint64_t length_bytes, bool may_unmap);

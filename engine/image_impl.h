@@ -169,7 +169,6 @@ class Image::Impl {
   Status SetL2Entry(const L2Slot& slot, uint64_t entry, uint64_t bitmap);
   Status ReadCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> out);
   Status ReadFromBacking(uint64_t guest_offset, std::span<uint8_t> out);
-  Status ReadCompressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> out);
   Status WriteCluster(uint64_t guest_cluster, uint64_t in_cluster, std::span<const uint8_t> data);
   // Extended L2: a write into the clusters' subclusters.
   Status WriteSubclusters(const L2Slot& slot, ClusterType type, uint64_t guest_cluster,
@@ -184,6 +183,18 @@ class Image::Impl {
                                ZeroMode mode);
   Status FreeEntryClusters(uint64_t entry, ClusterType type);
   Status AppendMap(uint64_t start, uint64_t length, uint32_t depth, std::vector<MapExtent>& out);
+
+  // ---- compression.cc ----
+  Status ReadCompressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> out);
+  Status WriteCompressedCluster(uint64_t guest_cluster, std::span<const uint8_t> cluster);
+  // Packs `bytes` of compressed data into the current partially filled host
+  // cluster (or a fresh one); raises each touched cluster's refcount by one.
+  Result<uint64_t> AllocateCompressedBytes(uint64_t bytes);
+  Status RaiseSharedRefcount(uint64_t cluster_index);
+  Status FreeCompressedEntry(uint64_t entry);
+  // The allocator calls this when `cluster_index`'s refcount reaches 0: the
+  // packing cursor must not point into a freed cluster.
+  void ForgetCompressedCursor(uint64_t cluster_index);
 
   uint64_t cluster_bytes() const { return header_.cluster_bytes(); }
   uint64_t refcount_block_entries() const {
@@ -209,6 +220,9 @@ class Image::Impl {
   // refcount decrease are durable (R5).
   std::set<uint64_t> quarantine_;
   std::vector<uint64_t> extent_;  // clusters reserved (refcount 1, durable) by the extent policy
+  // Where the next compressed cluster goes: a byte offset inside the host
+  // cluster compressed writes are filling, or 0 for none (compression.cc).
+  uint64_t compressed_cursor_ = 0;
 
   // A snapshot's sharing change is under way (R8): the dirty bit must stay.
   bool sharing_change_open_ = false;

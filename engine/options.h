@@ -34,6 +34,10 @@ enum class DataOrdering : uint8_t {
 
 enum class Preallocation : uint8_t { kOff, kMetadata, kFalloc, kFull };
 
+// The header's compression_type byte (offset 104): how compressed clusters
+// are encoded. Anything but zlib sets incompatible bit 3.
+enum class CompressionType : uint8_t { kZlib = 0, kZstd = 1 };
+
 // Historical bug classes (DESIGN.md, "Known-bug catalogue"). All off by default.
 struct OrderingRules;  // engine/ordering.h
 
@@ -50,10 +54,11 @@ struct BugSwitches {
   bool snapshot_without_dirty_bit = false;  // snapshot create/delete outside the dirty bit (R8)
   bool bitmap_no_inuse = false;  // tracked guest writes may land before a bitmap's in_use (R10)
   bool subcluster_bit_before_data = false;  // extended L2: allocation bits before the data (R3)
+  bool compressed_sole_user = false;  // freeing a compressed cluster frees its whole host cluster
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
-           bitmap_no_inuse || subcluster_bit_before_data;
+           bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user;
   }
 };
 
@@ -117,6 +122,8 @@ struct CreateOptions {
   Preallocation preallocation = Preallocation::kOff;
   std::string backing_file;
   std::string backing_format;  // "raw", "qcow2" or empty
+  // How compressed clusters are encoded (header byte 104); zstd needs v3.
+  CompressionType compression_type = CompressionType::kZlib;
 };
 
 // What the engine did, for "flushes per guest write" and friends.

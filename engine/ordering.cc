@@ -158,6 +158,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.snapshot_without_dirty_bit) rules.Set(Rule::kSharingChange, Mechanism::kNone);
   if (switches.bitmap_no_inuse) rules.Set(Rule::kBitmapTracking, Mechanism::kNone);
   if (switches.subcluster_bit_before_data) rules.order_subcluster_data = false;
+  if (switches.compressed_sole_user) rules.count_compressed_users = false;
   return rules;
 }
 

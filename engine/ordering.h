@@ -71,6 +71,10 @@ struct OrderingRules {
   // later write-back (the close after the error) writes it again (switch
   // failed-write-kept-clean: the cache forgets it; QEMU's iotest 026).
   bool keep_dirty_on_failed_write = true;
+  // Freeing a compressed cluster drops one reference from each host cluster
+  // it touches: packed host clusters count their users (switch
+  // compressed-sole-user: the free drops the host cluster's whole refcount).
+  bool count_compressed_users = true;
 
   Mechanism Of(Rule rule) const { return how[static_cast<size_t>(rule)]; }
   void Set(Rule rule, Mechanism mechanism) { how[static_cast<size_t>(rule)] = mechanism; }

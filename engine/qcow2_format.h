@@ -49,7 +49,8 @@ inline constexpr uint64_t kIncompatCompressionType = uint64_t{1} << 3;
 inline constexpr uint64_t kIncompatExtendedL2 = uint64_t{1} << 4;
 // qcrash's journal bit, taken from the high end (see engine/FORMAT.md).
 inline constexpr uint64_t kIncompatJournalDirty = uint64_t{1} << 63;
-inline constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt | kIncompatExtendedL2 |
+inline constexpr uint64_t kIncompatKnown = kIncompatDirty | kIncompatCorrupt |
+                                           kIncompatCompressionType | kIncompatExtendedL2 |
                                            kIncompatJournalDirty;  // what we implement
 
 inline constexpr uint64_t kCompatLazyRefcounts = uint64_t{1} << 0;
@@ -95,6 +96,9 @@ inline constexpr uint64_t kL2BitmapZeroMask = 0xFFFFFFFF00000000ULL;
 inline constexpr uint32_t kMinExtendedL2ClusterBits = 14;  // QEMU: 16 KiB clusters at least
 inline constexpr uint32_t kRefcountTableEntryBytes = 8;
 inline constexpr uint32_t kCompressedSectorBytes = 512;
+// compression_type values (header byte 104).
+inline constexpr uint8_t kCompressionZlib = 0;
+inline constexpr uint8_t kCompressionZstd = 1;
 
 // ---- Ranges and qcrash's limits (in the spirit of QEMU's) -----------------------
 inline constexpr uint32_t kMinClusterBits = 9;

@@ -95,6 +95,7 @@ Status Image::Impl::UpdateRefcount(uint64_t cluster_index, int64_t delta) {
   f::SetRefcount(span, cluster_index % per, header_.refcount_order, new_count);
   QCRASH_RETURN_IF_ERROR(refcount_cache_->MarkDirty(block));
   if (new_count == 0) {
+    ForgetCompressedCursor(cluster_index);
     if (quarantine_frees()) quarantine_.insert(cluster_index);
     free_cluster_hint_ = std::min(free_cluster_hint_, cluster_index);
   }

@@ -47,6 +47,11 @@ q bitmap --add -g 65536 "$img/qemu-1k-bitmap.qcow2" b0
 qio -f qcow2 -c "write -P 0x30 0 2048" "$img/qemu-1k-bitmap.qcow2"
 for _ in $(seq 64); do printf 'compressible data, cluster one. '; done > "$work/raw.bin"
 q convert -c -f raw -O qcow2 -o cluster_size=1024 "$work/raw.bin" "$img/qemu-1k-compressed.qcow2"
+q convert -c -f raw -O qcow2 -o cluster_size=1024,compression_type=zstd "$work/raw.bin" \
+  "$img/qemu-1k-compressed-zstd.qcow2"
+"$qcrash" create -q -o cluster_size=512,compression_type=zstd "$img/qcrash-512-compressed-zstd.qcow2" 64K
+"$qcrash" io -c "write -c -P 0x61 0 4096" -c "write -P 0x62 1024 512" -c "discard 2048 512" \
+  -c "write -c -P 0x63 8192 1024" "$img/qcrash-512-compressed-zstd.qcow2" >/dev/null
 q create -f qcow2 -o cluster_size=512 -u -b base.raw -F raw "$img/qemu-512-backing.qcow2" 64K
 # Extended L2 entries (16-byte L2 entries, 32 subclusters of 512 bytes).
 q create -f qcow2 -o cluster_size=16k,extended_l2=on "$img/qemu-16k-subclusters.qcow2" 256K

@@ -128,6 +128,7 @@ class Mutator {
   uint64_t NewValue(uint64_t old, uint32_t width);
   uint64_t NewTableEntry(uint64_t old, bool l2);
   void MutateHeaderField();
+  void SwitchCompressionType();
   void MutateTableEntry(uint64_t table, uint64_t entries, bool l2);
   uint64_t NewSubclusterBitmap(uint64_t old);
   void MutateRefcount();
@@ -297,6 +298,22 @@ void Mutator::MutateHeaderField() {
   Store(field.offset, field.width, NewValue(Load(field.offset, field.width), field.width));
 }
 
+// The other compression type, the header kept consistent (byte 104 and
+// incompatible bit 3 together), so that the compressed clusters' streams
+// reach the other decoder: a zlib stream read as zstd, or the reverse.
+void Mutator::SwitchCompressionType() {
+  if (!Fits(f::kOffCompressionType, 1) || LoadBe32(data_ + f::kOffVersion) < 3 ||
+      LoadBe32(data_ + f::kOffHeaderLength) <= f::kOffCompressionType) {
+    return;
+  }
+  const bool zstd = data_[f::kOffCompressionType] == f::kCompressionZlib;
+  data_[f::kOffCompressionType] = zstd ? f::kCompressionZstd : f::kCompressionZlib;
+  uint64_t incompatible = Load(f::kOffIncompatibleFeatures, 8);
+  incompatible = zstd ? incompatible | f::kIncompatCompressionType
+                      : incompatible & ~f::kIncompatCompressionType;
+  Store(f::kOffIncompatibleFeatures, 8, incompatible);
+}
+
 void Mutator::MutateTableEntry(uint64_t table, uint64_t entries, bool l2) {
   if (entries == 0) return;
   const uint64_t word = Rand(entries);
@@ -368,7 +385,11 @@ void Mutator::MutateField(uint64_t at, const Field& field) {
 void Mutator::MutateGeneral() {
   switch (Rand(7)) {
     case 0:
-      MutateHeaderField();
+      if (Rand(8) == 0) {
+        SwitchCompressionType();
+      } else {
+        MutateHeaderField();
+      }
       break;
     case 1:
       MutateTableEntry(layout_.l1_offset, layout_.l1_entries, false);

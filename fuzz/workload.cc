@@ -47,7 +47,8 @@ engine::JournalOptions DecodeJournal(uint8_t variant) {
 // first) is null where the case writes no snapshot; `bitmaps` (the live
 // bitmaps' numbers) null where it keeps no bitmap.
 GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_bytes,
-                 std::deque<uint64_t>* snapshot_sizes, std::vector<uint64_t>* bitmaps) {
+                 std::deque<uint64_t>* snapshot_sizes, std::vector<uint64_t>* bitmaps,
+                 bool compressed_allowed) {
   static constexpr OpKind kKinds[] = {OpKind::kWrite,   OpKind::kWriteZeroes, OpKind::kWriteZeroes,
                                       OpKind::kDiscard, OpKind::kFlush,       OpKind::kWrite,
                                       OpKind::kResize,  OpKind::kClose};
@@ -116,6 +117,17 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
       std::min<uint64_t>(1 + length_field % (2 * cluster_sectors), sectors - first);
   op.offset_bytes = first * kGuestSectorBytes;
   op.length_bytes = count * kGuestSectorBytes;
+  if (op.kind == OpKind::kWrite && variant && (kind_byte >> 4) == 0 && compressed_allowed) {
+    // A write with bit 3 and no byte edges is a compressed write of the
+    // clusters it touches (the disk's last one may be partial).
+    const uint64_t end =
+        std::min(size_bytes, (op.offset_bytes + op.length_bytes + cluster_bytes - 1) /
+                                 cluster_bytes * cluster_bytes);
+    op.kind = OpKind::kWriteCompressed;
+    op.offset_bytes = op.offset_bytes / cluster_bytes * cluster_bytes;
+    op.length_bytes = end - op.offset_bytes;
+    return op;
+  }
   if (variant) {
     const uint64_t edge = (kind_byte >> 4) * 31;  // 0..465 bytes
     const uint64_t head = std::min(edge, op.length_bytes - 1);
@@ -222,7 +234,15 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
   for (size_t i = 0; i < op_count; ++i) {
     c.workload.ops.push_back(DecodeOp(reader, cluster_bytes, size_bytes,
                                       snapshots ? &snapshot_sizes : nullptr,
-                                      bitmaps_allowed ? &bitmaps : nullptr));
+                                      bitmaps_allowed ? &bitmaps : nullptr, !journal));
+  }
+  // Compressed writes (not under the journal policy, which writes none):
+  // the journal byte, unused without the journal, picks zstd on v3.
+  const bool compressed =
+      std::any_of(c.workload.ops.begin(), c.workload.ops.end(),
+                  [](const GuestOp& op) { return properties::IsCompressedOp(op.kind); });
+  if (compressed && image.version >= 3 && (journal_byte & 1)) {
+    image.compression_type = engine::CompressionType::kZstd;
   }
   return c;
 }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <deque>
 #include <initializer_list>
+#include <set>
 #include <vector>
 
 namespace qcrash::properties {
@@ -39,6 +40,7 @@ struct Swarm {
   bool snapshots = false;  // internal snapshots created, deleted and reverted to between operations
   bool bitmaps = false;    // persistent dirty bitmaps added, cleared, toggled, removed
   bool subclusters = false;  // extended L2 entries: 32 subclusters per cluster
+  bool compressed = false;   // some writes stored compressed (whole clusters), zlib or zstd
 };
 
 std::string Describe(const Swarm& s) {
@@ -192,6 +194,20 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   s.bitmaps =
       w.image.version >= 3 && policy != engine::OrderingPolicy::kJournal && bitmap_rng.OneIn(4);
   if (s.bitmaps) c.features += std::string(c.features.empty() ? "" : ",") + "bitmaps";
+  // Compressed writes from a stream of their own as well: not under the
+  // journal policy, which writes none. Some of the writes become whole-
+  // cluster compressed writes; on v3 the image may use zstd.
+  Rng compress_rng(seed ^ 0x636f6d7072657373ull);
+  s.compressed = policy != engine::OrderingPolicy::kJournal && compress_rng.OneIn(4);
+  if (s.compressed) {
+    const bool zstd = w.image.version >= 3 && compress_rng.OneIn(2);
+    if (zstd) w.image.compression_type = engine::CompressionType::kZstd;
+    c.features +=
+        std::string(c.features.empty() ? "" : ",") + (zstd ? "compressed-zstd" : "compressed");
+  }
+  // Guest clusters a write or zero write touched: they may have a host
+  // cluster (kept conservatively: discards and shrinks do not remove them).
+  std::set<uint64_t> touched;
   std::vector<std::pair<uint64_t, bool>> live_bitmaps;  // number, enabled
   uint64_t next_bitmap = 0;
   auto add_bitmap = [&] {
@@ -276,7 +292,27 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     } else {
       op.kind = OpKind::kWrite;
       range(op);
+      // The clusters the write touches, whole (the disk's last one may be
+      // partial), compressed; only where no earlier operation may have
+      // given a cluster a host cluster (a compressed write fills only
+      // clusters without one, as QEMU's).
+      const uint64_t first_cluster = op.offset_bytes / cluster;
+      const uint64_t end_cluster = (op.offset_bytes + op.length_bytes + cluster - 1) / cluster;
+      const auto next_touched = touched.lower_bound(first_cluster);
+      const bool untouched = next_touched == touched.end() || *next_touched >= end_cluster;
+      if (s.compressed && compress_rng.OneIn(3) && untouched) {
+        op.kind = OpKind::kWriteCompressed;
+        op.offset_bytes = first_cluster * cluster;
+        op.length_bytes = std::min(size, end_cluster * cluster) - op.offset_bytes;
+      }
       written.emplace_back(op.offset_bytes, op.length_bytes);
+    }
+    if (op.kind == OpKind::kWrite || op.kind == OpKind::kWriteZeroes ||
+        op.kind == OpKind::kWriteCompressed) {
+      for (uint64_t gc = op.offset_bytes / cluster;
+           gc * cluster < op.offset_bytes + op.length_bytes; ++gc) {
+        touched.insert(gc);
+      }
     }
     w.ops.push_back(op);
   }

@@ -57,14 +57,13 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       size = SizeBefore(target->second);
       continue;
     }
-    if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes &&
-        op.kind != OpKind::kDiscard) {
+    if (!WritesData(op.kind) && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
       continue;
     }
     const uint64_t end_bytes = op.offset_bytes + op.length_bytes;
     for (uint64_t s = op.offset_bytes / kGuestSectorBytes; s * kGuestSectorBytes < end_bytes; ++s) {
       const uint64_t base = s * kGuestSectorBytes;
-      const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(i + 1, s) : 0;
+      const uint64_t tag = WritesData(op.kind) ? SectorTag(i + 1, s) : 0;
       by_sector[s].push_back(
           {static_cast<uint32_t>(i), tag, op.kind == OpKind::kDiscard,
            static_cast<uint16_t>(std::max(op.offset_bytes, base) - base),

@@ -181,6 +181,9 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
     case OpKind::kWrite:
       return "write -q -s " + data_file + " " + Bytes(op.offset_bytes) + " " +
              Bytes(op.length_bytes);
+    case OpKind::kWriteCompressed:
+      return "write -q -c -s " + data_file + " " + Bytes(op.offset_bytes) + " " +
+             Bytes(op.length_bytes);
     case OpKind::kWriteZeroes:
       return std::string("write -q -z ") + (op.may_unmap ? "-u " : "") + Bytes(op.offset_bytes) +
              " " + Bytes(op.length_bytes);
@@ -228,6 +231,7 @@ Status CreateImage(const Workload& workload, const QemuEngineOptions& q, const s
                   ",compat=" + (c.version == 2 ? "0.10" : "1.1");
   if (c.version != 2) o += ",refcount_bits=" + std::to_string(1u << c.refcount_order);
   if (c.lazy_refcounts) o += ",lazy_refcounts=on";
+  if (c.compression_type != engine::CompressionType::kZlib) o += ",compression_type=zstd";
   if (c.preallocation != engine::Preallocation::kOff)
     o += std::string(",preallocation=") + engine::PreallocationName(c.preallocation);
   if (workload.backing) {
@@ -332,7 +336,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
           ask("open -t " + q.cache + " " + ImageOpts(q, image, log, true) + "\n", answer));
       open = true;
     }
-    if (op.kind == OpKind::kWrite) {
+    if (WritesData(op.kind)) {
       std::vector<uint8_t> bytes(op.length_bytes);
       FillOpBytes(i + 1, op.offset_bytes, bytes);
       QCRASH_RETURN_IF_ERROR(WriteFile(data_file, bytes));
@@ -376,7 +380,7 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     start = end;
   }
   for (const GuestOp& op : workload.ops) {
-    if (op.kind == OpKind::kWrite || op.kind == OpKind::kWriteZeroes || op.kind == OpKind::kDiscard)
+    if (WritesData(op.kind) || op.kind == OpKind::kWriteZeroes || op.kind == OpKind::kDiscard)
       ++run.stats.guest_writes;
     if (op.kind == OpKind::kFlush) ++run.stats.guest_flushes;
   }

@@ -81,14 +81,14 @@ void GuestModel::Apply(const GuestOp& op, uint64_t op_number) {
     size_ = op.length_bytes;
     return;
   }
-  if (op.kind != OpKind::kWrite && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
+  if (!WritesData(op.kind) && op.kind != OpKind::kWriteZeroes && op.kind != OpKind::kDiscard) {
     return;  // flush, close, read; a resize only grows (zeroes)
   }
   const uint64_t end_bytes = op.offset_bytes + op.length_bytes;
   for (uint64_t s = op.offset_bytes / kGuestSectorBytes; s * kGuestSectorBytes < end_bytes; ++s) {
     const uint64_t lo = std::max(op.offset_bytes, s * kGuestSectorBytes) - s * kGuestSectorBytes;
     const uint64_t hi = std::min(end_bytes, (s + 1) * kGuestSectorBytes) - s * kGuestSectorBytes;
-    const uint64_t tag = op.kind == OpKind::kWrite ? SectorTag(op_number, s) : 0;
+    const uint64_t tag = WritesData(op.kind) ? SectorTag(op_number, s) : 0;
     auto part_it = partial_.find(s);
     if (lo == 0 && hi == kGuestSectorBytes && op.kind == OpKind::kDiscard &&
         part_it != partial_.end()) {
@@ -176,6 +176,7 @@ void NoteBitmapOp(const GuestOp& op, size_t index, uint64_t size_before, const G
       if (found != current.end()) epochs[found->second].enabled = op.kind == OpKind::kBitmapEnable;
       return;
     case OpKind::kWrite:
+    case OpKind::kWriteCompressed:
     case OpKind::kWriteZeroes:
     case OpKind::kDiscard:
     case OpKind::kResize:
@@ -235,6 +236,11 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
       std::vector<uint8_t> data(op.length_bytes);
       FillOpBytes(op_number, op.offset_bytes, data);
       return image.Write(op.offset_bytes, data);
+    }
+    case OpKind::kWriteCompressed: {
+      std::vector<uint8_t> data(op.length_bytes);
+      FillOpBytes(op_number, op.offset_bytes, data);
+      return image.WriteCompressed(op.offset_bytes, data);
     }
     case OpKind::kWriteZeroes:
       return image.WriteZeroes(op.offset_bytes, op.length_bytes, op.may_unmap);
@@ -475,7 +481,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       }
       note_io_error(i);
       run.spans.push_back({start, disk.log().size()});
-      if (workload.ops[i].kind == OpKind::kWrite &&
+      if (WritesData(workload.ops[i].kind) &&
           image->stats().clusters_allocated > allocated_before) {
         ++run.allocating_writes;
       }

@@ -38,6 +38,8 @@ const char* OpKindName(OpKind kind) {
       return "bitmap-enable";
     case OpKind::kBitmapDisable:
       return "bitmap-disable";
+    case OpKind::kWriteCompressed:
+      return "write-compressed";
   }
   return "?";
 }
@@ -47,19 +49,21 @@ Result<OpKind> ParseOpKind(const std::string& name) {
        {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
         OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
         OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
-        OpKind::kBitmapEnable, OpKind::kBitmapDisable}) {
+        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
                                  "' (write, write-zeroes, discard, flush, resize, close, read, "
                                  "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
-                                 "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable)");
+                                 "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable, "
+                                 "write-compressed)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
   std::string out = OpKindName(op.kind);
   switch (op.kind) {
     case OpKind::kWrite:
+    case OpKind::kWriteCompressed:
     case OpKind::kDiscard:
     case OpKind::kRead:
       return out + " " + HexOffset(op.offset_bytes) + "+" + std::to_string(op.length_bytes);
@@ -132,6 +136,14 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     }
     if (op.length_bytes > (uint64_t{16} << 20)) {
       return Status::Limit(where + ": operations are limited to 16 MiB");
+    }
+    const uint64_t cluster_bytes = uint64_t{1} << workload.image.cluster_bits;
+    if (IsCompressedOp(op.kind) &&
+        (op.offset_bytes % cluster_bytes != 0 ||
+         (op.length_bytes % cluster_bytes != 0 && op.offset_bytes + op.length_bytes != size))) {
+      return Status::InvalidArgument(where +
+                                     ": a compressed write covers whole clusters (the disk's "
+                                     "last one may be partial)");
     }
   }
   return Status::Ok();
@@ -209,6 +221,9 @@ GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
 GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
 GuestOp Revert() { return {OpKind::kSnapshotRevert, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
+GuestOp Wc(uint64_t offset, uint64_t length) {
+  return {OpKind::kWriteCompressed, offset, length, false};
+}
 GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
   return {kind, number, granularity, false};
 }
@@ -495,6 +510,41 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Unsnap(),
              W(2 * kKiB, 2 * kKiB),
              C()};
+  } else if (name == "compressed" || name == "compressed-zstd") {
+    // Compressed clusters packed several to a host cluster (its refcount
+    // counts them; 512-byte clusters: a cluster of this data compresses to
+    // about 13 bytes, so some 35 share a host cluster): one is overwritten
+    // whole, one in part (copy-on-write from the compressed data), one
+    // discarded, one zero-written, and both compressed again (a compressed
+    // write fills only clusters without a host cluster, as QEMU's); each
+    // free drops only its share of the host cluster, the others must still
+    // read back. Then, in a new session, a run that fills a host cluster
+    // and straddles into the next one (inside one existing L2 table, so
+    // nothing else is allocated between them), part of it discarded and
+    // compressed again. "compressed-zstd" does the same on an image with
+    // compression_type=zstd.
+    w.image.size_bytes = 256 * kKiB;
+    w.image.cluster_bits = 9;
+    if (name == "compressed-zstd") w.image.compression_type = engine::CompressionType::kZstd;
+    w.ops = {Wc(0, 8 * kKiB),
+             F(),
+             W(1 * kKiB, 512),
+             W(1536 + 128, 256),
+             D(2 * kKiB, 512),
+             Z(2 * kKiB + 512, 512, false),
+             F(),
+             Wc(2 * kKiB, 1 * kKiB),
+             Rd(0, 8 * kKiB),
+             C(),
+             Wc(8 * kKiB, 24 * kKiB),
+             F(),
+             D(12 * kKiB, 8 * kKiB),
+             Wc(14 * kKiB, 2 * kKiB),
+             F(),
+             C(),
+             Wc(256 * kKiB - 1 * kKiB, 1 * kKiB),
+             Rd(0, 256 * kKiB),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -529,7 +579,9 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "v2",
           "snapshots",
           "bitmaps",
-          "subclusters"};
+          "subclusters",
+          "compressed",
+          "compressed-zstd"};
 }
 
 }  // namespace qcrash::properties

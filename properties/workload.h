@@ -33,7 +33,16 @@ enum class OpKind : uint8_t {
   kBitmapClear,
   kBitmapEnable,
   kBitmapDisable,
+  // A write stored compressed (qemu-io's write -c): whole clusters, the
+  // disk's last cluster may be partial. Its content is a write's.
+  kWriteCompressed,
 };
+// Operations that write guest data (op content, SectorTag).
+inline bool WritesData(OpKind kind) {
+  return kind == OpKind::kWrite || kind == OpKind::kWriteCompressed;
+}
+// Compressed writes: the engine writes none under the journal policy.
+inline bool IsCompressedOp(OpKind kind) { return kind == OpKind::kWriteCompressed; }
 // Create, delete and revert: the engine writes none under the journal policy.
 inline bool IsSnapshotOp(OpKind kind) {
   return kind == OpKind::kSnapshotCreate || kind == OpKind::kSnapshotDelete ||

@@ -2,6 +2,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "engine/compression.h"
 #include "properties/json.h"
 
 namespace qcrash::properties {
@@ -24,18 +25,24 @@ json WorkloadToJson(const Workload& w) {
     }
     ops.push_back(o);
   }
-  return {{"name", w.name},
-          {"image",
-           {{"size", w.image.size_bytes},
-            {"cluster_size", uint64_t{1} << w.image.cluster_bits},
-            {"compat", w.image.version == 2 ? "0.10" : "1.1"},
-            {"refcount_bits", 1u << w.image.refcount_order},
-            {"preallocation", engine::PreallocationName(w.image.preallocation)},
-            {"lazy_refcounts", w.image.lazy_refcounts},
-            {"extended_l2", w.image.extended_l2}}},
-          {"check_reservations", w.check_reservations},
-          {"backing", w.backing},
-          {"ops", ops}};
+  json j = {{"name", w.name},
+            {"image",
+             {{"size", w.image.size_bytes},
+              {"cluster_size", uint64_t{1} << w.image.cluster_bits},
+              {"compat", w.image.version == 2 ? "0.10" : "1.1"},
+              {"refcount_bits", 1u << w.image.refcount_order},
+              {"preallocation", engine::PreallocationName(w.image.preallocation)},
+              {"lazy_refcounts", w.image.lazy_refcounts},
+              {"extended_l2", w.image.extended_l2}}},
+            {"check_reservations", w.check_reservations},
+            {"backing", w.backing},
+            {"ops", ops}};
+  // Only a non-default type is written, so zlib workloads keep their JSON.
+  if (w.image.compression_type != engine::CompressionType::kZlib) {
+    j["image"]["compression_type"] =
+        engine::CompressionTypeName(static_cast<uint8_t>(w.image.compression_type));
+  }
+  return j;
 }
 
 namespace {
@@ -84,6 +91,10 @@ Status ImageFromJson(const json& image, engine::CreateOptions& out) {
   if (out.extended_l2 && (out.version < 3 || out.cluster_bits < 14))
     return Status::InvalidArgument(
         "workload image: extended_l2 needs compat 1.1 and a cluster_size of 16 KiB or more");
+  QCRASH_ASSIGN_OR_RETURN(out.compression_type,
+                          engine::ParseCompressionType(image.value("compression_type", "zlib")));
+  if (out.version == 2 && out.compression_type != engine::CompressionType::kZlib)
+    return Status::InvalidArgument("workload image: compression_type zstd needs compat 1.1");
   return Status::Ok();
 }
 

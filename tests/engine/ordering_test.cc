@@ -94,7 +94,8 @@ int FieldsChanged(const OrderingRules& a, const OrderingRules& b) {
   int changed = (a.journal_checksums != b.journal_checksums) +
                 (a.reuse_zero_allocation != b.reuse_zero_allocation) +
                 (a.keep_dirty_on_failed_write != b.keep_dirty_on_failed_write) +
-                (a.order_subcluster_data != b.order_subcluster_data);
+                (a.order_subcluster_data != b.order_subcluster_data) +
+                (a.count_compressed_users != b.count_compressed_users);
   for (size_t r = 0; r < kRuleCount; ++r) changed += a.how[r] != b.how[r];
   return changed;
 }

@@ -23,11 +23,10 @@ Ranges DirtyRanges(const ScratchDir& dir, const std::string& image, const std::s
       " && qemu-img map --output=json --image-opts "
       "driver=nbd,server.type=unix,server.path=$PWD/nbd.sock,x-dirty-bitmap=qemu:dirty-bitmap:" +
       name +
-      // qemu-nbd exits after its one client left, but not at once: wait for
-      // it, so that its image lock is gone before the next command (a busy
-      // machine showed the gap).
-      "; status=$?; for i in $(seq 200); do kill -0 $(cat nbd.pid) 2>/dev/null || break; "
-      "sleep 0.05; done; exit $status");
+      // qemu-nbd exits after its last client, but not at once: wait, so that
+      // it no longer holds the image's lock when the next command opens it.
+      "; status=$?; while kill -0 \"$(cat nbd.pid)\" 2>/dev/null; do sleep 0.02; done; "
+      "exit $status");
   EXPECT_EQ(map.exit_code, 0) << map.err;
   Ranges out;
   if (map.exit_code != 0) return out;

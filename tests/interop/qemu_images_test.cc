@@ -75,6 +75,12 @@ std::vector<QemuImageCase> AllCases() {
        "qemu-io -c 'write -c -P 0x31 0 64k' -c 'write -c -P 0x32 128k 64k' "
        "-c 'write -P 0x33 192k 4k' img.qcow2 >/dev/null",
        "img.qcow2", true},
+      {"compressed_zstd",
+       "qemu-img create -q -f qcow2 -o compression_type=zstd,cluster_size=4096 img.qcow2 4M && "
+       "qemu-io -c 'write -c -P 0x31 0 64k' -c 'write -c -P 0x32 128k 64k' "
+       "-c 'write -P 0x33 192k 4k' -c 'write -P 0x34 8k 1k' -c 'discard 16k 4k' "
+       "img.qcow2 >/dev/null",
+       "img.qcow2", true},
       {"backing_qcow2",
        "qemu-img create -q -f qcow2 -o cluster_size=4096 base.qcow2 4M && " +
            Io("base.qcow2", base_ops) +
@@ -189,6 +195,8 @@ TEST(CreateInterop, FormattingLineAndHeaderMatchQemuImgCreate) {
       "-f qcow2 -o preallocation=full,cluster_size=512 x.qcow2 1M",
       "-f qcow2 -b base.qcow2 -F qcow2 x.qcow2",
       "-f qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2 x.qcow2 3M",
+      "-f qcow2 -o compression_type=zstd x.qcow2 1M",
+      "-f qcow2 -o compression_type=zlib,cluster_size=4096 x.qcow2 1M",
   };
   for (const std::string& args : arg_sets) {
     ScratchDir qemu_dir;
@@ -209,12 +217,15 @@ TEST(CreateInterop, FormattingLineAndHeaderMatchQemuImgCreate) {
     own_info.erase("actual-size");
     EXPECT_EQ(own_info, qemu_info) << args;
   }
-  const std::vector<std::string> bad_sets = {"-f qcow2 -o compat=0.10,refcount_bits=8 x.qcow2 1M",
-                                             "-f qcow2 -o cluster_size=3000 x.qcow2 1M",
-                                             "-f qcow2 -o compat=0.10,lazy_refcounts=on x.qcow2 1M",
-                                             "-f qcow2 x.qcow2 1x",
-                                             "-f qcow2 -o refcount_bits=3 x.qcow2 1M",
-                                             "-f qcow2 -b missing.qcow2 -F qcow2 x.qcow2 1M"};
+  const std::vector<std::string> bad_sets = {
+      "-f qcow2 -o compat=0.10,refcount_bits=8 x.qcow2 1M",
+      "-f qcow2 -o cluster_size=3000 x.qcow2 1M",
+      "-f qcow2 -o compat=0.10,lazy_refcounts=on x.qcow2 1M",
+      "-f qcow2 x.qcow2 1x",
+      "-f qcow2 -o refcount_bits=3 x.qcow2 1M",
+      "-f qcow2 -o compat=0.10,compression_type=zstd x.qcow2 1M",
+      "-f qcow2 -o compression_type=lz4 x.qcow2 1M",
+      "-f qcow2 -b missing.qcow2 -F qcow2 x.qcow2 1M"};
   for (const std::string& args : bad_sets) {
     ScratchDir qemu_dir;
     ScratchDir own_dir;
