@@ -39,6 +39,12 @@ constexpr KnownBug kBugs[] = {
      "a bitmap's in_use flag is written but not made durable before the guest writes it tracks: "
      "a crash leaves a bitmap that looks consistent and misses those writes",
      "I11", "bitmaps", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"data-file-no-flush", &BugSwitches::data_file_no_flush,
+     "2010 revert of synchronous metadata writes (guest data before the L2 entry), with an "
+     "external data file: two files, two flushes",
+     "the data file is not flushed before the L2 entry naming its cluster is written: a crash "
+     "keeps the mapping and loses the data, and the guest reads the data file's old bytes",
+     "I5", "data-file", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

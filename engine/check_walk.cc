@@ -186,7 +186,18 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
             "zero flag set in a version 2 image (reads as zeroes in QEMU)");
       }
       const uint64_t offset = entry & f::kL2EntryOffsetMask;
-      if (offset != 0 && CheckStandardTarget(ctx, source, l1_index, l2_offset, j, entry)) {
+      const bool data_file_cluster =
+          ctx.header.has_data_file() &&
+          (offset != 0 || ((entry & f::kOflagCopied) && !(entry & f::kOflagZero)));
+      if (data_file_cluster) {
+        // Data clusters live in the external data file: QEMU's check counts
+        // them as allocated but gives them no reference in this file.
+        if (frag_info) {
+          ++ctx.report.allocated_clusters;
+          if (next_contiguous != 0 && offset != next_contiguous) ++ctx.report.fragmented_clusters;
+          next_contiguous = offset + ctx.cluster_bytes;
+        }
+      } else if (offset != 0 && CheckStandardTarget(ctx, source, l1_index, l2_offset, j, entry)) {
         if (frag_info) {
           ++ctx.report.allocated_clusters;
           if (next_contiguous != 0 && offset != next_contiguous) ++ctx.report.fragmented_clusters;

@@ -22,6 +22,7 @@ Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offs
   };
   if (entry & f::kOflagCompressed) {
     if (entry & f::kOflagCopied) return bad("compressed entry with the COPIED flag");
+    if (io_.has_data_device()) return bad("compressed entry in an image with a data file");
     return ClusterType::kCompressed;
   }
   if (entry & f::kL2EntryReservedMask) return bad("reserved bits set");
@@ -32,6 +33,9 @@ Result<ClusterType> Image::Impl::Classify(uint64_t entry, uint64_t l2_table_offs
     return host != 0 ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
   }
   if (host == 0) {
+    // With a data file, offset 0 is the data file's first cluster: COPIED
+    // (refcount 1, which every data-file cluster has) tells it from none.
+    if ((entry & f::kOflagCopied) && io_.has_data_device()) return ClusterType::kNormal;
     if (entry & f::kOflagCopied) return bad("COPIED flag without a host offset");
     return ClusterType::kUnallocated;
   }
@@ -176,10 +180,11 @@ Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
     case ClusterType::kCompressed:
       return ReadCompressed(slot.entry, in_cluster, out);
     case ClusterType::kNormal: {
+      QCRASH_RETURN_IF_ERROR(CheckDataFileMapping(guest_cluster, slot.entry));
       const uint64_t host = (slot.entry & f::kL2EntryOffsetMask) + in_cluster;
       // A cluster allocated past the end of the file (metadata preallocation
       // on a file that was shrunk) reads as zeroes, as a short pread does.
-      const uint64_t file_size = device_.SizeBytes();
+      const uint64_t file_size = io_.data_device().SizeBytes();
       std::fill(out.begin(), out.end(), 0);
       if (host >= file_size) return Status::Ok();
       const uint64_t n = std::min<uint64_t>(out.size(), file_size - host);
@@ -190,6 +195,7 @@ Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
 }
 
 Status Image::Impl::FreeEntryClusters(uint64_t entry, ClusterType type) {
+  if (io_.has_data_device()) return Status::Ok();  // data-file clusters have no refcount
   if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
     return FreeClusters(entry & f::kL2EntryOffsetMask, 1);
   }
@@ -218,6 +224,7 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
                           Classify(slot.entry, slot.l2_table_offset, slot.index));
   const uint64_t old_host = slot.entry & f::kL2EntryOffsetMask;
   const bool owned = (slot.entry & f::kOflagCopied) != 0;
+  if (old_host != 0) QCRASH_RETURN_IF_ERROR(CheckDataFileMapping(guest_cluster, slot.entry));
   if (type == ClusterType::kNormal && owned) {  // step 1
     return io_.WriteData(old_host + in_cluster, data);
   }
@@ -233,7 +240,7 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
   }
   uint64_t host = old_host;
   if (!reuse) {  // step 3
-    QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());
+    QCRASH_ASSIGN_OR_RETURN(host, AllocateDataCluster(guest_cluster));
   }
   QCRASH_RETURN_IF_ERROR(io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster)));
   if (options_.data_ordering == DataOrdering::kStrict || !full || reuse) {
@@ -249,6 +256,7 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
 //  - unmap / discard: the host cluster is freed; the entry reads as zero
 //    (a discard without a backing file may simply unallocate).
 Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
+  if (header_.data_file_raw()) return ZeroRawDataCluster(guest_cluster);
   QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
   QCRASH_ASSIGN_OR_RETURN(const ClusterType type,
                           Classify(slot.entry, slot.l2_table_offset, slot.index));

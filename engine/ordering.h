@@ -34,6 +34,8 @@ enum class Rule : uint8_t {
   kSharingChange,       // R8: a snapshot's refcount and COPIED changes, under the dirty bit
   kBitmapTracking,  // R10: a bitmap's in_use before the writes it tracks; its data before in_use
                     // clears
+  kDataFileBeforePointer,  // R12: guest data in the external data file durable (a flush of
+                           // that file) before the L2 entry naming it is written
 };
 inline constexpr size_t kRuleCount = kOrderingRuleCount;
 

@@ -24,17 +24,20 @@ json WorkloadToJson(const Workload& w) {
     }
     ops.push_back(o);
   }
-  return {{"name", w.name},
-          {"image",
-           {{"size", w.image.size_bytes},
-            {"cluster_size", uint64_t{1} << w.image.cluster_bits},
-            {"compat", w.image.version == 2 ? "0.10" : "1.1"},
-            {"refcount_bits", 1u << w.image.refcount_order},
-            {"preallocation", engine::PreallocationName(w.image.preallocation)},
-            {"lazy_refcounts", w.image.lazy_refcounts}}},
-          {"check_reservations", w.check_reservations},
-          {"backing", w.backing},
-          {"ops", ops}};
+  json out = {{"name", w.name},
+              {"image",
+               {{"size", w.image.size_bytes},
+                {"cluster_size", uint64_t{1} << w.image.cluster_bits},
+                {"compat", w.image.version == 2 ? "0.10" : "1.1"},
+                {"refcount_bits", 1u << w.image.refcount_order},
+                {"preallocation", engine::PreallocationName(w.image.preallocation)},
+                {"lazy_refcounts", w.image.lazy_refcounts}}},
+              {"check_reservations", w.check_reservations},
+              {"backing", w.backing},
+              {"ops", ops}};
+  // Only a workload with a data file says so: the others' JSON is unchanged.
+  if (!w.image.data_file.empty()) out["data_file"] = w.image.data_file_raw ? "raw" : "on";
+  return out;
 }
 
 namespace {
@@ -94,6 +97,11 @@ Result<Workload> DecodeWorkload(const json& j) {
   QCRASH_RETURN_IF_ERROR(ImageFromJson(j["image"], w.image));
   w.check_reservations = j.value("check_reservations", false);
   if (j.value("backing", false)) SetBacking(w);
+  const std::string data_file = j.value("data_file", "off");
+  if (data_file != "off" && data_file != "on" && data_file != "raw") {
+    return Status::InvalidArgument("workload: 'data_file' must be \"off\", \"on\" or \"raw\"");
+  }
+  if (data_file != "off") SetDataFile(w, data_file == "raw");
   if (!j.contains("ops") || !j["ops"].is_array())
     return Status::InvalidArgument("workload: 'ops' must be an array");
   for (size_t i = 0; i < j["ops"].size(); ++i) {
