@@ -45,9 +45,9 @@ Status Image::Impl::CheckDataFileMapping(uint64_t guest_cluster, uint64_t entry)
   if (!io_.has_data_device()) return Status::Ok();
   const uint64_t host = entry & f::kL2EntryOffsetMask;
   if (host == guest_cluster * cluster_bytes()) return Status::Ok();
-  return MarkCorrupt(Status::Corruption(
-      "external data file host cluster offset " + HexOffset(host) +
-      " does not match guest cluster offset " + HexOffset(guest_cluster * cluster_bytes())));
+  return MarkCorrupt(Status::Corruption("external data file host cluster offset " +
+                                        HexOffset(host) + " does not match guest cluster offset " +
+                                        HexOffset(guest_cluster * cluster_bytes())));
 }
 
 // A raw data file must read as the disk: zeroing a cluster writes zeroes
