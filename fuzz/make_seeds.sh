@@ -48,6 +48,11 @@ qio -f qcow2 -c "write -P 0x30 0 2048" "$img/qemu-1k-bitmap.qcow2"
 for _ in $(seq 64); do printf 'compressible data, cluster one. '; done > "$work/raw.bin"
 q convert -c -f raw -O qcow2 -o cluster_size=1024 "$work/raw.bin" "$img/qemu-1k-compressed.qcow2"
 q create -f qcow2 -o cluster_size=512 -u -b base.raw -F raw "$img/qemu-512-backing.qcow2" 64K
+# External data files (incompatible bit 2, extension 0x44415441; raw: autoclear bit 1).
+q create -f qcow2 -o cluster_size=512,data_file=qemu-512-datafile.data "$img/qemu-512-datafile.qcow2" 64K
+qio -f qcow2 -c "write -P 0x50 0 2048" -c "write -z 4096 512" "$img/qemu-512-datafile.qcow2"
+q create -f qcow2 -o cluster_size=512,data_file=qemu-512-datafile-raw.data,data_file_raw=on \
+  "$img/qemu-512-datafile-raw.qcow2" 16K
 
 # Several snapshots and bitmaps, for snapshot_fuzzer and bitmap_fuzzer (v2
 # and resized images end the file inside the unpadded snapshot table).

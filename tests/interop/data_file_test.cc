@@ -101,9 +101,10 @@ TEST(DataFileBadInput, OneClearLineAndNothingWritten) {
     const char* args;
     const char* message;
   };
-  for (const Case& c : {Case{"-o data_file_raw=on x.qcow2 1M", "data-file-raw requires data-file"},
-                        Case{"-o data_file=x.data,compat=0.10 x.qcow2 1M", "compatibility level"},
-                        Case{"-o data_file=x.data,data_file_raw=maybe x.qcow2 1M", "expects 'on' or 'off'"}}) {
+  for (const Case& c :
+       {Case{"-o data_file_raw=on x.qcow2 1M", "data-file-raw requires data-file"},
+        Case{"-o data_file=x.data,compat=0.10 x.qcow2 1M", "compatibility level"},
+        Case{"-o data_file=x.data,data_file_raw=maybe x.qcow2 1M", "expects 'on' or 'off'"}}) {
     const RunResult r = dir.Qcrash(std::string("create -q ") + c.args);
     EXPECT_NE(r.exit_code, 0) << c.args;
     EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << ": " << r.err;
