@@ -83,8 +83,10 @@ def workloads(qcrash):
 
 QEMU_CELLS = shutil.which("qemu-io") is not None
 # Built-in workloads an engine cannot run yet: snapshots under the journal
-# policy (create and delete refuse), and through qemu-io (no snapshot command).
-UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "journal"), ("bitmaps", "qemu")}
+# policy (create and delete refuse), through qemu-io (no snapshot command),
+# and external data files through qemu-io (blklogwrites logs one file).
+UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "journal"), ("bitmaps", "qemu"),
+               ("data-file", "qemu"), ("data-file-raw", "qemu")}
 QEMU_CACHES = ["writeback", "unsafe"]
 STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 

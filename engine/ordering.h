@@ -1,5 +1,5 @@
 // The ordering table: what each policy does to make one update durable
-// before another (QCOW2-NOTES §9, rules R1-R11; engine/FORMAT.md "Ordering
+// before another (QCOW2-NOTES §9, rules R1-R12; engine/FORMAT.md "Ordering
 // policies"), as data. The engine asks the table at named barriers
 // (Image::Impl::Barrier(Rule::kContentsBeforePointer)) and never tests the
 // policy itself; a bug switch is one field of a row changed; a new policy is
