@@ -189,7 +189,14 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
       const bool data_file_cluster =
           ctx.header.has_data_file() &&
           (offset != 0 || ((entry & f::kOflagCopied) && !(entry & f::kOflagZero)));
-      if (data_file_cluster) {
+      const uint64_t guest_offset = (uint64_t{l1_index} * entries + j) << ctx.header.cluster_bits;
+      if (data_file_cluster && offset != guest_offset) {
+        // QEMU maps a data-file cluster only at its guest offset and treats
+        // any other mapping (a misaligned one included) as corruption.
+        ProposeL2Drop(ctx, source, l1_index, l2_offset, j, entry, FindingKind::kMisaligned, offset,
+                      "external data file host cluster offset " + HexOffset(offset) +
+                          " does not match guest cluster offset " + HexOffset(guest_offset));
+      } else if (data_file_cluster) {
         // Data clusters live in the external data file: QEMU's check counts
         // them as allocated but gives them no reference in this file.
         if (frag_info) {

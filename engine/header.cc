@@ -132,7 +132,8 @@ Status DecodeExtensions(std::span<const uint8_t> cluster0, uint32_t start, Heade
         h.feature_names.push_back(
             {data[i], data[i + 1], std::string(name, strnlen(name, f::kFeatureNameBytes))});
       }
-    } else if (type == f::kExtDataFile) {
+    } else if (type == f::kExtDataFile && (h.incompatible_features & f::kIncompatDataFile)) {
+      // Without bit 2 the name means nothing: the extension is kept verbatim below.
       if (h.data_file) return Bad(offset, "data file name extension", "appears twice");
       if (length == 0 || length > f::kMaxBackingFileNameBytes) {
         return Bad(offset + 4, "data file name length",
