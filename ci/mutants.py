@@ -24,6 +24,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (name, file, old text, new text, the bug in words)
 MUTANTS = [
+    ("data-file-l2-before-data", "engine/metadata_cache.cc",
+     "      if (data_file_barrier_) {\n"
+     "        QCRASH_RETURN_IF_ERROR(io_.FlushDataFile(Rule::kDataFileBeforePointer));\n      }",
+     "",
+     "with an external data file, the L2 write-back does not wait for the data file's flush (R12)"),
+    ("data-file-flush-skipped", "engine/metadata_cache.cc",
+     "  QCRASH_RETURN_IF_ERROR(FlushDataFile(why));\n  ++stats_.device_flushes;",
+     "  ++stats_.device_flushes;",
+     "a flush of the image (the guest's included) does not flush the external data file"),
     ("l1-switch-before-table-durable", "engine/image.cc",
      "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch, refcount_cache()));\n"
      "  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n  const uint64_t old_offset = header_.l1_table_offset;",

@@ -248,6 +248,11 @@ Status ApplyCreateOptions(const std::map<std::string, std::string>& list,
       options.preallocation = *mode;
     } else if (key == "backing_file") {
       options.backing_file = value;
+    } else if (key == "data_file") {
+      if (value.empty()) return Status::InvalidArgument("Invalid parameter '' for data_file");
+      options.data_file = value;
+    } else if (key == "data_file_raw") {
+      QCRASH_ASSIGN_OR_RETURN(options.data_file_raw, ParseOnOff(key, value));
     } else if (key == "backing_fmt") {
       if (value != "qcow2" && value != "raw") {
         return Status::NotSupported("backing format '" + value + "' (qcow2 or raw)");
@@ -285,6 +290,17 @@ void InstallBackingOpener(const std::string& image_path, engine::OpenOptions& op
   };
 }
 
+void InstallDataFileOpener(const std::string& image_path, engine::OpenOptions& options) {
+  options.open_data_file = [image_path](const std::string& name,
+                                        bool read_only) -> Result<std::unique_ptr<BlockDevice>> {
+    const std::string resolved = PathCombine(image_path, name);
+    auto device = FileDevice::Open(
+        resolved, read_only ? FileDevice::Mode::kReadOnly : FileDevice::Mode::kReadWrite);
+    if (!device.ok()) return device.status();
+    return std::unique_ptr<BlockDevice>(std::move(device).value());
+  };
+}
+
 Result<std::unique_ptr<engine::ImageLock>> LockImage(const std::string& path, bool read_only,
                                                      bool force_share) {
   if (force_share) return std::unique_ptr<engine::ImageLock>();
@@ -317,6 +333,7 @@ Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions optio
                           FileDevice::Open(path, options.read_only ? FileDevice::Mode::kReadOnly
                                                                    : FileDevice::Mode::kReadWrite));
   if (!options.open_backing) InstallBackingOpener(path, options);
+  if (!options.open_data_file) InstallDataFileOpener(path, options);
   QCRASH_ASSIGN_OR_RETURN(opened.image, engine::Image::Open(*opened.device, options));
   return opened;
 }
@@ -360,6 +377,7 @@ Result<OpenedImage> OpenToDescribe(const std::string& path, bool with_backing, b
   engine::OpenOptions options;
   options.read_only = true;
   if (with_backing) InstallBackingOpener(path, options);
+  InstallDataFileOpener(path, options);
   auto image = zero_extended ? Result<std::unique_ptr<engine::Image>>(Status::IoError("unused"))
                              : engine::Image::Open(*opened.device, options);
   if (image.ok()) {

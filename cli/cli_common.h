@@ -95,6 +95,10 @@ Result<std::unique_ptr<engine::ImageLock>> LockImage(const std::string& path, bo
 // the directory of the image that names them) and opens them read-only.
 void InstallBackingOpener(const std::string& image_path, engine::OpenOptions& options);
 
+// Installs an opener for the image's external data file: the name the
+// header holds, relative to the image's directory (as QEMU resolves it).
+void InstallDataFileOpener(const std::string& image_path, engine::OpenOptions& options);
+
 // Opens `path` as qcow2 (read-only when options.read_only), backing chain
 // included, holding QEMU's lock on it unless force_share.
 Result<OpenedImage> OpenImage(const std::string& path, engine::OpenOptions options,

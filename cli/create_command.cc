@@ -3,6 +3,7 @@
 #include <getopt.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "cli/cli_common.h"
@@ -111,6 +112,17 @@ Status ValidateCreateOptions(const engine::CreateOptions& options) {
   if (!options.backing_file.empty() && options.backing_format.empty()) {
     return Status::InvalidArgument("Backing file specified without backing format");
   }
+  if (options.data_file_raw && options.data_file.empty()) {
+    return Status::InvalidArgument("data-file-raw requires data-file");
+  }
+  if (!options.data_file.empty() && options.version == 2) {
+    return Status::InvalidArgument(
+        "External data files are only supported with compatibility level 1.1 and above (use "
+        "version=v3 or greater)");
+  }
+  if (!options.data_file.empty() && !options.backing_file.empty()) {
+    return Status::NotSupported("a backing file with an external data file is not supported");
+  }
   return Status::Ok();
 }
 
@@ -127,6 +139,9 @@ void PrintFormatting(const CreateArgs& args, const engine::CreateOptions& option
   if (given("compat")) line += " compat=" + args.options.at("compat");
   if (!options.backing_file.empty()) line += " backing_file=" + options.backing_file;
   if (!options.backing_format.empty()) line += " backing_fmt=" + options.backing_format;
+  if (!options.data_file.empty()) line += " data_file=" + options.data_file;
+  if (given("data_file_raw"))
+    line += std::string(" data_file_raw=") + (options.data_file_raw ? "on" : "off");
   line += std::string(" lazy_refcounts=") + (options.lazy_refcounts ? "on" : "off");
   line += " refcount_bits=" + std::to_string(1u << options.refcount_order);
   std::printf("%s\n", line.c_str());
@@ -173,6 +188,22 @@ int RunCreate(int argc, char** argv) {
   if (!args.quiet) PrintFormatting(args, options);
   engine::OpenOptions open_options;
   InstallBackingOpener(args.file, open_options);
+  if (!options.data_file.empty()) {
+    // Like qemu-img, create the data file (relative to the image's
+    // directory), sized to the disk.
+    const std::string data_path = PathCombine(args.file, options.data_file);
+    std::error_code same_error;
+    if (std::filesystem::weakly_canonical(data_path, same_error) ==
+        std::filesystem::weakly_canonical(args.file, same_error)) {
+      return ReportError(
+          args.file, Status::InvalidArgument("the data file is the image file itself; refusing"));
+    }
+    auto data_file = FileDevice::Open(data_path, FileDevice::Mode::kCreate);
+    if (!data_file.ok()) return ReportError(data_path, data_file.status());
+    const Status sized = (*data_file)->Resize(options.size_bytes, ResizeMode::kSparse);
+    if (!sized.ok()) return ReportError(data_path, sized);
+    InstallDataFileOpener(args.file, open_options);
+  }
   auto image = engine::Image::Create((*destination)->device(), options, open_options);
   if (!image.ok()) return ReportError(args.file, image.status());
   Status status = (*image)->Close();

@@ -42,6 +42,10 @@ nlohmann::ordered_json FormatSpecificData(const engine::Header& header,
     data["bitmaps"] = list;
   }
   data["refcount-bits"] = 1u << header.refcount_order;
+  if (header.has_data_file()) {
+    data["data-file"] = *header.data_file;
+    data["data-file-raw"] = header.data_file_raw();
+  }
   if (v3) {
     data["corrupt"] = (header.incompatible_features & format::kIncompatCorrupt) != 0;
     data["extended-l2"] = (header.incompatible_features & format::kIncompatExtendedL2) != 0;

@@ -104,8 +104,13 @@ int RunMap(int argc, char** argv) {
     opened = std::move(reopened);
   }
   if (!extents.ok()) return ReportError(path, extents.status());
-  const std::vector<ChainFile> chain = BackingChain(path);
-  const std::vector<MapExtent> merged = MergeExtents(SplitHostHoles(chain, *extents));
+  std::vector<ChainFile> chain = BackingChain(path);
+  const engine::Header& header = opened->image->header();
+  // With an external data file, the data lives there: qemu-img map names
+  // that file and asks it about no holes.
+  const std::vector<MapExtent> merged =
+      MergeExtents(header.has_data_file() ? *extents : SplitHostHoles(chain, *extents));
+  if (header.has_data_file()) chain[0].name = PathCombine(path, *header.data_file);
   if (json) {
     PrintJson(merged);
     return 0;

@@ -86,7 +86,25 @@ Status WriteCrashImage(const std::string& path, const Reproducer& r) {
   }
   QCRASH_ASSIGN_OR_RETURN(auto file, FileDevice::Open(path, FileDevice::Mode::kCreate));
   QCRASH_RETURN_IF_ERROR(file->Write(0, bytes));
-  return file->Flush();
+  QCRASH_RETURN_IF_ERROR(file->Flush());
+  if (!run.data_initial) return Status::Ok();
+  // The external data file beside it, under the name the image's header
+  // holds, as the crash state left it.
+  std::vector<uint8_t> data;
+  if (eio && run.after_close_data) {
+    data.resize(run.after_close_data->SizeBytes());
+    run.after_close_data->Read(0, data);
+  } else {
+    QCRASH_ASSIGN_OR_RETURN(auto point_view, sim::CrashTimeline::SecondDeviceView(
+                                                 run.timeline->Point(state.point), state));
+    data.resize(point_view->SizeBytes());
+    QCRASH_RETURN_IF_ERROR(point_view->Read(0, data));
+  }
+  const std::string data_path =
+      (std::filesystem::path(path).parent_path() / r.workload.image.data_file).string();
+  QCRASH_ASSIGN_OR_RETURN(auto data_file, FileDevice::Open(data_path, FileDevice::Mode::kCreate));
+  QCRASH_RETURN_IF_ERROR(data_file->Write(0, data));
+  return data_file->Flush();
 }
 
 }  // namespace

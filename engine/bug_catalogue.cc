@@ -50,6 +50,12 @@ constexpr KnownBug kBugs[] = {
      "freeing a compressed cluster treats it as its host cluster's only user: the refcount "
      "drops to 0 while other compressed clusters still live there",
      "I1", "compressed", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"data-file-no-flush", &BugSwitches::data_file_no_flush,
+     "2010 revert of synchronous metadata writes (guest data before the L2 entry), with an "
+     "external data file: two files, two flushes",
+     "the data file is not flushed before the L2 entry naming its cluster is written: a crash "
+     "keeps the mapping and loses the data, and the guest reads the data file's old bytes",
+     "I5", "data-file", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

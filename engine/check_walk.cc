@@ -171,7 +171,9 @@ void CheckSubclusterBitmap(CheckContext& ctx, const L1Source& source, uint32_t l
   const uint64_t target = l2_offset + uint64_t{l2_index} * f::kExtendedL2EntryBytes + 8;
   auto owner = [&] { return L2Owner(ctx, source, l1_index, l2_offset, l2_index); };
   const bool fix = ctx.repair() == RepairMode::kAll;
-  if (offset != 0) {
+  // With a data file, COPIED and offset 0 map the data file's first cluster.
+  const bool mapped = offset != 0 || ((entry & f::kOflagCopied) && ctx.header.has_data_file());
+  if (mapped) {
     const uint64_t both = (bitmap >> 32) & bitmap;
     if (both == 0) return;
     ctx.Report(FindingKind::kSubclusterBitmap, Severity::kCorruption, fix, target, owner, [&] {
@@ -243,7 +245,25 @@ Status CountL2(CheckContext& ctx, const L1Source& source, uint32_t l1_index, uin
             "zero flag set in a version 2 image (reads as zeroes in QEMU)");
       }
       const uint64_t offset = entry & f::kL2EntryOffsetMask;
-      if (offset != 0 && CheckStandardTarget(ctx, source, l1_index, l2_offset, j, entry)) {
+      const bool data_file_cluster =
+          ctx.header.has_data_file() &&
+          (offset != 0 || ((entry & f::kOflagCopied) && !(entry & f::kOflagZero)));
+      const uint64_t guest_offset = (uint64_t{l1_index} * entries + j) << ctx.header.cluster_bits;
+      if (data_file_cluster && offset != guest_offset) {
+        // QEMU maps a data-file cluster only at its guest offset and treats
+        // any other mapping (a misaligned one included) as corruption.
+        ProposeL2Drop(ctx, source, l1_index, l2_offset, j, entry, FindingKind::kMisaligned, offset,
+                      "external data file host cluster offset " + HexOffset(offset) +
+                          " does not match guest cluster offset " + HexOffset(guest_offset));
+      } else if (data_file_cluster) {
+        // Data clusters live in the external data file: QEMU's check counts
+        // them as allocated but gives them no reference in this file.
+        if (frag_info) {
+          ++ctx.report.allocated_clusters;
+          if (next_contiguous != 0 && offset != next_contiguous) ++ctx.report.fragmented_clusters;
+          next_contiguous = offset + ctx.cluster_bytes;
+        }
+      } else if (offset != 0 && CheckStandardTarget(ctx, source, l1_index, l2_offset, j, entry)) {
         if (frag_info) {
           ++ctx.report.allocated_clusters;
           if (next_contiguous != 0 && offset != next_contiguous) ++ctx.report.fragmented_clusters;

@@ -22,6 +22,7 @@ Result<ClusterType> Image::Impl::Classify(const L2Slot& slot) {
   if (entry & f::kOflagCompressed) {
     if (entry & f::kOflagCopied) return bad("compressed entry with the COPIED flag");
     if (slot.bitmap != 0) return bad("compressed entry with a subcluster bitmap");
+    if (io_.has_data_device()) return bad("compressed entry in an image with a data file");
     return ClusterType::kCompressed;
   }
   if (entry & f::kL2EntryReservedMask) return bad("reserved bits set");
@@ -30,7 +31,9 @@ Result<ClusterType> Image::Impl::Classify(const L2Slot& slot) {
   if (extended) {
     // Bit 0 means nothing with extended L2 (QEMU ignores it too).
     if ((slot.bitmap >> 32) & slot.bitmap) return bad("a subcluster both allocated and zero");
-    if (host == 0) {
+    // With a data file, COPIED and offset 0 map the data file's first cluster.
+    const bool mapped = host != 0 || ((entry & f::kOflagCopied) && io_.has_data_device());
+    if (!mapped) {
       if (entry & f::kOflagCopied) return bad("COPIED flag without a host offset");
       if (slot.bitmap & f::kL2BitmapAllocMask) return bad("allocated subclusters without a host");
       return ClusterType::kUnallocated;
@@ -42,6 +45,9 @@ Result<ClusterType> Image::Impl::Classify(const L2Slot& slot) {
     return host != 0 ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
   }
   if (host == 0) {
+    // With a data file, offset 0 is the data file's first cluster: COPIED
+    // (refcount 1, which every data-file cluster has) tells it from none.
+    if ((entry & f::kOflagCopied) && io_.has_data_device()) return ClusterType::kNormal;
     if (entry & f::kOflagCopied) return bad("COPIED flag without a host offset");
     return ClusterType::kUnallocated;
   }
@@ -153,7 +159,7 @@ Status Image::Impl::ReadFromBacking(uint64_t guest_offset, std::span<uint8_t> ou
 // A cluster allocated past the end of the file (metadata preallocation on a
 // file that was shrunk) reads as zeroes, as a short pread does.
 Status Image::Impl::ReadHost(uint64_t host, std::span<uint8_t> out) {
-  const uint64_t file_size = device_.SizeBytes();
+  const uint64_t file_size = io_.data_device().SizeBytes();
   std::fill(out.begin(), out.end(), 0);
   if (host >= file_size) return Status::Ok();
   const uint64_t n = std::min<uint64_t>(out.size(), file_size - host);
@@ -168,6 +174,9 @@ Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
     // Per subcluster: allocated (host data), zero, or neither (from below).
     const uint64_t scb = header_.subcluster_bytes();
     const uint64_t host = slot.entry & f::kL2EntryOffsetMask;
+    if (type == ClusterType::kNormal) {
+      QCRASH_RETURN_IF_ERROR(CheckDataFileMapping(guest_cluster, slot.entry));
+    }
     for (uint64_t done = 0; done < out.size();) {
       const uint64_t at = in_cluster + done;
       const uint64_t sc = at / scb;
@@ -194,12 +203,14 @@ Status Image::Impl::ReadCluster(uint64_t guest_cluster, uint64_t in_cluster,
     case ClusterType::kCompressed:
       return ReadCompressed(slot.entry, in_cluster, out);
     case ClusterType::kNormal:
+      QCRASH_RETURN_IF_ERROR(CheckDataFileMapping(guest_cluster, slot.entry));
       return ReadHost((slot.entry & f::kL2EntryOffsetMask) + in_cluster, out);
   }
   return Status::Ok();
 }
 
 Status Image::Impl::FreeEntryClusters(uint64_t entry, ClusterType type) {
+  if (io_.has_data_device()) return Status::Ok();  // data-file clusters have no refcount
   if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
     return FreeClusters(entry & f::kL2EntryOffsetMask, 1);
   }
@@ -226,6 +237,7 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
   }
   const uint64_t old_host = slot.entry & f::kL2EntryOffsetMask;
   const bool owned = (slot.entry & f::kOflagCopied) != 0;
+  if (old_host != 0) QCRASH_RETURN_IF_ERROR(CheckDataFileMapping(guest_cluster, slot.entry));
   if (type == ClusterType::kNormal && owned) {  // step 1
     return io_.WriteData(old_host + in_cluster, data);
   }
@@ -241,7 +253,7 @@ Status Image::Impl::WriteCluster(uint64_t guest_cluster, uint64_t in_cluster,
   }
   uint64_t host = old_host;
   if (!reuse) {  // step 3
-    QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());
+    QCRASH_ASSIGN_OR_RETURN(host, AllocateDataCluster(guest_cluster));
   }
   QCRASH_RETURN_IF_ERROR(io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster)));
   if (options_.data_ordering == DataOrdering::kStrict || !full || reuse) {
@@ -297,8 +309,10 @@ Status Image::Impl::WriteSubclusters(const L2Slot& slot, ClusterType type, uint6
     }
     std::memcpy(region.data() + (in_cluster - start), data.data(), data.size());
     uint64_t host = old_host;
-    if (!owned) {
-      QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());  // step 3
+    if (owned) {
+      QCRASH_RETURN_IF_ERROR(CheckDataFileMapping(guest_cluster, slot.entry));
+    } else {
+      QCRASH_ASSIGN_OR_RETURN(host, AllocateDataCluster(guest_cluster));  // step 3
     }
     QCRASH_RETURN_IF_ERROR(io_.WriteData(host + start, region));
     const bool ordered = !owned || rules_.order_subcluster_data;
@@ -312,7 +326,7 @@ Status Image::Impl::WriteSubclusters(const L2Slot& slot, ClusterType type, uint6
   std::vector<uint8_t> cluster(cluster_bytes());
   QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));
   std::memcpy(cluster.data() + in_cluster, data.data(), data.size());
-  QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateCluster());
+  QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateDataCluster(guest_cluster));
   QCRASH_RETURN_IF_ERROR(io_.WriteData(host, cluster));
   l2_cache_->DependOnFlush();  // step 4
   QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied, bitmap));
@@ -325,6 +339,7 @@ Status Image::Impl::WriteSubclusters(const L2Slot& slot, ClusterType type, uint6
 //  - unmap / discard: the host cluster is freed; the entry reads as zero
 //    (a discard without a backing file may simply unallocate).
 Status Image::Impl::ZeroCluster(uint64_t guest_cluster, ZeroMode mode) {
+  if (header_.data_file_raw()) return ZeroRawDataCluster(guest_cluster);
   QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2(guest_cluster));
   QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
   const bool has_backing = !header_.backing_file.empty();
@@ -366,6 +381,8 @@ Result<bool> Image::Impl::ZeroSubclusters(uint64_t guest_cluster, uint32_t first
   QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
   const bool owned = (slot.entry & f::kOflagCopied) != 0;
   if (type == ClusterType::kCompressed || (type == ClusterType::kNormal && !owned)) return false;
+  // A raw data file must read as the disk: explicit zeroes there.
+  if (header_.data_file_raw()) return false;
   const bool has_backing = !header_.backing_file.empty();
   if (slot.l2_table_offset == 0 && !has_backing) return true;  // reads as zero already
   const uint64_t mask = ((uint64_t{1} << (first + count)) - 1) & ~((uint64_t{1} << first) - 1);
@@ -440,15 +457,16 @@ Status Image::Impl::AppendMap(uint64_t start, uint64_t length, uint32_t depth,
       // Per subcluster, as QEMU's block status reports them.
       const uint64_t scb = header_.subcluster_bytes();
       const uint64_t cluster_host = slot.entry & f::kL2EntryOffsetMask;
+      const bool mapped = type == ClusterType::kNormal;  // offset 0 too, in a data file
       for (uint64_t pos = at; pos < at + n;) {
         const uint64_t sc = (pos % cb) / scb;
         const uint64_t m = std::min(at + n - pos, scb - pos % scb);
         if (slot.bitmap & (uint64_t{1} << sc)) {
           Push(out, {pos, m, depth, true, false, true, false, true, cluster_host + pos % cb});
         } else if (slot.bitmap & (uint64_t{1} << (32 + sc))) {
-          Push(out, {pos, m, depth, true, true, false, false, cluster_host != 0,
-                     cluster_host != 0 ? cluster_host + pos % cb : 0});
-        } else if (cluster_host != 0 && !(backing_device_ && pos < backing_size_bytes_)) {
+          Push(out, {pos, m, depth, true, true, false, false, mapped,
+                     mapped ? cluster_host + pos % cb : 0});
+        } else if (mapped && !(backing_device_ && pos < backing_size_bytes_)) {
           // Nothing below: QEMU still reports where the subcluster would lie.
           Push(out, {pos, m, depth, false, true, false, false, true, cluster_host + pos % cb});
         } else {

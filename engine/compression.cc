@@ -282,6 +282,9 @@ Status Image::WriteCompressed(uint64_t guest_offset, std::span<const uint8_t> da
   if (impl_->rules_.journal()) {
     return Status::NotSupported("compressed writes under the journal policy");
   }
+  if (impl_->io_.has_data_device()) {  // as QEMU: compressed clusters cannot live in a data file
+    return Status::NotSupported("compressed writes in an image with an external data file");
+  }
   // As QEMU's qcow2 driver, a compressed write fills only clusters without
   // a host cluster (unallocated or plain zero): checked for every cluster
   // first, so that a refused request writes nothing.

@@ -81,7 +81,9 @@ Status ValidateV3Fields(const Header& h) {
         f::kOffHeaderLength, "header_length",
         std::to_string(h.header_length) + " must be >= 104, a multiple of 8 and fit cluster 0");
   }
-  const uint64_t unknown_incompatible = h.incompatible_features & ~f::kIncompatKnown;
+  // The external data file (bit 2) is implemented beside kIncompatKnown's bits.
+  const uint64_t unknown_incompatible =
+      h.incompatible_features & ~(f::kIncompatKnown | f::kIncompatDataFile);
   if (unknown_incompatible != 0) {
     return Status::NotSupported(
         "header offset 0x48 (incompatible_features): unsupported feature(s): " +
@@ -90,6 +92,10 @@ Status ValidateV3Fields(const Header& h) {
   if (h.extended_l2() && h.cluster_bits < f::kMinExtendedL2ClusterBits) {
     return Bad(f::kOffClusterBits, "cluster_bits",
                std::to_string(h.cluster_bits) + " is below 14, the least extended L2 allows");
+  }
+  if ((h.incompatible_features & f::kIncompatDataFile) && !h.data_file) {
+    return Bad(f::kOffIncompatibleFeatures, "incompatible_features",
+               "bit 2 (external data file) is set but no data file name extension names the file");
   }
   if (h.compression_type != f::kCompressionZlib && h.compression_type != f::kCompressionZstd) {
     return Status::NotSupported("header offset 0x68 (compression_type): type " +
@@ -138,6 +144,17 @@ Status DecodeExtensions(std::span<const uint8_t> cluster0, uint32_t start, Heade
         h.feature_names.push_back(
             {data[i], data[i + 1], std::string(name, strnlen(name, f::kFeatureNameBytes))});
       }
+    } else if (type == f::kExtDataFile && (h.incompatible_features & f::kIncompatDataFile)) {
+      // Without bit 2 the name means nothing: the extension is kept verbatim below.
+      if (h.data_file) return Bad(offset, "data file name extension", "appears twice");
+      if (length == 0 || length > f::kMaxBackingFileNameBytes) {
+        return Bad(offset + 4, "data file name length",
+                   std::to_string(length) + " is outside 1..1023");
+      }
+      if (std::find(data.begin(), data.end(), uint8_t{0}) != data.end()) {
+        return Bad(data_offset, "data file name", "holds a NUL byte");
+      }
+      h.data_file = std::string(data.begin(), data.end());
     } else if (type == f::kExtBitmaps) {
       if (h.bitmaps) return Bad(offset, "bitmaps extension", "appears twice");
       if (length < 24) return Bad(offset + 4, "bitmaps extension length", "shorter than 24 bytes");
@@ -306,6 +323,13 @@ Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
     for (const HeaderExtension& e : h.unknown_extensions) has_long_form |= e.type == f::kExtBitmaps;
     if (!has_long_form) PutExtension(out, f::kExtBitmaps, data);
   }
+  if (h.data_file) {
+    if (h.data_file->empty() || h.data_file->size() > f::kMaxBackingFileNameBytes) {
+      return Status::InvalidArgument("data file name must be 1 to 1023 bytes long");
+    }
+    PutExtension(out, f::kExtDataFile,
+                 {reinterpret_cast<const uint8_t*>(h.data_file->data()), h.data_file->size()});
+  }
   for (const HeaderExtension& e : h.unknown_extensions) PutExtension(out, e.type, e.data);
   PutExtension(out, f::kExtEnd, {});
   if (!h.backing_file.empty()) {
@@ -334,6 +358,14 @@ Result<std::vector<uint8_t>> EncodeHeader(const Header& h) {
   }
   out.resize(h.cluster_bytes(), 0);
   return out;
+}
+
+bool Header::has_data_file() const {
+  return (incompatible_features & f::kIncompatDataFile) != 0 && data_file.has_value();
+}
+
+bool Header::data_file_raw() const {
+  return has_data_file() && (autoclear_features & f::kAutoclearDataFileRaw) != 0;
 }
 
 std::vector<FeatureName> DefaultFeatureNames() {

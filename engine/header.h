@@ -63,6 +63,9 @@ struct Header {
   std::optional<std::string> backing_format;
   std::vector<FeatureName> feature_names;
   std::optional<BitmapsExtension> bitmaps;
+  // The external data file's name (extension 0x44415441); used when
+  // incompatible bit 2 is set.
+  std::optional<std::string> data_file;
   std::vector<HeaderExtension> unknown_extensions;  // in the order found
 
   uint64_t cluster_bytes() const { return uint64_t{1} << cluster_bits; }
@@ -73,6 +76,8 @@ struct Header {
   uint64_t subcluster_bytes() const {
     return extended_l2() ? cluster_bytes() / format::kSubclusters : cluster_bytes();
   }
+  bool has_data_file() const;  // incompatible bit 2
+  bool data_file_raw() const;  // autoclear bit 1, with a data file
   bool operator==(const Header&) const = default;
 };
 

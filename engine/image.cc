@@ -45,6 +45,9 @@ Result<std::vector<uint64_t>> ReadTableEntries(CountingIo& io, uint64_t offset, 
 //     policy and on v2, as an older writer would).
 Status Image::Impl::Load() {
   QCRASH_ASSIGN_OR_RETURN(header_, ReadHeader(device_));  // step 1
+  // The data file opens before anything is written: an image whose data
+  // file cannot be opened is left untouched.
+  QCRASH_RETURN_IF_ERROR(OpenDataFile());
   const bool corrupt = (header_.incompatible_features & f::kIncompatCorrupt) != 0;
   if (!options_.read_only && !corrupt && (header_.incompatible_features & f::kIncompatDirty)) {
     auto repaired = CheckImage(device_, {RepairMode::kAll});  // step 2
@@ -66,9 +69,11 @@ Status Image::Impl::Load() {
   l2_cache_ = std::make_unique<MetadataCache>("L2", io_, options_.l2_cache_tables,
                                               static_cast<uint32_t>(cluster_bytes()), writethrough);
   l2_cache_->set_keep_dirty_on_failed_write(rules_.keep_dirty_on_failed_write);
+  l2_cache_->set_data_file_barrier(rules_.Of(Rule::kDataFileBeforePointer) != Mechanism::kNone);
   if (!rules_.cache_dependencies()) l2_cache_->set_ignore_dependencies(true);
   QCRASH_RETURN_IF_ERROR(LoadBitmaps());
-  const uint64_t known = f::kAutoclearKnown | (bitmaps_kept() ? f::kAutoclearBitmaps : 0);
+  const uint64_t known = f::kAutoclearKnown | (bitmaps_kept() ? f::kAutoclearBitmaps : 0) |
+                         (header_.has_data_file() ? f::kAutoclearDataFileRaw : 0);
   if (!read_only_ && (header_.autoclear_features & ~known) != 0) {
     header_.autoclear_features &= known;
     QCRASH_RETURN_IF_ERROR(WriteHeader());
@@ -247,6 +252,7 @@ Status Image::Impl::Truncate(uint64_t new_size_bytes, Preallocation preallocatio
   QCRASH_RETURN_IF_ERROR(WriteHeader());
   // Why: a completed resize must survive a crash like any acknowledged write.
   QCRASH_RETURN_IF_ERROR(Barrier(Rule::kAcknowledgedResize));
+  QCRASH_RETURN_IF_ERROR(ResizeDataFile(old_size, new_size_bytes));
   if (new_size_bytes > old_size && preallocation != Preallocation::kOff) {
     return Preallocate(old_size, new_size_bytes, preallocation);
   }
@@ -312,9 +318,17 @@ Status Image::Impl::Preallocate(uint64_t from_bytes, uint64_t to_bytes,
   for (uint64_t gc = from_bytes / cb; gc < (to_bytes + cb - 1) / cb; ++gc) {
     QCRASH_ASSIGN_OR_RETURN(L2Slot slot, LookupL2ForWrite(gc));
     if (slot.entry != 0 || slot.bitmap != 0) continue;
-    QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateCluster());
+    QCRASH_ASSIGN_OR_RETURN(const uint64_t host, AllocateDataCluster(gc));
     // Extended L2: the subclusters stay unallocated (they read as before).
     QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | f::kOflagCopied, 0));
+  }
+  if (io_.has_data_device()) {
+    // The data clusters live in the data file: it grows, the image file not.
+    BlockDevice& data = io_.data_device();
+    if (preallocation != Preallocation::kMetadata && data.SizeBytes() < to_bytes) {
+      QCRASH_RETURN_IF_ERROR(data.Resize(to_bytes, ResizeMode::kAllocate));
+    }
+    return FlushAll();
   }
   const uint64_t end_bytes = allocated_end() * cb;
   if (preallocation == Preallocation::kFull) {
@@ -409,6 +423,20 @@ Status ValidateCreateOptions(const CreateOptions& o) {
   if (o.backing_file.size() > f::kMaxBackingFileNameBytes) {
     return Status::InvalidArgument("backing file name too long");
   }
+  if (o.data_file_raw && o.data_file.empty()) {
+    return Status::InvalidArgument("data_file_raw requires a data file");
+  }
+  if (!o.data_file.empty()) {
+    if (o.version == 2) {
+      return Status::InvalidArgument("external data files require compatibility level 1.1");
+    }
+    if (!o.backing_file.empty()) {
+      return Status::NotSupported("a backing file with an external data file is not supported");
+    }
+    if (o.data_file.size() > f::kMaxBackingFileNameBytes) {
+      return Status::InvalidArgument("data file name too long");
+    }
+  }
   return Status::Ok();
 }
 
@@ -437,6 +465,11 @@ Result<std::unique_ptr<Image>> Image::Create(BlockDevice& device, const CreateOp
   if (options.version == 3) h.feature_names = DefaultFeatureNames();
   h.backing_file = options.backing_file;
   if (!options.backing_format.empty()) h.backing_format = options.backing_format;
+  if (!options.data_file.empty()) {
+    h.incompatible_features |= f::kIncompatDataFile;
+    h.data_file = options.data_file;
+    if (options.data_file_raw) h.autoclear_features |= f::kAutoclearDataFileRaw;
+  }
   QCRASH_ASSIGN_OR_RETURN(std::vector<uint8_t> image, EncodeHeader(h));
   image.resize(3 * h.cluster_bytes(), 0);
   StoreBe64(&image[h.cluster_bytes()], 2 * h.cluster_bytes());
@@ -448,7 +481,12 @@ Result<std::unique_ptr<Image>> Image::Create(BlockDevice& device, const CreateOp
   OpenOptions rw = open_options;
   rw.read_only = false;
   QCRASH_ASSIGN_OR_RETURN(std::unique_ptr<Image> opened, Open(device, rw));
-  QCRASH_RETURN_IF_ERROR(opened->impl_->Truncate(options.size_bytes, options.preallocation));
+  // A raw data file maps every cluster from the start, as QEMU's create does.
+  const Preallocation preallocation =
+      options.data_file_raw && options.preallocation == Preallocation::kOff
+          ? Preallocation::kMetadata
+          : options.preallocation;
+  QCRASH_RETURN_IF_ERROR(opened->impl_->Truncate(options.size_bytes, preallocation));
   QCRASH_RETURN_IF_ERROR(opened->impl_->FlushAll());
   return opened;
 }

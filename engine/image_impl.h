@@ -122,6 +122,17 @@ class Image::Impl {
   Status SetJournalDirtyInPlace(bool dirty);
   JournalOptions EffectiveJournalOptions() const;
 
+  // ---- data_file.cc: the external data file ----
+  Status OpenDataFile();  // open: the data file the header names
+  // The host offset of a new data cluster for `guest_cluster`: with a data
+  // file the identity (no refcount), else AllocateCluster().
+  Result<uint64_t> AllocateDataCluster(uint64_t guest_cluster);
+  // With a data file: Corruption (and the corrupt bit) unless entry maps
+  // the guest cluster to the same offset in the data file.
+  Status CheckDataFileMapping(uint64_t guest_cluster, uint64_t entry);
+  Status ZeroRawDataCluster(uint64_t guest_cluster);
+  Status ResizeDataFile(uint64_t old_size_bytes, uint64_t new_size_bytes);
+
   // ---- snapshots.cc ----
   Status CreateSnapshot(const std::string& name);
   Status DeleteSnapshot(const std::string& name);
@@ -236,6 +247,8 @@ class Image::Impl {
 
   std::unique_ptr<Journal> journal_;  // set under the journal policy (or a read-only replay)
   ReplayReport replay_report_;        // what replay on open did (I6)
+
+  std::unique_ptr<BlockDevice> data_device_;  // the external data file, when the image has one
 
   std::unique_ptr<BlockDevice> backing_device_;
   std::unique_ptr<Image> backing_image_;  // null for a raw backing file

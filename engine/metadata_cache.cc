@@ -29,14 +29,29 @@ Status CountingIo::WriteData(uint64_t offset_bytes, std::span<const uint8_t> dat
   ++stats_.data_writes;
   data_pending_ = true;
   writes_pending_ = true;
-  return device_.Write(offset_bytes, data);
+  if (data_device_ != nullptr) data_file_pending_ = true;
+  return data_device().Write(offset_bytes, data);
 }
 
 Status CountingIo::ReadData(uint64_t offset_bytes, std::span<uint8_t> out) {
-  return device_.Read(offset_bytes, out);
+  return data_device().Read(offset_bytes, out);
+}
+
+Status CountingIo::FlushDataFile(Rule why) {
+  if (data_device_ == nullptr || !data_file_pending_) return Status::Ok();
+  ++stats_.device_flushes;
+  ++stats_.flushes_by_rule[static_cast<size_t>(why)];
+  QCRASH_RETURN_IF_ERROR(data_device_->Flush());
+  data_file_pending_ = false;
+  data_pending_ = false;
+  return Status::Ok();
 }
 
 Status CountingIo::DeviceFlush(Rule why) {
+  // Why: whatever this flush makes durable in the image file may name guest
+  // data in the data file (L2 entries, a journal commit), so that data is
+  // made durable first.
+  QCRASH_RETURN_IF_ERROR(FlushDataFile(why));
   ++stats_.device_flushes;
   ++stats_.flushes_by_rule[static_cast<size_t>(why)];
   QCRASH_RETURN_IF_ERROR(device_.Flush());
@@ -140,8 +155,17 @@ Status MetadataCache::SatisfyDependencies() {
   }
   if (depends_on_flush_) {
     depends_on_flush_ = false;
-    // Why: guest data written earlier must be durable before our tables expose it.
-    QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kDataBeforePointer));
+    if (io_.has_data_device()) {
+      // Why (R12): the guest data lives in the external data file; only its
+      // flush orders the data before our tables, the image file need not be
+      // flushed. The data-file-no-flush switch leaves it out.
+      if (data_file_barrier_) {
+        QCRASH_RETURN_IF_ERROR(io_.FlushDataFile(Rule::kDataFileBeforePointer));
+      }
+    } else {
+      // Why: guest data written earlier must be durable before our tables expose it.
+      QCRASH_RETURN_IF_ERROR(io_.DeviceFlush(Rule::kDataBeforePointer));
+    }
   }
   return Status::Ok();
 }

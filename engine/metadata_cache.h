@@ -35,9 +35,20 @@ class MetadataSink {
 };
 
 // The device as the engine's metadata paths see it: counts every write and flush.
+// With an external data file (set_data_device), guest data reads and writes
+// go to that second device; every flush of the image flushes the data file
+// first (data before the metadata that may name it), and FlushDataFile
+// flushes the data file alone (R12, before an L2 write-back).
 class CountingIo {
  public:
   CountingIo(BlockDevice& device, EngineStats& stats) : device_(device), stats_(stats) {}
+  // The external data file (nullptr: guest data lives in the image file).
+  void set_data_device(BlockDevice* data_device) { data_device_ = data_device; }
+  BlockDevice& data_device() { return data_device_ != nullptr ? *data_device_ : device_; }
+  bool has_data_device() const { return data_device_ != nullptr; }
+  // Flushes the data file only, when data was written to it since its last
+  // flush; counted under `why`.
+  Status FlushDataFile(Rule why);
   Status ReadMetadata(uint64_t offset_bytes, std::span<uint8_t> out);
   Status WriteMetadata(uint64_t offset_bytes, std::span<const uint8_t> data);
   Status WriteData(uint64_t offset_bytes, std::span<const uint8_t> data);
@@ -60,6 +71,8 @@ class CountingIo {
  private:
   BlockDevice& device_;
   EngineStats& stats_;
+  BlockDevice* data_device_ = nullptr;
+  bool data_file_pending_ = false;  // writes to the data file since its last flush
   MetadataSink* sink_ = nullptr;
   bool data_pending_ = false;
   bool writes_pending_ = false;
@@ -96,6 +109,9 @@ class MetadataCache {
   // Disables all dependencies (the unsafe policy and the skip-refcount-barrier switch).
   void set_ignore_dependencies(bool ignore) { ignore_dependencies_ = ignore; }
   void set_keep_dirty_on_failed_write(bool keep) { keep_dirty_on_failed_write_ = keep; }
+  // With a data file, DependOnFlush flushes that file (R12); false: it does
+  // not (the ordering table's R12 cell is none).
+  void set_data_file_barrier(bool barrier) { data_file_barrier_ = barrier; }
   bool has_dirty() const;
   size_t dirty_count() const;
   const std::string& name() const { return name_; }
@@ -118,6 +134,7 @@ class MetadataCache {
   bool writethrough_;
   bool ignore_dependencies_ = false;
   bool keep_dirty_on_failed_write_ = true;  // OrderingRules::keep_dirty_on_failed_write
+  bool data_file_barrier_ = true;
   MetadataCache* depends_on_ = nullptr;
   Rule depends_on_rule_ = Rule::kRefcountBeforePointer;
   bool depends_on_flush_ = false;

@@ -42,7 +42,7 @@ enum class CompressionType : uint8_t { kZlib = 0, kZstd = 1 };
 struct OrderingRules;  // engine/ordering.h
 
 // The number of ordering rules (engine/ordering.h Rule).
-inline constexpr size_t kOrderingRuleCount = 16;
+inline constexpr size_t kOrderingRuleCount = 17;
 
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
@@ -55,10 +55,12 @@ struct BugSwitches {
   bool bitmap_no_inuse = false;  // tracked guest writes may land before a bitmap's in_use (R10)
   bool subcluster_bit_before_data = false;  // extended L2: allocation bits before the data (R3)
   bool compressed_sole_user = false;  // freeing a compressed cluster frees its whole host cluster
+  bool data_file_no_flush = false;    // the data file is not flushed before the L2 entry (R12)
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
-           bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user;
+           bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user ||
+           data_file_no_flush;
   }
 };
 
@@ -71,6 +73,12 @@ Result<Preallocation> ParsePreallocation(std::string_view name);
 // itself; the caller (CLI, tests) resolves the name relative to the image.
 using BackingOpener =
     std::function<Result<std::unique_ptr<BlockDevice>>(const std::string& backing_file)>;
+
+// Opens the external data file an image names (incompatible bit 2, header
+// extension "DATA"), read-write unless the image is opened read-only. Like
+// the backing opener, the caller resolves the name relative to the image.
+using DataFileOpener = std::function<Result<std::unique_ptr<BlockDevice>>(
+    const std::string& data_file, bool read_only)>;
 
 // The journal's spec variants (the draft's open questions, docs/journal-variants.md)
 // and its geometry. Used when the journal policy creates a journal.
@@ -105,6 +113,7 @@ struct OpenOptions {
   uint32_t extent_clusters = 32;  // batch size of the extent policy
   BugSwitches faults;
   BackingOpener open_backing;       // unset: a backing file is an error on read
+  DataFileOpener open_data_file;    // unset: an image with a data file does not open
   uint32_t max_backing_depth = 16;  // guards against backing chains that loop
   JournalOptions journal;           // the journal policy's variant and geometry
   // A row of the ordering table to use instead of the policy's (a policy
@@ -124,6 +133,12 @@ struct CreateOptions {
   std::string backing_format;  // "raw", "qcow2" or empty
   // How compressed clusters are encoded (header byte 104); zstd needs v3.
   CompressionType compression_type = CompressionType::kZlib;
+  // An external data file (qemu-img create -o data_file=NAME): guest data
+  // lives there at host offset = guest offset, the qcow2 file holds only
+  // metadata. Create opens it through OpenOptions::open_data_file; the
+  // caller has created it (sized to the disk when raw).
+  std::string data_file;
+  bool data_file_raw = false;  // the data file is a valid raw image (every cluster mapped)
 };
 
 // What the engine did, for "flushes per guest write" and friends.

@@ -1,5 +1,5 @@
 // The ordering table: what each policy does to make one update durable
-// before another (QCOW2-NOTES §9, rules R1-R11; engine/FORMAT.md "Ordering
+// before another (QCOW2-NOTES §9, rules R1-R12; engine/FORMAT.md "Ordering
 // policies"), as data. The engine asks the table at named barriers
 // (Image::Impl::Barrier(Rule::kContentsBeforePointer)) and never tests the
 // policy itself; a bug switch is one field of a row changed; a new policy is
@@ -34,6 +34,8 @@ enum class Rule : uint8_t {
   kSharingChange,       // R8: a snapshot's refcount and COPIED changes, under the dirty bit
   kBitmapTracking,  // R10: a bitmap's in_use before the writes it tracks; its data before in_use
                     // clears
+  kDataFileBeforePointer,  // R12: guest data in the external data file durable (a flush of
+                           // that file) before the L2 entry naming it is written
 };
 inline constexpr size_t kRuleCount = kOrderingRuleCount;
 

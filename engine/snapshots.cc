@@ -161,6 +161,9 @@ Status Image::Impl::WriteSnapshotTable(const std::vector<SnapshotEntry>& entries
 Status Image::Impl::CreateSnapshot(const std::string& name) {
   if (read_only_) return WriteRefused();
   if (rules_.journal()) return Status::NotSupported("snapshots under the journal policy");
+  if (io_.has_data_device()) {
+    return Status::NotSupported("internal snapshots of an image with an external data file");
+  }
   if (name.empty() || name.size() > 65535) return Status::InvalidArgument("bad snapshot name");
   QCRASH_ASSIGN_OR_RETURN(std::vector<SnapshotEntry> table, ReadSnapshotTable(device_, header_));
   uint64_t next_id = 1;
@@ -275,6 +278,9 @@ Status Image::Impl::EndSharingChange() {
 Status Image::Impl::DeleteSnapshot(const std::string& name) {
   if (read_only_) return WriteRefused();
   if (rules_.journal()) return Status::NotSupported("snapshots under the journal policy");
+  if (io_.has_data_device()) {
+    return Status::NotSupported("internal snapshots of an image with an external data file");
+  }
   QCRASH_ASSIGN_OR_RETURN(std::vector<SnapshotEntry> table, ReadSnapshotTable(device_, header_));
   auto found = FindSnapshot(table, name);
   if (found == table.end()) return NotFound(name);
@@ -353,6 +359,9 @@ Status Image::Impl::RestoreCopied() {
 Status Image::Impl::ApplySnapshot(const std::string& name_or_id) {
   if (read_only_) return WriteRefused();
   if (rules_.journal()) return Status::NotSupported("snapshots under the journal policy");
+  if (io_.has_data_device()) {
+    return Status::NotSupported("internal snapshots of an image with an external data file");
+  }
   QCRASH_ASSIGN_OR_RETURN(const std::vector<SnapshotEntry> table,
                           ReadSnapshotTable(device_, header_));
   auto found = FindSnapshot(table, name_or_id);

@@ -62,6 +62,11 @@ q create -f qcow2 -o cluster_size=16k,extended_l2=on -u -b base.raw -F raw \
 "$qcrash" create -q -o cluster_size=16k,extended_l2=on "$img/qcrash-16k-subclusters.qcow2" 256K
 "$qcrash" io -c "write -P 0x64 0 2560" -c "write -z 2048 1024" -c "discard 16384 16384" \
   -c "write -P 0x65 33280 700" "$img/qcrash-16k-subclusters.qcow2" >/dev/null
+# External data files (incompatible bit 2, extension 0x44415441; raw: autoclear bit 1).
+q create -f qcow2 -o cluster_size=512,data_file=qemu-512-datafile.data "$img/qemu-512-datafile.qcow2" 64K
+qio -f qcow2 -c "write -P 0x50 0 2048" -c "write -z 4096 512" "$img/qemu-512-datafile.qcow2"
+q create -f qcow2 -o cluster_size=512,data_file=qemu-512-datafile-raw.data,data_file_raw=on \
+  "$img/qemu-512-datafile-raw.qcow2" 16K
 
 # Several snapshots and bitmaps, for snapshot_fuzzer and bitmap_fuzzer (v2
 # and resized images end the file inside the unpadded snapshot table).

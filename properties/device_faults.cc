@@ -44,6 +44,11 @@ std::vector<size_t> Stride(size_t total, size_t count) {
 
 Result<LyingFlushCase> BuildLyingFlushCase(const WorkloadRun& run, uint64_t flush_record,
                                            bool drop_epoch) {
+  if (run.data_initial) {
+    // The device fault models act on the image file's log alone; an image
+    // with an external data file (a second device, sim M11) is not modelled.
+    return Status::NotSupported("device faults of an image with an external data file");
+  }
   const sim::WriteLog& log = *run.log;
   if (flush_record >= log.size() || log.record(flush_record).kind != sim::RecordKind::kFlush) {
     return Status::InvalidArgument("record " + std::to_string(flush_record) + " is not a flush");
@@ -108,6 +113,11 @@ Result<LyingFlushCase> BuildLyingFlushCase(const WorkloadRun& run, uint64_t flus
 
 Result<LyingFlushReport> MeasureLyingFlush(const WorkloadRun& run,
                                            const LyingFlushOptions& options) {
+  if (run.data_initial) {
+    // The device fault models act on the image file's log alone; an image
+    // with an external data file (a second device, sim M11) is not modelled.
+    return Status::NotSupported("device faults of an image with an external data file");
+  }
   const sim::WriteLog& log = *run.log;
   LyingFlushReport report;
   // Flushes whose epoch holds a non-FUA write: the ones a lie can hurt.
@@ -273,6 +283,11 @@ bool Counts(const engine::Finding& f) { return f.severity != engine::Severity::k
 }  // namespace
 
 Result<MisdirectReport> MeasureMisdirect(const WorkloadRun& run, const MisdirectOptions& options) {
+  if (run.data_initial) {
+    // The device fault models act on the image file's log alone; an image
+    // with an external data file (a second device, sim M11) is not modelled.
+    return Status::NotSupported("device faults of an image with an external data file");
+  }
   const sim::WriteLog& log = *run.log;
   const uint32_t sector_bytes = log.sector_bytes();
   const uint64_t cluster = uint64_t{1} << run.workload.image.cluster_bits;

@@ -108,9 +108,12 @@ Result<IoErrorOutcome> CheckIoErrorCase(const Workload& workload, const RunOptio
   // failed operation acknowledged nothing but was issued (old-or-new), and
   // everything flushed before it must be intact.
   MemoryDevice disk(Bytes(*run.after_close));
+  std::unique_ptr<MemoryDevice> data_file;
+  if (run.after_close_data)
+    data_file = std::make_unique<MemoryDevice>(Bytes(*run.after_close_data));
   const GuestOracle oracle(run);
   const uint64_t end = run.timeline->PointCount();
-  result = RecoverImage(disk, run, oracle, end);
+  result = RecoverImage(disk, run, oracle, end, data_file.get());
   for (Violation& v : result.violations) {
     v.message =
         "after " + what + " and a close" +

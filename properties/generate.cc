@@ -186,6 +186,16 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   s.snapshots = w.image.version >= 3 && policy != engine::OrderingPolicy::kJournal &&
                 w.image.refcount_order >= 4 && snap_rng.OneIn(4);
   if (s.snapshots) c.features += std::string(c.features.empty() ? "" : ",") + "snapshots";
+  // An external data file from a stream of its own (v3, no backing file,
+  // no internal snapshots, which QEMU refuses with a data file): the image
+  // and its data file are two devices of the crash model (sim M11), raw or not.
+  Rng data_file_rng(seed ^ 0x6461746166696c65ull);
+  if (w.image.version >= 3 && !s.backing && !s.snapshots && data_file_rng.OneIn(4)) {
+    const bool raw = data_file_rng.OneIn(2);
+    SetDataFile(w, raw);
+    c.features +=
+        std::string(c.features.empty() ? "" : ",") + (raw ? "data-file-raw" : "data-file");
+  }
   // Bitmaps come from their own stream too: v3 only (the autoclear bit),
   // not under the journal policy, which keeps no bitmap yet. The first is
   // added and stored by a close before anything else, so that later

@@ -281,6 +281,12 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
       return Status::InvalidArgument("qemu-io has no internal snapshot command (" + DescribeOp(op) +
                                      ")");
   }
+  if (!workload.image.data_file.empty()) {
+    // blklogwrites logs one file: the data file's writes would go unlogged.
+    return Status::NotSupported(
+        "a workload with an external data file runs on qcrash's engine only (blklogwrites logs "
+        "the image file alone)");
+  }
   const QemuEngineOptions& q = *given.qemu;
   ScratchDir dir;
   if (!dir.ok()) return Status::IoError("cannot make a scratch directory");

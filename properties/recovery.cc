@@ -35,6 +35,29 @@ const char* VerdictName(Verdict verdict) {
 
 namespace {
 
+// The crash state's external data file while its recovery runs (null: the
+// image has none). Every open in this file reads guest data through it; a
+// recovery only writes metadata, so a nested crash of it shares this file.
+thread_local BlockDevice* state_data_file = nullptr;
+
+class ScopedDataFile {
+ public:
+  explicit ScopedDataFile(BlockDevice* device) : saved_(state_data_file) {
+    state_data_file = device;
+  }
+  ~ScopedDataFile() { state_data_file = saved_; }
+  ScopedDataFile(const ScopedDataFile&) = delete;
+  ScopedDataFile& operator=(const ScopedDataFile&) = delete;
+
+ private:
+  BlockDevice* saved_;
+};
+
+engine::DataFileOpener StateDataFile() {
+  if (state_data_file == nullptr) return {};
+  return DataFileOpenerFor(*state_data_file);
+}
+
 namespace f = engine::format;
 
 bool IsOverReference(engine::FindingKind kind) {
@@ -205,6 +228,7 @@ void CheckReplayedConsistent(const engine::CheckReport& repair, StateResult& res
 bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool raw_clean,
             CorruptionSet* started_from = nullptr) {
   engine::OpenOptions open;  // recovery uses the default (ordered) engine
+  open.open_data_file = StateDataFile();
   open.policy = engine::OrderingPolicy::kOrdered;
   if (started_from != nullptr) started_from->incompatible = RawIncompatibleBits(view);
   bool wrote = true;
@@ -342,6 +366,7 @@ Status CheckMappedUntouched(engine::Image& image, const GuestOracle& oracle, uin
 bool UntouchedReadZeroes(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                          uint64_t point) {
   engine::OpenOptions open;
+  open.open_data_file = StateDataFile();
   open.read_only = true;
   open.open_backing = run.options.open.open_backing;
   auto image = engine::Image::Open(view, open);
@@ -354,6 +379,7 @@ bool UntouchedReadZeroes(BlockDevice& view, const WorkloadRun& run, const GuestO
 void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                   uint64_t point, StateResult& result, const std::string& tag) {
   engine::OpenOptions open;
+  open.open_data_file = StateDataFile();
   open.read_only = true;
   open.open_backing = run.options.open.open_backing;  // the workload's backing file
   auto image = engine::Image::Open(view, open);
@@ -425,6 +451,7 @@ void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle
                     uint64_t point, StateResult& result) {
   if (run.snapshot_models.empty()) return;
   engine::OpenOptions open;
+  open.open_data_file = StateDataFile();
   open.read_only = true;
   open.open_backing = run.options.open.open_backing;
   auto image = engine::Image::Open(view, open);
@@ -537,6 +564,7 @@ void CheckBitmaps(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
                   uint64_t point, StateResult& result) {
   if (run.bitmap_epochs.empty()) return;
   engine::OpenOptions open;
+  open.open_data_file = StateDataFile();
   open.read_only = true;
   open.open_backing = run.options.open.open_backing;
   auto image = engine::Image::Open(view, open);
@@ -660,6 +688,7 @@ void CheckNoWorse(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
   const uint64_t cleared = started_from.incompatible & ~RawIncompatibleBits(view) &
                            (engine::format::kIncompatDirty | engine::format::kIncompatCorrupt);
   engine::OpenOptions open;
+  open.open_data_file = StateDataFile();
   open.policy = engine::OrderingPolicy::kOrdered;
   {
     auto image = engine::Image::Open(view, open);
@@ -754,6 +783,19 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
     result.violations.push_back({"I7", "cannot build crash view: " + view.status().ToString()});
     return result;
   }
+  // The data file's own crash state (sim/crash_model.h M11).
+  std::unique_ptr<sim::CrashView> data_view;
+  if (point->second_base) {
+    auto built = sim::CrashTimeline::SecondDeviceView(point, state);
+    if (!built.ok()) {
+      result.verdict = Verdict::kUnrecoverable;
+      result.violations.push_back(
+          {"I7", "cannot build the data file's crash view: " + built.status().ToString()});
+      return result;
+    }
+    data_view = std::move(built).value();
+  }
+  const ScopedDataFile data_file(data_view.get());
   CheckRaw(**view, result);
   if (!options.nested_enumerator.empty()) (*view)->StartLog();
   const bool raw_clean = result.raw_clean;
@@ -788,7 +830,8 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
 }
 
 StateResult RecoverImage(BlockDevice& image, const WorkloadRun& run, const GuestOracle& oracle,
-                         uint64_t point) {
+                         uint64_t point, BlockDevice* data_file) {
+  const ScopedDataFile scoped(data_file);
   StateResult result;
   CheckRaw(image, result);
   const bool repaired = Repair(image, result, "", result.raw_clean);

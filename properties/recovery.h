@@ -74,8 +74,9 @@ StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
 
 // The same recovery (steps 1-5, no nested crash) of an image that no crash
 // view produced: the disk after an injected I/O error and a close
-// (properties/eio.h). The oracle is asked at `point`.
+// (properties/eio.h). The oracle is asked at `point`; `data_file` is the
+// image's external data file, when it has one.
 StateResult RecoverImage(BlockDevice& image, const WorkloadRun& run, const GuestOracle& oracle,
-                         uint64_t point);
+                         uint64_t point, BlockDevice* data_file = nullptr);
 
 }  // namespace qcrash::properties

@@ -310,6 +310,30 @@ RunOptions WithCountedBacking(const Workload& workload, RunOptions options,
 
 }  // namespace
 
+engine::DataFileOpener DataFileOpenerFor(BlockDevice& device) {
+  return [&device](const std::string&, bool) -> Result<std::unique_ptr<BlockDevice>> {
+    return std::unique_ptr<BlockDevice>(std::make_unique<DeviceRef>(device));
+  };
+}
+
+// The data file as create leaves it: sized to the disk (qemu-img create
+// does so), zeroes when raw; otherwise its free space holds junk from an
+// earlier life (`junk`), which only a mapping that lands before its data
+// can expose.
+std::vector<uint8_t> InitialDataFile(const Workload& workload, bool junk) {
+  std::vector<uint8_t> bytes;
+  if (workload.image.data_file_raw || !junk) {
+    bytes.resize(workload.image.size_bytes);
+    return bytes;
+  }
+  const uint64_t cluster_bytes = uint64_t{1} << workload.image.cluster_bits;
+  AppendJunkClusters(
+      bytes, cluster_bytes,
+      static_cast<uint32_t>((workload.image.size_bytes + cluster_bytes - 1) / cluster_bytes));
+  bytes.resize(workload.image.size_bytes);
+  return bytes;
+}
+
 RunOptions WithBacking(const Workload& workload, RunOptions options) {
   return WithCountedBacking(workload, std::move(options), nullptr);
 }
@@ -338,6 +362,9 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   // Opens after the run (recovery, replays) read the backing file plainly.
   run.options = WithBacking(workload, given);
   MemoryDevice created;
+  const bool has_data_file = !workload.image.data_file.empty();
+  MemoryDevice created_data(has_data_file ? InitialDataFile(workload, given.junk_free_clusters > 0)
+                                          : std::vector<uint8_t>{});
   // The create is not under test; under the journal policy it also formats
   // the journal, so the log holds the workload's transactions, not the
   // zeroing of a fresh ring.
@@ -348,6 +375,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     // The journal header records its variant (checksums or not) at format time.
     create_open.faults.unchecksummed_journal = options.open.faults.unchecksummed_journal;
   }
+  if (has_data_file) create_open.open_data_file = DataFileOpenerFor(created_data);
   {
     QCRASH_ASSIGN_OR_RETURN(auto image,
                             engine::Image::Create(created, workload.image, create_open));
@@ -359,14 +387,16 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   if (options.corruption) {
     // The operations run on the created image directly (no crash), then
     // the corruption; what follows logs nothing but the open and close.
+    RunOptions direct = options;
+    if (has_data_file) direct.open.open_data_file = DataFileOpenerFor(created_data);
     {
-      QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, options.open));
+      QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, direct.open));
       GuestModel model(workload);
       std::deque<GuestModel> snapshots;  // the live snapshots' models, oldest first
       for (size_t i = 0; i < workload.ops.size(); ++i) {
         if (i > 0 && workload.ops[i - 1].kind == OpKind::kClose) {
           image.reset();
-          QCRASH_ASSIGN_OR_RETURN(image, engine::Image::Open(created, options.open));
+          QCRASH_ASSIGN_OR_RETURN(image, engine::Image::Open(created, direct.open));
         }
         QCRASH_RETURN_IF_ERROR(RunGuestOp(*image, workload.ops[i], i + 1, &model)
                                    .WithContext("operation " + std::to_string(i)));
@@ -385,9 +415,13 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
                                      " does not apply to this workload's image");
     }
     run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(bytes));
+    if (has_data_file) {
+      run.data_initial = std::make_shared<const sim::ChunkedImage>(
+          sim::ChunkedImage::FromBytes(created_data.bytes()));
+    }
     run.log = std::make_shared<const sim::WriteLog>(options.sector_bytes, bytes.size());
-    run.timeline =
-        std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
+    run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log,
+                                                              options.non_atomic, run.data_initial);
     // Every operation had returned before the log starts.
     run.spans.assign(workload.ops.size(), OpSpan{0, 0});
     return run;
@@ -406,6 +440,12 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   disk_options.initial_size_bytes = created.SizeBytes();
   disk_options.faults = options.io_errors;
   sim::SimDisk disk(disk_options, run.initial);
+  RunOptions on_disk = options;
+  if (has_data_file) {
+    run.data_initial = std::make_shared<const sim::ChunkedImage>(
+        sim::ChunkedImage::FromBytes(created_data.bytes()));
+    on_disk.open.open_data_file = DataFileOpenerFor(disk.AttachSecondDevice(run.data_initial));
+  }
   // Notes the operation during which the first injected error fired.
   auto note_io_error = [&](size_t op) {
     if (run.io_error_op < 0 && (disk.faults().fired_count() > 0 || backing_reads->fired))
@@ -417,7 +457,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     run.backing_reads = backing_reads->count;
   };
   {
-    auto opened = engine::Image::Open(disk, options.open);
+    auto opened = engine::Image::Open(disk, on_disk.open);
     if (!opened.ok() && (disk.faults().fired_count() > 0 || backing_reads->fired)) {
       // An injected error met the open: no operation ran.
       run.io_error_op = 0;
@@ -426,9 +466,13 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       run.spans.push_back({0, disk.log().size()});
       count_requests();
       run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
+      if (has_data_file) {
+        run.after_close_data =
+            std::make_shared<const sim::ChunkedImage>(disk.second_latest_image());
+      }
       run.log = std::make_shared<const sim::WriteLog>(disk.log());
-      run.timeline =
-          std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
+      run.timeline = std::make_shared<const sim::CrashTimeline>(
+          run.initial, run.log, options.non_atomic, run.data_initial);
       return run;
     }
     QCRASH_RETURN_IF_ERROR(opened.status());
@@ -444,7 +488,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
         // opened again (its open's writes belong to this operation).
         earlier_sessions = Sum(earlier_sessions, image->stats());
         image.reset();
-        auto reopened = engine::Image::Open(disk, options.open);
+        auto reopened = engine::Image::Open(disk, on_disk.open);
         if (!reopened.ok()) {
           note_io_error(i);
           run.workload_status =
@@ -498,12 +542,16 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       run.log = std::make_shared<const sim::WriteLog>(disk.log());
       if (image) run.close_status = image->Close();
       run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
+      if (has_data_file) {
+        run.after_close_data =
+            std::make_shared<const sim::ChunkedImage>(disk.second_latest_image());
+      }
     }
   }  // otherwise destroyed without Close(): the log ends where the workload ended
   count_requests();
   if (!run.log) run.log = std::make_shared<const sim::WriteLog>(disk.log());
-  run.timeline =
-      std::make_shared<const sim::CrashTimeline>(run.initial, run.log, options.non_atomic);
+  run.timeline = std::make_shared<const sim::CrashTimeline>(run.initial, run.log,
+                                                            options.non_atomic, run.data_initial);
   return run;
 }
 

@@ -113,6 +113,9 @@ struct WorkloadRun {
   Workload workload;
   RunOptions options;
   std::shared_ptr<const sim::ChunkedImage> initial;  // the image right after create
+  // The external data file right after create (null: the image has none);
+  // the log holds its writes as the second device (sim/crash_model.h M11).
+  std::shared_ptr<const sim::ChunkedImage> data_initial;
   std::shared_ptr<const sim::WriteLog> log;
   std::shared_ptr<const sim::CrashTimeline> timeline;
   std::vector<OpSpan> spans;  // one per operation that ran
@@ -132,6 +135,7 @@ struct WorkloadRun {
   int64_t io_error_op = -1;
   bool opened = true;  // false: the first open failed (an injected error met it)
   std::shared_ptr<const sim::ChunkedImage> after_close;
+  std::shared_ptr<const sim::ChunkedImage> after_close_data;  // its data file, when it has one
   Status close_status;
   // Imported from a log with no workload (`explore --log`): only the
   // structural invariants hold, no guest data is known. span_labels name
@@ -160,6 +164,35 @@ struct WorkloadRun {
   };
   std::vector<BitmapEpoch> bitmap_epochs;
 };
+
+// A BlockDevice that forwards every request to one it does not own: what
+// the data file openers hand the engine (the device outlives the image).
+class DeviceRef final : public BlockDevice {
+ public:
+  explicit DeviceRef(BlockDevice& device) : device_(device) {}
+  Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override {
+    return device_.Read(offset_bytes, out);
+  }
+  Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    return device_.Write(offset_bytes, data);
+  }
+  Status WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    return device_.WriteFua(offset_bytes, data);
+  }
+  Status Flush() override { return device_.Flush(); }
+  uint64_t SizeBytes() const override { return device_.SizeBytes(); }
+  Status Resize(uint64_t size_bytes, ResizeMode mode) override {
+    return device_.Resize(size_bytes, mode);
+  }
+  DeviceGeometry Geometry() const override { return device_.Geometry(); }
+
+ private:
+  BlockDevice& device_;
+};
+
+// An opener that gives the engine `device` as the image's data file,
+// whatever name the header holds.
+engine::DataFileOpener DataFileOpenerFor(BlockDevice& device);
 
 // `options` with an opener for the workload's backing file, when it has one
 // (every open of the image, the recovery's included, reads it through this).

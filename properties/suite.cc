@@ -96,13 +96,19 @@ size_t SuiteReport::failed_cells() const {
 
 std::string CheckCleanClose(const Workload& workload, const RunOptions& given) {
   if (workload.ops.empty() || workload.ops.back().kind != OpKind::kClose) return "";
-  const RunOptions run = WithBacking(workload, given);
+  RunOptions run = WithBacking(workload, given);
   MemoryDevice device;
+  MemoryDevice data_file(std::vector<uint8_t>(workload.image.size_bytes));
   engine::OpenOptions create_open;
+  if (!workload.image.data_file.empty()) {
+    create_open.open_data_file = DataFileOpenerFor(data_file);
+    run.open.open_data_file = create_open.open_data_file;
+  }
   if (run.open.policy == engine::OrderingPolicy::kJournal) {
     create_open.policy = run.open.policy;
     create_open.journal = run.open.journal;
     create_open.faults = run.open.faults;
+    create_open.open_data_file = run.open.open_data_file;
   }
   {
     auto created = engine::Image::Create(device, workload.image, create_open);

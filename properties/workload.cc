@@ -94,6 +94,20 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       workload.image.size_bytes > (uint64_t{1} << 40)) {
     return Status::InvalidArgument("image size must be a non-zero multiple of 512 up to 1 TiB");
   }
+  if (!workload.image.data_file.empty()) {
+    if (workload.backing) {
+      return Status::InvalidArgument("a workload with a data file cannot have a backing file");
+    }
+    if (workload.image.version < 3) {
+      return Status::InvalidArgument("a data file needs a compat=1.1 (v3) image");
+    }
+    for (const GuestOp& op : workload.ops) {
+      if (IsSnapshotOp(op.kind)) {
+        return Status::InvalidArgument(
+            "internal snapshots are not supported with an external data file");
+      }
+    }
+  }
   uint64_t size = workload.image.size_bytes;
   std::deque<uint64_t> snapshot_sizes;
   for (size_t i = 0; i < workload.ops.size(); ++i) {
@@ -195,6 +209,11 @@ void SetBacking(Workload& workload) {
   workload.backing = true;
   workload.image.backing_file = kBackingFileName;
   workload.image.backing_format = "raw";
+}
+
+void SetDataFile(Workload& workload, bool raw) {
+  workload.image.data_file = kDataFileName;
+  workload.image.data_file_raw = raw;
 }
 
 std::string DescribeSectorTag(uint64_t tag) {
@@ -545,6 +564,35 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Wc(256 * kKiB - 1 * kKiB, 1 * kKiB),
              Rd(0, 256 * kKiB),
              C()};
+  } else if (name == "data-file" || name == "data-file-raw") {
+    // An external data file (qcow2 incompatible bit 2): guest data lives in
+    // a second file at host offset = guest offset, the image holds only
+    // metadata. Allocating writes into an L2 table that exists raise no
+    // refcount, so only the data file's flush (R12) orders their data
+    // before the L2 entry; the data file's free space holds junk from an
+    // earlier life, which a mapping that lands first would expose. The raw
+    // variant maps every cluster at create: zero writes and discards write
+    // zeroes into the data file.
+    w.image.size_bytes = 4 * kMiB;
+    SetDataFile(w, name == "data-file-raw");
+    w.ops = {W(0, 8 * kKiB),
+             W(64 * kKiB + 512, 1 * kKiB),
+             F(),
+             W(4 * kKiB, 4 * kKiB),
+             W(16 * kKiB, 4 * kKiB),
+             W(20 * kKiB + 1024, 2 * kKiB),
+             F(),
+             D(0, 4 * kKiB),
+             Z(64 * kKiB, 4 * kKiB, false),
+             W(2 * kMiB, 4 * kKiB),
+             F(),
+             C(),
+             W(24 * kKiB, 4 * kKiB),
+             W(0, 4 * kKiB),
+             Z(16 * kKiB, 4 * kKiB, true),
+             Rd(0, 32 * kKiB),
+             F(),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -581,7 +629,9 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "bitmaps",
           "subclusters",
           "compressed",
-          "compressed-zstd"};
+          "compressed-zstd",
+          "data-file",
+          "data-file-raw"};
 }
 
 }  // namespace qcrash::properties

@@ -80,6 +80,8 @@ struct Workload {
 };
 
 inline constexpr const char* kBackingFileName = "backing.raw";
+// The external data file of a workload with one (Workload::image.data_file).
+inline constexpr const char* kDataFileName = "image.data";
 // The "operation number" of the backing file's content (its sectors hold
 // SectorTag(kBackingOpNumber, sector)).
 inline constexpr uint64_t kBackingOpNumber = (uint64_t{1} << 24) - 1;
@@ -123,6 +125,8 @@ uint64_t InitialSectorTag(const Workload& workload, uint64_t sector);
 std::vector<uint8_t> BackingFileBytes(const Workload& workload);
 // Turns the backing file on: the flag and the image's backing file name.
 void SetBacking(Workload& workload);
+// Gives the image an external data file (kDataFileName), raw or not.
+void SetDataFile(Workload& workload, bool raw);
 
 // The tag a 512-byte sector holds: 0 for zeroes, the repeated 8-byte tag,
 // or ~0 for anything else (garbage, or bytes of mixed origin).

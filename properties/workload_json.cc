@@ -32,16 +32,18 @@ json WorkloadToJson(const Workload& w) {
               {"compat", w.image.version == 2 ? "0.10" : "1.1"},
               {"refcount_bits", 1u << w.image.refcount_order},
               {"preallocation", engine::PreallocationName(w.image.preallocation)},
-              {"lazy_refcounts", w.image.lazy_refcounts},
-              {"extended_l2", w.image.extended_l2}}},
+              {"lazy_refcounts", w.image.lazy_refcounts}}},
             {"check_reservations", w.check_reservations},
             {"backing", w.backing},
             {"ops", ops}};
-  // Only a non-default type is written, so zlib workloads keep their JSON.
+  // Only non-default image features are written, so other workloads keep
+  // their JSON.
+  if (w.image.extended_l2) j["image"]["extended_l2"] = true;
   if (w.image.compression_type != engine::CompressionType::kZlib) {
     j["image"]["compression_type"] =
         engine::CompressionTypeName(static_cast<uint8_t>(w.image.compression_type));
   }
+  if (!w.image.data_file.empty()) j["data_file"] = w.image.data_file_raw ? "raw" : "on";
   return j;
 }
 
@@ -110,6 +112,11 @@ Result<Workload> DecodeWorkload(const json& j) {
   QCRASH_RETURN_IF_ERROR(ImageFromJson(j["image"], w.image));
   w.check_reservations = j.value("check_reservations", false);
   if (j.value("backing", false)) SetBacking(w);
+  const std::string data_file = j.value("data_file", "off");
+  if (data_file != "off" && data_file != "on" && data_file != "raw") {
+    return Status::InvalidArgument("workload: 'data_file' must be \"off\", \"on\" or \"raw\"");
+  }
+  if (data_file != "off") SetDataFile(w, data_file == "raw");
   if (!j.contains("ops") || !j["ops"].is_array())
     return Status::InvalidArgument("workload: 'ops' must be an array");
   for (size_t i = 0; i < j["ops"].size(); ++i) {

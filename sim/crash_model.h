@@ -46,6 +46,16 @@
 //     The id rebuilds exactly that state from the same log (CrashTimeline::
 //     BuildView), and FormatCrashStateId(ParseCrashStateId(id)) == id.
 //
+//  M11 Two devices. A log may also hold a second device (an external data
+//     file beside a qcow2 image) in the byte range from kSecondDeviceBaseBytes
+//     (2^50, write_log.h): its writes carry offsets from there, its flushes
+//     and resizes name it the same way. A flush or resize is a barrier for
+//     its own device only (M4 per device): it makes that device's earlier
+//     writes durable, and the other device's pending writes stay pending. A
+//     crash state chooses a version for the pending sectors of both devices;
+//     the second device's sectors are numbered from 2^50 / S, so one state id
+//     names both. A crash view shows the image; SecondDeviceView the second.
+//
 //  Worked example, S = 512, log: W(0, 1024 bytes "A") F W(512, 512 "B")
 //  W(512, 1024 "C") W(1536, 512 "D" FUA). Epochs: [0,1] then [2..]. At point 5
 //  the durable image holds A A in sectors 0-1, sector 3 holds D (FUA), sector
@@ -53,6 +63,7 @@
 //  crash states; "p5" reads A C C D, "p5:1=1,2=0" reads A B 0 D.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -126,6 +137,11 @@ struct CrashPoint {
   std::vector<const uint8_t*> version_data;
   std::vector<uint64_t> version_record;      // log record of each version (durable: ~0)
   std::vector<OverlayEntry> latest_overlay;  // sorted; pending and FUA-durable sectors
+  // M11: the second device's durable image and size at this point (null:
+  // the log has no second device). Its sectors in pending and
+  // latest_overlay are numbered from kSecondDeviceBaseBytes / sector_bytes.
+  std::shared_ptr<const ChunkedImage> second_base;
+  uint64_t second_size_bytes = 0;
 
   // Choices per pending sector: v + 1 atomic, plus mixes and garbage (M8).
   uint64_t ChoiceCount(size_t pending_index) const;
@@ -139,13 +155,17 @@ class CrashTimeline {
  public:
   // initial: the image the log starts on (its size should be the log's
   // initial_size_bytes; a null pointer means a zero-filled one).
+  // second_initial: the second device's initial image (M11), when the log
+  // holds one (null and no second-device record: a one-device log).
   CrashTimeline(std::shared_ptr<const ChunkedImage> initial, std::shared_ptr<const WriteLog> log,
-                NonAtomicOptions non_atomic = {});
+                NonAtomicOptions non_atomic = {},
+                std::shared_ptr<const ChunkedImage> second_initial = nullptr);
 
   uint64_t PointCount() const { return log_->size() + 1; }  // points 0..n
   uint32_t sector_bytes() const { return log_->sector_bytes(); }
   const WriteLog& log() const { return *log_; }
-  size_t EpochCount() const { return epochs_.size(); }
+  size_t EpochCount() const { return epochs_[0].size(); }  // the image's (M4)
+  bool has_second_device() const { return !epochs_[1].empty(); }
   const NonAtomicOptions& non_atomic() const { return non_atomic_; }
 
   // The crash point p (M2, M6); O(versions in p's epoch).
@@ -155,6 +175,10 @@ class CrashTimeline {
   Result<std::unique_ptr<CrashView>> BuildView(const CrashState& state) const;
   static Result<std::unique_ptr<CrashView>> BuildView(std::shared_ptr<const CrashPoint> point,
                                                       const CrashState& state);
+  // The second device's view of the same state (M11); InvalidArgument when
+  // the point has no second device.
+  static Result<std::unique_ptr<CrashView>> SecondDeviceView(
+      const std::shared_ptr<const CrashPoint>& point, const CrashState& state);
 
   // The durable image at the start of the epoch of point p (shared, not copied).
   std::shared_ptr<const ChunkedImage> EpochBase(uint64_t point) const;
@@ -171,12 +195,15 @@ class CrashTimeline {
     std::shared_ptr<const ChunkedImage> base;
     std::vector<Version> versions;  // sorted by (sector, record)
   };
-  size_t EpochOf(uint64_t point) const;
+  size_t EpochOf(uint64_t point, uint32_t device = 0) const;
+  // Appends device's pending sectors and overlay at point to cp (M6, M11).
+  void AddPending(uint64_t point, uint32_t device, CrashPoint& cp) const;
 
   std::shared_ptr<const WriteLog> log_;
   NonAtomicOptions non_atomic_;
-  std::vector<Epoch> epochs_;
-  std::vector<uint64_t> size_after_;  // size after record i; [0] is the initial size
+  std::array<std::vector<Epoch>, 2> epochs_;  // per device (M11); [1] empty without one
+  // Per device, its size after record i; [0] is the initial size.
+  std::array<std::vector<uint64_t>, 2> size_after_;
   std::shared_ptr<std::vector<uint8_t>> arena_;
 };
 

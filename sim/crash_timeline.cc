@@ -74,68 +74,94 @@ int64_t CrashPoint::FindPending(uint64_t sector) const {
 }
 
 CrashTimeline::CrashTimeline(std::shared_ptr<const ChunkedImage> initial,
-                             std::shared_ptr<const WriteLog> log, NonAtomicOptions non_atomic)
+                             std::shared_ptr<const WriteLog> log, NonAtomicOptions non_atomic,
+                             std::shared_ptr<const ChunkedImage> second_initial)
     : log_(std::move(log)),
       non_atomic_(std::move(non_atomic)),
       arena_(std::make_shared<std::vector<uint8_t>>()) {
   const uint32_t sector_bytes = log_->sector_bytes();
-  ChunkedImage latest = initial ? *initial : ChunkedImage(log_->initial_size_bytes());
-  size_after_.reserve(log_->size() + 1);
-  size_after_.push_back(latest.SizeBytes());
-  epochs_.push_back({0, std::make_shared<const ChunkedImage>(latest), {}});
+  bool has_second = second_initial != nullptr;
+  for (const LogRecord& record : log_->records()) has_second |= RecordDevice(record) == 1;
+  const size_t devices = has_second ? 2 : 1;
+  std::array<ChunkedImage, 2> latest = {
+      initial ? *initial : ChunkedImage(log_->initial_size_bytes()),
+      second_initial ? *second_initial : ChunkedImage()};
+  for (size_t d = 0; d < devices; ++d) {
+    size_after_[d].reserve(log_->size() + 1);
+    size_after_[d].push_back(latest[d].SizeBytes());
+    epochs_[d].push_back({0, std::make_shared<const ChunkedImage>(latest[d]), {}});
+  }
   for (size_t i = 0; i < log_->size(); ++i) {
     const LogRecord& record = log_->record(i);
+    const uint32_t device = RecordDevice(record);
+    const uint64_t base_bytes = device == 1 ? kSecondDeviceBaseBytes : 0;
+    ChunkedImage& image = latest[device];
     if (record.kind == RecordKind::kFlush || record.kind == RecordKind::kResize) {
-      if (record.kind == RecordKind::kResize) latest.Resize(record.offset_bytes);
-      size_after_.push_back(latest.SizeBytes());
-      // M4: the barrier ends the epoch; the next one starts on the replay so far.
-      epochs_.push_back({i + 1, std::make_shared<const ChunkedImage>(latest), {}});
-      continue;
+      if (record.kind == RecordKind::kResize) image.Resize(RecordDeviceOffset(record));
+      // M4, per device (M11): the barrier ends its device's epoch; the next
+      // one starts on that device's replay so far.
+      epochs_[device].push_back({i + 1, std::make_shared<const ChunkedImage>(image), {}});
+    } else {
+      image.Write(RecordDeviceOffset(record), log_->DataOf(record));
+      if (record.length_bytes != 0) {
+        const uint64_t first_sector = record.offset_bytes / sector_bytes;
+        const uint64_t last_sector = (record.offset_bytes + record.length_bytes - 1) / sector_bytes;
+        for (uint64_t sector = first_sector; sector <= last_sector; ++sector) {
+          const uint64_t arena_offset = arena_->size();
+          arena_->resize(arena_offset + sector_bytes);
+          image.Read(sector * sector_bytes - base_bytes,
+                     std::span<uint8_t>(arena_->data() + arena_offset, sector_bytes));
+          epochs_[device].back().versions.push_back(
+              {sector, i, arena_offset, record.kind == RecordKind::kWriteFua});
+        }
+      }
     }
-    latest.Write(record.offset_bytes, log_->DataOf(record));
-    size_after_.push_back(latest.SizeBytes());
-    if (record.length_bytes == 0) continue;
-    const uint64_t first_sector = record.offset_bytes / sector_bytes;
-    const uint64_t last_sector = (record.offset_bytes + record.length_bytes - 1) / sector_bytes;
-    for (uint64_t sector = first_sector; sector <= last_sector; ++sector) {
-      const uint64_t arena_offset = arena_->size();
-      arena_->resize(arena_offset + sector_bytes);
-      latest.Read(sector * sector_bytes,
-                  std::span<uint8_t>(arena_->data() + arena_offset, sector_bytes));
-      epochs_.back().versions.push_back(
-          {sector, i, arena_offset, record.kind == RecordKind::kWriteFua});
-    }
+    for (size_t d = 0; d < devices; ++d) size_after_[d].push_back(latest[d].SizeBytes());
   }
-  for (Epoch& epoch : epochs_) {
-    std::stable_sort(epoch.versions.begin(), epoch.versions.end(),
-                     [](const Version& a, const Version& b) { return a.sector < b.sector; });
+  for (auto& device_epochs : epochs_) {
+    for (Epoch& epoch : device_epochs) {
+      std::stable_sort(epoch.versions.begin(), epoch.versions.end(),
+                       [](const Version& a, const Version& b) { return a.sector < b.sector; });
+    }
   }
 }
 
-size_t CrashTimeline::EpochOf(uint64_t point) const {
-  auto it = std::upper_bound(epochs_.begin(), epochs_.end(), point,
+size_t CrashTimeline::EpochOf(uint64_t point, uint32_t device) const {
+  const std::vector<Epoch>& epochs = epochs_[device];
+  auto it = std::upper_bound(epochs.begin(), epochs.end(), point,
                              [](uint64_t p, const Epoch& e) { return p < e.first_record; });
-  return static_cast<size_t>(it - epochs_.begin()) - 1;
+  return static_cast<size_t>(it - epochs.begin()) - 1;
 }
 
 std::shared_ptr<const ChunkedImage> CrashTimeline::EpochBase(uint64_t point) const {
-  return epochs_[EpochOf(std::min<uint64_t>(point, log_->size()))].base;
+  return epochs_[0][EpochOf(std::min<uint64_t>(point, log_->size()))].base;
 }
 
 std::shared_ptr<const CrashPoint> CrashTimeline::Point(uint64_t point) const {
   assert(point < PointCount());
   auto result = std::make_shared<CrashPoint>();
   CrashPoint& cp = *result;
-  const Epoch& epoch = epochs_[EpochOf(point)];
   cp.point = point;
-  cp.size_bytes = size_after_[point];
+  cp.size_bytes = size_after_[0][point];
   cp.sector_bytes = log_->sector_bytes();
   cp.non_atomic = non_atomic_;
   if (non_atomic_.enabled && cp.non_atomic.cuts_bytes.empty()) {
     cp.non_atomic.cuts_bytes = CutsOf(non_atomic_, cp.sector_bytes);
   }
-  cp.base = epoch.base;
+  cp.base = epochs_[0][EpochOf(point)].base;
   cp.arena = arena_;
+  AddPending(point, 0, cp);
+  if (has_second_device()) {
+    // The second device's sectors all follow the image's: pending stays sorted.
+    cp.second_base = epochs_[1][EpochOf(point, 1)].base;
+    cp.second_size_bytes = size_after_[1][point];
+    AddPending(point, 1, cp);
+  }
+  return result;
+}
+
+void CrashTimeline::AddPending(uint64_t point, uint32_t device, CrashPoint& cp) const {
+  const Epoch& epoch = epochs_[device][EpochOf(point, device)];
   const uint8_t* arena = arena_->data();
   const std::vector<Version>& versions = epoch.versions;
   for (size_t i = 0; i < versions.size();) {
@@ -174,7 +200,6 @@ std::shared_ptr<const CrashPoint> CrashTimeline::Point(uint64_t point) const {
     }
     i = end;
   }
-  return result;
 }
 
 Result<std::unique_ptr<CrashView>> CrashTimeline::BuildView(const CrashState& state) const {

@@ -53,6 +53,45 @@ Result<std::unique_ptr<CrashView>> CrashTimeline::BuildView(std::shared_ptr<cons
   return CrashView::Build(std::move(point), state);
 }
 
+// The second device's view (M11): the point and state restricted to its
+// sectors, renumbered from 0, over its own base and size. O(pending).
+Result<std::unique_ptr<CrashView>> CrashTimeline::SecondDeviceView(
+    const std::shared_ptr<const CrashPoint>& point, const CrashState& state) {
+  if (!point->second_base) {
+    return Status::InvalidArgument("crash state p" + std::to_string(point->point) +
+                                   ": the log has no second device");
+  }
+  const uint64_t first_sector = kSecondDeviceBaseBytes / point->sector_bytes;
+  auto second = std::make_shared<CrashPoint>();
+  second->point = point->point;
+  second->size_bytes = point->second_size_bytes;
+  second->sector_bytes = point->sector_bytes;
+  second->non_atomic = point->non_atomic;
+  second->base = point->second_base;
+  second->arena = point->arena;
+  second->version_data = point->version_data;
+  second->version_record = point->version_record;
+  for (const OverlayEntry& entry : point->latest_overlay) {
+    if (entry.sector >= first_sector) {
+      second->latest_overlay.push_back({entry.sector - first_sector, entry.data});
+    }
+  }
+  const size_t skipped_overlay = point->latest_overlay.size() - second->latest_overlay.size();
+  for (PendingSector pending : point->pending) {
+    if (pending.sector < first_sector) continue;
+    pending.sector -= first_sector;
+    pending.overlay_index -= static_cast<uint32_t>(skipped_overlay);
+    second->pending.push_back(pending);
+  }
+  CrashState second_state{state.point, {}};
+  for (SectorChoice choice : state.deviations) {
+    if (choice.sector < first_sector) continue;
+    choice.sector -= first_sector;
+    second_state.deviations.push_back(choice);
+  }
+  return CrashView::Build(std::move(second), second_state);
+}
+
 CrashView::CrashView(std::shared_ptr<const CrashPoint> point)
     : point_(std::move(point)),
       overlay_(point_->latest_overlay),

@@ -55,8 +55,24 @@ class SimDisk final : public BlockDevice {
   // The crash timeline of the log so far (copies the log; O(log bytes)).
   CrashTimeline Timeline(NonAtomicOptions non_atomic = {}) const;
 
+  // M11: a second device (an external data file) whose writes, flushes and
+  // resizes go to this disk's log (offsets from kSecondDeviceBaseBytes) and
+  // whose flushes make only its own writes durable. `initial` is its
+  // content at the start. Attach once, before the log holds anything; the
+  // device lives as long as the disk.
+  BlockDevice& AttachSecondDevice(std::shared_ptr<const ChunkedImage> initial);
+  BlockDevice* second_device() { return second_.get(); }
+  const std::shared_ptr<const ChunkedImage>& second_initial_image() const {
+    return second_initial_;
+  }
+  const ChunkedImage& second_latest_image() const { return second_latest_; }
+
  private:
-  Status WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
+  class SecondDevice;
+  Status WriteImpl(uint32_t device, uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
+  Status ReadImpl(uint32_t device, uint64_t offset_bytes, std::span<uint8_t> out);
+  Status FlushImpl(uint32_t device);
+  Status ResizeImpl(uint32_t device, uint64_t size_bytes);
 
   SimDiskOptions options_;
   std::shared_ptr<const ChunkedImage> initial_;
@@ -66,6 +82,10 @@ class SimDisk final : public BlockDevice {
   std::vector<size_t> pending_records_;
   FaultInjector faults_;
   LogSink* sink_ = nullptr;
+  std::shared_ptr<const ChunkedImage> second_initial_;
+  ChunkedImage second_latest_;
+  ChunkedImage second_durable_;
+  std::unique_ptr<BlockDevice> second_;
 };
 
 }  // namespace qcrash::sim

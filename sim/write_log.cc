@@ -55,10 +55,14 @@ void WriteLog::AppendWrite(uint64_t offset_bytes, std::span<const uint8_t> data,
   records_.push_back(record);
 }
 
-void WriteLog::AppendFlush() { records_.push_back({RecordKind::kFlush, 0, 0, data_.size()}); }
+void WriteLog::AppendFlush(uint32_t device) {
+  const uint64_t base = device == 1 ? kSecondDeviceBaseBytes : 0;
+  records_.push_back({RecordKind::kFlush, base, 0, data_.size()});
+}
 
-void WriteLog::AppendResize(uint64_t size_bytes) {
-  records_.push_back({RecordKind::kResize, size_bytes, 0, data_.size()});
+void WriteLog::AppendResize(uint64_t size_bytes, uint32_t device) {
+  const uint64_t base = device == 1 ? kSecondDeviceBaseBytes : 0;
+  records_.push_back({RecordKind::kResize, base + size_bytes, 0, data_.size()});
 }
 
 WriteLog WriteLog::Prefix(size_t count) const {
@@ -148,7 +152,7 @@ Result<WriteLog> WriteLog::Decode(std::span<const uint8_t> bytes) {
         log.AppendWrite(offset_bytes, data, true);
         break;
       case RecordKind::kFlush:
-        log.AppendFlush();
+        log.AppendFlush(offset_bytes >= kSecondDeviceBaseBytes ? 1 : 0);
         break;
       case RecordKind::kResize:
         log.AppendResize(offset_bytes);
@@ -190,26 +194,30 @@ Result<WriteLog> WriteLog::LoadFromFile(const std::string& path) {
   return log;
 }
 
-Status ReplayLog(const WriteLog& log, size_t count, BlockDevice& device) {
+Status ReplayLog(const WriteLog& log, size_t count, BlockDevice& image_device,
+                 BlockDevice* second) {
   if (count > log.size()) {
     return Status::InvalidArgument("replay of " + std::to_string(count) +
                                    " records from a log of " + std::to_string(log.size()));
   }
   for (size_t i = 0; i < count; ++i) {
     const LogRecord& record = log.record(i);
+    if (RecordDevice(record) == 1 && second == nullptr) continue;
+    BlockDevice& device = RecordDevice(record) == 1 ? *second : image_device;
+    const uint64_t offset = RecordDeviceOffset(record);
     Status status;
     switch (record.kind) {
       case RecordKind::kWrite:
-        status = device.Write(record.offset_bytes, log.DataOf(record));
+        status = device.Write(offset, log.DataOf(record));
         break;
       case RecordKind::kWriteFua:
-        status = device.WriteFua(record.offset_bytes, log.DataOf(record));
+        status = device.WriteFua(offset, log.DataOf(record));
         break;
       case RecordKind::kFlush:
         status = device.Flush();
         break;
       case RecordKind::kResize:
-        status = device.Resize(record.offset_bytes, ResizeMode::kSparse);
+        status = device.Resize(offset, ResizeMode::kSparse);
         break;
     }
     if (!status.ok()) return status.WithContext("replay of record " + std::to_string(i));

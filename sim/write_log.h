@@ -21,12 +21,26 @@ enum class RecordKind : uint8_t {
 
 const char* RecordKindName(RecordKind kind);
 
+// M11 (crash_model.h): a second device (an external data file) shares the
+// log in the byte range from here: its writes carry offsets from this base,
+// its flushes offset_bytes = the base, its resizes the base + the new size.
+inline constexpr uint64_t kSecondDeviceBaseBytes = uint64_t{1} << 50;
+
 struct LogRecord {
   RecordKind kind = RecordKind::kWrite;
   uint64_t offset_bytes = 0;  // write offset, or the new size for kResize
   uint64_t length_bytes = 0;  // data length for writes, 0 otherwise
   uint64_t data_offset = 0;   // where the data starts in WriteLog::data()
 };
+
+// The device a record belongs to (M11): 0 the image, 1 the second device.
+inline uint32_t RecordDevice(const LogRecord& record) {
+  return record.offset_bytes >= kSecondDeviceBaseBytes ? 1 : 0;
+}
+// A record's offset (or, for a resize, the size) on its own device.
+inline uint64_t RecordDeviceOffset(const LogRecord& record) {
+  return record.offset_bytes - (RecordDevice(record) == 1 ? kSecondDeviceBaseBytes : 0);
+}
 
 // Binary form ("compact"): a 32-byte header, then one entry per record.
 //
@@ -36,7 +50,7 @@ struct LogRecord {
 //            bytes 16-23 initial_size_bytes (u64): size of the image the log starts on
 //            bytes 24-31 record_count (u64), or ~0 for "until the end" (a streamed log)
 //   record   byte  0     kind (1..4)
-//            bytes 1-8   offset_bytes (u64)
+//            bytes 1-8   offset_bytes (u64); from 2^50 the second device's (M11)
 //            bytes 9-16  length_bytes (u64), 0 unless a write
 //            then length_bytes bytes of data
 //
@@ -54,8 +68,9 @@ class WriteLog {
       : sector_bytes_(sector_bytes), initial_size_bytes_(initial_size_bytes) {}
 
   void AppendWrite(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
-  void AppendFlush();
-  void AppendResize(uint64_t size_bytes);
+  // device 1: the second device's flush or resize (M11).
+  void AppendFlush(uint32_t device = 0);
+  void AppendResize(uint64_t size_bytes, uint32_t device = 0);
 
   size_t size() const { return records_.size(); }
   const LogRecord& record(size_t index) const { return records_[index]; }
@@ -89,8 +104,10 @@ class WriteLog {
 };
 
 // Applies records [0, count) of log to device in order, as dm-log-writes
-// replays onto a device that holds the log's initial image.
-Status ReplayLog(const WriteLog& log, size_t count, BlockDevice& device);
+// replays onto a device that holds the log's initial image. Records of a
+// second device (M11) go to `second` (skipped when it is null).
+Status ReplayLog(const WriteLog& log, size_t count, BlockDevice& device,
+                 BlockDevice* second = nullptr);
 
 // Receives each record as a device logs it; the shared-memory log of an
 // isolated child is one.
