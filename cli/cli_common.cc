@@ -413,7 +413,7 @@ int ParseReadCommandArgs(const char* command, const char* usage, int argc, char*
                                  {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int opt;
-  while ((opt = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hf:U", kLong, nullptr)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(usage, stdout);

@@ -69,7 +69,7 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
   ResetGetopt();
   int opt;
   int index = 0;
-  while ((opt = getopt_long(argc, argv, "+hqpcUf:O:o:l:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hqpcUf:O:o:l:", kLong, &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);

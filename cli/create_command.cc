@@ -30,7 +30,7 @@ int ParseCreateArgs(int argc, char** argv, CreateArgs& args) {
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
   ResetGetopt();
   int opt;
-  while ((opt = getopt_long(argc, argv, "+hqf:o:b:F:", kLong, nullptr)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hqf:o:b:F:", kLong, nullptr)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);

@@ -250,7 +250,7 @@ int ParseIoArgs(int argc, char** argv, IoArgs& args) {
   ResetGetopt();
   int opt;
   int index = 0;
-  while ((opt = getopt_long(argc, argv, "+hrUf:c:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hrUf:c:", kLong, &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);

@@ -9,7 +9,7 @@
 
 namespace qcrash {
 
-class MemoryDevice final : public BlockDevice {
+class MemoryDevice : public BlockDevice {
  public:
   // max_size_bytes bounds growth, so hostile images cannot exhaust memory.
   explicit MemoryDevice(std::vector<uint8_t> bytes = {}, DeviceGeometry geometry = {},

@@ -58,6 +58,17 @@ engine::DataFileOpener StateDataFile() {
   return DataFileOpenerFor(*state_data_file);
 }
 
+// A crash state's image opened read-only, with the workload's backing file
+// and the state's data file: how the content checks read what recovery left.
+Result<std::unique_ptr<engine::Image>> OpenStateReadOnly(BlockDevice& view,
+                                                         const WorkloadRun& run) {
+  engine::OpenOptions open;
+  open.open_data_file = StateDataFile();
+  open.read_only = true;
+  open.open_backing = run.options.open.open_backing;
+  return engine::Image::Open(view, open);
+}
+
 namespace f = engine::format;
 
 bool IsOverReference(engine::FindingKind kind) {
@@ -365,11 +376,7 @@ Status CheckMappedUntouched(engine::Image& image, const GuestOracle& oracle, uin
 // recovery (false also when the image cannot be opened or read).
 bool UntouchedReadZeroes(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                          uint64_t point) {
-  engine::OpenOptions open;
-  open.open_data_file = StateDataFile();
-  open.read_only = true;
-  open.open_backing = run.options.open.open_backing;
-  auto image = engine::Image::Open(view, open);
+  auto image = OpenStateReadOnly(view, run);
   if (!image.ok()) return false;
   std::vector<ContentViolation> content;
   return CheckMappedUntouched(**image, oracle, point, content).ok() && content.empty();
@@ -378,11 +385,7 @@ bool UntouchedReadZeroes(BlockDevice& view, const WorkloadRun& run, const GuestO
 // Step 5, and I10.
 void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                   uint64_t point, StateResult& result, const std::string& tag) {
-  engine::OpenOptions open;
-  open.open_data_file = StateDataFile();
-  open.read_only = true;
-  open.open_backing = run.options.open.open_backing;  // the workload's backing file
-  auto image = engine::Image::Open(view, open);
+  auto image = OpenStateReadOnly(view, run);
   if (!image.ok()) {
     result.violations.push_back(
         {tag.empty() ? "I7" : tag, "repaired image does not open: " + image.status().ToString()});
@@ -450,11 +453,7 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
 void CheckSnapshots(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                     uint64_t point, StateResult& result) {
   if (run.snapshot_models.empty()) return;
-  engine::OpenOptions open;
-  open.open_data_file = StateDataFile();
-  open.read_only = true;
-  open.open_backing = run.options.open.open_backing;
-  auto image = engine::Image::Open(view, open);
+  auto image = OpenStateReadOnly(view, run);
   if (!image.ok()) return;  // CheckContent reported it
   auto listed = (*image)->Snapshots();
   if (!listed.ok()) {
@@ -563,11 +562,7 @@ uint64_t FirstZeroedAfter(std::span<const uint8_t> bytes, uint64_t offset,
 void CheckBitmaps(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
                   uint64_t point, StateResult& result) {
   if (run.bitmap_epochs.empty()) return;
-  engine::OpenOptions open;
-  open.open_data_file = StateDataFile();
-  open.read_only = true;
-  open.open_backing = run.options.open.open_backing;
-  auto image = engine::Image::Open(view, open);
+  auto image = OpenStateReadOnly(view, run);
   if (!image.ok()) return;  // CheckContent reported it
   auto listed = (*image)->Bitmaps();
   if (!listed.ok()) {

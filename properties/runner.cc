@@ -266,33 +266,20 @@ struct BackingReads {
 };
 
 // A backing file whose nth read fails once with EIO.
-class CountedBacking final : public BlockDevice {
+class CountedBacking final : public MemoryDevice {
  public:
   CountedBacking(std::vector<uint8_t> bytes, std::shared_ptr<BackingReads> reads)
-      : device_(std::move(bytes)), reads_(std::move(reads)) {}
+      : MemoryDevice(std::move(bytes)), reads_(std::move(reads)) {}
   Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override {
     if (++reads_->count == reads_->fail_nth) {
       reads_->fired = true;
       return Status::IoError("injected EIO on backing file read " + std::to_string(reads_->count) +
                              " at " + HexOffset(offset_bytes));
     }
-    return device_.Read(offset_bytes, out);
+    return MemoryDevice::Read(offset_bytes, out);
   }
-  Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) override {
-    return device_.Write(offset_bytes, data);
-  }
-  Status WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) override {
-    return device_.WriteFua(offset_bytes, data);
-  }
-  Status Flush() override { return device_.Flush(); }
-  uint64_t SizeBytes() const override { return device_.SizeBytes(); }
-  Status Resize(uint64_t size_bytes, ResizeMode mode) override {
-    return device_.Resize(size_bytes, mode);
-  }
-  DeviceGeometry Geometry() const override { return device_.Geometry(); }
 
  private:
-  MemoryDevice device_;
   std::shared_ptr<BackingReads> reads_;
 };
 
