@@ -8,18 +8,20 @@
 // `int qcrash::cli::Run<Name>(int argc, char** argv)` (argv[0] is the command
 // name; return the exit code) and add one X(...) line below. CMake picks up
 // every cli/*_command.cc by itself.
-#define QCRASH_CLI_COMMANDS(X)                                                        \
-  X("create", RunCreate, "create a qcow2 image (qemu-img create)")                    \
-  X("info", RunInfo, "show an image's header (qemu-img info)")                        \
-  X("map", RunMap, "show where guest data lives (qemu-img map)")                      \
-  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)")  \
-  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")                \
-  X("check", RunCheck, "check and repair an image (qemu-img check)")                  \
-  X("explore", RunExplore, "enumerate crash states of a workload and check each one") \
-  X("replay", RunReplay, "rebuild and re-check one crash state from a report")        \
-  X("snapshot", RunSnapshot,                                                          \
-    "create, apply, delete or list internal snapshots (qemu-img snapshot)")           \
-  X("bitmap", RunBitmap, "add, remove, clear, enable, disable or merge bitmaps (qemu-img bitmap)")
+#define QCRASH_CLI_COMMANDS(X)                                                                     \
+  X("create", RunCreate, "create a qcow2 image (qemu-img create)")                                 \
+  X("info", RunInfo, "show an image's header (qemu-img info)")                                     \
+  X("map", RunMap, "show where guest data lives (qemu-img map)")                                   \
+  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)")               \
+  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")                             \
+  X("check", RunCheck, "check and repair an image (qemu-img check)")                               \
+  X("explore", RunExplore, "enumerate crash states of a workload and check each one")              \
+  X("replay", RunReplay, "rebuild and re-check one crash state from a report")                     \
+  X("snapshot", RunSnapshot,                                                                       \
+    "create, apply, delete or list internal snapshots (qemu-img snapshot)")                        \
+  X("bitmap", RunBitmap, "add, remove, clear, enable, disable or merge bitmaps (qemu-img bitmap)") \
+  X("compare", RunCompare, "compare the guest views of two images (qemu-img compare)")             \
+  X("measure", RunMeasure, "the file size a new or converted image needs (qemu-img measure)")
 
 namespace qcrash::cli {
 
@@ -62,6 +64,12 @@ int main(int argc, char** argv) {
   const std::string_view name = argv[1];
   if (name == "-h" || name == "--help" || name == "help") {
     qcrash::cli::PrintUsage(stdout);
+    return 0;
+  }
+  if (name == "-V" || name == "--version") {  // as qemu-img
+    std::printf("qcrash version " QCRASH_VERSION
+                "\nA crash-consistency lab for qcow2; reads and writes the images QEMU's "
+                "qemu-img does.\n");
     return 0;
   }
   for (const auto& command : kCommands) {

@@ -171,4 +171,24 @@ uint64_t GetRefcount(std::span<const uint8_t> refcount_block, uint64_t index,
 void SetRefcount(std::span<uint8_t> refcount_block, uint64_t index, uint32_t refcount_order,
                  uint64_t value);
 
+// ---- Sizes (qemu-img measure) -------------------------------------------------------
+// The refcount table and blocks that count `clusters` host clusters and
+// themselves: the fixed point where adding them needs no further block or
+// table cluster (bytes, whole clusters).
+uint64_t RefcountMetadataBytes(uint64_t clusters, uint32_t cluster_bits, uint32_t refcount_order);
+// The file size of an image of `size_bytes` with every cluster allocated:
+// header cluster, every L2 table, the L1 table, the refcount structures,
+// and the data (the disk rounded up to whole clusters). What QEMU reports
+// as "fully allocated" and writes for preallocation=full.
+uint64_t FullyAllocatedBytes(uint64_t size_bytes, uint32_t cluster_bits, uint32_t refcount_order,
+                             bool extended_l2);
+// Bytes a persistent bitmap of a `disk_bytes` disk with 2^granularity_bits
+// byte granules takes in an image of 2^cluster_bits clusters, as measure
+// counts it: its data clusters (all assumed allocated) and its bitmap table.
+uint64_t BitmapBytes(uint64_t disk_bytes, uint32_t granularity_bits, uint32_t cluster_bits);
+// A bitmap directory entry's bytes: 24 fixed, the name, padded to 8.
+inline constexpr uint64_t BitmapDirectoryEntryBytes(uint64_t name_bytes) {
+  return (24 + name_bytes + 7) / 8 * 8;
+}
+
 }  // namespace qcrash::engine::format

@@ -208,5 +208,20 @@ RC_GTEST_PROP(CompressedEntry, RoundTripsOffsetAndCoversLength, ()) {
   RC_ASSERT(extent.bytes < bytes + 512);
 }
 
+// The figures QEMU's iotest 190 prints for a 2 TiB disk (qemu-img measure):
+// fully allocated with 64 KiB and 2 MiB clusters, and two bitmaps (512-byte
+// and 2 MiB granules) plus their directory cluster.
+TEST(Measure, FullyAllocatedAndBitmapSizesAreQemus) {
+  constexpr uint64_t kTwoTiB = uint64_t{2} << 40;
+  EXPECT_EQ(f::FullyAllocatedBytes(kTwoTiB, 16, 4, false), 2199359062016u);
+  EXPECT_EQ(f::FullyAllocatedBytes(kTwoTiB, 21, 4, false), 2199042129920u);
+  EXPECT_EQ(f::BitmapBytes(kTwoTiB, 9, 16) + f::BitmapBytes(kTwoTiB, 21, 16) + 65536, 537198592u);
+  EXPECT_EQ(f::BitmapBytes(kTwoTiB, 9, 21) + f::BitmapBytes(kTwoTiB, 21, 21) + (2u << 20),
+            545259520u);
+  // A 1 GiB disk, QEMU's defaults: header, L1, L2 tables, refcounts, data.
+  EXPECT_EQ(f::FullyAllocatedBytes(uint64_t{1} << 30, 16, 4, false), 1074135040u);
+  EXPECT_EQ(f::BitmapDirectoryEntryBytes(2), 32u);
+}
+
 }  // namespace
 }  // namespace qcrash::engine
