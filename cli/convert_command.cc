@@ -13,6 +13,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/destination.h"
+#include "cli/guest_view.h"
 
 namespace qcrash::cli {
 namespace {
@@ -153,15 +154,14 @@ struct Source {
   uint64_t size_bytes = 0;
   std::function<Status(uint64_t, std::span<uint8_t>)> read;
   std::vector<engine::MapExtent> zero_extents;  // qcow2 only
-  OpenedImage image;
-  std::unique_ptr<FileDevice> raw;
+  GuestView view;
 };
 
 // The snapshot -l names, as the guest view to copy: its size, its reads, no
 // extents known to be zero (every range is read, zeroes are skipped).
 Status OpenSnapshotSource(const ConvertArgs& args, Source& source) {
   QCRASH_ASSIGN_OR_RETURN(const std::vector<engine::SnapshotEntry> table,
-                          source.image.image->Snapshots());
+                          source.view.image.image->Snapshots());
   auto found = table.end();
   if (args.snapshot_id_or_name) {
     found = engine::FindSnapshot(table, *args.snapshot_id_or_name);
@@ -176,40 +176,32 @@ Status OpenSnapshotSource(const ConvertArgs& args, Source& source) {
     return Status::InvalidArgument("Failed to load snapshot: Can't find snapshot");
   // As qemu-img: the output has the disk's size now, whatever the
   // snapshot's; past the snapshot's size it reads zeroes.
-  source.size_bytes = source.image.image->size_bytes();
+  source.size_bytes = source.view.image.image->size_bytes();
   const uint64_t snapshot_bytes = found->disk_size.value_or(source.size_bytes);
   source.read = [&source, id = found->id, snapshot_bytes](uint64_t offset, std::span<uint8_t> out) {
     const uint64_t inside =
         offset < snapshot_bytes ? std::min(out.size(), snapshot_bytes - offset) : 0;
     std::fill(out.begin() + inside, out.end(), 0);
     if (inside == 0) return Status::Ok();
-    return source.image.image->ReadSnapshot(id, offset, out.first(inside));
+    return source.view.image.image->ReadSnapshot(id, offset, out.first(inside));
   };
   return Status::Ok();
 }
 
 Status OpenSource(const ConvertArgs& args, Source& source) {
-  if (args.source_format == "raw") {
-    QCRASH_ASSIGN_OR_RETURN(source.raw, FileDevice::Open(args.source, FileDevice::Mode::kReadOnly));
-    source.size_bytes = source.raw->SizeBytes();
-    source.read = [&source](uint64_t offset, std::span<uint8_t> out) {
-      return source.raw->Read(offset, out);
-    };
-    return Status::Ok();
-  }
-  engine::OpenOptions options;
-  options.read_only = true;
-  QCRASH_ASSIGN_OR_RETURN(source.image, OpenImage(args.source, options, args.force_share));
+  QCRASH_ASSIGN_OR_RETURN(source.view,
+                          OpenGuestView(args.source, args.source_format, args.force_share));
+  source.size_bytes = source.view.size_bytes;
+  source.read = [&source](uint64_t offset, std::span<uint8_t> out) {
+    return source.view.Read(offset, out);
+  };
+  if (source.view.raw) return Status::Ok();
   if (args.snapshot_id || args.snapshot_name || args.snapshot_id_or_name)
     return OpenSnapshotSource(args, source);
-  source.size_bytes = source.image.image->size_bytes();
-  QCRASH_ASSIGN_OR_RETURN(auto extents, source.image.image->Map());
+  QCRASH_ASSIGN_OR_RETURN(auto extents, source.view.image.image->Map());
   for (const engine::MapExtent& extent : extents) {
     if (extent.zero && !extent.data) source.zero_extents.push_back(extent);
   }
-  source.read = [&source](uint64_t offset, std::span<uint8_t> out) {
-    return source.image.image->Read(offset, out);
-  };
   return Status::Ok();
 }
 
