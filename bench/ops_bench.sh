@@ -5,7 +5,7 @@
 #   bench/ops_bench.sh [QCRASH_BINARY] [SCRATCH_DIR]
 #
 # QCRASH_BINARY defaults to build/ci/qcrash (build it first); SCRATCH_DIR to
-# bench/results/scratch-ops. Environment: IMAGE_MIB (default 1024: the
+# a fresh directory under /tmp, removed at the end. Environment: IMAGE_MIB (default 1024: the
 # disk), DATA_MIB (default 256: data written into it, in 64 KiB runs every
 # 256 KiB), REPS (best of N, default 3), OUT (default bench/results/ops.json).
 #
@@ -20,14 +20,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 qcrash=$(realpath "${1:-build/ci/qcrash}")
-scratch=${2:-bench/results/scratch-ops}
+scratch=${2:-$(mktemp -d /tmp/qcrash-ops-bench.XXXXXX)}
+trap 'rm -rf "$scratch"' EXIT
 image_mib=${IMAGE_MIB:-1024}
 data_mib=${DATA_MIB:-256}
 reps=${REPS:-3}
-out=${OUT:-bench/results/ops.json}
+out=$(realpath -m "${OUT:-bench/results/ops.json}")
 [[ -x "$qcrash" ]] || { echo "ops_bench.sh: no qcrash binary at $qcrash" >&2; exit 1; }
 command -v qemu-img >/dev/null || { echo "ops_bench.sh: qemu-img not found" >&2; exit 1; }
-rm -rf "$scratch" && mkdir -p "$scratch" "$(dirname "$out")"
+mkdir -p "$scratch" "$(dirname "$out")"
 cd "$scratch"
 
 # The image: data in 64 KiB runs every 256 KiB over the first 4*DATA_MIB MiB.
@@ -81,8 +82,7 @@ run_tool() {  # TOOL BINARY
   run_tool qemu-img qemu-img; echo ","
   run_tool qcrash "$qcrash"; echo
   echo "}"
-} > "$OLDPWD/$out.tmp"
-cd "$OLDPWD"
+} > "$out.tmp"
 mv "$out.tmp" "$out"
 python3 -m json.tool "$out" >/dev/null
 cat "$out"
