@@ -85,11 +85,8 @@ int RunBitmap(int argc, char** argv) {
       case 'q':
         break;
       case 'h':
-        std::printf("%s", kUsage);
-        return 0;
       default:
-        std::fprintf(stderr, "%s", kUsage);
-        return 1;
+        return HelpOrBadOption(c, kUsage);
     }
   }
   if (actions.empty())

@@ -405,6 +405,15 @@ void ResetGetopt() {
   opterr = 1;
 }
 
+int HelpOrBadOption(int option, const char* usage, int bad_usage_exit) {
+  if (option == 'h') {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  std::fputs(usage, stderr);
+  return bad_usage_exit;
+}
+
 int ParseReadCommandArgs(const char* command, const char* usage, int argc, char** argv,
                          ReadCommandArgs& args) {
   static const option kLong[] = {{"output", required_argument, nullptr, 'O'},

@@ -121,6 +121,11 @@ void ReportDescribeWarning(const std::string& file, const std::string& warning);
 // Resets getopt so that each command parses its own argv from the start.
 void ResetGetopt();
 
+// The last cases of a command's option switch: -h prints `usage` on stdout
+// and exits 0; an option getopt rejected (it has said which) prints it on
+// stderr and exits `bad_usage_exit`.
+int HelpOrBadOption(int option, const char* usage, int bad_usage_exit = 1);
+
 // The options the read-only commands share: [-f qcow2] [--output=human|json] [-U] FILE.
 struct ReadCommandArgs {
   bool json = false;

@@ -22,7 +22,13 @@ constexpr const char* kUsage =
 constexpr uint64_t kSectorBytes = 512;
 constexpr uint64_t kChunkBytes = uint64_t{2} << 20;
 
-enum Exit : int { kIdentical = 0, kDifferent = 1, kOpenError = 2, kStatusError = 3, kReadError = 4 };
+enum Exit : int {
+  kIdentical = 0,
+  kDifferent = 1,
+  kOpenError = 2,
+  kStatusError = 3,
+  kReadError = 4
+};
 
 // The block status qemu-img's strict mode compares.
 bool SameStatus(const engine::MapExtent& a, const engine::MapExtent& b) {
@@ -75,15 +81,14 @@ struct Comparison {
     return kDifferent;
   }
   int ReadFailed(int which, const Status& status) const {
-    std::fprintf(stderr, "qcrash: Error while reading offset of %s: %s\n",
-                 names[which].c_str(), status.ToString().c_str());
+    std::fprintf(stderr, "qcrash: Error while reading offset of %s: %s\n", names[which].c_str(),
+                 status.ToString().c_str());
     return kReadError;
   }
   // [offset, offset + length) of view `which` must read zeroes.
   int CheckZero(int which, uint64_t offset, uint64_t length) {
     const std::span<uint8_t> chunk(buffers[which].data(), length);
-    if (Status read = views[which]->Read(offset, chunk); !read.ok())
-      return ReadFailed(which, read);
+    if (Status read = views[which]->Read(offset, chunk); !read.ok()) return ReadFailed(which, read);
     for (uint64_t at = 0; at < length; at += kSectorBytes) {
       const uint64_t n = std::min<uint64_t>(kSectorBytes, length - at);
       if (std::any_of(chunk.begin() + at, chunk.begin() + at + n, [](uint8_t b) { return b; }))
@@ -123,11 +128,8 @@ int RunCompare(int argc, char** argv) {
         force_share = true;
         break;
       case 'h':
-        std::printf("%s", kUsage);
-        return 0;
       default:
-        std::fprintf(stderr, "%s", kUsage);
-        return kOpenError;
+        return HelpOrBadOption(c, kUsage, kOpenError);
     }
   }
   if (argc - optind != 2) {

@@ -9,10 +9,9 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/guest_view.h"
 #include "engine/qcow2_format.h"
@@ -182,7 +181,8 @@ int RunMeasure(int argc, char** argv) {
       case kSize: {
         auto parsed = ParseSize(optarg);
         if (!parsed.ok())
-          return ReportUsage("Invalid image size specified. Must be between 0 and 9223372036854775807.");
+          return ReportUsage(
+              "Invalid image size specified. Must be between 0 and 9223372036854775807.");
         size = *parsed;
         break;
       }
@@ -190,11 +190,8 @@ int RunMeasure(int argc, char** argv) {
       case kObject:
         return ReportUsage("measure: --image-opts and --object are not supported");
       case 'h':
-        std::printf("%s", kUsage);
-        return 0;
       default:
-        std::fprintf(stderr, "%s", kUsage);
-        return 1;
+        return HelpOrBadOption(c, kUsage);
     }
   }
   if (argc - optind > 1) {
@@ -228,7 +225,7 @@ int RunMeasure(int argc, char** argv) {
   }
   GuestView* from = source ? &*source : nullptr;
   auto measured = target_format == "qcow2" ? MeasureQcow2(qcow2, size, from)
-                                            : Result<Measure>(MeasureRaw(size, from));
+                                           : Result<Measure>(MeasureRaw(size, from));
   if (!measured.ok()) {
     if (has_file) return ReportError(path, measured.status());
     return ReportUsage(measured.status().message());

@@ -34,11 +34,8 @@ int RunSnapshot(int argc, char** argv) {
         force_share = true;
         break;
       case 'h':
-        std::printf("%s", kUsage);
-        return 0;
       default:
-        std::fprintf(stderr, "%s", kUsage);
-        return 1;
+        return HelpOrBadOption(c, kUsage);
     }
   }
   if (optind + 1 != argc || mode == 0) {
