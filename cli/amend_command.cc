@@ -29,10 +29,10 @@ constexpr const char* kHelp =
 
 // Options qemu-img create takes that amend refuses as creation-only.
 bool CreationOnly(const std::string& key) {
-  for (const char* k : {"cluster_size", "preallocation", "extended_l2", "compression_type",
-                        "encryption", "encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg",
-                        "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg",
-                        "encrypt.hash-alg", "nocow"}) {
+  for (const char* k :
+       {"cluster_size", "preallocation", "extended_l2", "compression_type", "encryption",
+        "encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+        "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "nocow"}) {
     if (key == k) return true;
   }
   return false;
@@ -144,7 +144,8 @@ int RunAmend(int argc, char** argv) {
     return ReportUsage("Invalid option list: " + option_text);
   }
   if (list->count("help") != 0 || list->count("?") != 0) {
-    if (format != "qcow2") return ReportUsage("Format driver '" + format + "' does not support option amendment");
+    if (format != "qcow2")
+      return ReportUsage("Format driver '" + format + "' does not support option amendment");
     std::fputs(kHelp, stdout);
     return 0;
   }

@@ -59,9 +59,9 @@ Status Image::Impl::Amend(const AmendOptions& o) {
         "or greater)");
   }
   if (new_version < header_.version) {
-    const uint32_t order_after =
-        o.refcount_bits ? static_cast<uint32_t>(__builtin_ctz(*o.refcount_bits))
-                        : header_.refcount_order;
+    const uint32_t order_after = o.refcount_bits
+                                     ? static_cast<uint32_t>(__builtin_ctz(*o.refcount_bits))
+                                     : header_.refcount_order;
     if (order_after != f::kV2RefcountOrder) {
       return Status::InvalidArgument("compat=0.10 requires refcount_bits=16");
     }
@@ -157,9 +157,9 @@ Status Image::Impl::ChangeRefcountOrder(uint32_t new_order) {
     QCRASH_ASSIGN_OR_RETURN(counts[c], GetRefcount(c));
     if (counts[c] > max_count) {
       return Status::InvalidArgument("Cannot decrease refcount entry width to " +
-                                     std::to_string(1u << new_order) +
-                                     " bits: Cluster at offset " + Hex(c * cb) +
-                                     " has a refcount of " + std::to_string(counts[c]));
+                                     std::to_string(1u << new_order) + " bits: Cluster at offset " +
+                                     Hex(c * cb) + " has a refcount of " +
+                                     std::to_string(counts[c]));
     }
   }
   const uint64_t per = f::RefcountBlockEntries(header_.cluster_bits, new_order);  // step 2
@@ -253,8 +253,7 @@ Status Image::Impl::ExpandZeroClustersInL1(const std::vector<uint64_t>& l1,
         }
         QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());
         if (l2_refcount > 1) {
-          QCRASH_RETURN_IF_ERROR(
-              UpdateRefcount(host / cb, static_cast<int64_t>(l2_refcount) - 1));
+          QCRASH_RETURN_IF_ERROR(UpdateRefcount(host / cb, static_cast<int64_t>(l2_refcount) - 1));
         }
         copied = l2_refcount == 1 ? f::kOflagCopied : 0;
       }
@@ -274,9 +273,9 @@ Status Image::Impl::ExpandZeroClusters() {
   QCRASH_ASSIGN_OR_RETURN(std::vector<SnapshotEntry> snapshots,
                           ReadSnapshotTable(device_, header_));
   for (const SnapshotEntry& s : snapshots) {
-    QCRASH_ASSIGN_OR_RETURN(std::vector<uint64_t> l1,
-                            ReadTableEntries(io_, s.l1_table_offset, s.l1_size, cluster_bytes(),
-                                             "snapshot L1 table"));
+    QCRASH_ASSIGN_OR_RETURN(
+        std::vector<uint64_t> l1,
+        ReadTableEntries(io_, s.l1_table_offset, s.l1_size, cluster_bytes(), "snapshot L1 table"));
     QCRASH_RETURN_IF_ERROR(ExpandZeroClustersInL1(l1, done));
   }
   return Status::Ok();
