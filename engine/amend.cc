@@ -223,9 +223,9 @@ Status Image::Impl::ChangeRefcountOrder(uint32_t new_order) {
 // QEMU's expand_zero_clusters_in_l1, per L2 table (each once, shared or not):
 // a plain zero cluster becomes unallocated when no backing file shows
 // through, else a new zeroed cluster; an allocated zero cluster keeps its
-// host cluster, zeroed. A new cluster in a table that n L1 tables share
-// takes refcount n, as the snapshot that shared the table raised every
-// cluster it names; COPIED only when the table is not shared.
+// host cluster, zeroed, unless another table names it too. A new cluster
+// in a table that n L1 tables share takes refcount n, as the snapshot that
+// shared the table raised every cluster it names; COPIED only at refcount 1.
 Status Image::Impl::ExpandZeroClustersInL1(const std::vector<uint64_t>& l1,
                                            std::set<uint64_t>& done) {
   const uint64_t cb = cluster_bytes();
@@ -244,24 +244,38 @@ Status Image::Impl::ExpandZeroClustersInL1(const std::vector<uint64_t>& l1,
       const L2Slot slot{l2_offset, i, entry, 0};
       QCRASH_ASSIGN_OR_RETURN(const ClusterType type, Classify(slot));
       if (type != ClusterType::kZeroPlain && type != ClusterType::kZeroAlloc) continue;
-      uint64_t host = entry & f::kL2EntryOffsetMask;
-      uint64_t copied = entry & f::kOflagCopied;
-      if (type == ClusterType::kZeroPlain) {
-        if (header_.backing_file.empty()) {
-          QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, 0, 0));
-          continue;
-        }
+      const uint64_t old_host = entry & f::kL2EntryOffsetMask;
+      if (type == ClusterType::kZeroPlain && header_.backing_file.empty()) {
+        QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, 0, 0));
+        continue;
+      }
+      // An allocated zero cluster that other L2 tables still name (a
+      // snapshot's data, zeroed in the active disk only) must not be
+      // zeroed in place: it gets a cluster of its own, as a plain one does.
+      // (QEMU 7.2 zeroes it in place, and the snapshot reads zeroes.)
+      uint64_t old_refcount = 0;
+      if (type == ClusterType::kZeroAlloc) {
+        QCRASH_ASSIGN_OR_RETURN(old_refcount, GetRefcount(old_host / cb));
+      }
+      const bool in_place = type == ClusterType::kZeroAlloc && old_refcount <= l2_refcount;
+      uint64_t host = old_host;
+      if (!in_place) {
         QCRASH_ASSIGN_OR_RETURN(host, AllocateCluster());
         if (l2_refcount > 1) {
           QCRASH_RETURN_IF_ERROR(UpdateRefcount(host / cb, static_cast<int64_t>(l2_refcount) - 1));
         }
-        copied = l2_refcount == 1 ? f::kOflagCopied : 0;
       }
+      const uint64_t copied = (in_place ? old_refcount : l2_refcount) == 1 ? f::kOflagCopied : 0;
       QCRASH_RETURN_IF_ERROR(io_.WriteData(host, zeroes));
       // Why (R3): the entry that stops saying "zero" must not reach the
       // disk before the zeroes do, or the guest reads the cluster's old bytes.
       l2_cache_->DependOnFlush();
       QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));
+      if (type == ClusterType::kZeroAlloc && !in_place) {
+        // This table's references move to the new cluster (the decrease
+        // waits for the unlink, R4, as every free does).
+        QCRASH_RETURN_IF_ERROR(UpdateRefcount(old_host / cb, -static_cast<int64_t>(l2_refcount)));
+      }
     }
   }
   return Status::Ok();
