@@ -55,8 +55,7 @@ void ExpectSameGuestAndClean(const ScratchDir& dir, const std::string& step) {
                     "qemu-img convert -O raw -l s1 img.qcow2 b.raw")
                 .exit_code,
             0);
-  EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("a.raw")), ReadFileBytes(dir.File("b.raw"))),
-            "")
+  EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("a.raw")), ReadFileBytes(dir.File("b.raw"))), "")
       << step << ": snapshot s1";
   // And qcrash's own check agrees.
   const RunResult ours = dir.Qcrash("check img.qcow2");
@@ -73,10 +72,14 @@ TEST(AmendInterop, EachChangeShowsInQemuImgInfoAndKeepsTheGuestView) {
     bool lazy;
   };
   const Step steps[] = {
-      {"refcount_bits=64", "1.1", 64, false}, {"refcount_bits=2", "1.1", 2, false},
-      {"refcount_bits=16", "1.1", 16, false}, {"compat=0.10", "0.10", 16, false},
-      {"compat=1.1", "1.1", 16, false},       {"lazy_refcounts=on", "1.1", 16, true},
-      {"lazy_refcounts=off", "1.1", 16, false}, {"compat=0.10", "0.10", 16, false},
+      {"refcount_bits=64", "1.1", 64, false},
+      {"refcount_bits=2", "1.1", 2, false},
+      {"refcount_bits=16", "1.1", 16, false},
+      {"compat=0.10", "0.10", 16, false},
+      {"compat=1.1", "1.1", 16, false},
+      {"lazy_refcounts=on", "1.1", 16, true},
+      {"lazy_refcounts=off", "1.1", 16, false},
+      {"compat=0.10", "0.10", 16, false},
       {"compat=1.1,refcount_bits=8", "1.1", 8, false},
   };
   for (const Step& step : steps) {
@@ -130,9 +133,9 @@ TEST(AmendInterop, ImagesQemuImgAmendedReadTheSameInQcrash) {
 TEST(AmendInterop, DowngradeKeepsASnapshotsDataUnderASharedZeroCluster) {
   ScratchDir dir;
   MakeImage(dir);
-  ASSERT_EQ(dir.Run("cp img.qcow2 theirs.qcow2 && qemu-img amend -o compat=0.10 theirs.qcow2")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      dir.Run("cp img.qcow2 theirs.qcow2 && qemu-img amend -o compat=0.10 theirs.qcow2").exit_code,
+      0);
   ASSERT_EQ(dir.Qcrash("amend -o compat=0.10 img.qcow2").exit_code, 0);
   EXPECT_NE(dir.Run("qemu-img check theirs.qcow2").exit_code, 0) << "QEMU fixed its downgrade?";
   ExpectSameGuestAndClean(dir, "compat=0.10");
