@@ -69,8 +69,8 @@ TEST(AmendWorkload, OpsRoundTripThroughJsonAndBadOnesNameTheField) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->ops, workload->ops);
   const auto refused = [](const char* op_json) {
-    const std::string text = std::string(R"({"image": {"size": 1048576}, "ops": [)") + op_json +
-                             "]}";
+    const std::string text =
+        std::string(R"({"image": {"size": 1048576}, "ops": [)") + op_json + "]}";
     return WorkloadFromJson(nlohmann::json::parse(text)).status().ToString();
   };
   EXPECT_NE(refused(R"({"op": "amend", "compat": "2"})").find("'compat'"), std::string::npos);
