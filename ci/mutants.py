@@ -306,11 +306,10 @@ MUTANTS = [
      "    QCRASH_RETURN_IF_ERROR(ExpandZeroClustersInL1(l1, done));\n  }",
      "    (void)l1;\n  }",
      "amend compat=0.10: zero clusters in a snapshot's L2 tables are left with the v3 zero flag"),
-    ("amend-v2-header-before-expansion", "engine/amend.cc",
-     "  QCRASH_RETURN_IF_ERROR(FlushAll());\n  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));\n"
-     "  header_.version = 2;",
-     "  header_.version = 2;",
-     "amend compat=0.10: the header says version 2 before the expanded L2 entries are durable"),
+    ("amend-expansion-zeroes-unordered", "engine/amend.cc",
+     "      l2_cache_->DependOnFlush();\n      QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));",
+     "      QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));",
+     "amend compat=0.10: an expanded entry may reach the disk before the zeroes it names (R3)"),
 ]
 
 

@@ -303,8 +303,10 @@ Status Image::Impl::Downgrade() {
   QCRASH_RETURN_IF_ERROR(ExpandZeroClusters());
   // Why: a version 2 header makes bit 0 of an L2 entry meaningless; every
   // expanded entry (and the zeroes it names) must be durable first.
-  QCRASH_RETURN_IF_ERROR(FlushAll());
-  QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
+  if (rules_.order_downgrade_switch) {
+    QCRASH_RETURN_IF_ERROR(FlushAll());
+    QCRASH_RETURN_IF_ERROR(Barrier(Rule::kRelocateThenSwitch));
+  }
   header_.version = 2;
   header_.refcount_order = f::kV2RefcountOrder;
   header_.header_length = f::kV2HeaderLength;

@@ -62,6 +62,12 @@ constexpr KnownBug kBugs[] = {
      "the header switch to the new refcount table and width is not ordered after the new "
      "structures: a crash leaves a header naming refcount blocks that never reached the disk",
      "I1", "amend", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"amend-v2-before-expansion", &BugSwitches::amend_v2_before_expansion,
+     "issue 20 (qemu-img amend compat=0.10): QEMU's qcow2_downgrade expands zero clusters, then "
+     "writes the version 2 header",
+     "the version 2 header is not ordered after the expanded L2 entries: a crash leaves a v2 "
+     "image whose L2 entries still carry the v3 zero flag",
+     "I7", "amend", OrderingPolicy::kOrdered, "", "epochs"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -165,6 +165,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.compressed_sole_user) rules.count_compressed_users = false;
   if (switches.data_file_no_flush) rules.Set(Rule::kDataFileBeforePointer, Mechanism::kNone);
   if (switches.amend_header_before_refcounts) rules.order_refcount_switch = false;
+  if (switches.amend_v2_before_expansion) rules.order_downgrade_switch = false;
   return rules;
 }
 
