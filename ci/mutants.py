@@ -297,6 +297,19 @@ MUTANTS = [
      "  compressed_cursor_ = (at + bytes) % cb == 0 ? 0 : at + bytes;",
      "  compressed_cursor_ = (at + bytes) % cb == 0 ? 0 : std::max(at + 1, at + bytes - 512);",
      "compressed packing: the next compressed cluster starts a sector before the end of the last"),
+    # qemu-img amend (engine/amend.cc).
+    ("amend-new-refcounts-uncounted", "engine/amend.cc",
+     "    const uint64_t count = c < start ? counts[c] : 1;  // the new structures count themselves",
+     "    const uint64_t count = c < start ? counts[c] : 0;",
+     "amend refcount_bits=: the new refcount table and blocks do not count their own clusters"),
+    ("amend-snapshot-zero-not-expanded", "engine/amend.cc",
+     "    QCRASH_RETURN_IF_ERROR(ExpandZeroClustersInL1(l1, done));\n  }",
+     "    (void)l1;\n  }",
+     "amend compat=0.10: zero clusters in a snapshot's L2 tables are left with the v3 zero flag"),
+    ("amend-expansion-zeroes-unordered", "engine/amend.cc",
+     "      l2_cache_->DependOnFlush();\n      QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));",
+     "      QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));",
+     "amend compat=0.10: an expanded entry may reach the disk before the zeroes it names (R3)"),
 ]
 
 

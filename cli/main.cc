@@ -21,7 +21,8 @@
     "create, apply, delete or list internal snapshots (qemu-img snapshot)")                        \
   X("bitmap", RunBitmap, "add, remove, clear, enable, disable or merge bitmaps (qemu-img bitmap)") \
   X("compare", RunCompare, "compare the guest views of two images (qemu-img compare)")             \
-  X("measure", RunMeasure, "the file size a new or converted image needs (qemu-img measure)")
+  X("measure", RunMeasure, "the file size a new or converted image needs (qemu-img measure)")      \
+  X("amend", RunAmend, "change compat, refcount_bits, lazy_refcounts or size (qemu-img amend)")
 
 namespace qcrash::cli {
 

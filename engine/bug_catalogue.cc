@@ -56,6 +56,18 @@ constexpr KnownBug kBugs[] = {
      "the data file is not flushed before the L2 entry naming its cluster is written: a crash "
      "keeps the mapping and loses the data, and the guest reads the data file's old bytes",
      "I5", "data-file", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"amend-header-before-refcounts", &BugSwitches::amend_header_before_refcounts,
+     "issue 20 (qemu-img amend refcount_bits=): QEMU's qcow2_change_refcount_order writes the "
+     "new reftable and refblocks, then switches the header",
+     "the header switch to the new refcount table and width is not ordered after the new "
+     "structures: a crash leaves a header naming refcount blocks that never reached the disk",
+     "I1", "amend", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"amend-v2-before-expansion", &BugSwitches::amend_v2_before_expansion,
+     "issue 20 (qemu-img amend compat=0.10): QEMU's qcow2_downgrade expands zero clusters, then "
+     "writes the version 2 header",
+     "the version 2 header is not ordered after the expanded L2 entries: a crash leaves a v2 "
+     "image whose L2 entries still carry the v3 zero flag",
+     "I7", "amend", OrderingPolicy::kOrdered, "", "epochs"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

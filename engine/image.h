@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -39,6 +40,14 @@ struct BitmapContent {
   BitmapEntry entry;
   std::vector<uint8_t> bits;
   bool Marked(uint64_t guest_offset) const;  // the granule holding this byte
+};
+
+// What `qemu-img amend -o` changes (engine/amend.cc); unset: unchanged.
+struct AmendOptions {
+  std::optional<uint32_t> refcount_bits;  // 1, 2, 4, ..., 64
+  std::optional<uint32_t> version;        // 2 (compat=0.10) or 3 (compat=1.1)
+  std::optional<bool> lazy_refcounts;
+  std::optional<uint64_t> size_bytes;  // size=: a resize, as Truncate
 };
 
 class Image {
@@ -101,6 +110,14 @@ class Image {
   Result<std::vector<BitmapEntry>> Bitmaps();
   // A bitmap's bits; NotSupported when it is in_use (inconsistent).
   Result<BitmapContent> ReadBitmap(const std::string& name);
+
+  // qemu-img amend (engine/amend.cc): upgrade, refcount width, lazy
+  // refcounts, size, downgrade, in QEMU's order, each step crash-safe
+  // (refcount structures relocated then switched, R6; a downgrade's
+  // expanded zero clusters durable before the header says version 2).
+  // Refusals use qemu-img's words (InvalidArgument / NotSupported), with
+  // nothing written. NotSupported under the journal policy.
+  Status Amend(const AmendOptions& options);
 
   const Header& header() const;
   uint64_t size_bytes() const;

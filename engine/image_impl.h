@@ -147,6 +147,15 @@ class Image::Impl {
   Status CheckSharingFits(const std::vector<uint64_t>& l1);
   Status EndSharingChange();
 
+  // ---- amend.cc ----
+  Status Amend(const AmendOptions& options);
+  Status ChangeRefcountOrder(uint32_t new_order);
+  Status ExpandZeroClusters();
+  Status ExpandZeroClustersInL1(const std::vector<uint64_t>& l1, std::set<uint64_t>& done);
+  Status Downgrade();
+  Status Upgrade();
+  Status SetLazyRefcounts(bool on);
+
   // ---- bitmaps.cc ----
   struct LoadedBitmap {
     BitmapEntry entry;          // flags as they will be stored

@@ -56,11 +56,17 @@ struct BugSwitches {
   bool subcluster_bit_before_data = false;  // extended L2: allocation bits before the data (R3)
   bool compressed_sole_user = false;  // freeing a compressed cluster frees its whole host cluster
   bool data_file_no_flush = false;    // the data file is not flushed before the L2 entry (R12)
+  // amend refcount_bits=: the header switch to the new refcount structures
+  // is not ordered after them (R6's barrier skipped)
+  bool amend_header_before_refcounts = false;
+  // amend compat=0.10: the version 2 header is not ordered after the
+  // expanded zero clusters (the downgrade's barrier skipped)
+  bool amend_v2_before_expansion = false;
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
            bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user ||
-           data_file_no_flush;
+           data_file_no_flush || amend_header_before_refcounts || amend_v2_before_expansion;
   }
 };
 

@@ -164,6 +164,8 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.subcluster_bit_before_data) rules.order_subcluster_data = false;
   if (switches.compressed_sole_user) rules.count_compressed_users = false;
   if (switches.data_file_no_flush) rules.Set(Rule::kDataFileBeforePointer, Mechanism::kNone);
+  if (switches.amend_header_before_refcounts) rules.order_refcount_switch = false;
+  if (switches.amend_v2_before_expansion) rules.order_downgrade_switch = false;
   return rules;
 }
 

@@ -77,6 +77,14 @@ struct OrderingRules {
   // it touches: packed host clusters count their users (switch
   // compressed-sole-user: the free drops the host cluster's whole refcount).
   bool count_compressed_users = true;
+  // amend refcount_bits=: the new refcount table and blocks are made
+  // durable before the header switches to them (R6; switch
+  // amend-header-before-refcounts: the barrier is skipped).
+  bool order_refcount_switch = true;
+  // amend compat=0.10: the expanded L2 entries and their zeroed clusters
+  // are made durable before the header says version 2 (switch
+  // amend-v2-before-expansion: they are not).
+  bool order_downgrade_switch = true;
 
   Mechanism Of(Rule rule) const { return how[static_cast<size_t>(rule)]; }
   void Set(Rule rule, Mechanism mechanism) { how[static_cast<size_t>(rule)] = mechanism; }

@@ -42,13 +42,48 @@ engine::JournalOptions DecodeJournal(uint8_t variant) {
   return journal;
 }
 
+// The image format as the decoded amends leave it (so that each amend the
+// decoder emits passes ValidateWorkload).
+struct AmendState {
+  uint32_t version = 3;
+  uint32_t refcount_bits = 16;
+  bool lazy = false;
+  bool lazy_policy = false;  // the lazy policy: no downgrade, lazy_refcounts stays on
+  bool downgraded = false;   // some amend asked for compat=0.10 (then no zstd)
+};
+
+// A flush record with bit 3, in a case without snapshots: an amend. The
+// length byte picks a refcount width (1 << (byte % 7)), a compat toggle or
+// a lazy_refcounts toggle.
+GuestOp DecodeAmend(uint8_t length_field, AmendState& a) {
+  GuestOp op{OpKind::kAmend, 0, 0, false};
+  const uint8_t pick = length_field % 9;
+  if (pick == 7 || a.version == 2) {
+    if (a.version == 2) {
+      op.amend.version = a.version = 3;
+    } else if (!a.lazy_policy) {
+      if (a.refcount_bits != 16) op.amend.refcount_bits = a.refcount_bits = 16;
+      if (a.lazy) op.amend.lazy_refcounts = a.lazy = false;
+      op.amend.version = a.version = 2;
+      a.downgraded = true;
+    } else {
+      op.amend.refcount_bits = a.refcount_bits;
+    }
+  } else if (pick == 8 && !a.lazy_policy) {
+    op.amend.lazy_refcounts = a.lazy = !a.lazy;
+  } else {
+    op.amend.refcount_bits = a.refcount_bits = 1u << (pick % 7);
+  }
+  return op;
+}
+
 // One 4-byte operation record on a disk of `size_bytes` (updated by a resize
 // or a revert). `snapshot_sizes` (the live snapshots' disk sizes, oldest
 // first) is null where the case writes no snapshot; `bitmaps` (the live
 // bitmaps' numbers) null where it keeps no bitmap.
 GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_bytes,
                  std::deque<uint64_t>* snapshot_sizes, std::vector<uint64_t>* bitmaps,
-                 bool compressed_allowed) {
+                 bool compressed_allowed, AmendState* amend) {
   static constexpr OpKind kKinds[] = {OpKind::kWrite,   OpKind::kWriteZeroes, OpKind::kWriteZeroes,
                                       OpKind::kDiscard, OpKind::kFlush,       OpKind::kWrite,
                                       OpKind::kResize,  OpKind::kClose};
@@ -62,6 +97,9 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
   // operation (where the case allows them), other requests get byte edges
   // (bits 4-7 pick how far inside a sector they start and end).
   const bool variant = (kind_byte & 0x08) != 0;
+  if (op.kind == OpKind::kFlush && variant && snapshot_sizes == nullptr && amend != nullptr) {
+    return DecodeAmend(length_field, *amend);
+  }
   if (op.kind == OpKind::kFlush && variant && snapshot_sizes != nullptr) {
     // The length byte picks create, delete (the oldest) or revert (to the
     // newest); without a live snapshot, a create.
@@ -230,18 +268,23 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
   // the journal policy (which keeps none).
   std::vector<uint64_t> bitmaps;
   const bool bitmaps_allowed = image.version >= 3 && !journal;
+  // Amends as generate.cc allows them: not under the journal policy
+  // (which amends nothing), and only in cases without snapshots (whose
+  // records keep their meaning).
+  AmendState amend{image.version, image.version == 2 ? 16 : 1u << image.refcount_order, lazy, lazy,
+                   false};
   const size_t op_count = reader.U8() % (kMaxOps + 1);
   for (size_t i = 0; i < op_count; ++i) {
-    c.workload.ops.push_back(DecodeOp(reader, cluster_bytes, size_bytes,
-                                      snapshots ? &snapshot_sizes : nullptr,
-                                      bitmaps_allowed ? &bitmaps : nullptr, !journal));
+    c.workload.ops.push_back(
+        DecodeOp(reader, cluster_bytes, size_bytes, snapshots ? &snapshot_sizes : nullptr,
+                 bitmaps_allowed ? &bitmaps : nullptr, !journal, journal ? nullptr : &amend));
   }
   // Compressed writes (not under the journal policy, which writes none):
   // the journal byte, unused without the journal, picks zstd on v3.
   const bool compressed =
       std::any_of(c.workload.ops.begin(), c.workload.ops.end(),
                   [](const GuestOp& op) { return properties::IsCompressedOp(op.kind); });
-  if (compressed && image.version >= 3 && (journal_byte & 1)) {
+  if (compressed && image.version >= 3 && !amend.downgraded && (journal_byte & 1)) {
     image.compression_type = engine::CompressionType::kZstd;
   }
   return c;

@@ -27,7 +27,12 @@
 //          A flush with bit 3 of the kind byte set is a snapshot operation
 //          on v3 images with refcounts of 16 bits or more, not under the
 //          journal policy: the length byte % 3 picks snapshot-create,
-//          snapshot-delete or snapshot-revert (a create while none is live)
+//          snapshot-delete or snapshot-revert (a create while none is live).
+//          In other cases outside the journal policy it is an amend: the
+//          length byte % 9 picks refcount_bits 1 << (value % 7) (0..6), a
+//          compat toggle (7: a downgrade sets refcount_bits 16 and lazy
+//          refcounts off with it; none under the lazy policy) or a
+//          lazy_refcounts toggle (8; not under the lazy policy)
 //   then   u64 crash point (% the run's points), one byte per pending sector
 //          of that point choosing its version (missing bytes: latest)
 #pragma once

@@ -215,6 +215,43 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     c.features +=
         std::string(c.features.empty() ? "" : ",") + (zstd ? "compressed-zstd" : "compressed");
   }
+  // Amends (qemu-img amend -o) from a stream of their own: not under the
+  // journal policy, which amends nothing. Refcount widths narrow only as
+  // far as the run's refcounts fit (snapshots add a reference per
+  // snapshot, packed compressed clusters one per user); a downgrade only
+  // where compat=0.10 can hold the image (no snapshots, bitmaps, data
+  // file, extended L2 or zstd; no backing file with shrinks, which v2
+  // cannot express; not under the lazy policy).
+  Rng amend_rng(seed ^ 0x616d656e642d6f70ull);
+  const bool amend = policy != engine::OrderingPolicy::kJournal && amend_rng.OneIn(4);
+  if (amend) c.features += std::string(c.features.empty() ? "" : ",") + "amend";
+  const bool can_downgrade = !s.snapshots && !s.bitmaps && w.image.data_file.empty() &&
+                             !w.image.extended_l2 &&
+                             w.image.compression_type == engine::CompressionType::kZlib &&
+                             !(s.backing && s.resize) && policy != engine::OrderingPolicy::kLazy;
+  const uint32_t min_refcount_bits = s.snapshots ? 16 : s.compressed ? 8 : 1;
+  uint32_t amend_version = w.image.version;
+  uint32_t amend_bits = w.image.version == 2 ? 16 : 1u << w.image.refcount_order;
+  bool amend_lazy = w.image.lazy_refcounts || policy == engine::OrderingPolicy::kLazy;
+  auto add_amend = [&] {
+    GuestOp op{OpKind::kAmend, 0, 0, false};
+    const uint64_t roll = amend_rng.Below(4);
+    if (amend_version == 2) {
+      op.amend.version = amend_version = 3;
+    } else if (roll == 0 && can_downgrade) {
+      if (amend_bits != 16) op.amend.refcount_bits = amend_bits = 16;
+      if (amend_lazy) op.amend.lazy_refcounts = amend_lazy = false;
+      op.amend.version = amend_version = 2;
+    } else if (roll == 1 && policy != engine::OrderingPolicy::kLazy) {
+      op.amend.lazy_refcounts = amend_lazy = !amend_lazy;
+    } else {
+      uint32_t bits = amend_bits;
+      while (bits == amend_bits) bits = amend_rng.Pick<uint32_t>({1, 2, 4, 8, 16, 32, 64});
+      // Clamped to what the run's refcounts need (then maybe unchanged).
+      op.amend.refcount_bits = amend_bits = std::max(bits, min_refcount_bits);
+    }
+    w.ops.push_back(op);
+  };
   // Guest clusters a write or zero write touched: they may have a host
   // cluster (kept conservatively: discards and shrinks do not remove them).
   std::set<uint64_t> touched;
@@ -264,6 +301,7 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
       if (snapshot_sizes.back() < size) written.clear();
       size = snapshot_sizes.back();
     }
+    if (amend && amend_rng.OneIn(8)) add_amend();
     GuestOp op;
     const uint64_t roll = r.Below(20);
     if (s.reopen && i > 0 && i + 1 < count && r.OneIn(10)) {

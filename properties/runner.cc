@@ -252,6 +252,13 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
       return image.Truncate(op.length_bytes, engine::Preallocation::kOff);
     case OpKind::kClose:
       return image.Close();
+    case OpKind::kAmend: {
+      engine::AmendOptions amend;
+      if (op.amend.refcount_bits != 0) amend.refcount_bits = op.amend.refcount_bits;
+      if (op.amend.version != 0) amend.version = op.amend.version;
+      amend.lazy_refcounts = op.amend.lazy_refcounts;
+      return image.Amend(amend);
+    }
   }
   return Status::InvalidArgument("unknown operation");
 }

@@ -40,6 +40,8 @@ const char* OpKindName(OpKind kind) {
       return "bitmap-disable";
     case OpKind::kWriteCompressed:
       return "write-compressed";
+    case OpKind::kAmend:
+      return "amend";
   }
   return "?";
 }
@@ -49,14 +51,14 @@ Result<OpKind> ParseOpKind(const std::string& name) {
        {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
         OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
         OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
-        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed}) {
+        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed, OpKind::kAmend}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
                                  "' (write, write-zeroes, discard, flush, resize, close, read, "
                                  "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
                                  "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable, "
-                                 "write-compressed)");
+                                 "write-compressed, amend)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -80,10 +82,67 @@ std::string DescribeOp(const GuestOp& op) {
     case OpKind::kBitmapEnable:
     case OpKind::kBitmapDisable:
       return out + " b" + std::to_string(op.offset_bytes);
+    case OpKind::kAmend: {
+      std::string list;
+      const auto add = [&list](const std::string& item) {
+        list += (list.empty() ? "" : ",") + item;
+      };
+      if (op.amend.version != 0) add(op.amend.version == 2 ? "compat=0.10" : "compat=1.1");
+      if (op.amend.refcount_bits != 0)
+        add("refcount_bits=" + std::to_string(op.amend.refcount_bits));
+      if (op.amend.lazy_refcounts)
+        add(*op.amend.lazy_refcounts ? "lazy_refcounts=on" : "lazy_refcounts=off");
+      return out + " -o " + list;
+    }
     default:
       return out;
   }
 }
+
+namespace {
+
+// An amend the engine performs (qemu-img's own refusals are the CLI's and
+// the interop tests' business): something changes, the values exist, and
+// the result is a format qcow2 allows. Refcount overflow on a narrower
+// width depends on the run (snapshots, packed compressed clusters) and is
+// the engine's refusal.
+Status ValidateAmend(const Workload& workload, const GuestOp& op, const std::string& where,
+                     uint32_t& version, uint32_t& refcount_bits, bool& lazy) {
+  const AmendChange& a = op.amend;
+  if (op.offset_bytes != 0 || op.length_bytes != 0 || op.may_unmap) {
+    return Status::InvalidArgument(where + ": an amend takes no guest range");
+  }
+  if (a.version == 0 && a.refcount_bits == 0 && !a.lazy_refcounts) {
+    return Status::InvalidArgument(where +
+                                   ": an amend changes compat, refcount_bits or lazy_refcounts");
+  }
+  if (a.version != 0 && a.version != 2 && a.version != 3) {
+    return Status::InvalidArgument(where + ": compat is \"0.10\" or \"1.1\"");
+  }
+  if (a.refcount_bits != 0 &&
+      (a.refcount_bits > 64 || (a.refcount_bits & (a.refcount_bits - 1)) != 0)) {
+    return Status::InvalidArgument(where + ": refcount_bits is a power of two up to 64");
+  }
+  const uint32_t new_version = a.version != 0 ? a.version : version;
+  const uint32_t new_bits = a.refcount_bits != 0 ? a.refcount_bits : refcount_bits;
+  const bool new_lazy = a.lazy_refcounts.value_or(lazy);
+  if (new_version == 2) {
+    if (new_bits != 16)
+      return Status::InvalidArgument(where + ": compat=0.10 requires refcount_bits=16");
+    if (new_lazy) return Status::InvalidArgument(where + ": lazy refcounts need compat=1.1");
+    if (version == 3 && (!workload.image.data_file.empty() || workload.image.extended_l2 ||
+                         workload.image.compression_type != engine::CompressionType::kZlib)) {
+      return Status::InvalidArgument(
+          where + ": a data file, extended L2 or zstd compression cannot be downgraded");
+    }
+  }
+  version = new_version;
+  refcount_bits = new_bits;
+  lazy = new_lazy;
+  return Status::Ok();
+}
+
+}  // namespace
 
 Status ValidateWorkload(const Workload& workload, size_t ops_max) {
   if (workload.ops.size() > ops_max) {
@@ -110,6 +169,10 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
   }
   uint64_t size = workload.image.size_bytes;
   std::deque<uint64_t> snapshot_sizes;
+  // The image's format as the amends leave it (they are checked in order).
+  uint32_t version = workload.image.version;
+  uint32_t refcount_bits = workload.image.version == 2 ? 16 : 1u << workload.image.refcount_order;
+  bool lazy = workload.image.lazy_refcounts;
   for (size_t i = 0; i < workload.ops.size(); ++i) {
     const GuestOp& op = workload.ops[i];
     const std::string where = "operation " + std::to_string(i) + " (" + DescribeOp(op) + ")";
@@ -131,6 +194,10 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     if (op.kind == OpKind::kSnapshotCreate) snapshot_sizes.push_back(size);
     if (op.kind == OpKind::kSnapshotDelete && !snapshot_sizes.empty()) snapshot_sizes.pop_front();
     if (op.kind == OpKind::kSnapshotRevert && !snapshot_sizes.empty()) size = snapshot_sizes.back();
+    if (op.kind == OpKind::kAmend) {
+      QCRASH_RETURN_IF_ERROR(ValidateAmend(workload, op, where, version, refcount_bits, lazy));
+      continue;
+    }
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose || IsSnapshotOp(op.kind)) continue;
     if (IsBitmapOp(op.kind)) {
       if (op.offset_bytes > 65535 ||
@@ -242,6 +309,11 @@ GuestOp Revert() { return {OpKind::kSnapshotRevert, 0, 0, false}; }
 GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, length, false}; }
 GuestOp Wc(uint64_t offset, uint64_t length) {
   return {OpKind::kWriteCompressed, offset, length, false};
+}
+GuestOp Amend(uint32_t refcount_bits, uint32_t version, std::optional<bool> lazy = {}) {
+  GuestOp op{OpKind::kAmend, 0, 0, false};
+  op.amend = {refcount_bits, version, lazy};
+  return op;
 }
 GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
   return {kind, number, granularity, false};
@@ -602,6 +674,53 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              W(2 * kMiB, 4 * kKiB),
              F(),
              C()};
+  } else if (name == "amend") {
+    // qemu-img amend between guest writes (issue 20). Over a backing file,
+    // so that plain zero clusters need a zeroed host cluster when the
+    // downgrade expands them: data, a partial write (COW from the backing
+    // file), zero writes both ways, a snapshot that shares the first L2
+    // table, then refcount_bits 16 -> 64 -> 2 (the snapshot's clusters have
+    // refcount 2, which fits) -> 16, compat 0.10 (zero clusters expanded in
+    // the active and the snapshot's L2 tables) and back to 1.1, lazy
+    // refcounts on and off; writes (some into zero clusters, some partial)
+    // and flushes between, so each amend's crash points are checked
+    // against flushed data. The v2 phase writes no zeroes (v2 with a
+    // backing file has no zero clusters).
+    SetBacking(w);
+    w.ops = {W(0, 8 * kKiB),
+             W(64 * kKiB + 512, 1 * kKiB),
+             Z(16 * kKiB, 8 * kKiB, false),
+             Z(0, 4 * kKiB, false),
+             F(),
+             Snap(),
+             W(2 * kMiB, 4 * kKiB),
+             Z(2 * kMiB + 8 * kKiB, 4 * kKiB, true),
+             Z(32 * kKiB, 4 * kKiB, false),
+             F(),
+             Amend(64, 0),
+             W(4 * kKiB, 4 * kKiB),
+             W(16 * kKiB + 1024, 2 * kKiB),
+             F(),
+             Amend(2, 0),
+             W(3 * kMiB, 4 * kKiB),
+             F(),
+             Amend(16, 0),
+             Z(5 * kMiB, 4 * kKiB, false),
+             W(40 * kKiB, 4 * kKiB),
+             F(),
+             Amend(0, 2),
+             W(6 * kMiB, 4 * kKiB),
+             W(20 * kKiB + 512, 512),
+             F(),
+             Amend(0, 3),
+             Z(6 * kMiB, 4 * kKiB, false),
+             F(),
+             Amend(0, 0, true),
+             W(7 * kMiB, 4 * kKiB),
+             F(),
+             Amend(0, 0, false),
+             Rd(0, 96 * kKiB),
+             C()};
   } else {
     return Status::InvalidArgument("unknown built-in workload '" + name + "'");
   }
@@ -631,7 +750,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "compressed",
           "compressed-zstd",
           "data-file",
-          "data-file-raw"};
+          "data-file-raw",
+          "amend"};
 }
 
 }  // namespace qcrash::properties

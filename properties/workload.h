@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,9 @@ enum class OpKind : uint8_t {
   // A write stored compressed (qemu-io's write -c): whole clusters, the
   // disk's last cluster may be partial. Its content is a write's.
   kWriteCompressed,
+  // qemu-img amend -o (GuestOp::amend): compat, refcount_bits and
+  // lazy_refcounts; the guest content stays as it is.
+  kAmend,
 };
 // Operations that write guest data (op content, SectorTag).
 inline bool WritesData(OpKind kind) {
@@ -48,12 +52,22 @@ inline bool IsSnapshotOp(OpKind kind) {
   return kind == OpKind::kSnapshotCreate || kind == OpKind::kSnapshotDelete ||
          kind == OpKind::kSnapshotRevert;
 }
+// Amends: the engine refuses them under the journal policy.
+inline bool IsAmendOp(OpKind kind) { return kind == OpKind::kAmend; }
 // The bitmap operations carry no guest range.
 inline bool IsBitmapOp(OpKind kind) {
   return kind == OpKind::kBitmapAdd || kind == OpKind::kBitmapRemove ||
          kind == OpKind::kBitmapClear || kind == OpKind::kBitmapEnable ||
          kind == OpKind::kBitmapDisable;
 }
+
+// What an amend changes (qemu-img amend -o); 0 or unset: unchanged.
+struct AmendChange {
+  uint32_t refcount_bits = 0;  // 1, 2, 4, ..., 64
+  uint32_t version = 0;        // 2 (compat=0.10) or 3 (compat=1.1)
+  std::optional<bool> lazy_refcounts;
+  bool operator==(const AmendChange&) const = default;
+};
 
 // One guest operation. Writes, zero writes, discards and reads take any
 // byte offset and length (QEMU's qcow2 driver does too); a resize is a
@@ -63,6 +77,7 @@ struct GuestOp {
   uint64_t offset_bytes = 0;
   uint64_t length_bytes = 0;  // kResize: the new size
   bool may_unmap = false;     // kWriteZeroes only
+  AmendChange amend{};        // kAmend only
   bool operator==(const GuestOp&) const = default;
 };
 

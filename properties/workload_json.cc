@@ -18,6 +18,10 @@ json WorkloadToJson(const Workload& w) {
     } else if (IsBitmapOp(op.kind)) {
       o["bitmap"] = op.offset_bytes;
       if (op.kind == OpKind::kBitmapAdd && op.length_bytes != 0) o["granularity"] = op.length_bytes;
+    } else if (op.kind == OpKind::kAmend) {
+      if (op.amend.version != 0) o["compat"] = op.amend.version == 2 ? "0.10" : "1.1";
+      if (op.amend.refcount_bits != 0) o["refcount_bits"] = op.amend.refcount_bits;
+      if (op.amend.lazy_refcounts) o["lazy_refcounts"] = *op.amend.lazy_refcounts;
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       o["offset"] = op.offset_bytes;
       o["length"] = op.length_bytes;
@@ -133,6 +137,28 @@ Result<Workload> DecodeWorkload(const json& j) {
       QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "bitmap", where));
       if (op.kind == OpKind::kBitmapAdd && o.contains("granularity")) {
         QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "granularity", where));
+      }
+    } else if (op.kind == OpKind::kAmend) {
+      if (o.contains("compat")) {
+        const json& compat = o["compat"];
+        if (!compat.is_string() || (compat != "0.10" && compat != "1.1")) {
+          return Status::InvalidArgument(where + ": field 'compat' must be \"0.10\" or \"1.1\"");
+        }
+        op.amend.version = compat == "0.10" ? 2 : 3;
+      }
+      if (o.contains("refcount_bits")) {
+        QCRASH_ASSIGN_OR_RETURN(const uint64_t bits, Field(o, "refcount_bits", where));
+        if (bits == 0 || bits > 64) {
+          return Status::InvalidArgument(where +
+                                         ": field 'refcount_bits' must be 1, 2, 4, ..., 64");
+        }
+        op.amend.refcount_bits = static_cast<uint32_t>(bits);
+      }
+      if (o.contains("lazy_refcounts")) {
+        if (!o["lazy_refcounts"].is_boolean()) {
+          return Status::InvalidArgument(where + ": field 'lazy_refcounts' must be true or false");
+        }
+        op.amend.lazy_refcounts = o["lazy_refcounts"].get<bool>();
       }
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "offset", where));
