@@ -56,11 +56,13 @@ struct BugSwitches {
   bool subcluster_bit_before_data = false;  // extended L2: allocation bits before the data (R3)
   bool compressed_sole_user = false;  // freeing a compressed cluster frees its whole host cluster
   bool data_file_no_flush = false;    // the data file is not flushed before the L2 entry (R12)
+  bool shrink_header_before_tail = false;  // a shrink's size durable before its tail is unmapped
+  bool rebase_header_before_copy = false;  // a rebase's new backing name before its copies (R6)
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
            bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user ||
-           data_file_no_flush;
+           data_file_no_flush || shrink_header_before_tail || rebase_header_before_copy;
   }
 };
 

@@ -164,6 +164,8 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.subcluster_bit_before_data) rules.order_subcluster_data = false;
   if (switches.compressed_sole_user) rules.count_compressed_users = false;
   if (switches.data_file_no_flush) rules.Set(Rule::kDataFileBeforePointer, Mechanism::kNone);
+  if (switches.shrink_header_before_tail) rules.drop_tail_before_shrink = false;
+  if (switches.rebase_header_before_copy) rules.copy_before_backing_switch = false;
   return rules;
 }
 

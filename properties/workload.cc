@@ -593,6 +593,32 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Rd(0, 32 * kKiB),
              F(),
              C()};
+  } else if (name == "resize") {
+    // qemu-img resize's paths in one run: a growth past the L1 table's end
+    // (the L1 relocated, R6), a shrink over allocated data to a size inside
+    // a cluster (the cluster's rest zeroed, the clusters past it unmapped
+    // and freed, all durable before the smaller size), a growth right after
+    // it with no flush between (the regrown disk must read zeroes, never the
+    // dropped tail), writes and reads in the regrown part, and a second
+    // shrink and growth over data written before a flush.
+    w.image.size_bytes = 1 * kMiB;
+    w.ops = {W(0, 8 * kKiB),
+             W(768 * kKiB, 12 * kKiB),
+             F(),
+             R(6 * kMiB),
+             W(5 * kMiB, 8 * kKiB),
+             W(3 * kMiB + 2 * kKiB, 4 * kKiB),
+             F(),
+             R(3 * kMiB + 1536),
+             R(6 * kMiB),
+             Rd(3 * kMiB, 8 * kKiB),
+             W(5 * kMiB + 4 * kKiB, 4 * kKiB),
+             F(),
+             R(512 * kKiB + 1 * kKiB),
+             R(1 * kMiB),
+             Rd(512 * kKiB, 512 * kKiB),
+             W(768 * kKiB + 512, 1 * kKiB),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -631,7 +657,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "compressed",
           "compressed-zstd",
           "data-file",
-          "data-file-raw"};
+          "data-file-raw",
+          "resize"};
 }
 
 }  // namespace qcrash::properties
