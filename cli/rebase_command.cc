@@ -83,8 +83,7 @@ int RunRebase(int argc, char** argv) {
   if (!name.empty() && !format) {
     // QEMU 7.2 no longer probes the new file's format for the header.
     return ReportError(path, Status::InvalidArgument("Could not change the backing file to '" +
-                                                     name +
-                                                     "': backing format must be specified"));
+                                                     name + "': backing format must be specified"));
   }
   // The new name is resolved relative to the image itself: an opener of
   // its own (the image's opener has moved on along the old chain).
