@@ -86,11 +86,13 @@ QEMU_CELLS = shutil.which("qemu-io") is not None
 # compressed writes under the journal policy (the engine refuses them),
 # snapshots and bitmaps through qemu-io (no such commands; `subclusters`
 # takes a snapshot too), and external data files through qemu-io
-# (blklogwrites logs one file).
+# (blklogwrites logs one file), and rebases through qemu-io (qemu-img's
+# operation, no qemu-io command).
 UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "journal"), ("bitmaps", "qemu"),
                ("compressed", "journal"), ("compressed-zstd", "journal"),
                ("subclusters", "journal"), ("subclusters", "qemu"),
-               ("data-file", "qemu"), ("data-file-raw", "qemu")}
+               ("data-file", "qemu"), ("data-file-raw", "qemu"),
+               ("rebase", "qemu")}
 QEMU_CACHES = ["writeback", "unsafe"]
 STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 

@@ -77,13 +77,13 @@ int RunRebase(int argc, char** argv) {
   const std::string path = argv[optind];
   const std::string name = backing.value_or("");
   if (format && *format != "raw" && *format != "qcow2") {
-    return ReportError(path, Status::NotSupported("Could not open new backing file '" + name +
-                                                  "': unknown format '" + *format + "'"));
+    return ReportUsage("Could not open new backing file '" + name + "': Unknown driver '" +
+                       *format + "'");
   }
   if (!name.empty() && !format) {
     // QEMU 7.2 no longer probes the new file's format for the header.
-    return ReportError(path, Status::InvalidArgument("Could not change the backing file to '" +
-                                                     name + "': backing format must be specified"));
+    return ReportUsage("Could not change the backing file to '" + name +
+                       "': backing format must be specified");
   }
   // The new name is resolved relative to the image itself: an opener of
   // its own (the image's opener has moved on along the old chain).
@@ -103,7 +103,8 @@ int RunRebase(int argc, char** argv) {
       image.Rebase(name, name.empty() ? std::nullopt : format, unsafe, fresh.open_backing);
   if (!done.ok()) return ReportError(path, done);
   if (Status closed = image.Close(); !closed.ok()) return ReportError(path, closed);
-  if (progress && !quiet) std::printf("    (100.00/100%%)\n");
+  // qemu-img's progress line, redrawn in place (\r); the copy is not timed.
+  if (progress && !quiet) std::printf("    (0.00/100%%)\r    (100.00/100%%)\r\n");
   return 0;
 }
 
