@@ -49,8 +49,8 @@ void ApplyBoth(const ScratchDir& dir, const std::string& command, const std::str
     EXPECT_NE(ours.out.find("(100.00/100%)"), std::string::npos) << ours.out;
   }
   ExpectCheckClean(dir, "ours.qcow2");
-  EXPECT_EQ(InfoFields(dir, "ours.qcow2"), InfoFields(dir, "theirs.qcow2")) << command << " "
-                                                                              << args;
+  EXPECT_EQ(InfoFields(dir, "ours.qcow2"), InfoFields(dir, "theirs.qcow2"))
+      << command << " " << args;
   const RunResult compare = dir.Run("qemu-img compare -U ours.qcow2 theirs.qcow2");
   EXPECT_EQ(compare.exit_code, 0) << command << " " << args << ": " << compare.out;
 }
@@ -87,17 +87,17 @@ void MakeImages(const ScratchDir& dir) {
 TEST(ResizeRebaseInterop, TheSameOperationsLeaveTheSameImages) {
   ScratchDir dir;
   MakeImages(dir);
-  ResizeBoth(dir, "", "+5M");                // the L1 table grows (4 KiB clusters: 2 MiB each)
+  ResizeBoth(dir, "", "+5M");  // the L1 table grows (4 KiB clusters: 2 MiB each)
   ASSERT_EQ(dir.Run("qemu-io -c 'write -P 0x44 5M 64k' ours.qcow2 >/dev/null && "
                     "qemu-io -c 'write -P 0x44 5M 64k' theirs.qcow2 >/dev/null")
                 .exit_code,
             0);
-  ResizeBoth(dir, "--shrink", "-- -3M");     // over the data at 5M
-  ResizeBoth(dir, "--shrink", "512K");       // below the backing file's end and the 700k data
-  ResizeBoth(dir, "-q", "2M");               // grown again: zeroes past 512K in both
+  ResizeBoth(dir, "--shrink", "-- -3M");         // over the data at 5M
+  ResizeBoth(dir, "--shrink", "512K");           // below the backing file's end and the 700k data
+  ResizeBoth(dir, "-q", "2M");                   // grown again: zeroes past 512K in both
   ApplyBoth(dir, "rebase", "-b b2.raw -F raw");  // safe: the guest reads the same
   ApplyBoth(dir, "rebase", "-p -b b1.raw -F raw");
-  ApplyBoth(dir, "rebase", "-b ''");             // flattened: no backing file
+  ApplyBoth(dir, "rebase", "-b ''");                // flattened: no backing file
   ApplyBoth(dir, "rebase", "-u -b b2.raw -F raw");  // unsafe: the name only
   EXPECT_NE(InfoFields(dir, "ours.qcow2").find("backing file: b2.raw"), std::string::npos)
       << InfoFields(dir, "ours.qcow2");
