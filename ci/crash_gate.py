@@ -86,7 +86,8 @@ QEMU_CELLS = shutil.which("qemu-io") is not None
 # compressed writes under the journal policy (the engine refuses them),
 # snapshots and bitmaps through qemu-io (no such commands; `subclusters`
 # takes a snapshot too), and external data files through qemu-io
-# (blklogwrites logs one file).
+# (blklogwrites logs one file), and rebases through qemu-io (qemu-img's
+# operation, no qemu-io command).
 UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "journal"), ("bitmaps", "qemu"),
                ("compressed", "journal"), ("compressed-zstd", "journal"),
                ("subclusters", "journal"), ("subclusters", "qemu"),
@@ -95,7 +96,8 @@ UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "jou
                # (header rewrites would bypass its transactions), the lazy
                # policy cannot hold the compat=0.10 image the workload
                # downgrades to, and qemu-io has no amend command.
-               ("amend", "journal"), ("amend", "lazy"), ("amend", "qemu")}
+               ("amend", "journal"), ("amend", "lazy"), ("amend", "qemu"),
+               ("rebase", "qemu")}
 QEMU_CACHES = ["writeback", "unsafe"]
 STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 

@@ -310,6 +310,28 @@ MUTANTS = [
      "      l2_cache_->DependOnFlush();\n      QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));",
      "      QCRASH_RETURN_IF_ERROR(SetL2Entry(slot, host | copied, 0));",
      "amend compat=0.10: an expanded entry may reach the disk before the zeroes it names (R3)"),
+    # Resize (engine/image.cc Truncate, DropTail) and rebase (engine/rebase.cc).
+    ("shrink-tail-unflushed", "engine/image.cc",
+     "  if (!rules_.drop_tail_before_shrink) return Status::Ok();\n  return FlushAll();  // step 3",
+     "  return Status::Ok();",
+     "a shrink writes the smaller size while the unmapped tail is still in the L2 cache"),
+    ("resize-header-before-l1-growth", "engine/image.cc",
+     "  if (needed > l1_table_.size()) QCRASH_RETURN_IF_ERROR(GrowL1(needed));\n"
+     "  QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());\n  header_.size_bytes = new_size_bytes;\n"
+     "  QCRASH_RETURN_IF_ERROR(WriteHeader());",
+     "  QCRASH_RETURN_IF_ERROR(BeforeMetadataChange());\n  header_.size_bytes = new_size_bytes;\n"
+     "  QCRASH_RETURN_IF_ERROR(WriteHeader());\n"
+     "  if (needed > l1_table_.size()) QCRASH_RETURN_IF_ERROR(GrowL1(needed));",
+     "a growth writes the larger size before the larger L1 table exists"),
+    ("rebase-switch-before-copies-durable", "engine/rebase.cc",
+     "    if (m.rules_.copy_before_backing_switch) QCRASH_RETURN_IF_ERROR(m.FlushAll());",
+     "",
+     "a safe rebase names the new backing file before the ranges it copied are durable"),
+    ("rebase-skips-backing-ranges", "engine/rebase.cc",
+     "      if (e.present && e.depth == 0) continue;",
+     "      if (e.present) continue;",
+     "a safe rebase copies only where the old backing file has nothing (it takes the old "
+     "file's data for allocated)"),
 ]
 
 

@@ -22,7 +22,9 @@
   X("bitmap", RunBitmap, "add, remove, clear, enable, disable or merge bitmaps (qemu-img bitmap)") \
   X("compare", RunCompare, "compare the guest views of two images (qemu-img compare)")             \
   X("measure", RunMeasure, "the file size a new or converted image needs (qemu-img measure)")      \
-  X("amend", RunAmend, "change compat, refcount_bits, lazy_refcounts or size (qemu-img amend)")
+  X("amend", RunAmend, "change compat, refcount_bits, lazy_refcounts or size (qemu-img amend)")    \
+  X("resize", RunResize, "grow or shrink an image (qemu-img resize)")                              \
+  X("rebase", RunRebase, "change an image's backing file (qemu-img rebase)")
 
 namespace qcrash::cli {
 

@@ -157,6 +157,16 @@ Status WriteReproducer(const std::string& dir, const Reproducer& r) {
     QCRASH_RETURN_IF_ERROR(file->Write(0, backing));
     QCRASH_RETURN_IF_ERROR(file->Flush());
   }
+  if (properties::UsesSecondBacking(r.workload)) {
+    // A rebase may have left the crash image naming the second one.
+    QCRASH_ASSIGN_OR_RETURN(
+        const std::vector<uint8_t> second,
+        properties::BackingFileBytes(r.workload, properties::kBacking2FileName));
+    QCRASH_ASSIGN_OR_RETURN(auto file, FileDevice::Open(dir + "/" + properties::kBacking2FileName,
+                                                        FileDevice::Mode::kCreate));
+    QCRASH_RETURN_IF_ERROR(file->Write(0, second));
+    QCRASH_RETURN_IF_ERROR(file->Flush());
+  }
   return WriteCrashImage(dir + "/image.qcow2", r);
 }
 

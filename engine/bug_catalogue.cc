@@ -68,6 +68,20 @@ constexpr KnownBug kBugs[] = {
      "the version 2 header is not ordered after the expanded L2 entries: a crash leaves a v2 "
      "image whose L2 entries still carry the v3 zero flag",
      "I7", "amend", OrderingPolicy::kOrdered, "", "epochs"},
+    {"shrink-header-before-tail", &BugSwitches::shrink_header_before_tail,
+     "qemu-img resize --shrink (QEMU's qcow2_co_truncate discards the tail before it writes the "
+     "smaller size)",
+     "a shrink writes the smaller size and flushes it while the L2 entries that unmap the dropped "
+     "tail are still in the cache: a crash after the disk grows again shows the old tail's data "
+     "where the regrown disk must read zeroes",
+     "I4", "resize", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"rebase-header-before-copy", &BugSwitches::rebase_header_before_copy,
+     "qemu-img rebase (safe mode copies what the new backing file reads differently, then "
+     "changes the backing file name)",
+     "a safe rebase writes the new backing file name while the L2 entries of the ranges it "
+     "copied from the old backing file are still in the cache: a crash after the switch reads "
+     "the new backing file's bytes where the guest read the old one's",
+     "I4", "rebase", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

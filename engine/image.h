@@ -86,6 +86,19 @@ class Image {
 
   Result<std::vector<MapExtent>> Map();
 
+  // qemu-img rebase (engine/rebase.cc): the image's backing file becomes
+  // `backing_file` ("" for none) of `backing_format` (nullopt: probed at
+  // each open), opened through `open` (OpenOptions::open_backing when
+  // unset; the caller resolves the name relative to this image). Safe mode first
+  // copies into this image every range it does not allocate where the old
+  // and the new backing file read differently (the old bytes, what the
+  // guest read), all of it durable before the header names the new file
+  // (R6: new copy, then switch): the guest reads the same before and after,
+  // and after a crash at any point. Unsafe (qemu-img rebase -u) only
+  // rewrites the name.
+  Status Rebase(const std::string& backing_file, const std::optional<std::string>& backing_format,
+                bool unsafe, const BackingOpener& open = nullptr);
+
   // Internal snapshots (engine/snapshots.cc): create one of the active
   // state, delete one by id or name, list them. Apply (qemu-img snapshot
   // -a) makes the active state a copy of the snapshot's, which stays; the

@@ -61,6 +61,13 @@ class Image::Impl {
   Status FlushAll();
   Status Close();
   Status OpenBacking();
+  // Opens backing file `name` of `format` (nullopt: probed) through `open`
+  // (also the opener of its own backing chain) into `device`, `image`
+  // (null for raw) and `size_bytes`.
+  Status OpenBackingFile(const BackingOpener& open, const std::string& name,
+                         const std::optional<std::string>& format,
+                         std::unique_ptr<BlockDevice>& device, std::unique_ptr<Image>& image,
+                         uint64_t& size_bytes);
   Status BeforeMetadataChange();
   // Honours `rule` here as the ordering table says (engine/ordering.h):
   // a device flush (after writing back `cache`, when given, and only if it

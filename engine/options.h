@@ -62,11 +62,14 @@ struct BugSwitches {
   // amend compat=0.10: the version 2 header is not ordered after the
   // expanded zero clusters (the downgrade's barrier skipped)
   bool amend_v2_before_expansion = false;
+  bool shrink_header_before_tail = false;  // a shrink's size durable before its tail is unmapped
+  bool rebase_header_before_copy = false;  // a rebase's new backing name before its copies (R6)
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
            bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user ||
-           data_file_no_flush || amend_header_before_refcounts || amend_v2_before_expansion;
+           data_file_no_flush || amend_header_before_refcounts || amend_v2_before_expansion ||
+           shrink_header_before_tail || rebase_header_before_copy;
   }
 };
 

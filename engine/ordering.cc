@@ -166,6 +166,8 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.data_file_no_flush) rules.Set(Rule::kDataFileBeforePointer, Mechanism::kNone);
   if (switches.amend_header_before_refcounts) rules.order_refcount_switch = false;
   if (switches.amend_v2_before_expansion) rules.order_downgrade_switch = false;
+  if (switches.shrink_header_before_tail) rules.drop_tail_before_shrink = false;
+  if (switches.rebase_header_before_copy) rules.copy_before_backing_switch = false;
   return rules;
 }
 

@@ -85,6 +85,17 @@ struct OrderingRules {
   // are made durable before the header says version 2 (switch
   // amend-v2-before-expansion: they are not).
   bool order_downgrade_switch = true;
+  // A shrink makes the dropped tail (its unmapped L2 entries, its frees)
+  // durable before the header names the smaller size (switch
+  // shrink-header-before-tail: the L2 changes stay in the cache, and a crash
+  // after a later growth shows the old tail's data in the regrown disk).
+  bool drop_tail_before_shrink = true;
+  // A safe rebase makes the ranges it copies from the old backing file
+  // durable (a guest flush) before the header names the new one, R6's
+  // copy-then-switch (switch rebase-header-before-copy: the copies' L2
+  // entries stay in the cache, and a crash after the switch reads the new
+  // backing file where the guest read the old one's bytes).
+  bool copy_before_backing_switch = true;
 
   Mechanism Of(Rule rule) const { return how[static_cast<size_t>(rule)]; }
   void Set(Rule rule, Mechanism mechanism) { how[static_cast<size_t>(rule)] = mechanism; }

@@ -80,10 +80,11 @@ GuestOp DecodeAmend(uint8_t length_field, AmendState& a) {
 // One 4-byte operation record on a disk of `size_bytes` (updated by a resize
 // or a revert). `snapshot_sizes` (the live snapshots' disk sizes, oldest
 // first) is null where the case writes no snapshot; `bitmaps` (the live
-// bitmaps' numbers) null where it keeps no bitmap.
+// bitmaps' numbers) null where it keeps no bitmap. `rebases`: the case has
+// a backing file (and no snapshots): a flush with bit 3 is a safe rebase.
 GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_bytes,
                  std::deque<uint64_t>* snapshot_sizes, std::vector<uint64_t>* bitmaps,
-                 bool compressed_allowed, AmendState* amend) {
+                 bool compressed_allowed, AmendState* amend, bool rebases) {
   static constexpr OpKind kKinds[] = {OpKind::kWrite,   OpKind::kWriteZeroes, OpKind::kWriteZeroes,
                                       OpKind::kDiscard, OpKind::kFlush,       OpKind::kWrite,
                                       OpKind::kResize,  OpKind::kClose};
@@ -99,6 +100,13 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
   const bool variant = (kind_byte & 0x08) != 0;
   if (op.kind == OpKind::kFlush && variant && snapshot_sizes == nullptr && amend != nullptr) {
     return DecodeAmend(length_field, *amend);
+  }
+  if (op.kind == OpKind::kFlush && variant && rebases) {
+    // The length byte picks the target: none (a flatten), the first or
+    // the second backing file.
+    op.kind = OpKind::kRebase;
+    op.offset_bytes = length_field % 3;
+    return op;
   }
   if (op.kind == OpKind::kFlush && variant && snapshot_sizes != nullptr) {
     // The length byte picks create, delete (the oldest) or revert (to the
@@ -262,8 +270,14 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
   // Snapshots as generate.cc allows them: v3 (the sharing change runs
   // under the dirty bit), refcounts of 16 bits or more (each snapshot adds
   // a reference), not under the journal policy (which writes none).
+  // A raw backing file, with safe rebases between it, a second one and
+  // none: bit 6 of the journal byte (unused without the journal), v3 (a
+  // shrink over a backing file needs zero clusters), and no snapshots (a
+  // rebase changes what they read through the backing file).
+  const bool backing = !journal && image.version >= 3 && (journal_byte & 0x40) != 0;
+  if (backing) properties::SetBacking(c.workload);
   std::deque<uint64_t> snapshot_sizes;
-  const bool snapshots = image.version >= 3 && image.refcount_order >= 4 && !journal;
+  const bool snapshots = image.version >= 3 && image.refcount_order >= 4 && !journal && !backing;
   // Bitmaps as generate.cc allows them: v3 (the autoclear bit), not under
   // the journal policy (which keeps none).
   std::vector<uint64_t> bitmaps;
@@ -275,9 +289,9 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
                    false};
   const size_t op_count = reader.U8() % (kMaxOps + 1);
   for (size_t i = 0; i < op_count; ++i) {
-    c.workload.ops.push_back(
-        DecodeOp(reader, cluster_bytes, size_bytes, snapshots ? &snapshot_sizes : nullptr,
-                 bitmaps_allowed ? &bitmaps : nullptr, !journal, journal ? nullptr : &amend));
+    c.workload.ops.push_back(DecodeOp(
+        reader, cluster_bytes, size_bytes, snapshots ? &snapshot_sizes : nullptr,
+        bitmaps_allowed ? &bitmaps : nullptr, !journal, journal ? nullptr : &amend, backing));
   }
   // Compressed writes (not under the journal policy, which writes none):
   // the journal byte, unused without the journal, picks zstd on v3.

@@ -271,7 +271,20 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   // its size, and the ranges written since may lie past that end.
   Rng revert_rng(seed ^ 0x726576657274ull);
   std::deque<uint64_t> snapshot_sizes;  // the live snapshots' disk sizes, oldest first
+  // Safe rebases from a stream of their own, over a backing file: onto the
+  // second backing file, back onto the first, or onto none (a flatten).
+  // Not with internal snapshots, which read through the backing file too
+  // (a rebase would change what they hold, as with qemu-img).
+  Rng rebase_rng(seed ^ 0x7265626173652121ull);
+  const bool rebases = s.backing && !s.snapshots && rebase_rng.OneIn(3);
+  if (rebases) c.features += ",rebase";
   for (size_t i = 0; i < count; ++i) {
+    if (rebases && rebase_rng.OneIn(8)) {
+      w.ops.push_back({OpKind::kRebase, rebase_rng.Below(3), 0, false});
+      // Its copies may allocate any cluster the backing files cover.
+      for (uint64_t gc = 0; gc * cluster < std::min(size, w.image.size_bytes); ++gc)
+        touched.insert(gc);
+    }
     if (s.bitmaps && bitmap_rng.OneIn(4)) {
       const uint64_t roll = bitmap_rng.Below(8);
       if (live_bitmaps.empty() || (roll == 0 && live_bitmaps.size() < 4)) {

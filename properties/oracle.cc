@@ -43,6 +43,15 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       size = op.length_bytes;
       continue;
     }
+    if (op.kind == OpKind::kRebase) {
+      // A safe rebase changes nothing the guest reads: every sector the
+      // backing files cover is read back, so that a copy from the old file
+      // that a crash loses (the new file's bytes showing) is seen.
+      const uint64_t end = std::min(size, run.workload.image.size_bytes);
+      if (end > 0)
+        ranges_.push_back({0, (end + cluster_bytes - 1) / cluster_bytes * cluster_bytes});
+      continue;
+    }
     if (op.kind == OpKind::kSnapshotRevert) {
       // Every sector written so far may change: each gets the value it
       // held at the snapshot's create (one never written holds its

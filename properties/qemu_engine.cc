@@ -207,7 +207,9 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
     case OpKind::kBitmapDisable:
       return "snapshot";  // qemu-io has no such command: an error line (refused before)
     case OpKind::kAmend:
-      return "amend";  // likewise (refused before)
+      return "amend";      // likewise (refused before)
+    case OpKind::kRebase:  // qemu-img's, not qemu-io's
+      return "snapshot";   // qemu-io has no such command: an error line (refused before)
   }
   return "";
 }
@@ -284,6 +286,8 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
                                      ")");
     if (IsAmendOp(op.kind))
       return Status::InvalidArgument("qemu-io has no amend command (" + DescribeOp(op) + ")");
+    if (op.kind == OpKind::kRebase)
+      return Status::InvalidArgument("qemu-io has no rebase command (" + DescribeOp(op) + ")");
   }
   if (!workload.image.data_file.empty()) {
     // blklogwrites logs one file: the data file's writes would go unlogged.

@@ -250,6 +250,11 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
       return image.Flush();
     case OpKind::kResize:
       return image.Truncate(op.length_bytes, engine::Preallocation::kOff);
+    case OpKind::kRebase: {
+      const std::string name = RebaseTarget(op);
+      return image.Rebase(name, name.empty() ? std::nullopt : std::optional<std::string>("raw"),
+                          /*unsafe=*/false);
+    }
     case OpKind::kClose:
       return image.Close();
     case OpKind::kAmend: {
@@ -293,11 +298,21 @@ class CountedBacking final : public MemoryDevice {
 RunOptions WithCountedBacking(const Workload& workload, RunOptions options,
                               std::shared_ptr<BackingReads> reads) {
   if (!workload.backing) return options;
+  // By name: a rebase switches the image between the two backing files
+  // (and a crash state names either).
   auto bytes = std::make_shared<const std::vector<uint8_t>>(BackingFileBytes(workload));
-  options.open.open_backing = [bytes,
-                               reads](const std::string&) -> Result<std::unique_ptr<BlockDevice>> {
-    if (!reads) return std::unique_ptr<BlockDevice>(std::make_unique<MemoryDevice>(*bytes));
-    return std::unique_ptr<BlockDevice>(std::make_unique<CountedBacking>(*bytes, reads));
+  std::shared_ptr<const std::vector<uint8_t>> second;
+  if (UsesSecondBacking(workload)) {
+    second = std::make_shared<const std::vector<uint8_t>>(
+        BackingFileBytes(workload, kBacking2FileName).value());
+  }
+  options.open.open_backing =
+      [bytes, second, reads](const std::string& name) -> Result<std::unique_ptr<BlockDevice>> {
+    const std::vector<uint8_t>* chosen = name == kBackingFileName ? bytes.get() : nullptr;
+    if (name == kBacking2FileName) chosen = second.get();
+    if (chosen == nullptr) return Status::IoError("no backing file '" + name + "'");
+    if (!reads) return std::unique_ptr<BlockDevice>(std::make_unique<MemoryDevice>(*chosen));
+    return std::unique_ptr<BlockDevice>(std::make_unique<CountedBacking>(*chosen, reads));
   };
   return options;
 }

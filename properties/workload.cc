@@ -42,6 +42,8 @@ const char* OpKindName(OpKind kind) {
       return "write-compressed";
     case OpKind::kAmend:
       return "amend";
+    case OpKind::kRebase:
+      return "rebase";
   }
   return "?";
 }
@@ -51,14 +53,15 @@ Result<OpKind> ParseOpKind(const std::string& name) {
        {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
         OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
         OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
-        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed, OpKind::kAmend}) {
+        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed, OpKind::kAmend,
+        OpKind::kRebase}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
                                  "' (write, write-zeroes, discard, flush, resize, close, read, "
                                  "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
                                  "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable, "
-                                 "write-compressed, amend)");
+                                 "write-compressed, amend, rebase)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -74,6 +77,8 @@ std::string DescribeOp(const GuestOp& op) {
              std::to_string(op.length_bytes);
     case OpKind::kResize:
       return out + " " + std::to_string(op.length_bytes);
+    case OpKind::kRebase:
+      return out + " -b '" + RebaseTarget(op) + "'";
     case OpKind::kBitmapAdd:
       return out + " b" + std::to_string(op.offset_bytes) +
              (op.length_bytes ? " -g " + std::to_string(op.length_bytes) : "");
@@ -198,6 +203,15 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
       QCRASH_RETURN_IF_ERROR(ValidateAmend(workload, op, where, version, refcount_bits, lazy));
       continue;
     }
+    if (op.kind == OpKind::kRebase) {
+      if (!workload.backing)
+        return Status::InvalidArgument(where + ": rebase needs a workload with a backing file");
+      if (op.offset_bytes > 2) {
+        return Status::InvalidArgument(where +
+                                       ": rebase target must be 0 (none), 1 or 2 (backing files)");
+      }
+      continue;
+    }
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose || IsSnapshotOp(op.kind)) continue;
     if (IsBitmapOp(op.kind)) {
       if (op.offset_bytes > 65535 ||
@@ -272,6 +286,28 @@ std::vector<uint8_t> BackingFileBytes(const Workload& workload) {
   return bytes;
 }
 
+Result<std::vector<uint8_t>> BackingFileBytes(const Workload& workload, const std::string& name) {
+  if (name == kBackingFileName) return BackingFileBytes(workload);
+  if (name != kBacking2FileName) return Status::IoError("no backing file '" + name + "'");
+  std::vector<uint8_t> bytes = BackingFileBytes(workload);
+  std::vector<uint8_t> own(16 * kGuestSectorBytes);
+  for (uint64_t at = 16 * kGuestSectorBytes; at < bytes.size(); at += 32 * kGuestSectorBytes) {
+    FillOpContent(kBacking2OpNumber, at / kGuestSectorBytes, own);
+    std::copy_n(own.begin(), std::min<uint64_t>(own.size(), bytes.size() - at), bytes.begin() + at);
+  }
+  return bytes;
+}
+
+std::string RebaseTarget(const GuestOp& op) {
+  return op.offset_bytes == 1 ? kBackingFileName : op.offset_bytes == 2 ? kBacking2FileName : "";
+}
+
+bool UsesSecondBacking(const Workload& workload) {
+  for (const GuestOp& op : workload.ops)
+    if (op.kind == OpKind::kRebase && op.offset_bytes == 2) return true;
+  return false;
+}
+
 void SetBacking(Workload& workload) {
   workload.backing = true;
   workload.image.backing_file = kBackingFileName;
@@ -289,6 +325,9 @@ std::string DescribeSectorTag(uint64_t tag) {
   if ((tag >> 40) == kBackingOpNumber)
     return "the backing file's data for guest sector " +
            std::to_string(tag & ((uint64_t{1} << 40) - 1));
+  if ((tag >> 40) == kBacking2OpNumber)
+    return "the second backing file's data for guest sector " +
+           std::to_string(tag & ((uint64_t{1} << 40) - 1));
   return "op " + std::to_string((tag >> 40) - 1) + "'s data for guest sector " +
          std::to_string(tag & ((uint64_t{1} << 40) - 1));
 }
@@ -303,6 +342,7 @@ GuestOp D(uint64_t offset, uint64_t length) { return {OpKind::kDiscard, offset, 
 GuestOp F() { return {OpKind::kFlush, 0, 0, false}; }
 GuestOp R(uint64_t size) { return {OpKind::kResize, 0, size, false}; }
 GuestOp C() { return {OpKind::kClose, 0, 0, false}; }
+GuestOp Rebase(uint64_t target) { return {OpKind::kRebase, target, 0, false}; }
 GuestOp Snap() { return {OpKind::kSnapshotCreate, 0, 0, false}; }
 GuestOp Unsnap() { return {OpKind::kSnapshotDelete, 0, 0, false}; }
 GuestOp Revert() { return {OpKind::kSnapshotRevert, 0, 0, false}; }
@@ -665,6 +705,56 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Rd(0, 32 * kKiB),
              F(),
              C()};
+  } else if (name == "resize") {
+    // qemu-img resize's paths in one run: a growth past the L1 table's end
+    // (the L1 relocated, R6), a shrink over allocated data to a size inside
+    // a cluster (the cluster's rest zeroed, the clusters past it unmapped
+    // and freed, all durable before the smaller size), a growth right after
+    // it with no flush between (the regrown disk must read zeroes, never the
+    // dropped tail), writes and reads in the regrown part, and a second
+    // shrink and growth over data written before a flush.
+    w.image.size_bytes = 1 * kMiB;
+    w.ops = {W(0, 8 * kKiB),
+             W(768 * kKiB, 12 * kKiB),
+             F(),
+             R(6 * kMiB),
+             W(5 * kMiB, 8 * kKiB),
+             W(3 * kMiB + 2 * kKiB, 4 * kKiB),
+             F(),
+             R(3 * kMiB + 1536),
+             R(6 * kMiB),
+             Rd(3 * kMiB, 8 * kKiB),
+             W(5 * kMiB + 4 * kKiB, 4 * kKiB),
+             F(),
+             R(512 * kKiB + 1 * kKiB),
+             R(1 * kMiB),
+             Rd(512 * kKiB, 512 * kKiB),
+             W(768 * kKiB + 512, 1 * kKiB),
+             C()};
+  } else if (name == "rebase") {
+    // qemu-img rebase in safe mode, over a raw backing file: onto a second
+    // backing file that differs from the first in every other 8 KiB (the
+    // clusters the image does not allocate there get the first file's
+    // bytes, durable before the header names the second), a partial write
+    // that copies the rest of its cluster from the new file, a flatten
+    // (-b "": everything the image does not allocate copied in) and a
+    // rebase back onto the first file, which copies nothing. The guest
+    // must read the same throughout, after a crash at any point.
+    w.image.size_bytes = 128 * kKiB;
+    SetBacking(w);
+    w.ops = {W(0, 8 * kKiB),
+             W(20 * kKiB + 512, 1 * kKiB),
+             F(),
+             Rebase(2),
+             W(40 * kKiB + 1 * kKiB, 2 * kKiB),
+             Rd(0, 64 * kKiB),
+             F(),
+             W(64 * kKiB, 4 * kKiB),
+             Rebase(0),
+             W(100 * kKiB, 4 * kKiB),
+             Rd(64 * kKiB, 64 * kKiB),
+             Rebase(1),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -751,7 +841,9 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "compressed-zstd",
           "data-file",
           "data-file-raw",
-          "amend"};
+          "amend",
+          "resize",
+          "rebase"};
 }
 
 }  // namespace qcrash::properties

@@ -40,6 +40,11 @@ enum class OpKind : uint8_t {
   // qemu-img amend -o (GuestOp::amend): compat, refcount_bits and
   // lazy_refcounts; the guest content stays as it is.
   kAmend,
+  // A safe rebase (qemu-img rebase -b NAME -F raw) onto the backing file
+  // offset_bytes names: 0 none (the image is flattened), 1 the first
+  // (kBackingFileName), 2 the second (kBacking2FileName). The guest reads
+  // the same before and after. Only for a workload with a backing file.
+  kRebase,
 };
 // Operations that write guest data (op content, SectorTag).
 inline bool WritesData(OpKind kind) {
@@ -95,11 +100,20 @@ struct Workload {
 };
 
 inline constexpr const char* kBackingFileName = "backing.raw";
+// The second raw backing file a rebase may switch to: as large as the
+// first, the same in some 8 KiB runs and its own data (kBacking2OpNumber)
+// in the others, so that a rebase both keeps and copies.
+inline constexpr const char* kBacking2FileName = "backing2.raw";
 // The external data file of a workload with one (Workload::image.data_file).
 inline constexpr const char* kDataFileName = "image.data";
 // The "operation number" of the backing file's content (its sectors hold
 // SectorTag(kBackingOpNumber, sector)).
 inline constexpr uint64_t kBackingOpNumber = (uint64_t{1} << 24) - 1;
+inline constexpr uint64_t kBacking2OpNumber = kBackingOpNumber - 1;
+// The backing file name a rebase op switches to ("" for none).
+std::string RebaseTarget(const GuestOp& op);
+// The workload rebases onto the second backing file somewhere.
+bool UsesSecondBacking(const Workload& workload);
 
 const char* OpKindName(OpKind kind);
 Result<OpKind> ParseOpKind(const std::string& name);
@@ -138,6 +152,9 @@ inline uint8_t TagByte(uint64_t tag, uint64_t byte_in_sector) {
 uint64_t InitialSectorTag(const Workload& workload, uint64_t sector);
 // The backing file's bytes (empty without one).
 std::vector<uint8_t> BackingFileBytes(const Workload& workload);
+// The bytes of backing file `name` (kBackingFileName or kBacking2FileName);
+// an error for any other name.
+Result<std::vector<uint8_t>> BackingFileBytes(const Workload& workload, const std::string& name);
 // Turns the backing file on: the flag and the image's backing file name.
 void SetBacking(Workload& workload);
 // Gives the image an external data file (kDataFileName), raw or not.

@@ -15,6 +15,8 @@ json WorkloadToJson(const Workload& w) {
     json o = {{"op", OpKindName(op.kind)}};
     if (op.kind == OpKind::kResize) {
       o["size"] = op.length_bytes;
+    } else if (op.kind == OpKind::kRebase) {
+      o["backing"] = RebaseTarget(op);
     } else if (IsBitmapOp(op.kind)) {
       o["bitmap"] = op.offset_bytes;
       if (op.kind == OpKind::kBitmapAdd && op.length_bytes != 0) o["granularity"] = op.length_bytes;
@@ -133,6 +135,15 @@ Result<Workload> DecodeWorkload(const json& j) {
     QCRASH_ASSIGN_OR_RETURN(op.kind, ParseOpKind(o["op"].get<std::string>()));
     if (op.kind == OpKind::kResize) {
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "size", where));
+    } else if (op.kind == OpKind::kRebase) {
+      if (!o.contains("backing") || !o["backing"].is_string())
+        return Status::InvalidArgument(where + ": field 'backing' must be a string");
+      const std::string name = o["backing"].get<std::string>();
+      if (name != "" && name != kBackingFileName && name != kBacking2FileName) {
+        return Status::InvalidArgument(where + ": field 'backing' must be \"\", \"" +
+                                       kBackingFileName + "\" or \"" + kBacking2FileName + "\"");
+      }
+      op.offset_bytes = name.empty() ? 0 : name == kBackingFileName ? 1 : 2;
     } else if (IsBitmapOp(op.kind)) {
       QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "bitmap", where));
       if (op.kind == OpKind::kBitmapAdd && o.contains("granularity")) {

@@ -243,5 +243,96 @@ TEST(Image, BackingFileReadsThroughUnallocatedClusters) {
   EXPECT_EQ(past, std::vector<uint8_t>(512, 0)) << "past the backing file's end reads zero";
 }
 
+// Two raw backing files that agree in the first 256 KiB and differ after.
+struct TwoBackings {
+  MemoryDevice first{std::vector<uint8_t>(1 << 20, 0x42)};
+  MemoryDevice second{[] {
+    std::vector<uint8_t> bytes(1 << 20, 0x42);
+    std::fill(bytes.begin() + (256 << 10), bytes.end(), 0x99);
+    return bytes;
+  }()};
+  BackingOpener Opener() {
+    return [this](const std::string& name) -> Result<std::unique_ptr<BlockDevice>> {
+      if (name == "first.raw") return std::unique_ptr<BlockDevice>(new MemoryDevice(first.bytes()));
+      if (name == "second.raw")
+        return std::unique_ptr<BlockDevice>(new MemoryDevice(second.bytes()));
+      return Status::IoError("no such file: " + name);
+    };
+  }
+};
+
+std::vector<uint8_t> GuestBytes(Image& image) {
+  std::vector<uint8_t> bytes(image.size_bytes());
+  EXPECT_TRUE(image.Read(0, bytes).ok());
+  return bytes;
+}
+
+TEST(Image, SafeRebaseKeepsWhatTheGuestReadsAndNamesTheNewFile) {
+  TwoBackings files;
+  MemoryDevice top_device;
+  CreateOptions create;
+  create.size_bytes = 1 << 20;
+  create.cluster_bits = 12;
+  create.backing_file = "first.raw";
+  create.backing_format = "raw";
+  OpenOptions open;
+  open.open_backing = files.Opener();
+  auto image = MustCreate(top_device, create, open);
+  const std::vector<uint8_t> data(4096, 7);
+  ASSERT_TRUE(image->Write(512 << 10, data).ok());
+  const std::vector<uint8_t> before = GuestBytes(*image);
+  ASSERT_TRUE(image->Rebase("second.raw", "raw", /*unsafe=*/false).ok());
+  EXPECT_EQ(image->header().backing_file, "second.raw");
+  EXPECT_EQ(GuestBytes(*image), before);
+  ASSERT_TRUE(image->Close().ok());
+  // Reopened over the new file, every range where it differs was copied.
+  auto reopened = Image::Open(top_device, open);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ(GuestBytes(**reopened), before);
+  auto map = (*reopened)->Map();
+  ASSERT_TRUE(map.ok());
+  for (const MapExtent& e : *map) {
+    // The first 256 KiB agree: still read through the backing file.
+    EXPECT_EQ(e.depth, e.start < (256 << 10) ? 1u : 0u) << e.start;
+  }
+  // Flattened: no backing file, the same guest bytes.
+  ASSERT_TRUE((*reopened)->Rebase("", std::nullopt, false).ok());
+  EXPECT_EQ((*reopened)->header().backing_file, "");
+  ASSERT_TRUE((*reopened)->Close().ok());
+  OpenOptions alone;
+  auto flat = Image::Open(top_device, alone);
+  ASSERT_TRUE(flat.ok());
+  EXPECT_EQ(GuestBytes(**flat), before);
+  auto report = CheckImage(top_device, {RepairMode::kNone});
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->corruptions + report->leaks, 0u);
+}
+
+TEST(Image, UnsafeRebaseRewritesTheNameOnlyAndSafeRefusesAMissingFile) {
+  TwoBackings files;
+  MemoryDevice top_device;
+  CreateOptions create;
+  create.size_bytes = 1 << 20;
+  create.backing_file = "first.raw";
+  create.backing_format = "raw";
+  OpenOptions open;
+  open.open_backing = files.Opener();
+  auto image = MustCreate(top_device, create, open);
+  const Status missing = image->Rebase("gone.raw", "raw", /*unsafe=*/false);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.ToString().find("Could not open new backing file 'gone.raw'"),
+            std::string::npos)
+      << missing.ToString();
+  EXPECT_EQ(image->header().backing_file, "first.raw");
+  ASSERT_TRUE(image->Rebase("second.raw", "raw", /*unsafe=*/true).ok());
+  ASSERT_TRUE(image->Close().ok());
+  auto reopened = Image::Open(top_device, open);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->header().backing_file, "second.raw");
+  std::vector<uint8_t> tail(512);
+  ASSERT_TRUE((*reopened)->Read(512 << 10, tail).ok());
+  EXPECT_EQ(tail, std::vector<uint8_t>(512, 0x99)) << "nothing was copied: the new file shows";
+}
+
 }  // namespace
 }  // namespace qcrash::engine
