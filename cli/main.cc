@@ -8,18 +8,20 @@
 // `int qcrash::cli::Run<Name>(int argc, char** argv)` (argv[0] is the command
 // name; return the exit code) and add one X(...) line below. CMake picks up
 // every cli/*_command.cc by itself.
-#define QCRASH_CLI_COMMANDS(X)                                                        \
-  X("create", RunCreate, "create a qcow2 image (qemu-img create)")                    \
-  X("info", RunInfo, "show an image's header (qemu-img info)")                        \
-  X("map", RunMap, "show where guest data lives (qemu-img map)")                      \
-  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)")  \
-  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")                \
-  X("check", RunCheck, "check and repair an image (qemu-img check)")                  \
-  X("explore", RunExplore, "enumerate crash states of a workload and check each one") \
-  X("replay", RunReplay, "rebuild and re-check one crash state from a report")        \
-  X("snapshot", RunSnapshot,                                                          \
-    "create, apply, delete or list internal snapshots (qemu-img snapshot)")           \
-  X("bitmap", RunBitmap, "add, remove, clear, enable, disable or merge bitmaps (qemu-img bitmap)")
+#define QCRASH_CLI_COMMANDS(X)                                                                     \
+  X("create", RunCreate, "create a qcow2 image (qemu-img create)")                                 \
+  X("info", RunInfo, "show an image's header (qemu-img info)")                                     \
+  X("map", RunMap, "show where guest data lives (qemu-img map)")                                   \
+  X("convert", RunConvert, "copy the guest view to raw or qcow2 (qemu-img convert)")               \
+  X("io", RunIo, "run qemu-io-like commands on an image (qemu-io -c)")                             \
+  X("check", RunCheck, "check and repair an image (qemu-img check)")                               \
+  X("explore", RunExplore, "enumerate crash states of a workload and check each one")              \
+  X("replay", RunReplay, "rebuild and re-check one crash state from a report")                     \
+  X("snapshot", RunSnapshot,                                                                       \
+    "create, apply, delete or list internal snapshots (qemu-img snapshot)")                        \
+  X("bitmap", RunBitmap, "add, remove, clear, enable, disable or merge bitmaps (qemu-img bitmap)") \
+  X("commit", RunCommit,                                                                           \
+    "write an image's data into its backing file, then empty it (qemu-img commit)")
 
 namespace qcrash::cli {
 

@@ -56,6 +56,12 @@ constexpr KnownBug kBugs[] = {
      "the data file is not flushed before the L2 entry naming its cluster is written: a crash "
      "keeps the mapping and loses the data, and the guest reads the data file's old bytes",
      "I5", "data-file", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"commit-empty-before-base-flush", &BugSwitches::commit_empty_before_base_flush,
+     "QEMU's qemu-img commit (block/commit.c copies into the base, then make_empty drops the "
+     "top's clusters): two files, two flushes",
+     "the top is emptied (and flushed) before the base's copies are flushed: a crash keeps the "
+     "emptied top and drops the copies, and the guest reads the base's old data",
+     "I4", "commit", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

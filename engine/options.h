@@ -42,7 +42,7 @@ enum class CompressionType : uint8_t { kZlib = 0, kZstd = 1 };
 struct OrderingRules;  // engine/ordering.h
 
 // The number of ordering rules (engine/ordering.h Rule).
-inline constexpr size_t kOrderingRuleCount = 17;
+inline constexpr size_t kOrderingRuleCount = 18;
 
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
@@ -56,11 +56,12 @@ struct BugSwitches {
   bool subcluster_bit_before_data = false;  // extended L2: allocation bits before the data (R3)
   bool compressed_sole_user = false;  // freeing a compressed cluster frees its whole host cluster
   bool data_file_no_flush = false;    // the data file is not flushed before the L2 entry (R12)
+  bool commit_empty_before_base_flush = false;  // commit empties the top before the base's flush
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
            bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user ||
-           data_file_no_flush;
+           data_file_no_flush || commit_empty_before_base_flush;
   }
 };
 

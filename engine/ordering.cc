@@ -14,20 +14,20 @@ struct Row {
 };
 
 // clang-format off
-//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8          R10      R12
+//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8          R10      R12             R13
 constexpr Row kTable[] = {
   {OrderingPolicy::kWritethrough,
-                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kOrdered,
-                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kLazy,
-                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kExtent,
-                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kJournal,
-                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kCommit}},
+                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kCommit, M::kFlush}},
   {OrderingPolicy::kUnsafe,
-                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kNone}},
+                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kNone, M::kNone}},
 };
 // clang-format on
 
@@ -69,6 +69,8 @@ const char* RuleName(Rule rule) {
       return "R10 bitmap in_use around tracked writes";
     case Rule::kDataFileBeforePointer:
       return "R12 data file before pointer";
+    case Rule::kBaseBeforeEmpty:
+      return "R13 commit: base before empty";
   }
   return "?";
 }
@@ -109,6 +111,8 @@ const char* RuleKey(Rule rule) {
       return "bitmap_in_use";
     case Rule::kDataFileBeforePointer:
       return "data_file_before_l2";
+    case Rule::kBaseBeforeEmpty:
+      return "base_before_empty";
   }
   return "?";
 }
@@ -164,6 +168,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.subcluster_bit_before_data) rules.order_subcluster_data = false;
   if (switches.compressed_sole_user) rules.count_compressed_users = false;
   if (switches.data_file_no_flush) rules.Set(Rule::kDataFileBeforePointer, Mechanism::kNone);
+  if (switches.commit_empty_before_base_flush) rules.Set(Rule::kBaseBeforeEmpty, Mechanism::kNone);
   return rules;
 }
 
