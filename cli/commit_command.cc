@@ -55,7 +55,8 @@ int RunCommit(int argc, char** argv) {
         std::fputs(kUsage, stdout);
         return 0;
       case 'f':
-        if (std::string(optarg) != "qcow2") return ReportUsage("commit: only -f qcow2 is supported");
+        if (std::string(optarg) != "qcow2")
+          return ReportUsage("commit: only -f qcow2 is supported");
         break;
       case 'q':
         quiet = true;
@@ -92,8 +93,7 @@ int RunCommit(int argc, char** argv) {
       }
     }
     if (commit.base_depth == 0) {
-      return ReportUsage("Did not find '" + base_name + "' in the backing chain of '" + path +
-                         "'");
+      return ReportUsage("Did not find '" + base_name + "' in the backing chain of '" + path + "'");
     }
   }
   InstallWritableBackingOpener(path, options);

@@ -162,8 +162,8 @@ Status Image::Commit(const CommitOptions& options) {
   if (!options.keep_top && options.base_depth == 1) {
     const uint64_t cb = top.cluster_bytes();
     const uint64_t clusters = (size + cb - 1) / cb;
-    const uint64_t cover = f::L1EntryCoverBytes(top.header_.cluster_bits,
-                                                top.header_.extended_l2());
+    const uint64_t cover =
+        f::L1EntryCoverBytes(top.header_.cluster_bits, top.header_.extended_l2());
     for (uint64_t gc = 0; gc < clusters; ++gc) {
       const uint64_t l1_index = gc * cb / cover;
       if (l1_index >= top.l1_table_.size() ||

@@ -206,6 +206,8 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
     case OpKind::kBitmapEnable:
     case OpKind::kBitmapDisable:
       return "snapshot";  // qemu-io has no such command: an error line (refused before)
+    case OpKind::kCommit:
+      return "commit";  // qemu-io has no such command either (refused before)
   }
   return "";
 }
@@ -280,6 +282,11 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
     if (IsSnapshotOp(op.kind))
       return Status::InvalidArgument("qemu-io has no internal snapshot command (" + DescribeOp(op) +
                                      ")");
+    if (op.kind == OpKind::kCommit)
+      return Status::InvalidArgument(
+          "qemu-io has no commit command, and blklogwrites logs the image file alone, not the "
+          "backing file a commit writes (" +
+          DescribeOp(op) + ")");
   }
   if (!workload.image.data_file.empty()) {
     // blklogwrites logs one file: the data file's writes would go unlogged.

@@ -40,6 +40,8 @@ const char* OpKindName(OpKind kind) {
       return "bitmap-disable";
     case OpKind::kWriteCompressed:
       return "write-compressed";
+    case OpKind::kCommit:
+      return "commit";
   }
   return "?";
 }
@@ -49,14 +51,14 @@ Result<OpKind> ParseOpKind(const std::string& name) {
        {OpKind::kWrite, OpKind::kWriteZeroes, OpKind::kDiscard, OpKind::kFlush, OpKind::kResize,
         OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
         OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
-        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed}) {
+        OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed, OpKind::kCommit}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
                                  "' (write, write-zeroes, discard, flush, resize, close, read, "
                                  "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
                                  "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable, "
-                                 "write-compressed)");
+                                 "write-compressed, commit)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -80,9 +82,19 @@ std::string DescribeOp(const GuestOp& op) {
     case OpKind::kBitmapEnable:
     case OpKind::kBitmapDisable:
       return out + " b" + std::to_string(op.offset_bytes);
+    case OpKind::kCommit:
+      return out + (op.keep ? " -d" : "");
     default:
       return out;
   }
+}
+
+bool RecordsBacking(const Workload& workload) {
+  if (!workload.backing) return false;
+  for (const GuestOp& op : workload.ops) {
+    if (op.kind == OpKind::kCommit) return true;
+  }
+  return false;
 }
 
 Status ValidateWorkload(const Workload& workload, size_t ops_max) {
@@ -131,6 +143,17 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
     if (op.kind == OpKind::kSnapshotCreate) snapshot_sizes.push_back(size);
     if (op.kind == OpKind::kSnapshotDelete && !snapshot_sizes.empty()) snapshot_sizes.pop_front();
     if (op.kind == OpKind::kSnapshotRevert && !snapshot_sizes.empty()) size = snapshot_sizes.back();
+    if (op.kind == OpKind::kCommit && !workload.backing) {
+      return Status::InvalidArgument(where + ": a commit needs a backing file (\"backing\": true)");
+    }
+    if (op.kind != OpKind::kCommit && op.keep) {
+      return Status::InvalidArgument(where + ": only a commit takes \"keep\"");
+    }
+    if (op.kind == OpKind::kCommit) {
+      if (op.offset_bytes != 0 || op.length_bytes != 0 || op.may_unmap)
+        return Status::InvalidArgument(where + ": a commit takes no range");
+      continue;
+    }
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose || IsSnapshotOp(op.kind)) continue;
     if (IsBitmapOp(op.kind)) {
       if (op.offset_bytes > 65535 ||
@@ -243,6 +266,7 @@ GuestOp Rd(uint64_t offset, uint64_t length) { return {OpKind::kRead, offset, le
 GuestOp Wc(uint64_t offset, uint64_t length) {
   return {OpKind::kWriteCompressed, offset, length, false};
 }
+GuestOp Commit(bool keep = false) { return {OpKind::kCommit, 0, 0, false, keep}; }
 GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
   return {kind, number, granularity, false};
 }
@@ -593,6 +617,33 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Rd(0, 32 * kKiB),
              F(),
              C()};
+  } else if (name == "commit") {
+    // qemu-img commit into a raw backing file, which the run records (M12):
+    // whole and partial clusters (copy-on-write from the backing file), a
+    // zero write and a discard over backing data (zero clusters the commit
+    // writes as zeroes), a flush, then a commit: until the backing file's
+    // copies are durable (R13) no cluster of the image may go. Writes after
+    // it allocate again over the emptied image; a commit with -d keeps them,
+    // a last commit empties the image again.
+    w.image.size_bytes = 1 * kMiB;
+    SetBacking(w);
+    w.ops = {W(0, 8 * kKiB),
+             W(12 * kKiB + 512, 1 * kKiB),
+             Z(16 * kKiB, 4 * kKiB, false),
+             D(24 * kKiB, 4 * kKiB),
+             W(512 * kKiB, 4 * kKiB),
+             F(),
+             Commit(),
+             W(4 * kKiB, 4 * kKiB),
+             W(20 * kKiB + 1 * kKiB, 2 * kKiB),
+             F(),
+             Commit(true),
+             W(0, 2 * kKiB),
+             F(),
+             Commit(),
+             Rd(0, 32 * kKiB),
+             Rd(512 * kKiB, 4 * kKiB),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -631,7 +682,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "compressed",
           "compressed-zstd",
           "data-file",
-          "data-file-raw"};
+          "data-file-raw",
+          "commit"};
 }
 
 }  // namespace qcrash::properties

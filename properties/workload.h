@@ -36,6 +36,10 @@ enum class OpKind : uint8_t {
   // A write stored compressed (qemu-io's write -c): whole clusters, the
   // disk's last cluster may be partial. Its content is a write's.
   kWriteCompressed,
+  // qemu-img commit (engine/commit.cc): the image's data written into its
+  // backing file, which is then flushed, and the image emptied (keep: -d,
+  // not emptied). The guest reads the same before and after.
+  kCommit,
 };
 // Operations that write guest data (op content, SectorTag).
 inline bool WritesData(OpKind kind) {
@@ -63,6 +67,7 @@ struct GuestOp {
   uint64_t offset_bytes = 0;
   uint64_t length_bytes = 0;  // kResize: the new size
   bool may_unmap = false;     // kWriteZeroes only
+  bool keep = false;          // kCommit only: qemu-img commit -d (the image is not emptied)
   bool operator==(const GuestOp&) const = default;
 };
 
@@ -85,6 +90,11 @@ inline constexpr const char* kDataFileName = "image.data";
 // The "operation number" of the backing file's content (its sectors hold
 // SectorTag(kBackingOpNumber, sector)).
 inline constexpr uint64_t kBackingOpNumber = (uint64_t{1} << 24) - 1;
+
+// A workload that commits into its backing file: the backing file is
+// written, so the run records it as the log's second device (sim/
+// crash_model.h M12) and recovery reads the crash state's backing file.
+bool RecordsBacking(const Workload& workload);
 
 const char* OpKindName(OpKind kind);
 Result<OpKind> ParseOpKind(const std::string& name);

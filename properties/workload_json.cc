@@ -18,6 +18,8 @@ json WorkloadToJson(const Workload& w) {
     } else if (IsBitmapOp(op.kind)) {
       o["bitmap"] = op.offset_bytes;
       if (op.kind == OpKind::kBitmapAdd && op.length_bytes != 0) o["granularity"] = op.length_bytes;
+    } else if (op.kind == OpKind::kCommit) {
+      if (op.keep) o["keep"] = true;
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       o["offset"] = op.offset_bytes;
       o["length"] = op.length_bytes;
@@ -134,6 +136,10 @@ Result<Workload> DecodeWorkload(const json& j) {
       if (op.kind == OpKind::kBitmapAdd && o.contains("granularity")) {
         QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "granularity", where));
       }
+    } else if (op.kind == OpKind::kCommit) {
+      if (o.contains("keep") && !o["keep"].is_boolean())
+        return Status::InvalidArgument(where + ": field 'keep' must be true or false");
+      op.keep = o.value("keep", false);
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "offset", where));
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "length", where));
