@@ -129,6 +129,8 @@ Result<Workload> DecodeWorkload(const json& j) {
     }
     GuestOp op;
     QCRASH_ASSIGN_OR_RETURN(op.kind, ParseOpKind(o["op"].get<std::string>()));
+    if (op.kind != OpKind::kCommit && o.contains("keep"))
+      return Status::InvalidArgument(where + ": only a commit takes 'keep'");
     if (op.kind == OpKind::kResize) {
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "size", where));
     } else if (IsBitmapOp(op.kind)) {
