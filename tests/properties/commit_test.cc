@@ -264,14 +264,12 @@ TEST(CommitWorkload, JsonRoundTripAndOneClearErrorPerBadOp) {
   j["backing"] = false;
   auto no_backing = WorkloadFromJson(j);
   ASSERT_FALSE(no_backing.ok());
-  EXPECT_NE(no_backing.status().message().find("a commit needs a backing file"),
-            std::string::npos);
+  EXPECT_NE(no_backing.status().message().find("a commit needs a backing file"), std::string::npos);
   j = WorkloadToJson(*workload);
   j["ops"][0]["keep"] = true;
   auto keep_on_write = WorkloadFromJson(j);
   ASSERT_FALSE(keep_on_write.ok());
-  EXPECT_NE(keep_on_write.status().message().find("only a commit takes 'keep'"),
-            std::string::npos);
+  EXPECT_NE(keep_on_write.status().message().find("only a commit takes 'keep'"), std::string::npos);
   j = WorkloadToJson(*workload);
   j["ops"][6]["keep"] = "yes";
   auto bad_keep = WorkloadFromJson(j);
