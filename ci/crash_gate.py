@@ -85,12 +85,14 @@ QEMU_CELLS = shutil.which("qemu-io") is not None
 # Built-in workloads an engine cannot run yet: snapshots, bitmaps and
 # compressed writes under the journal policy (the engine refuses them),
 # snapshots and bitmaps through qemu-io (no such commands; `subclusters`
-# takes a snapshot too), and external data files through qemu-io
-# (blklogwrites logs one file).
+# takes a snapshot too), external data files through qemu-io
+# (blklogwrites logs one file), and commit through qemu-io (qemu-io has no
+# commit command, and blklogwrites would not log the backing file it writes).
 UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "journal"), ("bitmaps", "qemu"),
                ("compressed", "journal"), ("compressed-zstd", "journal"),
                ("subclusters", "journal"), ("subclusters", "qemu"),
-               ("data-file", "qemu"), ("data-file-raw", "qemu")}
+               ("data-file", "qemu"), ("data-file-raw", "qemu"),
+               ("commit", "qemu")}
 QEMU_CACHES = ["writeback", "unsafe"]
 STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 

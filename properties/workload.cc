@@ -624,25 +624,31 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
     // writes as zeroes), a flush, then a commit: until the backing file's
     // copies are durable (R13) no cluster of the image may go. Writes after
     // it allocate again over the emptied image; a commit with -d keeps them,
-    // a last commit empties the image again.
+    // a last commit empties the image again. Extended L2 (16 KiB clusters
+    // of 512-byte subclusters): a partial write allocates only its
+    // subclusters, so a cluster is partly the image's and partly the
+    // backing file's, and the commit must copy only the image's part.
     w.image.size_bytes = 1 * kMiB;
+    w.image.cluster_bits = 14;
+    w.image.extended_l2 = true;
     SetBacking(w);
-    w.ops = {W(0, 8 * kKiB),
-             W(12 * kKiB + 512, 1 * kKiB),
-             Z(16 * kKiB, 4 * kKiB, false),
-             D(24 * kKiB, 4 * kKiB),
-             W(512 * kKiB, 4 * kKiB),
+    w.ops = {W(0, 16 * kKiB),
+             W(16 * kKiB + 512, 1 * kKiB),
+             W(36 * kKiB + 100, 3 * kKiB),
+             Z(48 * kKiB, 16 * kKiB, false),
+             D(64 * kKiB, 16 * kKiB),
+             W(512 * kKiB, 16 * kKiB),
              F(),
              Commit(),
              W(4 * kKiB, 4 * kKiB),
-             W(20 * kKiB + 1 * kKiB, 2 * kKiB),
+             W(80 * kKiB + 1 * kKiB, 2 * kKiB),
              F(),
              Commit(true),
              W(0, 2 * kKiB),
              F(),
              Commit(),
-             Rd(0, 32 * kKiB),
-             Rd(512 * kKiB, 4 * kKiB),
+             Rd(0, 96 * kKiB),
+             Rd(512 * kKiB, 16 * kKiB),
              C()};
   } else if (name == "v2") {
     w.image.version = 2;
