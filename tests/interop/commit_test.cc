@@ -25,12 +25,9 @@ struct Variant {
 };
 
 constexpr Variant kVariants[] = {
-    {"raw-base", "raw", "", false},
-    {"qcow2-base", "qcow2", "", false},
-    {"raw-base-keep", "raw", "-d", false},
-    {"qcow2-base-keep", "qcow2", "-d", false},
-    {"chain-b", "raw", "-b base.img", true},
-    {"chain-b-qcow2", "qcow2", "-b base.img", true},
+    {"raw-base", "raw", "", false},          {"qcow2-base", "qcow2", "", false},
+    {"raw-base-keep", "raw", "-d", false},   {"qcow2-base-keep", "qcow2", "-d", false},
+    {"chain-b", "raw", "-b base.img", true}, {"chain-b-qcow2", "qcow2", "-b base.img", true},
 };
 
 class CommitInterop : public testing::TestWithParam<Variant> {};
@@ -40,10 +37,10 @@ class CommitInterop : public testing::TestWithParam<Variant> {};
 void MakeChain(const ScratchDir& dir, const std::string& sub, const Variant& v) {
   ASSERT_EQ(dir.Run("mkdir -p " + sub).exit_code, 0);
   const std::string in = "cd " + sub + " && ";
-  ASSERT_EQ(dir.Run(in + "qemu-img create -q -f " + v.base_format + " base.img " +
-                    std::to_string(kSize))
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      dir.Run(in + "qemu-img create -q -f " + v.base_format + " base.img " + std::to_string(kSize))
+          .exit_code,
+      0);
   ASSERT_EQ(dir.Run(in + "qemu-io -f " + v.base_format + " -c 'write -P 0x5a 0 " +
                     std::to_string(kSize) + "' base.img >/dev/null")
                 .exit_code,
@@ -51,17 +48,16 @@ void MakeChain(const ScratchDir& dir, const std::string& sub, const Variant& v) 
   std::string below = "base.img -F " + std::string(v.base_format);
   if (v.three_images) {
     ASSERT_EQ(dir.Run(in + "qemu-img create -q -f qcow2 -b " + below + " mid.qcow2").exit_code, 0);
-    ASSERT_EQ(dir.Run(in +
-                      "qemu-io -c 'write -P 0x66 64k 128k' -c 'write -z 1M 64k' mid.qcow2 "
-                      ">/dev/null")
+    ASSERT_EQ(dir.Run(in + "qemu-io -c 'write -P 0x66 64k 128k' -c 'write -z 1M 64k' mid.qcow2 "
+                           ">/dev/null")
                   .exit_code,
               0);
     below = "mid.qcow2 -F qcow2";
   }
-  ASSERT_EQ(dir.Run(in + "qemu-img create -q -f qcow2 -o cluster_size=4k -b " + below +
-                    " top.qcow2")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      dir.Run(in + "qemu-img create -q -f qcow2 -o cluster_size=4k -b " + below + " top.qcow2")
+          .exit_code,
+      0);
   ASSERT_EQ(dir.Run(in + "qemu-io " + IoArgs(MixedWorkload(kSize, 4096)) + " top.qcow2 >/dev/null")
                 .exit_code,
             0);
@@ -120,14 +116,14 @@ TEST_P(CommitInterop, AnImageQemuImgCommittedReadsTheSameInQcrash) {
   ScratchDir dir;
   const Variant v = GetParam();
   MakeChain(dir, "theirs", v);
-  ASSERT_EQ(dir.Run("cd theirs && qemu-img commit -q " + std::string(v.commit_args) +
-                    " top.qcow2")
+  ASSERT_EQ(dir.Run("cd theirs && qemu-img commit -q " + std::string(v.commit_args) + " top.qcow2")
                 .exit_code,
             0);
   ASSERT_EQ(dir.Qcrash("convert -O raw theirs/top.qcow2 ours.raw").exit_code, 0);
   ASSERT_EQ(dir.Run("qemu-img convert -O raw theirs/top.qcow2 qemu.raw").exit_code, 0);
-  EXPECT_EQ(FirstDifference(ReadFileBytes(dir.File("ours.raw")), ReadFileBytes(dir.File("qemu.raw"))),
-            "");
+  EXPECT_EQ(
+      FirstDifference(ReadFileBytes(dir.File("ours.raw")), ReadFileBytes(dir.File("qemu.raw"))),
+      "");
   for (const char* command : {"map", "check"}) {
     const RunResult ours = dir.Qcrash(std::string(command) + " theirs/top.qcow2");
     const RunResult qemu = dir.Run(std::string("qemu-img ") + command + " theirs/top.qcow2");
