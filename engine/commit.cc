@@ -68,9 +68,9 @@ struct CommitBase {
 //     read through the top, zeroes written as zeroes) into the base;
 //  3. the base flushed (R13): its copies durable before any drop;
 //  4. unless keep_top: drop every cluster of the top (R4 for each free);
-//  5. the top flushed, then the base (a no-op when step 3 flushed it and
-//     nothing followed; switch commit-empty-before-base-flush makes this
-//     the base's only flush, after the drops are durable).
+//  5. the top flushed, then the base flushed (a raw one only when step 3
+//     did not; switch commit-empty-before-base-flush makes this the base's
+//     only flush, after the drops are durable) or, qcow2, closed.
 Status Image::Commit(const CommitOptions& options) {
   Impl& top = *impl_;
   if (top.read_only_) return top.WriteRefused();
@@ -176,7 +176,14 @@ Status Image::Commit(const CommitOptions& options) {
     }
   }
   QCRASH_RETURN_IF_ERROR(top.FlushAll());
-  if (!flushed_first) QCRASH_RETURN_IF_ERROR(base.Flush());
+  if (base.image != nullptr) {
+    // Closed as qemu-img closes it (it stays usable): a qcow2 base opened
+    // read-write here must not be left with its dirty bit set or its
+    // bitmaps in_use.
+    QCRASH_RETURN_IF_ERROR(base.image->Close());
+  } else if (!flushed_first) {
+    QCRASH_RETURN_IF_ERROR(base.Flush());
+  }
   report(100);
   return top.AfterGuestOp();
 }

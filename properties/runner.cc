@@ -357,9 +357,9 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   // The log's second device (M11): the external data file, or (M12) the
   // backing file a commit writes. A workload has at most one of them.
   const bool records_backing = RecordsBacking(workload);
-  const bool has_data_file = !workload.image.data_file.empty() || records_backing;
+  const bool has_second_device = !workload.image.data_file.empty() || records_backing;
   MemoryDevice created_data(records_backing ? BackingFileBytes(workload)
-                            : has_data_file
+                            : has_second_device
                                 ? InitialDataFile(workload, given.junk_free_clusters > 0)
                                 : std::vector<uint8_t>{});
   // The engine reaches the second device as its data file or backing file.
@@ -382,7 +382,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     // The journal header records its variant (checksums or not) at format time.
     create_open.faults.unchecksummed_journal = options.open.faults.unchecksummed_journal;
   }
-  if (has_data_file) attach(create_open, created_data);
+  if (has_second_device) attach(create_open, created_data);
   {
     QCRASH_ASSIGN_OR_RETURN(auto image,
                             engine::Image::Create(created, workload.image, create_open));
@@ -395,7 +395,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     // The operations run on the created image directly (no crash), then
     // the corruption; what follows logs nothing but the open and close.
     RunOptions direct = options;
-    if (has_data_file) attach(direct.open, created_data);
+    if (has_second_device) attach(direct.open, created_data);
     {
       QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, direct.open));
       GuestModel model(workload);
@@ -422,7 +422,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
                                      " does not apply to this workload's image");
     }
     run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(bytes));
-    if (has_data_file) {
+    if (has_second_device) {
       run.data_initial = std::make_shared<const sim::ChunkedImage>(
           sim::ChunkedImage::FromBytes(created_data.bytes()));
     }
@@ -448,7 +448,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   disk_options.faults = options.io_errors;
   sim::SimDisk disk(disk_options, run.initial);
   RunOptions on_disk = options;
-  if (has_data_file) {
+  if (has_second_device) {
     run.data_initial = std::make_shared<const sim::ChunkedImage>(
         sim::ChunkedImage::FromBytes(created_data.bytes()));
     attach(on_disk.open, disk.AttachSecondDevice(run.data_initial));
@@ -473,7 +473,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       run.spans.push_back({0, disk.log().size()});
       count_requests();
       run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
-      if (has_data_file) {
+      if (has_second_device) {
         run.after_close_data =
             std::make_shared<const sim::ChunkedImage>(disk.second_latest_image());
       }
@@ -549,7 +549,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       run.log = std::make_shared<const sim::WriteLog>(disk.log());
       if (image) run.close_status = image->Close();
       run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
-      if (has_data_file) {
+      if (has_second_device) {
         run.after_close_data =
             std::make_shared<const sim::ChunkedImage>(disk.second_latest_image());
       }
