@@ -85,9 +85,10 @@ QEMU_CELLS = shutil.which("qemu-io") is not None
 # Built-in workloads an engine cannot run yet: snapshots, bitmaps and
 # compressed writes under the journal policy (the engine refuses them),
 # snapshots and bitmaps through qemu-io (no such commands; `subclusters`
-# takes a snapshot too), and external data files through qemu-io
-# (blklogwrites logs one file), and rebases through qemu-io (qemu-img's
-# operation, no qemu-io command).
+# takes a snapshot too), external data files through qemu-io
+# (blklogwrites logs one file), rebases through qemu-io (qemu-img's
+# operation, no qemu-io command), and commit through qemu-io (qemu-io has no
+# commit command, and blklogwrites would not log the backing file it writes).
 UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "journal"), ("bitmaps", "qemu"),
                ("compressed", "journal"), ("compressed-zstd", "journal"),
                ("subclusters", "journal"), ("subclusters", "qemu"),
@@ -97,7 +98,7 @@ UNSUPPORTED = {("snapshots", "journal"), ("snapshots", "qemu"), ("bitmaps", "jou
                # policy cannot hold the compat=0.10 image the workload
                # downgrades to, and qemu-io has no amend command.
                ("amend", "journal"), ("amend", "lazy"), ("amend", "qemu"),
-               ("rebase", "qemu")}
+               ("rebase", "qemu"), ("commit", "qemu")}
 QEMU_CACHES = ["writeback", "unsafe"]
 STATES_PER_CELL = 20000  # the first states of each enumeration: deterministic, bounded time
 

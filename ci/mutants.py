@@ -332,6 +332,35 @@ MUTANTS = [
      "      if (e.present) continue;",
      "a safe rebase copies only where the old backing file has nothing (it takes the old "
      "file's data for allocated)"),
+    # qemu-img commit (engine/commit.cc).
+    ("commit-base-not-flushed", "engine/commit.cc",
+     "    ++top.stats_.flushes_by_rule[static_cast<size_t>(Rule::kBaseBeforeEmpty)];\n"
+     "    QCRASH_RETURN_IF_ERROR(base.Flush());\n",
+     "    ++top.stats_.flushes_by_rule[static_cast<size_t>(Rule::kBaseBeforeEmpty)];\n",
+     "commit never flushes the base: the emptied top is durable, the copies are not (R13)"),
+    ("commit-partial-cluster-from-top", "engine/commit.cc",
+     "      for (uint64_t done = 0; done < e.length;) {\n"
+     "        const uint64_t n = std::min(e.length - done, kCopyChunkBytes);\n"
+     "        buffer.resize(n);\n"
+     "        QCRASH_RETURN_IF_ERROR(Read(e.start + done, buffer));\n"
+     "        QCRASH_RETURN_IF_ERROR(base.Write(e.start + done, buffer));\n"
+     "        done += n;\n"
+     "      }\n",
+     "      const uint64_t cb = top.cluster_bytes();\n"
+     "      for (uint64_t at = e.start / cb * cb; at < e.start + e.length; at += cb) {\n"
+     "        buffer.assign(std::min(cb, size - at), 0);\n"
+     "        QCRASH_ASSIGN_OR_RETURN(const L2Slot slot, top.LookupL2(at / cb));\n"
+     "        QCRASH_RETURN_IF_ERROR(top.ReadHost(slot.entry & f::kL2EntryOffsetMask, buffer));\n"
+     "        QCRASH_RETURN_IF_ERROR(base.Write(at, buffer));\n"
+     "      }\n",
+     "commit copies a partly allocated cluster whole from the top's host cluster: its "
+     "unallocated subclusters get the host cluster's bytes instead of the backing file's"),
+    ("commit-empties-before-copy", "engine/commit.cc",
+     "  QCRASH_ASSIGN_OR_RETURN(const std::vector<MapExtent> extents, Map());\n",
+     "  QCRASH_ASSIGN_OR_RETURN(const std::vector<MapExtent> extents, Map());\n"
+     "  for (uint64_t gc = 0; gc * top.cluster_bytes() < size; ++gc)\n"
+     "    QCRASH_RETURN_IF_ERROR(top.DropCluster(gc));\n",
+     "commit empties the top before it copies: the copy reads the base's old data through it"),
 ]
 
 

@@ -90,9 +90,10 @@ int Plan(const Args& args, std::vector<engine::OrderingPolicy>& policies,
     for (const auto& [name, w] : workloads) {
       if (w.image.version < 3 && NeedsV3(p)) continue;  // as the suite does
       // The device fault models act on the image file alone: the built-ins
-      // with an external data file are left out of the table (asked for by
-      // name, they are refused with the reason).
-      if (args.workload.empty() && !w.image.data_file.empty()) continue;
+      // with an external data file or a commit (a second device) are left
+      // out of the table (asked for by name, they are refused with the reason).
+      if (args.workload.empty() && (!w.image.data_file.empty() || properties::RecordsBacking(w)))
+        continue;
       // As the suite: writethrough's 5,000 flushed metadata writes of
       // refcount-table-growth only when the policy was asked for.
       if (args.workload.empty() && args.policy.empty() && name == "refcount-table-growth" &&

@@ -24,7 +24,9 @@
   X("measure", RunMeasure, "the file size a new or converted image needs (qemu-img measure)")      \
   X("amend", RunAmend, "change compat, refcount_bits, lazy_refcounts or size (qemu-img amend)")    \
   X("resize", RunResize, "grow or shrink an image (qemu-img resize)")                              \
-  X("rebase", RunRebase, "change an image's backing file (qemu-img rebase)")
+  X("rebase", RunRebase, "change an image's backing file (qemu-img rebase)")                       \
+  X("commit", RunCommit,                                                                           \
+    "write an image's data into its backing file, then empty it (qemu-img commit)")
 
 namespace qcrash::cli {
 

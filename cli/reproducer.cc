@@ -100,8 +100,12 @@ Status WriteCrashImage(const std::string& path, const Reproducer& r) {
     data.resize(point_view->SizeBytes());
     QCRASH_RETURN_IF_ERROR(point_view->Read(0, data));
   }
+  // M12: a committing workload's second device is its backing file.
   const std::string data_path =
-      (std::filesystem::path(path).parent_path() / r.workload.image.data_file).string();
+      (std::filesystem::path(path).parent_path() / (properties::RecordsBacking(r.workload)
+                                                        ? std::string(properties::kBackingFileName)
+                                                        : r.workload.image.data_file))
+          .string();
   QCRASH_ASSIGN_OR_RETURN(auto data_file, FileDevice::Open(data_path, FileDevice::Mode::kCreate));
   QCRASH_RETURN_IF_ERROR(data_file->Write(0, data));
   return data_file->Flush();

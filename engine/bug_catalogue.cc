@@ -82,6 +82,12 @@ constexpr KnownBug kBugs[] = {
      "copied from the old backing file are still in the cache: a crash after the switch reads "
      "the new backing file's bytes where the guest read the old one's",
      "I4", "rebase", OrderingPolicy::kOrdered, "", "drop-one"},
+    {"commit-empty-before-base-flush", &BugSwitches::commit_empty_before_base_flush,
+     "QEMU's qemu-img commit (block/commit.c copies into the base, then make_empty drops the "
+     "top's clusters): two files, two flushes",
+     "the top is emptied (and flushed) before the base's copies are flushed: a crash keeps the "
+     "emptied top and drops the copies, and the guest reads the base's old data",
+     "I4", "commit", OrderingPolicy::kOrdered, "", "drop-one"},
 };
 
 // Every field of BugSwitches has its row (a new switch without one fails here).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -131,6 +132,20 @@ class Image {
   // Refusals use qemu-img's words (InvalidArgument / NotSupported), with
   // nothing written. NotSupported under the journal policy.
   Status Amend(const AmendOptions& options);
+  // qemu-img commit (engine/commit.cc): every guest range this image, and
+  // each backing image above the base, allocates (data or zeroes) is
+  // written into the base, the base is flushed (R13), and then, unless
+  // options.keep_top, this image is emptied: its L2 entries dropped and
+  // their clusters freed (R4), so that it reads the base. The guest view
+  // does not change. A raw base is written through the backing device, a
+  // qcow2 base reopened read-write over it; the opener must give writable
+  // devices (the CLI's commit does).
+  struct CommitOptions {
+    uint32_t base_depth = 1;  // 1: this image's backing file; k: k levels down (qemu-img -b)
+    bool keep_top = false;    // qemu-img commit -d
+    std::function<void(double percent)> progress;  // qemu-img commit -p
+  };
+  Status Commit(const CommitOptions& options);
 
   const Header& header() const;
   uint64_t size_bytes() const;

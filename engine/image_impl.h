@@ -223,6 +223,11 @@ class Image::Impl {
   // packing cursor must not point into a freed cluster.
   void ForgetCompressedCursor(uint64_t cluster_index);
 
+  // ---- commit.cc ----
+  // The guest cluster's L2 entry (and bitmap word) set to 0, so that it
+  // reads the backing file; its host cluster freed after (R4).
+  Status DropCluster(uint64_t guest_cluster);
+
   uint64_t cluster_bytes() const { return header_.cluster_bytes(); }
   uint64_t refcount_block_entries() const {
     return format::RefcountBlockEntries(header_.cluster_bits, header_.refcount_order);

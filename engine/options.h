@@ -42,7 +42,7 @@ enum class CompressionType : uint8_t { kZlib = 0, kZstd = 1 };
 struct OrderingRules;  // engine/ordering.h
 
 // The number of ordering rules (engine/ordering.h Rule).
-inline constexpr size_t kOrderingRuleCount = 17;
+inline constexpr size_t kOrderingRuleCount = 18;
 
 struct BugSwitches {
   bool skip_refcount_barrier = false;  // an L2 entry may reach disk before its cluster's refcount
@@ -64,12 +64,13 @@ struct BugSwitches {
   bool amend_v2_before_expansion = false;
   bool shrink_header_before_tail = false;  // a shrink's size durable before its tail is unmapped
   bool rebase_header_before_copy = false;  // a rebase's new backing name before its copies (R6)
+  bool commit_empty_before_base_flush = false;  // commit empties the top before the base's flush
   bool any() const {
     return skip_refcount_barrier || early_free_reuse || zero_cluster_realloc || no_revoke ||
            unchecksummed_journal || failed_write_kept_clean || snapshot_without_dirty_bit ||
            bitmap_no_inuse || subcluster_bit_before_data || compressed_sole_user ||
            data_file_no_flush || amend_header_before_refcounts || amend_v2_before_expansion ||
-           shrink_header_before_tail || rebase_header_before_copy;
+           shrink_header_before_tail || rebase_header_before_copy || commit_empty_before_base_flush;
   }
 };
 

@@ -14,20 +14,20 @@ struct Row {
 };
 
 // clang-format off
-//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8          R10      R12
+//                          R1             R2         R3             R4             R5              R5 revoke  R6         R7        R11        every write  resize     guest flush header     journal  R8          R10      R12             R13
 constexpr Row kTable[] = {
   {OrderingPolicy::kWritethrough,
-                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kWritethrough, M::kFlush, M::kDependency, M::kDependency, M::kWritethrough, M::kNone,  M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kOrdered,
-                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kDependency, M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kLazy,
-                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kDirtyBit,   M::kFlush, M::kDependency, M::kDirtyBit,   M::kQuarantine, M::kNone,   M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kExtent,
-                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency}},
+                          {M::kBatch,      M::kFlush, M::kDependency, M::kDependency, M::kQuarantine, M::kNone,   M::kFlush, M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kDirtyBit, M::kFlush, M::kDependency, M::kFlush}},
   {OrderingPolicy::kJournal,
-                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kCommit}},
+                          {M::kTransaction, M::kTransaction, M::kCommit, M::kTransaction, M::kQuarantine, M::kRevoke, M::kTransaction, M::kNone, M::kTransaction, M::kNone, M::kCommit, M::kCommit, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kCommit, M::kFlush}},
   {OrderingPolicy::kUnsafe,
-                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kNone}},
+                          {M::kNone,       M::kNone,  M::kNone,       M::kNone,       M::kNone,       M::kNone,   M::kNone,  M::kNone, M::kFlush, M::kNone,  M::kFlush, M::kFlush, M::kFlush, M::kFlush, M::kNone, M::kNone, M::kNone, M::kNone}},
 };
 // clang-format on
 
@@ -69,6 +69,8 @@ const char* RuleName(Rule rule) {
       return "R10 bitmap in_use around tracked writes";
     case Rule::kDataFileBeforePointer:
       return "R12 data file before pointer";
+    case Rule::kBaseBeforeEmpty:
+      return "R13 commit: base before empty";
   }
   return "?";
 }
@@ -109,6 +111,8 @@ const char* RuleKey(Rule rule) {
       return "bitmap_in_use";
     case Rule::kDataFileBeforePointer:
       return "data_file_before_l2";
+    case Rule::kBaseBeforeEmpty:
+      return "base_before_empty";
   }
   return "?";
 }
@@ -168,6 +172,7 @@ OrderingRules RulesFor(OrderingPolicy policy, const BugSwitches& switches) {
   if (switches.amend_v2_before_expansion) rules.order_downgrade_switch = false;
   if (switches.shrink_header_before_tail) rules.drop_tail_before_shrink = false;
   if (switches.rebase_header_before_copy) rules.copy_before_backing_switch = false;
+  if (switches.commit_empty_before_base_flush) rules.Set(Rule::kBaseBeforeEmpty, Mechanism::kNone);
   return rules;
 }
 

@@ -36,6 +36,8 @@ enum class Rule : uint8_t {
                     // clears
   kDataFileBeforePointer,  // R12: guest data in the external data file durable (a flush of
                            // that file) before the L2 entry naming it is written
+  kBaseBeforeEmpty,  // R13: a commit's copies in the base durable (a flush of the base) before
+                     // the top drops any cluster (engine/commit.cc)
 };
 inline constexpr size_t kRuleCount = kOrderingRuleCount;
 

@@ -124,6 +124,13 @@ GuestOp DecodeOp(ByteReader& reader, uint64_t cluster_bytes, uint64_t& size_byte
     }
     return op;
   }
+  if (op.kind == OpKind::kFlush && variant) {
+    // Where the case takes no snapshot, a flush with bit 3 is a commit
+    // (bit 0 of the length byte: -d); the case then gets a backing file.
+    op.kind = OpKind::kCommit;
+    op.keep = (length_field & 1) != 0;
+    return op;
+  }
   if (op.kind == OpKind::kClose && variant && bitmaps != nullptr) {
     // A close with bit 3 is a bitmap operation: the length byte picks add
     // (the sector field its granularity), remove, clear, enable or
@@ -292,6 +299,12 @@ WorkloadCase DecodeWorkload(ByteReader& reader) {
     c.workload.ops.push_back(DecodeOp(
         reader, cluster_bytes, size_bytes, snapshots ? &snapshot_sizes : nullptr,
         bitmaps_allowed ? &bitmaps : nullptr, !journal, journal ? nullptr : &amend, backing));
+  }
+  // A commit writes into a backing file (recorded as the log's second
+  // device, sim M12): the case gets one.
+  if (std::any_of(c.workload.ops.begin(), c.workload.ops.end(),
+                  [](const GuestOp& op) { return op.kind == OpKind::kCommit; })) {
+    properties::SetBacking(c.workload);
   }
   // Compressed writes (not under the journal policy, which writes none):
   // the journal byte, unused without the journal, picks zstd on v3.

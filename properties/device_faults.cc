@@ -45,9 +45,11 @@ std::vector<size_t> Stride(size_t total, size_t count) {
 Result<LyingFlushCase> BuildLyingFlushCase(const WorkloadRun& run, uint64_t flush_record,
                                            bool drop_epoch) {
   if (run.data_initial) {
-    // The device fault models act on the image file's log alone; an image
-    // with an external data file (a second device, sim M11) is not modelled.
-    return Status::NotSupported("device faults of an image with an external data file");
+    // The device fault models act on the image file's log alone; a log
+    // with a second device (an external data file, sim M11, or the backing
+    // file a commit writes, M12) is not modelled.
+    return Status::NotSupported(
+        "device faults of an image with an external data file or a committed backing file");
   }
   const sim::WriteLog& log = *run.log;
   if (flush_record >= log.size() || log.record(flush_record).kind != sim::RecordKind::kFlush) {
@@ -114,9 +116,11 @@ Result<LyingFlushCase> BuildLyingFlushCase(const WorkloadRun& run, uint64_t flus
 Result<LyingFlushReport> MeasureLyingFlush(const WorkloadRun& run,
                                            const LyingFlushOptions& options) {
   if (run.data_initial) {
-    // The device fault models act on the image file's log alone; an image
-    // with an external data file (a second device, sim M11) is not modelled.
-    return Status::NotSupported("device faults of an image with an external data file");
+    // The device fault models act on the image file's log alone; a log
+    // with a second device (an external data file, sim M11, or the backing
+    // file a commit writes, M12) is not modelled.
+    return Status::NotSupported(
+        "device faults of an image with an external data file or a committed backing file");
   }
   const sim::WriteLog& log = *run.log;
   LyingFlushReport report;
@@ -284,9 +288,11 @@ bool Counts(const engine::Finding& f) { return f.severity != engine::Severity::k
 
 Result<MisdirectReport> MeasureMisdirect(const WorkloadRun& run, const MisdirectOptions& options) {
   if (run.data_initial) {
-    // The device fault models act on the image file's log alone; an image
-    // with an external data file (a second device, sim M11) is not modelled.
-    return Status::NotSupported("device faults of an image with an external data file");
+    // The device fault models act on the image file's log alone; a log
+    // with a second device (an external data file, sim M11, or the backing
+    // file a commit writes, M12) is not modelled.
+    return Status::NotSupported(
+        "device faults of an image with an external data file or a committed backing file");
   }
   const sim::WriteLog& log = *run.log;
   const uint32_t sector_bytes = log.sector_bytes();

@@ -252,6 +252,10 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     }
     w.ops.push_back(op);
   };
+  // Commits (qemu-img commit, -d now and then) into the backing file, from
+  // a stream of their own: the backing file becomes the log's second
+  // device (sim M12), and other seeds' cases stay as they were.
+  Rng commit_rng(seed ^ 0x636f6d6d69742121ull);
   // Guest clusters a write or zero write touched: they may have a host
   // cluster (kept conservatively: discards and shrinks do not remove them).
   std::set<uint64_t> touched;
@@ -315,6 +319,11 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
       size = snapshot_sizes.back();
     }
     if (amend && amend_rng.OneIn(8)) add_amend();
+    if (s.backing && commit_rng.OneIn(8)) {
+      GuestOp commit{OpKind::kCommit, 0, 0, false};
+      commit.keep = commit_rng.OneIn(4);
+      w.ops.push_back(commit);
+    }
     GuestOp op;
     const uint64_t roll = r.Below(20);
     if (s.reopen && i > 0 && i + 1 < count && r.OneIn(10)) {
@@ -377,6 +386,7 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     }
     w.ops.push_back(op);
   }
+  if (RecordsBacking(w)) c.features += std::string(c.features.empty() ? "" : ",") + "commit";
   if (s.close_at_end) {
     if (r.OneIn(2)) w.ops.push_back({OpKind::kFlush, 0, 0, false});
     w.ops.push_back({OpKind::kClose, 0, 0, false});

@@ -186,11 +186,13 @@ GuestOracle::Value GuestOracle::ByteAt(const std::vector<Write>& writes, uint64_
 
 void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const uint8_t> bytes,
                         std::vector<ContentViolation>& out, size_t max) const {
-  // The last guest flush (or close) acknowledged at the crash point.
+  // The last guest flush (or close, or commit: it flushes the image and
+  // its base) acknowledged at the crash point.
   int64_t flush_index = -1;
   for (size_t i = 0; i < run_.spans.size(); ++i) {
     const OpKind kind = run_.workload.ops[i].kind;
-    if ((kind == OpKind::kFlush || kind == OpKind::kClose) && AcknowledgedAt(i, point)) {
+    if ((kind == OpKind::kFlush || kind == OpKind::kClose || kind == OpKind::kCommit) &&
+        AcknowledgedAt(i, point)) {
       flush_index = static_cast<int64_t>(i);
     }
   }

@@ -210,6 +210,8 @@ std::string Command(const GuestOp& op, const std::string& data_file) {
       return "amend";      // likewise (refused before)
     case OpKind::kRebase:  // qemu-img's, not qemu-io's
       return "snapshot";   // qemu-io has no such command: an error line (refused before)
+    case OpKind::kCommit:
+      return "commit";  // qemu-io has no such command either (refused before)
   }
   return "";
 }
@@ -288,6 +290,11 @@ Result<WorkloadRun> RunWorkloadOnQemu(const Workload& workload, const RunOptions
       return Status::InvalidArgument("qemu-io has no amend command (" + DescribeOp(op) + ")");
     if (op.kind == OpKind::kRebase)
       return Status::InvalidArgument("qemu-io has no rebase command (" + DescribeOp(op) + ")");
+    if (op.kind == OpKind::kCommit)
+      return Status::InvalidArgument(
+          "qemu-io has no commit command, and blklogwrites logs the image file alone, not the "
+          "backing file a commit writes (" +
+          DescribeOp(op) + ")");
   }
   if (!workload.image.data_file.empty()) {
     // blklogwrites logs one file: the data file's writes would go unlogged.

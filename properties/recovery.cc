@@ -63,9 +63,18 @@ engine::DataFileOpener StateDataFile() {
 Result<std::unique_ptr<engine::Image>> OpenStateReadOnly(BlockDevice& view,
                                                          const WorkloadRun& run) {
   engine::OpenOptions open;
-  open.open_data_file = StateDataFile();
   open.read_only = true;
-  open.open_backing = run.options.open.open_backing;
+  if (RecordsBacking(run.workload) && state_data_file != nullptr) {
+    // M12: the second device is the backing file a commit wrote, as the
+    // crash left it (the run's opener would give the initial one).
+    BlockDevice* backing = state_data_file;
+    open.open_backing = [backing](const std::string&) -> Result<std::unique_ptr<BlockDevice>> {
+      return std::unique_ptr<BlockDevice>(std::make_unique<DeviceRef>(*backing));
+    };
+  } else {
+    open.open_data_file = StateDataFile();
+    open.open_backing = run.options.open.open_backing;
+  }
   return engine::Image::Open(view, open);
 }
 

@@ -264,6 +264,11 @@ Status RunGuestOp(engine::Image& image, const GuestOp& op, uint64_t op_number,
       amend.lazy_refcounts = op.amend.lazy_refcounts;
       return image.Amend(amend);
     }
+    case OpKind::kCommit: {
+      engine::Image::CommitOptions commit;
+      commit.keep_top = op.keep;
+      return image.Commit(commit);
+    }
   }
   return Status::InvalidArgument("unknown operation");
 }
@@ -371,9 +376,24 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   // Opens after the run (recovery, replays) read the backing file plainly.
   run.options = WithBacking(workload, given);
   MemoryDevice created;
-  const bool has_data_file = !workload.image.data_file.empty();
-  MemoryDevice created_data(has_data_file ? InitialDataFile(workload, given.junk_free_clusters > 0)
-                                          : std::vector<uint8_t>{});
+  // The log's second device (M11): the external data file, or (M12) the
+  // backing file a commit writes. A workload has at most one of them.
+  const bool records_backing = RecordsBacking(workload);
+  const bool has_second_device = !workload.image.data_file.empty() || records_backing;
+  MemoryDevice created_data(records_backing ? BackingFileBytes(workload)
+                            : has_second_device
+                                ? InitialDataFile(workload, given.junk_free_clusters > 0)
+                                : std::vector<uint8_t>{});
+  // The engine reaches the second device as its data file or backing file.
+  auto attach = [records_backing](engine::OpenOptions& open, BlockDevice& device) {
+    if (records_backing) {
+      open.open_backing = [&device](const std::string&) -> Result<std::unique_ptr<BlockDevice>> {
+        return std::unique_ptr<BlockDevice>(std::make_unique<DeviceRef>(device));
+      };
+    } else {
+      open.open_data_file = DataFileOpenerFor(device);
+    }
+  };
   // The create is not under test; under the journal policy it also formats
   // the journal, so the log holds the workload's transactions, not the
   // zeroing of a fresh ring.
@@ -384,7 +404,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     // The journal header records its variant (checksums or not) at format time.
     create_open.faults.unchecksummed_journal = options.open.faults.unchecksummed_journal;
   }
-  if (has_data_file) create_open.open_data_file = DataFileOpenerFor(created_data);
+  if (has_second_device) attach(create_open, created_data);
   {
     QCRASH_ASSIGN_OR_RETURN(auto image,
                             engine::Image::Create(created, workload.image, create_open));
@@ -397,7 +417,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
     // The operations run on the created image directly (no crash), then
     // the corruption; what follows logs nothing but the open and close.
     RunOptions direct = options;
-    if (has_data_file) direct.open.open_data_file = DataFileOpenerFor(created_data);
+    if (has_second_device) attach(direct.open, created_data);
     {
       QCRASH_ASSIGN_OR_RETURN(auto image, engine::Image::Open(created, direct.open));
       GuestModel model(workload);
@@ -424,7 +444,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
                                      " does not apply to this workload's image");
     }
     run.initial = std::make_shared<const sim::ChunkedImage>(sim::ChunkedImage::FromBytes(bytes));
-    if (has_data_file) {
+    if (has_second_device) {
       run.data_initial = std::make_shared<const sim::ChunkedImage>(
           sim::ChunkedImage::FromBytes(created_data.bytes()));
     }
@@ -450,10 +470,10 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
   disk_options.faults = options.io_errors;
   sim::SimDisk disk(disk_options, run.initial);
   RunOptions on_disk = options;
-  if (has_data_file) {
+  if (has_second_device) {
     run.data_initial = std::make_shared<const sim::ChunkedImage>(
         sim::ChunkedImage::FromBytes(created_data.bytes()));
-    on_disk.open.open_data_file = DataFileOpenerFor(disk.AttachSecondDevice(run.data_initial));
+    attach(on_disk.open, disk.AttachSecondDevice(run.data_initial));
   }
   // Notes the operation during which the first injected error fired.
   auto note_io_error = [&](size_t op) {
@@ -475,7 +495,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       run.spans.push_back({0, disk.log().size()});
       count_requests();
       run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
-      if (has_data_file) {
+      if (has_second_device) {
         run.after_close_data =
             std::make_shared<const sim::ChunkedImage>(disk.second_latest_image());
       }
@@ -551,7 +571,7 @@ Result<WorkloadRun> RunWorkload(const Workload& workload, const RunOptions& give
       run.log = std::make_shared<const sim::WriteLog>(disk.log());
       if (image) run.close_status = image->Close();
       run.after_close = std::make_shared<const sim::ChunkedImage>(disk.latest_image());
-      if (has_data_file) {
+      if (has_second_device) {
         run.after_close_data =
             std::make_shared<const sim::ChunkedImage>(disk.second_latest_image());
       }

@@ -115,6 +115,7 @@ struct WorkloadRun {
   std::shared_ptr<const sim::ChunkedImage> initial;  // the image right after create
   // The external data file right after create (null: the image has none);
   // the log holds its writes as the second device (sim/crash_model.h M11).
+  // With a commit operation (RecordsBacking), the backing file instead (M12).
   std::shared_ptr<const sim::ChunkedImage> data_initial;
   std::shared_ptr<const sim::WriteLog> log;
   std::shared_ptr<const sim::CrashTimeline> timeline;

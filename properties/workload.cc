@@ -44,6 +44,8 @@ const char* OpKindName(OpKind kind) {
       return "amend";
     case OpKind::kRebase:
       return "rebase";
+    case OpKind::kCommit:
+      return "commit";
   }
   return "?";
 }
@@ -54,14 +56,14 @@ Result<OpKind> ParseOpKind(const std::string& name) {
         OpKind::kClose, OpKind::kRead, OpKind::kSnapshotCreate, OpKind::kSnapshotDelete,
         OpKind::kSnapshotRevert, OpKind::kBitmapAdd, OpKind::kBitmapRemove, OpKind::kBitmapClear,
         OpKind::kBitmapEnable, OpKind::kBitmapDisable, OpKind::kWriteCompressed, OpKind::kAmend,
-        OpKind::kRebase}) {
+        OpKind::kRebase, OpKind::kCommit}) {
     if (name == OpKindName(k)) return k;
   }
   return Status::InvalidArgument("unknown operation '" + name +
                                  "' (write, write-zeroes, discard, flush, resize, close, read, "
                                  "snapshot-create, snapshot-delete, snapshot-revert, bitmap-add, "
                                  "bitmap-remove, bitmap-clear, bitmap-enable, bitmap-disable, "
-                                 "write-compressed, amend, rebase)");
+                                 "write-compressed, amend, rebase, commit)");
 }
 
 std::string DescribeOp(const GuestOp& op) {
@@ -99,6 +101,8 @@ std::string DescribeOp(const GuestOp& op) {
         add(*op.amend.lazy_refcounts ? "lazy_refcounts=on" : "lazy_refcounts=off");
       return out + " -o " + list;
     }
+    case OpKind::kCommit:
+      return out + (op.keep ? " -d" : "");
     default:
       return out;
   }
@@ -148,6 +152,14 @@ Status ValidateAmend(const Workload& workload, const GuestOp& op, const std::str
 }
 
 }  // namespace
+
+bool RecordsBacking(const Workload& workload) {
+  if (!workload.backing) return false;
+  for (const GuestOp& op : workload.ops) {
+    if (op.kind == OpKind::kCommit) return true;
+  }
+  return false;
+}
 
 Status ValidateWorkload(const Workload& workload, size_t ops_max) {
   if (workload.ops.size() > ops_max) {
@@ -210,6 +222,17 @@ Status ValidateWorkload(const Workload& workload, size_t ops_max) {
         return Status::InvalidArgument(where +
                                        ": rebase target must be 0 (none), 1 or 2 (backing files)");
       }
+      continue;
+    }
+    if (op.kind == OpKind::kCommit && !workload.backing) {
+      return Status::InvalidArgument(where + ": a commit needs a backing file (\"backing\": true)");
+    }
+    if (op.kind != OpKind::kCommit && op.keep) {
+      return Status::InvalidArgument(where + ": only a commit takes \"keep\"");
+    }
+    if (op.kind == OpKind::kCommit) {
+      if (op.offset_bytes != 0 || op.length_bytes != 0 || op.may_unmap)
+        return Status::InvalidArgument(where + ": a commit takes no range");
       continue;
     }
     if (op.kind == OpKind::kFlush || op.kind == OpKind::kClose || IsSnapshotOp(op.kind)) continue;
@@ -353,6 +376,11 @@ GuestOp Wc(uint64_t offset, uint64_t length) {
 GuestOp Amend(uint32_t refcount_bits, uint32_t version, std::optional<bool> lazy = {}) {
   GuestOp op{OpKind::kAmend, 0, 0, false};
   op.amend = {refcount_bits, version, lazy};
+  return op;
+}
+GuestOp Commit(bool keep = false) {
+  GuestOp op{OpKind::kCommit, 0, 0, false};
+  op.keep = keep;
   return op;
 }
 GuestOp Bitmap(OpKind kind, uint64_t number, uint64_t granularity = 0) {
@@ -755,6 +783,39 @@ Result<Workload> BuiltinWorkload(const std::string& name) {
              Rd(64 * kKiB, 64 * kKiB),
              Rebase(1),
              C()};
+  } else if (name == "commit") {
+    // qemu-img commit into a raw backing file, which the run records (M12):
+    // whole and partial clusters (copy-on-write from the backing file), a
+    // zero write and a discard over backing data (zero clusters the commit
+    // writes as zeroes), a flush, then a commit: until the backing file's
+    // copies are durable (R13) no cluster of the image may go. Writes after
+    // it allocate again over the emptied image; a commit with -d keeps them,
+    // a last commit empties the image again. Extended L2 (16 KiB clusters
+    // of 512-byte subclusters): a partial write allocates only its
+    // subclusters, so a cluster is partly the image's and partly the
+    // backing file's, and the commit must copy only the image's part.
+    w.image.size_bytes = 1 * kMiB;
+    w.image.cluster_bits = 14;
+    w.image.extended_l2 = true;
+    SetBacking(w);
+    w.ops = {W(0, 16 * kKiB),
+             W(16 * kKiB + 512, 1 * kKiB),
+             W(36 * kKiB + 100, 3 * kKiB),
+             Z(48 * kKiB, 16 * kKiB, false),
+             D(64 * kKiB, 16 * kKiB),
+             W(512 * kKiB, 16 * kKiB),
+             F(),
+             Commit(),
+             W(4 * kKiB, 4 * kKiB),
+             W(80 * kKiB + 1 * kKiB, 2 * kKiB),
+             F(),
+             Commit(true),
+             W(0, 2 * kKiB),
+             F(),
+             Commit(),
+             Rd(0, 96 * kKiB),
+             Rd(512 * kKiB, 16 * kKiB),
+             C()};
   } else if (name == "v2") {
     w.image.version = 2;
     w.ops = {W(0, 8 * kKiB),
@@ -843,7 +904,8 @@ std::vector<std::string> BuiltinWorkloadNames() {
           "data-file-raw",
           "amend",
           "resize",
-          "rebase"};
+          "rebase",
+          "commit"};
 }
 
 }  // namespace qcrash::properties

@@ -45,6 +45,10 @@ enum class OpKind : uint8_t {
   // (kBackingFileName), 2 the second (kBacking2FileName). The guest reads
   // the same before and after. Only for a workload with a backing file.
   kRebase,
+  // qemu-img commit (engine/commit.cc): the image's data written into its
+  // backing file, which is then flushed, and the image emptied (keep: -d,
+  // not emptied). The guest reads the same before and after.
+  kCommit,
 };
 // Operations that write guest data (op content, SectorTag).
 inline bool WritesData(OpKind kind) {
@@ -83,6 +87,7 @@ struct GuestOp {
   uint64_t length_bytes = 0;  // kResize: the new size
   bool may_unmap = false;     // kWriteZeroes only
   AmendChange amend{};        // kAmend only
+  bool keep = false;          // kCommit only: qemu-img commit -d (the image is not emptied)
   bool operator==(const GuestOp&) const = default;
 };
 
@@ -114,6 +119,11 @@ inline constexpr uint64_t kBacking2OpNumber = kBackingOpNumber - 1;
 std::string RebaseTarget(const GuestOp& op);
 // The workload rebases onto the second backing file somewhere.
 bool UsesSecondBacking(const Workload& workload);
+
+// A workload that commits into its backing file: the backing file is
+// written, so the run records it as the log's second device (sim/
+// crash_model.h M12) and recovery reads the crash state's backing file.
+bool RecordsBacking(const Workload& workload);
 
 const char* OpKindName(OpKind kind);
 Result<OpKind> ParseOpKind(const std::string& name);

@@ -24,6 +24,8 @@ json WorkloadToJson(const Workload& w) {
       if (op.amend.version != 0) o["compat"] = op.amend.version == 2 ? "0.10" : "1.1";
       if (op.amend.refcount_bits != 0) o["refcount_bits"] = op.amend.refcount_bits;
       if (op.amend.lazy_refcounts) o["lazy_refcounts"] = *op.amend.lazy_refcounts;
+    } else if (op.kind == OpKind::kCommit) {
+      if (op.keep) o["keep"] = true;
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       o["offset"] = op.offset_bytes;
       o["length"] = op.length_bytes;
@@ -133,6 +135,8 @@ Result<Workload> DecodeWorkload(const json& j) {
     }
     GuestOp op;
     QCRASH_ASSIGN_OR_RETURN(op.kind, ParseOpKind(o["op"].get<std::string>()));
+    if (op.kind != OpKind::kCommit && o.contains("keep"))
+      return Status::InvalidArgument(where + ": only a commit takes 'keep'");
     if (op.kind == OpKind::kResize) {
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "size", where));
     } else if (op.kind == OpKind::kRebase) {
@@ -171,6 +175,10 @@ Result<Workload> DecodeWorkload(const json& j) {
         }
         op.amend.lazy_refcounts = o["lazy_refcounts"].get<bool>();
       }
+    } else if (op.kind == OpKind::kCommit) {
+      if (o.contains("keep") && !o["keep"].is_boolean())
+        return Status::InvalidArgument(where + ": field 'keep' must be true or false");
+      op.keep = o.value("keep", false);
     } else if (op.kind != OpKind::kFlush && op.kind != OpKind::kClose) {
       QCRASH_ASSIGN_OR_RETURN(op.offset_bytes, Field(o, "offset", where));
       QCRASH_ASSIGN_OR_RETURN(op.length_bytes, Field(o, "length", where));

@@ -55,6 +55,12 @@
 //     crash state chooses a version for the pending sectors of both devices;
 //     the second device's sectors are numbered from 2^50 / S, so one state id
 //     names both. A crash view shows the image; SecondDeviceView the second.
+//  M12 The committed backing file. A workload that commits into its raw
+//     backing file (qemu-img commit, engine/commit.cc) records that file as
+//     the second device of M11, exactly as a data file (the two never meet:
+//     a data file excludes a backing file), and recovery reads the crash
+//     state's backing file. A workload without a commit records only the
+//     image, as before.
 //
 //  Worked example, S = 512, log: W(0, 1024 bytes "A") F W(512, 512 "B")
 //  W(512, 1024 "C") W(1536, 512 "D" FUA). Epochs: [0,1] then [2..]. At point 5

@@ -71,8 +71,10 @@ TEST(LyingFlush, ControlIsCleanOnEveryBuiltinWorkloadAndSafePolicy) {
       if (name == "refcount-table-growth" && policy == engine::OrderingPolicy::kWritethrough)
         continue;  // long, as in the suite
       // The device fault models act on the image file's log alone: an image
-      // with an external data file is refused (NotSupported), not measured.
-      if (!workload->image.data_file.empty()) continue;
+      // with an external data file, or a workload that commits into its
+      // backing file (both a second device), is refused (NotSupported), not
+      // measured.
+      if (!workload->image.data_file.empty() || RecordsBacking(*workload)) continue;
       RunOptions options;
       options.open.policy = policy;
       options.open.l2_cache_tables = 2;
