@@ -95,7 +95,9 @@ int FieldsChanged(const OrderingRules& a, const OrderingRules& b) {
                 (a.reuse_zero_allocation != b.reuse_zero_allocation) +
                 (a.keep_dirty_on_failed_write != b.keep_dirty_on_failed_write) +
                 (a.order_subcluster_data != b.order_subcluster_data) +
-                (a.count_compressed_users != b.count_compressed_users);
+                (a.count_compressed_users != b.count_compressed_users) +
+                (a.drop_tail_before_shrink != b.drop_tail_before_shrink) +
+                (a.copy_before_backing_switch != b.copy_before_backing_switch);
   for (size_t r = 0; r < kRuleCount; ++r) changed += a.how[r] != b.how[r];
   return changed;
 }
