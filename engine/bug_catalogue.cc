@@ -81,7 +81,7 @@ constexpr KnownBug kBugs[] = {
      "a safe rebase writes the new backing file name while the L2 entries of the ranges it "
      "copied from the old backing file are still in the cache: a crash after the switch reads "
      "the new backing file's bytes where the guest read the old one's",
-     "I4", "rebase", OrderingPolicy::kOrdered, "", "drop-one"},
+     "I5", "rebase", OrderingPolicy::kOrdered, "", "drop-one"},
     {"commit-empty-before-base-flush", &BugSwitches::commit_empty_before_base_flush,
      "QEMU's qemu-img commit (block/commit.c copies into the base, then make_empty drops the "
      "top's clusters): two files, two flushes",

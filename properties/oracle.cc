@@ -50,6 +50,7 @@ GuestOracle::GuestOracle(const WorkloadRun& run) : run_(run) {
       const uint64_t end = std::min(size, run.workload.image.size_bytes);
       if (end > 0)
         ranges_.push_back({0, (end + cluster_bytes - 1) / cluster_bytes * cluster_bytes});
+      rebases_.push_back({i, end});
       continue;
     }
     if (op.kind == OpKind::kSnapshotRevert) {
@@ -113,6 +114,15 @@ bool GuestOracle::AcknowledgedAt(size_t op_index, uint64_t point) const {
   // failed made no promise), though its writes may have landed (old-or-new).
   const bool failed = !run_.workload_status.ok() && op_index + 1 == run_.spans.size();
   return !failed && run_.spans[op_index].end <= point;
+}
+
+bool GuestOracle::RebaseInFlight(uint64_t point, uint64_t sector) const {
+  for (const auto& [op_index, end] : rebases_) {
+    if (op_index < run_.spans.size() && run_.spans[op_index].start < point &&
+        !AcknowledgedAt(op_index, point) && sector * kGuestSectorBytes < end)
+      return true;
+  }
+  return false;
 }
 
 bool GuestOracle::DurableAt(const Write& w, int64_t flush_index, uint64_t point) const {
@@ -231,6 +241,7 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
       }
     }
     if (actual == durable || allowed || (durable_or_zero && actual == 0)) continue;
+    later_writes = later_writes || RebaseInFlight(point, sector);
     ContentViolation v;
     v.guest_offset = sector * kGuestSectorBytes;
     v.invariant = later_writes ? "I5" : "I4";
@@ -269,6 +280,7 @@ void GuestOracle::CheckBytes(uint64_t point, int64_t flush_index, uint64_t secto
       }
     }
     if (bytes[b] == durable || allowed || (durable_or_zero && bytes[b] == 0)) continue;
+    later_writes = later_writes || RebaseInFlight(point, sector);
     ContentViolation v;
     v.guest_offset = sector * kGuestSectorBytes + b;
     v.invariant = later_writes ? "I5" : "I4";

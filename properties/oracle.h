@@ -80,8 +80,14 @@ class GuestOracle {
   void CheckBytes(uint64_t point, int64_t flush_index, uint64_t sector,
                   const std::vector<Write>& writes, const uint8_t* bytes,
                   std::vector<ContentViolation>& out) const;
+  // A safe rebase in flight at `point` may be copying `sector`: its copies
+  // are guest writes of the bytes the sector already holds, unacknowledged
+  // until the rebase returns (under QEMU's data ordering a crash may show
+  // what the new host cluster held: stale data, as for any write in flight).
+  bool RebaseInFlight(uint64_t point, uint64_t sector) const;
   const WorkloadRun& run_;
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;
+  std::vector<std::pair<size_t, uint64_t>> rebases_;  // op index, end of the range it may copy
   // Per touched sector (indexed through sector_index_), its writes in order.
   std::vector<uint64_t> sectors_;            // sorted guest sector numbers
   std::vector<std::vector<Write>> history_;  // parallel to sectors_

@@ -97,7 +97,9 @@ int FieldsChanged(const OrderingRules& a, const OrderingRules& b) {
                 (a.order_subcluster_data != b.order_subcluster_data) +
                 (a.count_compressed_users != b.count_compressed_users) +
                 (a.order_refcount_switch != b.order_refcount_switch) +
-                (a.order_downgrade_switch != b.order_downgrade_switch);
+                (a.order_downgrade_switch != b.order_downgrade_switch) +
+                (a.drop_tail_before_shrink != b.drop_tail_before_shrink) +
+                (a.copy_before_backing_switch != b.copy_before_backing_switch);
   for (size_t r = 0; r < kRuleCount; ++r) changed += a.how[r] != b.how[r];
   return changed;
 }

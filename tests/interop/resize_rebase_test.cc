@@ -138,6 +138,7 @@ TEST(ResizeRebaseInterop, ResizeKeepsDataBeforeAShrinkAndZeroesWhatItDrops) {
 }
 
 struct Refusal {
+  const char* name;     // the test's name
   const char* command;  // run as `qcrash ...` and `qemu-img ...` in a directory with a.qcow2
 };
 
@@ -165,13 +166,20 @@ TEST_P(Refusals, AsQemuImg) {
 
 INSTANTIATE_TEST_SUITE_P(
     ResizeRebase, Refusals,
-    testing::Values(Refusal{"resize a.qcow2 512K"}, Refusal{"resize a.qcow2 -512K"},
-                    Refusal{"resize a.qcow2"}, Refusal{"resize a.qcow2 abc"},
-                    Refusal{"resize --shrink a.qcow2 -10M"}, Refusal{"resize a.qcow2 1000001"},
-                    Refusal{"resize --preallocation=foo a.qcow2 2M"},
-                    Refusal{"resize --preallocation=full --shrink a.qcow2 512K"},
-                    Refusal{"rebase a.qcow2"}, Refusal{"rebase -b b1.raw a.qcow2"},
-                    Refusal{"rebase -b b1.raw -F raw a.qcow2 extra"}));
+    testing::Values(Refusal{"ShrinkWithoutShrink", "resize a.qcow2 512K"},
+                    Refusal{"RelativeShrinkWithoutShrink", "resize a.qcow2 -512K"},
+                    Refusal{"NoSize", "resize a.qcow2"}, Refusal{"BadSize", "resize a.qcow2 abc"},
+                    Refusal{"NegativeSize", "resize --shrink a.qcow2 -10M"},
+                    Refusal{"NotASectorMultiple", "resize a.qcow2 1000001"},
+                    Refusal{"BadPreallocation", "resize --preallocation=foo a.qcow2 2M"},
+                    Refusal{"PreallocatedShrink",
+                            "resize --preallocation=full --shrink a.qcow2 512K"},
+                    Refusal{"RebaseWithoutBacking", "rebase a.qcow2"},
+                    Refusal{"RebaseWithoutFormat", "rebase -b b1.raw a.qcow2"},
+                    Refusal{"RebaseTwoFiles", "rebase -b b1.raw -F raw a.qcow2 extra"}),
+    [](const testing::TestParamInfo<Refusal>& param_info) {
+      return std::string(param_info.param.name);
+    });
 
 }  // namespace
 }  // namespace qcrash::interop
