@@ -215,8 +215,8 @@ std::vector<std::string> CatalogueNames() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Switches, CatalogueBug, ::testing::ValuesIn(CatalogueNames()),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string id = info.param;
+                         [](const ::testing::TestParamInfo<std::string>& param) {
+                           std::string id = param.param;
                            std::replace(id.begin(), id.end(), '-', '_');
                            return id;
                          });
