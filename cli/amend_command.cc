@@ -101,20 +101,14 @@ Result<engine::AmendOptions> ParseAmendOptions(const std::map<std::string, std::
 }  // namespace
 
 int RunAmend(int argc, char** argv) {
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"policy", required_argument, nullptr, 1},
-                                 {"cache-l2", required_argument, nullptr, 1},
-                                 {"cache-refcount", required_argument, nullptr, 1},
-                                 {"bug", required_argument, nullptr, 1},
-                                 {"fault", required_argument, nullptr, 1},
-                                 {"data-ordering", required_argument, nullptr, 1},
-                                 {nullptr, 0, nullptr, 0}};
+  static const std::vector<option> kLong =
+      WithEngineLongOptions({{"help", no_argument, nullptr, 'h'}});
   ResetGetopt();
   engine::OpenOptions options;
   std::string format = "qcow2", option_text;
   bool have_options = false;
   int opt, index = 0;
-  while ((opt = getopt_long(argc, argv, "hqpf:o:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hqpf:o:", kLong.data(), &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);

@@ -405,6 +405,16 @@ void ResetGetopt() {
   opterr = 1;
 }
 
+std::vector<option> WithEngineLongOptions(std::initializer_list<option> own) {
+  std::vector<option> all(own);
+  for (const char* name :
+       {"policy", "cache-l2", "cache-refcount", "bug", "fault", "data-ordering"}) {
+    all.push_back({name, required_argument, nullptr, 1});
+  }
+  all.push_back({nullptr, 0, nullptr, 0});
+  return all;
+}
+
 int HelpOrBadOption(int option, const char* usage, int bad_usage_exit) {
   if (option == 'h') {
     std::fputs(usage, stdout);

@@ -2,7 +2,10 @@
 // one-line error reporting, and opening an image with its backing chain.
 #pragma once
 
+#include <getopt.h>
+
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -65,6 +68,12 @@ std::vector<ChainFile> BackingChain(const std::string& path);
 // (compared by device and inode): a command must not write an image it also
 // reads as its backing file.
 Status RefuseOwnBacking(const std::string& path);
+
+// The commands that write take the engine options below: `own` (their own
+// long options) followed by --policy, --cache-l2, --cache-refcount, --bug,
+// --fault and --data-ordering (each with value 1: pass
+// options[index].name to ApplyEngineOption) and the terminating entry.
+std::vector<option> WithEngineLongOptions(std::initializer_list<option> own);
 
 // Engine options shared by the commands that write (--policy, --cache-l2,
 // --cache-refcount, --bug and its old name --fault). Returns false (after

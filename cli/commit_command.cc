@@ -34,14 +34,8 @@ void InstallWritableBackingOpener(const std::string& image_path, engine::OpenOpt
 }  // namespace
 
 int RunCommit(int argc, char** argv) {
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"policy", required_argument, nullptr, 1},
-                                 {"cache-l2", required_argument, nullptr, 1},
-                                 {"cache-refcount", required_argument, nullptr, 1},
-                                 {"bug", required_argument, nullptr, 1},
-                                 {"fault", required_argument, nullptr, 1},
-                                 {"data-ordering", required_argument, nullptr, 1},
-                                 {nullptr, 0, nullptr, 0}};
+  static const std::vector<option> kLong =
+      WithEngineLongOptions({{"help", no_argument, nullptr, 'h'}});
   ResetGetopt();
   engine::OpenOptions options;
   engine::Image::CommitOptions commit;
@@ -49,7 +43,7 @@ int RunCommit(int argc, char** argv) {
   std::string base_name;
   int opt;
   int index = 0;
-  while ((opt = getopt_long(argc, argv, "hf:qpdb:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hf:qpdb:", kLong.data(), &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);

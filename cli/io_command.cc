@@ -236,21 +236,15 @@ struct IoArgs {
 };
 
 int ParseIoArgs(int argc, char** argv, IoArgs& args) {
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"cmd", required_argument, nullptr, 'c'},
-                                 {"read-only", no_argument, nullptr, 'r'},
-                                 {"policy", required_argument, nullptr, 1},
-                                 {"cache-l2", required_argument, nullptr, 1},
-                                 {"cache-refcount", required_argument, nullptr, 1},
-                                 {"bug", required_argument, nullptr, 1},
-                                 {"fault", required_argument, nullptr, 1},
-                                 {"data-ordering", required_argument, nullptr, 1},
-                                 {"stats", no_argument, nullptr, 2},
-                                 {nullptr, 0, nullptr, 0}};
+  static const std::vector<option> kLong =
+      WithEngineLongOptions({{"help", no_argument, nullptr, 'h'},
+                             {"cmd", required_argument, nullptr, 'c'},
+                             {"read-only", no_argument, nullptr, 'r'},
+                             {"stats", no_argument, nullptr, 2}});
   ResetGetopt();
   int opt;
   int index = 0;
-  while ((opt = getopt_long(argc, argv, "hrUf:c:", kLong, &index)) != -1) {
+  while ((opt = getopt_long(argc, argv, "hrUf:c:", kLong.data(), &index)) != -1) {
     switch (opt) {
       case 'h':
         std::fputs(kUsage, stdout);

@@ -64,11 +64,8 @@ int RunRebase(int argc, char** argv) {
         progress = true;
         break;
       case 'h':
-        std::printf("%s", kUsage);
-        return 0;
       default:
-        std::fprintf(stderr, "%s", kUsage);
-        return 1;
+        return HelpOrBadOption(c, kUsage);
     }
   }
   if (optind + 1 != argc) return ReportUsage("Expecting one image file name");

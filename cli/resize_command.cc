@@ -56,11 +56,8 @@ int RunResize(int argc, char** argv) {
         quiet = true;
         break;
       case 'h':
-        std::printf("%s", kUsage);
-        return 0;
       default:
-        std::fprintf(stderr, "%s", kUsage);
-        return 1;
+        return HelpOrBadOption(c, kUsage);
     }
   }
   if (optind + 1 != argc) return ReportUsage("Expecting image file name and size");
