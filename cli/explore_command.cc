@@ -35,6 +35,7 @@ const char kUsage[] =
     "         [--budget SECONDS] [--states N] [--report FILE.json] [--reproducers DIR]\n"
     "         [--bug SWITCH] [--data-ordering strict|qemu] [--cache-l2 N]\n"
     "         [--cache-refcount N] [--nested E] [--no-minimize] [--violations N] [--quick]\n"
+    "         [--no-dedup]\n"
     "         [--generated N] [--recovery-only] [--corrupt CLASS[:N]] [--non-atomic]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
@@ -42,6 +43,8 @@ const char kUsage[] =
     "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N] epochs eio\n"
     "  eio: each read, write and flush of the run fails once in turn (EIO); the guest op must\n"
     "    fail, and after a close the image must recover as a crash image does (I13)\n"
+    "  --no-dedup: recover every state in full, not once per metadata state (the reference\n"
+    "  the deduplicated verdicts are held to; slower)\n"
     "  --violations N: reproducers for the first state of up to N invariant x operation\n"
     "  classes (8; 4 with --bug)\n"
     "  --recovery-only: hold recovery alone to account (I3, I7, I8), for unsafe crash states\n"
@@ -156,6 +159,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
                                     {"corrupt", required_argument, nullptr, 'K'},
                                     {"non-atomic", no_argument, nullptr, 'A'},
                                     {"quick", no_argument, nullptr, 'q'},
+                                    {"no-dedup", no_argument, nullptr, 1100},
                                     {"generated", required_argument, nullptr, 'G'},
                                     {"journal", required_argument, nullptr, 'J'},
                                     {"engine", required_argument, nullptr, 1000},
@@ -262,6 +266,9 @@ int ParseArgs(int argc, char** argv, Args& args) {
         break;
       case 'M':
         args.config.minimize = false;
+        break;
+      case 1100:
+        args.config.dedup = false;
         break;
       case 'O':
         args.config.recovery.recovery_invariants_only = true;
@@ -463,6 +470,8 @@ void PrintSummary(const properties::ExploreReport& r) {
               static_cast<unsigned long long>(r.states_total),
               r.budget_exhausted ? ", budget exhausted" : "", r.states_per_second(),
               r.elapsed_seconds);
+  std::printf("  recoveries run  %llu (%.0f/s; one per metadata state, properties/dedup.h)\n",
+              static_cast<unsigned long long>(r.recoveries_run), r.recoveries_per_second());
   std::printf("  verdicts       ");
   for (int i = 0; i < properties::kVerdictCount; ++i) {
     std::printf(" %s %llu%s", properties::VerdictName(static_cast<properties::Verdict>(i)),
@@ -578,6 +587,7 @@ int RunSuiteMode(Args& args) {
   if (args.policy_given) config.policies = {args.config.run.open.policy};
   config.bugs = args.config.run.open.faults;
   config.seed = args.seed;
+  config.dedup = args.config.dedup;
   config.budget_seconds = args.quick ? 2 : 20;
   if (args.generated >= 0) {
     // A fixed amount of work, the same on any machine: no time budget.
@@ -640,23 +650,31 @@ int RunSuiteMode(Args& args) {
                 static_cast<unsigned long long>(row.states),
                 static_cast<unsigned long long>(row.violating + row.failures), verdicts.c_str());
   }
-  nlohmann::json json = {{"suite", true},
-                         {"seed", config.seed},
-                         {"budget_seconds", config.budget_seconds},
-                         {"elapsed_seconds", suite->elapsed_seconds},
-                         {"states_checked", suite->states_checked},
-                         {"builtin_workloads", suite->builtin_workloads},
-                         {"generated_workloads", suite->generated_workloads},
-                         {"budget_exhausted", suite->budget_exhausted},
-                         {"first_failure_seconds", suite->first_failure_seconds},
-                         {"bugs", engine::EnabledBugNames(config.bugs)},
-                         {"cells", nlohmann::json::array()},
-                         {"failures", nlohmann::json::array()}};
+  nlohmann::json json = {
+      {"suite", true},
+      {"seed", config.seed},
+      {"budget_seconds", config.budget_seconds},
+      {"elapsed_seconds", suite->elapsed_seconds},
+      {"states_checked", suite->states_checked},
+      {"states_covered", suite->states_checked},
+      {"recoveries_run", suite->recoveries_run},
+      {"states_per_second",
+       suite->elapsed_seconds > 0 ? suite->states_checked / suite->elapsed_seconds : 0.0},
+      {"recoveries_per_second",
+       suite->elapsed_seconds > 0 ? suite->recoveries_run / suite->elapsed_seconds : 0.0},
+      {"builtin_workloads", suite->builtin_workloads},
+      {"generated_workloads", suite->generated_workloads},
+      {"budget_exhausted", suite->budget_exhausted},
+      {"first_failure_seconds", suite->first_failure_seconds},
+      {"bugs", engine::EnabledBugNames(config.bugs)},
+      {"cells", nlohmann::json::array()},
+      {"failures", nlohmann::json::array()}};
   for (const properties::SuiteCell& cell : suite->cells) {
     json["cells"].push_back({{"workload", cell.workload},
                              {"policy", cell.policy},
                              {"enumerator", cell.enumerator},
                              {"states_checked", cell.report.states_checked},
+                             {"recoveries_run", cell.report.recoveries_run},
                              {"violating_states", cell.report.violating_states},
                              {"elapsed_seconds", cell.report.elapsed_seconds},
                              {"finished_at_seconds", cell.finished_at_seconds},

@@ -28,6 +28,7 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
   }
   return DumpJson(json{{"states_total", r.states_total},
                        {"states_checked", r.states_checked},
+                       {"recoveries_run", r.recoveries_run},
                        {"skipped_points", r.skipped_points},
                        {"elapsed", r.elapsed_seconds},
                        {"budget_exhausted", r.budget_exhausted},
@@ -45,6 +46,7 @@ Status Decode(const std::string& text, const properties::Workload& workload,
   if (j.contains("error")) return Status::IoError("worker: " + j["error"].get<std::string>());
   r.states_total = j["states_total"];
   r.states_checked = j["states_checked"];
+  r.recoveries_run = j["recoveries_run"];
   r.skipped_points = j["skipped_points"];
   r.elapsed_seconds = j["elapsed"];
   r.budget_exhausted = j["budget_exhausted"];

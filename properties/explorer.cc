@@ -4,6 +4,7 @@
 #include <chrono>
 #include <set>
 
+#include "properties/dedup.h"
 #include "properties/eio.h"
 #include "sim/crash_view.h"
 
@@ -20,6 +21,7 @@ double ExploreReport::flushes_per_allocation() const {
 void ExploreReport::Merge(const ExploreReport& other) {
   states_total += other.states_total;
   states_checked += other.states_checked;
+  recoveries_run += other.recoveries_run;
   skipped_points += other.skipped_points;
   elapsed_seconds = std::max(elapsed_seconds, other.elapsed_seconds);
   budget_exhausted |= other.budget_exhausted;
@@ -243,6 +245,8 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
     report.states_total = sim::CountCrashStates(*run.timeline, spec);
   }
   const GuestOracle oracle(run);
+  StateDeduper deduper(run, oracle, config.recovery);
+  StateResult full;
   auto enumerator = sim::CrashEnumerator::Create(*run.timeline, spec);
   sim::CrashState state;
   std::set<std::string> classes;  // invariant/op class of every violation seen
@@ -254,7 +258,15 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
       report.budget_exhausted = true;
       break;
     }
-    StateResult result = RecoverState(run, oracle, enumerator->point(), state, config.recovery);
+    const StateResult* recovered;
+    if (config.dedup) {
+      recovered = &deduper.Recover(enumerator->point(), state);
+    } else {
+      full = RecoverState(run, oracle, enumerator->point(), state, config.recovery);
+      ++report.recoveries_run;
+      recovered = &full;
+    }
+    const StateResult& result = *recovered;
     ++report.states_checked;
     ++report.verdicts[static_cast<int>(result.verdict)];
     if (!result.violations.empty()) {
@@ -263,12 +275,14 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
       if (config.stop_at_first_violation) break;
     }
     if (progress && std::chrono::duration<double>(Clock::now() - last_progress).count() > 0.25) {
+      report.recoveries_run = config.dedup ? deduper.recoveries_run() : report.recoveries_run;
       report.elapsed_seconds = Seconds(start);
       progress(report);
       last_progress = Clock::now();
     }
   }
   report.skipped_points = enumerator->skipped_points();
+  if (config.dedup) report.recoveries_run = deduper.recoveries_run();
   report.elapsed_seconds = Seconds(start);
   return report;
 }

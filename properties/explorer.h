@@ -43,6 +43,9 @@ struct ExploreConfig {
   // request of the run fails in turn (`--enumerator eio`); states_max and
   // stride_to_cap apply to the cases as to states.
   bool io_errors = false;
+  // One recovery per metadata state of a point (properties/dedup.h); off:
+  // every state recovers in full (the reference the dedup property checks).
+  bool dedup = true;
 };
 
 // One violation, as found and as minimized.
@@ -66,8 +69,9 @@ struct ExploreReport {
   std::string policy;
   std::string enumerator;
   uint64_t crash_points = 0;
-  uint64_t states_total = 0;  // the enumerator's closed-form count (this shard)
-  uint64_t states_checked = 0;
+  uint64_t states_total = 0;    // the enumerator's closed-form count (this shard)
+  uint64_t states_checked = 0;  // states given a verdict ("states_covered" in the report)
+  uint64_t recoveries_run = 0;  // full recoveries those took (one per metadata group)
   uint64_t skipped_points = 0;
   double elapsed_seconds = 0;
   bool budget_exhausted = false;
@@ -84,6 +88,9 @@ struct ExploreReport {
 
   double states_per_second() const {
     return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0;
+  }
+  double recoveries_per_second() const {
+    return elapsed_seconds > 0 ? recoveries_run / elapsed_seconds : 0;
   }
   double flushes_per_guest_write() const;
   double flushes_per_allocation() const;

@@ -207,7 +207,27 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
     }
   }
   const uint64_t first_sector = guest_offset / kGuestSectorBytes;
-  for (uint64_t k = 0; k * kGuestSectorBytes < bytes.size() && out.size() < max; ++k) {
+  // At most `max` violations of each invariant: the cap bounds the
+  // messages, never which invariants a read breaks (the deduplicating
+  // recovery judges sectors apart and must find the same set).
+  size_t i4 = 0, i5 = 0;
+  for (const ContentViolation& v : out) (v.invariant == "I4" ? i4 : i5) += 1;
+  size_t mark = out.size();
+  // Counts the violation the last sector appended (one at most), or drops
+  // it past its invariant's cap.
+  auto settle = [&] {
+    if (out.size() > mark) {
+      size_t& n = out.back().invariant == "I4" ? i4 : i5;
+      if (n >= max) {
+        out.pop_back();
+      } else {
+        ++n;
+      }
+    }
+    mark = out.size();
+  };
+  for (uint64_t k = 0; k * kGuestSectorBytes < bytes.size() && (i4 < max || i5 < max); ++k) {
+    settle();
     const uint64_t sector = first_sector + k;
     const uint64_t actual = SectorTagOf(bytes.data() + k * kGuestSectorBytes);
     auto it = std::lower_bound(sectors_.begin(), sectors_.end(), sector);
@@ -252,6 +272,7 @@ void GuestOracle::Check(uint64_t point, uint64_t guest_offset, std::span<const u
                               : "; expected its flushed value: " + DescribeSectorTag(durable));
     out.push_back(std::move(v));
   }
+  settle();
 }
 
 void GuestOracle::CheckBytes(uint64_t point, int64_t flush_index, uint64_t sector,

@@ -11,6 +11,7 @@
 #include "engine/image.h"
 #include "engine/journal.h"
 #include "engine/qcow2_format.h"
+#include "properties/recovery_internal.h"
 #include "sim/crash_view.h"
 
 namespace qcrash::properties {
@@ -33,25 +34,19 @@ const char* VerdictName(Verdict verdict) {
   return "?";
 }
 
-namespace {
+namespace recovery_internal {
 
+namespace {
 // The crash state's external data file while its recovery runs (null: the
 // image has none). Every open in this file reads guest data through it; a
 // recovery only writes metadata, so a nested crash of it shares this file.
 thread_local BlockDevice* state_data_file = nullptr;
+}  // namespace
 
-class ScopedDataFile {
- public:
-  explicit ScopedDataFile(BlockDevice* device) : saved_(state_data_file) {
-    state_data_file = device;
-  }
-  ~ScopedDataFile() { state_data_file = saved_; }
-  ScopedDataFile(const ScopedDataFile&) = delete;
-  ScopedDataFile& operator=(const ScopedDataFile&) = delete;
-
- private:
-  BlockDevice* saved_;
-};
+ScopedDataFile::ScopedDataFile(BlockDevice* device) : saved_(state_data_file) {
+  state_data_file = device;
+}
+ScopedDataFile::~ScopedDataFile() { state_data_file = saved_; }
 
 engine::DataFileOpener StateDataFile() {
   if (state_data_file == nullptr) return {};
@@ -246,7 +241,7 @@ void CheckReplayedConsistent(const engine::CheckReport& repair, StateResult& res
 // `started_from` (when given) receives the corruption repair found, by cluster and kind:
 // the state repair started from, as a plain open + check sees it.
 bool Repair(BlockDevice& view, StateResult& result, const std::string& tag, bool raw_clean,
-            CorruptionSet* started_from = nullptr) {
+            CorruptionSet* started_from) {
   engine::OpenOptions open;  // recovery uses the default (ordered) engine
   open.open_data_file = StateDataFile();
   open.policy = engine::OrderingPolicy::kOrdered;
@@ -391,9 +386,44 @@ bool UntouchedReadZeroes(BlockDevice& view, const WorkloadRun& run, const GuestO
   return CheckMappedUntouched(**image, oracle, point, content).ok() && content.empty();
 }
 
+void AddContentViolations(const WorkloadRun& run, const std::vector<ContentViolation>& content,
+                          StateResult& result, const std::string& tag) {
+  for (const ContentViolation& v : content) {
+    const bool stale =
+        v.invariant == "I5" && run.options.open.data_ordering == engine::DataOrdering::kQemu;
+    if (stale && tag.empty()) {
+      if (result.verdict != Verdict::kDataLoss) result.verdict = Verdict::kStaleDataExposed;
+      continue;
+    }
+    result.violations.push_back({tag.empty() ? v.invariant : tag, v.message});
+  }
+}
+
+namespace {
+
+// Hands the oracle the sectors of `bytes` (read at guest `offset`) outside
+// the sorted guest ranges `skip`.
+void CheckOutside(const GuestOracle& oracle, uint64_t point, uint64_t offset,
+                  std::span<const uint8_t> bytes, const GuestRanges& skip,
+                  std::vector<ContentViolation>& content) {
+  const uint64_t end = offset + bytes.size();
+  auto range = std::lower_bound(skip.begin(), skip.end(), std::pair<uint64_t, uint64_t>{offset, 0});
+  if (range != skip.begin() && std::prev(range)->second > offset) --range;
+  for (uint64_t at = offset; at < end;) {
+    while (range != skip.end() && range->second <= at) ++range;
+    const uint64_t stop = range == skip.end() ? end : std::min(end, std::max(at, range->first));
+    if (stop > at) oracle.Check(point, at, bytes.subspan(at - offset, stop - at), content);
+    if (range == skip.end()) break;
+    at = std::max(stop, std::min(end, range->second));
+  }
+}
+
+}  // namespace
+
 // Step 5, and I10.
 void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& oracle,
-                  uint64_t point, StateResult& result, const std::string& tag) {
+                  uint64_t point, StateResult& result, const std::string& tag,
+                  const GuestRanges* skip) {
   auto image = OpenStateReadOnly(view, run);
   if (!image.ok()) {
     result.violations.push_back(
@@ -420,7 +450,11 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
           {tag.empty() ? "I7" : tag, "guest read failed: " + read.ToString()});
       return;
     }
-    oracle.Check(point, offset, buffer, content);
+    if (skip == nullptr) {
+      oracle.Check(point, offset, buffer, content);
+    } else {
+      CheckOutside(oracle, point, offset, buffer, *skip, content);
+    }
   }
   const bool whole_map =
       (result.raw_refcounts_dirty && result.raw_corruptions != 0) || !tag.empty();
@@ -431,15 +465,7 @@ void CheckContent(BlockDevice& view, const WorkloadRun& run, const GuestOracle& 
         {tag.empty() ? "I7" : tag, "guest read failed: " + untouched.ToString()});
     return;
   }
-  for (ContentViolation& v : content) {
-    const bool stale =
-        v.invariant == "I5" && run.options.open.data_ordering == engine::DataOrdering::kQemu;
-    if (stale && tag.empty()) {
-      if (result.verdict != Verdict::kDataLoss) result.verdict = Verdict::kStaleDataExposed;
-      continue;
-    }
-    result.violations.push_back({tag.empty() ? v.invariant : tag, v.message});
-  }
+  AddContentViolations(run, content, result, tag);
   if (!run.reserved_host_offsets.empty()) {
     auto hosts = HostOffsets(**image);
     for (size_t c = 0; hosts.ok() && c < run.reserved_host_offsets.size() && c < hosts->size();
@@ -757,7 +783,6 @@ void CheckNested(sim::CrashView& view, const WorkloadRun& run, const GuestOracle
   }
 }
 
-// The verdict: the worst thing that happened.
 void SetVerdict(bool repaired, StateResult& result) {
   bool data_loss = false, unrecoverable = !repaired;
   for (const Violation& v : result.violations) {
@@ -775,7 +800,9 @@ void SetVerdict(bool repaired, StateResult& result) {
   }
 }
 
-}  // namespace
+}  // namespace recovery_internal
+
+using namespace recovery_internal;
 
 StateResult RecoverState(const WorkloadRun& run, const GuestOracle& oracle,
                          std::shared_ptr<const sim::CrashPoint> point, const sim::CrashState& state,

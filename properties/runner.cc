@@ -282,22 +282,52 @@ struct BackingReads {
   bool fired = false;
 };
 
-// A backing file whose nth read fails once with EIO.
-class CountedBacking final : public MemoryDevice {
+// The backing file each open is handed: reads share the run's bytes (an
+// open of a crash state must not copy the whole file); a write, which a
+// backing file opened read-only never gets, first takes a copy. With
+// `reads`, its nth read fails once with EIO (RunOptions::backing_read_error).
+class SharedBacking final : public BlockDevice {
  public:
-  CountedBacking(std::vector<uint8_t> bytes, std::shared_ptr<BackingReads> reads)
-      : MemoryDevice(std::move(bytes)), reads_(std::move(reads)) {}
+  SharedBacking(std::shared_ptr<const std::vector<uint8_t>> bytes,
+                std::shared_ptr<BackingReads> reads)
+      : shared_(std::move(bytes)), reads_(std::move(reads)) {}
   Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override {
-    if (++reads_->count == reads_->fail_nth) {
+    if (reads_ && ++reads_->count == reads_->fail_nth) {
       reads_->fired = true;
       return Status::IoError("injected EIO on backing file read " + std::to_string(reads_->count) +
                              " at " + HexOffset(offset_bytes));
     }
-    return MemoryDevice::Read(offset_bytes, out);
+    if (owned_) return owned_->Read(offset_bytes, out);
+    const std::vector<uint8_t>& bytes = *shared_;
+    if (offset_bytes > bytes.size() || out.size() > bytes.size() - offset_bytes) {
+      return Status::IoError("read of " + std::to_string(out.size()) + " bytes at " +
+                             HexOffset(offset_bytes) + " past the end of the device (" +
+                             std::to_string(bytes.size()) + " bytes)");
+    }
+    std::copy_n(bytes.begin() + static_cast<ptrdiff_t>(offset_bytes), out.size(), out.begin());
+    return Status::Ok();
   }
+  Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    return Own().Write(offset_bytes, data);
+  }
+  Status WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) override {
+    return Own().WriteFua(offset_bytes, data);
+  }
+  Status Flush() override { return owned_ ? owned_->Flush() : Status::Ok(); }
+  uint64_t SizeBytes() const override { return owned_ ? owned_->SizeBytes() : shared_->size(); }
+  Status Resize(uint64_t size_bytes, ResizeMode mode) override {
+    return Own().Resize(size_bytes, mode);
+  }
+  DeviceGeometry Geometry() const override { return {}; }
 
  private:
+  MemoryDevice& Own() {
+    if (!owned_) owned_ = std::make_unique<MemoryDevice>(*shared_);
+    return *owned_;
+  }
+  std::shared_ptr<const std::vector<uint8_t>> shared_;
   std::shared_ptr<BackingReads> reads_;
+  std::unique_ptr<MemoryDevice> owned_;
 };
 
 RunOptions WithCountedBacking(const Workload& workload, RunOptions options,
@@ -313,11 +343,10 @@ RunOptions WithCountedBacking(const Workload& workload, RunOptions options,
   }
   options.open.open_backing =
       [bytes, second, reads](const std::string& name) -> Result<std::unique_ptr<BlockDevice>> {
-    const std::vector<uint8_t>* chosen = name == kBackingFileName ? bytes.get() : nullptr;
-    if (name == kBacking2FileName) chosen = second.get();
+    std::shared_ptr<const std::vector<uint8_t>> chosen = name == kBackingFileName ? bytes : nullptr;
+    if (name == kBacking2FileName) chosen = second;
     if (chosen == nullptr) return Status::IoError("no backing file '" + name + "'");
-    if (!reads) return std::unique_ptr<BlockDevice>(std::make_unique<MemoryDevice>(*chosen));
-    return std::unique_ptr<BlockDevice>(std::make_unique<CountedBacking>(*chosen, reads));
+    return std::unique_ptr<BlockDevice>(std::make_unique<SharedBacking>(chosen, reads));
   };
   return options;
 }
@@ -359,9 +388,11 @@ void AppendJunkClusters(std::vector<uint8_t>& image, uint64_t cluster_bytes, uin
   image.resize(end);
   // Not a sector of one repeated word (no guest tag, no zeroes), and not
   // valid metadata: every 8-byte word differs.
-  for (uint64_t at = start; at < end; ++at) {
-    image[at] =
-        static_cast<uint8_t>(((at >> 3) * 0x9e3779b97f4a7c15ULL) >> (56 - 8 * (at & 7) % 56));
+  // Byte b of word w is (w * K) >> (56 - 8 * b % 56), computed a word at a time.
+  for (uint64_t at = start; at < end;) {
+    const uint64_t word = (at >> 3) * 0x9e3779b97f4a7c15ULL;
+    for (const uint64_t stop = std::min(end, (at | 7) + 1); at < stop; ++at)
+      image[at] = static_cast<uint8_t>(word >> (56 - 8 * (at & 7) % 56));
   }
 }
 

@@ -88,8 +88,10 @@ uint64_t SuiteJournalRing(const std::string& name) {
              : engine::JournalOptions{}.size_bytes;
 }
 
-// States every built-in cell checks whatever its time share (see run_cell).
-constexpr uint64_t kBuiltinStatesMin = 100;
+// States every built-in cell checks whatever its time share (see run_cell):
+// an eio case reruns the whole workload, so fewer of those.
+constexpr uint64_t kBuiltinStatesMin = 50;
+constexpr uint64_t kBuiltinEioCasesMin = 10;
 
 double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -156,11 +158,16 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   auto over_budget = [&] {
     return config.budget_seconds > 0 && Since(start) >= config.budget_seconds;
   };
+  // The built-in passes stop at their share (set below), so that generated
+  // workloads, which reach what no built-in was written for, always run.
+  Clock::time_point builtin_deadline = start;
+  auto builtins_over_budget = [&] {
+    return config.budget_seconds > 0 && Clock::now() >= builtin_deadline;
+  };
   // The built-in cells share 60% of the budget: each gets the time left
   // divided by the cells left, so the time a cheap cell leaves unused goes
   // to the cells after it (set once the cells are counted, below).
   size_t builtin_cells_left = 0;
-  Clock::time_point builtin_deadline = start;
   auto run_cell = [&](const std::string& workload_name, const PolicyVariant& v,
                       ExploreConfig explore, const std::string& enumerator) -> Status {
     SuiteCell cell;
@@ -173,13 +180,15 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
                             sim::ParseEnumeratorSpec(explore.io_errors ? "prefix" : enumerator));
     explore.stop_at_first_violation = true;
     explore.minimize = false;
+    explore.dedup = config.dedup;
     if (builtin_cells_left > 0) {
       const double left = std::chrono::duration<double>(builtin_deadline - Clock::now()).count();
       explore.budget_seconds = std::max(0.001, left / static_cast<double>(builtin_cells_left--));
       // A floor, so that a loaded machine still reaches the first states of
       // each cell, where the in-order enumerators put the likeliest breaks
       // (the two refcount-growth workloads cost ~10 ms a state: no floor).
-      if (workload_name.rfind("refcount-", 0) != 0) explore.states_min = kBuiltinStatesMin;
+      if (workload_name.rfind("refcount-", 0) != 0)
+        explore.states_min = explore.io_errors ? kBuiltinEioCasesMin : kBuiltinStatesMin;
     }
     // A stride reaches late crash points under a cap; epochs and
     // bounded-ends put the states most likely to break first (epochs that
@@ -196,6 +205,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     // other workloads and must not find it.
     cell.config.prepared.reset();
     suite.states_checked += cell.report.states_checked;
+    suite.recoveries_run += cell.report.recoveries_run;
     cell.finished_at_seconds = Since(start);
     if (cell.failed() && suite.first_failure_seconds < 0)
       suite.first_failure_seconds = Since(start);
@@ -254,7 +264,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   // it may leave the image worse than it found it).
   auto run_repair_pass = [&]() -> Status {
     for (size_t w = 0; repair_pass && w < builtins.size(); ++w) {
-      if (over_budget()) {
+      if (builtins_over_budget()) {
         suite.budget_exhausted = true;
         break;
       }
@@ -292,7 +302,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
                                       [&](const auto& b) { return b.first == name; });
       if (!repair_pass || found == builtins.end()) continue;
       for (int k = 0; k < kCorruptionCount; ++k) {
-        if (over_budget()) {
+        if (builtins_over_budget()) {
           suite.budget_exhausted = true;
           return Status::Ok();
         }
@@ -329,7 +339,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       const auto& [name, workload] = builtins[w];
       for (PolicyVariant v : variants) {
         if (v.scan_recovery || !Runs(name, workload, v.policy, !config.policies.empty())) continue;
-        if (over_budget()) {
+        if (builtins_over_budget()) {
           suite.budget_exhausted = true;
           return Status::Ok();
         }
@@ -377,7 +387,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       for (size_t vi = 0; vi < variants.size(); ++vi) {
         const PolicyVariant& v = variants[vi];
         if (!Runs(name, workload, v.policy, !config.policies.empty())) continue;
-        if (over_budget()) {
+        if (builtins_over_budget()) {
           suite.budget_exhausted = true;
           break;
         }

@@ -25,6 +25,7 @@ struct SuiteConfig {
   uint64_t generated_states = 400;  // states per generated cell and enumerator
   bool skip_costly = false;         // leave out refcount-table-growth (--quick)
   size_t generated_max = 0;         // 0: as many as the budget allows (none without a budget)
+  bool dedup = true;                // one recovery per metadata state (properties/dedup.h)
 };
 
 struct SuiteCell {
@@ -43,6 +44,7 @@ struct SuiteReport {
   uint64_t builtin_workloads = 0;
   uint64_t generated_workloads = 0;
   uint64_t states_checked = 0;
+  uint64_t recoveries_run = 0;
   double elapsed_seconds = 0;
   bool budget_exhausted = false;      // the built-ins did not all run
   double first_failure_seconds = -1;  // when the first failing cell ended (-1: none)

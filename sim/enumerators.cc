@@ -145,6 +145,14 @@ class SubsetEnumerator final : public CrashEnumerator {
     return true;
   }
 
+  bool SkipUnsharded() override {
+    while (!has_state_) {
+      if (!AdvancePoint()) return false;
+    }
+    has_state_ = Odometer(digits_, radix_) || NextSubset();
+    return true;
+  }
+
  private:
   bool AdvancePoint() {
     if (next_point_ >= (only_points_ ? points_.size() : timeline_.PointCount())) return false;
@@ -423,10 +431,14 @@ void CrashEnumerator::LoadPoint(uint64_t p) {
 }
 
 bool CrashEnumerator::Next(CrashState* state) {
-  while (NextUnsharded(state)) {
-    if (index_++ % shard_count_ == shard_index_) return true;
+  // Another shard's states are stepped over, not built.
+  while (shard_count_ > 1 && index_ % shard_count_ != shard_index_) {
+    if (!SkipUnsharded()) return false;
+    ++index_;
   }
-  return false;
+  if (!NextUnsharded(state)) return false;
+  ++index_;
+  return true;
 }
 
 std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& timeline,

@@ -78,6 +78,9 @@ class CrashEnumerator {
  protected:
   explicit CrashEnumerator(const CrashTimeline& timeline) : timeline_(timeline) {}
   virtual bool NextUnsharded(CrashState* state) = 0;
+  // Steps past the next state without building it (another shard's); false
+  // at the end. An enumerator whose states cost to build overrides it.
+  virtual bool SkipUnsharded() { return NextUnsharded(&skipped_); }
   // Loads point p into point_ unless it is already there.
   void LoadPoint(uint64_t p);
 
@@ -86,6 +89,7 @@ class CrashEnumerator {
   uint64_t skipped_points_ = 0;
 
  private:
+  CrashState skipped_;
   uint64_t index_ = 0;
   uint64_t shard_index_ = 0;
   uint64_t shard_count_ = 1;
