@@ -70,6 +70,9 @@ class CrashView final : public BlockDevice {
   uint64_t size_bytes_ = 0;
   uint64_t truncated_at_bytes_ = 0;  // base and overlay bytes at or past this read as zero
   uint32_t sector_bytes_ = 512;
+  // The overlay index where the last read stopped (a search hint only: any
+  // value is correct, a good one skips the binary search).
+  mutable size_t read_hint_ = 0;
   bool logging_ = false;
   bool tracking_reads_ = false;
   std::vector<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length), see TrackReads
