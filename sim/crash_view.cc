@@ -247,14 +247,20 @@ void CrashView::ReadAll(uint64_t offset_bytes, std::span<uint8_t> out) const {
   ReadUnwritten(offset_bytes, out);
   if (written_.empty() || out.empty()) return;
   const uint64_t end = offset_bytes + out.size();
-  for (auto it = written_.lower_bound(offset_bytes / sector_bytes_);
-       it != written_.end() && it->first * sector_bytes_ < end; ++it) {
-    const uint64_t sector_start = it->first * sector_bytes_;
+  for (auto it = FirstWrittenFrom(offset_bytes / sector_bytes_);
+       it != written_.end() && it->sector * sector_bytes_ < end; ++it) {
+    const uint64_t sector_start = it->sector * sector_bytes_;
     const uint64_t from = std::max(sector_start, offset_bytes);
     const uint64_t to = std::min(sector_start + sector_bytes_, end);
-    std::memcpy(out.data() + (from - offset_bytes), it->second.data() + (from - sector_start),
+    std::memcpy(out.data() + (from - offset_bytes), WrittenBytes(*it) + (from - sector_start),
                 to - from);
   }
+}
+
+std::vector<CrashView::WrittenSector>::const_iterator CrashView::FirstWrittenFrom(
+    uint64_t sector) const {
+  return std::lower_bound(written_.begin(), written_.end(), sector,
+                          [](const WrittenSector& e, uint64_t s) { return e.sector < s; });
 }
 
 Status CrashView::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
@@ -289,15 +295,26 @@ Status CrashView::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data
   size_bytes_ = std::max(size_bytes_, end);
   for (uint64_t sector = offset_bytes / sector_bytes_; sector * sector_bytes_ < end; ++sector) {
     const uint64_t sector_start = sector * sector_bytes_;
-    auto [it, inserted] = written_.try_emplace(sector);
-    if (inserted) {
-      it->second.resize(sector_bytes_);
-      ReadUnwritten(sector_start, it->second);  // copy-on-write of the whole sector
+    // Recovery mostly writes forward: appending past the last written
+    // sector skips the search and the insertion's move.
+    size_t index = written_.size();
+    if (!written_.empty() && written_.back().sector >= sector) {
+      index = static_cast<size_t>(FirstWrittenFrom(sector) - written_.cbegin());
     }
     const uint64_t from = std::max(sector_start, offset_bytes);
     const uint64_t to = std::min(sector_start + sector_bytes_, end);
-    std::memcpy(it->second.data() + (from - sector_start), data.data() + (from - offset_bytes),
-                to - from);
+    if (index == written_.size() || written_[index].sector != sector) {
+      const uint64_t slot = written_bytes_.size() / sector_bytes_;
+      written_bytes_.resize(written_bytes_.size() + sector_bytes_);
+      written_.insert(written_.begin() + static_cast<ptrdiff_t>(index), {sector, slot});
+      // Copy-on-write of the sector, unless this write covers all of it.
+      if (to - from != sector_bytes_) {
+        ReadUnwritten(sector_start,
+                      std::span<uint8_t>(WrittenBytes(written_[index]), sector_bytes_));
+      }
+    }
+    std::memcpy(WrittenBytes(written_[index]) + (from - sector_start),
+                data.data() + (from - offset_bytes), to - from);
   }
   return Status::Ok();
 }
@@ -321,11 +338,10 @@ Status CrashView::Resize(uint64_t size_bytes, ResizeMode /*mode*/) {
   if (size_bytes < size_bytes_) {
     truncated_at_bytes_ = std::min(truncated_at_bytes_, size_bytes);
     const uint64_t first_gone = (size_bytes + sector_bytes_ - 1) / sector_bytes_;
-    written_.erase(written_.lower_bound(first_gone), written_.end());
+    written_.erase(FirstWrittenFrom(first_gone), written_.cend());
     const uint64_t within = size_bytes % sector_bytes_;
-    auto last = written_.find(size_bytes / sector_bytes_);
-    if (within != 0 && last != written_.end()) {
-      std::memset(last->second.data() + within, 0, sector_bytes_ - within);
+    if (within != 0 && !written_.empty() && written_.back().sector == size_bytes / sector_bytes_) {
+      std::memset(WrittenBytes(written_.back()) + within, 0, sector_bytes_ - within);
     }
   }
   size_bytes_ = size_bytes;
@@ -349,11 +365,11 @@ ChunkedImage CrashView::Materialize() const {
   }
   image.Resize(std::min(point_->size_bytes, truncated_at_bytes_));
   image.Resize(size_bytes_);
-  for (const auto& [sector, bytes] : written_) {
-    const uint64_t start = sector * sector_bytes_;
+  for (const WrittenSector& entry : written_) {
+    const uint64_t start = entry.sector * sector_bytes_;
     if (start >= size_bytes_) continue;
     const uint64_t length = std::min<uint64_t>(sector_bytes_, size_bytes_ - start);
-    image.Write(start, std::span<const uint8_t>(bytes.data(), length));
+    image.Write(start, std::span<const uint8_t>(WrittenBytes(entry), length));
   }
   return image;
 }

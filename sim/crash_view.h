@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -64,9 +63,24 @@ class CrashView final : public BlockDevice {
   Status WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
 
   std::shared_ptr<const CrashPoint> point_;
-  std::vector<OverlayEntry> overlay_;                 // sorted by sector
-  std::vector<uint8_t> owned_;                        // bytes of mixed and garbage sectors
-  std::map<uint64_t, std::vector<uint8_t>> written_;  // sector -> its bytes
+  std::vector<OverlayEntry> overlay_;  // sorted by sector
+  std::vector<uint8_t> owned_;         // bytes of mixed and garbage sectors
+  // The view's own writes: sectors (sorted) and where their bytes sit in
+  // written_bytes_ (slot * sector_bytes_). One flat buffer, not a node and a
+  // heap block per sector; a truncation drops entries and leaves their slots.
+  struct WrittenSector {
+    uint64_t sector;
+    uint64_t slot;
+  };
+  std::vector<WrittenSector> written_;
+  std::vector<uint8_t> written_bytes_;
+  uint8_t* WrittenBytes(const WrittenSector& entry) {
+    return written_bytes_.data() + entry.slot * sector_bytes_;
+  }
+  const uint8_t* WrittenBytes(const WrittenSector& entry) const {
+    return written_bytes_.data() + entry.slot * sector_bytes_;
+  }
+  std::vector<WrittenSector>::const_iterator FirstWrittenFrom(uint64_t sector) const;
   uint64_t size_bytes_ = 0;
   uint64_t truncated_at_bytes_ = 0;  // base and overlay bytes at or past this read as zero
   uint32_t sector_bytes_ = 512;
