@@ -15,8 +15,9 @@ namespace qcrash::sim {
 
 // Building a view copies the point's latest overlay (one entry per pending or
 // FUA-durable sector) and patches the state's deviations: O(pending sectors),
-// never O(disk). Reads walk the overlay and fill gaps from the shared base.
-// Writes (recovery) land in the view's own sector map; with StartLog() they
+// never O(disk). Reads walk the overlay and fill gaps from the shared base;
+// a durable version (0) is read in place from its base chunk.
+// Writes (recovery) land in the view's own sorted sector list; with StartLog() they
 // are also logged, so a crash during recovery is a nested timeline.
 class CrashView final : public BlockDevice {
  public:
