@@ -124,6 +124,10 @@ struct PendingSector {
   uint32_t first = 0;          // index into CrashPoint::version_data
   uint32_t count = 0;          // v, the number of pending versions (>= 1)
   uint32_t overlay_index = 0;  // index into CrashPoint::latest_overlay
+  // The durable version's bytes inside the device's base image (a shared,
+  // immutable chunk), or nullptr (a FUA-durable version, a hole, a sector
+  // across chunks): lets a view read version 0 without a base lookup.
+  const uint8_t* base_data = nullptr;
 };
 
 struct OverlayEntry {

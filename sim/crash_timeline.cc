@@ -164,6 +164,9 @@ void CrashTimeline::AddPending(uint64_t point, uint32_t device, CrashPoint& cp) 
   const Epoch& epoch = epochs_[device][EpochOf(point, device)];
   const uint8_t* arena = arena_->data();
   const std::vector<Version>& versions = epoch.versions;
+  const ChunkedImage* device_base = (device == 1 ? cp.second_base : cp.base).get();
+  const uint64_t base_bytes = device == 1 ? kSecondDeviceBaseBytes : 0;
+  const uint64_t sector_bytes = cp.sector_bytes;
   for (size_t i = 0; i < versions.size();) {
     // One sector's versions are adjacent, in record order (M6).
     size_t end = i;
@@ -187,6 +190,10 @@ void CrashTimeline::AddPending(uint64_t point, uint32_t device, CrashPoint& cp) 
       pending.first = static_cast<uint32_t>(cp.version_data.size());
       pending.count = static_cast<uint32_t>(stop - start);
       pending.overlay_index = static_cast<uint32_t>(cp.latest_overlay.size());
+      if (durable == nullptr && device_base != nullptr) {
+        pending.base_data =
+            device_base->ContiguousAt(sector * sector_bytes - base_bytes, sector_bytes);
+      }
       cp.version_data.push_back(durable);
       cp.version_record.push_back(durable_record);
       for (size_t j = start; j < stop; ++j) {

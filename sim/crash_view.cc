@@ -108,15 +108,25 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
   }
   std::unique_ptr<CrashView> view(new CrashView(std::move(point)));
   const CrashPoint& cp = *view->point_;
+  // Mixed and garbage sectors need the non-atomic mode (CheckChoice refuses
+  // them otherwise), so atomic points skip the count.
   size_t owned_sectors = 0;
-  for (const SectorChoice& choice : state.deviations) {
-    if (choice.kind != ChoiceKind::kVersion) ++owned_sectors;
+  if (cp.non_atomic.enabled) {
+    for (const SectorChoice& choice : state.deviations) {
+      if (choice.kind != ChoiceKind::kVersion) ++owned_sectors;
+    }
   }
   // Reserved once, so the overlay's pointers into owned_ stay valid.
   view->owned_.resize(owned_sectors * cp.sector_bytes);
   uint8_t* owned = view->owned_.data();
+  // Raw pointers, and one merge walk (deviations and pending are both
+  // sorted): at 512-byte sectors a state has hundreds of deviations.
+  const PendingSector* const pending_begin = cp.pending.data();
+  const PendingSector* const pending_end = pending_begin + cp.pending.size();
+  const PendingSector* next_pending = pending_begin;
+  const uint8_t* const* const version_data = cp.version_data.data();
+  OverlayEntry* const overlay = view->overlay_.data();
   uint64_t previous_sector = 0;
-  size_t next_pending = 0;  // deviations and pending are both sorted: one merge walk
   for (size_t i = 0; i < state.deviations.size(); ++i) {
     const SectorChoice& choice = state.deviations[i];
     if (i > 0 && choice.sector <= previous_sector) {
@@ -124,20 +134,35 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
                                      ": sectors not in increasing order");
     }
     previous_sector = choice.sector;
-    while (next_pending < cp.pending.size() && cp.pending[next_pending].sector < choice.sector) {
-      ++next_pending;
+    // The gap to the next deviation is random and short: counting, without
+    // branches, how many of the next four pending sectors lie before it
+    // replaces a mispredicted loop exit per deviation.
+    while (pending_end - next_pending >= 4) {
+      const uint64_t target = choice.sector;
+      if (next_pending[3].sector < target) {
+        next_pending += 4;
+        continue;
+      }
+      next_pending += static_cast<size_t>(next_pending[0].sector < target) +
+                      static_cast<size_t>(next_pending[1].sector < target) +
+                      static_cast<size_t>(next_pending[2].sector < target);
+      break;
     }
-    const int64_t index =
-        next_pending < cp.pending.size() && cp.pending[next_pending].sector == choice.sector
-            ? static_cast<int64_t>(next_pending)
-            : -1;
-    QCRASH_RETURN_IF_ERROR(CheckChoice(cp, choice, index));
-    const PendingSector& pending = cp.pending[static_cast<size_t>(index)];
-    const uint8_t** slot = &view->overlay_[pending.overlay_index].data;
-    if (choice.kind == ChoiceKind::kVersion) {
-      *slot = cp.version_data[pending.first + choice.version];
+    while (next_pending != pending_end && next_pending->sector < choice.sector) ++next_pending;
+    const bool found = next_pending != pending_end && next_pending->sector == choice.sector;
+    // The common case, an atomic version in range, checks inline; anything
+    // else goes through CheckChoice, which builds the error message.
+    if (found && choice.kind == ChoiceKind::kVersion && choice.version <= next_pending->count) {
+      // Only version 0 can be null (the base's): then read it in place.
+      const uint8_t* data = version_data[next_pending->first + choice.version];
+      const uint8_t* base_data = next_pending->base_data;  // loaded either way: a select
+      overlay[next_pending->overlay_index].data = data != nullptr ? data : base_data;
       continue;
     }
+    QCRASH_RETURN_IF_ERROR(
+        CheckChoice(cp, choice, found ? static_cast<int64_t>(next_pending - pending_begin) : -1));
+    const PendingSector& pending = *next_pending;
+    const uint8_t** slot = &overlay[pending.overlay_index].data;
     if (choice.kind == ChoiceKind::kGarbage) {
       FillGarbage(cp.point, choice.sector, owned, cp.sector_bytes);
     } else {
@@ -164,29 +189,54 @@ Result<std::unique_ptr<CrashView>> CrashView::Build(std::shared_ptr<const CrashP
 void CrashView::ReadUnwritten(uint64_t offset_bytes, std::span<uint8_t> out) const {
   const uint64_t end = offset_bytes + out.size();
   const ChunkedImage& base = *point_->base;
-  auto it = std::lower_bound(overlay_.begin(), overlay_.end(), offset_bytes / sector_bytes_,
-                             [](const OverlayEntry& e, uint64_t s) { return e.sector < s; });
+  const uint64_t sector_bytes = sector_bytes_;
+  const OverlayEntry* const first = overlay_.data();
+  const OverlayEntry* const last = first + overlay_.size();
+  // Readers mostly go forward: where the previous read stopped is usually
+  // where this one starts, which spares a mispredicted binary search per read.
+  const uint64_t start_sector = offset_bytes / sector_bytes;
+  const OverlayEntry* it = first + std::min(read_hint_, overlay_.size());
+  if (!((it == last || it->sector >= start_sector) &&
+        (it == first || (it - 1)->sector < start_sector))) {
+    it = std::lower_bound(first, last, start_sector,
+                          [](const OverlayEntry& e, uint64_t s) { return e.sector < s; });
+  }
   uint64_t position = offset_bytes;
   while (position < end) {
-    const uint64_t entry_start =
-        it == overlay_.end() ? end : std::max(it->sector * sector_bytes_, position);
+    const uint64_t entry_start = it == last ? end : std::max(it->sector * sector_bytes, position);
     if (entry_start > position) {
       const uint64_t gap_end = std::min(end, entry_start);
       base.Read(position, out.subspan(position - offset_bytes, gap_end - position));
       position = gap_end;
       continue;
     }
-    const uint64_t sector_start = it->sector * sector_bytes_;
-    const uint64_t step = std::min(end, sector_start + sector_bytes_) - position;
-    uint8_t* target = out.data() + (position - offset_bytes);
-    if (it->data != nullptr) {
-      std::memcpy(target, it->data + (position - sector_start), step);
-    } else {
-      base.Read(position, std::span<uint8_t>(target, step));
+    // A run of adjacent sectors whose bytes are adjacent too (the sectors of
+    // one write in the arena, of one base chunk, of owned_) is one copy: at
+    // 512-byte sectors the per-sector calls, not the bytes, dominate a read.
+    // Addresses are compared as integers: the run's bytes are exactly the
+    // entries' bytes, whichever allocations they belong to.
+    const uint64_t run_start = it->sector * sector_bytes;
+    const uint8_t* data = it->data;
+    const uintptr_t address = reinterpret_cast<uintptr_t>(data);
+    uint64_t run_end = run_start + sector_bytes;
+    uint64_t next_sector = it->sector + 1;
+    for (++it; run_end < end && it != last && it->sector == next_sector; ++it, ++next_sector) {
+      const bool adjacent = data == nullptr ? it->data == nullptr
+                                            : reinterpret_cast<uintptr_t>(it->data) ==
+                                                  address + (run_end - run_start);
+      if (!adjacent) break;
+      run_end += sector_bytes;
     }
-    position += step;
-    ++it;
+    const uint64_t stop = std::min(end, run_end);
+    uint8_t* target = out.data() + (position - offset_bytes);
+    if (data != nullptr) {
+      std::memcpy(target, data + (position - run_start), stop - position);
+    } else {
+      base.Read(position, std::span<uint8_t>(target, stop - position));
+    }
+    position = stop;
   }
+  read_hint_ = static_cast<size_t>(it - first);
   if (truncated_at_bytes_ < end) {
     const uint64_t zero_from = std::max(truncated_at_bytes_, offset_bytes);
     std::memset(out.data() + (zero_from - offset_bytes), 0, end - zero_from);
@@ -197,14 +247,20 @@ void CrashView::ReadAll(uint64_t offset_bytes, std::span<uint8_t> out) const {
   ReadUnwritten(offset_bytes, out);
   if (written_.empty() || out.empty()) return;
   const uint64_t end = offset_bytes + out.size();
-  for (auto it = written_.lower_bound(offset_bytes / sector_bytes_);
-       it != written_.end() && it->first * sector_bytes_ < end; ++it) {
-    const uint64_t sector_start = it->first * sector_bytes_;
+  for (auto it = FirstWrittenFrom(offset_bytes / sector_bytes_);
+       it != written_.end() && it->sector * sector_bytes_ < end; ++it) {
+    const uint64_t sector_start = it->sector * sector_bytes_;
     const uint64_t from = std::max(sector_start, offset_bytes);
     const uint64_t to = std::min(sector_start + sector_bytes_, end);
-    std::memcpy(out.data() + (from - offset_bytes), it->second.data() + (from - sector_start),
+    std::memcpy(out.data() + (from - offset_bytes), WrittenBytes(*it) + (from - sector_start),
                 to - from);
   }
+}
+
+std::vector<CrashView::WrittenSector>::const_iterator CrashView::FirstWrittenFrom(
+    uint64_t sector) const {
+  return std::lower_bound(written_.begin(), written_.end(), sector,
+                          [](const WrittenSector& e, uint64_t s) { return e.sector < s; });
 }
 
 Status CrashView::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
@@ -214,7 +270,19 @@ Status CrashView::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
                            " past the end (" + std::to_string(size_bytes_) + " bytes)");
   }
   ReadAll(offset_bytes, out);
+  if (tracking_reads_ && !out.empty()) {
+    if (!reads_.empty() && reads_.back().first + reads_.back().second == offset_bytes) {
+      reads_.back().second += out.size();
+    } else {
+      reads_.emplace_back(offset_bytes, out.size());
+    }
+  }
   return Status::Ok();
+}
+
+void CrashView::TrackReads(bool on) {
+  if (on) reads_.clear();
+  tracking_reads_ = on;
 }
 
 Status CrashView::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua) {
@@ -227,15 +295,26 @@ Status CrashView::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data
   size_bytes_ = std::max(size_bytes_, end);
   for (uint64_t sector = offset_bytes / sector_bytes_; sector * sector_bytes_ < end; ++sector) {
     const uint64_t sector_start = sector * sector_bytes_;
-    auto [it, inserted] = written_.try_emplace(sector);
-    if (inserted) {
-      it->second.resize(sector_bytes_);
-      ReadUnwritten(sector_start, it->second);  // copy-on-write of the whole sector
+    // Recovery mostly writes forward: appending past the last written
+    // sector skips the search and the insertion's move.
+    size_t index = written_.size();
+    if (!written_.empty() && written_.back().sector >= sector) {
+      index = static_cast<size_t>(FirstWrittenFrom(sector) - written_.cbegin());
     }
     const uint64_t from = std::max(sector_start, offset_bytes);
     const uint64_t to = std::min(sector_start + sector_bytes_, end);
-    std::memcpy(it->second.data() + (from - sector_start), data.data() + (from - offset_bytes),
-                to - from);
+    if (index == written_.size() || written_[index].sector != sector) {
+      const uint64_t slot = written_bytes_.size() / sector_bytes_;
+      written_bytes_.resize(written_bytes_.size() + sector_bytes_);
+      written_.insert(written_.begin() + static_cast<ptrdiff_t>(index), {sector, slot});
+      // Copy-on-write of the sector, unless this write covers all of it.
+      if (to - from != sector_bytes_) {
+        ReadUnwritten(sector_start,
+                      std::span<uint8_t>(WrittenBytes(written_[index]), sector_bytes_));
+      }
+    }
+    std::memcpy(WrittenBytes(written_[index]) + (from - sector_start),
+                data.data() + (from - offset_bytes), to - from);
   }
   return Status::Ok();
 }
@@ -259,11 +338,10 @@ Status CrashView::Resize(uint64_t size_bytes, ResizeMode /*mode*/) {
   if (size_bytes < size_bytes_) {
     truncated_at_bytes_ = std::min(truncated_at_bytes_, size_bytes);
     const uint64_t first_gone = (size_bytes + sector_bytes_ - 1) / sector_bytes_;
-    written_.erase(written_.lower_bound(first_gone), written_.end());
+    written_.erase(FirstWrittenFrom(first_gone), written_.cend());
     const uint64_t within = size_bytes % sector_bytes_;
-    auto last = written_.find(size_bytes / sector_bytes_);
-    if (within != 0 && last != written_.end()) {
-      std::memset(last->second.data() + within, 0, sector_bytes_ - within);
+    if (within != 0 && !written_.empty() && written_.back().sector == size_bytes / sector_bytes_) {
+      std::memset(WrittenBytes(written_.back()) + within, 0, sector_bytes_ - within);
     }
   }
   size_bytes_ = size_bytes;
@@ -279,16 +357,19 @@ ChunkedImage CrashView::Materialize() const {
     if (entry.data == nullptr) continue;
     const uint64_t start = entry.sector * sector_bytes_;
     if (start >= point_->size_bytes) continue;
+    // A durable version read in place from the base: writing it would only
+    // unshare its chunk.
+    if (entry.data == point_->base->ContiguousAt(start, sector_bytes_)) continue;
     const uint64_t length = std::min<uint64_t>(sector_bytes_, point_->size_bytes - start);
     image.Write(start, std::span<const uint8_t>(entry.data, length));
   }
   image.Resize(std::min(point_->size_bytes, truncated_at_bytes_));
   image.Resize(size_bytes_);
-  for (const auto& [sector, bytes] : written_) {
-    const uint64_t start = sector * sector_bytes_;
+  for (const WrittenSector& entry : written_) {
+    const uint64_t start = entry.sector * sector_bytes_;
     if (start >= size_bytes_) continue;
     const uint64_t length = std::min<uint64_t>(sector_bytes_, size_bytes_ - start);
-    image.Write(start, std::span<const uint8_t>(bytes.data(), length));
+    image.Write(start, std::span<const uint8_t>(WrittenBytes(entry), length));
   }
   return image;
 }

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "engine/block_device.h"
@@ -15,8 +15,9 @@ namespace qcrash::sim {
 
 // Building a view copies the point's latest overlay (one entry per pending or
 // FUA-durable sector) and patches the state's deviations: O(pending sectors),
-// never O(disk). Reads walk the overlay and fill gaps from the shared base.
-// Writes (recovery) land in the view's own sector map; with StartLog() they
+// never O(disk). Reads walk the overlay and fill gaps from the shared base;
+// a durable version (0) is read in place from its base chunk.
+// Writes (recovery) land in the view's own sorted sector list; with StartLog() they
 // are also logged, so a crash during recovery is a nested timeline.
 class CrashView final : public BlockDevice {
  public:
@@ -46,6 +47,15 @@ class CrashView final : public BlockDevice {
   const CrashPoint& crash_point() const { return *point_; }
   uint64_t written_sector_count() const { return written_.size(); }
 
+  // Read tracking, for deduplicating states by the bytes recovery looked at:
+  // TrackReads(true) clears the list and starts recording the byte ranges
+  // [offset, offset + length) of every successful, non-empty Read(), in call
+  // order (a read that starts where the previous one ended extends it).
+  // TrackReads(false) stops recording and keeps the list. Off, it costs one
+  // branch per read.
+  void TrackReads(bool on);
+  const std::vector<std::pair<uint64_t, uint64_t>>& reads() const { return reads_; }
+
  private:
   explicit CrashView(std::shared_ptr<const CrashPoint> point);
   // Base + crash overlay + truncation, without the view's own writes.
@@ -54,13 +64,33 @@ class CrashView final : public BlockDevice {
   Status WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua);
 
   std::shared_ptr<const CrashPoint> point_;
-  std::vector<OverlayEntry> overlay_;                 // sorted by sector
-  std::vector<uint8_t> owned_;                        // bytes of mixed and garbage sectors
-  std::map<uint64_t, std::vector<uint8_t>> written_;  // sector -> its bytes
+  std::vector<OverlayEntry> overlay_;  // sorted by sector
+  std::vector<uint8_t> owned_;         // bytes of mixed and garbage sectors
+  // The view's own writes: sectors (sorted) and where their bytes sit in
+  // written_bytes_ (slot * sector_bytes_). One flat buffer, not a node and a
+  // heap block per sector; a truncation drops entries and leaves their slots.
+  struct WrittenSector {
+    uint64_t sector;
+    uint64_t slot;
+  };
+  std::vector<WrittenSector> written_;
+  std::vector<uint8_t> written_bytes_;
+  uint8_t* WrittenBytes(const WrittenSector& entry) {
+    return written_bytes_.data() + entry.slot * sector_bytes_;
+  }
+  const uint8_t* WrittenBytes(const WrittenSector& entry) const {
+    return written_bytes_.data() + entry.slot * sector_bytes_;
+  }
+  std::vector<WrittenSector>::const_iterator FirstWrittenFrom(uint64_t sector) const;
   uint64_t size_bytes_ = 0;
   uint64_t truncated_at_bytes_ = 0;  // base and overlay bytes at or past this read as zero
   uint32_t sector_bytes_ = 512;
+  // The overlay index where the last read stopped (a search hint only: any
+  // value is correct, a good one skips the binary search).
+  mutable size_t read_hint_ = 0;
   bool logging_ = false;
+  bool tracking_reads_ = false;
+  std::vector<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length), see TrackReads
   WriteLog nested_log_;
   std::shared_ptr<const ChunkedImage> nested_initial_;
 };
