@@ -81,6 +81,10 @@ struct ExploreReport {
   engine::EngineStats stats;
   uint64_t allocating_writes = 0;
   std::string workload_error;  // a workload operation failed (the run stopped there)
+  // States checked at each crash point by verdict, indexed by point (the
+  // report page colours each point by its worst verdict). Bounded by the
+  // log: a point per record and one more, a few hundred thousand at most.
+  std::vector<std::array<uint64_t, kVerdictCount>> point_verdicts;
 
   double states_per_second() const {
     return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0;
@@ -92,6 +96,9 @@ struct ExploreReport {
 };
 
 using ProgressFn = std::function<void(const ExploreReport&)>;
+
+// Counts one state checked at crash `point` (ExploreReport::point_verdicts).
+void TallyPoint(ExploreReport& report, uint64_t point, Verdict verdict);
 
 Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress = nullptr);
 
