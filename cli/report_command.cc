@@ -174,6 +174,12 @@ constexpr const char* kPageTail = R"HTML(</script>
     const opLane = el('div', {class: 'lane', id: 'ops-lane', style: 'height:24px;width:' + WIDTH + 'px'});
     for (const op of ops) {
       const d = place(el('div', {class: 'op' + (op.kind === 'flush' ? ' flush' : '')}), op.start, Math.max(op.end, op.start + 0.5));
+      // Narrow ops lose their white border (it would hide them) and
+      // alternate shades so that neighbours stay apart.
+      if (span(op.start, op.end) < 6) {
+        d.style.border = 'none';
+        if (op.kind !== 'flush' && op.index % 2) d.style.background = '#5d6d7e';
+      }
       d.title = 'op ' + op.index + ': ' + op.kind + (op.length ? ' ' + hex(op.offset) + ' +' + op.length : '') +
           ', records ' + op.start + '..' + op.end;
       if (span(op.start, op.end) > 30) d.textContent = op.kind;
@@ -235,14 +241,21 @@ constexpr const char* kPageTail = R"HTML(</script>
     }
     tl.append(pLane);
     // Violations at their points.
-    const vLane = el('div', {class: 'lane', id: 'violations-lane', style: 'height:20px;width:' + WIDTH + 'px'});
+    const vLane = el('div', {class: 'lane', id: 'violations-lane', style: 'width:' + WIDTH + 'px'});
+    const rowEnds = [];  // a marker goes to the first row where it does not cover another
     (R.violations || []).slice(0, MAX_VIOLATIONS).forEach((v, i) => {
       const p = pointOf(v.state_id);
       if (p === null) return;
+      const left = Math.min(x(p), WIDTH - 60);
+      let row = rowEnds.findIndex(end => end <= left);
+      if (row < 0) row = rowEnds.push(0) - 1;
+      rowEnds[row] = left + 60;
       const d = el('div', {class: 'vmark', title: v.invariant + ' at ' + v.state_id + ': ' + v.message}, '#' + i + ' ' + v.invariant);
-      d.style.left = Math.min(x(p), WIDTH - 50) + 'px';
+      d.style.left = left + 'px';
+      d.style.top = (row * 20) + 'px';
       vLane.append(d);
     });
+    vLane.style.height = Math.max(1, rowEnds.length) * 20 + 'px';
     tl.append(el('div', {class: 'lane-label'}, 'violations (first state of each class)'), vLane);
     const axis = el('div', {class: 'axis', style: 'width:' + WIDTH + 'px'});
     for (let k = 0; k <= 10; ++k) {

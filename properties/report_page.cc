@@ -2,10 +2,11 @@
 #include "properties/report_page.h"
 
 #include <algorithm>
+#include <array>
 #include <map>
+#include <span>
 
 #include "engine/header.h"
-#include "engine/memory_device.h"
 #include "engine/snapshot_table.h"
 #include "properties/device_faults.h"
 #include "sim/chunked_image.h"
@@ -67,9 +68,38 @@ PageZone FromZone(Zone zone) {
   return PageZone::kUnowned;
 }
 
-uint64_t BigEndian64(const std::vector<uint8_t>& bytes, uint64_t offset) {
+// A read-only device over a ChunkedImage: the zone walk reads the metadata
+// it needs without flattening the image (the data can be hundreds of MiB,
+// and an image is walked once per epoch that needs it).
+class ImageReader final : public BlockDevice {
+ public:
+  ImageReader(const sim::ChunkedImage& image, uint32_t sector_bytes)
+      : image_(image), sector_bytes_(sector_bytes) {}
+  Status Read(uint64_t offset_bytes, std::span<uint8_t> out) override {
+    if (offset_bytes > image_.SizeBytes() || out.size() > image_.SizeBytes() - offset_bytes)
+      return Status::IoError("read past the end of the image");
+    image_.Read(offset_bytes, out);
+    return Status::Ok();
+  }
+  Status Write(uint64_t, std::span<const uint8_t>) override { return ReadOnly(); }
+  Status WriteFua(uint64_t, std::span<const uint8_t>) override { return ReadOnly(); }
+  Status Flush() override { return Status::Ok(); }
+  uint64_t SizeBytes() const override { return image_.SizeBytes(); }
+  Status Resize(uint64_t, ResizeMode) override { return ReadOnly(); }
+  DeviceGeometry Geometry() const override { return {sector_bytes_, true}; }
+
+ private:
+  static Status ReadOnly() { return Status::ReadOnly("the zone walk only reads"); }
+  const sim::ChunkedImage& image_;
+  uint32_t sector_bytes_;
+};
+
+// The big-endian entry at `offset` (0 past the end).
+uint64_t Entry(BlockDevice& device, uint64_t offset) {
+  std::array<uint8_t, 8> b{};
+  if (!device.Read(offset, b).ok()) return 0;
   uint64_t v = 0;
-  for (int b = 0; b < 8; ++b) v = v << 8 | bytes[offset + b];
+  for (uint8_t byte : b) v = v << 8 | byte;
   return v;
 }
 
@@ -78,8 +108,7 @@ uint64_t BigEndian64(const std::vector<uint8_t>& bytes, uint64_t offset) {
 // active L1 does not name count as L2 tables; their data is not walked (a
 // page colour, not a check). An image that does not parse: all unowned.
 std::vector<PageZone> ImageZones(const sim::ChunkedImage& image, uint32_t sector_bytes) {
-  const std::vector<uint8_t> bytes = image.Flatten();
-  MemoryDevice device(bytes, {sector_bytes, true});
+  ImageReader device(image, sector_bytes);
   auto zones = ClusterZones(device);
   auto header = engine::ReadHeader(device);
   if (!zones.ok() || !header.ok()) return {};
@@ -93,16 +122,14 @@ std::vector<PageZone> ImageZones(const sim::ChunkedImage& image, uint32_t sector
     for (uint64_t c = offset >> bits; c <= (offset + length - 1) >> bits && c < out.size(); ++c)
       if (out[c] == PageZone::kUnowned) out[c] = zone;
   };
+  constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // L1 and bitmap table entries
   if (auto snapshots = engine::ReadSnapshotTable(device, *header); snapshots.ok()) {
     mark(header->snapshots_offset, engine::EncodeSnapshotTable(*snapshots).size(),
          PageZone::kSnapshot);
     for (const engine::SnapshotEntry& s : *snapshots) {
       mark(s.l1_table_offset, uint64_t{s.l1_size} * 8, PageZone::kSnapshot);
-      for (uint64_t i = 0; i < s.l1_size; ++i) {
-        const uint64_t at = s.l1_table_offset + i * 8;
-        if (at + 8 > bytes.size()) break;
-        mark(BigEndian64(bytes, at) & 0x00fffffffffffe00ull, cluster, PageZone::kL2);
-      }
+      for (uint64_t i = 0; i < s.l1_size; ++i)
+        mark(Entry(device, s.l1_table_offset + i * 8) & kOffsetMask, cluster, PageZone::kL2);
     }
   }
   if (auto bitmaps = engine::ReadBitmapDirectory(device, *header);
@@ -110,11 +137,8 @@ std::vector<PageZone> ImageZones(const sim::ChunkedImage& image, uint32_t sector
     mark(header->bitmaps->directory_offset, header->bitmaps->directory_size, PageZone::kBitmap);
     for (const engine::BitmapEntry& b : *bitmaps) {
       mark(b.table_offset, uint64_t{b.table_size} * 8, PageZone::kBitmap);
-      for (uint64_t i = 0; i < b.table_size; ++i) {
-        const uint64_t at = b.table_offset + i * 8;
-        if (at + 8 > bytes.size()) break;
-        mark(BigEndian64(bytes, at) & 0x00fffffffffffe00ull, cluster, PageZone::kBitmap);
-      }
+      for (uint64_t i = 0; i < b.table_size; ++i)
+        mark(Entry(device, b.table_offset + i * 8) & kOffsetMask, cluster, PageZone::kBitmap);
     }
   }
   return out;
@@ -302,8 +326,7 @@ std::vector<PageZone> ClassifyLogRecords(const WorkloadRun& run, const PageLimit
   return out;
 }
 
-json ReportPageJson(const WorkloadRun& run, const ExploreReport& report,
-                    const PageLimits& limits) {
+json ReportPageJson(const WorkloadRun& run, const ExploreReport& report, const PageLimits& limits) {
   const std::vector<PageZone> zones = ClassifyLogRecords(run, limits);
   json ops = json::array();
   for (size_t i = 0; i < run.spans.size(); ++i) {

@@ -39,7 +39,7 @@ struct PageLimits {
   size_t records_listed = 2000;  // records listed one by one (the rest only in bins)
   size_t bins = 600;             // write-log bins of the timeline
   size_t point_ranges = 1200;    // crash-point ranges
-  size_t epoch_images = 64;      // images rebuilt to classify writes the final image disowns
+  size_t epoch_images = 4096;    // epoch images walked to classify writes the final image disowns
 };
 
 // The zone of each record of run's log (flushes and resizes: kUnowned).
