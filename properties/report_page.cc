@@ -289,39 +289,45 @@ std::vector<PageZone> ClassifyLogRecords(const WorkloadRun& run, const PageLimit
   sim::ChunkedImage final_image = run.initial ? *run.initial : sim::ChunkedImage();
   for (const sim::LogRecord& r : log.records()) ApplyRecord(final_image, log, r);
   const std::vector<PageZone> final_zones = ImageZones(final_image, log.sector_bytes());
-  // The image at the end of an epoch, rebuilt forward as records need it.
+  // Writes the final image does not own wait for the first epoch end whose
+  // image owns their cluster: a new snapshot table or L1 copy is reachable
+  // only once a later epoch's header names it. A write waits until its
+  // cluster is written again (the later write is the one the owner names).
   sim::ChunkedImage image = run.initial ? *run.initial : sim::ChunkedImage();
-  size_t applied = 0;
-  size_t epoch_end = 0;  // the records image holds: [0, epoch_end)
-  std::vector<PageZone> epoch_zones;
-  size_t rebuilt = 0;
+  std::map<uint64_t, size_t> last_write;  // cluster -> latest write record applied
+  std::vector<size_t> waiting;
+  size_t walked = 0;
   for (size_t i = 0; i < log.size(); ++i) {
     const sim::LogRecord& r = log.record(i);
-    if (!IsWriteRecord(r)) continue;
-    if (sim::RecordDevice(r) != 0) {
-      out[i] = PageZone::kSecondDevice;
-      continue;
-    }
-    const uint64_t c = r.offset_bytes >> bits;
-    if (c < final_zones.size() && final_zones[c] != PageZone::kUnowned) {
-      out[i] = final_zones[c];
-      continue;
-    }
-    if (i >= epoch_end) {
-      if (rebuilt >= limits.epoch_images) continue;
-      // The epoch ends at the image's next flush or resize (or the log's end).
-      size_t end = i + 1;
-      while (end < log.size()) {
-        const sim::LogRecord& e = log.record(end);
-        ++end;
-        if (sim::RecordDevice(e) == 0 && !IsWriteRecord(e)) break;
+    ApplyRecord(image, log, r);
+    if (IsWriteRecord(r)) {
+      if (sim::RecordDevice(r) != 0) {
+        out[i] = PageZone::kSecondDevice;
+      } else {
+        const uint64_t c = r.offset_bytes >> bits;
+        last_write[c] = i;
+        if (c < final_zones.size() && final_zones[c] != PageZone::kUnowned) {
+          out[i] = final_zones[c];
+        } else {
+          waiting.push_back(i);
+        }
       }
-      for (; applied < end; ++applied) ApplyRecord(image, log, log.record(applied));
-      epoch_end = end;
-      epoch_zones = ImageZones(image, log.sector_bytes());
-      ++rebuilt;
     }
-    if (c < epoch_zones.size()) out[i] = epoch_zones[c];
+    // An epoch of the image ends at its flush or resize, and at the log's end.
+    const bool epoch_end = (sim::RecordDevice(r) == 0 && !IsWriteRecord(r)) || i + 1 == log.size();
+    if (!epoch_end || waiting.empty() || walked >= limits.epoch_images) continue;
+    const std::vector<PageZone> zones = ImageZones(image, log.sector_bytes());
+    ++walked;
+    std::vector<size_t> still;
+    for (size_t w : waiting) {
+      const uint64_t c = log.record(w).offset_bytes >> bits;
+      if (c < zones.size() && zones[c] != PageZone::kUnowned) {
+        out[w] = zones[c];
+      } else if (last_write[c] == w) {
+        still.push_back(w);
+      }
+    }
+    waiting = std::move(still);
   }
   return out;
 }

@@ -45,8 +45,9 @@ struct PageLimits {
 // The zone of each record of run's log (flushes and resizes: kUnowned).
 // A write is classified against the final image; one whose cluster the
 // final image does not own (a table moved away, a cluster freed later) is
-// classified against the image at the end of its epoch, rebuilt at most
-// limits.epoch_images times (later ones stay unowned).
+// classified against the first image at an epoch end that owns it, before
+// the cluster's next write. At most limits.epoch_images such images are
+// walked (they are walked only while a write waits); later ones stay unowned.
 std::vector<PageZone> ClassifyLogRecords(const WorkloadRun& run, const PageLimits& limits = {});
 
 // {"write_log": {...}, "ops": [...], "points": {...}}: see docs/report.md.

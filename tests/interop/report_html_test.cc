@@ -66,7 +66,8 @@ TEST(ReportPage, ExploreReportCarriesTheLogZonesOpsAndPoints) {
   uint64_t states = 0, violating_points = 0;
   for (const json& range : points.at("ranges")) {
     for (size_t v = 3; v < range.size(); ++v) states += range[v].get<uint64_t>();
-    if (range.at(2) >= 4) violating_points += range.at(1).get<uint64_t>() - range.at(0).get<uint64_t>();
+    if (range.at(2) >= 4)
+      violating_points += range.at(1).get<uint64_t>() - range.at(0).get<uint64_t>();
   }
   EXPECT_EQ(states, r.at("states_checked").get<uint64_t>());
   EXPECT_GT(violating_points, 0u);
@@ -95,9 +96,9 @@ TEST(ReportPage, HtmlIsSelfContainedAndRendersTheViolations) {
 
   const std::string chromium = Chromium();
   if (chromium.empty()) GTEST_SKIP() << "chromium is not installed (ci/setup.sh installs it)";
-  const RunResult dom = dir.Run(chromium +
-                                " --headless --no-sandbox --disable-gpu --dump-dom file://" +
-                                dir.File("r.html") + " 2>/dev/null");
+  const RunResult dom =
+      dir.Run(chromium + " --headless --no-sandbox --disable-gpu --dump-dom file://" +
+              dir.File("r.html") + " 2>/dev/null");
   ASSERT_EQ(dom.exit_code, 0) << dom.err;
   const std::string& d = dom.out;
   EXPECT_NE(d.find("data-rendered=\"yes\""), std::string::npos) << "the script did not finish";
@@ -126,9 +127,9 @@ TEST(ReportPage, DataCannotCloseItsScriptBlock) {
   EXPECT_EQ(html.find(hostile), std::string::npos);
   const std::string chromium = Chromium();
   if (chromium.empty()) GTEST_SKIP() << "chromium is not installed";
-  const RunResult dom = dir.Run(chromium +
-                                " --headless --no-sandbox --disable-gpu --dump-dom file://" +
-                                dir.File("h.html") + " 2>/dev/null");
+  const RunResult dom =
+      dir.Run(chromium + " --headless --no-sandbox --disable-gpu --dump-dom file://" +
+              dir.File("h.html") + " 2>/dev/null");
   EXPECT_NE(dom.out.find("data-rendered=\"yes\""), std::string::npos);
   // The hostile script did not run: the title is the page's own.
   EXPECT_NE(dom.out.find("<title>qcrash report</title>"), std::string::npos);
