@@ -26,7 +26,7 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
                           {"op_class", v.op_class},
                           {"raw_findings", v.raw_findings}});
   }
-  json points = json::array();  // sparse: [point, count by verdict...]
+  json points = json::array();  // sparse: [point, count by verdict..., violating]
   for (size_t p = 0; p < r.point_verdicts.size(); ++p) {
     json row = json::array({p});
     uint64_t sum = 0;
@@ -66,7 +66,7 @@ Status Decode(const std::string& text, const properties::Workload& workload,
   for (const json& row : j["points"]) {
     const uint64_t p = row[0];
     if (p >= r.point_verdicts.size()) r.point_verdicts.resize(p + 1);
-    for (int i = 0; i < properties::kVerdictCount; ++i) r.point_verdicts[p][i] = row[i + 1];
+    for (size_t i = 0; i < r.point_verdicts[p].size(); ++i) r.point_verdicts[p][i] = row[i + 1];
   }
   for (const json& v : j["violations"]) {
     properties::FoundViolation found;

@@ -230,14 +230,24 @@ constexpr const char* kPageTail = R"HTML(</script>
     }
     tl.append(logLane);
     // Crash points by worst verdict.
-    tl.append(el('div', {class: 'lane-label'}, 'crash points, coloured by the worst verdict of their states'));
-    const pLane = el('div', {class: 'lane', id: 'points-lane', style: 'height:22px;width:' + WIDTH + 'px'});
+    tl.append(el('div', {class: 'lane-label'}, 'crash points, coloured by the worst verdict of their states; a red stripe above: a state there violates an invariant'));
+    const pLane = el('div', {class: 'lane', id: 'points-lane', style: 'height:26px;width:' + WIDTH + 'px'});
+    const NV = P.verdicts.length;
     for (const r of P.ranges) {
       const worst = r[2] < 0 ? 'unchecked' : P.verdicts[r[2]];
-      const d = place(el('div', {style: 'top:0;bottom:0;background:' + VERDICT_COLOURS[worst]}), r[0], r[1]);
+      const violating = r[3 + NV] || 0;
+      const d = place(el('div', {style: 'top:6px;bottom:0;background:' + VERDICT_COLOURS[worst]}), r[0], r[1]);
       const counts = P.verdicts.map((v, i) => r[3 + i] ? v + ' ' + r[3 + i] : null).filter(Boolean);
-      d.title = 'points ' + r[0] + '..' + (r[1] - 1) + ': worst ' + worst + (counts.length ? ' (' + counts.join(', ') + ')' : '');
+      d.title = 'points ' + r[0] + '..' + (r[1] - 1) + ': worst ' + (r[2] < 0 ? 'none (no state checked)' : worst) +
+          (counts.length ? ' (' + counts.join(', ') + ')' : '') + (violating ? ', ' + violating + ' violating' : '');
       pLane.append(d);
+      // A red stripe over points with a violating state: a repaired state
+      // may break an invariant (I1) while its verdict is not the worst.
+      if (violating) {
+        const v = place(el('div', {class: 'violating-stripe', style: 'top:0;height:6px;background:#d62728'}), r[0], r[1]);
+        v.title = d.title;
+        pLane.append(v);
+      }
     }
     tl.append(pLane);
     // Violations at their points.
@@ -268,7 +278,8 @@ constexpr const char* kPageTail = R"HTML(</script>
     const legend = el('div', {class: 'legend', id: 'zone-legend'}, 'zones: ');
     for (const z of zones) legend.append(el('span', {class: 'item'}, swatch(ZONE_COLOURS[z]), z));
     const vlegend = el('div', {class: 'legend'}, 'verdicts: ');
-    for (const v of ['unchecked'].concat(P.verdicts)) vlegend.append(el('span', {class: 'item'}, swatch(VERDICT_COLOURS[v]), v));
+    for (const v of ['unchecked'].concat(P.verdicts)) vlegend.append(el('span', {class: 'item'}, swatch(VERDICT_COLOURS[v]), v === 'unchecked' ? 'no state checked' : v));
+    vlegend.append(el('span', {class: 'item'}, swatch('#d62728'), 'stripe: violating'));
     tl.append(legend, vlegend);
 
     // ---- zones and points tables --------------------------------------------
@@ -277,9 +288,13 @@ constexpr const char* kPageTail = R"HTML(</script>
                  el('td', null, swatch(ZONE_COLOURS[t.zone]), t.zone), num(t.writes), num(t.fua_writes),
                  el('td', {class: 'num'}, bytes(t.bytes))]), 'zones'));
     const pw = P.by_worst_verdict;
+    const pointRows = ordered(pw).filter(k => pw[k] > 0).map(k => [
+      el('td', null, swatch(VERDICT_COLOURS[k] || '#999'), k === 'unchecked' ? 'no state checked' : k), num(pw[k])]);
+    pointRows.push([el('td', null, swatch('#d62728'), el('b', null, 'with a violating state')), num(P.violating_points || 0)]);
     app.append(el('h2', null, 'Crash points by worst verdict'),
-               table(['worst verdict', 'crash points'], ordered(pw).filter(k => pw[k] > 0).map(k => [
-                 el('td', null, swatch(VERDICT_COLOURS[k] || '#999'), k), num(pw[k])]), 'points-summary'));
+               el('p', {class: 'note'}, 'A point with no state checked: the enumerator gave it none of its own ' +
+                   '(its states equal an earlier point\'s) or a budget stopped the run first.'),
+               table(['worst verdict', 'crash points'], pointRows, 'points-summary'));
   }
 
   // ---- violations -----------------------------------------------------------

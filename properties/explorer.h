@@ -45,6 +45,10 @@ struct ExploreConfig {
   bool io_errors = false;
 };
 
+// A crash point's states by verdict, then its violating states.
+using PointTally = std::array<uint64_t, kVerdictCount + 1>;
+inline constexpr int kPointViolating = kVerdictCount;
+
 // One violation, as found and as minimized.
 struct FoundViolation {
   std::string invariant;
@@ -81,10 +85,12 @@ struct ExploreReport {
   engine::EngineStats stats;
   uint64_t allocating_writes = 0;
   std::string workload_error;  // a workload operation failed (the run stopped there)
-  // States checked at each crash point by verdict, indexed by point (the
-  // report page colours each point by its worst verdict). Bounded by the
-  // log: a point per record and one more, a few hundred thousand at most.
-  std::vector<std::array<uint64_t, kVerdictCount>> point_verdicts;
+  // States checked at each crash point by verdict, and (the last entry)
+  // those that violate an invariant, indexed by point (the report page
+  // colours each point by its worst verdict and marks violating ones; a
+  // repaired state may violate I1). Bounded by the log: a point per record
+  // and one more, a few hundred thousand at most.
+  std::vector<PointTally> point_verdicts;
 
   double states_per_second() const {
     return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0;
@@ -98,7 +104,7 @@ struct ExploreReport {
 using ProgressFn = std::function<void(const ExploreReport&)>;
 
 // Counts one state checked at crash `point` (ExploreReport::point_verdicts).
-void TallyPoint(ExploreReport& report, uint64_t point, Verdict verdict);
+void TallyPoint(ExploreReport& report, uint64_t point, Verdict verdict, bool violating);
 
 Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress = nullptr);
 

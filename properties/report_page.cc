@@ -158,7 +158,7 @@ void ApplyRecord(sim::ChunkedImage& image, const sim::WriteLog& log, const sim::
 }
 
 // Verdicts are ordered from best to worst: the worst is the last counted.
-int WorstVerdict(const std::array<uint64_t, kVerdictCount>& counts) {
+int WorstVerdict(const PointTally& counts) {
   for (int i = kVerdictCount - 1; i >= 0; --i)
     if (counts[i] != 0) return i;
   return -1;  // no state checked at the point
@@ -226,28 +226,28 @@ json WriteLogJson(const WorkloadRun& run, const std::vector<PageZone>& zones,
 json PointsJson(const ExploreReport& report, const PageLimits& limits) {
   const uint64_t count = report.crash_points;
   const auto& pv = report.point_verdicts;
-  auto counts_at = [&](uint64_t p) {
-    return p < pv.size() ? pv[p] : std::array<uint64_t, kVerdictCount>{};
-  };
-  // Runs of points with the same worst verdict; coarser fixed-width ranges
-  // when there are too many runs (a range's worst is its points' worst).
+  auto counts_at = [&](uint64_t p) { return p < pv.size() ? pv[p] : PointTally{}; };
+  // Runs of points with the same worst verdict and violating or not;
+  // coarser fixed-width ranges when there are too many runs (a range's
+  // worst is its points' worst, its counts their sums).
   struct Range {
     uint64_t first, end;
     int worst;
-    std::array<uint64_t, kVerdictCount> counts;
+    PointTally counts;
   };
   auto build = [&](uint64_t width) {
     std::vector<Range> ranges;
     for (uint64_t p = 0; p < count; p += width) {
       Range r{p, std::min(p + width, count), -1, {}};
       for (uint64_t q = r.first; q < r.end; ++q) {
-        const auto c = counts_at(q);
-        for (int i = 0; i < kVerdictCount; ++i) r.counts[i] += c[i];
+        const PointTally c = counts_at(q);
+        for (size_t i = 0; i < c.size(); ++i) r.counts[i] += c[i];
       }
       r.worst = WorstVerdict(r.counts);
-      if (width == 1 && !ranges.empty() && ranges.back().worst == r.worst) {
+      if (width == 1 && !ranges.empty() && ranges.back().worst == r.worst &&
+          (ranges.back().counts[kPointViolating] != 0) == (r.counts[kPointViolating] != 0)) {
         ranges.back().end = r.end;
-        for (int i = 0; i < kVerdictCount; ++i) ranges.back().counts[i] += r.counts[i];
+        for (size_t i = 0; i < r.counts.size(); ++i) ranges.back().counts[i] += r.counts[i];
       } else {
         ranges.push_back(r);
       }
@@ -262,7 +262,12 @@ json PointsJson(const ExploreReport& report, const PageLimits& limits) {
   }
   json rows = json::array();
   uint64_t by_worst[kVerdictCount + 1] = {};  // points per worst verdict; [0]: none checked
-  for (uint64_t p = 0; p < count; ++p) ++by_worst[WorstVerdict(counts_at(p)) + 1];
+  uint64_t violating_points = 0;
+  for (uint64_t p = 0; p < count; ++p) {
+    const PointTally c = counts_at(p);
+    ++by_worst[WorstVerdict(c) + 1];
+    violating_points += c[kPointViolating] != 0;
+  }
   for (const Range& r : ranges) {
     json row = json::array({r.first, r.end, r.worst});
     for (uint64_t c : r.counts) row.push_back(c);
@@ -276,6 +281,7 @@ json PointsJson(const ExploreReport& report, const PageLimits& limits) {
   return {{"count", count},
           {"verdicts", verdicts},
           {"by_worst_verdict", worst},
+          {"violating_points", violating_points},
           {"range_width", width},
           {"ranges", rows}};
 }

@@ -63,14 +63,16 @@ TEST(ReportPage, ExploreReportCarriesTheLogZonesOpsAndPoints) {
   const json& points = r.at("points");
   EXPECT_EQ(points.at("count"), r.at("crash_points"));
   EXPECT_EQ(points.at("by_worst_verdict").at("unchecked"), 0);
-  uint64_t states = 0, violating_points = 0;
+  // [first, end, worst, states by verdict (6)..., violating states].
+  uint64_t states = 0, violating = 0;
   for (const json& range : points.at("ranges")) {
-    for (size_t v = 3; v < range.size(); ++v) states += range[v].get<uint64_t>();
-    if (range.at(2) >= 4)
-      violating_points += range.at(1).get<uint64_t>() - range.at(0).get<uint64_t>();
+    ASSERT_EQ(range.size(), 3u + 6u + 1u);
+    for (size_t v = 3; v < 9; ++v) states += range[v].get<uint64_t>();
+    violating += range.at(9).get<uint64_t>();
   }
   EXPECT_EQ(states, r.at("states_checked").get<uint64_t>());
-  EXPECT_GT(violating_points, 0u);
+  EXPECT_EQ(violating, r.at("violating_states").get<uint64_t>());
+  EXPECT_GT(points.at("violating_points").get<uint64_t>(), 0u);
 }
 
 TEST(ReportPage, JobsMergeThePerPointVerdicts) {
