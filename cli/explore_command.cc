@@ -776,6 +776,7 @@ int RunExplore(int argc, char** argv) {
   }
   // The report page's data (properties/report_page.h) needs the run: run it
   // once here, and the explorer (and its workers) explore that run.
+  args.config.tally_points = !args.report_path.empty();
   if (!args.report_path.empty() && !args.config.prepared) {
     auto run = properties::RunWorkload(args.config.workload, args.config.run);
     if (!run.ok()) return ReportError(args.config.workload.name, run.status()) * kExitUsage;

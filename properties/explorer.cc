@@ -271,7 +271,8 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
     StateResult result = RecoverState(run, oracle, enumerator->point(), state, config.recovery);
     ++report.states_checked;
     ++report.verdicts[static_cast<int>(result.verdict)];
-    TallyPoint(report, state.point, result.verdict, !result.violations.empty());
+    if (config.tally_points)
+      TallyPoint(report, state.point, result.verdict, !result.violations.empty());
     if (!result.violations.empty()) {
       Tally(config, result, sim::FormatCrashStateId(state), enumerator->index(),
             OpClassAt(run, state.point), classes, report);

@@ -43,6 +43,10 @@ struct ExploreConfig {
   // request of the run fails in turn (`--enumerator eio`); states_max and
   // stride_to_cap apply to the cases as to states.
   bool io_errors = false;
+  // Tally the states of each crash point (ExploreReport::point_verdicts):
+  // the report page's data, off where nothing reads it (a suite keeps
+  // hundreds of reports).
+  bool tally_points = false;
 };
 
 // A crash point's states by verdict, then its violating states.

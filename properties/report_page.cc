@@ -291,10 +291,16 @@ json PointsJson(const ExploreReport& report, const PageLimits& limits) {
 std::vector<PageZone> ClassifyLogRecords(const WorkloadRun& run, const PageLimits& limits) {
   const sim::WriteLog& log = *run.log;
   std::vector<PageZone> out(log.size(), PageZone::kUnowned);
-  const uint32_t bits = run.workload.image.cluster_bits;
   sim::ChunkedImage final_image = run.initial ? *run.initial : sim::ChunkedImage();
   for (const sim::LogRecord& r : log.records()) ApplyRecord(final_image, log, r);
   const std::vector<PageZone> final_zones = ImageZones(final_image, log.sector_bytes());
+  // The cluster size is the image's own: an imported log (`explore --log`)
+  // has no workload options to take it from.
+  uint32_t bits = run.workload.image.cluster_bits;
+  {
+    ImageReader device(final_image, log.sector_bytes());
+    if (auto header = engine::ReadHeader(device); header.ok()) bits = header->cluster_bits;
+  }
   // Writes the final image does not own wait for the first epoch end whose
   // image owns their cluster: a new snapshot table or L1 copy is reachable
   // only once a later epoch's header names it. A write waits until its
