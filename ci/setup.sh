@@ -16,6 +16,7 @@ packages=(
   libbenchmark-dev                                   # Google Benchmark (bench/)
   qemu-utils                                         # qemu-img / qemu-io: the reference implementation
   python3 zip                                        # test helpers, OSS-Fuzz seed zips
+  chromium                                           # headless rendering of `qcrash report` pages (tests/interop/report_html_test.cc)
 )
 
 missing=()

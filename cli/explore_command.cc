@@ -22,6 +22,7 @@
 #include "engine/bug_catalogue.h"
 #include "properties/generate.h"
 #include "properties/json.h"
+#include "properties/report_page.h"
 #include "properties/suite.h"
 
 namespace qcrash::cli {
@@ -791,6 +792,14 @@ int RunExplore(int argc, char** argv) {
     if (!run.ok()) return ReportError(args.config.workload.name, run.status()) * kExitUsage;
     args.config.prepared = std::make_shared<const properties::WorkloadRun>(std::move(run).value());
   }
+  // The report page's data (properties/report_page.h) needs the run: run it
+  // once here, and the explorer (and its workers) explore that run.
+  args.config.tally_points = !args.report_path.empty();
+  if (!args.report_path.empty() && !args.config.prepared) {
+    auto run = properties::RunWorkload(args.config.workload, args.config.run);
+    if (!run.ok()) return ReportError(args.config.workload.name, run.status()) * kExitUsage;
+    args.config.prepared = std::make_shared<const properties::WorkloadRun>(std::move(run).value());
+  }
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto report = RunExploreJobs(
       args.config, args.jobs, [tty](const properties::ExploreReport& r) { PrintProgress(r, tty); });
@@ -806,6 +815,9 @@ int RunExplore(int argc, char** argv) {
     json["qemu_version"] = qemu_version;
     json["qemu_cache"] = args.qemu_options.cache;
     json["qemu_opts"] = args.qemu_options.runtime_opts;
+  }
+  if (!args.report_path.empty() && !args.config.io_errors) {
+    json.update(properties::ReportPageJson(*args.config.prepared, *report));
   }
   if (log_mode) {
     json["log"] = args.log_path;
@@ -826,6 +838,10 @@ int RunExplore(int argc, char** argv) {
       json["violations"][i]["reproducer"] = std::filesystem::absolute(dir).string();
       json["violations"][i]["minimized"] = {
           {"ops", 0}, {"state_id", v.state_id}, {"message", v.message}};
+      if (!args.report_path.empty()) {
+        json["violations"][i]["minimized"]["deviations"] =
+            properties::DeviationsJson(*args.config.prepared, v.state_id);
+      }
       continue;
     }
     if (args.config.minimize) properties::Minimize(args.config, v);
@@ -844,6 +860,15 @@ int RunExplore(int argc, char** argv) {
     json["violations"][i]["minimized"] = {{"ops", v.minimized_workload.ops.size()},
                                           {"state_id", v.minimized_state_id},
                                           {"message", v.minimized_message}};
+    if (!args.report_path.empty()) {
+      // The report page shows how the minimized state differs from latest.
+      auto minimized = properties::RunWorkload(v.minimized_workload, args.config.run);
+      if (minimized.ok()) {
+        json["violations"][i]["minimized"]["deviations"] =
+            properties::DeviationsJson(*minimized, v.minimized_state_id);
+        json["violations"][i]["minimized"]["raw_findings"] = v.minimized_raw_findings;
+      }
+    }
   }
   std::vector<std::string> qemu_checks;
   if (args.qemu || log_mode) {

@@ -26,6 +26,16 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
                           {"op_class", v.op_class},
                           {"raw_findings", v.raw_findings}});
   }
+  json points = json::array();  // sparse: [point, count by verdict..., violating]
+  for (size_t p = 0; p < r.point_verdicts.size(); ++p) {
+    json row = json::array({p});
+    uint64_t sum = 0;
+    for (uint64_t c : r.point_verdicts[p]) {
+      row.push_back(c);
+      sum += c;
+    }
+    if (sum != 0) points.push_back(std::move(row));
+  }
   return DumpJson(json{{"states_total", r.states_total},
                        {"states_checked", r.states_checked},
                        {"recoveries_run", r.recoveries_run},
@@ -36,7 +46,8 @@ std::string Encode(const Result<properties::ExploreReport>& result) {
                        {"by_invariant", r.violations_by_invariant},
                        {"violating_states", r.violating_states},
                        {"classes_dropped", r.violation_classes_dropped},
-                       {"violations", violations}});
+                       {"violations", violations},
+                       {"points", points}});
 }
 
 Status Decode(const std::string& text, const properties::Workload& workload,
@@ -54,6 +65,11 @@ Status Decode(const std::string& text, const properties::Workload& workload,
   r.violations_by_invariant = j["by_invariant"].get<std::map<std::string, uint64_t>>();
   r.violating_states = j["violating_states"];
   r.violation_classes_dropped = j["classes_dropped"];
+  for (const json& row : j["points"]) {
+    const uint64_t p = row[0];
+    if (p >= r.point_verdicts.size()) r.point_verdicts.resize(p + 1);
+    for (size_t i = 0; i < r.point_verdicts[p].size(); ++i) r.point_verdicts[p][i] = row[i + 1];
+  }
   for (const json& v : j["violations"]) {
     properties::FoundViolation found;
     found.invariant = v["invariant"];
@@ -98,6 +114,7 @@ Result<properties::ExploreReport> RunExploreJobs(const properties::ExploreConfig
   merged.verdicts = {};
   merged.violations_by_invariant.clear();
   merged.violations.clear();
+  merged.point_verdicts.clear();
   for (const std::string& text : *results) {
     properties::ExploreReport part;
     QCRASH_RETURN_IF_ERROR(Decode(text, config.workload, part));

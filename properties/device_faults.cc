@@ -211,7 +211,8 @@ Result<std::vector<uint64_t>> ReadEntries(BlockDevice& device, uint64_t offset, 
   return out;
 }
 
-// The owner of every host cluster of the image on `device`.
+}  // namespace
+
 Result<std::vector<Zone>> ClusterZones(BlockDevice& device) {
   QCRASH_ASSIGN_OR_RETURN(engine::Header header, engine::ReadHeader(device));
   const uint32_t bits = header.cluster_bits;
@@ -263,6 +264,8 @@ Result<std::vector<Zone>> ClusterZones(BlockDevice& device) {
   }
   return zones;
 }
+
+namespace {
 
 // What a user gets back: open the image (a journal replays, a dirty image's
 // refcounts are rebuilt) and read the whole guest disk.

@@ -101,6 +101,9 @@ enum class Zone : uint8_t {
 };
 inline constexpr size_t kZoneCount = 8;
 const char* ZoneName(Zone zone);
+// The owner of every host cluster of the image on `device` (the first owner
+// found keeps a cluster: metadata is marked before data).
+Result<std::vector<Zone>> ClusterZones(BlockDevice& device);
 
 struct ZoneCounts {
   uint64_t writes = 0;       // write records of the log whose first cluster is in the zone

@@ -35,6 +35,20 @@ void ExploreReport::Merge(const ExploreReport& other) {
             [](const FoundViolation& a, const FoundViolation& b) {
               return a.state_index < b.state_index;
             });
+  if (point_verdicts.size() < other.point_verdicts.size())
+    point_verdicts.resize(other.point_verdicts.size());
+  for (size_t p = 0; p < other.point_verdicts.size(); ++p) {
+    for (size_t i = 0; i < point_verdicts[p].size(); ++i)
+      point_verdicts[p][i] += other.point_verdicts[p][i];
+  }
+}
+
+void TallyPoint(ExploreReport& report, uint64_t point, Verdict verdict, bool violating) {
+  // A point past the log is none (the vector stays bounded by the log).
+  if (point >= report.crash_points) return;
+  if (point >= report.point_verdicts.size()) report.point_verdicts.resize(point + 1);
+  ++report.point_verdicts[point][static_cast<int>(verdict)];
+  report.point_verdicts[point][kPointViolating] += violating;
 }
 
 namespace {
@@ -269,6 +283,8 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
     const StateResult& result = *recovered;
     ++report.states_checked;
     ++report.verdicts[static_cast<int>(result.verdict)];
+    if (config.tally_points)
+      TallyPoint(report, state.point, result.verdict, !result.violations.empty());
     if (!result.violations.empty()) {
       Tally(config, result, sim::FormatCrashStateId(state), enumerator->index(),
             OpClassAt(run, state.point), classes, report);

@@ -46,7 +46,15 @@ struct ExploreConfig {
   // One recovery per metadata state of a point (properties/dedup.h); off:
   // every state recovers in full (the reference the dedup property checks).
   bool dedup = true;
+  // Tally the states of each crash point (ExploreReport::point_verdicts):
+  // the report page's data, off where nothing reads it (a suite keeps
+  // hundreds of reports).
+  bool tally_points = false;
 };
+
+// A crash point's states by verdict, then its violating states.
+using PointTally = std::array<uint64_t, kVerdictCount + 1>;
+inline constexpr int kPointViolating = kVerdictCount;
 
 // One violation, as found and as minimized.
 struct FoundViolation {
@@ -85,6 +93,12 @@ struct ExploreReport {
   engine::EngineStats stats;
   uint64_t allocating_writes = 0;
   std::string workload_error;  // a workload operation failed (the run stopped there)
+  // States checked at each crash point by verdict, and (the last entry)
+  // those that violate an invariant, indexed by point (the report page
+  // colours each point by its worst verdict and marks violating ones; a
+  // repaired state may violate I1). Bounded by the log: a point per record
+  // and one more, a few hundred thousand at most.
+  std::vector<PointTally> point_verdicts;
 
   double states_per_second() const {
     return elapsed_seconds > 0 ? states_checked / elapsed_seconds : 0;
@@ -99,6 +113,9 @@ struct ExploreReport {
 };
 
 using ProgressFn = std::function<void(const ExploreReport&)>;
+
+// Counts one state checked at crash `point` (ExploreReport::point_verdicts).
+void TallyPoint(ExploreReport& report, uint64_t point, Verdict verdict, bool violating);
 
 Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress = nullptr);
 
