@@ -26,7 +26,8 @@
   X("resize", RunResize, "grow or shrink an image (qemu-img resize)")                              \
   X("rebase", RunRebase, "change an image's backing file (qemu-img rebase)")                       \
   X("commit", RunCommit,                                                                           \
-    "write an image's data into its backing file, then empty it (qemu-img commit)")
+    "write an image's data into its backing file, then empty it (qemu-img commit)")                \
+  X("report", RunReport, "merge the reports of explore shards (report merge)")
 
 namespace qcrash::cli {
 
