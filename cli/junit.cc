@@ -13,14 +13,29 @@ std::string Escape(const std::string& text, bool attribute = true) {
   std::string out;
   for (unsigned char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      case '\n': out += attribute ? "&#10;" : "\n"; break;
-      case '\t': out += "&#9;"; break;
-      default: out += c < 0x20 ? '?' : static_cast<char>(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      case '\n':
+        out += attribute ? "&#10;" : "\n";
+        break;
+      case '\t':
+        out += "&#9;";
+        break;
+      default:
+        out += c < 0x20 ? '?' : static_cast<char>(c);
     }
   }
   return out;
@@ -82,8 +97,8 @@ std::vector<JunitCase> JunitCasesFromSuite(const nlohmann::json& suite) {
         continue;
       c.failed = true;
       if (f.contains("invariant")) {
-        c.message = String(f, "invariant") + " at " + String(f, "state_id") + ": " +
-                    String(f, "message");
+        c.message =
+            String(f, "invariant") + " at " + String(f, "state_id") + ": " + String(f, "message");
         c.text = String(f, "invariant") + " at state " + String(f, "state_id") + ": " +
                  String(f, "message") + "\n";
       } else {

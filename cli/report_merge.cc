@@ -26,14 +26,17 @@ const char kUsage[] =
     "  the report the unsharded run writes (elapsed: the slowest shard)\n";
 
 // Fields that identify the run: every shard must agree on them.
-constexpr const char* kSameRun[] = {"workload",     "policy",    "seed",       "sector_bytes",
-                                    "bugs",         "engine",    "qemu_version", "qemu_cache",
-                                    "qemu_opts",    "log",       "base",       "violations_kept"};
+constexpr const char* kSameRun[] = {"workload",  "policy", "seed",         "sector_bytes",
+                                    "bugs",      "engine", "qemu_version", "qemu_cache",
+                                    "qemu_opts", "log",    "base",         "violations_kept"};
 // Per-state counts: the unsharded run's is the sum of the shards'. The last
 // two are issue 18's deduplication counters, summed when a report has them.
-constexpr const char* kSummed[] = {"states_total",     "states_checked",
-                                   "skipped_points",   "violating_states",
-                                   "violation_classes_dropped", "states_covered",
+constexpr const char* kSummed[] = {"states_total",
+                                   "states_checked",
+                                   "skipped_points",
+                                   "violating_states",
+                                   "violation_classes_dropped",
+                                   "states_covered",
                                    "recoveries_run"};
 
 // "prefix@1/3" -> "prefix", 1, 3; an unsharded enumerator is shard 0 of 1.
@@ -45,8 +48,8 @@ void SplitShard(const std::string& enumerator, std::string& base, uint64_t& inde
   const size_t at = enumerator.find('@');
   if (at == std::string::npos) return;
   size_t end = at + 1;
-  while (end < enumerator.size() && (std::isdigit(static_cast<unsigned char>(enumerator[end])) ||
-                                     enumerator[end] == '/'))
+  while (end < enumerator.size() &&
+         (std::isdigit(static_cast<unsigned char>(enumerator[end])) || enumerator[end] == '/'))
     ++end;
   const std::string shard = enumerator.substr(at + 1, end - at - 1);
   const size_t slash = shard.find('/');
@@ -228,9 +231,8 @@ int RunReportMerge(int argc, char** argv) {
       static_cast<unsigned long long>(m.value("states_checked", uint64_t{0})),
       static_cast<unsigned long long>(m.value("states_total", uint64_t{0})),
       static_cast<unsigned long long>(m.value("violating_states", uint64_t{0})), output.c_str());
-  return m.value("violating_states", uint64_t{0}) > 0 || !m.value("workload_error", "").empty()
-             ? 1
-             : 0;
+  return m.value("violating_states", uint64_t{0}) > 0 || !m.value("workload_error", "").empty() ? 1
+                                                                                                : 0;
 }
 
 }  // namespace qcrash::cli

@@ -62,11 +62,11 @@ Result<std::string> ShardFromEnvironment(std::string* source) {
   // An array with holes (--array=1,4,7) has no closed form from these: the
   // index would not be below the count, and that is refused.
   if (index < min || (index - min) % step != 0 || count == 0 || (index - min) / step >= count) {
-    return Status::InvalidArgument(
-        "SLURM_ARRAY_TASK_ID " + std::to_string(index) + " is not task 0.." +
-        std::to_string(count ? count - 1 : 0) + " of an array from SLURM_ARRAY_TASK_MIN " +
-        std::to_string(min) + " by SLURM_ARRAY_TASK_STEP " + std::to_string(step) +
-        " (a contiguous --array=MIN-MAX[:STEP] is needed)");
+    return Status::InvalidArgument("SLURM_ARRAY_TASK_ID " + std::to_string(index) +
+                                   " is not task 0.." + std::to_string(count ? count - 1 : 0) +
+                                   " of an array from SLURM_ARRAY_TASK_MIN " + std::to_string(min) +
+                                   " by SLURM_ARRAY_TASK_STEP " + std::to_string(step) +
+                                   " (a contiguous --array=MIN-MAX[:STEP] is needed)");
   }
   return std::to_string((index - min) / step) + "/" + std::to_string(count);
 }
