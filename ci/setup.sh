@@ -16,6 +16,7 @@ packages=(
   libbenchmark-dev                                   # Google Benchmark (bench/)
   qemu-utils                                         # qemu-img / qemu-io: the reference implementation
   python3 zip                                        # test helpers, OSS-Fuzz seed zips
+  python3-yaml                                       # the CI manifests' test (tests/ci/manifests_test.py)
 )
 
 missing=()
