@@ -1,5 +1,6 @@
 // Issue 19 part B on the command line: --junit on explore and report merge,
-// --shard from a batch runner's environment, and `qcrash report merge`,
+// --shard from a batch runner's environment, progress (convert -p, check -p)
+// and `qcrash report merge`,
 // whose merge of three shards must be the unsharded run's report, field by
 // field (a run under --policy unsafe, so the violations merge too).
 #include <gtest/gtest.h>
@@ -76,9 +77,9 @@ TEST(Shards, MergeRefusesReportsOfAnotherRunOrAnIncompleteSet) {
   ScratchDir dir;
   for (int i = 0; i < 3; ++i) {
     const std::string n = std::to_string(i);
-    ASSERT_EQ(dir.Qcrash(std::string(kRun) + " --shard " + n + "/3 --report s" + n + ".json")
-                  .exit_code,
-              1);
+    ASSERT_EQ(
+        dir.Qcrash(std::string(kRun) + " --shard " + n + "/3 --report s" + n + ".json").exit_code,
+        1);
   }
   ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --policy lazy --shard 2/3 --report "
                        "lazy.json")
@@ -122,9 +123,9 @@ TEST(Shards, JunitOfAnUnsafeRunHasAFailureWithInvariantStateAndReplay) {
   // The replay command the failure names works.
   EXPECT_EQ(dir.Qcrash("replay r.json#0").exit_code, 1);
 
-  ASSERT_EQ(dir.Qcrash("explore --workload builtin:default --policy ordered --junit ok.xml")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      dir.Qcrash("explore --workload builtin:default --policy ordered --junit ok.xml").exit_code,
+      0);
   EXPECT_EQ(JunitSummary(dir, "ok.xml"), "1 0 1 0\n");
 }
 
@@ -185,8 +186,8 @@ TEST(Shards, ShardFromTheEnvironment) {
     }
   }
   // An explicit --shard wins over the environment.
-  RunResult r = QcrashWithEnv(dir, "JOB_COMPLETION_INDEX=1 QCRASH_SHARD_COUNT=3",
-                              run + " --shard 1/2");
+  RunResult r =
+      QcrashWithEnv(dir, "JOB_COMPLETION_INDEX=1 QCRASH_SHARD_COUNT=3", run + " --shard 1/2");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ReadJson(dir, "r.json")["enumerator"], "prefix@1/2");
   // The suite has no shards that add up (it runs to a time budget): refused.
@@ -194,6 +195,57 @@ TEST(Shards, ShardFromTheEnvironment) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("a shard from SLURM_ARRAY_TASK_ID needs --workload"), std::string::npos)
       << r.err;
+}
+
+// qemu-img's "    (12.34/100%)\r" lines, counted (0 when there are none).
+int ProgressLines(const std::string& err) {
+  int lines = 0;
+  for (size_t at = err.find("/100%)\r"); at != std::string::npos; at = err.find("/100%)\r", at + 1))
+    ++lines;
+  return lines;
+}
+
+TEST(Progress, ConvertDashPPrintsProgressOnStderrAndTheImageIsUnchanged) {
+  ScratchDir dir;
+  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 src.qcow2 64M && qemu-io -c 'write -P 0x5a 0 24M' "
+                    "-c 'write -P 0x11 40M 3M' src.qcow2 >/dev/null")
+                .exit_code,
+            0);
+  for (const std::string extra : {"-O qcow2", "-O raw", "-c -O qcow2"}) {
+    SCOPED_TRACE(extra);
+    RunResult quiet = dir.Qcrash("convert " + extra + " src.qcow2 plain.img");
+    ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+    EXPECT_EQ(quiet.err, "");  // not a terminal, no -p: no progress
+    RunResult shown = dir.Qcrash("convert -p " + extra + " src.qcow2 progress.img");
+    ASSERT_EQ(shown.exit_code, 0) << shown.err;
+    EXPECT_EQ(shown.out, "");
+    EXPECT_GE(ProgressLines(shown.err), 3) << shown.err;
+    EXPECT_EQ(shown.err.rfind("    (0.00/100%)\r", 0), 0u) << shown.err;
+    EXPECT_NE(shown.err.find("    (100.00/100%)\r\n"), std::string::npos) << shown.err;
+    const std::string format = extra.substr(extra.size() - 5) == "qcow2" ? "qcow2" : "raw";
+    EXPECT_EQ(
+        dir.Run("qemu-img compare -f qcow2 -F " + format + " src.qcow2 progress.img").exit_code, 0);
+    EXPECT_EQ(dir.Run("cmp plain.img progress.img").exit_code, 0);
+    // -q silences -p, as in qemu-img (either order).
+    EXPECT_EQ(dir.Qcrash("convert -p -q " + extra + " src.qcow2 q.img").err, "");
+    EXPECT_EQ(dir.Qcrash("convert -q -p " + extra + " src.qcow2 q.img").err, "");
+  }
+}
+
+TEST(Progress, CheckDashPPrintsProgressAndTheSameVerdict) {
+  ScratchDir dir;
+  ASSERT_EQ(dir.Run("qemu-img create -q -f qcow2 -o cluster_size=4k a.qcow2 64M && qemu-io -c "
+                    "'write -P 1 0 16M' -c 'write -P 2 20M 8M' a.qcow2 >/dev/null")
+                .exit_code,
+            0);
+  const RunResult plain = dir.Qcrash("check --output=json a.qcow2");
+  const RunResult shown = dir.Qcrash("check -p --output=json a.qcow2");
+  EXPECT_EQ(plain.exit_code, 0);
+  EXPECT_EQ(shown.exit_code, 0);
+  EXPECT_EQ(shown.out, plain.out);  // stdout (the JSON) untouched
+  EXPECT_EQ(plain.err, "");
+  EXPECT_GE(ProgressLines(shown.err), 3) << shown.err;
+  EXPECT_NE(shown.err.find("    (100.00/100%)\r\n"), std::string::npos) << shown.err;
 }
 
 }  // namespace
