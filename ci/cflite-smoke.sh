@@ -12,6 +12,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${CFLITE_RUNS:-100}
 scratch=${CFLITE_KEEP:-$(mktemp -d)}
+# ccache keys on relative paths under the scratch dir, which changes each run.
+export CCACHE_BASEDIR=$scratch CCACHE_NOHASHDIR=1
 mkdir -p "$scratch"
 [ -n "${CFLITE_KEEP:-}" ] || trap 'rm -rf "$scratch"' EXIT
 
