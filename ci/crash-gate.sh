@@ -6,6 +6,7 @@
 # find nothing.
 #   ci/crash-gate.sh            compare (exit 1 on a new violation or an uncaught switch)
 #   ci/crash-gate.sh --update   rewrite the baseline after an intended change
+# JUnit XML of the matrix goes to build/crash-gate.xml (--junit FILE elsewhere).
 # QCRASH=path/to/qcrash overrides the binary (default: the ci preset's build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,8 @@ if [ ! -x "$qcrash" ]; then
 fi
 start=$(date +%s)
 status=0
-python3 ci/crash_gate.py --qcrash "$qcrash" --baseline ci/crash-baseline.json --out build/crash-gate.json "$@" || status=$?
+python3 ci/crash_gate.py --qcrash "$qcrash" --baseline ci/crash-baseline.json --out build/crash-gate.json \
+  --junit build/crash-gate.xml "$@" || status=$?
 # The default exploration at a larger size: the suite (built-in and generated
 # workloads under every safe policy) must find nothing.
 if [ "${1:-}" != "--update" ]; then

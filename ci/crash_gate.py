@@ -170,8 +170,11 @@ def caught(cells, prefix):
     return any(c.get("violating_states", 0) > 0 for k, c in cells.items() if k.startswith(prefix))
 
 
-def compare(baseline, current, known_bugs):
+def compare(baseline, current, known_bugs, by_cell=None):
+    """The gate's failures and changes; by_cell (a dict) gets each failing
+    cell's (or check's) failure, for the JUnit report."""
     failures, changes = [], []
+    by_cell = {} if by_cell is None else by_cell
     for key in sorted(set(baseline) | set(current)):
         old, new = baseline.get(key), current.get(key)
         if old is None:
@@ -179,17 +182,20 @@ def compare(baseline, current, known_bugs):
             if new.get("violating_states", 0) > 0 and not expected_unsafe(key) and not key.startswith("fault:") \
                     and not key.startswith("qemu:"):
                 failures.append("NEW VIOLATION %s: %s" % (key, new.get("first_violation")))
+                by_cell[key] = failures[-1]
             continue
         if new is None:
             changes.append("- %s: cell gone" % key)
             continue
         if "error" in new and "error" not in old:
             failures.append("ERROR %s: %s" % (key, new["error"]))
+            by_cell[key] = failures[-1]
             continue
         if new.get("violating_states", 0) > old.get("violating_states", 0) and not key.startswith("fault:") \
                 and not key.startswith("qemu:") and not expected_unsafe(key):
             failures.append("NEW VIOLATION %s: %d violating states (baseline %d), first %s" % (
                 key, new["violating_states"], old.get("violating_states", 0), new.get("first_violation")))
+            by_cell[key] = failures[-1]
         if new.get("verdicts") != old.get("verdicts"):
             diff = ", ".join("%s %d->%d" % (v, old.get("verdicts", {}).get(v, 0), n)
                              for v, n in sorted(new.get("verdicts", {}).items())
@@ -200,18 +206,71 @@ def compare(baseline, current, known_bugs):
         prefix = "fault:%s/" % switch
         if not caught(current, prefix):
             failures.append("NOT CAUGHT: bug switch %s (builtin:%s, %s) is not caught" % (switch, workload, policy))
+            by_cell["caught:" + switch] = failures[-1]
     unsafe = lambda cells: any(c.get("violating_states", 0) for k, c in cells.items() if "/unsafe/" in k)
     if unsafe(baseline) and not unsafe(current):
         failures.append("NOT CAUGHT: the unsafe policy passes every cell")
+        by_cell["caught:unsafe"] = failures[-1]
     qemu_unsafe = lambda cells: any(c.get("violating_states", 0) for k, c in cells.items()
                                     if k.startswith("qemu:") and "/unsafe/" in k)
     if qemu_unsafe(baseline) and not qemu_unsafe(current):
         failures.append("NOT CAUGHT: QEMU's driver under cache=unsafe passes every cell")
+        by_cell["caught:qemu-unsafe"] = failures[-1]
     scan_unsummed = lambda cells: any(c.get("violating_states", 0) for k, c in cells.items()
                                       if k.startswith("journal:") and expected_unsafe(k))
     if scan_unsummed(baseline) and not scan_unsummed(current):
         failures.append("NOT CAUGHT: scan-only recovery without checksums passes every cell")
+        by_cell["caught:journal-scan-unsummed"] = failures[-1]
     return failures, changes
+
+
+def write_junit(path, current, known_bugs, by_cell):
+    """JUnit XML: a testcase per cell (classname: the part of its key before
+    the first '/', the workload or fault:SWITCH; name: the rest), one per bug
+    switch that must be caught, and one per other failed check; a <failure>
+    where the gate fails it, with the explore command that reruns the cell."""
+    import xml.etree.ElementTree as ET
+    cases = []
+    for key in sorted(current):
+        classname, _, name = key.partition("/")
+        cases.append((classname, name, key))
+    for switch, _, _, _ in known_bugs:
+        cases.append(("caught", switch, "caught:" + switch))
+    cases += [("caught", k.split(":", 1)[1], k) for k in sorted(by_cell)
+              if k.startswith("caught:") and ("caught", k.split(":", 1)[1], k) not in cases]
+    cases += [tuple(k.partition("/")[::2]) + (k,) for k in sorted(by_cell)
+              if k not in current and not k.startswith("caught:")]
+    failed = sum(1 for _, _, k in cases if k in by_cell)
+    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failed), errors="0")
+    suite = ET.SubElement(root, "testsuite", name="crash-gate", tests=str(len(cases)),
+                          failures=str(failed), errors="0")
+    for classname, name, key in cases:
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        if key in by_cell:
+            failure = ET.SubElement(case, "failure", message=by_cell[key], type="crash-gate")
+            failure.text = by_cell[key] + "\n" + rerun_command(key) + "\n"
+    ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
+
+
+def rerun_command(key):
+    """The qcrash explore command line of a cell's key (as run_matrix builds them)."""
+    if key.startswith("caught:"):
+        return "qcrash explore --list-bugs (the switch's cells are fault:%s/...)" % key[7:]
+    parts = key.split("/")
+    extra = ""
+    if key.startswith("fault:"):
+        switch, workload, policy, enumerator = parts[0][6:], parts[1], parts[2], parts[3]
+        extra = " --bug " + switch
+    elif key.startswith("journal:"):
+        workload, policy, enumerator = parts[0][8:], "journal", parts[2]
+        extra = " --journal " + parts[1]
+    elif key.startswith("qemu:"):
+        workload, policy, enumerator = parts[0][5:], "ordered", parts[2]
+        extra = " --engine qemu --qemu-cache " + parts[1]
+    else:
+        workload, policy, enumerator = parts[0], parts[1], parts[2]
+    return "rerun: qcrash explore --workload builtin:%s --policy %s --enumerator %s%s" % (
+        workload, policy, enumerator, extra)
 
 
 def main():
@@ -221,6 +280,7 @@ def main():
     parser.add_argument("--update", action="store_true")
     parser.add_argument("--out", help="write the current matrix here")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--junit", help="write JUnit XML here: a testcase per cell")
     args = parser.parse_args()
     known_bugs = switches(args.qcrash)
     current = run_matrix(args.qcrash, args.jobs, known_bugs)
@@ -236,7 +296,10 @@ def main():
         return 0
     with open(args.baseline) as f:
         baseline = json.load(f)
-    failures, changes = compare(baseline, current, known_bugs)
+    by_cell = {}
+    failures, changes = compare(baseline, current, known_bugs, by_cell)
+    if args.junit:
+        write_junit(args.junit, current, known_bugs, by_cell)
     states = sum(c.get("states", 0) for c in current.values())
     print("crash-gate: %d cells, %d crash states checked" % (len(current), states))
     for line in changes:

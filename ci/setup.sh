@@ -17,6 +17,7 @@ packages=(
   qemu-utils                                         # qemu-img / qemu-io: the reference implementation
   python3 zip                                        # test helpers, OSS-Fuzz seed zips
   chromium                                           # headless rendering of `qcrash report` pages (tests/interop/report_html_test.cc)
+  python3-yaml                                       # the CI manifests' test (tests/ci/manifests_test.py)
 )
 
 missing=()

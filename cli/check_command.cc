@@ -7,11 +7,13 @@
 #include <getopt.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/cli_common.h"
+#include "cli/progress.h"
 #include "engine/check.h"
 #include "engine/file_device.h"
 #include "engine/header.h"
@@ -21,7 +23,8 @@ namespace qcrash::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: qcrash check [-q] [-f qcow2] [--output=human|json] [-r leaks|all] [-U] FILE\n";
+    "usage: qcrash check [-q] [-p] [-f qcow2] [--output=human|json] [-r leaks|all] [-U] FILE\n"
+    "  -p: progress on stderr (by itself on a terminal for images of 1 GiB or more)\n";
 
 struct CheckArgs {
   std::string path;
@@ -29,6 +32,7 @@ struct CheckArgs {
   bool json = false;
   bool quiet = false;
   bool force_share = false;
+  bool progress = false;  // -p (qemu-img check has none: ours, as convert's)
 };
 
 // Returns -1 when parsing succeeded, else the exit code.
@@ -38,7 +42,7 @@ int ParseArgs(int argc, char** argv, CheckArgs& args) {
       {"force-share", no_argument, nullptr, 'U'},  {"format", required_argument, nullptr, 'f'},
       {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0}};
   ResetGetopt();
-  for (int c; (c = getopt_long(argc, argv, "hf:r:qUT:", kLong, nullptr)) != -1;) {
+  for (int c; (c = getopt_long(argc, argv, "hf:r:qUT:p", kLong, nullptr)) != -1;) {
     const std::string value = optarg ? optarg : "";
     switch (c) {
       case 'h':
@@ -54,6 +58,9 @@ int ParseArgs(int argc, char** argv, CheckArgs& args) {
         break;
       case 'U':
         args.force_share = true;
+        break;
+      case 'p':
+        args.progress = true;
         break;
       case 'r':
         if (value == "leaks") {
@@ -195,12 +202,15 @@ void PrintFindings(const engine::CheckReport& r) {
 // that opens (a limit on hostile input: qemu-img's "Check failed") from an
 // image that cannot be opened.
 Result<engine::CheckReport> RunOnce(const std::string& path, engine::RepairMode mode,
-                                    bool* stopped = nullptr) {
+                                    bool* stopped = nullptr, ProgressLine* progress = nullptr) {
   const bool write = mode != engine::RepairMode::kNone;
   QCRASH_ASSIGN_OR_RETURN(
       std::unique_ptr<FileDevice> device,
       FileDevice::Open(path, write ? FileDevice::Mode::kReadWrite : FileDevice::Mode::kReadOnly));
-  auto report = engine::CheckImage(*device, {mode});
+  engine::CheckOptions options{mode};
+  if (progress) options.progress = [progress](double percent) { progress->Update(percent); };
+  auto report = engine::CheckImage(*device, options);
+  if (progress) progress->Finish();
   if (stopped) *stopped = !report.ok() && engine::ReadHeader(*device).ok();
   return report;
 }
@@ -231,7 +241,12 @@ int RunCheck(int argc, char** argv) {
     lock = std::move(acquired).value();
   }
   bool stopped = false;
-  auto first = RunOnce(args.path, args.repair, &stopped);
+  // A small image's check is over before a line would help.
+  constexpr uintmax_t kLargeImage = uintmax_t{1} << 30;
+  std::error_code size_error;
+  const bool large = std::filesystem::file_size(args.path, size_error) >= kLargeImage;
+  ProgressLine progress(ProgressWanted(args.progress, args.quiet) && (args.progress || large));
+  auto first = RunOnce(args.path, args.repair, &stopped, &progress);
   if (!first.ok()) {
     if (stopped) {
       std::fprintf(stderr, "qcrash: Check failed: '%s': %s\n", args.path.c_str(),

@@ -14,13 +14,15 @@
 #include "cli/cli_common.h"
 #include "cli/destination.h"
 #include "cli/guest_view.h"
+#include "cli/progress.h"
 
 namespace qcrash::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: qcrash convert [-q] [-c] [-f qcow2|raw] [-O raw|qcow2] [-o OPTIONS] [--policy P]\n"
-    "                      [-l snapshot.id=ID,snapshot.name=NAME | -l ID_OR_NAME] SRC DST\n";
+    "usage: qcrash convert [-q] [-p] [-c] [-f qcow2|raw] [-O raw|qcow2] [-o OPTIONS] [--policy P]\n"
+    "                      [-l snapshot.id=ID,snapshot.name=NAME | -l ID_OR_NAME] SRC DST\n"
+    "  -p: progress, qemu-img's \"    (12.34/100%)\" line, on stderr (by itself on a terminal)\n";
 constexpr uint64_t kChunkBytes = uint64_t{1} << 20;
 
 struct ConvertArgs {
@@ -32,6 +34,8 @@ struct ConvertArgs {
   std::string target;
   bool force_share = false;
   bool compress = false;  // -c: every cluster that is not all zeroes is written compressed
+  bool quiet = false;     // -q: no progress, even on a terminal
+  bool progress = false;  // -p
   // -l: the snapshot to copy instead of the active state, as qemu-img
   // takes it: by id, by name, both (both must match), or one word that is
   // an id or a name.
@@ -76,7 +80,10 @@ int ParseConvertArgs(int argc, char** argv, ConvertArgs& args) {
         std::fputs(kUsage, stdout);
         return -1;
       case 'q':
+        args.quiet = true;
+        break;
       case 'p':
+        args.progress = true;
         break;
       case 'U':
         args.force_share = true;
@@ -206,7 +213,8 @@ Status OpenSource(const ConvertArgs& args, Source& source) {
 }
 
 // Copies every range of the source that is not known to be zero.
-Status CopyGuestView(Source& source, uint64_t granule, const Writer& write) {
+Status CopyGuestView(Source& source, uint64_t granule, const Writer& write,
+                     ProgressLine& progress) {
   std::vector<uint8_t> buffer(kChunkBytes);
   size_t next_zero = 0;
   uint64_t offset = 0;
@@ -228,17 +236,19 @@ Status CopyGuestView(Source& source, uint64_t granule, const Writer& write) {
     QCRASH_RETURN_IF_ERROR(source.read(offset, chunk));
     QCRASH_RETURN_IF_ERROR(WriteNonZeroRuns(offset, chunk, granule, write));
     offset = end;
+    progress.Update(100.0 * static_cast<double>(offset) / static_cast<double>(source.size_bytes));
   }
   return Status::Ok();
 }
 
 // convert -c: the guest view cluster by cluster (target clusters), each one
 // that is not all zeroes written compressed, as qemu-img convert -c does.
-Status CopyCompressed(Source& source, engine::Image& output) {
+Status CopyCompressed(Source& source, engine::Image& output, ProgressLine& progress) {
   const uint64_t cb = uint64_t{1} << output.header().cluster_bits;
   std::vector<uint8_t> cluster(cb);
   for (uint64_t offset = 0; offset < source.size_bytes; offset += cb) {
     const std::span<uint8_t> chunk(cluster.data(), std::min(cb, source.size_bytes - offset));
+    progress.Update(100.0 * static_cast<double>(offset) / static_cast<double>(source.size_bytes));
     QCRASH_RETURN_IF_ERROR(source.read(offset, chunk));
     if (std::all_of(chunk.begin(), chunk.end(), [](uint8_t b) { return b == 0; })) continue;
     QCRASH_RETURN_IF_ERROR(output.WriteCompressed(offset, chunk));
@@ -265,15 +275,19 @@ int RunConvert(int argc, char** argv) {
   auto destination = Destination::Open(args.target, protect);
   if (!destination.ok()) return ReportError(args.target, destination.status());
   FileDevice& target = (*destination)->device();
+  ProgressLine progress(ProgressWanted(args.progress, args.quiet));
+  progress.Update(0);
   if (args.target_format == "raw") {
     Status status = (*destination)->regular()
                         ? target.Resize(source.size_bytes, ResizeMode::kSparse)
                         : Status::Ok();
     if (status.ok()) {
-      status =
-          CopyGuestView(source, 4096, [&target](uint64_t offset, std::span<const uint8_t> data) {
+      status = CopyGuestView(
+          source, 4096,
+          [&target](uint64_t offset, std::span<const uint8_t> data) {
             return target.Write(offset, data);
-          });
+          },
+          progress);
     }
     if (status.ok()) status = (*destination)->Commit();
     return status.ok() ? 0 : ReportError(args.target, status);
@@ -286,12 +300,13 @@ int RunConvert(int argc, char** argv) {
   auto image = engine::Image::Create(target, create, args.open_options);
   if (!image.ok()) return ReportError(args.target, image.status());
   engine::Image& output = **image;
-  Status status = args.compress
-                      ? CopyCompressed(source, output)
-                      : CopyGuestView(source, uint64_t{1} << create.cluster_bits,
+  Status status = args.compress ? CopyCompressed(source, output, progress)
+                                : CopyGuestView(
+                                      source, uint64_t{1} << create.cluster_bits,
                                       [&output](uint64_t offset, std::span<const uint8_t> data) {
                                         return output.Write(offset, data);
-                                      });
+                                      },
+                                      progress);
   if (status.ok()) status = output.Close();
   if (status.ok()) status = (*destination)->Commit();
   return status.ok() ? 0 : ReportError(args.target, status);

@@ -18,7 +18,9 @@
 #include "cli/explore_device_faults.h"
 #include "cli/explore_jobs.h"
 #include "cli/explore_qemu.h"
+#include "cli/junit.h"
 #include "cli/reproducer.h"
+#include "cli/shard_env.h"
 #include "engine/bug_catalogue.h"
 #include "properties/generate.h"
 #include "properties/json.h"
@@ -38,6 +40,7 @@ const char kUsage[] =
     "         [--cache-refcount N] [--nested E] [--no-minimize] [--violations N] [--quick]\n"
     "         [--no-dedup]\n"
     "         [--generated N] [--recovery-only] [--corrupt CLASS[:N]] [--non-atomic]\n"
+    "         [--junit FILE.xml]\n"
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
@@ -52,7 +55,11 @@ const char kUsage[] =
     "  --corrupt CLASS[:N]: corrupt the image after the workload (dangling-free, shared-cluster,\n"
     "  ...; entry N) and crash its repair (--nested, epochs by default): I8\n"
     "  --non-atomic: a pending sector may also hold two versions cut mid-sector, or garbage\n"
-    "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything)\n"
+    "  --shard i/N: shard i of N, counted from 0 (0/2 and 1/2 cover everything); without it,\n"
+    "    JOB_COMPLETION_INDEX with QCRASH_SHARD_COUNT (or JOB_COMPLETIONS), or\n"
+    "    SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT (from SLURM_ARRAY_TASK_MIN) give it;\n"
+    "    `qcrash report merge` adds the shards' reports up\n"
+    "  --junit FILE.xml: JUnit XML, a testcase per workload x policy cell\n"
     "  no --workload: the suite (every built-in and generated workloads, every safe policy)\n"
     "  in --budget seconds (20; --quick 2), or with --generated N a fixed amount of work\n"
     "  --bug SWITCH (alias --fault): a known bug switched on; --list-bugs [--output=json]\n"
@@ -88,6 +95,7 @@ struct Args {
   properties::QemuEngineOptions qemu_options;
   uint64_t qemu_check_sample = 0;
   std::string log_path, base_path;  // --log, --base
+  std::string junit_path;           // --junit FILE.xml
 };
 
 // --journal commit=header|descriptor,recovery=header|scan,terminator=blank|escape,
@@ -172,6 +180,7 @@ int ParseArgs(int argc, char** argv, Args& args) {
                                     {"qemu-check-sample", required_argument, nullptr, 1006},
                                     {"log", required_argument, nullptr, 1007},
                                     {"base", required_argument, nullptr, 1008},
+                                    {"junit", required_argument, nullptr, 1009},
                                     {"help", no_argument, nullptr, 'h'},
                                     {nullptr, 0, nullptr, 0}};
   ResetGetopt();
@@ -220,6 +229,9 @@ int ParseArgs(int argc, char** argv, Args& args) {
         break;
       case 1008:
         args.base_path = value;
+        break;
+      case 1009:
+        args.junit_path = value;
         break;
       case 'e':
         args.enumerator = value;
@@ -371,6 +383,21 @@ int ParseArgs(int argc, char** argv, Args& args) {
     }
   }
   if (optind != argc) return Usage(std::string("unexpected argument '") + argv[optind] + "'");
+  if (args.shard.empty() && !args.list_bugs) {
+    // An explicit --shard wins; else a batch runner's task index (shard_env.h).
+    std::string source;
+    auto shard = ShardFromEnvironment(&source);
+    if (!shard.ok()) return Usage(shard.status().message());
+    if (!shard->empty()) {
+      if (args.workload.empty() && args.log_path.empty()) {
+        return Usage("a shard from " + source +
+                     " needs --workload: the suite runs to a time budget, so its shards would "
+                     "not add up to one run");
+      }
+      args.shard = *shard;
+      std::fprintf(stderr, "qcrash explore: shard %s (from %s)\n", shard->c_str(), source.c_str());
+    }
+  }
   if (args.log_path.empty() != args.base_path.empty())
     return Usage("--log and --base go together: the log, and the image it was written over");
   if (!args.log_path.empty() && (args.qemu || !args.workload.empty()))
@@ -746,6 +773,11 @@ int RunSuiteMode(Args& args) {
   if (!WriteReport(args.report_path, json)) {
     return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
   }
+  if (!args.junit_path.empty()) {
+    if (Status written = WriteJunit(args.junit_path, "qcrash explore", JunitCasesFromSuite(json));
+        !written.ok())
+      return ReportError(args.junit_path, written) * kExitUsage;
+  }
   return failures > 0 ? 1 : 0;
 }
 
@@ -755,6 +787,7 @@ int RunExplore(int argc, char** argv) {
   if (int rc = ParseArgs(argc, argv, args); rc != 0) return rc < 0 ? 0 : rc;
   if (args.list_bugs) return ListBugs(args.json_output);
   if (args.workload.empty() && args.qemu) {
+    if (!args.junit_path.empty()) return Usage("--junit with --engine qemu needs --workload");
     QemuSuiteArgs suite;
     suite.qemu = args.qemu_options;
     suite.run = args.config.run;
@@ -811,6 +844,7 @@ int RunExplore(int argc, char** argv) {
   json["sector_bytes"] = args.config.run.sector_bytes;
   json["bugs"] = engine::EnabledBugNames(args.config.run.open.faults);
   json["engine"] = args.qemu ? "qemu" : log_mode ? "log" : "qcrash";
+  json["violations_kept"] = args.config.violations_kept;  // report merge caps as we do
   if (args.qemu) {
     json["qemu_version"] = qemu_version;
     json["qemu_cache"] = args.qemu_options.cache;
@@ -916,6 +950,12 @@ int RunExplore(int argc, char** argv) {
   }
   if (!WriteReport(args.report_path, json)) {
     return ReportError(args.report_path, Status::IoError("cannot write report")) * kExitUsage;
+  }
+  if (!args.junit_path.empty()) {
+    if (Status written = WriteJunit(args.junit_path, "qcrash explore",
+                                    {JunitCaseFromReport(json, log_mode ? "" : args.report_path)});
+        !written.ok())
+      return ReportError(args.junit_path, written) * kExitUsage;
   }
   // A workload an engine error stopped (a read that returned wrong data
   // included) fails as a violation does.

@@ -27,7 +27,7 @@
   X("rebase", RunRebase, "change an image's backing file (qemu-img rebase)")                       \
   X("commit", RunCommit,                                                                           \
     "write an image's data into its backing file, then empty it (qemu-img commit)")                \
-  X("report", RunReport, "render an explore report as one self-contained HTML page")
+  X("report", RunReport, "render an explore report as one HTML page; report merge: add shards up")
 
 namespace qcrash::cli {
 

@@ -293,6 +293,7 @@ Result<CheckReport> CheckImage(BlockDevice& device, const CheckOptions& options)
   QCRASH_ASSIGN_OR_RETURN(Header header, ReadCheckHeader(device));
   CheckContext ctx(device, header, options);
   QCRASH_RETURN_IF_ERROR(ctx.Init());
+  ctx.Progress(0);
   if (Status walk = Walk(ctx); !walk.ok()) {
     // Nothing is repaired after an incomplete walk: its counts are partial.
     ctx.Report(walk.code() == StatusCode::kLimit ? FindingKind::kLimit : FindingKind::kIoError,
@@ -301,7 +302,9 @@ Result<CheckReport> CheckImage(BlockDevice& device, const CheckOptions& options)
   }
   uint64_t highest = 0;
   bool may_fix_copied = false;
+  ctx.Progress(80);
   QCRASH_RETURN_IF_ERROR(CompareAndRepair(ctx, &highest, &may_fix_copied));
+  ctx.Progress(90);
   QCRASH_RETURN_IF_ERROR(CheckCopiedFlags(ctx, may_fix_copied));
   if (may_fix_copied) QCRASH_RETURN_IF_ERROR(WriteTableEdits(ctx));
   ctx.report.image_end_offset = (highest + 1) << header.cluster_bits;
@@ -310,6 +313,7 @@ Result<CheckReport> CheckImage(BlockDevice& device, const CheckOptions& options)
     QCRASH_RETURN_IF_ERROR(ClearHeaderBits(ctx));
   }
   QCRASH_RETURN_IF_ERROR(ResolveOwners(ctx));
+  ctx.Progress(100);
   return std::move(ctx.report);
 }
 

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <string>
 #include <utility>
@@ -52,6 +53,10 @@ struct CheckOptions {
   // kind (CheckReport::corrupt_clusters): a caller comparing two images'
   // corruption must not mistake a finding past the limit for a new one.
   bool list_corrupt_clusters = false;
+  // Called with the percent done (0..100, rising) as the walk goes through
+  // the L1 tables and the later passes: `qcrash check` prints it for large
+  // images. Reporting only; it changes nothing the check does.
+  std::function<void(double percent)> progress = nullptr;
 };
 
 // What a finding is about.

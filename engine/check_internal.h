@@ -364,6 +364,10 @@ class CheckContext : public FindingLog, public TableReader, public ClusterLedger
   bool fix_leaks() const { return options_.repair != RepairMode::kNone; }
   bool fix_all() const { return options_.repair == RepairMode::kAll; }
   RepairMode repair() const { return options_.repair; }
+  // CheckOptions::progress, when the caller asked for it.
+  void Progress(double percent) const {
+    if (options_.progress) options_.progress(percent);
+  }
 
   BlockDevice& device;
   Header header;

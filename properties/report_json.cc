@@ -30,7 +30,10 @@ json ReportToJson(const ExploreReport& r) {
                            {{"ops", v.minimized_workload.ops.size()},
                             {"state_id", v.minimized_state_id},
                             {"message", v.minimized_message},
-                            {"raw_findings", v.minimized_raw_findings}}}});
+                            {"raw_findings", v.minimized_raw_findings}}},
+                          // Its place in the unsharded enumeration: `report merge`
+                          // keeps the first violation of each class across shards.
+                          {"state_index", v.state_index}});
   }
   return {{"workload", r.workload_name},
           {"policy", r.policy},
