@@ -11,6 +11,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/junit.h"
+#include "properties/report_page.h"
 
 namespace qcrash::cli {
 namespace {
@@ -137,10 +138,39 @@ Result<json> MergeExploreReports(const std::vector<std::string>& names,
       by_invariant[name] = by_invariant.value(name, uint64_t{0}) + n.get<uint64_t>();
     for (const json& v : r["violations"]) violations.push_back(v);
   }
+  // The page's crash points: summed per point, then aggregated again as
+  // the unsharded run aggregates them; dropped when a shard has no tallies.
+  if (merged.contains("points")) {
+    const uint64_t points = merged["points"].value("count", uint64_t{0});
+    std::vector<properties::PointTally> tallies(points);
+    bool exact = true;
+    for (const json& r : reports) {
+      if (!r.contains("points") || !r["points"].contains("tallies")) {
+        exact = false;
+        break;
+      }
+      for (const json& row : r["points"]["tallies"]) {
+        const uint64_t p = row[0].get<uint64_t>();
+        if (p >= points || row.size() != tallies[0].size() + 1) {
+          exact = false;
+          break;
+        }
+        for (size_t i = 0; i < tallies[p].size(); ++i) tallies[p][i] += row[i + 1].get<uint64_t>();
+      }
+    }
+    if (exact) {
+      merged["points"] = properties::PointsJsonOf(points, tallies);
+    } else {
+      merged.erase("points");
+    }
+  }
   merged["elapsed_seconds"] = elapsed;
   merged["budget_exhausted"] = exhausted;
   merged["states_per_second"] =
       elapsed > 0 ? merged["states_checked"].get<uint64_t>() / elapsed : 0.0;
+  if (merged.contains("recoveries_run"))
+    merged["recoveries_per_second"] =
+        elapsed > 0 ? merged["recoveries_run"].get<uint64_t>() / elapsed : 0.0;
   merged["verdicts"] = verdicts;
   merged["violations_by_invariant"] = by_invariant;
   // As RunExploreJobs: the first state of each invariant x operation class

@@ -36,11 +36,13 @@ class TracingDevice final : public BlockDevice {
     return inner_.Read(offset_bytes, out);
   }
   Status Write(uint64_t offset_bytes, std::span<const uint8_t> data) override {
-    changes_.push_back({false, false, ResizeMode::kSparse, offset_bytes, {data.begin(), data.end()}});
+    changes_.push_back(
+        {false, false, ResizeMode::kSparse, offset_bytes, {data.begin(), data.end()}});
     return inner_.Write(offset_bytes, data);
   }
   Status WriteFua(uint64_t offset_bytes, std::span<const uint8_t> data) override {
-    changes_.push_back({false, true, ResizeMode::kSparse, offset_bytes, {data.begin(), data.end()}});
+    changes_.push_back(
+        {false, true, ResizeMode::kSparse, offset_bytes, {data.begin(), data.end()}});
     return inner_.WriteFua(offset_bytes, data);
   }
   Status Flush() override { return inner_.Flush(); }
@@ -89,7 +91,8 @@ ByteRanges SortedMerged(ByteRanges ranges) {
 }
 
 bool Intersects(const ByteRanges& sorted, uint64_t begin, uint64_t end) {
-  auto it = std::upper_bound(sorted.begin(), sorted.end(), std::pair<uint64_t, uint64_t>{begin, ~0ull});
+  auto it =
+      std::upper_bound(sorted.begin(), sorted.end(), std::pair<uint64_t, uint64_t>{begin, ~0ull});
   if (it != sorted.begin() && std::prev(it)->second > begin) return true;
   return it != sorted.end() && it->first < end;
 }
@@ -118,9 +121,9 @@ struct StateDeduper::Group {
   };
   Mode mode = Mode::kFull;
   bool repaired = false;
-  StateResult after_repair;  // steps 1-4 of the representative
-  StateResult pre_verdict;   // kJudge: + the content check without the data sectors
-  StateResult clean;         // kJudge: the result when every data sector reads right
+  StateResult after_repair;   // steps 1-4 of the representative
+  StateResult pre_verdict;    // kJudge: + the content check without the data sectors
+  StateResult clean;          // kJudge: the result when every data sector reads right
   std::vector<uint8_t> read;  // per pending sector: this group's recovery read it
   std::vector<TracingDevice::Change> changes[2];  // the recovery's writes, per device
   std::vector<std::vector<Piece>> pieces;         // kJudge: per pending sector
@@ -176,9 +179,9 @@ std::string StateDeduper::Key(const PointCache& cache, const sim::CrashState& st
     const sim::SectorChoice& c = state.deviations[d];
     const int64_t i = index_[d];
     if (i >= 0 && cache.data[static_cast<size_t>(i)]) continue;
-    const uint32_t words[5] = {static_cast<uint32_t>(c.sector), static_cast<uint32_t>(c.sector >> 32),
-                               static_cast<uint32_t>(c.kind) << 24 | c.cut_bytes, c.version,
-                               c.second_version};
+    const uint32_t words[5] = {
+        static_cast<uint32_t>(c.sector), static_cast<uint32_t>(c.sector >> 32),
+        static_cast<uint32_t>(c.kind) << 24 | c.cut_bytes, c.version, c.second_version};
     key.append(reinterpret_cast<const char*>(words), sizeof(words));
   }
   return key;
@@ -259,8 +262,7 @@ std::unique_ptr<StateDeduper::Group> StateDeduper::RecoverGroup(
 
   // Step 5: can the data sectors be judged one by one?
   const bool content_checked = g.repaired;
-  const bool whole_map =
-      g.after_repair.raw_refcounts_dirty && g.after_repair.raw_corruptions != 0;
+  const bool whole_map = g.after_repair.raw_refcounts_dirty && g.after_repair.raw_corruptions != 0;
   bool judge = !content_checked || options_.recovery_invariants_only || run_.structural_only;
   GuestRanges skip;
   if (!judge && !point->non_atomic.enabled && run_.snapshot_models.empty() &&
@@ -268,7 +270,8 @@ std::unique_ptr<StateDeduper::Group> StateDeduper::RecoverGroup(
     judge = true;
     g.pieces.assign(pending, {});
     auto image = OpenStateReadOnly(traced, run_);
-    auto map = image.ok() ? (*image)->Map() : Result<std::vector<engine::MapExtent>>(image.status());
+    auto map =
+        image.ok() ? (*image)->Map() : Result<std::vector<engine::MapExtent>>(image.status());
     const uint64_t size = image.ok() ? (*image)->size_bytes() : 0;
     const bool data_file = !run_.workload.image.data_file.empty();
     const bool backing_recorded = RecordsBacking(run_.workload);
@@ -310,8 +313,8 @@ std::unique_ptr<StateDeduper::Group> StateDeduper::RecoverGroup(
           if (!cache.data[i]) continue;
           const uint64_t b0 = std::max(h0, p->sector * s), b1 = std::min(h1, p->sector * s + s);
           const uint64_t guest = g0 + (b0 - h0);
-          g.pieces[i].push_back({guest, static_cast<uint32_t>(b0 - p->sector * s),
-                                 static_cast<uint32_t>(b1 - b0)});
+          g.pieces[i].push_back(
+              {guest, static_cast<uint32_t>(b0 - p->sector * s), static_cast<uint32_t>(b1 - b0)});
           skip.push_back({guest, guest + (b1 - b0)});
         }
       }
@@ -373,8 +376,7 @@ const StateResult& StateDeduper::Recover(const std::shared_ptr<const sim::CrashP
       if (!built.ok()) return full();
       data_view = std::move(built).value();
     }
-    if (!Replay(g.changes[0], **view).ok() ||
-        (data_view && !Replay(g.changes[1], *data_view).ok()))
+    if (!Replay(g.changes[0], **view).ok() || (data_view && !Replay(g.changes[1], *data_view).ok()))
       return full();
     const ScopedDataFile scoped(data_view.get());
     result_ = g.after_repair;

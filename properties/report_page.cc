@@ -224,8 +224,12 @@ json WriteLogJson(const WorkloadRun& run, const std::vector<PageZone>& zones,
 }
 
 json PointsJson(const ExploreReport& report, const PageLimits& limits) {
-  const uint64_t count = report.crash_points;
-  const auto& pv = report.point_verdicts;
+  return PointsJsonOf(report.crash_points, report.point_verdicts, limits);
+}
+
+}  // namespace
+
+json PointsJsonOf(uint64_t count, const std::vector<PointTally>& pv, const PageLimits& limits) {
   auto counts_at = [&](uint64_t p) { return p < pv.size() ? pv[p] : PointTally{}; };
   // Runs of points with the same worst verdict and violating or not;
   // coarser fixed-width ranges when there are too many runs (a range's
@@ -278,15 +282,27 @@ json PointsJson(const ExploreReport& report, const PageLimits& limits) {
   for (int i = 0; i < kVerdictCount; ++i) worst[VerdictName(Verdict(i))] = by_worst[i + 1];
   json verdicts = json::array();
   for (int i = 0; i < kVerdictCount; ++i) verdicts.push_back(VerdictName(Verdict(i)));
-  return {{"count", count},
-          {"verdicts", verdicts},
-          {"by_worst_verdict", worst},
-          {"violating_points", violating_points},
-          {"range_width", width},
-          {"ranges", rows}};
+  json out = {{"count", count},
+              {"verdicts", verdicts},
+              {"by_worst_verdict", worst},
+              {"violating_points", violating_points},
+              {"range_width", width},
+              {"ranges", rows}};
+  // Each checked point's own tally, [point, counts...], so that `report
+  // merge` can add shards up exactly (ranges cannot be split back); left out
+  // past kPointTalliesMax points.
+  if (count <= kPointTalliesMax) {
+    json tallies = json::array();
+    for (uint64_t p = 0; p < count && p < pv.size(); ++p) {
+      if (WorstVerdict(pv[p]) < 0) continue;
+      json row = json::array({p});
+      for (uint64_t c : pv[p]) row.push_back(c);
+      tallies.push_back(std::move(row));
+    }
+    out["tallies"] = std::move(tallies);
+  }
+  return out;
 }
-
-}  // namespace
 
 std::vector<PageZone> ClassifyLogRecords(const WorkloadRun& run, const PageLimits& limits) {
   const sim::WriteLog& log = *run.log;

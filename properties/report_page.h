@@ -57,6 +57,12 @@ nlohmann::json ReportPageJson(const WorkloadRun& run, const ExploreReport& repor
 // How state `state_id` of run differs from the latest state at its point:
 // [{"sector","offset","device","zone","choice","pending"}], a row per
 // deviating sector ("choice": "version K of N", "mix ...", "garbage").
+// The report's "points" object of `count` crash points from their tallies
+// (ExploreReport::point_verdicts); `report merge` rebuilds it from the
+// shards' summed "tallies".
+inline constexpr uint64_t kPointTalliesMax = 100000;
+nlohmann::json PointsJsonOf(uint64_t count, const std::vector<PointTally>& tallies,
+                            const PageLimits& limits = {});
 nlohmann::json DeviationsJson(const WorkloadRun& run, const std::string& state_id);
 
 }  // namespace qcrash::properties

@@ -66,10 +66,10 @@ void ExpectSameVerdicts(const WorkloadRun& run, const std::string& spec_text,
 
 RC_GTEST_PROP(Dedup, DeduplicatedVerdictsEqualFullVerdicts, ()) {
   const uint64_t seed = *rc::gen::inRange<uint64_t>(1, 1u << 20);
-  const auto policy = *rc::gen::element(
-      engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
-      engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent,
-      engine::OrderingPolicy::kJournal, engine::OrderingPolicy::kUnsafe);
+  const auto policy =
+      *rc::gen::element(engine::OrderingPolicy::kWritethrough, engine::OrderingPolicy::kOrdered,
+                        engine::OrderingPolicy::kLazy, engine::OrderingPolicy::kExtent,
+                        engine::OrderingPolicy::kJournal, engine::OrderingPolicy::kUnsafe);
   GeneratedCase c = GenerateCase(seed, 0, policy);
   // A bug switch half the time: crash states a safe engine never leaves.
   const auto bugs = engine::KnownBugs();
