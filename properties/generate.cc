@@ -285,9 +285,14 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
   Rng rebase_rng(seed ^ 0x7265626173652121ull);
   const bool rebases = s.backing && !s.snapshots && rebase_rng.OneIn(3);
   if (rebases) c.features += ",rebase";
+  // After a flatten the image has no backing file: no commit, no rebase
+  // (their draws still happen, so the streams stay where they were).
+  bool flattened = false;
   for (size_t i = 0; i < count; ++i) {
     if (rebases && rebase_rng.OneIn(8)) {
-      w.ops.push_back({OpKind::kRebase, rebase_rng.Below(3), 0, false});
+      const uint64_t target = rebase_rng.Below(3);
+      if (!flattened) w.ops.push_back({OpKind::kRebase, target, 0, false});
+      flattened = flattened || target == 0;  // RebaseTarget: 0 is none
       // Its copies may allocate any cluster the backing files cover.
       for (uint64_t gc = 0; gc * cluster < std::min(size, w.image.size_bytes); ++gc)
         touched.insert(gc);
@@ -325,7 +330,7 @@ GeneratedCase GenerateCase(uint64_t seed, size_t ops, engine::OrderingPolicy pol
     if (s.backing && commit_rng.OneIn(8)) {
       GuestOp commit{OpKind::kCommit, 0, 0, false};
       commit.keep = commit_rng.OneIn(4);
-      w.ops.push_back(commit);
+      if (!flattened) w.ops.push_back(commit);
     }
     GuestOp op;
     const uint64_t roll = r.Below(20);
