@@ -44,7 +44,8 @@ const char kUsage[] =
     "         [--journal commit=header|descriptor,recovery=header|scan,\n"
     "                    terminator=blank|escape,checksum=crc32|bytesum|none,size=BYTES]\n"
     "  policies: writethrough ordered lazy extent journal unsafe\n"
-    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N] epochs eio\n"
+    "  enumerators: prefix drop-one tear-one bounded:K exhaustive:LIMIT random[:N] epochs\n"
+    "    data:LIMIT (every combination of the data sectors, metadata at latest) eio\n"
     "  eio: each read, write and flush of the run fails once in turn (EIO); the guest op must\n"
     "    fail, and after a close the image must recover as a crash image does (I13)\n"
     "  --no-dedup: recover every state in full, not once per metadata state (the reference\n"
@@ -630,6 +631,9 @@ int RunSuiteMode(Args& args) {
   }
   if (args.config.states_max > 0)
     config.builtin_states = config.generated_states = args.config.states_max;
+  // Without a budget the data pass is capped by states alone: a fixed
+  // amount of work, as the other cells.
+  if (config.budget_seconds <= 0) config.data_states = 10 * config.builtin_states;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto suite = properties::RunSuite(
       config, [tty](const properties::SuiteReport& s) { PrintSuiteProgress(s, tty); });

@@ -83,7 +83,7 @@ std::vector<std::string> QemuCheckViolations(const std::string& qemu_img,
 Result<nlohmann::json> QemuCheckSample(const properties::ExploreConfig& config,
                                        const properties::WorkloadRun& run, uint64_t count,
                                        const std::string& qemu_img) {
-  sim::EnumeratorSpec spec = config.enumerator;
+  sim::EnumeratorSpec spec = properties::ResolveEnumerator(config.enumerator, run);
   const uint64_t total = sim::CountCrashStates(*run.timeline, spec);
   if (count == 0 || total == 0) return nlohmann::json::object();
   spec.shard_count = std::max<uint64_t>(1, total / count);

@@ -233,7 +233,7 @@ mkdir -p corpus/crash_id_fuzzer
 find corpus/crash_id_fuzzer -maxdepth 1 -name 'seed-*' -delete
 i=0
 for text in p0 p12:40=0,41=2 p5:1=1,2=0 p7:7=0/2@256 p9:3=g prefix drop-one tear-one bounded:2 \
-            exhaustive:1024 random:42:100 bounded:1@0/4 random:1:10@3/8; do
+            exhaustive:1024 random:42:100 bounded:1@0/4 random:1:10@3/8 data:65536; do
   printf '%s' "$text" > "corpus/crash_id_fuzzer/seed-$i"; i=$((i + 1))
 done
 

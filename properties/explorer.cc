@@ -6,6 +6,7 @@
 
 #include "properties/dedup.h"
 #include "properties/eio.h"
+#include "properties/report_page.h"
 #include "sim/crash_view.h"
 
 namespace qcrash::properties {
@@ -80,7 +81,7 @@ bool FindViolation(const Workload& workload, const ExploreConfig& config,
   auto run = RunWorkload(workload, config.run);
   if (!run.ok()) return false;
   const GuestOracle oracle(*run);
-  sim::EnumeratorSpec spec = config.enumerator;
+  sim::EnumeratorSpec spec = ResolveEnumerator(config.enumerator, *run);
   spec.shard_index = 0;
   spec.shard_count = 1;
   auto enumerator = sim::CrashEnumerator::Create(*run->timeline, spec);
@@ -224,6 +225,20 @@ void Minimize(const ExploreConfig& config, FoundViolation& violation, uint64_t s
       replayed.ok() ? replayed->raw_findings : violation.raw_findings;
 }
 
+sim::EnumeratorSpec ResolveEnumerator(const sim::EnumeratorSpec& spec, const WorkloadRun& run) {
+  if (spec.kind != sim::EnumeratorKind::kData || spec.data_records) return spec;
+  sim::EnumeratorSpec out = spec;
+  // A few epoch images classify the writes the final image disowns (a
+  // cluster freed later); past them such writes count as metadata, which
+  // only narrows the states (the deduplicator decides what recovery read).
+  const std::vector<PageZone> zones = ClassifyLogRecords(run, {.epoch_images = 16});
+  auto records = std::make_shared<std::vector<bool>>(zones.size());
+  for (size_t i = 0; i < zones.size(); ++i)
+    (*records)[i] = zones[i] == PageZone::kData || zones[i] == PageZone::kSecondDevice;
+  out.data_records = std::move(records);
+  return out;
+}
+
 Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress) {
   const auto start = Clock::now();
   ExploreReport report;
@@ -249,7 +264,7 @@ Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& pro
     report.elapsed_seconds = Seconds(start);
     return report;
   }
-  sim::EnumeratorSpec spec = config.enumerator;
+  sim::EnumeratorSpec spec = ResolveEnumerator(config.enumerator, run);
   report.states_total = sim::CountCrashStates(*run.timeline, spec);
   if (config.stride_to_cap && config.states_max > 0 && spec.shard_count == 1 &&
       report.states_total > config.states_max) {

@@ -119,6 +119,11 @@ void TallyPoint(ExploreReport& report, uint64_t point, Verdict verdict, bool vio
 
 Result<ExploreReport> Explore(const ExploreConfig& config, const ProgressFn& progress = nullptr);
 
+// spec, ready for run's timeline: data:<limit> gets run's guest-data records
+// (writes ClassifyLogRecords puts in the data zone or on the second device,
+// a data file or a committed backing file). Other kinds are returned as given.
+sim::EnumeratorSpec ResolveEnumerator(const sim::EnumeratorSpec& spec, const WorkloadRun& run);
+
 // Delta debugging: the smallest workload (by operations) and crash state
 // that still violate `invariant`. Bounded by `states_per_try` per candidate.
 void Minimize(const ExploreConfig& config, FoundViolation& violation,

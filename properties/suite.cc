@@ -93,6 +93,17 @@ uint64_t SuiteJournalRing(const std::string& name) {
 constexpr uint64_t kBuiltinStatesMin = 50;
 constexpr uint64_t kBuiltinEioCasesMin = 10;
 
+// The data pass: each crash point's data sectors in every combination (at
+// most this many per point), metadata at latest. With deduplication a state
+// costs a lookup, so the pass covers millions of states in its share: every
+// way the guest's unflushed data can land under the metadata that names it.
+constexpr const char* kDataEnumerator = "data:65536";
+
+// Shares of the budget: the built-in passes up to 50%, the data pass up to
+// 65% (its 15% and what the built-ins left), the generated workloads the rest.
+constexpr double kBuiltinShare = 0.50;
+constexpr double kDataShare = 0.65;
+
 double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -164,7 +175,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
   auto builtins_over_budget = [&] {
     return config.budget_seconds > 0 && Clock::now() >= builtin_deadline;
   };
-  // The built-in cells share 60% of the budget: each gets the time left
+  // The built-in cells share 50% of the budget: each gets the time left
   // divided by the cells left, so the time a cheap cell leaves unused goes
   // to the cells after it (set once the cells are counted, below).
   size_t builtin_cells_left = 0;
@@ -239,7 +250,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     builtins.emplace_back(name, std::move(workload));
   }
   suite.builtin_workloads = builtins.size();
-  // The built-ins get at most 60% of the budget, shared out per cell, so a
+  // The built-ins get at most 50% of the budget, shared out per cell, so a
   // costly workload (refcount-growth checks a 2.5 MiB image per state) cannot
   // starve the rest; generated workloads get what is left.
   size_t builtin_cells = 0;  // an estimate: the passes below, per workload and policy
@@ -247,14 +258,16 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     for (const PolicyVariant& v : variants)
       builtin_cells += Runs(name, workload, v.policy, !config.policies.empty());
   }
+  const size_t pairs = builtin_cells;  // the data pass: one cell per workload and policy
   builtin_cells *= 10;
   // The repair pass: one cell per built-in workload (see below).
   const bool repair_pass = config.policies.empty();
   if (repair_pass) builtin_cells += builtins.size() + 4 * kCorruptionCount;
   if (config.budget_seconds > 0) {
     builtin_cells_left = builtin_cells;
-    builtin_deadline = start + std::chrono::duration_cast<Clock::duration>(
-                                   std::chrono::duration<double>(0.6 * config.budget_seconds));
+    builtin_deadline =
+        start + std::chrono::duration_cast<Clock::duration>(
+                    std::chrono::duration<double>(kBuiltinShare * config.budget_seconds));
   }
   // The repair pass: crash states of the unsafe policy are corrupt by
   // design, so repair meets dangling pointers and refcounts too low there,
@@ -363,6 +376,32 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
 
   // Each workload runs once per policy; its write log serves every enumerator.
   std::map<std::pair<size_t, size_t>, ExploreConfig> prepared;
+  auto prepare = [&](size_t w, size_t vi) -> Result<ExploreConfig> {
+    const auto& [name, workload] = builtins[w];
+    const PolicyVariant& v = variants[vi];
+    auto [it, fresh] = prepared.try_emplace({w, vi});
+    ExploreConfig& explore = it->second;
+    if (fresh) {
+      explore.workload = workload;
+      explore.run.open.policy = v.policy;
+      explore.run.open.faults = config.bugs;
+      explore.run.open.l2_cache_tables = 2;  // every few writes evict
+      if (v.scan_recovery) {
+        explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
+      } else {
+        explore.run.open.journal.size_bytes = SuiteJournalRing(name);
+      }
+      explore.states_max = config.builtin_states;
+      auto run = RunWorkload(explore.workload, explore.run);
+      if (!run.ok()) {
+        prepared.erase(it);
+        return run.status();
+      }
+      explore.prepared = std::make_shared<const WorkloadRun>(std::move(run).value());
+      check_close(name, v, explore);
+    }
+    return explore;
+  };
   // The last pass crashes the recovery too (I8): a crash inside the journal
   // replay, the refcount rebuild of a dirty image or a repair must recover.
   // The repair pass runs after the two cheapest passes, so a short budget
@@ -391,23 +430,7 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
           suite.budget_exhausted = true;
           break;
         }
-        auto [it, fresh] = prepared.try_emplace({w, vi});
-        ExploreConfig& explore = it->second;
-        if (fresh) {
-          explore.workload = workload;
-          explore.run.open.policy = v.policy;
-          explore.run.open.faults = config.bugs;
-          explore.run.open.l2_cache_tables = 2;  // every few writes evict
-          if (v.scan_recovery) {
-            explore.run.open.journal.recovery = engine::JournalRecovery::kScanOnly;
-          } else {
-            explore.run.open.journal.size_bytes = SuiteJournalRing(name);
-          }
-          explore.states_max = config.builtin_states;
-          QCRASH_ASSIGN_OR_RETURN(WorkloadRun run, RunWorkload(explore.workload, explore.run));
-          explore.prepared = std::make_shared<const WorkloadRun>(std::move(run));
-          check_close(name, v, explore);
-        }
+        QCRASH_ASSIGN_OR_RETURN(const ExploreConfig explore, prepare(w, vi));
         if (std::string(e) == "eio") {
           ExploreConfig eio = explore;
           eio.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
@@ -425,6 +448,28 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
         }
         QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, e));
       }
+    }
+  }
+  // The data pass, with its own deadline: it starts where the passes above
+  // stopped (their budget spent, or every cell done).
+  if (config.budget_seconds > 0) {
+    builtin_cells_left = pairs;
+    builtin_deadline =
+        start + std::chrono::duration_cast<Clock::duration>(
+                    std::chrono::duration<double>(kDataShare * config.budget_seconds));
+  }
+  for (size_t w = 0; w < builtins.size(); ++w) {
+    const auto& [name, workload] = builtins[w];
+    for (size_t vi = 0; vi < variants.size(); ++vi) {
+      const PolicyVariant& v = variants[vi];
+      if (!Runs(name, workload, v.policy, !config.policies.empty())) continue;
+      if (builtins_over_budget()) {
+        suite.budget_exhausted = true;
+        break;
+      }
+      QCRASH_ASSIGN_OR_RETURN(ExploreConfig explore, prepare(w, vi));
+      explore.states_max = config.data_states;
+      QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, kDataEnumerator));
     }
   }
   prepared.clear();
@@ -453,6 +498,15 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       for (const char* e : {"epochs", "prefix", "drop-one", "tear-one", "bounded-ends:2"}) {
         QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, explore, e));
       }
+      // Capped by time too: where the mapping is not plain (a compressed
+      // cluster, a snapshot) each data state's content is checked in full.
+      ExploreConfig data = explore;
+      data.states_max = config.generated_data_states;
+      if (config.budget_seconds > 0) {
+        data.budget_seconds = 0.005 * config.budget_seconds;
+        data.states_min = kBuiltinStatesMin;
+      }
+      QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, data, kDataEnumerator));
       ExploreConfig eio = explore;
       eio.states_max = std::max<uint64_t>(1, config.generated_states / 20);
       QCRASH_RETURN_IF_ERROR(run_cell(c.workload.name, v, eio, "eio"));

@@ -23,9 +23,14 @@ struct SuiteConfig {
   uint64_t seed = 1;           // the first generated workload's seed
   uint64_t builtin_states = 2000;   // states per built-in cell and enumerator
   uint64_t generated_states = 400;  // states per generated cell and enumerator
-  bool skip_costly = false;         // leave out refcount-table-growth (--quick)
-  size_t generated_max = 0;         // 0: as many as the budget allows (none without a budget)
-  bool dedup = true;                // one recovery per metadata state (properties/dedup.h)
+  // States per cell of the data pass (enumerator data:<kDataPointLimit>), a
+  // built-in's and a generated workload's: each costs a lookup and the
+  // judgement of the data sectors it changes, not a recovery (dedup.h).
+  uint64_t data_states = 1 << 20;
+  uint64_t generated_data_states = 20000;
+  bool skip_costly = false;  // leave out refcount-table-growth (--quick)
+  size_t generated_max = 0;  // 0: as many as the budget allows (none without a budget)
+  bool dedup = true;         // one recovery per metadata state (properties/dedup.h)
 };
 
 struct SuiteCell {

@@ -216,6 +216,82 @@ class SubsetEnumerator final : public CrashEnumerator {
   std::vector<uint64_t> radix_;
 };
 
+// The indices of point's pending sectors that are data: every pending
+// version (1..v) written by a record data_records marks.
+std::vector<size_t> DataSectorIndices(const CrashPoint& point,
+                                      const std::vector<bool>* data_records) {
+  std::vector<size_t> out;
+  if (data_records == nullptr) return out;
+  for (size_t i = 0; i < point.pending.size(); ++i) {
+    const PendingSector& s = point.pending[i];
+    bool data = true;
+    for (uint32_t v = 1; v <= s.count && data; ++v) {
+      const uint64_t record = point.version_record[s.first + v];
+      data = record < data_records->size() && (*data_records)[record];
+    }
+    if (data) out.push_back(i);
+  }
+  return out;
+}
+
+// data:<limit> (EnumeratorKind::kData).
+class DataEnumerator final : public CrashEnumerator {
+ public:
+  DataEnumerator(const CrashTimeline& timeline, std::shared_ptr<const std::vector<bool>> records,
+                 uint64_t limit)
+      : CrashEnumerator(timeline), records_(std::move(records)), limit_(limit) {}
+
+  bool NextUnsharded(CrashState* state) override {
+    while (left_ == 0) {
+      if (!AdvancePoint()) return false;
+    }
+    state->point = point_->point;
+    state->deviations.clear();
+    for (size_t i = 0; i < subset_.size(); ++i) {
+      if (digits_[i] == point_->pending[subset_[i]].count) continue;  // latest
+      state->deviations.push_back(point_->ChoiceAt(subset_[i], digits_[i]));
+    }
+    Step();
+    return true;
+  }
+
+  bool SkipUnsharded() override {
+    while (left_ == 0) {
+      if (!AdvancePoint()) return false;
+    }
+    Step();
+    return true;
+  }
+
+ private:
+  void Step() {
+    if (--left_ > 0) Odometer(digits_, radix_);
+  }
+
+  bool AdvancePoint() {
+    if (next_point_ >= timeline_.PointCount()) return false;
+    LoadPoint(next_point_++);
+    subset_ = DataSectorIndices(*point_, records_.get());
+    radix_.resize(subset_.size());
+    uint64_t product = 1;
+    for (size_t i = 0; i < subset_.size(); ++i) {
+      radix_[i] = point_->ChoiceCount(subset_[i]);
+      product = SaturatingMul(product, radix_[i]);
+    }
+    digits_.assign(subset_.size(), 0);
+    left_ = std::max<uint64_t>(1, std::min(product, limit_));
+    return true;
+  }
+
+  std::shared_ptr<const std::vector<bool>> records_;
+  uint64_t limit_;
+  uint64_t next_point_ = 0;
+  uint64_t left_ = 0;  // states still to yield at the loaded point
+  std::vector<size_t> subset_;
+  std::vector<uint64_t> digits_;
+  std::vector<uint64_t> radix_;
+};
+
 // The number of crash states per point (the product of its sectors'
 // choices), as cumulative ends; empty when the total passes 2^62, where
 // states are drawn with replacement (a repeat is then improbable).
@@ -469,6 +545,9 @@ std::unique_ptr<CrashEnumerator> CrashEnumerator::Create(const CrashTimeline& ti
     case EnumeratorKind::kBoundedEnds:
       result = std::make_unique<SubsetEnumerator>(timeline, false, spec.bound, 0, true);
       break;
+    case EnumeratorKind::kData:
+      result = std::make_unique<DataEnumerator>(timeline, spec.data_records, spec.limit);
+      break;
   }
   result->shard_count_ = spec.shard_count == 0 ? 1 : spec.shard_count;
   result->shard_index_ = spec.shard_index;
@@ -484,6 +563,14 @@ uint64_t CountCrashStates(const CrashTimeline& timeline, const EnumeratorSpec& s
       total += EpochStates(timeline, *timeline.Point(end), nullptr);
   } else if (spec.kind == EnumeratorKind::kPrefix) {
     total = timeline.PointCount();
+  } else if (spec.kind == EnumeratorKind::kData) {
+    for (uint64_t p = 0; p < timeline.PointCount(); ++p) {
+      const auto point = timeline.Point(p);
+      uint64_t product = 1;
+      for (const size_t i : DataSectorIndices(*point, spec.data_records.get()))
+        product = SaturatingMul(product, point->ChoiceCount(i));
+      total = SaturatingAdd(total, std::max<uint64_t>(1, std::min(product, spec.limit)));
+    }
   } else if (spec.kind == EnumeratorKind::kRandom) {
     const std::vector<uint64_t> ends = StateEnds(timeline);
     total = ends.empty() ? spec.samples : std::min(spec.samples, ends.back());
@@ -557,6 +644,10 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
   } else if (name == "exhaustive") {
     spec.kind = EnumeratorKind::kExhaustive;
     if (!ParseU64(args, &spec.limit)) return bad("expected exhaustive:<limit>");
+  } else if (name == "data") {
+    spec.kind = EnumeratorKind::kData;
+    if (!ParseU64(args, &spec.limit) || spec.limit == 0)
+      return bad("expected data:<limit>, limit >= 1");
   } else if (name == "random") {
     spec.kind = EnumeratorKind::kRandom;
     const size_t split = args.find(':');
@@ -567,7 +658,7 @@ Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text) {
   } else {
     return bad(
         "unknown kind (prefix, drop-one, tear-one, bounded, exhaustive, random, epochs, "
-        "bounded-ends)");
+        "bounded-ends, data)");
   }
   return spec;
 }
@@ -598,6 +689,9 @@ std::string FormatEnumeratorSpec(const EnumeratorSpec& spec) {
       break;
     case EnumeratorKind::kBoundedEnds:
       text = "bounded-ends:" + std::to_string(spec.bound);
+      break;
+    case EnumeratorKind::kData:
+      text = "data:" + std::to_string(spec.limit);
       break;
   }
   if (spec.shard_count > 1) {

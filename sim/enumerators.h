@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/status.h"
 #include "sim/crash_model.h"
@@ -38,20 +39,32 @@ enum class EnumeratorKind : uint8_t {
   kBoundedEnds,  // bounded(K) at the last point of each flush epoch only (the epochs'
                  // order): two writes of one epoch lost together, or a sector
                  // written twice left at its middle version while another is lost
+  kData,         // per point: every combination of the data sectors' choices (a
+                 // sector is data when guest-data records wrote all its pending
+                 // versions, EnumeratorSpec::data_records), the other pending
+                 // sectors at latest; at most <limit> per point, odometer order
+                 // (all data durable first, the last data sector fastest)
 };
 
 // Text form: "prefix", "drop-one", "tear-one", "bounded:<K>",
-// "exhaustive:<limit>", "random:<seed>:<N>", "epochs", "bounded-ends:<K>", each
+// "exhaustive:<limit>", "random:<seed>:<N>", "epochs", "bounded-ends:<K>",
+// "data:<limit>", each
 // optionally followed by
 // "@<i>/<N>" for shard i of N (0 <= i < N).
 struct EnumeratorSpec {
   EnumeratorKind kind = EnumeratorKind::kPrefix;
   uint64_t bound = 1;         // K for kBounded and kBoundedEnds
-  uint64_t limit = 1u << 20;  // for kExhaustive
+  uint64_t limit = 1u << 20;  // for kExhaustive and kData
   uint64_t seed = 0;          // for kRandom
   uint64_t samples = 1000;    // N for kRandom
   uint64_t shard_index = 0;
   uint64_t shard_count = 1;
+  // kData: which log records wrote guest data (indexed by record; set from
+  // the run, not the text: properties' ResolveEnumerator classifies them).
+  // Null: no sector is data, and data:<limit> yields each point's latest state.
+  // Only a choice of states: whether recovery reads a sector is decided by the
+  // deduplicator (properties/dedup.h), so a wrong class costs time, not soundness.
+  std::shared_ptr<const std::vector<bool>> data_records = nullptr;
 };
 
 Result<EnumeratorSpec> ParseEnumeratorSpec(std::string_view text);

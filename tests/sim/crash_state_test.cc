@@ -177,14 +177,15 @@ TEST(Enumerators, TearOneLandsAPrefixOfTheWrite) {
 }
 
 TEST(Enumerators, SpecsParseAndFormat) {
-  for (const char* text : {"prefix", "drop-one", "tear-one", "bounded:2", "exhaustive:4096",
-                           "random:42:1000", "bounded:1@2/4", "epochs", "epochs@1/3"}) {
+  for (const char* text :
+       {"prefix", "drop-one", "tear-one", "bounded:2", "exhaustive:4096", "random:42:1000",
+        "bounded:1@2/4", "epochs", "epochs@1/3", "data:65536", "data:16@1/2"}) {
     auto spec = ParseEnumeratorSpec(text);
     ASSERT_TRUE(spec.ok()) << text;
     EXPECT_EQ(FormatEnumeratorSpec(*spec), text);
   }
   for (const char* text : {"", "bounded", "random:1", "prefix:3", "drop-one@4/4", "nope",
-                           "epochs:1", "exhaustive:x", "bounded:1@1/0"}) {
+                           "epochs:1", "exhaustive:x", "bounded:1@1/0", "data", "data:0"}) {
     EXPECT_FALSE(ParseEnumeratorSpec(text).ok()) << text;
   }
 }
@@ -209,6 +210,42 @@ std::vector<std::string> AllIds(const CrashTimeline& timeline, const EnumeratorS
     if (indices != nullptr) indices->push_back(enumerator->index());
   }
   return ids;
+}
+
+// data:<limit>: records 0, 1, 3, 4, 5 wrote guest data, 6 and 7 (sector 4)
+// did not; per point the product of the data sectors' choices, sector 4 at
+// latest.
+TEST(Enumerators, DataVariesTheDataSectorsOnly) {
+  CrashTimeline timeline(nullptr, ShapedLog());
+  EnumeratorSpec spec{.kind = EnumeratorKind::kData, .limit = 1000};
+  EXPECT_EQ(EnumerateAndCheck(timeline, spec), 9u);  // no classes: each point's latest state
+  spec.data_records = std::make_shared<const std::vector<bool>>(
+      std::vector<bool>{true, true, false, true, true, true, false, false});
+  EXPECT_EQ(EnumerateAndCheck(timeline, spec), 1 + 8 + 12 + 1 + 4 + 6 + 8 + 8 + 8u);
+  std::vector<std::string> ids = AllIds(timeline, spec);
+  // p1 in odometer order: every data sector durable first, latest last.
+  EXPECT_EQ(std::vector<std::string>(ids.begin() + 1, ids.begin() + 4),
+            (std::vector<std::string>{"p1:0=0,1=0,2=0", "p1:0=0,1=0", "p1:0=0,2=0"}));
+  EXPECT_EQ(ids[8], "p1");
+  for (const std::string& id : ids) {
+    if (id.rfind("p8", 0) == 0) {
+      EXPECT_EQ(id.find("4="), std::string::npos) << id;
+    }
+  }
+  // At most <limit> per point, and the shards split the same sequence.
+  spec.limit = 5;
+  EXPECT_EQ(EnumerateAndCheck(timeline, spec), 1 + 5 + 5 + 1 + 4 + 5 + 5 + 5 + 5u);
+  std::vector<std::string> all = AllIds(timeline, spec), shards;
+  for (uint64_t i = 0; i < 3; ++i) {
+    EnumeratorSpec shard = spec;
+    shard.shard_index = i;
+    shard.shard_count = 3;
+    EXPECT_EQ(EnumerateAndCheck(timeline, shard), (36 + 2 - i) / 3);
+    for (const std::string& id : AllIds(timeline, shard)) shards.push_back(id);
+  }
+  std::sort(all.begin(), all.end());
+  std::sort(shards.begin(), shards.end());
+  EXPECT_EQ(shards, all);
 }
 
 // Shards i/N of any enumerator are disjoint, their union is the unsharded
