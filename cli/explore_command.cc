@@ -633,7 +633,10 @@ int RunSuiteMode(Args& args) {
     config.builtin_states = config.generated_states = args.config.states_max;
   // Without a budget the data pass is capped by states alone: a fixed
   // amount of work, as the other cells.
-  if (config.budget_seconds <= 0) config.data_states = 10 * config.builtin_states;
+  if (config.budget_seconds <= 0) {
+    config.data_states = 2 * config.builtin_states;
+    config.generated_data_states = 10 * config.generated_states;
+  }
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto suite = properties::RunSuite(
       config, [tty](const properties::SuiteReport& s) { PrintSuiteProgress(s, tty); });
