@@ -270,19 +270,7 @@ Status CrashView::Read(uint64_t offset_bytes, std::span<uint8_t> out) {
                            " past the end (" + std::to_string(size_bytes_) + " bytes)");
   }
   ReadAll(offset_bytes, out);
-  if (tracking_reads_ && !out.empty()) {
-    if (!reads_.empty() && reads_.back().first + reads_.back().second == offset_bytes) {
-      reads_.back().second += out.size();
-    } else {
-      reads_.emplace_back(offset_bytes, out.size());
-    }
-  }
   return Status::Ok();
-}
-
-void CrashView::TrackReads(bool on) {
-  if (on) reads_.clear();
-  tracking_reads_ = on;
 }
 
 Status CrashView::WriteImpl(uint64_t offset_bytes, std::span<const uint8_t> data, bool fua) {

@@ -47,15 +47,6 @@ class CrashView final : public BlockDevice {
   const CrashPoint& crash_point() const { return *point_; }
   uint64_t written_sector_count() const { return written_.size(); }
 
-  // Read tracking, for deduplicating states by the bytes recovery looked at:
-  // TrackReads(true) clears the list and starts recording the byte ranges
-  // [offset, offset + length) of every successful, non-empty Read(), in call
-  // order (a read that starts where the previous one ended extends it).
-  // TrackReads(false) stops recording and keeps the list. Off, it costs one
-  // branch per read.
-  void TrackReads(bool on);
-  const std::vector<std::pair<uint64_t, uint64_t>>& reads() const { return reads_; }
-
  private:
   explicit CrashView(std::shared_ptr<const CrashPoint> point);
   // Base + crash overlay + truncation, without the view's own writes.
@@ -89,8 +80,6 @@ class CrashView final : public BlockDevice {
   // value is correct, a good one skips the binary search).
   mutable size_t read_hint_ = 0;
   bool logging_ = false;
-  bool tracking_reads_ = false;
-  std::vector<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length), see TrackReads
   WriteLog nested_log_;
   std::shared_ptr<const ChunkedImage> nested_initial_;
 };

@@ -122,38 +122,6 @@ TEST(CrashView, ReadPastTheEndIsAnIoError) {
   EXPECT_TRUE((*view)->Geometry().atomic_sector);
 }
 
-// Read tracking records what a reader looked at and nothing else: nothing
-// while off, successful reads in call order while on (a contiguous follow-on
-// read extends the previous range), no failed or empty read, no write.
-TEST(CrashView, TracksTheByteRangesReadWhileTrackingIsOn) {
-  auto log = std::make_shared<WriteLog>(512, 8192);
-  log->AppendWrite(0, Bytes(1024, 1), false);
-  CrashTimeline timeline(nullptr, log);
-  auto built = timeline.BuildView({1, {}});
-  ASSERT_TRUE(built.ok());
-  CrashView& view = **built;
-  std::vector<uint8_t> out(100);
-  ASSERT_TRUE(view.Read(0, out).ok());
-  EXPECT_TRUE(view.reads().empty()) << "off by default";
-  view.TrackReads(true);
-  ASSERT_TRUE(view.Read(4096, out).ok());
-  ASSERT_TRUE(view.Read(4196, std::span<uint8_t>(out.data(), 50)).ok());  // extends
-  ASSERT_TRUE(view.Read(10, std::span<uint8_t>(out.data(), 7)).ok());
-  ASSERT_TRUE(view.Read(300, std::span<uint8_t>(out.data(), 0)).ok());  // empty
-  EXPECT_EQ(view.Read(8190, out).code(), StatusCode::kIoError);         // failed
-  ASSERT_TRUE(view.Write(2000, Bytes(10, 3)).ok());                     // not a read
-  ASSERT_TRUE(view.Read(0, out).ok());
-  using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
-  EXPECT_EQ(view.reads(), (Ranges{{4096, 150}, {10, 7}, {0, 100}}));
-  view.TrackReads(false);
-  ASSERT_TRUE(view.Read(5000, out).ok());
-  EXPECT_EQ(view.reads().size(), 3u) << "stopping keeps the list and records no more";
-  view.TrackReads(true);
-  EXPECT_TRUE(view.reads().empty()) << "restarting clears the list";
-  ASSERT_TRUE(view.Read(512, out).ok());
-  EXPECT_EQ(view.reads(), (Ranges{{512, 100}}));
-}
-
 // A view on a 64 MiB disk shares every chunk of its epoch's durable image:
 // building it copies only the pending sectors' overlay.
 TEST(CrashView, SharesTheDurableBaseInsteadOfCopyingIt) {
