@@ -417,12 +417,15 @@ def main():
                       "exit": explored.returncode, "suite_seconds": round(seconds, 1),
                       "first_failure_seconds": round(r["first_failure_seconds"], 1),
                       "failing_cells": len(r["failures"]),
+                      # of them, cells of the data pass (data:LIMIT enumerators)
+                      "failing_data_cells": sum(1 for f in r["failures"]
+                                                if str(f.get("enumerator", "")).startswith("data:")),
                       "first": "%s %s %s: %s" % (first.get("workload"), first.get("policy"), first.get("enumerator"),
                                                  first.get("failure") or first.get("invariant", "")) if first else ""}
             results.append(result)
-            print("%-34s %-9s first after %5.1f s, %3d failing cells  %s" % (
+            print("%-34s %-9s first after %5.1f s, %3d failing cells (%d data)  %s" % (
                 name, "CAUGHT" if result["caught"] else "MISSED", result["first_failure_seconds"],
-                result["failing_cells"], result["first"]))
+                result["failing_cells"], result["failing_data_cells"], result["first"]))
             sys.stdout.flush()
         finally:
             with open(full, "w") as f:
