@@ -234,7 +234,13 @@ std::vector<size_t> DataSectorIndices(const CrashPoint& point,
   return out;
 }
 
-// data:<limit> (EnumeratorKind::kData).
+// data:<limit> (EnumeratorKind::kData), in two rounds over the points: each
+// point's first kDataFirstRound states, then the rest of each point's. A cut
+// (a cap, a time budget) in the second round has still reached every point
+// with its likeliest break: every data sector durable under the latest
+// metadata, then the last few data sectors landed one by one.
+constexpr uint64_t kDataFirstRound = 16;
+
 class DataEnumerator final : public CrashEnumerator {
  public:
   DataEnumerator(const CrashTimeline& timeline, std::shared_ptr<const std::vector<bool>> records,
@@ -268,8 +274,14 @@ class DataEnumerator final : public CrashEnumerator {
     if (--left_ > 0) Odometer(digits_, radix_);
   }
 
+  // The next point with states left in this round (the second round starts
+  // over from point 0); false at the end of the second.
   bool AdvancePoint() {
-    if (next_point_ >= timeline_.PointCount()) return false;
+    if (next_point_ >= timeline_.PointCount()) {
+      if (second_round_) return false;
+      second_round_ = true;
+      next_point_ = 0;
+    }
     LoadPoint(next_point_++);
     subset_ = DataSectorIndices(*point_, records_.get());
     radix_.resize(subset_.size());
@@ -278,15 +290,25 @@ class DataEnumerator final : public CrashEnumerator {
       radix_[i] = point_->ChoiceCount(subset_[i]);
       product = SaturatingMul(product, radix_[i]);
     }
+    const uint64_t total = std::max<uint64_t>(1, std::min(product, limit_));
+    const uint64_t first = std::min(total, kDataFirstRound);
+    left_ = second_round_ ? total - first : first;
+    // Odometer order, the last digit fastest: the round starts at state 0,
+    // or at state `first` (its mixed-radix digits).
     digits_.assign(subset_.size(), 0);
-    left_ = std::max<uint64_t>(1, std::min(product, limit_));
+    uint64_t start = second_round_ ? first : 0;
+    for (size_t i = subset_.size(); i-- > 0 && start > 0;) {
+      digits_[i] = start % radix_[i];
+      start /= radix_[i];
+    }
     return true;
   }
 
   std::shared_ptr<const std::vector<bool>> records_;
   uint64_t limit_;
   uint64_t next_point_ = 0;
-  uint64_t left_ = 0;  // states still to yield at the loaded point
+  bool second_round_ = false;
+  uint64_t left_ = 0;  // states still to yield at the loaded point, this round
   std::vector<size_t> subset_;
   std::vector<uint64_t> digits_;
   std::vector<uint64_t> radix_;

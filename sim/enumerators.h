@@ -43,7 +43,8 @@ enum class EnumeratorKind : uint8_t {
                  // sector is data when guest-data records wrote all its pending
                  // versions, EnumeratorSpec::data_records), the other pending
                  // sectors at latest; at most <limit> per point, odometer order
-                 // (all data durable first, the last data sector fastest)
+                 // (all data durable first, the last data sector fastest), in
+                 // two rounds: each point's first 16 states, then the rest
 };
 
 // Text form: "prefix", "drop-one", "tear-one", "bounded:<K>",

@@ -248,6 +248,26 @@ TEST(Enumerators, DataVariesTheDataSectorsOnly) {
   EXPECT_EQ(shards, all);
 }
 
+// Two rounds: every point's first 16 states, then the rest of each point's,
+// so that a cut still reached the last point. p1 holds 5 data sectors (32
+// states), p2 6 (64).
+TEST(Enumerators, DataTakesEveryPointsFirstStatesFirst) {
+  auto log = std::make_shared<WriteLog>(512, 8192);
+  log->AppendWrite(0, Bytes(2560, 1), false);
+  log->AppendWrite(4096, Bytes(512, 2), false);
+  CrashTimeline timeline(nullptr, log);
+  EnumeratorSpec spec{.kind = EnumeratorKind::kData, .limit = 1000};
+  spec.data_records = std::make_shared<const std::vector<bool>>(std::vector<bool>{true, true});
+  EXPECT_EQ(EnumerateAndCheck(timeline, spec), 1 + 32 + 64u);
+  const std::vector<std::string> ids = AllIds(timeline, spec);
+  EXPECT_EQ(ids[1], "p1:0=0,1=0,2=0,3=0,4=0");   // round one: p1's states 0..15
+  EXPECT_EQ(ids[17], "p2:0=0,1=0,2=0,3=0,4=0,8=0");  // then p2's
+  EXPECT_EQ(ids[33], "p1:1=0,2=0,3=0,4=0");      // round two: p1's state 16
+  EXPECT_EQ(ids[48], "p1");                       // its last (latest)
+  EXPECT_EQ(ids[49], "p2:0=0,2=0,3=0,4=0,8=0");  // p2's state 16
+  EXPECT_EQ(ids.back(), "p2");
+}
+
 // Shards i/N of any enumerator are disjoint, their union is the unsharded
 // sequence (index by index), and each shard's size is its closed form.
 RC_GTEST_PROP(Enumerators, ShardsPartitionEveryEnumerator, ()) {
