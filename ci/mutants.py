@@ -113,7 +113,8 @@ MUTANTS = [
      "  stored_bitmaps_ = entries;",
      "the old bitmap directory and tables are freed before the header switch is durable"),
     ("data-before-pointer-dropped", "engine/cluster_io.cc",
-     "    l2_cache_->DependOnFlush();  // step 4",
+     "  if (options_.data_ordering == DataOrdering::kStrict || !full || reuse) {\n"
+     "    l2_cache_->DependOnFlush();  // step 4\n  }",
      "",
      "an allocating write's L2 entry may reach the disk before its data"),
     ("quarantine-ignored", "engine/refcounts.cc",
@@ -259,7 +260,9 @@ MUTANTS = [
     ("failed-data-write-still-linked", "engine/cluster_io.cc",
      "  QCRASH_RETURN_IF_ERROR(io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster)));",
      "  const Status written = io_.WriteData(host, full ? data : std::span<const uint8_t>(cluster));\n"
-     "  if (!written.ok()) {\n    (void)SetL2Entry(slot, host | f::kOflagCopied);\n    return written;\n  }",
+     "  if (!written.ok()) {\n"
+     "    (void)SetL2Entry(slot, host | f::kOflagCopied, header_.extended_l2() ? f::kL2BitmapAllocMask : 0);\n"
+     "    return written;\n  }",
      "an allocating write whose data write failed still links the new cluster (error checked too late)"),
     ("cow-read-error-ignored", "engine/cluster_io.cc",
      "      QCRASH_RETURN_IF_ERROR(ReadCluster(guest_cluster, 0, cluster));",
