@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -403,6 +404,25 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
     }
     return explore;
   };
+  // Each built-in workload under each policy it runs under, with its shared
+  // run, until the current share of the budget ends.
+  using CellFn = std::function<Status(const std::string&, const PolicyVariant&, ExploreConfig)>;
+  auto for_each_builtin = [&](const CellFn& cell) -> Status {
+    for (size_t w = 0; w < builtins.size(); ++w) {
+      const auto& [name, workload] = builtins[w];
+      for (size_t vi = 0; vi < variants.size(); ++vi) {
+        const PolicyVariant& v = variants[vi];
+        if (!Runs(name, workload, v.policy, !config.policies.empty())) continue;
+        if (builtins_over_budget()) {
+          suite.budget_exhausted = true;
+          break;
+        }
+        QCRASH_ASSIGN_OR_RETURN(ExploreConfig explore, prepare(w, vi));
+        QCRASH_RETURN_IF_ERROR(cell(name, v, std::move(explore)));
+      }
+    }
+    return Status::Ok();
+  };
   // The last pass crashes the recovery too (I8): a crash inside the journal
   // replay, the refcount rebuild of a dirty image or a repair must recover.
   // The repair pass runs after the two cheapest passes, so a short budget
@@ -422,34 +442,22 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
       QCRASH_RETURN_IF_ERROR(run_qemu_order_pass());
       continue;
     }
-    for (size_t w = 0; w < builtins.size(); ++w) {
-      const auto& [name, workload] = builtins[w];
-      for (size_t vi = 0; vi < variants.size(); ++vi) {
-        const PolicyVariant& v = variants[vi];
-        if (!Runs(name, workload, v.policy, !config.policies.empty())) continue;
-        if (builtins_over_budget()) {
-          suite.budget_exhausted = true;
-          break;
-        }
-        QCRASH_ASSIGN_OR_RETURN(const ExploreConfig explore, prepare(w, vi));
-        if (std::string(e) == "eio") {
-          ExploreConfig eio = explore;
-          eio.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
-          QCRASH_RETURN_IF_ERROR(run_cell(name, v, eio, "eio"));
-          continue;
-        }
-        if (std::string(e) == "nested") {
-          ExploreConfig nested = explore;
-          nested.recovery.nested_enumerator = "epochs";
-          nested.recovery.nested_states_max = 32;
-          nested.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
-          QCRASH_RETURN_IF_ERROR(run_cell(name, v, nested, "drop-one"));
-          suite.cells.back().enumerator += "+nested:epochs";
-          continue;
-        }
-        QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, e));
-      }
-    }
+    QCRASH_RETURN_IF_ERROR(for_each_builtin(
+        [&](const std::string& name, const PolicyVariant& v, ExploreConfig explore) -> Status {
+          if (std::string(e) == "eio") {
+            explore.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
+            return run_cell(name, v, explore, "eio");
+          }
+          if (std::string(e) == "nested") {
+            explore.recovery.nested_enumerator = "epochs";
+            explore.recovery.nested_states_max = 32;
+            explore.states_max = std::max<uint64_t>(1, config.builtin_states / 20);
+            const Status ran = run_cell(name, v, explore, "drop-one");
+            if (ran.ok()) suite.cells.back().enumerator += "+nested:epochs";
+            return ran;
+          }
+          return run_cell(name, v, explore, e);
+        }));
   }
   // The data pass, with its own deadline: it starts where the passes above
   // stopped (their budget spent, or every cell done).
@@ -459,20 +467,11 @@ Result<SuiteReport> RunSuite(const SuiteConfig& config, const SuiteProgressFn& p
         start + std::chrono::duration_cast<Clock::duration>(
                     std::chrono::duration<double>(kDataShare * config.budget_seconds));
   }
-  for (size_t w = 0; w < builtins.size(); ++w) {
-    const auto& [name, workload] = builtins[w];
-    for (size_t vi = 0; vi < variants.size(); ++vi) {
-      const PolicyVariant& v = variants[vi];
-      if (!Runs(name, workload, v.policy, !config.policies.empty())) continue;
-      if (builtins_over_budget()) {
-        suite.budget_exhausted = true;
-        break;
-      }
-      QCRASH_ASSIGN_OR_RETURN(ExploreConfig explore, prepare(w, vi));
-      explore.states_max = config.data_states;
-      QCRASH_RETURN_IF_ERROR(run_cell(name, v, explore, kDataEnumerator));
-    }
-  }
+  QCRASH_RETURN_IF_ERROR(for_each_builtin(
+      [&](const std::string& name, const PolicyVariant& v, ExploreConfig explore) -> Status {
+        explore.states_max = config.data_states;
+        return run_cell(name, v, explore, kDataEnumerator);
+      }));
   prepared.clear();
   builtin_cells_left = 0;  // generated cells: capped by states, not time
 

@@ -260,11 +260,11 @@ TEST(Enumerators, DataTakesEveryPointsFirstStatesFirst) {
   spec.data_records = std::make_shared<const std::vector<bool>>(std::vector<bool>{true, true});
   EXPECT_EQ(EnumerateAndCheck(timeline, spec), 1 + 32 + 64u);
   const std::vector<std::string> ids = AllIds(timeline, spec);
-  EXPECT_EQ(ids[1], "p1:0=0,1=0,2=0,3=0,4=0");   // round one: p1's states 0..15
+  EXPECT_EQ(ids[1], "p1:0=0,1=0,2=0,3=0,4=0");       // round one: p1's states 0..15
   EXPECT_EQ(ids[17], "p2:0=0,1=0,2=0,3=0,4=0,8=0");  // then p2's
-  EXPECT_EQ(ids[33], "p1:1=0,2=0,3=0,4=0");      // round two: p1's state 16
-  EXPECT_EQ(ids[48], "p1");                       // its last (latest)
-  EXPECT_EQ(ids[49], "p2:0=0,2=0,3=0,4=0,8=0");  // p2's state 16
+  EXPECT_EQ(ids[33], "p1:1=0,2=0,3=0,4=0");          // round two: p1's state 16
+  EXPECT_EQ(ids[48], "p1");                          // its last (latest)
+  EXPECT_EQ(ids[49], "p2:0=0,2=0,3=0,4=0,8=0");      // p2's state 16
   EXPECT_EQ(ids.back(), "p2");
 }
 
